@@ -1,0 +1,1 @@
+"""The `retland` command line: a thin Typer layer over the library."""

@@ -1,0 +1,101 @@
+"""The Typer app and the options every command shares."""
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="retland",
+    help=(
+        "Return landscapes of deep-RL policies: train agents, sample post-update return "
+        "distributions into a DuckDB/Parquet warehouse, query and report them."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+WarehouseOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--warehouse",
+        "-w",
+        help="Warehouse folder. Default: $RETLAND_WAREHOUSE, else ./data/warehouse.",
+        show_default=False,
+    ),
+]
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="How to print or write the result.")]
+OutputOpt = Annotated[
+    Optional[Path],
+    typer.Option("--output", "-o", help="Write the result to this file instead of the terminal (needed for parquet)."),
+]
+
+
+class CliError(Exception):
+    """A user error: printed without a traceback, exit status 2."""
+
+
+def emit(df, fmt: OutputFormat, output: Path | None, title: str | None = None) -> None:
+    """Print or write a polars DataFrame in the requested format."""
+    import json as _json
+
+    if fmt is OutputFormat.parquet and output is None:
+        raise CliError("--format parquet needs --output FILE")
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if fmt is OutputFormat.parquet:
+            df.write_parquet(output)
+        elif fmt is OutputFormat.csv:
+            df.write_csv(output)
+        elif fmt is OutputFormat.json:
+            output.write_text(_json.dumps(df.to_dicts(), default=str, indent=1) + "\n")
+        else:
+            with output.open("w") as fh:
+                Console(file=fh, width=200).print(_rich_table(df, title))
+        err_console.print(f"wrote {df.height} rows to {output}")
+        return
+    if fmt is OutputFormat.csv:
+        typer.echo(df.write_csv(), nl=False)
+    elif fmt is OutputFormat.json:
+        typer.echo(_json.dumps(df.to_dicts(), default=str, indent=1))
+    else:
+        console.print(_rich_table(df, title))
+
+
+def _fmt_cell(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _rich_table(df, title: str | None):
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for name, dtype in zip(df.columns, df.dtypes):
+        table.add_column(name, justify="right" if dtype.is_numeric() else "left", overflow="fold")
+    for row in df.iter_rows():
+        table.add_row(*(_fmt_cell(v) for v in row))
+    if df.height == 0:
+        table.caption = "no rows"
+    return table

@@ -1,0 +1,21 @@
+"""Entry point: `retland …`. Imports the command modules, maps user errors to exit 2."""
+from __future__ import annotations
+
+import sys
+
+from retland.cli.app import CliError, app, err_console
+from retland.cli import warehouse_cmds  # noqa: F401  (registers commands)
+
+
+def main() -> None:
+    from retland.warehouse import WarehouseError
+
+    try:
+        app(standalone_mode=True)
+    except (CliError, WarehouseError, ValueError, FileNotFoundError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Post-update return distributions and their statistics, read from the warehouse.
+
+The statistics are computed in DuckDB by the `purd_stats` macro (schema/); the optional
+bootstrap CIs come from the NumPy twin in `retland.stats`, one vectorised bootstrap per
+distribution.
+"""
+from __future__ import annotations
+
+import polars as pl
+
+from .warehouse import Warehouse, WarehouseError
+from .warehouse.readonly import execute_readonly
+
+STAT_COLUMNS = ("mean", "std", "skewness", "mode", "ltp", "cvar")
+KEY = ("run_id", "step", "operator_id")
+
+
+def _check_alpha_beta(alpha: float, beta: float) -> None:
+    if not (0.0 < float(alpha) <= 1.0):
+        raise WarehouseError(f"--alpha must be in (0, 1], got {alpha}")
+    if not (0.0 < float(beta) <= 1.0):
+        raise WarehouseError(f"--beta must be in (0, 1], got {beta}")
+
+
+def stats_sql(alpha: float = 0.1, beta: float = 0.5, where: str | None = None) -> str:
+    _check_alpha_beta(alpha, beta)
+    sql = (
+        "SELECT algo, env, seed, step, operator_id AS operator, n, mean, std, skewness, mode, ltp, cvar, "
+        "ltp_note, run_id "
+        f"FROM purd_stats(alpha := {float(alpha)!r}, beta := {float(beta)!r})"
+    )
+    if where:
+        sql = f"SELECT * FROM ({sql}) WHERE ({where})"
+    return sql + " ORDER BY algo, env, seed, step, operator"
+
+
+def distribution_stats(
+    wh: Warehouse,
+    alpha: float = 0.1,
+    beta: float = 0.5,
+    where: str | None = None,
+    bootstrap: bool = False,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """One row per (run, checkpoint step, operator): n and the six statistics.
+
+    where: an SQL condition over algo, env, seed, step, operator, run_id, n and the
+    statistic columns. bootstrap=True adds `<stat>_lo`/`<stat>_hi` 95% percentile CIs.
+    """
+    con = wh.connect()
+    try:
+        df = execute_readonly(con, stats_sql(alpha, beta, where)).pl()
+        if bootstrap and df.height:
+            df = _add_bootstrap(con, df, alpha, beta, n_resamples, seed)
+    finally:
+        con.close()
+    return df
+
+
+def _add_bootstrap(con, df: pl.DataFrame, alpha, beta, n_resamples, seed) -> pl.DataFrame:
+    import numpy as np
+
+    from . import stats
+
+    con.register("wanted", df.select("run_id", "step", pl.col("operator").alias("operator_id")).to_arrow())
+    samples = con.sql(
+        'SELECT run_id, step, operator_id, list("return" ORDER BY update_index) AS r '
+        "FROM post_update_returns SEMI JOIN wanted USING (run_id, step, operator_id) GROUP BY ALL"
+    ).pl()
+    by_key = {(r["run_id"], r["step"], r["operator_id"]): np.asarray(r["r"], dtype=np.float64)
+              for r in samples.iter_rows(named=True)}
+    cols: dict[str, list] = {f"{s}_{b}": [] for s in STAT_COLUMNS for b in ("lo", "hi")}
+    for row in df.select("run_id", "step", "operator").iter_rows():
+        ci = stats.bootstrap_summary(by_key[row], alpha=alpha, beta=beta, n_resamples=n_resamples, seed=seed)
+        for s in STAT_COLUMNS:
+            lo, hi = ci[s]
+            cols[f"{s}_lo"].append(lo)
+            cols[f"{s}_hi"].append(hi)
+    return df.with_columns(*[pl.Series(k, v, dtype=pl.Float64) for k, v in cols.items()])

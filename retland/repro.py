@@ -1,0 +1,43 @@
+"""A reproducibility record for every run and sampling job."""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from importlib import metadata
+
+PACKAGES = ("retland", "jax", "jaxlib", "flax", "optax", "brax", "mujoco", "orbax-checkpoint",
+            "numpy", "duckdb", "pyarrow", "polars", "scipy")
+
+
+def package_versions() -> dict[str, str | None]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def devices() -> list[str]:
+    try:
+        import jax
+
+        return [f"{d.platform}:{getattr(d, 'device_kind', '')}" for d in jax.devices()]
+    except Exception as exc:  # a record must never break the job it describes
+        return [f"unavailable: {exc}"]
+
+
+def reproducibility_record(config: dict | None = None, with_devices: bool = True) -> str:
+    """JSON text: versions, platform, devices, command line and the config."""
+    record = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "packages": package_versions(),
+        "devices": devices() if with_devices else None,
+        "argv": sys.argv,
+        "config": config,
+    }
+    return json.dumps(record, sort_keys=True, default=str)

@@ -1,0 +1,205 @@
+"""The one write path: validate rows against a table's schema, then publish them as
+whole Parquet files by atomic rename.
+
+Safety argument: a part is written under a hidden temporary name in its final folder,
+fsynced, then renamed (atomic within one filesystem), and the folder is fsynced. Readers
+glob `*.parquet`, so they see either the whole part or nothing. Names carry the write
+time in nanoseconds plus a random suffix, so concurrent writers on any number of
+processes or machines never collide, and ordering by name is write order (the views keep
+the first writer of a duplicated key).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .sqlgen import SCHEMA_PART, TABLES_DIR
+from .tables import TABLES, TableSpec
+
+
+class WarehouseError(ValueError):
+    """Bad input or state; the message names what is wrong. Nothing was written."""
+
+
+# Values that become folder names must be safe on every filesystem and in globs.
+_PARTITION_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
+# Columns whose non-finite values would poison statistics.
+_FINITE = {"post_update_returns": ("return",)}
+
+
+def _spec(table: str) -> TableSpec:
+    try:
+        return TABLES[table]
+    except KeyError:
+        raise WarehouseError(f"unknown table {table!r}; tables: {', '.join(TABLES)}") from None
+
+
+def to_arrow(rows) -> pa.Table:
+    if isinstance(rows, pa.Table):
+        return rows
+    if isinstance(rows, pa.RecordBatch):
+        return pa.Table.from_batches([rows])
+    if hasattr(rows, "to_arrow") and not isinstance(rows, (list, dict)):
+        return rows.to_arrow()
+    if isinstance(rows, dict):
+        return pa.table(rows)
+    if isinstance(rows, list):
+        if rows and not all(isinstance(r, dict) for r in rows):
+            raise WarehouseError("rows must be dicts (column -> value)")
+        try:
+            return pa.Table.from_pylist(rows)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise WarehouseError(f"rows do not form a table: {exc}") from None
+    raise WarehouseError(f"cannot append rows of type {type(rows).__name__}")
+
+
+def _first_row(mask: pa.ChunkedArray | pa.Array) -> int:
+    idx = pc.index(mask, True).as_py()
+    return int(idx)
+
+
+def validate(table: str, rows) -> pa.Table:
+    """Return `rows` as an Arrow table with exactly the declared schema, or raise."""
+    spec = _spec(table)
+    data = to_arrow(rows)
+    names = set(data.column_names)
+    unknown = sorted(names - set(spec.schema.names))
+    if unknown:
+        raise WarehouseError(
+            f"{table}: unknown column(s) {', '.join(unknown)}; columns are {', '.join(spec.schema.names)}"
+        )
+    n = data.num_rows
+    columns = []
+    for field in spec.schema:
+        if field.name not in names:
+            if field.name == "created_at":
+                now = datetime.now(timezone.utc)
+                columns.append(pa.array([now] * n, field.type))
+                continue
+            if not field.nullable:
+                raise WarehouseError(f"{table}: missing required column {field.name!r}")
+            columns.append(pa.nulls(n, field.type))
+            continue
+        col = data.column(field.name)
+        if pa.types.is_floating(col.type) and (pa.types.is_integer(field.type) or field.name in spec.key):
+            bad = pc.invert(pc.is_finite(col)) if n else None
+            if bad is not None and pc.any(pc.fill_null(bad, False)).as_py():
+                row = _first_row(pc.fill_null(bad, False))
+                raise WarehouseError(
+                    f"{table}: column {field.name!r} row {row}: non-finite value {col[row].as_py()!r} in an integer/key column"
+                )
+        try:
+            col = col.cast(field.type, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise WarehouseError(
+                f"{table}: column {field.name!r} has type {col.type}, expected {field.type}: {exc}"
+            ) from None
+        if not field.nullable and col.null_count:
+            row = _first_row(col.is_null())
+            raise WarehouseError(f"{table}: column {field.name!r} row {row}: missing value (NULL) in a required column")
+        columns.append(col)
+    out = pa.Table.from_arrays(columns, schema=spec.schema)
+    for name in _FINITE.get(table, ()):
+        col = out.column(name)
+        bad = pc.fill_null(pc.invert(pc.is_finite(col)), False)
+        if n and pc.any(bad).as_py():
+            row = _first_row(bad)
+            key = {k: out.column(k)[row].as_py() for k in spec.key}
+            raise WarehouseError(f"{table}: column {name!r} row {row} ({key}): non-finite value {col[row].as_py()!r} refused")
+    for name in spec.partition_by:
+        for value in pc.unique(out.column(name)).to_pylist():
+            if not _PARTITION_VALUE.match(str(value)):
+                raise WarehouseError(
+                    f"{table}: {name} {value!r} is not usable as a folder name "
+                    "(letters, digits and . _ + - only, starting with a letter or digit)"
+                )
+    if n > 1:
+        keys = out.select(list(spec.key))
+        grouped = keys.group_by(list(spec.key)).aggregate([([], "count_all")])
+        dup = pc.greater(grouped.column("count_all"), 1)
+        if pc.any(dup).as_py():
+            row = _first_row(dup)
+            key = {k: grouped.column(k)[row].as_py() for k in spec.key}
+            raise WarehouseError(f"{table}: duplicate key {key} within one append")
+    return out
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _publish(table: pa.Table, folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, folder / name)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(folder)
+    return folder / name
+
+
+def _part_name() -> str:
+    return f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.parquet"
+
+
+def append_rows(root: Path, table: str, rows) -> int:
+    spec = _spec(table)
+    data = validate(table, rows)
+    if data.num_rows == 0:
+        return 0
+    base = root / TABLES_DIR / table
+    if not spec.partition_by:
+        _publish(data, base, _part_name())
+        return data.num_rows
+    groups = data.select(list(spec.partition_by)).group_by(list(spec.partition_by)).aggregate([])
+    for values in groups.to_pylist():
+        mask = None
+        for col, value in values.items():
+            m = pc.equal(data.column(col), value)
+            mask = m if mask is None else pc.and_(mask, m)
+        part = data.filter(mask).drop_columns(list(spec.partition_by))
+        folder = base.joinpath(*(f"{c}={v}" for c, v in values.items()))
+        _publish(part, folder, _part_name())
+    return data.num_rows
+
+
+def write_schema_part(root: Path, spec: TableSpec) -> None:
+    """A zero-row part carrying the current schema, so every view exists and is typed
+    before any row is written (and gains columns added to the registry later)."""
+    folder = root / TABLES_DIR / spec.name
+    schema = spec.schema
+    if spec.partition_by:
+        folder = folder.joinpath(*(f"{c}=__schema__" for c in spec.partition_by))
+        schema = pa.schema([f for f in spec.schema if f.name not in spec.partition_by])
+    target = folder / SCHEMA_PART
+    if target.exists():
+        try:
+            if pq.read_schema(target).equals(schema, check_metadata=False):
+                return
+        except (pa.ArrowInvalid, OSError):
+            pass
+    _publish(schema.empty_table(), folder, SCHEMA_PART)

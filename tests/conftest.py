@@ -1,0 +1,30 @@
+"""Shared fixtures. JAX-heavy fixtures live with their tests, module-scoped, so each
+compiled function is built once per session."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Tests never touch a user's default warehouse or cache.
+os.environ.pop("RETLAND_WAREHOUSE", None)
+os.environ.setdefault("RETLAND_JAX_CACHE", str(REPO / ".venv" / "jax-cache-tests"))
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Path -> sha256 of every file under root: 'byte-identical' made checkable."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def warehouse(tmp_path):
+    from retland.warehouse import Warehouse
+
+    return Warehouse.open(tmp_path / "wh")
