@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+from rich.markup import escape
+
 from retland.cli.app import CliError, app, err_console
 from retland.cli import warehouse_cmds  # noqa: F401  (registers commands)
 
@@ -13,7 +15,7 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except (CliError, WarehouseError, ValueError, FileNotFoundError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 
