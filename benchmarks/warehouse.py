@@ -1,0 +1,93 @@
+"""Warehouse speed: append 1e6 rows; statistics of 10 000 distributions × 1000 samples.
+
+Prints seconds and the ratio of DuckDB (`distribution_stats`) to the NumPy twin applied
+per group. Targets (issue 2): append of 1e6 rows < 1 s; stats over 1e7 rows < 2 s on
+2 cores. Usage: python benchmarks/warehouse.py [--distributions 10000] [--samples 1000]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from retland import stats
+from retland.warehouse import Warehouse
+
+
+def returns_table(run: str, steps: np.ndarray, samples: int, rng) -> pa.Table:
+    n = len(steps) * samples
+    # A mixture with a left tail, like a post-update return distribution near a cliff.
+    r = rng.normal(3000.0, 150.0, n)
+    fail = rng.random(n) < 0.05
+    r[fail] = rng.normal(800.0, 300.0, fail.sum())
+    return pa.table({
+        "run_id": pa.array([run] * n),
+        "step": np.repeat(steps, samples),
+        "operator_id": pa.array(["td3[h=1000,seed=0]"] * n),
+        "update_index": np.tile(np.arange(samples, dtype=np.int64), len(steps)),
+        "return": r,
+    })
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--distributions", type=int, default=10_000)
+    ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--keep", type=Path, default=None, help="build the warehouse here and keep it")
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    root = args.keep or Path(tempfile.mkdtemp(prefix="retland-bench-"))
+    try:
+        wh = Warehouse.open(root)
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+
+        one_million = returns_table("append-probe", np.arange(1000, dtype=np.int64), 1000, rng)
+        t0 = time.perf_counter()
+        wh.append("post_update_returns", one_million)
+        t_append = time.perf_counter() - t0
+        print(f"append 1e6 rows (validate + write + fsync + rename): {t_append:.3f} s")
+
+        per_run = args.distributions // args.runs
+        for k in range(args.runs):
+            steps = np.arange(per_run, dtype=np.int64) * 10_000
+            wh.append("post_update_returns", returns_table(f"run{k:04d}", steps, args.samples, rng))
+        n_rows = args.runs * per_run * args.samples
+
+        con = wh.connect()
+        con.sql("SELECT count(*) FROM post_update_returns").fetchall()  # warm the file cache
+        sql = "SELECT * FROM purd_stats() WHERE run_id <> 'append-probe'"
+        t0 = time.perf_counter()
+        duck = con.sql(sql).pl()
+        t_duck = time.perf_counter() - t0
+        print(f"stats in DuckDB over {n_rows:.2e} rows ({duck.height} distributions): {t_duck:.3f} s")
+
+        t0 = time.perf_counter()
+        raw = con.sql(
+            'SELECT run_id, step, list("return" ORDER BY update_index) AS r FROM post_update_returns '
+            "WHERE run_id <> 'append-probe' GROUP BY ALL"
+        ).fetchnumpy()
+        t_fetch = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for r in raw["r"]:
+            stats.summarize(np.asarray(r))
+        t_numpy = time.perf_counter() - t0
+        con.close()
+        print(f"same with NumPy per group: fetch {t_fetch:.3f} s + compute {t_numpy:.3f} s")
+        print(f"ratio NumPy (fetch + compute) / DuckDB: {(t_fetch + t_numpy) / t_duck:.2f}x")
+        print(f"targets: append < 1 s: {'met' if t_append < 1 else 'MISSED'}; "
+              f"stats < 2 s: {'met' if t_duck < 2 else 'MISSED'}")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
