@@ -1,0 +1,51 @@
+"""The training algorithms behind one interface.
+
+    agent = get_agent("td3")                 # or get_agent("sac", SACConfig(...))
+    a = agent.policy(agent.actor_params(ckpt.state), obs)      # deterministic action
+    op = agent.operator_state(ckpt)                            # arrays: pass to jit
+    thetas = jax.jit(jax.vmap(agent.update, in_axes=(None, 0)))(op, keys)   # U(state, ξ_i)
+
+Agent (one frozen dataclass per algorithm, in retland.agents.<algo>):
+    algo: str
+    policy(actor_params, obs [..., O]) -> action [..., A]   deterministic evaluation action
+    actor_params(train_state) -> θ
+    operator_state(checkpoint) -> pytree of arrays U needs
+    update(op_state, key) -> θ'                              METHOD.md "Update operators"
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+from retland.config import ALGOS, agent_config
+
+
+class Agent(Protocol):
+    algo: str
+
+    def policy(self, actor_params, obs): ...
+
+    def actor_params(self, train_state): ...
+
+    def operator_state(self, checkpoint): ...
+
+    def update(self, op_state, key): ...
+
+
+def get_agent(algo: str, config=None) -> Agent:
+    """The agent for `algo` with `config` (its agent config, a TrainConfig, or None for
+    METHOD.md defaults)."""
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algo {algo!r}: choose one of {', '.join(ALGOS)}")
+    config = getattr(config, "agent", config)  # a TrainConfig carries the agent config
+    if config is None:
+        config = agent_config(algo)
+    if config.algo != algo:
+        raise ValueError(f"get_agent({algo!r}) was given a {config.algo} config")
+    if algo == "td3":
+        from retland.agents.td3 import TD3Agent
+        return TD3Agent(config)
+    if algo == "sac":
+        from retland.agents.sac import SACAgent
+        return SACAgent(config)
+    from retland.agents.ppo import PPOAgent
+    return PPOAgent(config)

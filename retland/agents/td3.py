@@ -1,0 +1,180 @@
+"""TD3 (Fujimoto et al. 2018), METHOD.md "Training" and "Update operators".
+
+Read top to bottom: networks, state, losses (plain functions of params and a batch),
+the two optimizer steps, the full training update, and the update operator U that
+`retland sample` vmaps over keys. Training and the operator call the same `actor_step`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from retland import networks, replay
+from retland.config import TD3Config
+from retland.replay import Transition
+
+Params = Any
+
+
+def actor_net(cfg: TD3Config, action_size: int) -> networks.DeterministicActor:
+    return networks.DeterministicActor(action_size, tuple(cfg.hidden))
+
+
+def critic_net(cfg: TD3Config) -> networks.TwinCritic:
+    return networks.TwinCritic(tuple(cfg.hidden))
+
+
+def optimizer(cfg: TD3Config) -> optax.GradientTransformation:
+    return optax.adam(cfg.learning_rate)
+
+
+class TD3State(NamedTuple):
+    actor_params: Params
+    critic_params: Params
+    target_actor_params: Params
+    target_critic_params: Params
+    actor_opt_state: Any
+    critic_opt_state: Any
+    update_count: jax.Array  # int32 []: critic updates done; the actor moves when it hits a multiple of policy_delay
+
+
+def init(cfg: TD3Config, key: jax.Array, obs_size: int, action_size: int) -> TD3State:
+    ka, kc = jax.random.split(key)
+    obs, act = jnp.zeros((1, obs_size)), jnp.zeros((1, action_size))
+    actor = networks.init_params(actor_net(cfg, action_size), ka, obs)
+    critic = networks.init_params(critic_net(cfg), kc, obs, act)
+    opt = optimizer(cfg)
+    return TD3State(actor, critic, actor, critic, opt.init(actor), opt.init(critic),
+                    jnp.zeros((), jnp.int32))
+
+
+def _action_size(actor_params) -> int:
+    mlp = actor_params["MLP_0"]
+    last = max(mlp, key=lambda name: int(name.split("_")[-1]))
+    return mlp[last]["bias"].shape[-1]
+
+
+def policy(cfg: TD3Config, actor_params, obs):
+    """Deterministic action π_θ(obs): obs [..., O] -> [..., A] in [-1, 1]."""
+    return actor_net(cfg, _action_size(actor_params)).apply({"params": actor_params}, obs)
+
+
+def q_values(cfg: TD3Config, critic_params, obs, action):
+    """[..., 2]: Q1 and Q2."""
+    return critic_net(cfg).apply({"params": critic_params}, obs, action)
+
+
+# ---- losses ---------------------------------------------------------------------------
+
+def actor_loss(cfg: TD3Config, actor_params, critic_params, obs):
+    """-mean(min(Q1, Q2)(s, π(s))) over obs [B, O] (METHOD.md: min of both critics)."""
+    q = q_values(cfg, critic_params, obs, policy(cfg, actor_params, obs))
+    return -jnp.mean(jnp.min(q, axis=-1))
+
+
+def critic_loss(cfg: TD3Config, critic_params, target_actor_params, target_critic_params,
+                batch: Transition, key):
+    """Sum over both critics of the mean squared TD error against
+    y = r + γ·mask·min(Q1', Q2')(s', clip(π'(s') + clip(ε, ±noise_clip), ±1))."""
+    next_a = policy(cfg, target_actor_params, batch.next_obs)
+    noise = jnp.clip(cfg.policy_noise * jax.random.normal(key, next_a.shape), -cfg.noise_clip, cfg.noise_clip)
+    next_a = jnp.clip(next_a + noise, -1.0, 1.0)
+    next_q = jnp.min(q_values(cfg, target_critic_params, batch.next_obs, next_a), axis=-1)
+    y = jax.lax.stop_gradient(batch.reward + cfg.gamma * batch.mask * next_q)
+    q = q_values(cfg, critic_params, batch.obs, batch.action)
+    return jnp.sum(jnp.mean(jnp.square(q - y[:, None]), axis=0))
+
+
+# ---- optimizer steps ------------------------------------------------------------------
+
+def actor_step(cfg: TD3Config, actor_params, actor_opt_state, critic_params, obs):
+    """One Adam step of the actor on obs [B, O] with the critic frozen."""
+    grads = jax.grad(actor_loss, argnums=1)(cfg, actor_params, critic_params, obs)
+    updates, actor_opt_state = optimizer(cfg).update(grads, actor_opt_state, actor_params)
+    return optax.apply_updates(actor_params, updates), actor_opt_state
+
+
+def critic_step(cfg: TD3Config, s: TD3State, batch: Transition, key):
+    grads = jax.grad(critic_loss, argnums=1)(cfg, s.critic_params, s.target_actor_params,
+                                             s.target_critic_params, batch, key)
+    updates, opt_state = optimizer(cfg).update(grads, s.critic_opt_state, s.critic_params)
+    return optax.apply_updates(s.critic_params, updates), opt_state
+
+
+def train_update(cfg: TD3Config, s: TD3State, batch: Transition, key, do_actor=None) -> TD3State:
+    """The full TD3 update of training: critic step; every `policy_delay`-th one also
+    an actor step (on the updated critic) and a Polyak step of both targets.
+
+    do_actor: leave None; the training loop passes the (seed-independent) flag from
+    outside vmap so that the branch stays a real `lax.cond` instead of a select."""
+    critic_params, critic_opt_state = critic_step(cfg, s, batch, key)
+    count = s.update_count + 1
+    if do_actor is None:
+        do_actor = count % cfg.policy_delay == 0
+    s = s._replace(critic_params=critic_params, critic_opt_state=critic_opt_state, update_count=count)
+
+    def delayed(s: TD3State) -> TD3State:
+        actor_params, actor_opt_state = actor_step(cfg, s.actor_params, s.actor_opt_state,
+                                                   s.critic_params, batch.obs)
+        polyak = lambda t, o: (1.0 - cfg.tau) * t + cfg.tau * o  # noqa: E731
+        return s._replace(
+            actor_params=actor_params, actor_opt_state=actor_opt_state,
+            target_actor_params=jax.tree.map(polyak, s.target_actor_params, actor_params),
+            target_critic_params=jax.tree.map(polyak, s.target_critic_params, s.critic_params))
+
+    return jax.lax.cond(do_actor, delayed, lambda s: s, s)
+
+
+def explore(cfg: TD3Config, actor_params, obs, key):
+    """Behaviour action: clip(π(obs) + 0.1·N(0, I), ±1)."""
+    a = policy(cfg, actor_params, obs)
+    return jnp.clip(a + cfg.exploration_noise * jax.random.normal(key, a.shape), -1.0, 1.0)
+
+
+# ---- the update operator --------------------------------------------------------------
+
+class OperatorState(NamedTuple):
+    """What U needs, all arrays (pass it to jit as an argument, never close over it)."""
+
+    actor_params: Params
+    actor_opt_state: Any
+    critic_params: Params
+    replay: Transition  # arrays [capacity, ...]
+    replay_size: jax.Array  # int32 []
+
+
+def update(cfg: TD3Config, op: OperatorState, key) -> Params:
+    """U(state, ξ): one actor-only Adam step (restored state, critics frozen) on a
+    minibatch drawn uniformly with replacement from rows [0, replay_size)."""
+    batch = replay.sample(op.replay, op.replay_size, key, cfg.batch_size)
+    return actor_step(cfg, op.actor_params, op.actor_opt_state, op.critic_params, batch.obs)[0]
+
+
+@dataclass(frozen=True)
+class TD3Agent:
+    config: TD3Config = TD3Config()
+    algo: str = "td3"
+
+    def policy(self, actor_params, obs):
+        return policy(self.config, actor_params, obs)
+
+    def actor_params(self, train_state):
+        return getattr(train_state, "agent", train_state).actor_params
+
+    def operator_state(self, checkpoint) -> OperatorState:
+        s = checkpoint.state.agent
+        return OperatorState(s.actor_params, s.actor_opt_state, s.critic_params,
+                             checkpoint.replay, jnp.asarray(checkpoint.replay_size, jnp.int32))
+
+    def update(self, op_state: OperatorState, key) -> Params:
+        return update(self.config, op_state, key)
+
+
+def update_flags(cfg: TD3Config, agent_batched: TD3State) -> dict:
+    """Branch flags of the next `train_update`, from a [seeds]-batched state (all seeds
+    share the update counter), so the training loop can keep the branch a real cond."""
+    return {"do_actor": (agent_batched.update_count[0] + 1) % cfg.policy_delay == 0}

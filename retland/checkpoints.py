@@ -1,0 +1,240 @@
+"""Checkpoints on disk: one orbax directory per (run, step) and one replay buffer per run.
+
+Layout under the warehouse root (paths in `checkpoints.artifact_path` are relative to it):
+
+    artifacts/runs/<run_id>/checkpoints/step_<step:010d>/    orbax checkpoint of the seed's
+                                                             TrainState (networks, targets,
+                                                             temperature, optimizer states,
+                                                             update counter, env state(s),
+                                                             PRNG key), as a nested dict
+    artifacts/runs/<run_id>/replay/rows_<a:010d>_<b:010d>/   TD3/SAC replay rows [a, b):
+                                                             obs.npy action.npy reward.npy
+                                                             next_obs.npy mask.npy
+
+The replay buffer only grows (no wrap-around), so it is stored once per run as
+append-only segments: each checkpoint writes the rows added since the previous one into
+a temporary folder renamed into place (atomic). A checkpoint at replay size n reads the
+prefix [0, n) from the segments; nothing written later can invalidate it, so a run killed
+at any moment leaves every recorded checkpoint usable.
+
+The state is saved as a nested dict keyed by its pytree path (`agent/actor_params/...`),
+readable without retland; restoring maps it back onto the structure that `init` of the
+run's config builds, so a checkpoint that does not fit its config (another env's shapes)
+is refused with the offending field named.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from retland.config import TrainConfig
+from retland.replay import Transition
+
+SEGMENT = re.compile(r"^rows_(\d{10})_(\d{10})$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    run_id: str
+    step: int
+    algo: str
+    env: str
+    backend: str
+    seed: int
+    config: TrainConfig
+    state: Any  # retland.agents.base.TrainState of this seed (numpy leaves)
+    replay: Transition | None  # [capacity, ...] arrays (rows >= replay_size are zero); None for PPO
+    replay_size: int
+    artifact_path: str
+    eval_return: float | None = None
+
+
+def _open(wh_or_root):
+    from retland.warehouse import Warehouse
+
+    if isinstance(wh_or_root, Warehouse):
+        return wh_or_root
+    return Warehouse.open(wh_or_root, create=False)
+
+
+def run_dir(wh, run_id: str) -> Path:
+    return wh.artifact_dir("runs", run_id)
+
+
+# ---- pytree <-> nested dict -----------------------------------------------------------
+
+def _key_name(k) -> str:
+    for attr in ("name", "key", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    raise TypeError(f"unsupported pytree key {k!r}")
+
+
+def _paths(tree) -> list[tuple[tuple[str, ...], Any]]:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [(tuple(_key_name(k) for k in path), leaf) for path, leaf in leaves]
+
+
+def to_nested(tree) -> dict:
+    out: dict = {}
+    for path, leaf in _paths(tree):
+        node = out
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = np.asarray(leaf)
+    return out
+
+
+def from_nested(nested: dict, target, where: str = "checkpoint"):
+    """Rebuild `target`'s structure (arrays or ShapeDtypeStructs) from a nested dict,
+    checking every leaf's shape and dtype."""
+    leaves = []
+    for path, ref in _paths(target):
+        node = nested
+        try:
+            for k in path:
+                node = node[k]
+        except (KeyError, TypeError):
+            raise ValueError(f"{where}: field {'/'.join(path)} is missing") from None
+        arr = np.asarray(node)
+        if arr.shape != tuple(ref.shape) or arr.dtype != ref.dtype:
+            raise ValueError(
+                f"{where}: field {'/'.join(path)} has shape {arr.shape} {arr.dtype}, but the "
+                f"run's config (env, network sizes) implies {tuple(ref.shape)} {ref.dtype}")
+        leaves.append(arr)
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(target), leaves)
+
+
+# ---- saving ---------------------------------------------------------------------------
+
+def _checkpointer():
+    import orbax.checkpoint as ocp
+
+    return ocp.PyTreeCheckpointer()
+
+
+def save_state(wh, run_id: str, step: int, state) -> str:
+    """Write one seed's TrainState (host arrays); returns the path relative to the root."""
+    path = run_dir(wh, run_id) / "checkpoints" / f"step_{step:010d}"
+    if path.exists():  # a resumed run re-reaching a step: same deterministic state
+        shutil.rmtree(path)
+    _checkpointer().save(path.resolve(), to_nested(state))
+    return wh.relative(path)
+
+
+def _segments(rdir: Path) -> list[tuple[int, int, Path]]:
+    if not rdir.is_dir():
+        return []
+    out = []
+    for p in rdir.iterdir():
+        m = SEGMENT.match(p.name)
+        if m:
+            out.append((int(m.group(1)), int(m.group(2)), p))
+    return sorted(out)
+
+
+def save_replay(wh, run_id: str, data: Transition, size: int) -> None:
+    """Make rows [0, size) of this seed's buffer durable (append-only, atomic)."""
+    rdir = run_dir(wh, run_id) / "replay"
+    rdir.mkdir(parents=True, exist_ok=True)
+    have = max((b for _, b, _ in _segments(rdir)), default=0)
+    if size <= have:  # already stored (rows are deterministic functions of the run)
+        return
+    final = rdir / f"rows_{have:010d}_{size:010d}"
+    tmp = rdir / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    for name, arr in zip(Transition._fields, data):
+        np.save(tmp / f"{name}.npy", np.asarray(arr[have:size]))
+    os.replace(tmp, final)
+
+
+def load_replay(wh, run_id: str, size: int, capacity: int) -> Transition:
+    """Rows [0, size) from the run's segments, zero-padded to [capacity, ...]."""
+    parts: dict[str, list[np.ndarray]] = {f: [] for f in Transition._fields}
+    end = 0
+    for a, b, p in _segments(run_dir(wh, run_id) / "replay"):
+        if end >= size:
+            break
+        if a != end:
+            raise ValueError(f"replay of {run_id}: segments are not contiguous at row {end}")
+        take = min(b, size) - a
+        for f in Transition._fields:
+            parts[f].append(np.load(p / f"{f}.npy", mmap_mode="r")[:take])
+        end = a + take
+    if end < size:
+        raise ValueError(f"replay of {run_id}: only {end} rows stored, checkpoint needs {size}")
+    out = []
+    for f in Transition._fields:
+        rows = np.concatenate(parts[f]) if parts[f] else None
+        shape = rows.shape[1:] if rows is not None else ()
+        buf = np.zeros((capacity, *shape), np.float32)
+        if rows is not None:
+            buf[:size] = rows
+        out.append(buf)
+    return Transition(*out)
+
+
+# ---- loading --------------------------------------------------------------------------
+
+def run_record(wh_or_root, run_id: str) -> dict:
+    wh = _open(wh_or_root)
+    rows = wh.query("SELECT * FROM runs WHERE run_id = ?", [run_id]).to_dicts()
+    if not rows:
+        raise ValueError(f"no run {run_id!r} in the warehouse at {wh.root}")
+    return rows[0]
+
+
+def run_config(record: dict) -> TrainConfig:
+    data = json.loads(record["config"])
+    data.pop("job_id", None)
+    data.pop("seed_index", None)
+    return TrainConfig.model_validate(data)
+
+
+def list_checkpoints(wh_or_root, run_id: str) -> list[int]:
+    """Env steps of the run's recorded checkpoints, ascending."""
+    wh = _open(wh_or_root)
+    df = wh.query("SELECT step FROM checkpoints WHERE run_id = ? ORDER BY step", [run_id])
+    return [int(s) for s in df["step"].to_list()]
+
+
+def load_checkpoint(wh_or_root, run_id: str, step: int, *, env: str | None = None) -> Checkpoint:
+    """The checkpoint of `run_id` at env step `step`, with its replay prefix.
+
+    env: if given, refuse (ValueError) a checkpoint trained on another env."""
+    from retland.training import abstract_seed_state
+
+    wh = _open(wh_or_root)
+    record = run_record(wh, run_id)
+    if env is not None and record["env"] != env:
+        raise ValueError(f"run {run_id!r} was trained on {record['env']!r}, not {env!r}")
+    rows = wh.query("SELECT * FROM checkpoints WHERE run_id = ? AND step = ?", [run_id, int(step)]).to_dicts()
+    if not rows:
+        steps = list_checkpoints(wh, run_id)
+        raise ValueError(f"run {run_id!r} has no checkpoint at step {step}; it has "
+                         f"{', '.join(map(str, steps)) if steps else 'none'}")
+    row = rows[0]
+    cfg = run_config(record)
+    state_target, capacity = abstract_seed_state(cfg)
+    path = wh.root / row["artifact_path"]
+    if not path.is_dir():
+        raise ValueError(f"checkpoint {run_id}@{step}: artifact {path} is missing")
+    nested = _checkpointer().restore(path.resolve())
+    state = from_nested(nested, state_target, where=f"checkpoint {run_id}@{step}")
+    size = int(row["replay_size"] or 0)
+    replay = load_replay(wh, run_id, size, capacity) if cfg.algo in ("td3", "sac") else None
+    return Checkpoint(
+        run_id=run_id, step=int(step), algo=record["algo"], env=record["env"],
+        backend=record["backend"], seed=int(record["seed"]), config=cfg, state=state,
+        replay=replay, replay_size=size, artifact_path=row["artifact_path"],
+        eval_return=row.get("eval_return"))

@@ -1,0 +1,222 @@
+"""Typed configs for training: one model per algorithm, defaults = METHOD.md Table 1.
+
+The CLI and the Python API build the same models; a run's config is stored as JSON in
+its `runs` row, so every number that shaped a checkpoint is recorded with it.
+"""
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from retland.envs import BACKENDS, DEFAULT_BACKEND, DEFAULT_HORIZON, ENVS
+
+ALGOS: tuple[str, ...] = ("td3", "sac", "ppo")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TD3Config(_Model):
+    """TD3 (Fujimoto et al. 2018) as in METHOD.md: actor loss on min(Q1, Q2)."""
+
+    algo: Literal["td3"] = "td3"
+    learning_rate: float = 3e-4  # actor and critic Adam
+    batch_size: int = 256
+    gamma: float = 0.99
+    tau: float = 0.005
+    policy_delay: int = 2  # actor and target updates every `policy_delay` critic updates
+    policy_noise: float = 0.2  # target policy smoothing noise
+    noise_clip: float = 0.5
+    exploration_noise: float = 0.1
+    learning_starts: int = 10_000  # uniform random warm-up steps, no updates
+    buffer_size: int = 1_000_000
+    hidden: tuple[int, ...] = (256, 256)
+
+
+class SACConfig(_Model):
+    """SAC (Haarnoja et al. 2018) with learned temperature, tanh-Gaussian actor."""
+
+    algo: Literal["sac"] = "sac"
+    learning_rate: float = 3e-4  # actor, critics and temperature Adam
+    batch_size: int = 256
+    gamma: float = 0.99
+    tau: float = 0.005
+    initial_temperature: float = 1.0
+    target_entropy_scale: float = 0.5  # target entropy = -scale * |A|
+    log_std_min: float = -10.0
+    log_std_max: float = 2.0
+    learning_starts: int = 10_000
+    buffer_size: int = 1_000_000
+    hidden: tuple[int, ...] = (256, 256)
+
+
+class PPOConfig(_Model):
+    """PPO (Schulman et al. 2017) with Brax-scale batches: 2048 envs x 16 steps."""
+
+    algo: Literal["ppo"] = "ppo"
+    num_envs: int = 2048
+    unroll_length: int = 16
+    num_minibatches: int = 2
+    update_epochs: int = 4
+    learning_rate: float = 0.0026
+    adam_eps: float = 1e-5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    value_coef: float = 2.0
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 1.0
+    hidden: tuple[int, ...] = (64, 64)
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_envs * self.unroll_length
+
+    @model_validator(mode="after")
+    def _minibatches_divide(self):
+        if self.steps_per_update % self.num_minibatches:
+            raise ValueError(
+                f"num_envs*unroll_length={self.steps_per_update} is not divisible by "
+                f"num_minibatches={self.num_minibatches}")
+        return self
+
+
+AgentConfig = Annotated[Union[TD3Config, SACConfig, PPOConfig], Field(discriminator="algo")]
+
+DEFAULT_TOTAL_STEPS = {"td3": 1_000_000, "sac": 1_000_000, "ppo": 60_000_000}
+
+
+def agent_config(algo: str, **overrides) -> TD3Config | SACConfig | PPOConfig:
+    """The algorithm's config with METHOD.md defaults; ValueError on an unknown algo."""
+    models = {"td3": TD3Config, "sac": SACConfig, "ppo": PPOConfig}
+    if algo not in models:
+        raise ValueError(f"unknown algo {algo!r}: choose one of {', '.join(ALGOS)}")
+    return models[algo](**overrides)
+
+
+def default_checkpoints(algo: str, total_steps: int, granularity: int = 1) -> tuple[int, ...]:
+    """Ten checkpoints. Off-policy: midpoints of ten equal segments (50k, 150k, …, 950k
+    for 1e6 steps). PPO: ten evenly spaced ends of segments, on update boundaries."""
+    if algo == "ppo":
+        steps = [(i + 1) * total_steps // 10 for i in range(10)]
+    else:
+        steps = [(2 * i + 1) * total_steps // 20 for i in range(10)]
+    steps = [max(granularity, s // granularity * granularity) for s in steps]
+    return tuple(sorted(set(steps)))
+
+
+class TrainConfig(_Model):
+    """One training job: `seeds` runs of one algorithm on one env, vmapped together."""
+
+    env: str = "hopper"
+    backend: str = DEFAULT_BACKEND
+    seeds: int = 20
+    seed: int = 0  # seed index i of the job's runs uses PRNGKey(seed + i)
+    total_steps: int | None = None  # env steps per seed; None = the algo's default
+    checkpoints: tuple[int, ...] | None = None  # env steps; None = default_checkpoints
+    eval_every: int | None = None  # env steps between learning-curve points; None = total/50
+    horizon: int = DEFAULT_HORIZON  # episode length (time-limit truncation) and eval horizon
+    agent: AgentConfig = Field(default_factory=TD3Config)
+
+    @property
+    def algo(self) -> str:
+        return self.agent.algo
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v):
+        if v not in ENVS:
+            raise ValueError(f"unknown env {v!r}: choose one of {', '.join(ENVS)}")
+        return v
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v):
+        if v not in BACKENDS:
+            raise ValueError(f"unknown backend {v!r}: choose one of {', '.join(BACKENDS)}")
+        return v
+
+    @field_validator("seeds", "horizon")
+    @classmethod
+    def _positive(cls, v):
+        if v < 1:
+            raise ValueError(f"must be >= 1, got {v}")
+        return v
+
+    @property
+    def granularity(self) -> int:
+        """Env steps per seed that one training iteration takes (PPO: a whole rollout)."""
+        return self.agent.steps_per_update if self.algo == "ppo" else 1
+
+    @property
+    def steps(self) -> int:
+        return int(self.total_steps or DEFAULT_TOTAL_STEPS[self.algo])
+
+    @property
+    def checkpoint_steps(self) -> tuple[int, ...]:
+        if self.checkpoints is not None:
+            return tuple(sorted(set(self.checkpoints)))
+        return default_checkpoints(self.algo, self.steps, self.granularity)
+
+    @property
+    def eval_interval(self) -> int:
+        if self.eval_every is not None:
+            return self.eval_every
+        g = self.granularity
+        return max(g, self.steps // 50 // g * g)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        total, g = self.steps, self.granularity
+        if total < g:
+            raise ValueError(f"total_steps={total} is less than one {self.algo} iteration ({g} env steps)")
+        if total % g:
+            raise ValueError(f"total_steps={total} must be a multiple of {g} (env steps per {self.algo} iteration)")
+        bad = [s for s in self.checkpoint_steps if s <= 0 or s > total]
+        if bad:
+            raise ValueError(f"checkpoint steps {bad} are outside (0, total_steps={total}]")
+        off = [s for s in self.checkpoint_steps if s % g]
+        if off:
+            raise ValueError(f"checkpoint steps {off} are not multiples of {g} (env steps per {self.algo} iteration)")
+        if self.eval_interval <= 0 or self.eval_interval % g:
+            raise ValueError(f"eval_every={self.eval_interval} must be a positive multiple of {g}")
+        if self.algo in ("td3", "sac"):
+            if self.agent.buffer_size < total:
+                raise ValueError(
+                    f"buffer_size={self.agent.buffer_size} < total_steps={total}: the replay "
+                    "buffer must not wrap (checkpoints index its prefix)")
+            if self.agent.learning_starts >= total:
+                raise ValueError(
+                    f"learning_starts={self.agent.learning_starts} must be < total_steps={total}")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        return cls.model_validate(json.loads(text))
+
+
+def load_train_config(path: str | Path | None = None, **overrides) -> TrainConfig:
+    """A TrainConfig from an optional TOML file, then keyword overrides (None = unset).
+
+    TOML layout: top-level TrainConfig fields, and an `[agent]` table with `algo` and
+    any algorithm field, e.g. `[agent]\\nalgo = "td3"\\nbatch_size = 128`.
+    """
+    data: dict = {}
+    if path is not None:
+        data = tomllib.loads(Path(path).read_text())
+    agent = dict(data.pop("agent", {}))
+    algo = overrides.pop("algo", None) or agent.get("algo") or "td3"
+    if agent.get("algo", algo) != algo:
+        raise ValueError(f"config file says algo={agent['algo']!r} but {algo!r} was requested")
+    agent["algo"] = algo
+    agent = agent_config(**agent).model_dump()
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(agent=agent, **data)

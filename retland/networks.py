@@ -1,0 +1,110 @@
+"""Actor and critic networks (METHOD.md, "Training": 2×256 ReLU, orthogonal √2 init,
+zero biases; PPO 64-64 tanh).
+
+Networks are plain Flax modules; parameters are ordinary pytrees so update operators,
+perturbations and interpolation act on them with `jax.tree.map`.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+HIDDEN = (256, 256)
+PPO_HIDDEN = (64, 64)
+ORTHO_SCALE = 2.0**0.5
+
+
+def dense(features: int, scale: float = ORTHO_SCALE) -> nn.Dense:
+    return nn.Dense(
+        features,
+        kernel_init=nn.initializers.orthogonal(scale),
+        bias_init=nn.initializers.zeros,
+    )
+
+
+class MLP(nn.Module):
+    """x [..., D] -> [..., out]; activation after every hidden layer, none on the output."""
+
+    hidden: Sequence[int]
+    out: int
+    activation: Callable = nn.relu
+    out_scale: float = ORTHO_SCALE
+
+    @nn.compact
+    def __call__(self, x):
+        for h in self.hidden:
+            x = self.activation(dense(h)(x))
+        return dense(self.out, self.out_scale)(x)
+
+
+class DeterministicActor(nn.Module):
+    """TD3 actor: obs [..., O] -> action in [-1, 1]^A."""
+
+    action_size: int
+    hidden: Sequence[int] = HIDDEN
+
+    @nn.compact
+    def __call__(self, obs):
+        return jnp.tanh(MLP(self.hidden, self.action_size)(obs))
+
+
+class TwinCritic(nn.Module):
+    """Two independent Q networks: (obs, action) -> [..., 2]."""
+
+    hidden: Sequence[int] = HIDDEN
+
+    @nn.compact
+    def __call__(self, obs, action):
+        x = jnp.concatenate([obs, action], axis=-1)
+        q1 = MLP(self.hidden, 1, name="q1")(x)
+        q2 = MLP(self.hidden, 1, name="q2")(x)
+        return jnp.concatenate([q1, q2], axis=-1)
+
+
+def init_params(module: nn.Module, key: jax.Array, *example_inputs):
+    return module.init(key, *example_inputs)["params"]
+
+
+class TanhGaussianActor(nn.Module):
+    """SAC actor: obs [..., O] -> (mean [..., A], log_std [..., A]) of a Gaussian whose
+    samples are squashed by tanh. log_std is squashed smoothly into [log_std_min,
+    log_std_max] (METHOD.md: [-10, 2]) rather than clipped, so it keeps a gradient."""
+
+    action_size: int
+    hidden: Sequence[int] = HIDDEN
+    log_std_min: float = -10.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, obs):
+        out = MLP(self.hidden, 2 * self.action_size)(obs)
+        mean, raw = jnp.split(out, 2, axis=-1)
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (jnp.tanh(raw) + 1.0)
+        return mean, log_std
+
+
+class GaussianActor(nn.Module):
+    """PPO actor: obs [..., O] -> (mean [..., A], log_std [A]); the log-std is a free
+    parameter, independent of the state, initialised at 0."""
+
+    action_size: int
+    hidden: Sequence[int] = PPO_HIDDEN
+
+    @nn.compact
+    def __call__(self, obs):
+        mean = MLP(self.hidden, self.action_size, activation=nn.tanh)(obs)
+        log_std = self.param("log_std", nn.initializers.zeros, (self.action_size,))
+        return mean, log_std
+
+
+class ValueCritic(nn.Module):
+    """PPO critic: obs [..., O] -> V [...]."""
+
+    hidden: Sequence[int] = PPO_HIDDEN
+
+    @nn.compact
+    def __call__(self, obs):
+        return MLP(self.hidden, 1, activation=nn.tanh)(obs)[..., 0]
