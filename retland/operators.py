@@ -178,20 +178,21 @@ class Gaussian:
 
 @dataclass(frozen=True)
 class AgentUpdate:
-    """td3/sac/ppo: op_state is `agent.operator_state(checkpoint)`."""
+    """td3/sac/ppo: op_state is `agent.operator_state(checkpoint)`; agent from
+    `retland.agents.get_agent(algo, checkpoint.config)` (a frozen dataclass)."""
 
-    algo: str
+    agent: Any
 
     def __call__(self, op_state, key, index):
-        from retland.agents import get_agent
-
-        return get_agent(self.algo).update(op_state, key)
+        return self.agent.update(op_state, key)
 
 
-def params_function(spec: OperatorSpec):
+def params_function(spec: OperatorSpec, agent=None):
     """The engine's (op_state, key_i, i) -> θ_i for this operator."""
     if spec.kind in AGENT_KINDS:
-        return AgentUpdate(spec.kind)
+        if agent is None or agent.algo != spec.kind:
+            raise ValueError(f"operator {spec.kind} needs a {spec.kind} agent, got {getattr(agent, 'algo', None)!r}")
+        return AgentUpdate(agent)
     if spec.kind == "gaussian":
         return Gaussian(spec.param("sigma"))
     return Identity()

@@ -40,7 +40,7 @@ import collections
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -92,12 +92,10 @@ class ActorPolicy:
 class AgentPolicy:
     """The deterministic evaluation policy of a trained agent (`agent.policy`)."""
 
-    algo: str
+    agent: Any
 
     def __call__(self, params, obs):
-        from retland.agents import get_agent
-
-        return get_agent(self.algo).policy(params, obs)
+        return self.agent.policy(params, obs)
 
 
 @dataclass(frozen=True)
@@ -118,9 +116,11 @@ class SampleProgram:
     reset_noise: float = 0.0
 
 
-def program_for(spec: OperatorSpec, env: str, backend: str, policy) -> SampleProgram:
+def program_for(spec: OperatorSpec, env: str, backend: str, policy, agent=None) -> SampleProgram:
+    """The program of operator `spec` rolled out with `policy`; td3/sac/ppo need `agent`."""
     action_noise, reset_noise = rollout_perturbation(spec)
-    return SampleProgram(env, backend, spec.horizon, policy, params_function(spec), action_noise, reset_noise)
+    return SampleProgram(env, backend, spec.horizon, policy, params_function(spec, agent),
+                         action_noise, reset_noise)
 
 
 def _chunk(program: SampleProgram, op_state, start_state, base_key, indices):
@@ -233,12 +233,6 @@ def run_chunks(
 # ---------------------------------------------------------------------- distributions
 
 
-class Progress(Protocol):
-    def start(self, samples: int, horizon: int) -> None: ...
-
-    def advance(self, samples: int) -> None: ...
-
-
 def auto_batch_size(n_samples: int, platform: str | None = None) -> int:
     """The platform's chunk size, shrunk (to a multiple of 8) for small distributions."""
     platform = platform or jax.default_backend()
@@ -322,6 +316,61 @@ def ensure_operator(wh, spec: OperatorSpec) -> None:
 
 
 @dataclass
+class Plan:
+    """The work of one job on one distribution: which chunks to compute."""
+
+    run_id: str
+    step: int
+    spec: OperatorSpec
+    n_samples: int
+    batch_size: int
+    todo: list[int]  # chunks to compute, ascending
+    present: set[int]  # update indices already stored
+
+    @property
+    def n_chunks(self) -> int:
+        return math.ceil(self.n_samples / self.batch_size)
+
+    def keep(self, indices: np.ndarray) -> np.ndarray:
+        """[B] bool: which rows of a chunk are new and inside [0, n_samples)."""
+        return np.array([i < self.n_samples and int(i) not in self.present for i in indices], bool)
+
+    @property
+    def new_rows(self) -> int:
+        return int(sum(self.keep(chunk_indices(k, self.batch_size)).sum() for k in self.todo))
+
+
+def plan_distribution(
+    wh,
+    run_id: str,
+    step: int,
+    spec: OperatorSpec,
+    n_samples: int,
+    *,
+    batch_size: int | str | None = "auto",
+    shard: tuple[int, int] | str | None = None,
+    chunks: Sequence[int] | None = None,
+) -> Plan:
+    """Read what is stored and decide B and the chunks this job computes.
+
+    chunks: an explicit set of chunk numbers (the CLI's global work plan over many
+    distributions); otherwise the shard's range of this distribution's chunks.
+    """
+    if n_samples < 1:
+        raise SamplingError(f"--samples must be >= 1, got {n_samples}")
+    what = f"run {run_id} step {step} operator {spec.operator_id}"
+    present, recorded = existing_rows(wh, run_id, step, spec.operator_id)
+    b = resolve_batch_size(recorded, batch_size, n_samples, what)
+    n_chunks = math.ceil(n_samples / b)
+    # A shard owns a fixed range of all chunks, done or not, so the split does not
+    # depend on progress made by other shards.
+    mine = list(chunks) if chunks is not None else take_shard(range(n_chunks), parse_shard(shard))
+    missing = set(missing_chunks(n_samples, b, present))
+    todo = sorted(k for k in set(mine) if k in missing)
+    return Plan(run_id, int(step), spec, n_samples, b, todo, present)
+
+
+@dataclass
 class SampleResult:
     run_id: str
     step: int
@@ -336,55 +385,29 @@ class SampleResult:
     chunk_devices: dict[int, int] = field(default_factory=dict)  # chunk -> device position
 
 
-def sample_distribution(
+def run_plan(
     wh,
-    *,
-    run_id: str,
-    step: int,
-    spec: OperatorSpec,
+    plan: Plan,
     program: SampleProgram,
     op_state,
-    n_samples: int,
-    batch_size: int | str | None = "auto",
-    shard: tuple[int, int] | str | None = None,
-    chunks: Sequence[int] | None = None,
+    *,
     devices=None,
     start_state=None,
     flush_seconds: float = FLUSH_SECONDS,
-    progress: Progress | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> SampleResult:
-    """Fill samples [0, n_samples) of the distribution (run_id, step, spec) in `wh`.
+    """Compute the plan's chunks and append their new rows (see the module doc).
 
-    Computes only chunks with a missing index (of this shard, or of `chunks` when
-    given: the CLI's global work plan). op_state is what `program.make_params` takes
-    (actor params for gaussian/action/init_state, `agent.operator_state(ckpt)` for
-    td3/sac/ppo). Returns what was done.
+    progress(n) is called after each chunk with the number of new rows it gave.
     """
-    if n_samples < 1:
-        raise SamplingError(f"--samples must be >= 1, got {n_samples}")
-    operator_id = spec.operator_id
-    what = f"run {run_id} step {step} operator {operator_id}"
-    present, recorded = existing_rows(wh, run_id, step, operator_id)
-    b = resolve_batch_size(recorded, batch_size, n_samples, what)
-    n_chunks = math.ceil(n_samples / b)
-    # A shard owns a fixed range of all chunks, done or not, so the split does not
-    # depend on progress made by other shards.
-    mine = list(chunks) if chunks is not None else take_shard(range(n_chunks), parse_shard(shard))
-    missing = set(missing_chunks(n_samples, b, present))
-    todo = [k for k in mine if k in missing]
     devs = resolve_devices(devices)
-    result = SampleResult(run_id, step, operator_id, n_samples, b, n_chunks,
+    spec, b = plan.spec, plan.batch_size
+    operator_id = spec.operator_id
+    result = SampleResult(plan.run_id, plan.step, operator_id, plan.n_samples, b, plan.n_chunks,
                           devices=len(devs))
-    if not todo:
+    if not plan.todo:
         return result
     ensure_operator(wh, spec)
-
-    def wanted_mask(idx: np.ndarray) -> np.ndarray:
-        return np.array([i < n_samples and int(i) not in present for i in idx], bool)
-
-    total = int(sum(wanted_mask(chunk_indices(k, b)).sum() for k in todo))
-    if progress is not None:
-        progress.start(total, spec.horizon)
     buffer: list[dict[str, np.ndarray]] = []
     last_flush = time.monotonic()
     t0 = time.monotonic()
@@ -394,24 +417,25 @@ def sample_distribution(
         if buffer:
             cols = {name: np.concatenate([c[name] for c in buffer]) for name in buffer[0]}
             n = len(cols["update_index"])
-            cols.update(run_id=[run_id] * n, step=np.full(n, step, np.int64),
+            cols.update(run_id=[plan.run_id] * n, step=np.full(n, plan.step, np.int64),
                         operator_id=[operator_id] * n, chunk_size=np.full(n, b, np.int32))
             result.rows_written += wh.append("post_update_returns", cols)
             buffer.clear()
         last_flush = time.monotonic()
 
     try:
-        for res in run_chunks(program, op_state, spec.base_key, todo, b,
+        for res in run_chunks(program, op_state, spec.base_key, plan.todo, b,
                               start_state=start_state, devices=devs):
-            keep = wanted_mask(res.indices)
+            keep = plan.keep(res.indices)
             ret = res.ret[keep].astype(np.float64)
             disc = res.discounted_return[keep].astype(np.float64)
             bad = ~(np.isfinite(ret) & np.isfinite(disc))
             if bad.any():
                 raise NonFiniteReturnError(
-                    f"{what}: non-finite return at update_index "
-                    f"{res.indices[keep][bad].tolist()} (chunk {res.chunk}, B={b}); refused: "
-                    "nothing of this chunk was stored, earlier chunks were")
+                    f"run {plan.run_id} step {plan.step} operator {operator_id}: non-finite "
+                    f"return at update_index {res.indices[keep][bad].tolist()} (chunk "
+                    f"{res.chunk}, B={b}); refused: nothing of this chunk was stored, the "
+                    "chunks computed before it were")
             buffer.append({
                 "update_index": res.indices[keep].astype(np.int64),
                 "return": ret,
@@ -424,7 +448,7 @@ def sample_distribution(
             if time.monotonic() - last_flush >= flush_seconds:
                 flush()
             if progress is not None:
-                progress.advance(int(keep.sum()))
+                progress(int(keep.sum()))
     finally:
         # Whole chunks computed before an error or Ctrl-C are kept.
         flush()
@@ -432,20 +456,48 @@ def sample_distribution(
     return result
 
 
+def sample_distribution(
+    wh,
+    *,
+    run_id: str,
+    step: int,
+    spec: OperatorSpec,
+    program: SampleProgram,
+    op_state,
+    n_samples: int,
+    batch_size: int | str | None = "auto",
+    shard: tuple[int, int] | str | None = None,
+    chunks: Sequence[int] | None = None,
+    **run_kwargs,
+) -> SampleResult:
+    """Fill samples [0, n_samples) of the distribution (run_id, step, spec) in `wh`.
+
+    op_state is what `program.make_params` takes (actor params for gaussian/action/
+    init_state, `agent.operator_state(ckpt)` for td3/sac/ppo). run_kwargs: devices,
+    start_state, flush_seconds, progress (see `run_plan`).
+    """
+    plan = plan_distribution(wh, run_id, step, spec, n_samples, batch_size=batch_size,
+                             shard=shard, chunks=chunks)
+    return run_plan(wh, plan, program, op_state, **run_kwargs)
+
+
 # ------------------------------------------------------------------------ checkpoints
 
 
-def checkpoint_operator_state(spec: OperatorSpec, ckpt):
-    """(policy, op_state) for sampling `spec` at a loaded checkpoint."""
+def checkpoint_program(spec: OperatorSpec, ckpt) -> tuple[SampleProgram, Any]:
+    """(program, op_state) for sampling `spec` at a loaded checkpoint."""
     from retland.agents import get_agent
 
-    agent = get_agent(ckpt.algo)
+    agent = get_agent(ckpt.algo, ckpt.config)
     if spec.kind in ("td3", "sac", "ppo"):
         if spec.kind != ckpt.algo:
             raise SamplingError(
                 f"operator {spec.kind} needs a {spec.kind} checkpoint; run {ckpt.run_id} is {ckpt.algo}")
-        return AgentPolicy(ckpt.algo), agent.operator_state(ckpt)
-    return AgentPolicy(ckpt.algo), agent.actor_params(ckpt.state)
+        op_state = agent.operator_state(ckpt)
+    else:
+        op_state = agent.actor_params(ckpt.state)
+    program = program_for(spec, ckpt.env, ckpt.backend, AgentPolicy(agent), agent)
+    return program, op_state
 
 
 def sample_checkpoint(
@@ -455,15 +507,21 @@ def sample_checkpoint(
     spec: OperatorSpec,
     n_samples: int,
     *,
+    batch_size: int | str | None = "auto",
+    shard: tuple[int, int] | str | None = None,
+    chunks: Sequence[int] | None = None,
     checkpoint=None,
-    **kwargs,
+    **run_kwargs,
 ) -> SampleResult:
-    """`sample_distribution` for a stored checkpoint (loaded unless given)."""
+    """`sample_distribution` for a stored checkpoint; the checkpoint (and its replay
+    buffer) is loaded only when this job has chunks to compute."""
+    plan = plan_distribution(wh, run_id, step, spec, n_samples, batch_size=batch_size,
+                             shard=shard, chunks=chunks)
+    if not plan.todo:
+        return run_plan(wh, plan, None, None, **run_kwargs)
     if checkpoint is None:
         from retland.checkpoints import load_checkpoint
 
         checkpoint = load_checkpoint(wh, run_id, step)
-    policy, op_state = checkpoint_operator_state(spec, checkpoint)
-    program = program_for(spec, checkpoint.env, checkpoint.backend, policy)
-    return sample_distribution(wh, run_id=run_id, step=step, spec=spec, program=program,
-                               op_state=op_state, n_samples=n_samples, **kwargs)
+    program, op_state = checkpoint_program(spec, checkpoint)
+    return run_plan(wh, plan, program, op_state, **run_kwargs)
