@@ -1,0 +1,258 @@
+"""The sampling engine: rows are a function of (distribution, update index, B) only.
+
+Plumbing tests use a tiny actor (16 hidden units) on hopper with a 40-step horizon and
+gaussian(σ = 0.05), so returns vary across samples; one compiled chunk program (B = 8)
+is shared by every test of the module, and the subprocess tests find it in the
+persistent compilation cache.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from retland import sampling
+from retland.envs import env_dims
+from retland.networks import DeterministicActor, init_params
+from retland.operators import parse_operator
+from retland.sampling import (
+    ActorPolicy,
+    NonFiniteReturnError,
+    SamplingError,
+    program_for,
+    sample_distribution,
+)
+from retland.warehouse import Warehouse
+
+ENV, BACKEND, H, HIDDEN = "hopper", "positional", 40, (16,)
+OP, N, B = "gaussian:0.05", 48, 8
+RUN, STEP = "init-hopper-s0", 0
+COLUMNS = ["update_index", "return", "discounted_return", "episode_length", "terminated", "chunk_size"]
+TESTS = Path(__file__).resolve().parent
+
+
+def build(op: str = OP):
+    """(spec, program, θ) of the plumbing tests: a fresh tiny actor."""
+    obs_size, action_size = env_dims(ENV, BACKEND)
+    theta = init_params(DeterministicActor(action_size, HIDDEN), jax.random.PRNGKey(0), jnp.zeros(obs_size))
+    spec = parse_operator(op, horizon=H, env=ENV)
+    return spec, program_for(spec, ENV, BACKEND, ActorPolicy(action_size, HIDDEN)), theta
+
+
+def sample(wh, n=N, batch_size=B, op=OP, **kw):
+    spec, program, theta = build(op)
+    return sample_distribution(wh, run_id=RUN, step=STEP, spec=spec, program=program, op_state=theta,
+                               n_samples=n, batch_size=batch_size, flush_seconds=0, **kw)
+
+
+def rows(wh, op=OP):
+    operator_id = parse_operator(op, horizon=H, env=ENV).operator_id
+    return wh.query(
+        f"SELECT {', '.join(COLUMNS)} FROM post_update_returns WHERE run_id = ? AND operator_id = ? "
+        "ORDER BY update_index", [RUN, operator_id])
+
+
+def run_script(code: str, env_extra: dict | None = None, **popen) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(TESTS), TF_CPP_MIN_LOG_LEVEL="3", **(env_extra or {}))
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env, text=True, **popen)
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    """All N samples in one job on one device: the reference every split must equal."""
+    wh = Warehouse.open(tmp_path_factory.mktemp("baseline"))
+    result = sample(wh)
+    assert (result.chunks_computed, result.rows_written) == (N // B, N)
+    return wh, rows(wh)
+
+
+def test_a_distribution_has_one_row_per_index_and_its_operator(baseline):
+    wh, df = baseline
+    assert df["update_index"].to_list() == list(range(N))
+    assert set(df["chunk_size"].to_list()) == {B}
+    assert np.isfinite(df["return"].to_numpy()).all()
+    assert df["return"].std() > 0.1  # a real distribution, not one policy N times
+    ops = wh.query("SELECT * FROM operators")
+    assert ops["operator_id"].to_list() == ["gaussian[sigma=0.05,h=40,seed=0]"]
+    assert json.loads(ops["params"][0])["sigma"] == 0.05
+
+
+def test_a_rerun_computes_nothing_and_a_bigger_n_only_the_missing_indices(baseline, tmp_path):
+    wh0, full = baseline
+    assert sample(wh0).chunks_computed == 0
+    wh = Warehouse.open(tmp_path)
+    sample(wh, n=N - 5)  # chunk 5 is computed but only its first 3 rows stored
+    grown = sample(wh, n=N)
+    assert (grown.chunks_computed, grown.rows_written) == (1, 5)
+    assert rows(wh).equals(full)
+
+
+def test_a_conflicting_batch_size_is_refused_and_auto_reuses_the_recorded_one(baseline):
+    wh, full = baseline
+    with pytest.raises(SamplingError, match="--batch-size 8"):
+        sample(wh, n=N + 8, batch_size=16)
+    assert rows(wh).equals(full)
+    plan = sampling.plan_distribution(wh, RUN, STEP, build()[0], N + 8, batch_size="auto")
+    assert (plan.batch_size, plan.todo) == (B, [6])
+
+
+def test_shards_together_equal_one_job(baseline, tmp_path):
+    _, full = baseline
+    wh = Warehouse.open(tmp_path)
+    first, second = sample(wh, shard="0/2"), sample(wh, shard="1/2")
+    assert (first.chunks_computed, second.chunks_computed) == (3, 3)
+    assert sample(wh, shard="1/2").chunks_computed == 0
+    assert rows(wh).equals(full)
+
+
+def test_non_finite_returns_are_refused_naming_the_sample(baseline, tmp_path, monkeypatch):
+    real = sampling.run_chunks
+
+    def poisoned(*args, **kwargs):
+        for res in real(*args, **kwargs):
+            if res.chunk == 2:
+                res.ret = res.ret.copy()
+                res.ret[3] = np.nan
+            yield res
+
+    monkeypatch.setattr(sampling, "run_chunks", poisoned)
+    wh = Warehouse.open(tmp_path)
+    with pytest.raises(NonFiniteReturnError, match=r"run init-hopper-s0 step 0 .*update_index \[19\]"):
+        sample(wh)
+    assert rows(wh)["update_index"].to_list() == list(range(2 * B))  # chunks 0, 1 kept; 2 refused
+
+
+def test_two_devices_give_the_rows_of_one(baseline, tmp_path):
+    _, full = baseline
+    proc = run_script(f"""
+        import json, jax
+        from retland.warehouse import Warehouse
+        import test_sampling as t
+        assert jax.local_device_count() == 2
+        r = t.sample(Warehouse.open({str(tmp_path)!r}), devices="all")
+        print(json.dumps(sorted(set(r.chunk_devices.values()))))
+        """, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, stdout=subprocess.PIPE)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0
+    assert json.loads(out.strip().splitlines()[-1]) == [0, 1]  # both devices computed chunks
+    assert rows(Warehouse.open(tmp_path)).equals(full)
+
+
+def test_a_job_killed_half_way_and_resumed_gives_the_rows_of_one(baseline, tmp_path):
+    _, full = baseline
+    # The child reports each flushed chunk, then dawdles so the kill lands between chunks
+    # (a kill inside a write is covered by the writer's temp-file + rename).
+    proc = run_script(f"""
+        import sys, time
+        from retland.warehouse import Warehouse
+        import test_sampling as t
+        def progress(n):
+            print("chunk", flush=True)
+            time.sleep(2.0)
+        t.sample(Warehouse.open({str(tmp_path)!r}), progress=progress)
+        """, stdout=subprocess.PIPE)
+    try:
+        for _ in range(3):
+            assert proc.stdout.readline().strip() == "chunk"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    wh = Warehouse.open(tmp_path)
+    for part in (tmp_path / "tables" / "post_update_returns").rglob("*.parquet"):
+        pq.read_table(part)  # whole files only
+    done = rows(wh).height
+    assert done % B == 0 and 3 * B <= done < N
+    resumed = sample(wh)
+    assert resumed.chunks_computed == (N - done) // B
+    assert rows(wh).equals(full)
+
+
+def test_another_chunk_size_gives_the_same_distribution(tmp_path):
+    """Across B the arithmetic differs, so single samples may too; the law must not."""
+    from scipy.stats import ks_2samp
+
+    n = 240
+    small = Warehouse.open(tmp_path / "b8")
+    wide = Warehouse.open(tmp_path / "b48")
+    sample(small, n=n, batch_size=8)
+    sample(wide, n=n, batch_size=48)
+    a, b = rows(small)["return"].to_numpy(), rows(wide)["return"].to_numpy()
+    assert a.std() > 0.1
+    assert ks_2samp(a, b).pvalue > 0.05
+    np.testing.assert_allclose(np.sort(a), np.sort(b), rtol=0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("op", ["action:0.2", "init_state:0.05"])
+def test_rollout_perturbations_end_to_end(tmp_path, op):
+    wh = Warehouse.open(tmp_path)
+    sample(wh, n=16, op=op)
+    df = rows(wh, op)
+    assert df.height == 16 and df["return"].std() > 0
+
+
+def test_td3_operator_is_one_hand_written_adam_step_of_the_actor():
+    """U_td3(state, key) = one Adam step on -mean(min(Q1, Q2)(s, π(s))) over a uniform
+    minibatch of rows [0, size), critics frozen, Adam state restored."""
+    import optax
+
+    from retland.agents import get_agent
+    from retland.agents import td3
+    from retland.config import TD3Config
+    from retland.networks import TwinCritic
+    from retland.replay import Transition
+
+    cfg = TD3Config(hidden=(8,), batch_size=32)
+    agent = get_agent("td3", cfg)
+    obs_size, action_size = env_dims(ENV, BACKEND)
+    state = td3.init(cfg, jax.random.PRNGKey(1), obs_size, action_size)
+    cap, size = 100, 60
+    k = jax.random.split(jax.random.PRNGKey(2), 3)
+    replay = Transition(jax.random.normal(k[0], (cap, obs_size)), jax.random.uniform(k[1], (cap, action_size)),
+                        jnp.zeros(cap), jax.random.normal(k[2], (cap, obs_size)), jnp.ones(cap))
+    # a restored Adam state that is not the initial one
+    actor, opt_state = state.actor_params, state.actor_opt_state
+    for _ in range(2):
+        actor, opt_state = td3.actor_step(cfg, actor, opt_state, state.critic_params, replay.obs[:32])
+    op_state = td3.OperatorState(actor, opt_state, state.critic_params, replay, jnp.int32(size))
+
+    spec = parse_operator("td3", seed=3)
+    key_i = jax.random.fold_in(jax.random.PRNGKey(3), 11)
+    got = sampling.program_for(spec, ENV, BACKEND, sampling.AgentPolicy(agent), agent).make_params(op_state, key_i, 11)
+
+    idx = jax.random.randint(key_i, (cfg.batch_size,), 0, size)
+    assert int(idx.max()) < size
+    obs = replay.obs[idx]
+
+    def loss(p):
+        a = DeterministicActor(action_size, (8,)).apply({"params": p}, obs)
+        q = TwinCritic((8,)).apply({"params": state.critic_params}, obs, a)
+        return -jnp.mean(jnp.minimum(q[:, 0], q[:, 1]))
+
+    g = jax.grad(loss)(actor)
+    adam = opt_state[0]
+    assert isinstance(adam, optax.ScaleByAdamState) and int(adam.count) == 2
+    t = 3
+    b1, b2, eps, lr = 0.9, 0.999, 1e-8, cfg.learning_rate
+
+    def step(p, g, m, v):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        return p - lr * (m / (1 - b1**t)) / (jnp.sqrt(v / (1 - b2**t)) + eps)
+
+    want = jax.tree.map(step, actor, g, adam.mu, adam.nu)
+    for w, o, x in zip(jax.tree.leaves(want), jax.tree.leaves(got), jax.tree.leaves(actor)):
+        np.testing.assert_allclose(np.asarray(o), np.asarray(w), rtol=1e-5, atol=1e-7)
+        assert np.abs(np.asarray(o - x)).max() > 1e-5  # the step moved θ
