@@ -1,0 +1,127 @@
+"""Reports over the warehouse: Altair charts from SQL, one offline HTML page, PNG/SVG.
+
+    from retland.report import build_charts, write_report
+    charts = build_charts(wh, where="env = 'hopper'")   # {figure name: alt.Chart}
+    path = write_report(wh)                             # reports/<what it covers>.html
+
+Sections live in `retland.report.sections` (`SECTIONS`, `@section`); each one shows
+its charts when its data exists, else one line naming the command that makes it.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ..warehouse import Warehouse, WarehouseError
+from .sections import SECTIONS, Block, Figure, Note, ReportContext, Section, Table, section
+
+__all__ = ["SECTIONS", "Section", "section", "Figure", "Table", "Note", "ReportContext", "build_sections",
+           "build_charts", "write_report", "export_chart", "FORMATS"]
+
+FORMATS = ("html", "png", "svg")
+REPORTS_DIR = Path("reports")
+
+
+def _build(wh: Warehouse, where: str | None, alpha: float, beta: float, n_resamples: int,
+           seed: int) -> tuple[list[tuple[Section, list[Block]]], str]:
+    if not (0 < alpha <= 1):
+        raise WarehouseError(f"--alpha must be in (0, 1], got {alpha}")
+    if not (0 < beta <= 1):
+        raise WarehouseError(f"--beta must be in (0, 1], got {beta}")
+    if n_resamples < 0:
+        raise WarehouseError(f"--bootstrap must be >= 0, got {n_resamples}")
+    con = wh.connect()
+    try:
+        ctx = ReportContext(con, where=where or None, alpha=alpha, beta=beta, n_resamples=n_resamples, seed=seed)
+        built = [(s, s.build(ctx)) for s in SECTIONS]
+        return built, _report_name(wh, ctx)
+    finally:
+        con.close()
+
+
+def build_sections(wh: Warehouse, where: str | None = None, alpha: float = 0.1, beta: float = 0.5,
+                   n_resamples: int = 1000, seed: int = 0) -> list[tuple[Section, list[Block]]]:
+    """Every registered section, built: [(section, blocks)] in report order.
+
+    where: SQL condition as in `retland stats --where` (see `retland.report.sections`).
+    alpha, beta: CVaR level and LTP fraction. n_resamples: bootstrap resamples for the
+    CIs in tooltips (0: no CIs).
+    """
+    return _build(wh, where, alpha, beta, n_resamples, seed)[0]
+
+
+def build_charts(wh: Warehouse, where: str | None = None, **options) -> dict:
+    """The report's charts for a notebook: {figure name: Altair chart}, in report order.
+    Sections without data contribute nothing. Options as `build_sections`."""
+    return {b.name: b.chart for _, blocks in build_sections(wh, where, **options)
+            for b in blocks if isinstance(b, Figure)}
+
+
+def _slug(text: str, limit: int = 48) -> str:
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
+    return slug[:limit].rstrip("-")
+
+
+def _report_name(wh: Warehouse, ctx: ReportContext) -> str:
+    """What the report covers, as a file stem: <warehouse>_<algos>_<envs>[_where-<condition>],
+    the algorithms and environments being those --where keeps."""
+    parts = [_slug(wh.root.name) or "warehouse"]
+    if ctx.row_count("runs"):
+        scope = ctx.sql(ctx.run_scope("SELECT run_id, algo, env, seed, NULL::BIGINT AS step FROM runs"))
+        parts += ["-".join(_slug(a, 16) for a in sorted(scope["algo"].unique())) or "none",
+                  "-".join(_slug(e, 16) for e in sorted(scope["env"].unique())) or "none"]
+    else:
+        parts.append("empty")
+    if ctx.where:
+        parts.append("where-" + _slug(ctx.where))
+    return "_".join(parts)
+
+
+def write_report(wh: Warehouse, out: str | os.PathLike | None = None, where: str | None = None,
+                 fmt: str = "html", alpha: float = 0.1, beta: float = 0.5, n_resamples: int = 1000,
+                 seed: int = 0, scale: float = 2.0) -> Path:
+    """Write the report and return its path.
+
+    fmt 'html': one self-contained file (default reports/<default_report_name>.html).
+    fmt 'png' / 'svg': one file per figure, <NN>-<figure>.<fmt>, in a folder (default
+    reports/<default_report_name>/); scale is the PNG pixel ratio.
+    """
+    from . import html as page
+
+    if fmt not in FORMATS:
+        raise WarehouseError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    built, name = _build(wh, where, alpha, beta, n_resamples, seed)
+    if fmt == "html":
+        path = Path(out) if out else REPORTS_DIR / f"{name}.html"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = [f"warehouse `{wh.root}`", f"--where `{where}`" if where else "all distributions (no --where)",
+                f"LTP β = {beta:g} · CVaR α = {alpha:g} · bootstrap {n_resamples} resamples"]
+        text = page.render_page(f"retland report — {name}", meta, built)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+    folder = Path(out) if out else REPORTS_DIR / name
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = [b for _, blocks in built for b in blocks if isinstance(b, Figure)]
+    for i, fig in enumerate(figures, start=1):
+        export_chart(fig.chart, folder / f"{i:02d}-{fig.name}.{fmt}", scale=scale)
+    return folder
+
+
+def export_chart(chart, path: str | os.PathLike, scale: float = 2.0) -> Path:
+    """One chart as PNG or SVG (by the file's suffix), rendered offline by vl-convert."""
+    import vl_convert as vlc
+
+    from .html import VL_VERSION as version
+
+    path = Path(path)
+    spec = chart.to_dict()
+    if path.suffix == ".png":
+        path.write_bytes(vlc.vegalite_to_png(spec, vl_version=version, scale=scale))
+    elif path.suffix == ".svg":
+        path.write_text(vlc.vegalite_to_svg(spec, vl_version=version), encoding="utf-8")
+    else:
+        raise WarehouseError(f"cannot export a chart as {path.suffix or 'a file without suffix'}: use .png or .svg")
+    return path

@@ -1,0 +1,276 @@
+"""Altair (Vega-Lite) charts of the report, each a function of Polars frames.
+
+Nothing here reads the warehouse: `sections.py` queries, these draw. Every chart is a
+complete top-level spec (it carries its own data), so it renders alone in a notebook,
+in the HTML report, or through vl-convert as PNG/SVG. Frames are aggregated before they
+get here: a PURD travels as at most 100 binned counts, never as raw samples.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+
+import altair as alt
+import polars as pl
+
+HORIZON = 1000
+RETURN_TITLE = f"return (sum of rewards over {HORIZON} steps)"
+# Axis titles as two lines, so they fit beside small multiples.
+MEAN_RETURN_TITLE = ["mean return", f"(sum of rewards over {HORIZON} steps)"]
+STEP_TITLE = "env steps"
+# Tableau-10 without the grey, so "none" (grey) never looks like a category.
+CATEGORY_RANGE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d", "#eeca3b"]
+MARKER_COLOURS = {"mean": "#555555", "mode": "#1f77b4", "ltp": "#d62728", "cvar": "#ff7f0e"}
+FONT = "Helvetica, Arial, sans-serif"
+
+
+def config(chart):
+    """House style: readable fonts, no chart border, labels not truncated."""
+    return (chart.configure(font=FONT)
+            .configure_view(stroke=None)
+            .configure_axis(labelFontSize=11, titleFontSize=12, labelLimit=260, titleLimit=400, grid=True,
+                            gridColor="#ececec")
+            .configure_header(labelFontSize=12, titleFontSize=12, labelLimit=300)
+            .configure_legend(labelFontSize=11, titleFontSize=12, labelLimit=300, symbolLimit=50)
+            .configure_title(fontSize=13, anchor="start"))
+
+
+def steps_text(col: str = "step") -> pl.Expr:
+    """550000 -> '550k', 1000000 -> '1M': how checkpoints are named in the paper."""
+    s = pl.col(col)
+    return (pl.when(s >= 1_000_000).then((s / 1_000_000).round(2).cast(pl.Utf8).str.strip_suffix(".0") + "M")
+            .when(s >= 1000).then((s / 1000).round(1).cast(pl.Utf8).str.strip_suffix(".0") + "k")
+            .otherwise(s.cast(pl.Utf8)))
+
+
+def distribution_label(df: pl.DataFrame) -> pl.Series:
+    """'td3 · hopper · seed 3 · step 550k · td3[…]' for each distribution row."""
+    return df.select(pl.concat_str([
+        pl.col("algo").fill_null("?"), pl.lit(" · "), pl.col("env").fill_null("?"), pl.lit(" · seed "),
+        pl.col("seed").cast(pl.Utf8).fill_null("?"), pl.lit(" · step "), steps_text(), pl.lit(" · "),
+        pl.col("operator")]).alias("label")).to_series()
+
+
+def _panel(df: pl.DataFrame) -> pl.Expr:
+    """Panel of a distribution in a faceted chart: its env, and its operator unless the
+    operator is the algorithm's own update (td3 on a td3 run): distributions of other
+    operators (gaussian noise, …) are not comparable to those and get panels of their own."""
+    own = pl.col("operator").str.starts_with(pl.col("algo").fill_null(""))
+    return (pl.when(own).then(pl.col("env"))
+            .otherwise(pl.concat_str([pl.col("env"), pl.lit(" · "), pl.col("operator")])).fill_null("?"))
+
+
+STAT_FORMATS = {"mean": ".1f", "std": ".1f", "skewness": ".2f", "mode": ".1f", "ltp": ".3f", "cvar": ".1f"}
+
+
+def _tooltip_frame(dists: pl.DataFrame) -> pl.DataFrame:
+    """Adds `<stat>_text` = '3012.3 [3001.2, 3020.1]': the estimate and its bootstrap
+    95% CI (when the frame has `<stat>_lo/_hi`), for tooltips."""
+    def fmt(col: str, spec: str) -> pl.Expr:
+        return pl.col(col).map_elements(lambda v: format(v, spec), return_dtype=pl.Utf8)
+
+    texts = []
+    for stat, spec in STAT_FORMATS.items():
+        text = pl.when(pl.col(stat).is_null()).then(pl.lit("undefined")).otherwise(fmt(stat, spec))
+        if f"{stat}_lo" in dists.columns:
+            ci = pl.concat_str([text, pl.lit(" ["), fmt(f"{stat}_lo", spec), pl.lit(", "), fmt(f"{stat}_hi", spec),
+                                pl.lit("]")])
+            text = pl.when(pl.col(f"{stat}_lo").is_null()).then(text).otherwise(ci)
+        texts.append(text.alias(f"{stat}_text"))
+    return dists.with_columns(*texts)
+
+
+# ---------------------------------------------------------------------------------------
+# Axis labels for env steps: 50k, 1.5M (d3's "~s" would write 0.05M next to 1M).
+STEP_LABELS = ("datum.value >= 1e6 ? format(datum.value / 1e6, '~g') + 'M' : "
+               "datum.value >= 1e3 ? format(datum.value / 1e3, '~g') + 'k' : format(datum.value, '~g')")
+
+
+def _row_header() -> alt.Header:
+    """Facet row labels on the left, one line per ' · ' part, so long panel names fit."""
+    return alt.Header(labelAngle=0, labelAlign="right", labelOrient="left", labelFontWeight="bold",
+                      labelExpr="split(datum.value, ' · ')", labelLimit=180)
+
+
+def _grid(rows: list[str], columns: list, cell) -> alt.VConcatChart:
+    """Small multiples with one y scale per row (a row is one panel: env[, operator]) and
+    x per column: `cell(row, column, left=, top=, bottom=)` draws one, told whether it is
+    in the first column (it shows the y axis), first row, or last row (it shows x titles)."""
+    lines = []
+    for i, row in enumerate(rows):
+        charts = [cell(row, col, left=j == 0, top=i == 0, bottom=i == len(rows) - 1) for j, col in enumerate(columns)]
+        lines.append(alt.hconcat(*charts, spacing=12, title=alt.Title(row, anchor="start", fontSize=12))
+                     .resolve_scale(y="shared"))
+    return alt.vconcat(*lines, spacing=14).resolve_scale(x="independent")
+
+
+def coverage(cells: pl.DataFrame):
+    """Checkpoints × runs, coloured by samples taken. cells: run_id, algo, env, seed,
+    step, samples, operators."""
+    df = cells.with_columns(
+        run=pl.concat_str([pl.col("algo"), pl.lit(" · "), pl.col("env"), pl.lit(" · seed "), pl.col("seed").cast(pl.Utf8)]),
+        checkpoint=steps_text(),
+    ).sort("algo", "env", "seed", "step")
+    run_order = df["run"].unique(maintain_order=True).to_list()
+    step_order = df.sort("step")["checkpoint"].unique(maintain_order=True).to_list()
+    base = alt.Chart(df).encode(
+        x=alt.X("checkpoint:O", sort=step_order, title="checkpoint (env steps)", axis=alt.Axis(labelAngle=0, grid=False)),
+        y=alt.Y("run:N", sort=run_order, title=None, axis=alt.Axis(grid=False)),
+        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("step:Q", format=","), alt.Tooltip("samples:Q", format=","),
+                 alt.Tooltip("operators:Q", title="operators")],
+    )
+    rects = base.mark_rect(stroke="white", strokeWidth=1).encode(
+        color=alt.condition("datum.samples > 0",
+                            alt.Color("samples:Q", title="post-update samples", scale=alt.Scale(scheme="blues", zero=True)),
+                            alt.value("#e6e6e6")))
+    return config(rects.properties(width=alt.Step(44), height=alt.Step(16),
+                                   title="Checkpoints and post-update samples per run"))
+
+
+def learning_curves(curves: pl.DataFrame):
+    """curves: algo, env, seed, step, eval_return (one row per evaluation)."""
+    base = alt.Chart().encode(
+        x=alt.X("step:Q", title=STEP_TITLE, axis=alt.Axis(labelExpr=STEP_LABELS)),
+        color=alt.Color("algo:N", title="algorithm", scale=alt.Scale(range=CATEGORY_RANGE),
+                        legend=alt.Legend(symbolOpacity=1, symbolStrokeWidth=3)),
+    )
+    seeds = base.mark_line(strokeWidth=1, opacity=0.35).encode(
+        y=alt.Y("eval_return:Q", title=f"evaluation {RETURN_TITLE}"),
+        detail="seed:N",
+        tooltip=[alt.Tooltip("algo:N"), alt.Tooltip("env:N"), alt.Tooltip("seed:N"),
+                 alt.Tooltip("step:Q", format=","), alt.Tooltip("eval_return:Q", title="return", format=".1f")],
+    )
+    mean = base.mark_line(strokeWidth=2.5).encode(
+        y=alt.Y("mean(eval_return):Q", title=f"evaluation {RETURN_TITLE}"),
+        tooltip=[alt.Tooltip("algo:N"), alt.Tooltip("step:Q", format=","),
+                 alt.Tooltip("mean(eval_return):Q", title="mean over seeds", format=".1f"),
+                 alt.Tooltip("count(eval_return):Q", title="seeds")],
+    )
+    envs = curves["env"].n_unique()
+    chart = (alt.layer(seeds, mean, data=curves)
+             .properties(width=300, height=210)
+             .facet(facet=alt.Facet("env:N", title=None, header=alt.Header(labelFontWeight="bold")),
+                    columns=min(envs, 3))
+             .resolve_scale(y="independent"))
+    return config(chart.properties(title="Learning curves"))
+
+
+def landscape_map(dists: pl.DataFrame, hist: pl.DataFrame, beta: float = 0.5, alpha: float = 0.1):
+    """The map of Fig. 2 linked to the PURD histogram of Fig. 1 (middle).
+
+    dists: one row per distribution (d, algo, env, seed, step, operator, n, the six
+    statistics, lo, hi, label, optional <stat>_lo/_hi CIs). hist: d, b, c binned
+    counts. Clicking a point (the nearest one) shows that checkpoint's histogram; the
+    initial one is the distribution with the largest LTP.
+    """
+    ltp_name = f"LTP (β = {beta:g})"
+    metrics = {"std": "std of return", "skewness": "skewness of return", "ltp": ltp_name}
+    df = (_tooltip_frame(dists)
+          .with_columns(panel=_panel(dists), threshold=pl.when(pl.col("mode") > 0).then(beta * pl.col("mode"))))
+    # Vega-Lite reads dots and brackets in field names as paths: fields keep plain names,
+    # headers and legends show the long ones.
+    keep = ["d", "algo", "env", "seed", "step", "operator", "panel", "label", "n", "mean", "mode", "cvar", "threshold",
+            "lo", "hi", *metrics, *(f"{s}_text" for s in STAT_FORMATS)]
+    df = df.select(keep)
+    start = dists.sort(pl.col("ltp").fill_null(-1.0), "std", descending=True)["d"][0]
+    pick = alt.selection_point(name="pick", fields=["d"], value=[{"d": int(start)}], on="click", nearest=True,
+                               clear=False, empty=False)
+
+    tooltip = [alt.Tooltip("label:N", title="distribution"), alt.Tooltip("n:Q", title="samples"),
+               alt.Tooltip("mean_text:N", title="mean [95% CI]"), alt.Tooltip("std_text:N", title="std [95% CI]"),
+               alt.Tooltip("skewness_text:N", title="skewness [95% CI]"),
+               alt.Tooltip("mode_text:N", title="mode [95% CI]"),
+               alt.Tooltip("ltp_text:N", title=f"{ltp_name} [95% CI]"),
+               alt.Tooltip("cvar_text:N", title=f"CVaR α={alpha:g} [95% CI]")]
+    base = (alt.Chart(df).mark_point(filled=True)
+            .encode(color=alt.Color("algo:N", title="algorithm", scale=alt.Scale(range=CATEGORY_RANGE)),
+                    size=alt.condition(pick, alt.value(160), alt.value(28)),
+                    opacity=alt.condition(pick, alt.value(1.0), alt.value(0.65)),
+                    stroke=alt.condition(pick, alt.value("black"), alt.value(None)),
+                    tooltip=tooltip))
+
+    def cell(panel: str, metric: str, left: bool, top: bool, bottom: bool):
+        return (base.transform_filter(alt.datum.panel == panel)
+                .encode(x=alt.X(f"{metric}:Q", title=metrics[metric],
+                                scale=alt.Scale(zero=False, nice=True)),
+                        y=alt.Y("mean:Q", title=MEAN_RETURN_TITLE if left else None, scale=alt.Scale(zero=False),
+                                axis=alt.Axis(labels=left, ticks=left)))
+                .properties(width=190, height=160))
+
+    with warnings.catch_warnings():
+        # Altair merges the one selection every cell shares, and says so: that is the intent.
+        warnings.filterwarnings("ignore", message="Automatically deduplicated selection parameter")
+        scatter = _grid(df["panel"].unique().sort().to_list(), list(metrics), cell).add_params(pick)
+
+    selected = alt.Chart(df).transform_filter(pick)
+    bars = (alt.Chart(hist)
+            .transform_filter(pick)
+            .transform_lookup(lookup="d", from_=alt.LookupData(df, "d", ["lo", "hi"]))
+            .transform_calculate(x0="datum.lo + datum.b * (datum.hi - datum.lo) / 100",
+                                 x1="datum.hi > datum.lo ? datum.lo + (datum.b + 1) * (datum.hi - datum.lo) / 100"
+                                    " : datum.lo + 1")
+            .mark_bar(color="#9ecae1", stroke="#6baed6", strokeWidth=0.3)
+            .encode(x=alt.X("x0:Q", title=RETURN_TITLE, scale=alt.Scale(zero=False)), x2="x1:Q",
+                    y=alt.Y("c:Q", title="samples per bin (100 bins over [min, max])"), y2=alt.datum(0),
+                    tooltip=[alt.Tooltip("x0:Q", title="from", format=".1f"),
+                             alt.Tooltip("x1:Q", title="to", format=".1f"), alt.Tooltip("c:Q", title="samples")]))
+    marker_names = {"mean": "mean", "mode": "mode", "threshold": f"LTP threshold ({beta:g} × mode)",
+                    "cvar": f"CVaR (α = {alpha:g})"}
+    rules = (selected
+             .transform_fold(list(marker_names), as_=["key", "value"])
+             .transform_calculate(marker=f"{json.dumps(marker_names)}[datum.key]")
+             .transform_filter("isValid(datum.value)")
+             .mark_rule(strokeWidth=2)
+             .encode(x="value:Q",
+                     color=alt.Color("marker:N", title=None, legend=alt.Legend(orient="bottom", columns=2),
+                                     scale=alt.Scale(domain=list(marker_names.values()),
+                                                     range=[MARKER_COLOURS[k] for k in ("mean", "mode", "ltp", "cvar")])),
+                     strokeDash=alt.StrokeDash("marker:N", legend=None,
+                                               scale=alt.Scale(domain=list(marker_names.values()),
+                                                               range=[[2, 2], [1, 0], [6, 3], [1, 0]])),
+                     tooltip=[alt.Tooltip("marker:N"), alt.Tooltip("value:Q", format=".1f")]))
+    caption = (selected
+               .transform_calculate(caption=f"datum.label + '  ·  n = ' + datum.n + '  ·  {ltp_name} = ' + "
+                                            "(isValid(datum.threshold) ? format(datum.ltp, '.3f') "
+                                            ": 'undefined (mode ≤ 0)')")
+               .mark_text(align="left", baseline="bottom", dy=-6, fontSize=11, fontWeight="bold")
+               .encode(text="caption:N", x=alt.value(0), y=alt.value(0)))
+    histogram = (alt.layer(bars, rules, caption)
+                 .properties(width=400, height=260,
+                             title=alt.Title("Post-update return distribution of the selected checkpoint",
+                                             subtitle="click a point on the map to change it", offset=22)))
+    chart = alt.hconcat(scatter, histogram, spacing=36).resolve_scale(color="independent")
+    return config(chart.properties(title=alt.Title("Landscape map: mean vs spread, skew and left tail of each PURD",
+                                                   offset=12)))
+
+
+def cvar_ranking(ranked: pl.DataFrame, beta: float = 0.5):
+    """A.9: policies on (LTP, mean), coloured by their rank under α-CVaR, one column per α.
+
+    ranked: d, algo, env, seed, step, operator, label, mean, ltp, alpha, alpha_cvar, rank, policies."""
+    df = (ranked.filter(pl.col("ltp").is_not_null())
+          .with_columns(panel=_panel(ranked),
+                        position=pl.when(pl.col("policies") > 1)
+                        .then((pl.col("rank") - 1) / (pl.col("policies") - 1)).otherwise(0.0),
+                        alpha_label=pl.concat_str([pl.lit("α = "), pl.col("alpha").cast(pl.Utf8).str.strip_suffix(".0")]))
+          .select("panel", "alpha_label", "alpha", "label", "mean", "ltp", "alpha_cvar", "rank", "policies", "position"))
+    alphas = df.sort("alpha")["alpha_label"].unique(maintain_order=True).to_list()
+    base = (alt.Chart(df).mark_circle(size=45, opacity=0.9, stroke="#333", strokeWidth=0.3)
+            .encode(color=alt.Color("position:Q", title=["rank among the panel's", "policies (0% = best)"],
+                                    scale=alt.Scale(scheme="viridis", domain=[0, 1]),
+                                    legend=alt.Legend(format=".0%", gradientLength=160)),
+                    order=alt.Order("position:Q", sort="descending"),
+                    tooltip=[alt.Tooltip("label:N", title="distribution"), alt.Tooltip("alpha_label:N", title="α"),
+                             alt.Tooltip("alpha_cvar:Q", title="α-CVaR", format=".1f"),
+                             alt.Tooltip("rank:Q"), alt.Tooltip("policies:Q", title="of"),
+                             alt.Tooltip("mean:Q", format=".1f"), alt.Tooltip("ltp:Q", title="LTP", format=".3f")]))
+
+    def cell(panel: str, alpha_label: str, left: bool, top: bool, bottom: bool):
+        return (base.transform_filter((alt.datum.panel == panel) & (alt.datum.alpha_label == alpha_label))
+                .encode(x=alt.X("ltp:Q", title=f"LTP (β = {beta:g})", scale=alt.Scale(zero=True)),
+                        y=alt.Y("mean:Q", title=MEAN_RETURN_TITLE if left else None, scale=alt.Scale(zero=False),
+                                axis=alt.Axis(labels=left, ticks=left)))
+                .properties(width=200, height=160, title=f"ranked by {alpha_label}-CVaR" if top else ""))
+
+    chart = _grid(df["panel"].unique().sort().to_list(), alphas, cell)
+    return config(chart.properties(title=alt.Title("How α-CVaR ranks policies (paper A.9)", offset=12)))

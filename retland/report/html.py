@@ -1,0 +1,142 @@
+"""One self-contained HTML file: the Vega libraries inlined once, one spec per figure.
+
+The page needs no network: vl-convert ships the vega / vega-lite / vega-embed bundle,
+data travel inside the specs, and the favicon is a data: URL so the browser asks for
+nothing. A page-side hook records render errors in `window.__retland` (and shows them
+in place of the chart) so a headless browser can check the page, and a person sees
+what broke.
+"""
+from __future__ import annotations
+
+import functools
+import html
+import json
+from datetime import datetime, timezone
+
+import altair as alt
+import polars as pl
+
+from .sections import Figure, Note, Table
+
+EMBED_OPTIONS = {
+    "renderer": "svg",
+    # "Save as SVG/PNG" stays; the editor and source views would open other pages.
+    "actions": {"export": True, "source": False, "compiled": False, "editor": False},
+}
+
+CSS = """
+body { font-family: Helvetica, Arial, sans-serif; margin: 0 auto; max-width: 1500px; padding: 1em 2em 4em;
+       color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.25em; margin-top: 2.2em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+.meta { color: #555; font-size: 0.9em; }
+.meta code, p code { background: #f4f4f4; padding: 0 0.25em; border-radius: 3px; }
+nav ol { columns: 2; font-size: 0.95em; }
+.about { color: #444; margin: 0.3em 0 0.8em; }
+.note { color: #555; font-style: italic; margin: 0.4em 0; }
+.caption { color: #555; font-size: 0.88em; margin: 0.2em 0 1.4em; max-width: 70em; }
+.figure { overflow-x: auto; }
+.render-error { color: #b00; font-weight: bold; white-space: pre-wrap; }
+table.data { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
+table.data th, table.data td { padding: 0.2em 0.7em; border-bottom: 1px solid #e4e4e4; text-align: left; }
+table.data td.num { text-align: right; font-variant-numeric: tabular-nums; }
+"""
+
+LOADER = """
+(function () {
+  const state = window.__retland = {errors: [], rendered: {}, views: {}, done: false};
+  window.addEventListener('error', e => state.errors.push(String(e.message || e)));
+  window.addEventListener('unhandledrejection', e => state.errors.push(String(e.reason)));
+  const options = JSON.parse(document.getElementById('embed-options').textContent);
+  const jobs = Array.from(document.querySelectorAll('script[data-figure]')).map(node => {
+    const id = node.dataset.figure;
+    const target = document.getElementById(id);
+    return vegaEmbed(target, JSON.parse(node.textContent), Object.assign({downloadFileName: id}, options))
+      .then(result => { state.rendered[id] = true; state.views[id] = result.view; })
+      .catch(err => {
+        state.errors.push(id + ': ' + err);
+        target.innerHTML = '<p class="render-error"></p>';
+        target.firstChild.textContent = 'This chart failed to render: ' + err;
+        console.error(err);
+      });
+  });
+  Promise.all(jobs).then(() => { state.done = true; document.body.dataset.rendered = 'true'; });
+})();
+"""
+
+
+# The Vega-Lite version Altair writes specs for, as vl-convert names it ("6.4").
+VL_VERSION = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
+
+
+@functools.cache
+def vega_bundle() -> str:
+    """vega + vega-lite + vega-embed as one script that sets window.vegaEmbed, from
+    vl-convert (offline)."""
+    import vl_convert as vlc
+
+    return vlc.javascript_bundle(vl_version=VL_VERSION)
+
+
+def _script_text(text: str) -> str:
+    """Text safe inside <script>: a literal '</' would end the element early."""
+    return text.replace("</", "<\\/")
+
+
+def _table_html(frame: pl.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    rows = []
+    for row in frame.iter_rows():
+        cells = []
+        for v in row:
+            num = isinstance(v, (int, float)) and not isinstance(v, bool)
+            text = f"{v:,}" if isinstance(v, int) else (f"{v:.4g}" if isinstance(v, float) else ("—" if v is None else str(v)))
+            cells.append(f'<td class="num">{html.escape(text)}</td>' if num else f"<td>{html.escape(text)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _inline_code(text: str) -> str:
+    """Escape, then show `backticked` words as code."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def render_page(title: str, meta: list[str], built: list[tuple]) -> str:
+    """built: (Section, [Block]) pairs in report order."""
+    toc = "".join(f'<li><a href="#{s.key}">{html.escape(s.title)}</a></li>' for s, _ in built)
+    body = []
+    for number, (sec, blocks) in enumerate(built, start=1):
+        body.append(f'<section id="{sec.key}" data-section="{sec.key}">')
+        body.append(f"<h2>{number}. {html.escape(sec.title)}</h2>")
+        if sec.about:
+            body.append(f'<p class="about">{_inline_code(sec.about)}</p>')
+        for block in blocks:
+            if isinstance(block, Note):
+                body.append(f'<p class="note">{_inline_code(block.text)}</p>')
+            elif isinstance(block, Table):
+                body.append(_table_html(block.frame))
+                if block.caption:
+                    body.append(f'<p class="caption">{_inline_code(block.caption)}</p>')
+            elif isinstance(block, Figure):
+                spec = json.dumps(block.chart.to_dict(), separators=(",", ":"), allow_nan=False)
+                body.append(f'<div class="figure" id="{block.name}"></div>')
+                body.append(f'<script type="application/json" data-figure="{block.name}">{_script_text(spec)}</script>')
+                if block.caption:
+                    body.append(f'<p class="caption">{_inline_code(block.caption)}</p>')
+        body.append("</section>")
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    meta_html = "".join(f"<div>{_inline_code(m)}</div>" for m in meta + [f"generated {generated}"])
+    return (
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{html.escape(title)}</title>"
+        '<link rel="icon" href="data:,">'
+        f"<style>{CSS}</style>"
+        f"<script>{_script_text(vega_bundle())}</script>"
+        "</head><body>"
+        f"<h1>{html.escape(title)}</h1><div class=\"meta\">{meta_html}</div>"
+        f"<nav><ol>{toc}</ol></nav>"
+        + "\n".join(body)
+        + f'<script type="application/json" id="embed-options">{json.dumps(EMBED_OPTIONS)}</script>'
+        + f"<script>{LOADER}</script></body></html>\n"
+    )

@@ -1,0 +1,372 @@
+"""The report's sections: a registry of functions `(ReportContext) -> [Block]`.
+
+A section is one entry in `SECTIONS`, built by one function from SQL over the warehouse
+connection. It returns figures (Altair charts), tables and notes; when its data is not
+there it returns one `Note` naming the command that would produce it. Sections never
+look at each other, so a new analysis table adds one `@section(...)` function here (or
+in any module imported before the report is built) and touches nothing else.
+
+`--where` is the condition `retland stats --where` takes, over algo, env, seed, step,
+operator, run_id, n and the statistic columns. Distribution sections apply it to each
+distribution. Run-level sections (learning curves, contents) apply it to their rows
+when it only names run-level columns (algo, env, seed, run_id, step); a condition on
+distribution columns (operator, n, ltp, …) keeps the runs that have a matching
+distribution.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from .. import stats
+from ..distributions import stats_sql
+from ..warehouse import WarehouseError
+from . import charts
+
+STAT_COLUMNS = ("mean", "std", "skewness", "mode", "ltp", "cvar")
+RANKING_ALPHAS = (0.01, 0.1, 1.0)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One chart of a section; `name` is unique in the report (file names, element ids)."""
+
+    name: str
+    chart: Any  # an Altair top-level chart
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A small table shown as HTML (not exported as an image)."""
+
+    name: str
+    frame: pl.DataFrame
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class Note:
+    """One line instead of (or beside) a chart: what is missing, or what was left out."""
+
+    text: str
+
+
+Block = Figure | Table | Note
+
+
+@dataclass(frozen=True)
+class Section:
+    key: str
+    title: str
+    build: Callable[["ReportContext"], list[Block]]
+    about: str = ""
+
+
+SECTIONS: list[Section] = []
+
+
+def section(key: str, title: str, about: str = ""):
+    """Register `fn(ctx) -> list[Block]` as a report section, in registration order."""
+
+    def register(fn: Callable[["ReportContext"], list[Block]]):
+        if any(s.key == key for s in SECTIONS):
+            raise ValueError(f"report section {key!r} registered twice")
+        SECTIONS.append(Section(key=key, title=title, build=fn, about=about))
+        return fn
+
+    return register
+
+
+@dataclass
+class ReportContext:
+    """What a section reads: the connection, the filter and the statistics' parameters.
+
+    Queries shared by several sections (the filtered distributions) are computed once.
+    """
+
+    con: duckdb.DuckDBPyConnection
+    where: str | None = None
+    alpha: float = 0.1
+    beta: float = 0.5
+    n_resamples: int = 1000
+    seed: int = 0
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    # -- tables ---------------------------------------------------------------------
+    def has_table(self, name: str) -> bool:
+        """Whether a table or view of that name exists (later analyses add theirs)."""
+        return bool(self.con.sql(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", params=[name]
+        ).fetchall()[0][0])
+
+    def row_count(self, name: str) -> int:
+        """Rows in a table or view; 0 when it does not exist (yet)."""
+        if not self.has_table(name):
+            return 0
+        return self.sql(f'SELECT count(*) AS n FROM "{name}"')["n"][0]
+
+    def sql(self, query: str) -> pl.DataFrame:
+        try:
+            return self.con.sql(query).pl()
+        except duckdb.Error as exc:
+            raise WarehouseError(f"report query failed: {exc}") from None
+
+    # -- the --where filter ---------------------------------------------------------
+    def run_scope(self, relation: str) -> str:
+        """SQL for the rows of `relation` (with run_id, algo, env, seed, step columns)
+        that --where keeps; see the module docstring."""
+        if not self.where:
+            return relation
+        filtered = f"SELECT * FROM ({relation}) WHERE ({self.where})"
+        try:
+            self.con.sql(f"SELECT * FROM ({filtered}) LIMIT 0")
+            return filtered
+        except duckdb.BinderException:
+            pass  # names distribution columns: keep runs with a matching distribution
+        ids = self.distributions()["run_id"].unique().to_list()
+        keep = ", ".join("'" + i.replace("'", "''") + "'" for i in ids) or "NULL"
+        return f"SELECT * FROM ({relation}) WHERE run_id IN ({keep})"
+
+    # -- distributions --------------------------------------------------------------
+    def distributions(self) -> pl.DataFrame:
+        """The filtered distributions: one row each, with an integer id `d`, the six
+        statistics, the sample range (lo, hi), bootstrap CIs `<stat>_lo/_hi` and
+        `label`. Ordered by algo, env, seed, step, operator."""
+        if "distributions" not in self._cache:
+            self._cache["distributions"] = self._distributions()
+        return self._cache["distributions"]
+
+    def _distributions(self) -> pl.DataFrame:
+        if not self.row_count("post_update_returns"):
+            return pl.DataFrame()
+        try:
+            df = self.con.sql(stats_sql(self.alpha, self.beta, self.where)).pl()
+        except duckdb.Error as exc:
+            raise WarehouseError(f"--where {self.where!r}: {exc}") from None
+        if df.height == 0:
+            return df
+        df = df.with_row_index("d").with_columns(pl.col("d").cast(pl.Int32))
+        samples = self._samples(df)
+        df = df.join(samples.select("run_id", "step", "operator", "lo", "hi"), on=["run_id", "step", "operator"])
+        df = df.sort("d")
+        if self.n_resamples:
+            df = _with_bootstrap(df, samples, self.alpha, self.beta, self.n_resamples, self.seed)
+        return df.with_columns(label=charts.distribution_label(df))
+
+    def _samples(self, df: pl.DataFrame) -> pl.DataFrame:
+        """Each wanted distribution's returns (a list) and range, in one query."""
+        self.con.register("report_wanted", df.select("d", "run_id", "step", pl.col("operator").alias("operator_id")))
+        try:
+            return self.sql(
+                'SELECT run_id, step, operator_id AS operator, min("return") AS lo, max("return") AS hi, '
+                'list("return" ORDER BY update_index) AS r '
+                "FROM post_update_returns SEMI JOIN report_wanted USING (run_id, step, operator_id) GROUP BY ALL"
+            )
+        finally:
+            self.con.unregister("report_wanted")
+
+    def histograms(self) -> pl.DataFrame:
+        """Binned counts of every filtered distribution, computed in DuckDB with the
+        statistics' own 100-bin rule (`purd_bin`): rows (d, b, c) = (distribution,
+        bin 0..99, samples in it); empty bins are left out. Bin b spans
+        [lo + b·(hi − lo)/100, lo + (b + 1)·(hi − lo)/100]."""
+        if "histograms" not in self._cache:
+            dists = self.distributions()
+            if dists.height == 0:
+                self._cache["histograms"] = pl.DataFrame({"d": [], "b": [], "c": []})
+            else:
+                self.con.register("report_ranges", dists.select(
+                    "d", "run_id", "step", pl.col("operator").alias("operator_id"), "lo", "hi"))
+                try:
+                    self._cache["histograms"] = self.sql(
+                        "SELECT g.d, CASE WHEN g.lo = g.hi THEN 0 ELSE purd_bin(p.\"return\", g.lo, g.hi) END::TINYINT AS b, "
+                        "count(*)::INTEGER AS c "
+                        "FROM post_update_returns AS p JOIN report_ranges AS g USING (run_id, step, operator_id) "
+                        "GROUP BY ALL ORDER BY g.d, b"
+                    )
+                finally:
+                    self.con.unregister("report_ranges")
+        return self._cache["histograms"]
+
+
+def _with_bootstrap(df, samples, alpha, beta, n_resamples, seed) -> pl.DataFrame:
+    """Adds 95% percentile bootstrap CIs of every statistic (`retland.stats`)."""
+    by_key = {(r["run_id"], r["step"], r["operator"]): np.asarray(r["r"], dtype=np.float64)
+              for r in samples.iter_rows(named=True)}
+    cols: dict[str, list] = {f"{s}_{b}": [] for s in STAT_COLUMNS for b in ("lo", "hi")}
+    for key in df.select("run_id", "step", "operator").iter_rows():
+        ci = stats.bootstrap_summary(by_key[key], alpha=alpha, beta=beta, n_resamples=n_resamples, seed=seed)
+        for s in STAT_COLUMNS:
+            lo, hi = ci[s]
+            cols[f"{s}_lo"].append(None if np.isnan(lo) else lo)
+            cols[f"{s}_hi"].append(None if np.isnan(hi) else hi)
+    return df.with_columns(*[pl.Series(k, v, dtype=pl.Float64) for k, v in cols.items()])
+
+
+def _missing(what: str, command: str) -> Note:
+    return Note(f"No {what} in this warehouse: `{command}` produces them.")
+
+
+def _later(table: str, n: int, what: str) -> Note:
+    return Note(f"`{table}` holds {n} rows of {what}, but this version of the report has no chart for them yet.")
+
+
+# ---------------------------------------------------------------------------------------
+# 1. Contents
+# ---------------------------------------------------------------------------------------
+@section("contents", "Contents", "What the warehouse holds: runs, checkpoints, distributions, samples, operators.")
+def contents(ctx: ReportContext) -> list[Block]:
+    if not ctx.row_count("runs"):
+        return [Note("The warehouse has no runs: `retland train` or `retland import-returns FILE` adds them.")]
+    runs = ctx.sql(ctx.run_scope("SELECT run_id, algo, env, seed, NULL::BIGINT AS step FROM runs"))
+    if runs.height == 0:
+        return [Note("No runs match --where.")]
+    ctx.con.register("report_runs", runs.select("run_id"))
+    try:
+        dists = ctx.distributions()
+        per_dist = (dists.group_by("run_id", "step").agg(samples=pl.col("n").sum(), operators=pl.col("operator").n_unique())
+                    if dists.height else pl.DataFrame(schema={"run_id": pl.Utf8, "step": pl.Int64,
+                                                               "samples": pl.Int64, "operators": pl.UInt32}))
+        ckpts = ctx.sql(
+            "SELECT r.run_id, r.algo, r.env, r.seed, c.step FROM runs AS r SEMI JOIN report_runs USING (run_id) "
+            "JOIN checkpoints AS c USING (run_id)"
+        )
+    finally:
+        ctx.con.unregister("report_runs")
+    run_meta = runs.select("run_id", "algo", "env", "seed")
+    # a distribution's checkpoint is a checkpoint even where no checkpoints row records it
+    cells = (pl.concat([ckpts.select("run_id", "step"), per_dist.select("run_id", "step")]).unique()
+             .join(run_meta, on="run_id").join(per_dist, on=["run_id", "step"], how="left")
+             .with_columns(pl.col("samples").fill_null(0), pl.col("operators").fill_null(0)))
+    summary = (
+        run_meta.group_by("algo", "env").agg(runs=pl.len(), seeds=pl.col("seed").n_unique())
+        .join(cells.group_by("algo", "env").agg(checkpoints=pl.len()), on=["algo", "env"], how="left")
+        .join(dists.group_by("algo", "env").agg(distributions=pl.len(), samples=pl.col("n").sum(),
+                                                operators=pl.col("operator").unique().sort().str.join(", "))
+              if dists.height else pl.DataFrame(schema={"algo": pl.Utf8, "env": pl.Utf8, "distributions": pl.UInt32,
+                                                        "samples": pl.Int64, "operators": pl.Utf8}),
+              on=["algo", "env"], how="left")
+        .with_columns(pl.col("checkpoints", "distributions", "samples").fill_null(0), pl.col("operators").fill_null("—"))
+        .sort("algo", "env")
+    )
+    blocks: list[Block] = [Table("contents-table", summary, "Per algorithm and environment, within --where.")]
+    if cells.height:
+        blocks.append(Figure("contents-coverage", charts.coverage(cells),
+                             "Each cell is a checkpoint; its colour is the number of post-update samples "
+                             "taken from it (all operators), grey when none."))
+    return blocks
+
+
+# ---------------------------------------------------------------------------------------
+# 2. Learning curves
+# ---------------------------------------------------------------------------------------
+@section("learning-curves", "Learning curves", "Deterministic return from the reference state during training.")
+def learning_curves(ctx: ReportContext) -> list[Block]:
+    source = "evaluations"
+    relation = ("SELECT e.run_id, r.algo, r.env, r.seed, e.step, e.eval_return "
+                "FROM evaluations AS e JOIN runs AS r USING (run_id)")
+    if not ctx.row_count("evaluations"):
+        source = "checkpoints"
+        relation = ("SELECT c.run_id, r.algo, r.env, r.seed, c.step, c.eval_return "
+                    "FROM checkpoints AS c JOIN runs AS r USING (run_id) WHERE c.eval_return IS NOT NULL")
+    if not ctx.sql(f"SELECT count(*) AS n FROM ({relation})")["n"][0]:
+        return [_missing("learning curves", "retland train")]
+    curves = ctx.sql(ctx.run_scope(relation) + " ORDER BY algo, env, seed, step")
+    if curves.height == 0:
+        return [Note("No learning curves match --where.")]
+    caption = ("Thin lines: one seed each; thick line: mean over seeds at each step."
+               + (" From the checkpoints' evaluation returns (no `evaluations` rows)." if source == "checkpoints" else ""))
+    return [Figure("learning-curves", charts.learning_curves(curves), caption)]
+
+
+# ---------------------------------------------------------------------------------------
+# 3. The landscape map (paper Fig. 2, A.5) linked to each checkpoint's PURD (Fig. 1)
+# ---------------------------------------------------------------------------------------
+@section("map", "Post-update return distributions: the landscape map",
+         "Each point is one checkpoint's post-update return distribution (PURD). Click a point to see its "
+         "histogram; hover for bootstrap 95% CIs.")
+def landscape_map(ctx: ReportContext) -> list[Block]:
+    if not ctx.row_count("post_update_returns"):
+        return [_missing("post-update returns", "retland sample")]
+    dists = ctx.distributions()
+    if dists.height == 0:
+        return [Note("No distributions match --where.")]
+    blocks: list[Block] = [Figure("map", charts.landscape_map(dists, ctx.histograms(), beta=ctx.beta, alpha=ctx.alpha),
+                                  f"LTP = share of returns below {ctx.beta:g} × mode; CVaR = mean of the worst "
+                                  f"{ctx.alpha:g} share. The histogram uses the same 100 bins as the mode. "
+                                  f"CIs: percentile bootstrap, {ctx.n_resamples} resamples."
+                                  if ctx.n_resamples else "Bootstrap CIs were turned off.")]
+    undefined = dists.filter(pl.col("ltp").is_null()).height
+    if undefined:
+        blocks.append(Note(f"{undefined} distribution(s) with mode ≤ 0 have no LTP and are missing from the LTP column."))
+    return blocks
+
+
+# ---------------------------------------------------------------------------------------
+# 4–6. Analyses whose tables other commands add
+# ---------------------------------------------------------------------------------------
+@section("landscape", "2-D return landscapes", "J(θ + a·d1 + b·d2) over a grid of two update directions (Fig. 1, A.12).")
+def landscapes(ctx: ReportContext) -> list[Block]:
+    n = ctx.row_count("landscape_points")
+    return [_later("landscape_points", n, "2-D landscapes") if n else _missing("2-D landscapes", "retland landscape")]
+
+
+@section("failures", "Failure pairs", "A successful and a failing post-update rollout of one checkpoint (Fig. 3, A.8).")
+def failures(ctx: ReportContext) -> list[Block]:
+    n = ctx.row_count("trajectories")
+    return [_later("trajectories", n, "failure trajectories") if n else _missing("failure pairs", "retland failures")]
+
+
+@section("interpolation", "Interpolation", "Returns along θ(λ) between two checkpoints, and the below-threshold "
+         "proportion, same run vs different runs (Fig. 5, 6, 9).")
+def interpolation(ctx: ReportContext) -> list[Block]:
+    n = ctx.row_count("interpolation_points")
+    return [_later("interpolation_points", n, "interpolation curves") if n
+            else _missing("interpolation curves", "retland interpolate")]
+
+
+# ---------------------------------------------------------------------------------------
+# 7. Stabilize (Algorithm 1) and α-CVaR rankings (A.9)
+# ---------------------------------------------------------------------------------------
+@section("stabilize", "Stabilizing updates and α-CVaR rankings",
+         "Algorithm 1 (post-update CVaR rejection, Fig. 7, A.10) and how α-CVaR orders policies (A.9).")
+def stabilize(ctx: ReportContext) -> list[Block]:
+    n = ctx.row_count("stabilize_steps")
+    blocks: list[Block] = [_later("stabilize_steps", n, "Algorithm 1 steps") if n
+                           else _missing("Algorithm 1 runs", "retland stabilize")]
+    if not ctx.row_count("post_update_returns"):
+        blocks.append(_missing("post-update returns to rank policies by α-CVaR", "retland sample"))
+        return blocks
+    dists = ctx.distributions()
+    if dists.height == 0:
+        blocks.append(Note("No distributions match --where, so no α-CVaR ranking."))
+        return blocks
+    ranked = _cvar_rankings(ctx, dists)
+    blocks.append(Figure("cvar-ranking", charts.cvar_ranking(ranked, beta=ctx.beta),
+                         "Policies (checkpoints) of one environment and operator ranked by the α-CVaR of their "
+                         "post-update returns, 1 = best: α = 1 is the mean, small α the worst returns."))
+    return blocks
+
+
+def _cvar_rankings(ctx: ReportContext, dists: pl.DataFrame) -> pl.DataFrame:
+    """One row per (distribution, α) with its α-CVaR and its rank within (env, operator)."""
+    ctx.con.register("report_keys", dists.select("d", "run_id", "step", pl.col("operator").alias("operator_id")))
+    try:
+        cvars = pl.concat([
+            ctx.sql(f"SELECT k.d, {a!r}::DOUBLE AS alpha, s.cvar AS alpha_cvar FROM purd_stats(alpha := {a!r}) AS s "
+                    "JOIN report_keys AS k USING (run_id, step, operator_id)")
+            for a in RANKING_ALPHAS
+        ])
+    finally:
+        ctx.con.unregister("report_keys")
+    out = cvars.join(dists.select("d", "algo", "env", "seed", "step", "operator", "mean", "ltp", "label"), on="d")
+    return out.with_columns(
+        rank=pl.col("alpha_cvar").rank("min", descending=True).over("env", "operator", "alpha").cast(pl.Int32),
+        policies=pl.len().over("env", "operator", "alpha").cast(pl.Int32),
+    )
