@@ -68,3 +68,231 @@ def build_warehouse(root: Path):
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     return build_warehouse(tmp_path_factory.mktemp("report") / "study")
+
+
+@pytest.fixture(scope="module")
+def report_page(study, tmp_path_factory) -> Path:
+    from retland.report import write_report
+
+    return write_report(study, out=tmp_path_factory.mktemp("pages") / "study.html", n_resamples=100)
+
+
+def figure_specs(page: Path) -> dict[str, dict]:
+    """The Vega-Lite spec of every figure in a report page, by figure name."""
+    text = page.read_text()
+    return {m.group(1): json.loads(m.group(2)) for m in
+            re.finditer(r'<script type="application/json" data-figure="fig-([^"]+)">(.*?)</script>', text, re.S)}
+
+
+def section_blocks(study, **kw):
+    from retland.report import build_sections
+
+    return {s.key: blocks for s, blocks in build_sections(study, n_resamples=0, **kw)}
+
+
+# --- sections and their data -------------------------------------------------------------
+def test_sections_with_data_draw_and_the_others_name_their_command(study):
+    from retland.report import Figure, Note
+
+    built = section_blocks(study)
+    assert list(built) == ["contents", "learning-curves", "map", "landscape", "failures", "interpolation", "stabilize"]
+    figures = {k: [b.name for b in v if isinstance(b, Figure)] for k, v in built.items()}
+    assert figures == {"contents": ["contents-coverage"], "learning-curves": ["learning-curves"], "map": ["map"],
+                       "landscape": [], "failures": [], "interpolation": [], "stabilize": ["cvar-ranking"]}
+    notes = {k: " ".join(b.text for b in v if isinstance(b, Note)) for k, v in built.items()}
+    for key, command in [("landscape", "retland landscape"), ("failures", "retland failures"),
+                         ("interpolation", "retland interpolate"), ("stabilize", "retland stabilize")]:
+        assert f"`{command}`" in notes[key]
+    assert "1 distribution(s) with mode ≤ 0" in notes["map"]
+
+
+def test_an_empty_warehouse_gives_a_page_of_notes(tmp_path):
+    from retland.report import build_charts, write_report
+    from retland.warehouse import Warehouse
+
+    wh = Warehouse.open(tmp_path / "empty")
+    assert build_charts(wh) == {}
+    page = write_report(wh, out=tmp_path / "empty.html")
+    text = page.read_text()
+    for command in ("retland import-returns", "retland train", "retland sample", "retland landscape"):
+        assert command in text
+    assert figure_specs(page) == {}
+
+
+def test_histograms_are_the_statistics_own_100_bins(study):
+    """The page carries binned counts, not samples, and they are numpy.histogram's."""
+    from retland import stats
+    from retland.report import ReportContext
+
+    con = study.connect()
+    ctx = ReportContext(con, n_resamples=0)
+    dists, hist = ctx.distributions(), ctx.histograms()
+    returns = study.query('SELECT run_id, step, operator_id AS operator, list("return" ORDER BY update_index) AS r '
+                          "FROM post_update_returns GROUP BY ALL")
+    assert hist.height <= 100 * dists.height
+    for row in dists.join(returns, on=["run_id", "step", "operator"]).iter_rows(named=True):
+        r = np.asarray(row["r"])
+        counts, _ = np.histogram(r, bins=100)
+        mine = hist.filter(pl.col("d") == row["d"])
+        dense = np.zeros(100, dtype=np.int64)
+        dense[mine["b"].to_numpy()] = mine["c"].to_numpy()
+        np.testing.assert_array_equal(dense, counts, err_msg=row["label"])
+        assert row["mode"] == pytest.approx(stats.mode(r), rel=1e-12)
+        assert (row["lo"], row["hi"]) == (r.min(), r.max())
+    con.close()
+
+
+def test_map_starts_on_the_widest_left_tail_and_carries_bootstrap_cis(report_page):
+    spec = figure_specs(report_page)["map"]
+    pick = next(p for p in spec["params"] if p["name"] == "pick")
+    data = {name: rows for name, rows in spec["datasets"].items()}
+    dists = next(rows for rows in data.values() if rows and "ltp_text" in rows[0])
+    top = max(dists, key=lambda r: -1 if r["ltp"] is None else r["ltp"])
+    assert pick["value"] == [{"d": top["d"]}]
+    assert top["ltp"] > 0.25
+    assert re.fullmatch(r"[-0-9.]+ \[[-0-9.]+, [-0-9.]+\]", top["mean_text"])
+    assert len(pick["views"]) == 3 * len({r["panel"] for r in dists})  # every scatter cell selects
+
+
+def test_cvar_ranking_at_alpha_1_is_the_ranking_by_mean(study):
+    from retland.report.sections import ReportContext, _cvar_rankings
+
+    con = study.connect()
+    ctx = ReportContext(con, n_resamples=0)
+    ranked = _cvar_rankings(ctx, ctx.distributions())
+    con.close()
+    by_mean = ranked.filter(pl.col("alpha") == 1.0).with_columns(
+        expected=pl.col("mean").rank("min", descending=True).over("env", "operator").cast(pl.Int32))
+    assert (by_mean["rank"] == by_mean["expected"]).all()
+    assert ranked.filter(pl.col("alpha") == 0.01)["rank"].to_list() != by_mean["rank"].to_list()
+
+
+def test_where_narrows_every_section_and_names_the_file(study, tmp_path, monkeypatch):
+    from retland.report import write_report
+
+    monkeypatch.chdir(tmp_path)
+    page = write_report(study, where="env = 'hopper'", n_resamples=0)
+    assert page == Path("reports/study_sac-td3_hopper_where-env-eq-hopper.html")
+    specs = figure_specs(page)
+    for name in ("map", "learning-curves"):
+        rows = [r for rows in specs[name]["datasets"].values() for r in rows if "env" in r]
+        assert rows and {r["env"] for r in rows} == {"hopper"}
+    # a condition on a statistic keeps the runs that have such a distribution
+    built = section_blocks(study, where="ltp > 0.25")
+    curves = next(b for b in built["learning-curves"] if hasattr(b, "chart")).chart.to_dict()
+    runs = {(r["algo"], r["env"], r["seed"]) for rows in curves["datasets"].values() for r in rows}
+    dists = section_blocks(study)  # noqa: F841  (default still works after a filtered build)
+    wide = study.query("SELECT DISTINCT algo, env, seed FROM distribution_stats WHERE ltp > 0.25")
+    assert runs == set(wide.iter_rows())
+
+
+# --- the page ---------------------------------------------------------------------------
+def test_page_is_one_offline_file_with_the_libraries_once(report_page):
+    from retland.report.html import vega_bundle
+
+    text = report_page.read_text()
+    assert text.count("window.vegaEmbed=") == 1
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)
+    assert "<script src" not in text and "cdn.jsdelivr" not in text
+    assert len(text) - len(vega_bundle()) < 400_000  # data are aggregated: no raw samples
+
+
+# --- the command ------------------------------------------------------------------------
+def run_cli(capsys, monkeypatch, *args):
+    from retland.cli.main import main
+
+    monkeypatch.setattr("sys.argv", ["retland", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_writes_html_and_one_svg_per_chart(study, tmp_path, capsys, monkeypatch):
+    code, out, err = run_cli(capsys, monkeypatch, "report", "-w", study.root, "--bootstrap", "0",
+                             "--out", tmp_path / "r.html")
+    assert (code, out.strip()) == (0, str(tmp_path / "r.html")), err
+    code, out, err = run_cli(capsys, monkeypatch, "report", "-w", study.root, "--bootstrap", "0",
+                             "--format", "svg", "--out", tmp_path / "figs", "--where", "env = 'walker2d'")
+    assert code == 0, err
+    files = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    assert files == ["01-contents-coverage.svg", "02-learning-curves.svg", "03-map.svg", "04-cvar-ranking.svg"]
+    svg = (tmp_path / "figs" / "03-map.svg").read_text()
+    assert svg.startswith("<svg") and "return (sum of rewards over 1000 steps)" in svg and "LTP threshold" in svg
+
+
+def test_cli_refuses_a_bad_where_with_a_message(study, capsys, monkeypatch, tmp_path):
+    code, out, err = run_cli(capsys, monkeypatch, "report", "-w", study.root, "--where", "no_such_column > 1",
+                             "--out", tmp_path / "x.html")
+    assert code == 2 and "no_such_column" in err and not (tmp_path / "x.html").exists()
+
+
+def test_png_export(study, tmp_path):
+    from retland.report import build_charts, export_chart
+
+    chart = build_charts(study, n_resamples=0, where="env = 'hopper' AND seed = 0")["map"]
+    png = export_chart(chart, tmp_path / "map.png", scale=1).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+# --- in a browser -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chromium():
+    from browser import Chromium, find_chromium
+
+    if not find_chromium():
+        message = "chromium is not installed (apt-get install -y chromium)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message + ": the browser test must run in CI")
+        pytest.skip(message)
+    with Chromium() as browser:
+        yield browser
+
+
+COUNT_MARKS = """JSON.stringify(Array.from(document.querySelectorAll('section[data-section]')).map(s => ({
+  section: s.dataset.section,
+  notes: s.querySelectorAll('.note').length,
+  figures: Array.from(s.querySelectorAll('.figure')).map(f => ({
+    name: f.dataset.figureName,
+    marks: f.querySelectorAll('svg g.role-mark > *, canvas').length,
+  })),
+})))"""
+
+
+def test_report_renders_in_chromium_offline_without_errors(chromium, report_page):
+    page = chromium.open(report_page, ready="window.__retland && window.__retland.done")
+    assert page.console_errors == []
+    assert page.evaluate("window.__retland.errors") == []
+    assert page.requests == [page.url]  # the page itself, nothing else
+    sections = {s["section"]: s for s in json.loads(page.evaluate(COUNT_MARKS))}
+    drawn = {k: [f["name"] for f in s["figures"] if f["marks"] > 0] for k, s in sections.items()}
+    assert drawn == {"contents": ["contents-coverage"], "learning-curves": ["learning-curves"], "map": ["map"],
+                     "landscape": [], "failures": [], "interpolation": [], "stabilize": ["cvar-ranking"]}
+    assert all(s["notes"] for k, s in sections.items() if k in ("landscape", "failures", "interpolation"))
+
+
+def test_clicking_a_point_shows_its_histogram(chromium, report_page):
+    page = chromium.open(report_page, ready="window.__retland && window.__retland.done")
+    caption = ("Array.from(document.querySelectorAll('#fig-map g.mark-text.role-mark text'))"
+               ".map(t => t.textContent).join('|')")
+    before = page.evaluate(caption)
+    # the left-most point of the first std cell: a different checkpoint than the initial one
+    x, y = page.evaluate("""(() => {
+      const pts = Array.from(document.querySelectorAll('#fig-map g.mark-symbol.role-mark path'))
+        .map(p => p.getBoundingClientRect()).filter(r => r.width > 0);
+      pts.sort((a, b) => a.left - b.left);
+      window.scrollTo(0, window.scrollY + pts[0].top - 200);
+      pts[0] = Array.from(document.querySelectorAll('#fig-map g.mark-symbol.role-mark path'))
+        .map(p => p.getBoundingClientRect()).filter(r => r.width > 0).sort((a, b) => a.left - b.left)[0];
+      return [pts[0].left + pts[0].width / 2, pts[0].top + pts[0].height / 2];
+    })()""")
+    for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+        chromium.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1},
+                      session=page.session)
+    chromium.pump(0.5)
+    after = page.evaluate(caption)
+    assert "seed" in before and "seed" in after and after != before
+    assert page.console_errors == []

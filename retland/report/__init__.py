@@ -58,7 +58,11 @@ def build_charts(wh: Warehouse, where: str | None = None, **options) -> dict:
             for b in blocks if isinstance(b, Figure)}
 
 
+_OPERATORS = {">=": " ge ", "<=": " le ", "<>": " ne ", "!=": " ne ", ">": " gt ", "<": " lt ", "=": " eq "}
+
+
 def _slug(text: str, limit: int = 48) -> str:
+    text = re.sub("|".join(re.escape(op) for op in _OPERATORS), lambda m: _OPERATORS[m.group(0)], text)
     slug = re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
     return slug[:limit].rstrip("-")
 

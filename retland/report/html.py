@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import html
 import json
+import re
 from datetime import datetime, timezone
 
 import altair as alt
@@ -47,12 +48,18 @@ LOADER = """
   const state = window.__retland = {errors: [], rendered: {}, views: {}, done: false};
   window.addEventListener('error', e => state.errors.push(String(e.message || e)));
   window.addEventListener('unhandledrejection', e => state.errors.push(String(e.reason)));
+  if (typeof vegaEmbed === 'undefined') {
+    state.errors.push('the Vega libraries did not load');
+    state.done = true;
+    return;
+  }
   const options = JSON.parse(document.getElementById('embed-options').textContent);
   const jobs = Array.from(document.querySelectorAll('script[data-figure]')).map(node => {
     const id = node.dataset.figure;
     const target = document.getElementById(id);
-    return vegaEmbed(target, JSON.parse(node.textContent), Object.assign({downloadFileName: id}, options))
-      .then(result => { state.rendered[id] = true; state.views[id] = result.view; })
+    const name = target.dataset.figureName;
+    return vegaEmbed(target, JSON.parse(node.textContent), Object.assign({downloadFileName: name}, options))
+      .then(result => { state.rendered[name] = true; state.views[name] = result.view; })
       .catch(err => {
         state.errors.push(id + ': ' + err);
         target.innerHTML = '<p class="render-error"></p>';
@@ -78,9 +85,15 @@ def vega_bundle() -> str:
     return vlc.javascript_bundle(vl_version=VL_VERSION)
 
 
-def _script_text(text: str) -> str:
-    """Text safe inside <script>: a literal '</' would end the element early."""
+def _json_in_script(text: str) -> str:
+    """JSON safe inside <script>: '<\\/' is the same JSON string, and cannot end the element."""
     return text.replace("</", "<\\/")
+
+
+def _js_in_script(text: str) -> str:
+    """JavaScript safe inside <script>: only '</script' ends it ('<\\/script' means the
+    same in strings and regular expressions); a blanket '</' rewrite would break regexes."""
+    return re.sub(r"</(script)", r"<\\/\1", text, flags=re.IGNORECASE)
 
 
 def _table_html(frame: pl.DataFrame) -> str:
@@ -120,8 +133,10 @@ def render_page(title: str, meta: list[str], built: list[tuple]) -> str:
                     body.append(f'<p class="caption">{_inline_code(block.caption)}</p>')
             elif isinstance(block, Figure):
                 spec = json.dumps(block.chart.to_dict(), separators=(",", ":"), allow_nan=False)
-                body.append(f'<div class="figure" id="{block.name}"></div>')
-                body.append(f'<script type="application/json" data-figure="{block.name}">{_script_text(spec)}</script>')
+                # ids "fig-…": a figure may share its name with its section
+                body.append(f'<div class="figure" id="fig-{block.name}" data-figure-name="{block.name}"></div>')
+                body.append(f'<script type="application/json" data-figure="fig-{block.name}">'
+                            f'{_json_in_script(spec)}</script>')
                 if block.caption:
                     body.append(f'<p class="caption">{_inline_code(block.caption)}</p>')
         body.append("</section>")
@@ -132,7 +147,7 @@ def render_page(title: str, meta: list[str], built: list[tuple]) -> str:
         f"<title>{html.escape(title)}</title>"
         '<link rel="icon" href="data:,">'
         f"<style>{CSS}</style>"
-        f"<script>{_script_text(vega_bundle())}</script>"
+        f"<script>{_js_in_script(vega_bundle())}</script>"
         "</head><body>"
         f"<h1>{html.escape(title)}</h1><div class=\"meta\">{meta_html}</div>"
         f"<nav><ol>{toc}</ol></nav>"

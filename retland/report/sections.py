@@ -350,7 +350,8 @@ def stabilize(ctx: ReportContext) -> list[Block]:
     ranked = _cvar_rankings(ctx, dists)
     blocks.append(Figure("cvar-ranking", charts.cvar_ranking(ranked, beta=ctx.beta),
                          "Policies (checkpoints) of one environment and operator ranked by the α-CVaR of their "
-                         "post-update returns, 1 = best: α = 1 is the mean, small α the worst returns."))
+                         "post-update returns, as a share of the panel (0% = best): α = 1 ranks by the mean, "
+                         "small α by the worst returns. Distributions without an LTP (mode ≤ 0) are left out."))
     return blocks
 
 
