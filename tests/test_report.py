@@ -181,9 +181,13 @@ def test_where_narrows_every_section_and_names_the_file(study, tmp_path, monkeyp
     built = section_blocks(study, where="ltp > 0.25")
     curves = next(b for b in built["learning-curves"] if hasattr(b, "chart")).chart.to_dict()
     runs = {(r["algo"], r["env"], r["seed"]) for rows in curves["datasets"].values() for r in rows}
-    dists = section_blocks(study)  # noqa: F841  (default still works after a filtered build)
     wide = study.query("SELECT DISTINCT algo, env, seed FROM distribution_stats WHERE ltp > 0.25")
     assert runs == set(wide.iter_rows())
+    # a condition on steps keeps those checkpoints in the contents
+    built = section_blocks(study, where="step >= 450000")
+    coverage = next(b for b in built["contents"] if hasattr(b, "chart")).chart.to_dict()
+    steps = {r["step"] for rows in coverage["datasets"].values() for r in rows}
+    assert steps == {450_000, 950_000}
 
 
 # --- the page ---------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def _report_name(wh: Warehouse, ctx: ReportContext) -> str:
     the algorithms and environments being those --where keeps."""
     parts = [_slug(wh.root.name) or "warehouse"]
     if ctx.row_count("runs"):
-        scope = ctx.sql(ctx.run_scope("SELECT run_id, algo, env, seed, NULL::BIGINT AS step FROM runs"))
+        scope = ctx.checkpoints()
         parts += ["-".join(_slug(a, 16) for a in sorted(scope["algo"].unique())) or "none",
                   "-".join(_slug(e, 16) for e in sorted(scope["env"].unique())) or "none"]
     else:

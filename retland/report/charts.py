@@ -35,6 +35,14 @@ def config(chart):
             .configure_title(fontSize=13, anchor="start"))
 
 
+def values(df: pl.DataFrame) -> alt.InlineData:
+    """A frame as inline Vega-Lite data. Passing rows explicitly (not the frame) skips
+    Altair's 5000-row guard, meant for raw data: ours are aggregated, and a study's
+    histograms legitimately run to tens of thousands of bins. Equal frames still end up
+    once in the spec's top-level `datasets`."""
+    return alt.InlineData(values=df.to_dicts())
+
+
 def steps_text(col: str = "step") -> pl.Expr:
     """550000 -> '550k', 1000000 -> '1M': how checkpoints are named in the paper."""
     s = pl.col(col)
@@ -113,7 +121,7 @@ def coverage(cells: pl.DataFrame):
     ).sort("algo", "env", "seed", "step")
     run_order = df["run"].unique(maintain_order=True).to_list()
     step_order = df.sort("step")["checkpoint"].unique(maintain_order=True).to_list()
-    base = alt.Chart(df).encode(
+    base = alt.Chart(values(df)).encode(
         x=alt.X("checkpoint:O", sort=step_order, title="checkpoint (env steps)", axis=alt.Axis(labelAngle=0, grid=False)),
         y=alt.Y("run:N", sort=run_order, title=None, axis=alt.Axis(grid=False)),
         tooltip=[alt.Tooltip("run:N"), alt.Tooltip("step:Q", format=","), alt.Tooltip("samples:Q", format=","),
@@ -147,7 +155,7 @@ def learning_curves(curves: pl.DataFrame):
                  alt.Tooltip("count(eval_return):Q", title="seeds")],
     )
     envs = curves["env"].n_unique()
-    chart = (alt.layer(seeds, mean, data=curves)
+    chart = (alt.layer(seeds, mean, data=values(curves))
              .properties(width=300, height=210)
              .facet(facet=alt.Facet("env:N", title=None, header=alt.Header(labelFontWeight="bold")),
                     columns=min(envs, 3))
@@ -182,7 +190,8 @@ def landscape_map(dists: pl.DataFrame, hist: pl.DataFrame, beta: float = 0.5, al
                alt.Tooltip("mode_text:N", title="mode [95% CI]"),
                alt.Tooltip("ltp_text:N", title=f"{ltp_name} [95% CI]"),
                alt.Tooltip("cvar_text:N", title=f"CVaR α={alpha:g} [95% CI]")]
-    base = (alt.Chart(df).mark_point(filled=True)
+    data = values(df)
+    base = (alt.Chart(data).mark_point(filled=True)
             .encode(color=alt.Color("algo:N", title="algorithm", scale=alt.Scale(range=CATEGORY_RANGE)),
                     size=alt.condition(pick, alt.value(160), alt.value(28)),
                     opacity=alt.condition(pick, alt.value(1.0), alt.value(0.65)),
@@ -202,10 +211,10 @@ def landscape_map(dists: pl.DataFrame, hist: pl.DataFrame, beta: float = 0.5, al
         warnings.filterwarnings("ignore", message="Automatically deduplicated selection parameter")
         scatter = _grid(df["panel"].unique().sort().to_list(), list(metrics), cell).add_params(pick)
 
-    selected = alt.Chart(df).transform_filter(pick)
-    bars = (alt.Chart(hist)
+    selected = alt.Chart(data).transform_filter(pick)
+    bars = (alt.Chart(values(hist))
             .transform_filter(pick)
-            .transform_lookup(lookup="d", from_=alt.LookupData(df, "d", ["lo", "hi"]))
+            .transform_lookup(lookup="d", from_=alt.LookupData(data, "d", ["lo", "hi"]))
             .transform_calculate(x0="datum.lo + datum.b * (datum.hi - datum.lo) / 100",
                                  x1="datum.hi > datum.lo ? datum.lo + (datum.b + 1) * (datum.hi - datum.lo) / 100"
                                     " : datum.lo + 1")
@@ -255,7 +264,7 @@ def cvar_ranking(ranked: pl.DataFrame, beta: float = 0.5):
                         alpha_label=pl.concat_str([pl.lit("α = "), pl.col("alpha").cast(pl.Utf8).str.strip_suffix(".0")]))
           .select("panel", "alpha_label", "alpha", "label", "mean", "ltp", "alpha_cvar", "rank", "policies", "position"))
     alphas = df.sort("alpha")["alpha_label"].unique(maintain_order=True).to_list()
-    base = (alt.Chart(df).mark_circle(size=45, opacity=0.9, stroke="#333", strokeWidth=0.3)
+    base = (alt.Chart(values(df)).mark_circle(size=45, opacity=0.9, stroke="#333", strokeWidth=0.3)
             .encode(color=alt.Color("position:Q", title=["rank among the panel's", "policies (0% = best)"],
                                     scale=alt.Scale(scheme="viridis", domain=[0, 1]),
                                     legend=alt.Legend(format=".0%", gradientLength=160)),

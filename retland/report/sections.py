@@ -133,6 +133,14 @@ class ReportContext:
         keep = ", ".join("'" + i.replace("'", "''") + "'" for i in ids) or "NULL"
         return f"SELECT * FROM ({relation}) WHERE run_id IN ({keep})"
 
+    def checkpoints(self) -> pl.DataFrame:
+        """Runs and their checkpoints that --where keeps: run_id, algo, env, seed, step
+        (step NULL for a run without checkpoints)."""
+        if "checkpoints" not in self._cache:
+            self._cache["checkpoints"] = self.sql(self.run_scope(
+                "SELECT r.run_id, r.algo, r.env, r.seed, c.step FROM runs AS r LEFT JOIN checkpoints AS c USING (run_id)"))
+        return self._cache["checkpoints"]
+
     # -- distributions --------------------------------------------------------------
     def distributions(self) -> pl.DataFrame:
         """The filtered distributions: one row each, with an integer id `d`, the six
@@ -224,33 +232,24 @@ def _later(table: str, n: int, what: str) -> Note:
 def contents(ctx: ReportContext) -> list[Block]:
     if not ctx.row_count("runs"):
         return [Note("The warehouse has no runs: `retland train` or `retland import-returns FILE` adds them.")]
-    runs = ctx.sql(ctx.run_scope("SELECT run_id, algo, env, seed, NULL::BIGINT AS step FROM runs"))
-    if runs.height == 0:
+    ckpts = ctx.checkpoints()
+    if ckpts.height == 0:
         return [Note("No runs match --where.")]
-    ctx.con.register("report_runs", runs.select("run_id"))
-    try:
-        dists = ctx.distributions()
-        per_dist = (dists.group_by("run_id", "step").agg(samples=pl.col("n").sum(), operators=pl.col("operator").n_unique())
-                    if dists.height else pl.DataFrame(schema={"run_id": pl.Utf8, "step": pl.Int64,
-                                                               "samples": pl.Int64, "operators": pl.UInt32}))
-        ckpts = ctx.sql(
-            "SELECT r.run_id, r.algo, r.env, r.seed, c.step FROM runs AS r SEMI JOIN report_runs USING (run_id) "
-            "JOIN checkpoints AS c USING (run_id)"
-        )
-    finally:
-        ctx.con.unregister("report_runs")
-    run_meta = runs.select("run_id", "algo", "env", "seed")
-    # a distribution's checkpoint is a checkpoint even where no checkpoints row records it
-    cells = (pl.concat([ckpts.select("run_id", "step"), per_dist.select("run_id", "step")]).unique()
-             .join(run_meta, on="run_id").join(per_dist, on=["run_id", "step"], how="left")
+    dists = ctx.distributions()
+    if dists.height == 0:
+        dists = pl.DataFrame(schema={"run_id": pl.Utf8, "algo": pl.Utf8, "env": pl.Utf8, "seed": pl.Int32,
+                                     "step": pl.Int64, "operator": pl.Utf8, "n": pl.Int64})
+    per_ckpt = dists.group_by("run_id", "step").agg(samples=pl.col("n").sum(), operators=pl.col("operator").n_unique())
+    # a distribution's checkpoint counts even where no checkpoints row records it
+    cells = (pl.concat([ckpts.drop_nulls("step").select("run_id", "algo", "env", "seed", "step"),
+                        dists.select("run_id", "algo", "env", "seed", "step")]).unique()
+             .join(per_ckpt, on=["run_id", "step"], how="left")
              .with_columns(pl.col("samples").fill_null(0), pl.col("operators").fill_null(0)))
     summary = (
-        run_meta.group_by("algo", "env").agg(runs=pl.len(), seeds=pl.col("seed").n_unique())
+        ckpts.group_by("algo", "env").agg(runs=pl.col("run_id").n_unique(), seeds=pl.col("seed").n_unique())
         .join(cells.group_by("algo", "env").agg(checkpoints=pl.len()), on=["algo", "env"], how="left")
         .join(dists.group_by("algo", "env").agg(distributions=pl.len(), samples=pl.col("n").sum(),
-                                                operators=pl.col("operator").unique().sort().str.join(", "))
-              if dists.height else pl.DataFrame(schema={"algo": pl.Utf8, "env": pl.Utf8, "distributions": pl.UInt32,
-                                                        "samples": pl.Int64, "operators": pl.Utf8}),
+                                                operators=pl.col("operator").unique().sort().str.join(", ")),
               on=["algo", "env"], how="left")
         .with_columns(pl.col("checkpoints", "distributions", "samples").fill_null(0), pl.col("operators").fill_null("—"))
         .sort("algo", "env")
