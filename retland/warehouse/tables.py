@@ -120,3 +120,107 @@ register(TableSpec(
         _f("wall_seconds", pa.float64(), doc="seconds since training started"),
     ]),
 ))
+
+# ---- landscape analyses (retland.landscape, retland.failures, retland.interpolation) --
+
+register(TableSpec(
+    name="landscape_grids",
+    doc="One row per 2-D landscape grid: J(θ + a·d1 + b·d2) over a window of (a, b).",
+    key=("grid_id",),
+    schema=pa.schema([
+        _f("grid_id", pa.string(), False, "hash of everything the grid's returns depend on"),
+        _f("run_id", pa.string(), False),
+        _f("step", pa.int64(), False),
+        _f("directions", pa.string(), False, "update | gaussian | filter-normalized"),
+        _f("operator_id", pa.string(), doc="update directions: the operator whose samples 0 and 1 give θ1, θ2"),
+        _f("directions_hash", pa.string(), False, "sha256 of d1 and d2 (float32 bytes, leaf order)"),
+        _f("directions_path", pa.string(), False, "npz with theta, d1, d2 leaves, relative to the root"),
+        _f("lo", pa.float64(), False, "window [lo, hi] on both axes (range × zoom)"),
+        _f("hi", pa.float64(), False),
+        _f("zoom", pa.float64(), False),
+        _f("resolution", pa.int32(), False, "points per axis"),
+        _f("samples_per_point", pa.int32(), False),
+        _f("sigma", pa.float64(), doc="gaussian noise per sample when samples_per_point > 1"),
+        _f("seed", pa.int64(), False, "directions / noise key seed"),
+        _f("horizon", pa.int32(), False),
+        _f("chunk_size", pa.int32(), False),
+        _f("created_at", TS, False),
+    ]),
+))
+
+register(TableSpec(
+    name="landscape_points",
+    doc="One row per rollout of a landscape grid: point (ix, iy), sample k.",
+    key=("grid_id", "point", "sample"),
+    schema=pa.schema([
+        _f("grid_id", pa.string(), False),
+        _f("point", pa.int32(), False, "iy * resolution + ix"),
+        _f("sample", pa.int32(), False, "0..samples_per_point-1; the same noise draw at every point"),
+        _f("ix", pa.int32(), False),
+        _f("iy", pa.int32(), False),
+        _f("a", pa.float64(), False, "coefficient of d1 (1.0 = one update)"),
+        _f("b", pa.float64(), False, "coefficient of d2"),
+        _f("return", pa.float64(), False),
+        _f("episode_length", pa.int32()),
+        _f("terminated", pa.bool_()),
+    ]),
+))
+
+register(TableSpec(
+    name="trajectories",
+    doc="Per-step re-rolls of a successful and a failing post-update sample of one checkpoint.",
+    key=("pair_id", "role", "t"),
+    schema=pa.schema([
+        _f("pair_id", pa.string(), False, "run@step/operator/success-failure update indices"),
+        _f("role", pa.string(), False, "success | failure"),
+        _f("t", pa.int32(), False, "env step, 0-based"),
+        _f("run_id", pa.string(), False),
+        _f("step", pa.int64(), False),
+        _f("operator_id", pa.string(), False),
+        _f("update_index", pa.int64(), False, "the sample re-rolled (same key, same θ_i)"),
+        _f("reward", pa.float64(), False, "reward of step t (0 after the episode ended)"),
+        _f("cumulative_return", pa.float64(), False, "G_t: sum of rewards of steps 0..t"),
+        _f("done", pa.bool_(), False, "the episode has ended by step t (terminating step included)"),
+        _f("torso_height", pa.float64(), doc="torso z before step t's action"),
+        _f("torso_pitch", pa.float64(), doc="torso pitch (rad) before step t's action"),
+        _f("stored_return", pa.float64(), False, "the sample's return in post_update_returns"),
+    ]),
+))
+
+register(TableSpec(
+    name="interpolation_pairs",
+    doc="One row per interpolated pair of checkpoints: θ(λ) = (1−λ)·θa + λ·θb, actor only.",
+    key=("pair_id",),
+    schema=pa.schema([
+        _f("pair_id", pa.string(), False, "hash of everything the pair's returns depend on"),
+        _f("kind", pa.string(), False, "same-run | different-run"),
+        _f("env", pa.string(), False),
+        _f("algo", pa.string(), False),
+        _f("run_a", pa.string(), False),
+        _f("step_a", pa.int64(), False),
+        _f("run_b", pa.string(), False),
+        _f("step_b", pa.int64(), False),
+        _f("points", pa.int32(), False, "λ = linspace(0, 1, points)"),
+        _f("samples", pa.int32(), False, "K gaussian samples per point, the same K draws at every λ"),
+        _f("sigma", pa.float64(), False),
+        _f("seed", pa.int64(), False, "noise k uses fold_in(PRNGKey(seed), k), as gaussian sample k"),
+        _f("horizon", pa.int32(), False),
+        _f("chunk_size", pa.int32(), False),
+        _f("created_at", TS, False),
+    ]),
+))
+
+register(TableSpec(
+    name="interpolation_points",
+    doc="One row per rollout along an interpolation: point p (λ_p), sample k.",
+    key=("pair_id", "point", "sample"),
+    schema=pa.schema([
+        _f("pair_id", pa.string(), False),
+        _f("point", pa.int32(), False),
+        _f("sample", pa.int32(), False),
+        _f("lambda", pa.float64(), False),
+        _f("return", pa.float64(), False),
+        _f("episode_length", pa.int32()),
+        _f("terminated", pa.bool_()),
+    ]),
+))
