@@ -16,6 +16,7 @@ through retland.checkpoints and rows into `checkpoints`.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import secrets
@@ -59,7 +60,8 @@ def enable_compilation_cache() -> None:
         return
     except ImportError:
         pass
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "retland" / "jax"
+    cache = os.environ.get("RETLAND_JAX_CACHE") or \
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "retland" / "jax"
     jax.config.update("jax_compilation_cache_dir", str(cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
@@ -122,6 +124,9 @@ def env_step_with_reset(env, horizon: int, env_state, episode_step, action, keys
     Returns (next_state, next_episode_step, transition-pieces): reward [N], the true
     next obs [N, O] (before any reset), terminated [N], truncated [N]."""
     ns = jax.vmap(env.step)(env_state, action)
+    # brax returns some fields (done, metrics) weakly typed; a carry whose types change
+    # between calls would recompile the chunk function on its second call.
+    ns = jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), ns)
     ep = episode_step + 1
     terminated = ns.done > 0.5
     truncated = (ep >= horizon) & ~terminated
@@ -132,40 +137,41 @@ def env_step_with_reset(env, horizon: int, env_state, episode_step, action, keys
     return next_state, jnp.where(finished, 0, ep), ns.reward, ns.obs, terminated, truncated
 
 
-def _offpolicy_chunk_fn(cfg: TrainConfig, warmup: bool, n_steps: int):
+def _offpolicy_chunk_fn(cfg: TrainConfig, n_steps: int):
     env = make_env(cfg.env, cfg.backend)
     mod = algo_module(cfg.algo)
     acfg = cfg.agent
     _, action_size = env_dims(cfg.env, cfg.backend)
 
-    def body(carry, _):
+    def seed_update(agent, data, size, key, flags):
+        kb, ku = jax.random.split(key)
+        batch = replay.sample(data, size, kb, acfg.batch_size)
+        return mod.train_update(acfg, agent, batch, ku, **flags)
+
+    def body(carry, _, warmup):
         ts, rb = carry  # leading [S]
         keys = jax.vmap(lambda k: jax.random.split(k, 4))(ts.key)
         key, k_act, k_reset, k_upd = (keys[:, i] for i in range(4))
         obs = ts.env_state.obs
-        if warmup:
-            action = jax.vmap(lambda k: jax.random.uniform(k, (action_size,), minval=-1.0, maxval=1.0))(k_act)
-        else:
-            action = jax.vmap(partial(mod.explore, acfg))(ts.agent.actor_params, obs, k_act)
+        # `warmup` is one flag for all seeds (not batched), so both conds stay real
+        # branches under vmap: no wasted updates during warm-up, one compiled program.
+        action = jax.lax.cond(
+            warmup,
+            lambda: jax.vmap(lambda k: jax.random.uniform(k, (action_size,), minval=-1.0, maxval=1.0))(k_act),
+            lambda: jax.vmap(partial(mod.explore, acfg))(ts.agent.actor_params, obs, k_act))
         env_state, ep, reward, next_obs, terminated, _ = env_step_with_reset(
             env, cfg.horizon, ts.env_state, ts.episode_step, action, k_reset)
         t = replay.Transition(obs, action, reward, next_obs, 1.0 - terminated.astype(jnp.float32))
         rb = jax.vmap(replay.add)(rb, t)
-        agent = ts.agent
-        if not warmup:
-            flags = mod.update_flags(acfg, agent)  # seed-independent, so outside vmap
-
-            def seed_update(agent, data, size, key):
-                kb, ku = jax.random.split(key)
-                batch = replay.sample(data, size, kb, acfg.batch_size)
-                return mod.train_update(acfg, agent, batch, ku, **flags)
-
-            agent = jax.vmap(seed_update)(agent, rb.data, rb.size, k_upd)
+        flags = mod.update_flags(acfg, ts.agent)  # seed-independent, so outside vmap
+        agent = jax.lax.cond(
+            warmup, lambda: ts.agent,
+            lambda: jax.vmap(seed_update, in_axes=(0, 0, 0, 0, None))(ts.agent, rb.data, rb.size, k_upd, flags))
         ts = TrainState(agent, env_state, ep, key, ts.env_steps + 1)
         return (ts, rb), None
 
-    def chunk(ts, rb):
-        (ts, rb), _ = jax.lax.scan(body, (ts, rb), None, length=n_steps)
+    def chunk(ts, rb, warmup):
+        (ts, rb), _ = jax.lax.scan(partial(body, warmup=warmup), (ts, rb), None, length=n_steps)
         return ts, rb
 
     return jax.jit(chunk, donate_argnums=(0, 1))
@@ -175,7 +181,7 @@ def _ppo_chunk_fn(cfg: TrainConfig, n_iters: int):
     env = make_env(cfg.env, cfg.backend)
     mod = algo_module("ppo")
 
-    def chunk(ts, rb):
+    def chunk(ts, rb, warmup):
         def body(ts, _):
             return jax.vmap(partial(mod.train_iteration, cfg.agent, env, cfg.horizon))(ts), None
         ts, _ = jax.lax.scan(body, ts, None, length=n_iters)
@@ -184,16 +190,39 @@ def _ppo_chunk_fn(cfg: TrainConfig, n_iters: int):
     return jax.jit(chunk, donate_argnums=(0,))
 
 
+def _program_key(cfg: TrainConfig) -> TrainConfig:
+    """The part of a config the compiled programs depend on (not seeds, steps, schedule)."""
+    return TrainConfig(env=cfg.env, backend=cfg.backend, horizon=cfg.horizon, agent=cfg.agent,
+                       seeds=1, total_steps=cfg.granularity * 2, checkpoints=(cfg.granularity,),
+                       eval_every=cfg.granularity) if cfg.algo == "ppo" else \
+        TrainConfig(env=cfg.env, backend=cfg.backend, horizon=cfg.horizon,
+                    agent=cfg.agent.model_copy(update=dict(learning_starts=0)),
+                    seeds=1, total_steps=cfg.agent.buffer_size, checkpoints=(1,), eval_every=1)
+
+
+@functools.lru_cache(maxsize=32)
+def _chunk_fn(key_cfg: TrainConfig, n_steps: int):
+    if key_cfg.algo == "ppo":
+        return _ppo_chunk_fn(key_cfg, n_steps // key_cfg.granularity)
+    return _offpolicy_chunk_fn(key_cfg, n_steps)
+
+
 def make_chunk_fn(cfg: TrainConfig, step: int, n_steps: int):
-    """The compiled function advancing all seeds from env step `step` by n_steps."""
-    if cfg.algo == "ppo":
-        return _ppo_chunk_fn(cfg, n_steps // cfg.granularity)
-    return _offpolicy_chunk_fn(cfg, step < cfg.agent.learning_starts, n_steps)
+    """The compiled function (ts, rb) -> (ts, rb) advancing all seeds (leading axis of
+    ts and rb) from env step `step` by n_steps. Cached: jobs that differ only in seeds
+    or schedule share one compiled program."""
+    warmup = jnp.asarray(cfg.algo in OFF_POLICY and step < cfg.agent.learning_starts)
+    return partial(_chunk_fn(_program_key(cfg), n_steps), warmup=warmup)
 
 
 def make_evaluator(cfg: TrainConfig):
     """actor params [S, ...] -> Rollout with [S] fields: deterministic episode of each
     seed's policy from the reference state (reset noise 0)."""
+    return _evaluator(_program_key(cfg))
+
+
+@functools.lru_cache(maxsize=32)
+def _evaluator(cfg: TrainConfig):
     env = reference_env(cfg.env, cfg.backend)
     s0 = reference_state(cfg.env, cfg.backend)
     agent = get_agent(cfg.algo, cfg.agent)
@@ -233,6 +262,8 @@ class TrainResult:
     curve: dict[int, np.ndarray] = field(default_factory=dict)
     checkpoints: list[int] = field(default_factory=list)
     env_steps_per_s: float = 0.0
+    state: TrainState | None = None  # final training state, leading [seeds] axis
+    replay: replay.Replay | None = None
 
 
 def _now():
@@ -328,15 +359,11 @@ def train(cfg: TrainConfig, warehouse=None, *, progress: bool = True, resume: st
     if step == 0:
         do_eval(0)
     bar = _Progress(progress, cfg.steps, step, cfg.seeds, f"{cfg.algo} {cfg.env} x{cfg.seeds}")
-    fns: dict = {}
     t_loop = time.perf_counter()
     try:
         for stop in stops:
             while step < stop:
-                fkey = step < cfg.agent.learning_starts if cfg.algo in OFF_POLICY else "ppo"
-                if fkey not in fns:
-                    fns[fkey] = make_chunk_fn(cfg, step, chunk)
-                ts, rb = fns[fkey](ts, rb)
+                ts, rb = make_chunk_fn(cfg, step, chunk)(ts, rb)
                 step += chunk
                 bar.update(step)
             jax.block_until_ready(ts)
@@ -350,6 +377,7 @@ def train(cfg: TrainConfig, warehouse=None, *, progress: bool = True, resume: st
         bar.close()
     result.env_steps_per_s = (step - result.steps) * cfg.seeds / max(time.perf_counter() - t_loop, 1e-9)
     result.steps = step
+    result.state, result.replay = ts, rb
     return result
 
 

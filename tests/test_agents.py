@@ -1,0 +1,217 @@
+"""Training, checkpoints and update operators of the agents, on tiny configs.
+
+One small TD3 job (2 seeds, 20-step episodes, 16-unit nets) is trained once per module
+and shared; compiled chunk functions are cached in-process, so the other jobs here
+(stopped/resumed, shifted seeds) reuse them.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from retland import replay
+from retland.agents import get_agent, td3
+from retland.checkpoints import from_nested, list_checkpoints, load_checkpoint, to_nested
+from retland.config import TD3Config, TrainConfig, agent_config, load_train_config
+from retland.training import abstract_seed_state, init_states, make_chunk_fn, train
+
+TINY_TD3 = TrainConfig(
+    env="hopper", seeds=2, total_steps=120, checkpoints=(60, 120), eval_every=60, horizon=20,
+    agent=TD3Config(hidden=(16, 16), batch_size=8, learning_starts=40, buffer_size=120),
+)
+
+
+def leaves_equal(a, b) -> bool:
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+def seed_slice(tree, i):
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+@pytest.fixture(scope="module")
+def wh(tmp_path_factory):
+    from retland.warehouse import Warehouse
+
+    return Warehouse.open(tmp_path_factory.mktemp("agents") / "wh")
+
+
+@pytest.fixture(scope="module")
+def td3_job(wh):
+    return train(TINY_TD3, wh, progress=False)
+
+
+# ---- training writes what it promises -------------------------------------------------
+
+def test_training_records_runs_curve_and_checkpoints(wh, td3_job):
+    runs = wh.query("SELECT run_id, algo, env, backend, seed FROM runs WHERE run_id LIKE ? ORDER BY seed",
+                    [td3_job.job_id + "%"])
+    assert runs["run_id"].to_list() == td3_job.run_ids
+    assert set(runs["backend"]) == {"positional"} and runs["seed"].to_list() == [0, 1]
+    for rid in td3_job.run_ids:
+        assert list_checkpoints(wh, rid) == [60, 120]
+        steps = wh.query("SELECT step FROM evaluations WHERE run_id = ? ORDER BY step", [rid])["step"]
+        assert steps.to_list() == [0, 60, 120]
+    sizes = wh.query("SELECT step, replay_size FROM checkpoints WHERE run_id = ? ORDER BY step",
+                     [td3_job.run_ids[0]])
+    assert sizes["replay_size"].to_list() == [60, 120]
+    # the curve logged is the deterministic return of each seed's own policy
+    assert td3_job.curve[120].shape == (2,) and td3_job.curve[120][0] != td3_job.curve[120][1]
+
+
+def test_checkpoint_round_trip_is_bit_exact(wh, td3_job):
+    for i, rid in enumerate(td3_job.run_ids):
+        ck = load_checkpoint(wh, rid, 120)
+        assert (ck.algo, ck.env, ck.seed, ck.step, ck.replay_size) == ("td3", "hopper", i, 120, 120)
+        assert leaves_equal(ck.state, seed_slice(td3_job.state, i))
+        assert leaves_equal(ck.replay, seed_slice(td3_job.replay.data, i))
+
+
+def test_earlier_checkpoint_reads_its_replay_prefix(wh, td3_job):
+    ck = load_checkpoint(wh, td3_job.run_ids[1], 60)
+    full = seed_slice(td3_job.replay.data, 1)
+    assert ck.replay_size == 60 and ck.replay.obs.shape == full.obs.shape  # padded to capacity
+    assert leaves_equal(jax.tree.map(lambda x: x[:60], ck.replay), jax.tree.map(lambda x: x[:60], full))
+    assert not np.any(ck.replay.obs[60:])
+    assert int(ck.state.agent.update_count) == 60 - 40  # one update per step after warm-up
+
+
+def test_resumed_training_equals_uninterrupted(wh, td3_job):
+    """Kill after the first checkpoint, resume: every update after loading is the one
+    the uninterrupted loop did (same keys), down to the last bit."""
+    first = train(TINY_TD3, wh, progress=False, stop_at=60)
+    assert first.steps == 60 and list_checkpoints(wh, first.run_ids[0]) == [60]
+    resumed = train(TINY_TD3, wh, progress=False, resume=first.job_id)
+    assert resumed.steps == 120 and list_checkpoints(wh, first.run_ids[0]) == [60, 120]
+    assert leaves_equal(resumed.state, td3_job.state)
+    assert leaves_equal(resumed.replay, td3_job.replay)
+
+
+def test_vmapped_seeds_are_independent_and_reproducible():
+    """Seed 1 evolves the same whether its batch neighbour is seed 0 or seed 2."""
+
+    def advance(cfg):
+        ts, rb = init_states(cfg)
+        for step in (0, 20, 40, 60, 80, 100):  # chunk length 20 = gcd of the tiny schedule
+            ts, rb = make_chunk_fn(cfg, step, 20)(ts, rb)
+        return ts, rb
+
+    a = advance(TINY_TD3)
+    b = advance(TINY_TD3.model_copy(update={"seed": 1}))
+    again = advance(TINY_TD3)
+    assert leaves_equal(a, again)
+    assert leaves_equal(seed_slice(a[0], 1), seed_slice(b[0], 0))
+    assert leaves_equal(seed_slice(a[1], 1), seed_slice(b[1], 0))
+    assert not leaves_equal(seed_slice(a[0].agent.actor_params, 0), seed_slice(a[0].agent.actor_params, 1))
+
+
+# ---- the update operator --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def td3_ckpt(wh, td3_job):
+    return load_checkpoint(wh, td3_job.run_ids[0], 60)
+
+
+def test_td3_operator_is_one_actor_adam_step_on_frozen_critics(td3_ckpt):
+    agent = get_agent("td3", td3_ckpt.config)
+    op = agent.operator_state(td3_ckpt)
+    key = jax.random.PRNGKey(7)
+    got = jax.jit(agent.update)(op, key)
+
+    # The same step written out: minibatch from [0, size), -mean(min(Q1, Q2)), Adam.
+    s = td3_ckpt.state.agent
+    idx = jax.random.randint(key, (8,), 0, td3_ckpt.replay_size)
+    obs = jnp.asarray(td3_ckpt.replay.obs)[idx]
+    cfg = td3_ckpt.config.agent
+
+    def loss(p):
+        a = td3.actor_net(cfg, 3).apply({"params": p}, obs)
+        q = td3.critic_net(cfg).apply({"params": s.critic_params}, obs, a)
+        return -jnp.mean(jnp.minimum(q[:, 0], q[:, 1]))
+
+    updates, _ = optax.adam(3e-4).update(jax.grad(loss)(s.actor_params), s.actor_opt_state, s.actor_params)
+    want = optax.apply_updates(s.actor_params, updates)
+    assert jax.tree.all(jax.tree.map(lambda x, y: np.allclose(x, y, rtol=1e-5, atol=1e-7), got, want))
+    assert not leaves_equal(got, s.actor_params)
+
+
+def test_td3_operator_vmaps_over_keys_and_reads_only_the_checkpoint_prefix(td3_ckpt):
+    agent = get_agent("td3", td3_ckpt.config)
+    op = agent.operator_state(td3_ckpt)
+    # Rows beyond the checkpoint's size must never be drawn: poison them.
+    poisoned = op._replace(replay=jax.tree.map(lambda x: jnp.asarray(x).at[td3_ckpt.replay_size:].set(jnp.nan), op.replay))
+    keys = jax.random.split(jax.random.PRNGKey(0), 16)
+    batched = jax.jit(jax.vmap(agent.update, in_axes=(None, 0)))(poisoned, keys)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(batched))
+    single = jax.jit(agent.update)(op, keys[3])
+    assert jax.tree.all(jax.tree.map(lambda x, y: np.allclose(x[3], y, rtol=1e-5, atol=1e-7), batched, single))
+    assert leaves_equal(single, jax.jit(agent.update)(op, keys[3]))  # a key fixes the sample
+    first_layer = np.asarray(batched["MLP_0"]["Dense_0"]["kernel"])
+    assert not np.allclose(first_layer[0], first_layer[1])  # distinct keys, distinct updates
+
+
+def test_policy_is_the_deterministic_actor(td3_ckpt):
+    agent = get_agent("td3")
+    theta = agent.actor_params(td3_ckpt.state)
+    obs = jnp.asarray(td3_ckpt.replay.obs[:5])
+    a = agent.policy(theta, obs)
+    assert a.shape == (5, 3) and np.all(np.abs(a) <= 1.0)
+    assert np.allclose(agent.policy(theta, obs[2]), a[2], atol=1e-6)
+
+
+# ---- bad input fails clearly ----------------------------------------------------------
+
+def test_unknown_env_algo_backend_are_refused():
+    with pytest.raises(ValueError, match="unknown env 'pong'"):
+        TrainConfig(env="pong")
+    with pytest.raises(ValueError, match="unknown algo 'ddpg'.*td3, sac, ppo"):
+        agent_config("ddpg")
+    with pytest.raises(ValueError, match="unknown algo 'ddpg'"):
+        get_agent("ddpg")
+    with pytest.raises(ValueError, match="unknown backend"):
+        load_train_config(backend="bullet")
+
+
+def test_checkpoints_beyond_training_are_refused():
+    with pytest.raises(ValueError, match=r"checkpoint steps \[2000\] are outside"):
+        TrainConfig(total_steps=1000, checkpoints=(500, 2000), agent=TD3Config(learning_starts=100))
+    with pytest.raises(ValueError, match="buffer must not wrap"):
+        TrainConfig(total_steps=2_000_000)
+
+
+def test_default_checkpoints_follow_method():
+    assert TrainConfig().checkpoint_steps == tuple(range(50_000, 1_000_000, 100_000))
+    ppo = TrainConfig(agent=agent_config("ppo"))
+    assert len(ppo.checkpoint_steps) == 10 and all(s % 32768 == 0 for s in ppo.checkpoint_steps)
+    assert ppo.checkpoint_steps[-1] <= 60_000_000
+
+
+def test_missing_and_mismatched_checkpoints_are_refused(wh, td3_job):
+    rid = td3_job.run_ids[0]
+    with pytest.raises(ValueError, match="no checkpoint at step 70; it has 60, 120"):
+        load_checkpoint(wh, rid, 70)
+    with pytest.raises(ValueError, match="no run 'nope'"):
+        load_checkpoint(wh, "nope", 60)
+    with pytest.raises(ValueError, match="trained on 'hopper', not 'ant'"):
+        load_checkpoint(wh, rid, 60, env="ant")
+    # a hopper state does not restore into the structure an ant config builds
+    ant_target, _ = abstract_seed_state(TINY_TD3.model_copy(update={"env": "ant"}))
+    hopper_state = seed_slice(td3_job.state, 0)
+    with pytest.raises(ValueError, match="agent/actor_params/MLP_0/Dense_0/kernel has shape"):
+        from_nested(to_nested(hopper_state), ant_target)
+
+
+def test_toml_config_overrides(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('env = "walker2d"\nseeds = 3\n[agent]\nalgo = "td3"\nbatch_size = 64\n')
+    cfg = load_train_config(f, seeds=4)
+    assert (cfg.env, cfg.seeds, cfg.agent.batch_size, cfg.agent.tau) == ("walker2d", 4, 64, 0.005)
+    with pytest.raises(ValueError, match="config file says algo='td3' but 'sac'"):
+        load_train_config(f, algo="sac")
+    f.write_text('[agent]\nalgo = "td3"\nbatchsize = 64\n')
+    with pytest.raises(ValueError, match="batchsize"):
+        load_train_config(f)
