@@ -143,3 +143,124 @@ def test_connect_requires_existing_warehouse(tmp_path):
 
     with pytest.raises(WarehouseError, match="no warehouse"):
         retland.connect(tmp_path / "missing")
+
+
+# ----- deduplicating views: footer key boxes decide which parts go through the window -----
+
+
+def _returns(wh, where=""):
+    df = wh.query(
+        f'SELECT run_id, step, update_index, "return" FROM post_update_returns {where} '
+        "ORDER BY run_id, step, update_index"
+    )
+    return [tuple(r) for r in df.iter_rows()]
+
+
+def _overlapping_parts(wh, table):
+    """Parts the view routes through the window dedupe (the view's own CTEs)."""
+    from retland.warehouse.sqlgen import view_sql
+    from retland.warehouse.tables import TABLES
+
+    sql = view_sql(TABLES[table])
+    ctes = sql[sql.index("WITH parts"):sql.index("\nSELECT\n")]
+    con = wh.connect()
+    try:
+        rows = con.sql(ctes + "\nSELECT part FROM overlapping").fetchall()
+    finally:
+        con.close()
+    return sorted(Path(p).name for (p,) in rows)
+
+
+def test_only_colliding_keys_are_deduplicated(warehouse):
+    # Part 1: steps 100 and 200; part 2 collides on step 200 indices 3..4 only and adds
+    # step 200 indices 5..6; a third part in another step range passes straight through.
+    warehouse.append("post_update_returns", returns_rows(step=100) + returns_rows(step=200))
+    warehouse.append("post_update_returns", returns_rows(step=200, idx=range(3, 7), offset=100.0))
+    warehouse.append("post_update_returns", returns_rows(step=900, idx=range(2), offset=50.0))
+    got = _returns(warehouse)
+    want = (
+        [("r1", 100, i, float(i)) for i in range(5)]
+        + [("r1", 200, i, float(i)) for i in range(5)]
+        + [("r1", 200, i, i + 100.0) for i in (5, 6)]
+        + [("r1", 900, i, i + 50.0) for i in range(2)]
+    )
+    assert got == want
+    assert len(_overlapping_parts(warehouse, "post_update_returns")) == 2
+
+
+def test_three_writers_of_one_key_first_wins(warehouse):
+    for offset in (0.0, 10.0, 20.0):
+        warehouse.append("post_update_returns", returns_rows(idx=[7], offset=offset))
+    assert _returns(warehouse) == [("r1", 100, 7, 7.0)]
+    # the middle writer also wins over the last one for keys the first never wrote
+    warehouse.append("post_update_returns", returns_rows(idx=[7, 8], offset=30.0))
+    warehouse.append("post_update_returns", returns_rows(idx=[8], offset=40.0))
+    assert _returns(warehouse) == [("r1", 100, 7, 7.0), ("r1", 100, 8, 38.0)]
+
+
+def test_overlapping_boxes_without_a_shared_key_keep_every_row(warehouse):
+    warehouse.append("post_update_returns", returns_rows(idx=[0, 2, 4, 6]))
+    warehouse.append("post_update_returns", returns_rows(idx=[1, 3, 5], offset=100.0))
+    assert len(_overlapping_parts(warehouse, "post_update_returns")) == 2
+    got = _returns(warehouse)
+    assert [r[2] for r in got] == list(range(7))
+    assert [r[3] for r in got] == [0.0, 101.0, 2.0, 103.0, 4.0, 105.0, 6.0]
+
+
+def test_disjoint_parts_and_other_runs_pass_through(warehouse):
+    # Same keys in another run's folder are not duplicates; adjacent index ranges and
+    # empty parts route nothing through the window.
+    warehouse.append("post_update_returns", returns_rows(run="a", idx=range(0, 5)))
+    warehouse.append("post_update_returns", returns_rows(run="a", idx=range(5, 10), offset=1.0))
+    warehouse.append("post_update_returns", returns_rows(run="b", idx=range(0, 5), offset=2.0))
+    assert _overlapping_parts(warehouse, "post_update_returns") == []
+    got = _returns(warehouse)
+    assert len(got) == 15 and len({r[:3] for r in got}) == 15
+
+
+def test_part_without_footer_statistics_is_still_deduplicated(warehouse):
+    """A part written by another tool without statistics may overlap anything."""
+    import pyarrow.parquet as pq
+
+    warehouse.append("post_update_returns", returns_rows(idx=range(3)))
+    table = pa.Table.from_pylist(returns_rows(idx=range(2, 5), offset=100.0)).drop_columns(["run_id"])
+    folder = warehouse.table_dir("post_update_returns") / "run_id=r1"
+    pq.write_table(table, folder / "part-99999999999999999999-nostats.parquet", write_statistics=False)
+    assert [r[3] for r in _returns(warehouse)] == [0.0, 1.0, 2.0, 103.0, 104.0]
+
+
+def test_duplicates_in_tables_without_partitions(warehouse):
+    run = {"run_id": "r1", "algo": "td3", "env": "hopper", "seed": 0, "source": "trained"}
+    warehouse.append("runs", [run, {**run, "run_id": "r2"}])
+    warehouse.append("runs", [{**run, "algo": "late"}, {**run, "run_id": "r3", "algo": "sac"}])
+    warehouse.append("runs", [{**run, "run_id": "r2", "algo": "later"}])
+    df = warehouse.query("SELECT run_id, algo FROM runs ORDER BY run_id")
+    assert list(df.iter_rows()) == [("r1", "td3"), ("r2", "td3"), ("r3", "sac")]
+
+    ck = [{"run_id": "r1", "step": s, "eval_return": float(s)} for s in (10, 20, 30)]
+    warehouse.append("checkpoints", ck)
+    warehouse.append("checkpoints", [{**ck[1], "eval_return": -1.0}, {"run_id": "r1", "step": 40, "eval_return": 40.0}])
+    warehouse.append("checkpoints", [{"run_id": "r2", "step": 20, "eval_return": 2.0}])
+    df = warehouse.query("SELECT run_id, step, eval_return FROM checkpoints ORDER BY run_id, step")
+    assert list(df.iter_rows()) == [("r1", 10, 10.0), ("r1", 20, 20.0), ("r1", 30, 30.0),
+                                    ("r1", 40, 40.0), ("r2", 20, 2.0)]
+
+
+def test_stock_duckdb_client_deduplicates(warehouse, tmp_path):
+    """init.sql alone (relative globs under file_search_path) gives the same dedupe."""
+    warehouse.append("post_update_returns", returns_rows(idx=range(3)))
+    warehouse.append("post_update_returns", returns_rows(idx=range(1, 5), offset=100.0))
+    warehouse.append("post_update_returns", returns_rows(run="other"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = (
+        "import duckdb, sys; con = duckdb.connect(); "
+        "con.execute(open(sys.argv[1]).read()); con.complete(); "
+        "print(con.sql(\"SELECT list(\\\"return\\\" ORDER BY update_index) FROM post_update_returns "
+        "WHERE run_id = 'r1'\").fetchall()[0][0]); "
+        "print(con.sql('SELECT count(*) FROM post_update_returns').fetchall()[0][0]); "
+        "print(con.sql('SELECT count(*) FROM distribution_stats').fetchall()[0][0])"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(warehouse.root / "init.sql")],
+                         cwd=elsewhere, capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:3] == ["[0.0, 1.0, 2.0, 103.0, 104.0]", "10", "2"]
