@@ -37,6 +37,7 @@ the update indices.
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -123,6 +124,12 @@ def program_for(spec: OperatorSpec, env: str, backend: str, policy, agent=None) 
                          action_noise, reset_noise)
 
 
+@functools.lru_cache(maxsize=None)
+def reference_start(env: str, backend: str):
+    """s0, computed once per process (`envs.reference_state` re-traces the reset: ~2.5 s)."""
+    return jax.device_get(reference_state(env, backend))
+
+
 def _chunk(program: SampleProgram, op_state, start_state, base_key, indices):
     """indices [B] int32 -> Rollout with fields [B]."""
     env = reference_env(program.env, program.backend)
@@ -130,7 +137,9 @@ def _chunk(program: SampleProgram, op_state, start_state, base_key, indices):
 
     def one(i):
         key = sample_key(base_key, i)
-        params = program.make_params(op_state, key, i)
+        # θ_i is computed once per sample: the barrier keeps XLA from fusing the update
+        # into the rollout's loop body, where it would run at each of the H steps.
+        params = jax.lax.optimization_barrier(program.make_params(op_state, key, i))
         rkey = rollout_key(key)
         state0 = noisy.reset(rkey) if noisy is not None else start_state
         return rollout(env, program.policy, params, state0, program.horizon,
@@ -207,7 +216,7 @@ def run_chunks(
     fn = chunk_function(program)
     devs = resolve_devices(devices)
     if start_state is None:
-        start_state = reference_state(program.env, program.backend)
+        start_state = reference_start(program.env, program.backend)
     placed = [
         (jax.device_put(op_state, d), jax.device_put(start_state, d), jax.device_put(base_key, d))
         for d in devs
@@ -273,6 +282,17 @@ def existing_rows(wh, run_id: str, step: int, operator_id: str) -> tuple[set[int
     if df.height == 0:
         return set(), set()
     return set(df["update_index"].to_list()), {int(b) for b in df["chunk_size"].drop_nulls().to_list()}
+
+
+def existing_by_distribution(wh, operator_ids: Iterable[str]) -> dict[tuple[str, int, str], tuple[set[int], set[int]]]:
+    """`existing_rows` of every distribution of these operators, in one query."""
+    ids = sorted(set(operator_ids))
+    df = wh.query(
+        "SELECT run_id, step, operator_id, list(update_index) AS idx, list(DISTINCT chunk_size) AS b "
+        f"FROM post_update_returns WHERE operator_id IN ({', '.join('?' for _ in ids)}) "
+        "GROUP BY ALL", ids)
+    return {(r, int(s), o): (set(idx), {int(b) for b in bs if b is not None})
+            for r, s, o, idx, bs in df.iter_rows()}
 
 
 def resolve_batch_size(recorded: set[int], requested: int | str | None, n_samples: int,
@@ -350,16 +370,18 @@ def plan_distribution(
     batch_size: int | str | None = "auto",
     shard: tuple[int, int] | str | None = None,
     chunks: Sequence[int] | None = None,
+    existing: tuple[set[int], set[int]] | None = None,
 ) -> Plan:
     """Read what is stored and decide B and the chunks this job computes.
 
     chunks: an explicit set of chunk numbers (the CLI's global work plan over many
     distributions); otherwise the shard's range of this distribution's chunks.
+    existing: (indices, chunk sizes) already read (`existing_by_distribution`).
     """
     if n_samples < 1:
         raise SamplingError(f"--samples must be >= 1, got {n_samples}")
     what = f"run {run_id} step {step} operator {spec.operator_id}"
-    present, recorded = existing_rows(wh, run_id, step, spec.operator_id)
+    present, recorded = existing or existing_rows(wh, run_id, step, spec.operator_id)
     b = resolve_batch_size(recorded, batch_size, n_samples, what)
     n_chunks = math.ceil(n_samples / b)
     # A shard owns a fixed range of all chunks, done or not, so the split does not

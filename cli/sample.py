@@ -1,0 +1,166 @@
+"""`retland sample`: fill the warehouse with post-update return distributions."""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from retland.cli.app import CliError, WarehouseOpt, app, console, err_console
+
+
+def _int_list(text: str | None, what: str) -> list[int] | None:
+    """'0,2,5-7' -> [0, 2, 5, 6, 7]."""
+    if text is None:
+        return None
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, part)
+                out.extend(range(int(lo), int(hi) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise CliError(f"--{what} {text!r}: expected integers like 0,2,5-7") from None
+    return out
+
+
+def select_checkpoints(wh, runs, algo, env, seeds, steps) -> list[tuple[str, int, str]]:
+    """(run_id, step, env) of the chosen checkpoints, in (run_id, step) order."""
+    where, params = [], []
+    if runs:
+        where.append(f"c.run_id IN ({', '.join('?' for _ in runs)})")
+        params += list(runs)
+    else:
+        if not (algo and env):
+            raise CliError("choose checkpoints with --run RUN_ID, or with --algo and --env")
+        where += ["r.algo = ?", "r.env = ?"]
+        params += [algo, env]
+    if seeds:
+        where.append(f"r.seed IN ({', '.join('?' for _ in seeds)})")
+        params += seeds
+    if steps:
+        where.append(f"c.step IN ({', '.join('?' for _ in steps)})")
+        params += steps
+    df = wh.query(
+        "SELECT c.run_id, c.step, r.env FROM checkpoints c JOIN runs r USING (run_id) "
+        f"WHERE {' AND '.join(where)} ORDER BY c.run_id, c.step", params)
+    found = [(r, int(s), e) for r, s, e in df.iter_rows()]
+    if not found:
+        raise CliError("no checkpoints match " + ", ".join(
+            f"{k}={v}" for k, v in dict(run=runs, algo=algo, env=env, seeds=seeds, steps=steps).items() if v))
+    if runs:
+        missing = sorted(set(runs) - {r for r, _, _ in found})
+        if missing:
+            raise CliError(f"no checkpoints for run(s) {', '.join(missing)}")
+    return found
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def __init__(self, per_sample_field: str | None, unit: str):
+            super().__init__()
+            self.field, self.unit = per_sample_field, unit
+
+        def render(self, task):
+            if not task.speed:
+                return Text(f"– {self.unit}", style="progress.data.speed")
+            scale = task.fields.get(self.field, 1) if self.field else 1
+            return Text(f"{task.speed * scale:,.0f} {self.unit}", style="progress.data.speed")
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        Rate(None, "samples/s"), Rate("horizon", "env-steps/s"), TextColumn("ETA"), TimeRemainingColumn(),
+        console=err_console, transient=False)
+
+
+@app.command()
+def sample(
+    operator: Annotated[str, typer.Option(
+        help="Update operator: td3 | sac | ppo | gaussian[:sigma] | action[:sigma] | init_state[:scale].")],
+    run: Annotated[Optional[list[str]], typer.Option(help="Run id (repeatable); all its checkpoints unless --steps.")] = None,
+    algo: Annotated[Optional[str], typer.Option(help="Select runs by algorithm (with --env).")] = None,
+    env: Annotated[Optional[str], typer.Option(help="Select runs by env (with --algo).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Training seeds of the runs, e.g. 0,1,5-9.")] = None,
+    steps: Annotated[Optional[str], typer.Option(help="Checkpoint env steps, e.g. 50000,150000.")] = None,
+    samples: Annotated[int, typer.Option(help="N: update indices 0..N-1 of each distribution.")] = 1000,
+    horizon: Annotated[int, typer.Option(help="Rollout horizon H (part of the operator id).")] = 1000,
+    key_seed: Annotated[int, typer.Option(help="Operator seed: key_i = fold_in(PRNGKey(seed), i) (part of the operator id).")] = 0,
+    batch_size: Annotated[str, typer.Option(
+        help="Chunk size B (samples per compiled batch), or auto. Fixed per distribution: a resumed "
+             "distribution keeps its recorded B.")] = "auto",
+    shard: Annotated[str, typer.Option(help="i/N: this job's share of the work, for N independent jobs.")] = "0/1",
+    devices: Annotated[str, typer.Option(help="Local devices to use: all, or a count.")] = "all",
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Sample post-update return distributions of checkpoints into the warehouse.
+
+    For each chosen checkpoint and update index i < N: θ_i = U(state, fold_in(key, i)),
+    then the deterministic return of π_θ_i from the reference state. Resumable: a rerun
+    computes only missing indices. Shards split the chunks of all chosen distributions
+    into N contiguous ranges, so array jobs on many machines can share one warehouse.
+    Rows are bit-identical however the work is split, on one platform; across platforms
+    or chunk sizes the distributions agree statistically, not bit for bit.
+    """
+    import os
+
+    # XLA's C++ log lines (e.g. on loading cached executables) are not for users.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from retland.operators import parse_operator
+    from retland.sampling import (
+        SamplingError,
+        existing_by_distribution,
+        parse_shard,
+        plan_distribution,
+        resolve_devices,
+        sample_checkpoint,
+        take_shard,
+    )
+    from retland.warehouse import Warehouse
+
+    wh = Warehouse.open(warehouse, create=False)
+    try:
+        shard_ij = parse_shard(shard)
+        devs = resolve_devices(devices)
+        chosen = select_checkpoints(wh, run, algo, env, _int_list(seeds, "seeds"), _int_list(steps, "steps"))
+        specs = {e: parse_operator(operator, env=e, horizon=horizon, seed=key_seed) for _, _, e in chosen}
+        # Global work plan: every chunk of every chosen distribution, done or not, in
+        # (run, step, chunk) order; the shard takes a contiguous range of it.
+        stored = existing_by_distribution(wh, [spec.operator_id for spec in specs.values()])
+        empty: tuple[set[int], set[int]] = (set(), set())
+
+        def plan(d, r, s, e, b, chunks):
+            return plan_distribution(wh, r, s, specs[e], samples, batch_size=b, chunks=chunks,
+                                     existing=stored.get((r, s, specs[e].operator_id), empty))
+
+        plans = [plan(d, r, s, e, batch_size, []) for d, (r, s, e) in enumerate(chosen)]
+        units = [(d, k) for d, p in enumerate(plans) for k in range(p.n_chunks)]
+        mine: dict[int, list[int]] = {}
+        for d, k in take_shard(units, shard_ij):
+            mine.setdefault(d, []).append(k)
+        plans = [plan(d, r, s, e, plans[d].batch_size, mine.get(d, [])) for d, (r, s, e) in enumerate(chosen)]
+    except SamplingError as exc:
+        raise CliError(str(exc)) from None
+
+    total = sum(p.new_rows for p in plans)
+    work = [(d, p) for d, p in enumerate(plans) if p.todo]
+    err_console.print(
+        f"{len(chosen)} distribution(s), operator {specs[chosen[0][2]].operator_id}, N={samples}, "
+        f"shard {shard_ij[0]}/{shard_ij[1]}: {total} new samples in {sum(len(p.todo) for _, p in work)} chunk(s) "
+        f"on {len(devs)} device(s)")
+    results = []
+    with _progress() as bar:
+        task = bar.add_task("compiling", total=total, horizon=horizon)
+        for d, p in work:
+            r, s, _ = chosen[d]
+            bar.update(task, description=f"{r}@{s}")
+            results.append(sample_checkpoint(
+                wh, r, s, p.spec, samples, batch_size=p.batch_size, chunks=p.todo, devices=devs,
+                progress=lambda n: bar.advance(task, n)))
+    written = sum(x.rows_written for x in results)
+    console.print(f"wrote {written} rows ({len(results)} distribution(s) computed, "
+                  f"{len(plans) - len(work)} already complete for this shard) into {wh.root}")
