@@ -3,6 +3,11 @@
 Prints seconds and the ratio of DuckDB (`distribution_stats`) to the NumPy twin applied
 per group. Targets (issue 2): append of 1e6 rows < 1 s; stats over 1e7 rows < 2 s on
 2 cores. Usage: python benchmarks/warehouse.py [--distributions 10000] [--samples 1000]
+[--parts-per-run 1] [--baseline]
+
+--parts-per-run P writes each run as P parts (sampling flushes one part at a time);
+--baseline also times the same statistics over a bare read_parquet (no dedupe, the floor)
+and through the former view that ran the row_number() window over every row.
 """
 from __future__ import annotations
 
@@ -36,11 +41,30 @@ def returns_table(run: str, steps: np.ndarray, samples: int, rng) -> pa.Table:
     })
 
 
+def baseline_views() -> dict[str, str]:
+    """post_update_returns without dedupe, and with the former window over every row."""
+    from retland.warehouse.sqlgen import TABLES, table_glob
+
+    spec = TABLES["post_update_returns"]
+    src = (f"read_parquet('{table_glob(spec)}', union_by_name = true, filename = true, "
+           "hive_partitioning = true, hive_types = {'run_id': 'VARCHAR'})")
+    cols = ", ".join(f'"{f.name}"' for f in spec.schema)
+    key = ", ".join(f'"{c}"' for c in spec.key)
+    return {
+        "bare read_parquet (no dedupe)": f"CREATE OR REPLACE VIEW post_update_returns AS SELECT {cols} FROM {src}",
+        "window over every row (former view)": (
+            f"CREATE OR REPLACE VIEW post_update_returns AS SELECT {cols} FROM {src} "
+            f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY filename) = 1"),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--distributions", type=int, default=10_000)
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--parts-per-run", type=int, default=1)
+    ap.add_argument("--baseline", action="store_true", help="also time no-dedupe and window-over-all-rows views")
     ap.add_argument("--keep", type=Path, default=None, help="build the warehouse here and keep it")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
@@ -58,7 +82,10 @@ def main() -> None:
         per_run = args.distributions // args.runs
         for k in range(args.runs):
             steps = np.arange(per_run, dtype=np.int64) * 10_000
-            wh.append("post_update_returns", returns_table(f"run{k:04d}", steps, args.samples, rng))
+            table = returns_table(f"run{k:04d}", steps, args.samples, rng)
+            size = -(-table.num_rows // args.parts_per_run)
+            for j in range(0, table.num_rows, size):
+                wh.append("post_update_returns", table.slice(j, size))
         n_rows = args.runs * per_run * args.samples
 
         con = wh.connect()
@@ -67,7 +94,21 @@ def main() -> None:
         t0 = time.perf_counter()
         duck = con.sql(sql).pl()
         t_duck = time.perf_counter() - t0
-        print(f"stats in DuckDB over {n_rows:.2e} rows ({duck.height} distributions): {t_duck:.3f} s")
+        n_parts = len(list(wh.table_dir("post_update_returns").rglob("*.parquet")))
+        print(f"stats in DuckDB over {n_rows:.2e} rows ({duck.height} distributions, {n_parts} parts): "
+              f"{t_duck:.3f} s (load average {os.getloadavg()[0]:.1f})")
+        if args.baseline:
+            for name, view in baseline_views().items():
+                other = wh.connect()
+                other.execute(view)
+                other.complete()
+                other.sql("SELECT count(*) FROM post_update_returns").fetchall()
+                t0 = time.perf_counter()
+                same = other.sql(sql).pl()
+                print(f"  same through {name}: {time.perf_counter() - t0:.3f} s "
+                      f"(load average {os.getloadavg()[0]:.1f}, same distributions and n: "
+                      f"{same.select('run_id', 'step', 'n').equals(duck.select('run_id', 'step', 'n'))})")
+                other.close()
 
         t0 = time.perf_counter()
         raw = con.sql(

@@ -11,6 +11,10 @@ from .tables import TABLES, TableSpec
 
 TABLES_DIR = "tables"
 SCHEMA_PART = "part-00000000000000000000-schema.parquet"
+# Each view reads footers three times (union_by_name at bind, parquet_metadata for the key
+# boxes, the scan); parts are never rewritten, so caching parsed footers is safe (DuckDB
+# keys the cache on path and modification time). Halved a view scan over 10 000 parts.
+METADATA_CACHE_SQL = "SET parquet_metadata_cache = true;"
 
 
 def quote(name: str) -> str:
