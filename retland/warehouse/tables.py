@@ -224,3 +224,49 @@ register(TableSpec(
         _f("terminated", pa.bool_()),
     ]),
 ))
+
+register(TableSpec(
+    name="stabilize_steps",
+    doc="Algorithm 1 (retland stabilize): one row per proposal of each lane (arm x rejection seed); "
+        "proposal 0 is the source checkpoint. Statistics are of the proposal's PURD and of the last "
+        "accepted state it was compared with (before the decision).",
+    key=("experiment_id", "arm", "seed", "proposal"),
+    schema=pa.schema([
+        _f("experiment_id", pa.string(), False),
+        _f("arm", pa.string(), False, "reject (Algorithm 1) | baseline (never rejects, same keys)"),
+        _f("seed", pa.int32(), False, "rejection seed: keys of the collection stream and the PURDs"),
+        _f("proposal", pa.int32(), False, "0 = the source checkpoint, then 1..P"),
+        _f("run_id", pa.string(), False, "source run"),
+        _f("step", pa.int64(), False, "source checkpoint's env step"),
+        _f("derived_run_id", pa.string(), False, "the run holding this lane's final state"),
+        _f("criterion", pa.string(), False, "cvar | ltp | mean"),
+        _f("alpha", pa.float64(), False),
+        _f("beta", pa.float64(), False),
+        _f("tolerance", pa.float64(), False),
+        _f("n_samples", pa.int32(), False, "N td3-operator samples per PURD"),
+        _f("accepted", pa.bool_(), False),
+        _f("last_accepted", pa.int32(), False, "proposal whose state this one was compared with"),
+        _f("update_count", pa.int32(), doc="TD3 update counter after the decision"),
+        _f("replay_size", pa.int64(), doc="replay rows after the decision"),
+        _f("eval_return", pa.float64(), doc="J(θ) of the proposal's own actor, from s0"),
+        _f("mean", pa.float64()), _f("std", pa.float64()), _f("mode", pa.float64()),
+        _f("ltp", pa.float64(), doc="NULL when mode <= 0"), _f("cvar", pa.float64()),
+        _f("last_mean", pa.float64()), _f("last_std", pa.float64()), _f("last_mode", pa.float64()),
+        _f("last_ltp", pa.float64()), _f("last_cvar", pa.float64()),
+        _f("created_at", TS, False),
+    ]),
+))
+
+register(TableSpec(
+    name="stabilize_returns",
+    doc="The PURD samples behind stabilize_steps: J(U(state, key_i)) of each proposal's state.",
+    key=("experiment_id", "arm", "seed", "proposal", "update_index"),
+    schema=pa.schema([
+        _f("experiment_id", pa.string(), False),
+        _f("arm", pa.string(), False),
+        _f("seed", pa.int32(), False),
+        _f("proposal", pa.int32(), False),
+        _f("update_index", pa.int64(), False, "i in key_i = fold_in(base_key, i)"),
+        _f("return", pa.float64(), False),
+    ]),
+))

@@ -1,0 +1,223 @@
+"""Algorithm 1 (`retland stabilize`) on a tiny TD3 checkpoint.
+
+One tiny TD3 run (20-step episodes, 16-unit nets) is trained once per module; the
+experiment tests use 3-5 proposals x 8 samples so each compiled phase is small.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from retland import stats
+from retland.checkpoints import load_checkpoint
+from retland.config import TD3Config, TrainConfig
+from retland.stabilize import (StabilizeConfig, accepts, commit, initial_lanes, propose_fn,
+                               run_experiment)
+from retland.training import make_chunk_fn, train
+
+TINY = TrainConfig(
+    env="hopper", seeds=1, total_steps=120, checkpoints=(120,), eval_every=120, horizon=20,
+    agent=TD3Config(hidden=(16, 16), batch_size=8, learning_starts=40, buffer_size=120),
+)
+P, N = 4, 8
+
+
+def leaves(tree) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def same(a, b) -> bool:
+    la, lb = leaves(a), leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb))
+
+
+@pytest.fixture(scope="module")
+def wh(tmp_path_factory):
+    from retland.warehouse import Warehouse
+
+    return Warehouse.open(tmp_path_factory.mktemp("stabilize") / "wh")
+
+
+@pytest.fixture(scope="module")
+def source(wh):
+    job = train(TINY, wh, progress=False)
+    return load_checkpoint(wh, job.run_ids[0], 120)
+
+
+def scfg(ckpt, **kw) -> StabilizeConfig:
+    return StabilizeConfig(run_id=ckpt.run_id, step=ckpt.step, **dict(dict(proposals=P, samples=N, seeds=(0, 1)), **kw))
+
+
+# ---- the criterion, by hand ---------------------------------------------------------------
+
+def summary(r):
+    return stats.summarize(np.asarray(r, float), alpha=0.1, beta=0.5)
+
+
+def test_cvar_criterion_compares_lower_tail_means():
+    ten = summary(np.arange(10) * 10.0)  # lowest 10% = {0}: CVaR_0.1 = 0
+    shifted = summary(np.arange(10) * 10.0 + 0.5)  # CVaR 0.5, same spread
+    assert ten.cvar == pytest.approx(0.0, abs=1e-12) and shifted.cvar == pytest.approx(0.5)
+    assert accepts("cvar", shifted, ten, 0.0) and accepts("cvar", ten, ten, 0.0)
+    assert not accepts("cvar", ten, shifted, 0.0)
+    assert accepts("cvar", ten, shifted, 0.5) and not accepts("cvar", ten, shifted, 0.49)
+
+
+def test_ltp_criterion_prefers_fewer_failures_and_treats_undefined_as_worst():
+    two_fail = summary([100.0] * 8 + [10.0, 20.0])  # mode 99.55: LTP = 2/10
+    one_fail = summary([100.0] * 9 + [10.0])  # LTP = 1/10
+    assert (two_fail.ltp, one_fail.ltp) == (0.2, 0.1)
+    assert accepts("ltp", one_fail, two_fail, 0.0) and not accepts("ltp", two_fail, one_fail, 0.0)
+    assert accepts("ltp", two_fail, one_fail, 0.1)  # 0.2 <= 0.1 + 0.1
+    dead = summary([-5.0, -4.0, -1.0])  # mode <= 0: LTP undefined, counts as 1
+    assert dead.ltp is None
+    assert not accepts("ltp", dead, two_fail, 0.0) and accepts("ltp", two_fail, dead, 0.0)
+
+
+def test_mean_criterion():
+    lo, hi = summary([1.0, 2.0, 3.0]), summary([2.0, 3.0, 4.0])
+    assert accepts("mean", hi, lo, 0.0) and not accepts("mean", lo, hi, 0.0) and accepts("mean", lo, hi, 1.0)
+
+
+def test_config_refuses_bad_values_by_name():
+    with pytest.raises(ValueError, match="alpha"):
+        StabilizeConfig(run_id="r", step=1, alpha=0.0)
+    with pytest.raises(ValueError, match="tolerance"):
+        StabilizeConfig(run_id="r", step=1, tolerance=-1.0)
+    with pytest.raises(ValueError, match="seeds"):
+        StabilizeConfig(run_id="r", step=1, seeds=(0, 0))
+
+
+# ---- proposals and restoration ------------------------------------------------------------
+
+def test_a_rejected_proposal_leaves_every_array_bit_identical(source):
+    cfg = scfg(source)
+    lanes, _ = initial_lanes(source, cfg)
+    proposed = propose_fn(source.config, cfg.exploration_noise, cfg.reset_noise_fraction)(lanes)
+    # the proposal moved the critic, the buffer, the env and the counter ...
+    for part in (lambda x: x.train.agent.critic_params, lambda x: x.replay.data, lambda x: x.replay.size,
+                 lambda x: x.train.env_state, lambda x: x.train.agent.update_count):
+        assert not same(part(proposed), part(lanes))
+    # ... and rejecting it (lane 0) restores all of that, bit for bit; lane 1 keeps it
+    kept = commit(jnp.array([False, True, False, True]), proposed, lanes)
+    one = lambda t, i: jax.tree.map(lambda x: x[i], t)  # noqa: E731
+    undone = one(kept, 0)
+    assert same(undone._replace(train=undone.train._replace(key=0)),
+                one(lanes, 0)._replace(train=one(lanes, 0).train._replace(key=0)))
+    assert same(undone.train.key, one(proposed, 0).train.key)  # the key stream moves on
+    assert same(one(kept, 1), one(proposed, 1))
+
+
+def test_all_rejections_end_where_they_started(source, monkeypatch):
+    import retland.stabilize as stab
+
+    monkeypatch.setattr(stab, "accepts", lambda *a: False)
+    cfg = scfg(source, arms=("reject",))
+    res = run_experiment(cfg, checkpoint=source, write=False)
+    start, _ = initial_lanes(source, cfg)
+    strip = lambda t: t._replace(train=t.train._replace(key=0))  # noqa: E731
+    assert same(strip(res.final), strip(start))
+    assert [r["accepted"] for r in res.rows if r["proposal"] > 0] == [False] * (P * 2)
+    assert {r["last_accepted"] for r in res.rows} == {0}
+
+
+def test_baseline_arm_is_plain_td3_training(source):
+    """With the training env's reset noise, P baseline proposals are P steps of
+    retland.training's loop from the same state and keys (episodes of 20 steps: a
+    time-limit reset happens within 25 steps)."""
+    n = 25
+    cfg = scfg(source, arms=("baseline",), reset_noise_fraction=1.0, proposals=n)
+    lanes, _ = initial_lanes(source, cfg)
+    propose = propose_fn(source.config, cfg.exploration_noise, cfg.reset_noise_fraction)
+    ours = lanes
+    for _ in range(n):
+        ours = commit(jnp.ones(2, bool), propose(ours), ours)
+    copy = jax.tree.map(jnp.array, lanes)  # the training chunk donates its inputs
+    ts, rb = make_chunk_fn(source.config, TINY.agent.learning_starts, n)(copy.train, copy.replay)
+    assert int(ts.agent.update_count[0]) == int(lanes.train.agent.update_count[0]) + n
+    assert same(ours.train, ts) and same(ours.replay, rb)
+
+
+# ---- the experiment, end to end -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def experiment(wh, source):
+    return run_experiment(scfg(source), wh, checkpoint=source)
+
+
+def test_every_proposal_is_a_row_and_sql_replays_the_decisions(wh, experiment):
+    steps = wh.query("SELECT * FROM stabilize_steps WHERE experiment_id = ? ORDER BY arm, seed, proposal",
+                     [experiment.experiment_id])
+    assert steps.height == 4 * (P + 1)
+    base = steps.filter(steps["arm"] == "baseline")
+    assert base["accepted"].all() and base.filter(base["proposal"] > 0)["last_accepted"].to_list() == \
+        [k - 1 for k in range(1, P + 1)] * 2
+    n = wh.query("SELECT count(*) AS n FROM stabilize_returns WHERE experiment_id = ?", [experiment.experiment_id])
+    assert n["n"][0] == 4 * (P + 1) * N
+    replay = wh.query("SELECT * FROM stabilize_replay() WHERE experiment_id = ? AND arm = 'reject'",
+                      [experiment.experiment_id])
+    assert replay.height == 2 * P and (replay["would_accept"] == replay["accepted"]).all()
+    rej = steps.filter(steps["arm"] == "reject")
+    # the counter and the buffer grow by exactly the accepted proposals
+    for seed in (0, 1):
+        lane = rej.filter(rej["seed"] == seed)
+        acc = np.cumsum(lane["accepted"].to_numpy() & (lane["proposal"].to_numpy() > 0))
+        assert (lane["replay_size"].to_numpy() - lane["replay_size"][0] == acc).all()
+        assert (lane["update_count"].to_numpy() - lane["update_count"][0] == acc).all()
+    arms = wh.query("SELECT * FROM stabilize_arms WHERE experiment_id = ? ORDER BY arm, proposal",
+                    [experiment.experiment_id])
+    assert arms.height == 2 * (P + 1) and set(arms["seeds"]) == {2}
+
+
+def test_final_states_are_derived_runs_that_load_like_any_other(wh, source, experiment):
+    runs = wh.query("SELECT run_id, source, parent_run_id, parent_step FROM runs WHERE run_id IN "
+                    f"({', '.join('?' for _ in experiment.derived_run_ids)}) ORDER BY run_id",
+                    experiment.derived_run_ids)
+    assert runs.height == 4 and set(runs["source"]) == {"derived"}
+    assert set(runs["parent_run_id"]) == {source.run_id} and set(runs["parent_step"]) == {120}
+    for i, rid in enumerate(experiment.derived_run_ids):
+        rows = wh.query("SELECT step FROM checkpoints WHERE run_id = ?", [rid])
+        ck = load_checkpoint(wh, rid, rows["step"][0])
+        lane = jax.tree.map(lambda x: x[i], experiment.final)
+        assert same(ck.state, lane.train)
+        size = int(lane.replay.size)
+        assert ck.replay_size == size
+        assert same(jax.tree.map(lambda x: x[:size], ck.replay), jax.tree.map(lambda x: x[:size], lane.replay.data))
+
+
+def run_cli(capsys, monkeypatch, *args) -> tuple[int, str]:
+    import sys
+
+    from retland.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["retland", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_cli_refuses_bad_input_and_leaves_the_warehouse_untouched(wh, source, capsys, monkeypatch):
+    from conftest import tree_digest
+
+    before = tree_digest(wh.root)
+    base = ["stabilize", "--run", source.run_id, "-w", wh.root, "--no-progress"]
+    for args, needle in [
+        (["--step", "120", "--alpha", "0"], "alpha"),
+        (["--step", "120", "--arms", "reject,bogus"], "--arms"),
+        (["--step", "120", "--seeds", "3..1"], "--seeds"),
+        (["--step", "120", "--samples", "1"], "samples"),
+        (["--step", "77"], "no checkpoint at step 77"),
+    ]:
+        code, text = run_cli(capsys, monkeypatch, *base, *args)
+        assert code == 2 and needle in " ".join(text.split()), (args, text)
+    code, text = run_cli(capsys, monkeypatch, "stabilize", "--run", "nope", "--step", "1", "-w", wh.root)
+    assert code == 2 and "'nope'" in text
+    assert tree_digest(wh.root) == before
+    code, text = run_cli(capsys, monkeypatch, "stabilize", "--help")
+    assert code == 0 and "--criterion" in text and "Algorithm 1" in text
