@@ -146,21 +146,27 @@ def sample(
     except SamplingError as exc:
         raise CliError(str(exc)) from None
 
+    from rich.markup import escape
+
     total = sum(p.new_rows for p in plans)
     work = [(d, p) for d, p in enumerate(plans) if p.todo]
+    operator_ids = ", ".join(sorted({escape(spec.operator_id) for spec in specs.values()}))
     err_console.print(
-        f"{len(chosen)} distribution(s), operator {specs[chosen[0][2]].operator_id}, N={samples}, "
-        f"shard {shard_ij[0]}/{shard_ij[1]}: {total} new samples in {sum(len(p.todo) for _, p in work)} chunk(s) "
-        f"on {len(devs)} device(s)")
+        f"{len(chosen)} distribution(s), operator {operator_ids}, N={samples}, "
+        f"shard {shard_ij[0]}/{shard_ij[1]}: {total} new samples in {sum(len(p.todo) for _, p in work)} "
+        f"chunk(s) on {len(devs)} device(s)", highlight=False)
     results = []
-    with _progress() as bar:
-        task = bar.add_task("compiling", total=total, horizon=horizon)
-        for d, p in work:
-            r, s, _ = chosen[d]
-            bar.update(task, description=f"{r}@{s}")
-            results.append(sample_checkpoint(
-                wh, r, s, p.spec, samples, batch_size=p.batch_size, chunks=p.todo, devices=devs,
-                progress=lambda n: bar.advance(task, n)))
+    if work:
+        with _progress() as bar:
+            task = bar.add_task("", total=total, horizon=horizon)
+            for d, p in work:
+                r, s, _ = chosen[d]
+                # the first chunk of a process includes compiling (or loading) the program
+                bar.update(task, description=escape(f"{r}@{s} B={p.batch_size}"))
+                results.append(sample_checkpoint(
+                    wh, r, s, p.spec, samples, batch_size=p.batch_size, chunks=p.todo, devices=devs,
+                    progress=lambda n: bar.advance(task, n)))
     written = sum(x.rows_written for x in results)
     console.print(f"wrote {written} rows ({len(results)} distribution(s) computed, "
-                  f"{len(plans) - len(work)} already complete for this shard) into {wh.root}")
+                  f"{len(plans) - len(work)} already complete for this shard) into {escape(str(wh.root))}",
+                  highlight=False)
