@@ -7,7 +7,10 @@ from rich.markup import escape
 
 from retland.cli.app import CliError, app, err_console
 from retland.cli import warehouse_cmds  # noqa: F401  (registers commands)
+from retland.cli import train  # noqa: F401
+from retland.cli import sample  # noqa: F401
 from retland.cli import report  # noqa: F401
+from retland.cli import analyses  # noqa: F401
 from retland.cli import stabilize  # noqa: F401
 
 

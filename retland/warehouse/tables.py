@@ -218,7 +218,7 @@ register(TableSpec(
         _f("pair_id", pa.string(), False),
         _f("point", pa.int32(), False),
         _f("sample", pa.int32(), False),
-        _f("lambda", pa.float64(), False),
+        _f("lam", pa.float64(), False, "λ of the point (lambda is a DuckDB keyword)"),
         _f("return", pa.float64(), False),
         _f("episode_length", pa.int32()),
         _f("terminated", pa.bool_()),
