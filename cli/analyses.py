@@ -110,3 +110,91 @@ def interpolate(
     if complete.height:
         emit(ip.btp_summary(complete, n_resamples=bootstrap, seed=seed), fmt, None,
              "BTP: IQM over pairs, stratified bootstrap 95% CI (strata = envs)")
+
+
+# -------------------------------------------------------------------------- landscape
+
+class Directions(str, Enum):
+    update = "update"
+    gaussian = "gaussian"
+    filter_normalized = "filter-normalized"
+
+
+@app.command()
+def landscape(
+    run: Annotated[str, typer.Option(help="Run id of the checkpoint.")],
+    step: Annotated[int, typer.Option(help="Env step of the checkpoint.")],
+    operator: Annotated[str, typer.Option(help="Update directions: the operator whose samples 0 and 1 give θ1, θ2.")] = "td3",
+    grid: Annotated[int, typer.Option(help="Points per axis.")] = 41,
+    range_: Annotated[str, typer.Option("--range", help="Window LO:HI on both axes (1.0 = one update).")] = "-2:2",
+    zoom: Annotated[str, typer.Option(help="Comma-separated zoom factors; each is one grid of the window × factor.")] = "1",
+    directions: Annotated[Directions, typer.Option(
+        help="update: d = θ_i − θ of two operator samples; gaussian: N(0, I); filter-normalized: gaussian "
+             "scaled per output unit to θ's norms, biases 0 (Li et al. 2018).")] = Directions.update,
+    samples_per_point: Annotated[int, typer.Option(help="K > 1: K gaussian(σ) samples per point (LTP/CVaR maps).")] = 1,
+    sigma: Annotated[float, typer.Option(help="σ of the per-point samples.")] = 3e-4,
+    seed: Annotated[int, typer.Option(help="Seed of the directions and per-point noise.")] = 0,
+    horizon: Annotated[Optional[int], typer.Option(help="Rollout steps (default: the run's training horizon).")] = None,
+    batch_size: Annotated[str, typer.Option(help="Rollouts per chunk, or auto (recorded per grid, reused).")] = "auto",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Evaluate J(θ + a·d1 + b·d2) on a GRID × GRID window around a checkpoint (Fig. 1,
+    A.2; --zoom for A.12). Every point is a rollout; rows go to landscape_points, the
+    grid and its saved directions to landscape_grids. A grid already complete is not
+    recomputed; view `landscape_values` has per-point mean/std/LTP/CVaR."""
+    from retland import landscape as ls
+    from retland.warehouse import Warehouse
+
+    if batch_size != "auto" and not batch_size.isdigit():
+        raise CliError(f"--batch-size {batch_size!r}: a positive integer or auto")
+    wh = Warehouse.open(warehouse, create=False)
+    with _user_errors(ls.LandscapeError):
+        lo, hi = ls.parse_range(range_)
+        req = ls.Request(run, step, directions.value, operator, grid, lo, hi, ls.parse_zoom(zoom),
+                         samples_per_point, sigma, seed, horizon)
+        p = ls.plan(wh, req, batch_size)
+    err_console.print(f"{len(p.grids)} grid(s) of {grid}×{grid}×{samples_per_point}, {p.todo} rollouts to compute",
+                      highlight=False)
+    with _bar(p.todo, "landscape", progress) as advance, _user_errors(ls.LandscapeError):
+        results = ls.run(wh, p, progress=advance)
+    ids = [r.grid_id for r in results]
+    summary = wh.query(
+        "SELECT grid_id, zoom, any_value(resolution) AS resolution, count(*) AS points, min(mean) AS min, "
+        "max(mean) AS max, max(mean) FILTER (WHERE a = 0 AND b = 0) AS at_origin FROM landscape_values "
+        f"WHERE grid_id IN ({', '.join('?' for _ in ids)}) GROUP BY grid_id, zoom ORDER BY zoom DESC", ids)
+    emit(summary, OutputFormat.table, None, f"landscape of {run} at step {step} ({directions.value} directions)")
+
+
+# --------------------------------------------------------------------------- failures
+
+@app.command()
+def failures(
+    run: Annotated[str, typer.Option(help="Run id of the checkpoint.")],
+    step: Annotated[int, typer.Option(help="Env step of the checkpoint.")],
+    operator: Annotated[Optional[str], typer.Option(
+        help="Operator id or kind of the distribution (needed when the checkpoint has several).")] = None,
+    pairs: Annotated[int, typer.Option(help="Success/failure pairs to re-roll.")] = 1,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Re-roll a successful post-update sample (return within 10% of the PURD mean) and
+    a failing one (return < 50% of the PURD mode) of a checkpoint with LTP > 0, with
+    the same keys (same θ_i, checked against the stored return), and store per-step
+    reward, cumulative return, done, torso height and pitch in `trajectories`. Prints
+    view `failure_divergence`: the step where the two cumulative returns part, and
+    whether the failure is a termination or a low-reward stretch (Fig. 3)."""
+    from retland import failures as fl
+    from retland.warehouse import Warehouse
+
+    wh = Warehouse.open(warehouse, create=False)
+    with _user_errors(fl.FailureError):
+        target = fl.plan(wh, run, step, operator, pairs)
+        todo = fl.missing_pairs(wh, target)
+        if todo:
+            with console.status(f"re-rolling {len(todo)} pair(s) of {target.operator_id}"):
+                target.pairs = todo
+                fl.store(wh, target, fl.reroll(wh, target))
+    ids = [fl.pair_id(target.run_id, target.step, target.operator_id, *p) for p in fl.plan(wh, run, step, operator, pairs).pairs]
+    df = wh.query(f"SELECT * FROM failure_divergence WHERE pair_id IN ({', '.join('?' for _ in ids)}) ORDER BY pair_id", ids)
+    emit(df.drop("run_id", "step", "operator_id"), OutputFormat.table, None,
+         f"failure pairs of {run} step {step} {target.operator_id} (LTP {target.ltp:.3f})")

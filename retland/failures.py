@@ -1,0 +1,226 @@
+"""Failure trajectories (METHOD.md "Failures", §3.2, Fig. 3, A.8).
+
+For a checkpoint whose post-update return distribution has LTP > 0, pick by update index
+a *successful* sample (return within 10% of the PURD mean) and a *failing* one (return
+< 50% of the PURD mode), the lowest qualifying indices first, and re-roll both with the
+per-step rollout record.
+
+Re-rolling is exact, not approximate: θ_i is regenerated from the same operator and key
+(key_i = fold_in(PRNGKey(seed), i)) inside a chunk of the distribution's recorded size B
+holding the same indices as when it was sampled, since XLA's arithmetic depends on the
+batch shape and returns are chaotic in θ. The re-rolled return must equal the stored
+one bit for bit (as float32), otherwise nothing is written.
+
+Torso height and pitch come from the observation the action of step t was computed from
+(hopper, walker2d, halfcheetah: qpos[1], qpos[2]; ant: z and the pitch of the torso
+quaternion).
+"""
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from retland import sampling
+from retland.envs import make_env, reference_env, reference_state
+from retland.operators import OperatorSpec, rollout_key, sample_key
+from retland.rollout import rollout
+
+SUCCESS_TOLERANCE = 0.1  # |R − mean| <= 0.1·|mean|
+FAILURE_BETA = 0.5  # R < 0.5·mode
+
+
+class FailureError(ValueError):
+    """A request that cannot be honoured; the message names what is wrong."""
+
+
+# ----------------------------------------------------------------------- selection
+
+def select(returns: np.ndarray, indices: np.ndarray, mean: float, mode: float, pairs: int = 1) -> list[tuple[int, int]]:
+    """[(success index, failure index)] × up to `pairs`, lowest update indices first.
+
+    success: |R − mean| <= 0.1·|mean|; failure: R < 0.5·mode (strict)."""
+    order = np.argsort(indices, kind="stable")
+    r, idx = np.asarray(returns, np.float64)[order], np.asarray(indices)[order]
+    success = idx[np.abs(r - mean) <= SUCCESS_TOLERANCE * abs(mean)]
+    failure = idx[r < FAILURE_BETA * mode]
+    n = min(pairs, len(success), len(failure))
+    return [(int(success[i]), int(failure[i])) for i in range(n)]
+
+
+def spec_of(wh, operator_id: str) -> OperatorSpec:
+    """The OperatorSpec behind a stored operator id (refused for imported operators)."""
+    rows = wh.query("SELECT kind, params FROM operators WHERE operator_id = ?", [operator_id]).to_dicts()
+    if not rows:
+        raise FailureError(f"operator {operator_id!r} is not in the operators table")
+    kind, doc = rows[0]["kind"], json.loads(rows[0]["params"])
+    if kind not in ("td3", "sac", "ppo", "gaussian", "action", "init_state"):
+        raise FailureError(f"operator {operator_id} ({kind}) cannot be re-rolled: it was not sampled by retland")
+    params = tuple((k, float(v)) for k, v in doc.items() if k not in ("horizon", "seed", "gamma", "key"))
+    spec = OperatorSpec(kind, params, int(doc["horizon"]), int(doc["seed"]))
+    if spec.operator_id != operator_id:
+        raise FailureError(f"operator {operator_id}: its stored parameters rebuild {spec.operator_id}")
+    return spec
+
+
+@dataclass
+class Target:
+    run_id: str
+    step: int
+    operator_id: str
+    n: int
+    mean: float
+    mode: float
+    ltp: float
+    chunk_size: int
+    pairs: list[tuple[int, int]]
+    stored: dict[int, float]  # update index -> stored return
+
+
+def pair_id(run_id: str, step: int, operator_id: str, success: int, failure: int) -> str:
+    return f"{run_id}@{step}/{operator_id}/{success}-{failure}"
+
+
+def plan(wh, run_id: str, step: int, operator: str | None = None, pairs: int = 1) -> Target:
+    """Find the distribution, check LTP > 0 and pick the pairs; nothing is computed."""
+    if pairs < 1:
+        raise FailureError(f"--pairs must be >= 1, got {pairs}")
+    ops = wh.query("SELECT DISTINCT operator_id FROM post_update_returns WHERE run_id = ? AND step = ? "
+                   "ORDER BY operator_id", [run_id, int(step)])["operator_id"].to_list()
+    if not ops:
+        raise FailureError(f"no post-update returns of run {run_id} at step {step}; run `retland sample` first")
+    if operator is not None:
+        ops = [o for o in ops if o == operator or o.split("[", 1)[0] == operator]
+        if not ops:
+            raise FailureError(f"run {run_id} step {step} has no {operator!r} distribution")
+    if len(ops) > 1:
+        raise FailureError(f"run {run_id} step {step} has several distributions ({', '.join(ops)}); "
+                           "pick one with --operator OPERATOR_ID")
+    (operator_id,) = ops
+    st = wh.query("SELECT n, mean, mode, ltp, ltp_note FROM distribution_stats WHERE run_id = ? AND step = ? "
+                  "AND operator_id = ?", [run_id, int(step), operator_id]).to_dicts()[0]
+    if st["ltp"] is None or st["ltp"] <= 0:
+        why = st["ltp_note"] or f"LTP = {st['ltp']}"
+        raise FailureError(f"run {run_id} step {step} {operator_id}: no failures to explain ({why}; "
+                           f"n = {st['n']}, mean = {st['mean']:.1f}, mode = {st['mode']:.1f}); "
+                           "failure pairs need a checkpoint with LTP > 0")
+    rows = wh.query("SELECT update_index, \"return\", chunk_size FROM post_update_returns WHERE run_id = ? "
+                    "AND step = ? AND operator_id = ?", [run_id, int(step), operator_id])
+    sizes = set(rows["chunk_size"].drop_nulls().to_list())
+    if len(sizes) != 1:
+        raise FailureError(f"run {run_id} step {step} {operator_id}: rows have chunk sizes {sorted(sizes)}; "
+                           "the samples cannot be re-rolled exactly")
+    chosen = select(rows["return"].to_numpy(), rows["update_index"].to_numpy(), st["mean"], st["mode"], pairs)
+    if not chosen:
+        raise FailureError(f"run {run_id} step {step} {operator_id}: no sample within 10% of the mean "
+                           f"({st['mean']:.1f}) or none below half the mode ({st['mode']:.1f})")
+    stored = dict(zip(rows["update_index"].to_list(), rows["return"].to_list()))
+    return Target(run_id, int(step), operator_id, int(st["n"]), float(st["mean"]), float(st["mode"]),
+                  float(st["ltp"]), int(sizes.pop()), chosen, stored)
+
+
+# ------------------------------------------------------------------------- re-roll
+
+@functools.lru_cache(maxsize=None)
+def _start(env: str, backend: str):
+    return jax.device_get(reference_state(env, backend))
+
+
+def _chunk_steps(program: sampling.SampleProgram, op_state, start_state, base_key, indices):
+    """`sampling._chunk` with the per-step record: indices [B] -> (Rollout [B], Steps [B, T])."""
+    env = reference_env(program.env, program.backend)
+    noisy = make_env(program.env, program.backend, program.reset_noise) if program.reset_noise > 0 else None
+
+    def one(i):
+        key = sample_key(base_key, i)
+        params = jax.lax.optimization_barrier(program.make_params(op_state, key, i))
+        rkey = rollout_key(key)
+        state0 = noisy.reset(rkey) if noisy is not None else start_state
+        return rollout(env, program.policy, params, state0, program.horizon,
+                       action_noise=program.action_noise, key=rkey, per_step=True)
+
+    return jax.vmap(one)(indices)
+
+
+_COMPILED: dict = {}
+
+
+def _fn(program):
+    if program not in _COMPILED:
+        _COMPILED[program] = jax.jit(lambda *a: _chunk_steps(program, *a))
+    return _COMPILED[program]
+
+
+def body_state(env: str, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(torso height, torso pitch) [T] from observations [T, O]."""
+    if env == "ant":
+        w, x, y, z = obs[:, 1], obs[:, 2], obs[:, 3], obs[:, 4]
+        return obs[:, 0], np.arcsin(np.clip(2 * (w * y - z * x), -1.0, 1.0))
+    return obs[:, 0], obs[:, 1]
+
+
+def reroll(wh, target: Target, checkpoint=None) -> dict[int, dict[str, np.ndarray]]:
+    """Per-step records of every chosen index: {index: {reward, cumulative_return, done,
+    torso_height, torso_pitch, ret}}; FailureError if a return does not reproduce."""
+    from retland.checkpoints import load_checkpoint
+
+    spec = spec_of(wh, target.operator_id)
+    ckpt = checkpoint or load_checkpoint(wh, target.run_id, target.step)
+    program, op_state = sampling.checkpoint_program(spec, ckpt)
+    b = target.chunk_size
+    wanted = sorted({i for pair in target.pairs for i in pair})
+    out: dict[int, dict[str, np.ndarray]] = {}
+    for k in sorted({i // b for i in wanted}):
+        idx = sampling.chunk_indices(k, b)
+        summary, steps = jax.device_get(_fn(program)(op_state, _start(ckpt.env, ckpt.backend), spec.base_key,
+                                                     jnp.asarray(idx)))
+        for j, i in enumerate(idx):
+            if int(i) not in wanted:
+                continue
+            got, want = float(np.float32(summary.ret[j])), target.stored[int(i)]
+            if got != want:
+                raise FailureError(
+                    f"update index {i}: re-rolled return {got!r} != stored {want!r} (chunk {k}, B={b}); the "
+                    "sample cannot be reproduced on this platform/XLA build, nothing was written")
+            alive = np.asarray(steps.alive[j])
+            reward = np.where(alive, np.asarray(steps.reward[j], np.float64), 0.0)
+            ended = np.logical_or.accumulate(np.asarray(steps.done[j]) & alive)
+            height, pitch = body_state(ckpt.env, np.asarray(steps.obs[j], np.float64))
+            out[int(i)] = {"reward": reward, "cumulative_return": np.cumsum(reward), "done": ended,
+                           "torso_height": height, "torso_pitch": pitch, "ret": got}
+    return out
+
+
+def store(wh, target: Target, records: dict[int, dict[str, np.ndarray]]) -> int:
+    """Append the pairs' trajectories not stored yet; returns rows written."""
+    have = set(wh.query("SELECT DISTINCT pair_id FROM trajectories WHERE run_id = ? AND step = ? AND operator_id = ?",
+                        [target.run_id, target.step, target.operator_id])["pair_id"].to_list())
+    cols: dict[str, list] = {}
+    for s, f in target.pairs:
+        pid = pair_id(target.run_id, target.step, target.operator_id, s, f)
+        if pid in have:
+            continue
+        for role, i in (("success", s), ("failure", f)):
+            rec = records[i]
+            T = len(rec["reward"])
+            part = {"pair_id": [pid] * T, "role": [role] * T, "t": np.arange(T, dtype=np.int32),
+                    "run_id": [target.run_id] * T, "step": np.full(T, target.step, np.int64),
+                    "operator_id": [target.operator_id] * T, "update_index": np.full(T, i, np.int64),
+                    "reward": rec["reward"], "cumulative_return": rec["cumulative_return"], "done": rec["done"],
+                    "torso_height": rec["torso_height"], "torso_pitch": rec["torso_pitch"],
+                    "stored_return": np.full(T, target.stored[i], np.float64)}
+            for name, v in part.items():
+                cols.setdefault(name, []).append(np.asarray(v))
+    if not cols:
+        return 0
+    return wh.append("trajectories", {k: np.concatenate(v) for k, v in cols.items()})
+
+
+def missing_pairs(wh, target: Target) -> list[tuple[int, int]]:
+    have = set(wh.query("SELECT DISTINCT pair_id FROM trajectories WHERE run_id = ? AND step = ? AND operator_id = ?",
+                        [target.run_id, target.step, target.operator_id])["pair_id"].to_list())
+    return [p for p in target.pairs if pair_id(target.run_id, target.step, target.operator_id, *p) not in have]

@@ -1,0 +1,367 @@
+"""2-D return landscapes around a checkpoint (METHOD.md "2-D landscape", Fig. 1, A.2, A.12).
+
+    J(θ + a·d1 + b·d2)  for (a, b) on a G × G grid over [lo, hi]² (× zoom)
+
+Directions:
+- update (default): d1 = θ1 − θ, d2 = θ2 − θ, where θ1, θ2 are the operator's samples 0
+  and 1 (keys fold_in(PRNGKey(seed), 0 | 1), exactly the sampler's θ_0 and θ_1), so 1.0
+  on an axis is one update.
+- gaussian: d1, d2 ~ N(0, I), an independent key per tensor.
+- filter-normalized (Li et al. 2018): gaussian directions with each output unit's
+  weights (a kernel column) rescaled to the norm of that unit's weights in θ; biases 0.
+
+Point p = iy·G + ix holds a = axis[ix], b = axis[iy]; with K = samples_per_point > 1,
+sample k adds σ·ε_k (key fold_in(PRNGKey(seed), k), the same draw at every point), so
+per-point LTP / CVaR / std maps can be drawn. Flat index j = p·K + k, evaluated in
+chunks by `retland.evaluate`.
+
+The directions (and θ) are saved as an .npz under artifacts/landscapes/<hash>/ with
+their sha256 in `landscape_grids`, so a grid can be re-rendered, zoomed or extended
+with the very same directions. A grid is identified by what defines it (run, step,
+direction kind and seed, operator, window, resolution, K, σ, horizon), so a rerun finds
+it without recomputing the directions.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from retland import evaluate, sampling
+from retland.operators import DEFAULT_GAUSSIAN_SIGMA, gaussian_perturb, parse_operator, sample_key
+
+DIRECTIONS = ("update", "gaussian", "filter-normalized")
+FLUSH_SECONDS = 10.0
+
+
+class LandscapeError(ValueError):
+    """A request that cannot be honoured; the message names what is wrong."""
+
+
+# ---------------------------------------------------------------------- arithmetic
+
+def axis(lo: float, hi: float, resolution: int) -> np.ndarray:
+    """[G] float64 grid coordinates, both ends included."""
+    return np.linspace(lo, hi, resolution)
+
+
+def grid_points(lo: float, hi: float, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ix, iy, a, b), each [G²], point p = iy·G + ix."""
+    g = axis(lo, hi, resolution)
+    iy, ix = np.divmod(np.arange(resolution * resolution), resolution)
+    return ix.astype(np.int32), iy.astype(np.int32), g[ix], g[iy]
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """'-2:2' -> (-2.0, 2.0)."""
+    lo, sep, hi = str(text).partition(":")
+    try:
+        out = float(lo), float(hi)
+    except ValueError:
+        out = None
+    if not sep or out is None or not all(np.isfinite(out)) or out[0] >= out[1]:
+        raise LandscapeError(f"--range {text!r}: expected LO:HI with LO < HI, e.g. -2:2")
+    return out
+
+
+def parse_zoom(text: str) -> tuple[float, ...]:
+    """'1,0.25,0.0625' -> (1.0, 0.25, 0.0625): each level scales the window around 0."""
+    try:
+        out = tuple(float(x) for x in str(text).split(",") if x.strip())
+    except ValueError:
+        out = ()
+    if not out or not all(np.isfinite(z) and z > 0 for z in out):
+        raise LandscapeError(f"--zoom {text!r}: expected comma-separated positive factors, e.g. 1,0.25,0.0625")
+    return out
+
+
+@dataclass(frozen=True)
+class GridParams:
+    """make_params: op_state = (θ, d1, d2, a [P] f32, b [P] f32, noise base key)."""
+
+    samples: int
+    sigma: float
+
+    def __call__(self, op_state, key, index):
+        theta, d1, d2, a, b, noise_base = op_state
+        p = jnp.minimum(index // self.samples, a.shape[0] - 1)
+        out = jax.tree.map(lambda t, x, y: t + a[p] * x + b[p] * y, theta, d1, d2)
+        if self.samples > 1 and self.sigma > 0:
+            out = gaussian_perturb(out, sample_key(noise_base, index % self.samples), self.sigma)
+        return out
+
+
+# ---------------------------------------------------------------------- directions
+
+def filter_normalize(direction, theta):
+    """Li et al. 2018: per output unit (last axis of a kernel), scale the direction to
+    the norm of θ's weights of that unit; zero the biases (1-D leaves)."""
+
+    def one(d, t):
+        if d.ndim < 2:
+            return jnp.zeros_like(d)
+        axes = tuple(range(d.ndim - 1))
+        dn = jnp.sqrt(jnp.sum(d * d, axis=axes, keepdims=True))
+        tn = jnp.sqrt(jnp.sum(t * t, axis=axes, keepdims=True))
+        return d * tn / jnp.maximum(dn, 1e-12)
+
+    return jax.tree.map(one, direction, theta)
+
+
+def gaussian_direction(theta, key):
+    """ε ~ N(0, I) shaped like θ (one key per tensor, as gaussian_perturb)."""
+    return gaussian_perturb(jax.tree.map(jnp.zeros_like, theta), key, 1.0)
+
+
+def directions_hash(theta, d1, d2) -> str:
+    h = hashlib.sha256()
+    for tree in (theta, d1, d2):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            arr = np.ascontiguousarray(np.asarray(leaf, np.float32))
+            h.update(jax.tree_util.keystr(path).encode() + str(arr.shape).encode() + arr.tobytes())
+    return h.hexdigest()
+
+
+def _flat(prefix: str, tree) -> dict[str, np.ndarray]:
+    return {prefix + jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def save_directions(wh, theta, d1, d2) -> tuple[str, str]:
+    """(sha256, path relative to the root) of the npz holding θ, d1, d2 (written once)."""
+    digest = directions_hash(theta, d1, d2)
+    folder = wh.artifact_dir("landscapes", digest[:16])
+    path = folder / "directions.npz"
+    if not path.exists():
+        tmp = folder / f".tmp-{os.getpid()}.npz"
+        np.savez(tmp, **_flat("theta", theta), **_flat("d1", d1), **_flat("d2", d2))
+        os.replace(tmp, path)
+    return digest, wh.relative(path)
+
+
+def load_directions(wh, relpath: str, like):
+    """(θ, d1, d2) from a saved npz, shaped like the pytree `like`."""
+    data = np.load(wh.root / relpath)
+    paths, treedef = jax.tree_util.tree_flatten_with_path(like)
+    out = []
+    for prefix in ("theta", "d1", "d2"):
+        leaves = [data[prefix + jax.tree_util.keystr(p)] for p, _ in paths]
+        out.append(jax.tree_util.tree_unflatten(treedef, leaves))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- grids
+
+@dataclass(frozen=True)
+class Request:
+    run_id: str
+    step: int
+    directions: str = "update"
+    operator: str = "td3"
+    resolution: int = 41
+    lo: float = -2.0
+    hi: float = 2.0
+    zoom: tuple[float, ...] = (1.0,)
+    samples_per_point: int = 1
+    sigma: float = DEFAULT_GAUSSIAN_SIGMA
+    seed: int = 0
+    horizon: int | None = None
+
+    def check(self) -> "Request":
+        if self.directions not in DIRECTIONS:
+            raise LandscapeError(f"--directions {self.directions!r}: choose {', '.join(DIRECTIONS)}")
+        if self.resolution < 2:
+            raise LandscapeError(f"--grid must be >= 2 points per axis, got {self.resolution}")
+        if self.samples_per_point < 1:
+            raise LandscapeError(f"--samples-per-point must be >= 1, got {self.samples_per_point}")
+        if not (np.isfinite(self.sigma) and self.sigma >= 0):
+            raise LandscapeError(f"--sigma must be a finite number >= 0, got {self.sigma}")
+        if self.seed < 0:
+            raise LandscapeError(f"--seed must be >= 0, got {self.seed}")
+        if self.horizon is not None and self.horizon < 1:
+            raise LandscapeError(f"--horizon must be >= 1, got {self.horizon}")
+        if not self.lo < self.hi:
+            raise LandscapeError(f"--range {self.lo}:{self.hi}: need LO < HI")
+        return self
+
+    @property
+    def n(self) -> int:
+        return self.resolution ** 2 * self.samples_per_point
+
+
+@dataclass
+class GridPlan:
+    grid_id: str
+    zoom: float
+    lo: float
+    hi: float
+    batch_size: int
+    present: set[int]
+    stored: dict | None  # the landscape_grids row, when there is one
+
+
+@dataclass
+class Plan:
+    request: Request
+    env: str
+    algo: str
+    backend: str
+    horizon: int
+    operator_id: str | None
+    grids: list[GridPlan]
+
+    @property
+    def todo(self) -> int:
+        return sum(self.request.n - len(g.present) for g in self.grids)
+
+
+def grid_id(req: Request, operator_id: str | None, zoom: float, horizon: int) -> str:
+    doc = [req.run_id, int(req.step), req.directions, operator_id, req.seed, repr(float(req.lo)),
+           repr(float(req.hi)), repr(float(zoom)), req.resolution, req.samples_per_point,
+           repr(float(req.sigma)) if req.samples_per_point > 1 else None, int(horizon)]
+    return "lg-" + hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
+
+
+def plan(wh, req: Request, batch_size: int | str | None = "auto") -> Plan:
+    """Validate the request against the warehouse and read what is stored; nothing is
+    computed or written."""
+    from retland.checkpoints import list_checkpoints, run_config, run_record
+
+    req.check()
+    try:
+        rec = run_record(wh, req.run_id)
+    except ValueError as exc:
+        raise LandscapeError(str(exc)) from None
+    steps = list_checkpoints(wh, req.run_id)
+    if req.step not in steps:
+        raise LandscapeError(f"run {req.run_id} has no checkpoint at step {req.step}; it has {steps}")
+    horizon = int(req.horizon or run_config(rec).horizon)
+    operator_id = None
+    if req.directions == "update":
+        try:
+            spec = parse_operator(req.operator, env=rec["env"], horizon=horizon, seed=req.seed)
+        except ValueError as exc:
+            raise LandscapeError(str(exc)) from None
+        if not spec.changes_params:
+            raise LandscapeError(f"--operator {req.operator}: update directions need an operator that changes θ "
+                                 "(td3, sac, ppo or gaussian)")
+        if spec.kind in ("td3", "sac", "ppo") and spec.kind != rec["algo"]:
+            raise LandscapeError(f"--operator {spec.kind} needs a {spec.kind} run; {req.run_id} is {rec['algo']}")
+        operator_id = spec.operator_id
+    grids = []
+    for z in req.zoom:
+        gid = grid_id(req, operator_id, z, horizon)
+        stored = wh.query("SELECT * FROM landscape_grids WHERE grid_id = ?", [gid]).to_dicts()
+        present = set(wh.query("SELECT point * ? + sample AS j FROM landscape_points WHERE grid_id = ?",
+                               [req.samples_per_point, gid])["j"].to_list())
+        if stored:
+            b = int(stored[0]["chunk_size"])
+            if batch_size not in (None, "auto") and int(batch_size) != b:
+                raise LandscapeError(f"grid {gid} was started with --batch-size {b}; use {b} or auto to resume it")
+        elif batch_size in (None, "auto"):
+            b = sampling.auto_batch_size(req.n)
+        else:
+            b = int(batch_size)
+            if b < 1:
+                raise LandscapeError(f"--batch-size must be >= 1, got {b}")
+        grids.append(GridPlan(gid, z, req.lo * z, req.hi * z, b, present, stored[0] if stored else None))
+    return Plan(req, rec["env"], rec["algo"], rec["backend"], horizon, operator_id, grids)
+
+
+def compute_directions(req: Request, ckpt, operator_id: str | None):
+    """(agent, θ, d1, d2) of the request at a loaded checkpoint."""
+    from retland.agents import get_agent
+
+    agent = get_agent(ckpt.algo, ckpt.config)
+    theta = agent.actor_params(ckpt.state)
+    base = jax.random.PRNGKey(req.seed)
+    if req.directions == "update":
+        spec = parse_operator(req.operator, env=ckpt.env, seed=req.seed)
+        program, op_state = sampling.checkpoint_program(spec, ckpt)
+        make = jax.jit(program.make_params)
+        d = [jax.tree.map(jnp.subtract, make(op_state, sample_key(base, i), jnp.int32(i)), theta) for i in (0, 1)]
+    else:
+        # keys 0 and 1 of a stream separate from the noise samples' (fold_in(base, k))
+        dkey = jax.random.fold_in(base, 2**31 - 1)
+        d = [gaussian_direction(theta, jax.random.fold_in(dkey, i)) for i in (0, 1)]
+        if req.directions == "filter-normalized":
+            d = [filter_normalize(x, theta) for x in d]
+    return agent, theta, d[0], d[1]
+
+
+@dataclass
+class GridResult:
+    grid_id: str
+    zoom: float
+    rows_written: int = 0
+    seconds: float = 0.0
+
+
+def run(wh, p: Plan, *, devices=None, progress: Callable[[int], None] | None = None,
+        flush_seconds: float = FLUSH_SECONDS) -> list[GridResult]:
+    """Compute and append every grid's missing rollouts."""
+    from retland.checkpoints import load_checkpoint
+
+    req = p.request
+    results = [GridResult(g.grid_id, g.zoom) for g in p.grids]
+    todo = [(g, r) for g, r in zip(p.grids, results) if len(g.present) < req.n or g.stored is None]
+    if not todo:
+        return results
+    ckpt = load_checkpoint(wh, req.run_id, req.step)
+    agent, theta, d1, d2 = compute_directions(req, ckpt, p.operator_id)
+    digest, relpath = save_directions(wh, theta, d1, d2)
+    for g, _ in todo:
+        if g.stored is not None and g.stored["directions_hash"] != digest:
+            raise LandscapeError(
+                f"grid {g.grid_id}: the directions computed now (sha256 {digest[:12]}) differ from the stored "
+                f"ones ({g.stored['directions_hash'][:12]}); refusing to mix them in one grid")
+    prog = evaluate.program(p.env, p.backend, p.horizon, sampling.AgentPolicy(agent),
+                            GridParams(req.samples_per_point, float(req.sigma)))
+    K = req.samples_per_point
+    for g, res in todo:
+        t0 = time.monotonic()
+        if g.stored is None:
+            wh.append("landscape_grids", [{
+                "grid_id": g.grid_id, "run_id": req.run_id, "step": req.step, "directions": req.directions,
+                "operator_id": p.operator_id, "directions_hash": digest, "directions_path": relpath,
+                "lo": g.lo, "hi": g.hi, "zoom": g.zoom, "resolution": req.resolution, "samples_per_point": K,
+                "sigma": float(req.sigma) if K > 1 else None, "seed": req.seed, "horizon": p.horizon,
+                "chunk_size": g.batch_size, "created_at": datetime.now(timezone.utc)}])
+        ix, iy, a, b = grid_points(g.lo, g.hi, req.resolution)
+        op_state = (theta, d1, d2, jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32),
+                    jax.random.PRNGKey(req.seed))
+        buffer: list[evaluate.Batch] = []
+        last = time.monotonic()
+
+        def flush():
+            if not buffer:
+                return
+            j = np.concatenate([x.indices for x in buffer])
+            pt = j // K
+            res.rows_written += wh.append("landscape_points", {
+                "grid_id": [g.grid_id] * len(j), "point": pt.astype(np.int32), "sample": (j % K).astype(np.int32),
+                "ix": ix[pt], "iy": iy[pt], "a": a[pt], "b": b[pt],
+                "return": np.concatenate([x.ret for x in buffer]),
+                "episode_length": np.concatenate([x.episode_length for x in buffer]),
+                "terminated": np.concatenate([x.terminated for x in buffer])})
+            buffer.clear()
+
+        try:
+            for batch in evaluate.evaluate(prog, op_state, req.n, g.batch_size, present=g.present, devices=devices):
+                buffer.append(batch)
+                if time.monotonic() - last >= flush_seconds:
+                    flush()
+                    last = time.monotonic()
+                if progress is not None:
+                    progress(len(batch.indices))
+        finally:
+            flush()
+            res.seconds = time.monotonic() - t0
+    return results

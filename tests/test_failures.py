@@ -1,0 +1,97 @@
+"""Failure pairs: selection rules, exact re-rolls of stored samples, the divergence view.
+
+A gaussian(σ = 0.3) distribution of 32 samples (B = 8, 20-step episodes) of the tiny
+TD3 job of `analysis_jobs` is spread enough to have LTP > 0.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from analysis_jobs import tiny_job
+from conftest import tree_digest
+from retland import failures as fl
+from retland.operators import parse_operator
+
+
+def test_selection_rules_pick_the_lowest_qualifying_indices():
+    idx = np.array([5, 0, 1, 2, 3, 4, 6])
+    ret = np.array([100.0, 89.0, 91.0, 49.0, 110.0, 10.0, 50.0])
+    # mean 100: success needs |R − 100| <= 10 (91, 110, 100; 89 is out)
+    # mode 100: failure needs R < 50 (49, 10; 50 is out: strict)
+    assert fl.select(ret, idx, mean=100.0, mode=100.0, pairs=5) == [(1, 2), (3, 4)]
+    assert fl.select(ret, idx, mean=100.0, mode=100.0, pairs=1) == [(1, 2)]
+    assert fl.select(ret, idx, mean=100.0, mode=10.0) == []
+
+
+@pytest.fixture(scope="module")
+def sampled():
+    from retland.sampling import sample_checkpoint
+
+    wh, res = tiny_job()
+    spec = parse_operator("gaussian:0.3", horizon=20, seed=0)
+    sample_checkpoint(wh, res.run_ids[0], 60, spec, 32, batch_size=8, flush_seconds=0)
+    return wh, res, spec
+
+
+def test_a_failure_pair_is_rerolled_exactly_and_stored(sampled):
+    wh, res, spec = sampled
+    run = res.run_ids[0]
+    target = fl.plan(wh, run, 60, "gaussian", pairs=2)
+    assert target.ltp > 0 and target.chunk_size == 8 and len(target.pairs) >= 1
+    records = fl.reroll(wh, target)  # raises unless every return reproduces bit for bit
+    assert fl.store(wh, target, records) == 2 * 20 * len(target.pairs)
+    assert fl.store(wh, target, records) == 0 and fl.missing_pairs(wh, target) == []
+    s, f = target.pairs[0]
+    assert abs(target.stored[s] - target.mean) <= 0.1 * abs(target.mean)
+    assert target.stored[f] < 0.5 * target.mode
+    traj = wh.query("SELECT * FROM trajectories WHERE pair_id = ? ORDER BY role, t",
+                    [fl.pair_id(run, 60, spec.operator_id, s, f)])
+    assert traj.height == 40
+    for role, i in (("success", s), ("failure", f)):
+        g = traj.filter(traj["role"] == role)
+        assert g["cumulative_return"][-1] == pytest.approx(target.stored[i], rel=1e-5)
+        assert np.isfinite(g["torso_height"].to_numpy()).all()
+    div = wh.query("SELECT * FROM failure_divergence WHERE pair_id = ?", [fl.pair_id(run, 60, spec.operator_id, s, f)])
+    row = div.row(0, named=True)
+    gap = np.abs(traj.filter(traj["role"] == "success")["cumulative_return"].to_numpy()
+                 - traj.filter(traj["role"] == "failure")["cumulative_return"].to_numpy())
+    assert row["diverge_step"] == int(np.argmax(gap > 0.05 * abs(row["success_return"])))
+    ended = traj.filter((traj["role"] == "failure") & traj["done"])
+    assert row["failure_kind"] == ("termination" if ended.height else "low-reward")
+
+
+def test_a_reroll_that_does_not_reproduce_writes_nothing(sampled):
+    wh, res, _ = sampled
+    target = fl.plan(wh, res.run_ids[0], 60, "gaussian", pairs=1)
+    s = target.pairs[0][0]
+    target.stored[s] += 1e-3
+    before = tree_digest(wh.root / "tables")
+    with pytest.raises(fl.FailureError, match=f"update index {s}: re-rolled return"):
+        fl.reroll(wh, target)
+    assert tree_digest(wh.root / "tables") == before
+
+
+def test_a_checkpoint_without_failures_is_refused_with_the_reason(sampled, capsys, monkeypatch):
+    from retland.cli.main import main
+
+    wh, res, _ = sampled
+    # a constant distribution: mode = its value, LTP = 0
+    wh.append("post_update_returns", {"run_id": [res.run_ids[1]] * 4, "step": [60] * 4,
+                                      "operator_id": ["gaussian[sigma=0.3,h=20,seed=0]"] * 4,
+                                      "update_index": [0, 1, 2, 3], "return": [5.0] * 4, "chunk_size": [8] * 4})
+    before = tree_digest(wh.root)
+    for args, msg in [
+        (["--run", res.run_ids[1], "--step", "60"], "failure pairs need a checkpoint with LTP > 0"),
+        (["--run", res.run_ids[1], "--step", "120"], "no post-update returns"),
+        (["--run", res.run_ids[0], "--step", "60", "--operator", "td3"], "has no 'td3' distribution"),
+        (["--run", res.run_ids[0], "--step", "60", "--pairs", "0"], "--pairs must be >= 1"),
+    ]:
+        monkeypatch.setattr(sys, "argv", ["retland", "failures", *args, "-w", str(wh.root)])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and msg in err, (args, err)
+    assert tree_digest(wh.root) == before
