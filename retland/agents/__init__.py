@@ -33,9 +33,11 @@ class Agent(Protocol):
 
 def get_agent(algo: str, config=None) -> Agent:
     """The agent for `algo` with `config` (its agent config, a TrainConfig, or None for
-    METHOD.md defaults)."""
+    METHOD.md defaults). For PPO pass the TrainConfig (e.g. `checkpoint.config`): its
+    update operator collects a rollout in the run's env."""
     if algo not in ALGOS:
         raise ValueError(f"unknown algo {algo!r}: choose one of {', '.join(ALGOS)}")
+    train_cfg = config if hasattr(config, "agent") else None
     config = getattr(config, "agent", config)  # a TrainConfig carries the agent config
     if config is None:
         config = agent_config(algo)
@@ -48,4 +50,6 @@ def get_agent(algo: str, config=None) -> Agent:
         from retland.agents.sac import SACAgent
         return SACAgent(config)
     from retland.agents.ppo import PPOAgent
-    return PPOAgent(config)
+    if train_cfg is None:  # PPO's operator rolls out the env: it must know which
+        return PPOAgent(config)
+    return PPOAgent(config, env=train_cfg.env, backend=train_cfg.backend, horizon=train_cfg.horizon)

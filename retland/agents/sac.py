@@ -6,6 +6,7 @@ tanh(mean). Training and the operator U call the same `actor_step`.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -18,7 +19,7 @@ from retland.config import SACConfig
 from retland.replay import Transition
 
 Params = Any
-LOG2 = float(jnp.log(2.0))
+LOG2 = math.log(2.0)
 
 
 def actor_net(cfg: SACConfig, action_size: int) -> networks.TanhGaussianActor:
