@@ -68,7 +68,39 @@ def run_script(code: str, env_extra: dict | None = None, **popen) -> subprocess.
 
 
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory):
+def children(tmp_path_factory):
+    """The subprocess jobs, started first so their JAX start-up and compiles overlap
+    with the in-process ones: a 2-device job, and a job that waits for the parent after
+    each flushed chunk so the parent can SIGKILL it at a known point."""
+    two_dev, killed = tmp_path_factory.mktemp("two_devices"), tmp_path_factory.mktemp("killed")
+    procs = {
+        "two_devices": (two_dev, run_script(f"""
+            import json, jax
+            from retland.warehouse import Warehouse
+            import test_sampling as t
+            assert jax.local_device_count() == 2
+            r = t.sample(Warehouse.open({str(two_dev)!r}), devices="all")
+            print(json.dumps(sorted(set(r.chunk_devices.values()))))
+            """, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, stdout=subprocess.PIPE)),
+        "killed": (killed, run_script(f"""
+            import sys
+            from retland.warehouse import Warehouse
+            import test_sampling as t
+            def progress(n):
+                print("chunk", flush=True)
+                sys.stdin.readline()
+            t.sample(Warehouse.open({str(killed)!r}), progress=progress)
+            """, stdout=subprocess.PIPE, stdin=subprocess.PIPE)),
+    }
+    yield procs
+    for _, proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory, children):
     """All N samples in one job on one device: the reference every split must equal."""
     wh = Warehouse.open(tmp_path_factory.mktemp("baseline"))
     result = sample(wh)
@@ -132,50 +164,32 @@ def test_non_finite_returns_are_refused_naming_the_sample(baseline, tmp_path, mo
     assert rows(wh)["update_index"].to_list() == list(range(2 * B))  # chunks 0, 1 kept; 2 refused
 
 
-def test_two_devices_give_the_rows_of_one(baseline, tmp_path):
+def test_two_devices_give_the_rows_of_one(baseline, children):
     _, full = baseline
-    proc = run_script(f"""
-        import json, jax
-        from retland.warehouse import Warehouse
-        import test_sampling as t
-        assert jax.local_device_count() == 2
-        r = t.sample(Warehouse.open({str(tmp_path)!r}), devices="all")
-        print(json.dumps(sorted(set(r.chunk_devices.values()))))
-        """, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, stdout=subprocess.PIPE)
-    out, _ = proc.communicate(timeout=240)
+    path, proc = children["two_devices"]
+    out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0
     assert json.loads(out.strip().splitlines()[-1]) == [0, 1]  # both devices computed chunks
-    assert rows(Warehouse.open(tmp_path)).equals(full)
+    assert rows(Warehouse.open(path)).equals(full)
 
 
-def test_a_job_killed_half_way_and_resumed_gives_the_rows_of_one(baseline, tmp_path):
+def test_a_job_killed_half_way_and_resumed_gives_the_rows_of_one(baseline, children):
     _, full = baseline
-    # The child reports each flushed chunk, then dawdles so the kill lands between chunks
-    # (a kill inside a write is covered by the writer's temp-file + rename).
-    proc = run_script(f"""
-        import sys, time
-        from retland.warehouse import Warehouse
-        import test_sampling as t
-        def progress(n):
-            print("chunk", flush=True)
-            time.sleep(2.0)
-        t.sample(Warehouse.open({str(tmp_path)!r}), progress=progress)
-        """, stdout=subprocess.PIPE)
-    try:
-        for _ in range(3):
-            assert proc.stdout.readline().strip() == "chunk"
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait(timeout=60)
+    path, proc = children["killed"]
+    for k in range(3):
+        assert proc.stdout.readline().strip() == "chunk"
+        if k < 2:
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+    proc.send_signal(signal.SIGKILL)  # while it waits after its third chunk
+    proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    wh = Warehouse.open(tmp_path)
-    for part in (tmp_path / "tables" / "post_update_returns").rglob("*.parquet"):
-        pq.read_table(part)  # whole files only
-    done = rows(wh).height
-    assert done % B == 0 and 3 * B <= done < N
+    parts = list((path / "tables" / "post_update_returns").rglob("*.parquet"))
+    assert sum(pq.read_table(p).num_rows for p in parts) == 3 * B  # whole files, whole chunks
+    wh = Warehouse.open(path)
+    assert rows(wh)["update_index"].to_list() == list(range(3 * B))
     resumed = sample(wh)
-    assert resumed.chunks_computed == (N - done) // B
+    assert (resumed.chunks_computed, resumed.rows_written) == (N // B - 3, N - 3 * B)
     assert rows(wh).equals(full)
 
 
@@ -230,7 +244,8 @@ def test_td3_operator_is_one_hand_written_adam_step_of_the_actor():
 
     spec = parse_operator("td3", seed=3)
     key_i = jax.random.fold_in(jax.random.PRNGKey(3), 11)
-    got = sampling.program_for(spec, ENV, BACKEND, sampling.AgentPolicy(agent), agent).make_params(op_state, key_i, 11)
+    make_params = sampling.program_for(spec, ENV, BACKEND, sampling.AgentPolicy(agent), agent).make_params
+    got = jax.jit(make_params)(op_state, key_i, 11)
 
     idx = jax.random.randint(key_i, (cfg.batch_size,), 0, size)
     assert int(idx.max()) < size
@@ -241,7 +256,7 @@ def test_td3_operator_is_one_hand_written_adam_step_of_the_actor():
         q = TwinCritic((8,)).apply({"params": state.critic_params}, obs, a)
         return -jnp.mean(jnp.minimum(q[:, 0], q[:, 1]))
 
-    g = jax.grad(loss)(actor)
+    g = jax.jit(jax.grad(loss))(actor)
     adam = opt_state[0]
     assert isinstance(adam, optax.ScaleByAdamState) and int(adam.count) == 2
     t = 3
@@ -256,3 +271,32 @@ def test_td3_operator_is_one_hand_written_adam_step_of_the_actor():
     for w, o, x in zip(jax.tree.leaves(want), jax.tree.leaves(got), jax.tree.leaves(actor)):
         np.testing.assert_allclose(np.asarray(o), np.asarray(w), rtol=1e-5, atol=1e-7)
         assert np.abs(np.asarray(o - x)).max() > 1e-5  # the step moved θ
+
+
+@pytest.mark.slow
+def test_cli_samples_trained_checkpoints_and_resumes(tmp_path):
+    from typer.testing import CliRunner
+
+    import retland.cli.main  # noqa: F401  (registers the other commands)
+    import retland.cli.sample  # noqa: F401
+    from retland.cli.app import app
+    from retland.config import TD3Config, TrainConfig
+    from retland.training import train
+
+    root = tmp_path / "wh"
+    cfg = TrainConfig(env=ENV, seeds=1, total_steps=200, checkpoints=(100, 200), eval_every=100, horizon=50,
+                      agent=TD3Config(hidden=(16,), learning_starts=100, batch_size=32))
+    train(cfg, root, progress=False)
+    args = ["sample", "--warehouse", str(root), "--algo", "td3", "--env", ENV, "--operator", "td3",
+            "--samples", "20", "--horizon", "30", "--batch-size", "8"]
+    runner = CliRunner()
+    first = runner.invoke(app, args + ["--shard", "1/2"])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, args + ["--shard", "0/2"])
+    assert second.exit_code == 0, second.output
+    again = runner.invoke(app, args)
+    assert "wrote 0 rows" in again.output
+    wh = Warehouse.open(root)
+    df = wh.query("SELECT step, count(*) AS n, min(update_index) AS lo, max(update_index) AS hi "
+                  "FROM post_update_returns GROUP BY step ORDER BY step")
+    assert df.rows() == [(100, 20, 0, 19), (200, 20, 0, 19)]
