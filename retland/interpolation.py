@@ -55,6 +55,9 @@ class LineParams:
         lam = lams[p]
         theta = jax.tree.map(lambda a, b: (1.0 - lam) * a + lam * b, theta_a, theta_b)
         if self.sigma > 0:
+            # Round θ(λ) before adding noise: otherwise XLA may reassociate
+            # (1−λ)a + (λb + σε), and λ = 0 would no longer be exactly θa + σε.
+            theta = jax.lax.optimization_barrier(theta)
             theta = gaussian_perturb(theta, sample_key(noise_base, k), self.sigma)
         return theta
 

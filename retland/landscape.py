@@ -95,6 +95,7 @@ class GridParams:
         p = jnp.minimum(index // self.samples, a.shape[0] - 1)
         out = jax.tree.map(lambda t, x, y: t + a[p] * x + b[p] * y, theta, d1, d2)
         if self.samples > 1 and self.sigma > 0:
+            out = jax.lax.optimization_barrier(out)  # θ at the origin stays exactly θ + σε
             out = gaussian_perturb(out, sample_key(noise_base, index % self.samples), self.sigma)
         return out
 

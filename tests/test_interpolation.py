@@ -130,14 +130,14 @@ def test_btp_view_on_the_evaluated_pairs(evaluated):
     assert row["btp"][0] == pytest.approx(np.mean(v < 0.1 * min(v[0], v[-1])))
 
 
-def hand_made(wh, pair_id, kind, env, values, samples=2):
+def hand_made(wh, pair_id, kind, env, values, samples=2, points=None):
     """A pair whose point values are `values` (each the mean of `samples` returns)."""
     from datetime import datetime, timezone
 
     n = len(values)
     wh.append("interpolation_pairs", [{
         "pair_id": pair_id, "kind": kind, "env": env, "algo": "td3", "run_a": "a", "step_a": 1, "run_b": "b",
-        "step_b": 1, "points": n, "samples": samples, "sigma": 0.0, "seed": 0, "horizon": 10, "chunk_size": 8,
+        "step_b": 1, "points": points or n, "samples": samples, "sigma": 0.0, "seed": 0, "horizon": 10, "chunk_size": 8,
         "created_at": datetime.now(timezone.utc)}])
     rows = [{"pair_id": pair_id, "point": p, "sample": k, "lam": p / (n - 1), "return": v + (1 if k else -1),
              "episode_length": 10, "terminated": False} for p, v in enumerate(values) for k in range(samples)]
@@ -148,9 +148,7 @@ def test_btp_on_a_hand_made_curve(warehouse):
     # ends 100 and 80: cutoff 8; values 5 and 7.9 are below, 8 is not (strict)
     hand_made(warehouse, "p1", "different-run", "hopper", [100, 50, 5, 8, 7.9, 80])
     hand_made(warehouse, "p2", "same-run", "hopper", [100, 90, 95, 80])
-    hand_made(warehouse, "p3", "same-run", "hopper", [10, 20])
-    warehouse.append("interpolation_points", [{"pair_id": "p3", "point": 1, "sample": 5, "lam": 1.0,
-                                               "return": 0.0, "episode_length": 1, "terminated": True}])
+    hand_made(warehouse, "p3", "same-run", "hopper", [10, 20], points=3)  # one point missing
     btp = warehouse.query("SELECT pair_id, cutoff, btp, n_points, complete FROM interpolation_btp ORDER BY pair_id")
     assert btp.rows() == [("p1", 8.0, 2 / 6, 6, True), ("p2", 8.0, 0.0, 4, True), ("p3", pytest.approx(1.0), 0.0, 2, False)]
 
