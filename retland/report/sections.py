@@ -221,10 +221,6 @@ def _missing(what: str, command: str) -> Note:
     return Note(f"No {what} in this warehouse: `{command}` produces them.")
 
 
-def _later(table: str, n: int, what: str) -> Note:
-    return Note(f"`{table}` holds {n} rows of {what}, but this version of the report has no chart for them yet.")
-
-
 # ---------------------------------------------------------------------------------------
 # 1. Contents
 # ---------------------------------------------------------------------------------------
@@ -312,22 +308,24 @@ def landscape_map(ctx: ReportContext) -> list[Block]:
 # ---------------------------------------------------------------------------------------
 @section("landscape", "2-D return landscapes", "J(θ + a·d1 + b·d2) over a grid of two update directions (Fig. 1, A.12).")
 def landscapes(ctx: ReportContext) -> list[Block]:
-    n = ctx.row_count("landscape_points")
-    return [_later("landscape_points", n, "2-D landscapes") if n else _missing("2-D landscapes", "retland landscape")]
+    from .analysis_charts import landscape_blocks
+
+    return landscape_blocks(ctx)
 
 
 @section("failures", "Failure pairs", "A successful and a failing post-update rollout of one checkpoint (Fig. 3, A.8).")
 def failures(ctx: ReportContext) -> list[Block]:
-    n = ctx.row_count("trajectories")
-    return [_later("trajectories", n, "failure trajectories") if n else _missing("failure pairs", "retland failures")]
+    from .analysis_charts import failure_blocks
+
+    return failure_blocks(ctx)
 
 
 @section("interpolation", "Interpolation", "Returns along θ(λ) between two checkpoints, and the below-threshold "
          "proportion, same run vs different runs (Fig. 5, 6, 9).")
 def interpolation(ctx: ReportContext) -> list[Block]:
-    n = ctx.row_count("interpolation_points")
-    return [_later("interpolation_points", n, "interpolation curves") if n
-            else _missing("interpolation curves", "retland interpolate")]
+    from .analysis_charts import interpolation_blocks
+
+    return interpolation_blocks(ctx)
 
 
 # ---------------------------------------------------------------------------------------
@@ -336,9 +334,9 @@ def interpolation(ctx: ReportContext) -> list[Block]:
 @section("stabilize", "Stabilizing updates and α-CVaR rankings",
          "Algorithm 1 (post-update CVaR rejection, Fig. 7, A.10) and how α-CVaR orders policies (A.9).")
 def stabilize(ctx: ReportContext) -> list[Block]:
-    n = ctx.row_count("stabilize_steps")
-    blocks: list[Block] = [_later("stabilize_steps", n, "Algorithm 1 steps") if n
-                           else _missing("Algorithm 1 runs", "retland stabilize")]
+    from .stabilize_charts import stabilize_blocks
+
+    blocks: list[Block] = stabilize_blocks(ctx)
     if not ctx.row_count("post_update_returns"):
         blocks.append(_missing("post-update returns to rank policies by α-CVaR", "retland sample"))
         return blocks
