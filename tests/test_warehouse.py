@@ -264,3 +264,22 @@ def test_stock_duckdb_client_deduplicates(warehouse, tmp_path):
     out = subprocess.run([sys.executable, "-c", script, str(warehouse.root / "init.sql")],
                          cwd=elsewhere, capture_output=True, text=True, check=True)
     assert out.stdout.split("\n")[:3] == ["[0.0, 1.0, 2.0, 103.0, 104.0]", "10", "2"]
+
+
+def test_table_added_after_the_warehouse_was_written_reads_as_empty(warehouse):
+    """A warehouse from an older retland lacks newer tables' folders: reads still work,
+    and read-only opening writes nothing."""
+    import shutil
+
+    from retland.warehouse.sqlgen import SCHEMA_PART
+
+    warehouse.append("post_update_returns", returns_rows())
+    shutil.rmtree(warehouse.table_dir("evaluations"))
+    before = tree_digest(warehouse.root)
+    ro = Warehouse.open(warehouse.root, create=False)
+    assert ro.query("SELECT count(*) AS n FROM evaluations")["n"][0] == 0
+    assert ro.query("SELECT count(*) AS n FROM post_update_returns")["n"][0] == 5
+    assert tree_digest(warehouse.root) == before
+    Warehouse.open(warehouse.root).append("evaluations", [{"run_id": "r", "step": 1, "eval_return": 2.0}])
+    assert (warehouse.table_dir("evaluations") / SCHEMA_PART).exists()
+    assert ro.query("SELECT eval_return FROM evaluations")["eval_return"].to_list() == [2.0]

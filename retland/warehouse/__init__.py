@@ -141,7 +141,7 @@ class Warehouse:
         con.complete()
         con.execute(METADATA_CACHE_SQL)
         con.complete()
-        con.execute(views_sql())
+        con.execute(views_sql(self.root))
         con.complete()
         for _name, text in schema_sql_files():
             con.execute(text)

@@ -179,5 +179,23 @@ def view_sql(spec: TableSpec) -> str:
     )
 
 
-def views_sql() -> str:
-    return "\n".join(view_sql(spec) for spec in TABLES.values())
+def empty_view_sql(spec: TableSpec) -> str:
+    """A typed view with no rows, for a table registered after this warehouse was
+    written (its folder and schema part appear with the first write)."""
+    cols = ", ".join(f"CAST(NULL AS {duck_type(f.type)}) AS {quote(f.name)}" for f in spec.schema)
+    return f"CREATE OR REPLACE VIEW {quote(spec.name)} AS SELECT {cols} WHERE false;\n"
+
+
+def schema_part_path(spec: TableSpec) -> str:
+    folders = "".join(f"{c}=__schema__/" for c in spec.partition_by)
+    return f"{TABLES_DIR}/{spec.name}/{folders}{SCHEMA_PART}"
+
+
+def views_sql(root=None) -> str:
+    """All views; with `root`, tables whose schema part is missing there get an empty view."""
+    from pathlib import Path
+
+    def present(spec: TableSpec) -> bool:
+        return root is None or (Path(root) / schema_part_path(spec)).exists()
+
+    return "\n".join(view_sql(spec) if present(spec) else empty_view_sql(spec) for spec in TABLES.values())

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .sqlgen import SCHEMA_PART, TABLES_DIR
+from .sqlgen import SCHEMA_PART, TABLES_DIR, schema_part_path
 from .tables import TABLES, TableSpec
 
 
@@ -215,12 +215,9 @@ def append_rows(root: Path, table: str, rows) -> int:
 def write_schema_part(root: Path, spec: TableSpec) -> None:
     """A zero-row part carrying the current schema, so every view exists and is typed
     before any row is written (and gains columns added to the registry later)."""
-    folder = root / TABLES_DIR / spec.name
-    schema = spec.schema
-    if spec.partition_by:
-        folder = folder.joinpath(*(f"{c}=__schema__" for c in spec.partition_by))
-        schema = pa.schema([f for f in spec.schema if f.name not in spec.partition_by])
-    target = folder / SCHEMA_PART
+    target = root / schema_part_path(spec)
+    folder = target.parent
+    schema = pa.schema([f for f in spec.schema if f.name not in spec.partition_by])
     if target.exists():
         try:
             if pq.read_schema(target).equals(schema, check_metadata=False):
