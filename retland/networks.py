@@ -108,3 +108,11 @@ class ValueCritic(nn.Module):
     @nn.compact
     def __call__(self, obs):
         return MLP(self.hidden, 1, activation=nn.tanh)(obs)[..., 0]
+
+
+def mlp_sizes(mlp_params) -> tuple[tuple[int, ...], int]:
+    """(hidden sizes, output size) of an `MLP`'s parameters, so a policy can be applied
+    to parameters without knowing the config that built them."""
+    names = sorted(mlp_params, key=lambda n: int(n.split("_")[-1]))
+    sizes = [int(mlp_params[n]["bias"].shape[-1]) for n in names]
+    return tuple(sizes[:-1]), sizes[-1]

@@ -96,7 +96,12 @@ def seed_keys(cfg: TrainConfig) -> jax.Array:
 
 def init_states(cfg: TrainConfig):
     """(TrainState, Replay | None) with a leading [seeds] axis."""
-    return jax.jit(jax.vmap(partial(init_seed, cfg)))(seed_keys(cfg))
+    return _init_fn(cfg.model_copy(update={"seed": 0, "seeds": 1}))(seed_keys(cfg))
+
+
+@functools.lru_cache(maxsize=32)
+def _init_fn(cfg: TrainConfig):
+    return jax.jit(jax.vmap(partial(init_seed, cfg)))
 
 
 def abstract_seed_state(cfg: TrainConfig):

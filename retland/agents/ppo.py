@@ -51,9 +51,9 @@ def init(cfg: PPOConfig, key: jax.Array, obs_size: int, action_size: int) -> PPO
 
 
 def distribution(cfg: PPOConfig, actor_params, obs):
-    """(mean [..., A], log_std [A])."""
-    action_size = actor_params["log_std"].shape[-1]
-    return actor_net(cfg, action_size).apply({"params": actor_params}, obs)
+    """(mean [..., A], log_std [A]) (network shape read from the parameters)."""
+    hidden, action_size = networks.mlp_sizes(actor_params["MLP_0"])
+    return networks.GaussianActor(action_size, hidden).apply({"params": actor_params}, obs)
 
 
 def policy(cfg: PPOConfig, actor_params, obs):

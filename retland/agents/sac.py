@@ -56,15 +56,12 @@ def init(cfg: SACConfig, key: jax.Array, obs_size: int, action_size: int) -> SAC
                     jnp.zeros((), jnp.int32))
 
 
-def _action_size(actor_params) -> int:
-    mlp = actor_params["MLP_0"]
-    last = max(mlp, key=lambda name: int(name.split("_")[-1]))
-    return mlp[last]["bias"].shape[-1] // 2
-
-
 def distribution(cfg: SACConfig, actor_params, obs):
-    """(mean, log_std), each [..., A], of the pre-tanh Gaussian."""
-    return actor_net(cfg, _action_size(actor_params)).apply({"params": actor_params}, obs)
+    """(mean, log_std), each [..., A], of the pre-tanh Gaussian (network shape read
+    from the parameters)."""
+    hidden, out = networks.mlp_sizes(actor_params["MLP_0"])
+    net = networks.TanhGaussianActor(out // 2, hidden, cfg.log_std_min, cfg.log_std_max)
+    return net.apply({"params": actor_params}, obs)
 
 
 def policy(cfg: SACConfig, actor_params, obs):

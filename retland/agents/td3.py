@@ -52,15 +52,11 @@ def init(cfg: TD3Config, key: jax.Array, obs_size: int, action_size: int) -> TD3
                     jnp.zeros((), jnp.int32))
 
 
-def _action_size(actor_params) -> int:
-    mlp = actor_params["MLP_0"]
-    last = max(mlp, key=lambda name: int(name.split("_")[-1]))
-    return mlp[last]["bias"].shape[-1]
-
-
 def policy(cfg: TD3Config, actor_params, obs):
-    """Deterministic action π_θ(obs): obs [..., O] -> [..., A] in [-1, 1]."""
-    return actor_net(cfg, _action_size(actor_params)).apply({"params": actor_params}, obs)
+    """Deterministic action π_θ(obs): obs [..., O] -> [..., A] in [-1, 1]. The network
+    shape is read from the parameters."""
+    hidden, action_size = networks.mlp_sizes(actor_params["MLP_0"])
+    return networks.DeterministicActor(action_size, hidden).apply({"params": actor_params}, obs)
 
 
 def q_values(cfg: TD3Config, critic_params, obs, action):

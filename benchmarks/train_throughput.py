@@ -1,0 +1,78 @@
+"""Training throughput: retland TD3 (1 and 20 vmapped seeds) and SAC vs brax.training SAC.
+
+Matched settings: hopper/positional, one env per seed, 2x256 ReLU networks, batch 256,
+one gradient update per env step, replay prefilled. Timings exclude compilation (each
+program runs once before it is timed). Prints env-steps/s (all seeds together) and the
+ratio of retland TD3 (1 seed) to brax SAC. Run: python benchmarks/train_throughput.py
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+
+from retland.config import SACConfig, TD3Config, TrainConfig
+from retland.envs import DEFAULT_BACKEND, make_env
+from retland.training import init_states, make_chunk_fn
+
+ENV = "hopper"
+
+
+def retland_rate(agent, seeds: int, steps: int, prefill: int = 1000) -> float:
+    cfg = TrainConfig(env=ENV, seeds=seeds, total_steps=prefill + 4 * steps, checkpoints=(prefill,),
+                      eval_every=prefill, agent=agent.model_copy(update={"learning_starts": prefill}))
+    ts, rb = init_states(cfg)
+    ts, rb = make_chunk_fn(cfg, 0, prefill)(ts, rb)  # uniform warm-up fills the buffer
+    run = make_chunk_fn(cfg, prefill, steps)
+    ts, rb = run(ts, rb)  # compile + one chunk
+    jax.block_until_ready(ts)
+    t = time.perf_counter()
+    ts, rb = run(ts, rb)
+    jax.block_until_ready(ts)
+    return seeds * steps / (time.perf_counter() - t)
+
+
+def brax_sac_rate(steps: int, prefill: int = 1000) -> float:
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from brax.training.agents.sac import train as brax_sac
+    rates = []
+
+    def progress(step, metrics):
+        if "training/sps" in metrics:
+            rates.append(float(metrics["training/sps"]))
+
+    # num_evals=3: two training epochs of `steps` env steps; the second excludes compilation.
+    brax_sac.train(environment=make_env(ENV, DEFAULT_BACKEND), num_timesteps=prefill + 2 * steps,
+                   episode_length=1000, num_envs=1, batch_size=256, grad_updates_per_step=1,
+                   min_replay_size=prefill, max_replay_size=prefill + 2 * steps, learning_rate=3e-4,
+                   discounting=0.99, num_evals=3, num_eval_envs=1, progress_fn=progress, seed=0)
+    return rates[-1]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--steps", type=int, default=2000, help="timed env steps per seed (1-seed runs)")
+    ap.add_argument("--steps-20", type=int, default=500, help="timed env steps per seed, 20 seeds")
+    args = ap.parse_args()
+    print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; env {ENV}/{DEFAULT_BACKEND}")
+    td3_1 = retland_rate(TD3Config(), 1, args.steps)
+    print(f"retland TD3   1 seed : {td3_1:8.0f} env-steps/s")
+    td3_20 = retland_rate(TD3Config(), 20, args.steps_20)
+    print(f"retland TD3  20 seeds: {td3_20:8.0f} env-steps/s (all seeds), {td3_20 / 20:.0f} per seed")
+    sac_1 = retland_rate(SACConfig(), 1, args.steps)
+    print(f"retland SAC   1 seed : {sac_1:8.0f} env-steps/s")
+    brax = brax_sac_rate(args.steps)
+    print(f"brax SAC      1 env  : {brax:8.0f} env-steps/s")
+    print(f"ratio retland TD3 (1 seed) / brax SAC: {td3_1 / brax:.2f}")
+    print(f"ratio retland SAC (1 seed) / brax SAC: {sac_1 / brax:.2f}")
+    print(f"ratio retland TD3 (20 seeds, total) / brax SAC: {td3_20 / brax:.2f}")
+
+
+if __name__ == "__main__":
+    main()
