@@ -25,6 +25,12 @@ def _steps_list(text: str | None) -> tuple[int, ...] | None:
         raise CliError(f"--checkpoints wants comma-separated env steps, got {text!r}") from None
 
 
+def _error_text(err: dict) -> str:
+    where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("td3", "sac", "ppo"))
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
+
+
 @app.command()
 def train(
     algo: Annotated[Optional[Algo], typer.Option(help="Algorithm (default td3, or the config file's).")] = None,
@@ -36,7 +42,7 @@ def train(
         help="Comma-separated env steps to checkpoint at (default 50k,150k,…,950k; ppo: 10 evenly spaced).")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Env steps between learning-curve points.")] = None,
     backend: Annotated[Optional[str], typer.Option(help="Brax physics backend (default positional).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with TrainConfig fields and an [agent] table.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with TrainConfig fields and an \\[agent] table.")] = None,
     resume: Annotated[Optional[str], typer.Option(
         help="Job id (run id without -s<seed>) to continue from its last checkpoint.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -56,9 +62,14 @@ def train(
             raise CliError(f"--resume continues a job with its recorded config; drop {', '.join('--' + g for g in given)}")
         cfg = resume_config(wh, resume)
     else:
-        cfg = load_train_config(
-            config, algo=algo.value if algo else None, env=env, seeds=seeds, seed=seed, total_steps=steps,
-            checkpoints=_steps_list(checkpoints), eval_every=eval_every, backend=backend)
+        from pydantic import ValidationError
+
+        try:
+            cfg = load_train_config(
+                config, algo=algo.value if algo else None, env=env, seeds=seeds, seed=seed, total_steps=steps,
+                checkpoints=_steps_list(checkpoints), eval_every=eval_every, backend=backend)
+        except ValidationError as exc:
+            raise CliError("; ".join(_error_text(e) for e in exc.errors())) from None
     console.print(f"[bold]{cfg.algo}[/] on [bold]{cfg.env}[/] ({cfg.backend}), {cfg.seeds} seeds x "
                   f"{cfg.steps:,} steps; checkpoints at {', '.join(f'{s:,}' for s in cfg.checkpoint_steps)}")
     result = run_training(cfg, wh, progress=progress, resume=resume)
