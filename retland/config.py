@@ -155,7 +155,10 @@ class TrainConfig(_Model):
 
     @property
     def steps(self) -> int:
-        return int(self.total_steps or DEFAULT_TOTAL_STEPS[self.algo])
+        """Env steps per seed actually trained: total_steps rounded down to whole
+        iterations (PPO's 6e7 default is 1831 iterations of 32768 = 59,998,208)."""
+        total = int(self.total_steps or DEFAULT_TOTAL_STEPS[self.algo])
+        return total // self.granularity * self.granularity
 
     @property
     def checkpoint_steps(self) -> tuple[int, ...]:
@@ -173,10 +176,8 @@ class TrainConfig(_Model):
     @model_validator(mode="after")
     def _consistent(self):
         total, g = self.steps, self.granularity
-        if total < g:
-            raise ValueError(f"total_steps={total} is less than one {self.algo} iteration ({g} env steps)")
-        if total % g:
-            raise ValueError(f"total_steps={total} must be a multiple of {g} (env steps per {self.algo} iteration)")
+        if total < g or total == 0:
+            raise ValueError(f"total_steps={self.total_steps} is less than one {self.algo} iteration ({g} env steps)")
         bad = [s for s in self.checkpoint_steps if s <= 0 or s > total]
         if bad:
             raise ValueError(f"checkpoint steps {bad} are outside (0, total_steps={total}]")
