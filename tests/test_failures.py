@@ -39,7 +39,7 @@ def sampled():
 def test_a_failure_pair_is_rerolled_exactly_and_stored(sampled):
     wh, res, spec = sampled
     run = res.run_ids[0]
-    target = fl.plan(wh, run, 60, "gaussian", pairs=2)
+    target = fl.plan(wh, run, 60, spec.operator_id, pairs=2)
     assert target.ltp > 0 and target.chunk_size == 8 and len(target.pairs) >= 1
     records = fl.reroll(wh, target)  # raises unless every return reproduces bit for bit
     assert fl.store(wh, target, records) == 2 * 20 * len(target.pairs)
@@ -64,8 +64,8 @@ def test_a_failure_pair_is_rerolled_exactly_and_stored(sampled):
 
 
 def test_a_reroll_that_does_not_reproduce_writes_nothing(sampled):
-    wh, res, _ = sampled
-    target = fl.plan(wh, res.run_ids[0], 60, "gaussian", pairs=1)
+    wh, res, spec = sampled
+    target = fl.plan(wh, res.run_ids[0], 60, spec.operator_id, pairs=1)
     s = target.pairs[0][0]
     target.stored[s] += 1e-3
     before = tree_digest(wh.root / "tables")
