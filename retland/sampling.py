@@ -130,8 +130,8 @@ def reference_start(env: str, backend: str):
     return jax.device_get(reference_state(env, backend))
 
 
-def _chunk(program: SampleProgram, op_state, start_state, base_key, indices):
-    """indices [B] int32 -> Rollout with fields [B]."""
+def _chunk(program: SampleProgram, per_step: bool, op_state, start_state, base_key, indices):
+    """indices [B] int32 -> Rollout with fields [B] (and Steps [B, T] when per_step)."""
     env = reference_env(program.env, program.backend)
     noisy = make_env(program.env, program.backend, program.reset_noise) if program.reset_noise > 0 else None
 
@@ -143,24 +143,27 @@ def _chunk(program: SampleProgram, op_state, start_state, base_key, indices):
         rkey = rollout_key(key)
         state0 = noisy.reset(rkey) if noisy is not None else start_state
         return rollout(env, program.policy, params, state0, program.horizon,
-                       action_noise=program.action_noise, key=rkey)
+                       action_noise=program.action_noise, key=rkey, per_step=per_step)
 
     return jax.vmap(one)(indices)
 
 
-_COMPILED: dict[SampleProgram, Callable] = {}
+_COMPILED: dict[tuple[SampleProgram, bool], Callable] = {}
 
 
-def chunk_function(program: SampleProgram) -> Callable:
+def chunk_function(program: SampleProgram, per_step: bool = False) -> Callable:
     """jit(fn(op_state, start_state, base_key, indices [B]) -> Rollout [B]).
 
     op_state and the start state are arguments, never closed-over constants, so one
     executable serves every checkpoint of the same shapes; jit caches one per B.
+    per_step=True also returns the `Steps` record [B, T] (trajectory analyses); it is a
+    different program, so whether its returns match the summary program's bit for bit
+    is for the caller to check.
     """
-    fn = _COMPILED.get(program)
+    fn = _COMPILED.get((program, per_step))
     if fn is None:
         jaxcache.enable()
-        fn = _COMPILED[program] = jax.jit(lambda *args: _chunk(program, *args))
+        fn = _COMPILED[(program, per_step)] = jax.jit(lambda *args: _chunk(program, per_step, *args))
     return fn
 
 
