@@ -5,7 +5,8 @@ From a TD3 checkpoint, every *lane* (one rejection seed × one arm) repeats P ti
     propose   one env step of the collection env with exploration noise 0.1, the
               transition appended at index `size` of the replay buffer, one full TD3
               update (critic; actor and targets when the update counter says so) —
-              exactly the body of `retland.training`'s off-policy loop;
+              computed by `retland.training`'s own step functions (`offpolicy_collect`,
+              `offpolicy_update`), so the baseline arm is bit-identical to training;
     estimate  the PURD of the proposed state: N td3-operator samples
               J(U(proposed, key_i)), plus J(θ) of the proposed actor itself;
     decide    arm `reject`: accept iff the criterion holds against the last accepted
@@ -207,32 +208,31 @@ def initial_lanes(ckpt, scfg: StabilizeConfig) -> tuple[Lane, jax.Array]:
 @functools.lru_cache(maxsize=16)
 def propose_fn(cfg: TrainConfig, exploration_noise: float, reset_noise_fraction: float):
     """jit(lanes [L] -> proposed lanes [L]): one env step + one full TD3 update per lane,
-    the same computation as one step of `retland.training`'s off-policy loop."""
-    acfg = cfg.agent.model_copy(update=dict(exploration_noise=exploration_noise))
+    computed by `retland.training`'s own off-policy step (`offpolicy_collect`, then
+    `offpolicy_update`), so a lane that accepts everything is plain training.
+
+    Training decides the actor/target step once for all seeds (a real `lax.cond`);
+    lanes' update counters differ once one rejects. A per-lane flag would turn the cond
+    into a select, which XLA fuses differently: the Polyak step then differs from
+    training's in the last bits. So the update runs twice with a shared flag each — once
+    as if any lane took the actor step, once as if all did — and each lane keeps the
+    result its own counter asks for (the second update is negligible next to a PURD)."""
+    from retland.training import offpolicy_collect, offpolicy_update
+
+    tcfg = cfg.model_copy(update=dict(agent=cfg.agent.model_copy(update=dict(exploration_noise=exploration_noise))))
     env = collection_env(cfg, reset_noise_fraction)
-    from retland.training import env_step_with_reset
 
-    def lane_update(agent, data, size, key):
-        kb, ku = jax.random.split(key)
-        batch = replay.sample(data, size, kb, acfg.batch_size)
-        # Lanes' update counters differ once one rejects, so the actor/target branch is
-        # decided per lane (a select under vmap).
-        return td3.train_update(acfg, agent, batch, ku)
+    def propose(lanes: Lane, warmup) -> Lane:
+        # warmup (always False) is an argument, as in training's chunk: a constant would
+        # let XLA inline the action cond and fuse `explore` differently (last-bit changes).
+        ts, rb, k_upd = offpolicy_collect(tcfg, env, lanes.train, lanes.replay, warmup)
+        do_actor = (ts.agent.update_count + 1) % tcfg.agent.policy_delay == 0  # [L]
+        with_actor = offpolicy_update(tcfg, ts.agent, rb, k_upd, {"do_actor": jnp.any(do_actor)})
+        critic_only = offpolicy_update(tcfg, ts.agent, rb, k_upd, {"do_actor": jnp.all(do_actor)})
+        return Lane(ts._replace(agent=_select(do_actor, with_actor, critic_only)), rb)
 
-    def propose(lanes: Lane) -> Lane:
-        ts, rb = lanes
-        keys = jax.vmap(lambda k: jax.random.split(k, 4))(ts.key)
-        key, k_act, k_reset, k_upd = (keys[:, i] for i in range(4))
-        obs = ts.env_state.obs
-        action = jax.vmap(functools.partial(td3.explore, acfg))(ts.agent.actor_params, obs, k_act)
-        env_state, ep, reward, next_obs, terminated, _ = env_step_with_reset(
-            env, cfg.horizon, ts.env_state, ts.episode_step, action, k_reset)
-        t = replay.Transition(obs, action, reward, next_obs, 1.0 - terminated.astype(jnp.float32))
-        rb = jax.vmap(replay.add)(rb, t)
-        agent = jax.vmap(lane_update)(ts.agent, rb.data, rb.size, k_upd)
-        return Lane(TrainState(agent, env_state, ep, key, ts.env_steps + 1), rb)
-
-    return jax.jit(propose)
+    f = jax.jit(propose)
+    return lambda lanes: f(lanes, jnp.asarray(False))
 
 
 @functools.lru_cache(maxsize=16)

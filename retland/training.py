@@ -142,38 +142,53 @@ def env_step_with_reset(env, horizon: int, env_state, episode_step, action, keys
     return next_state, jnp.where(finished, 0, ep), ns.reward, ns.obs, terminated, truncated
 
 
-def _offpolicy_chunk_fn(cfg: TrainConfig, n_steps: int):
-    env = make_env(cfg.env, cfg.backend)
+def offpolicy_collect(cfg: TrainConfig, env, ts: TrainState, rb: replay.Replay, warmup):
+    """The env half of one off-policy training step for seeds [S]: split each seed's
+    key, act (uniform during warm-up, else `explore`), step the env (resets included)
+    and append the transition. Returns (ts with the new env state, episode step, key
+    and env-step counter — the agent untouched —, rb, update keys [S])."""
     mod = algo_module(cfg.algo)
     acfg = cfg.agent
     _, action_size = env_dims(cfg.env, cfg.backend)
+    keys = jax.vmap(lambda k: jax.random.split(k, 4))(ts.key)
+    key, k_act, k_reset, k_upd = (keys[:, i] for i in range(4))
+    obs = ts.env_state.obs
+    # `warmup` is one flag for all seeds (not batched), so both conds stay real
+    # branches under vmap: no wasted updates during warm-up, one compiled program.
+    action = jax.lax.cond(
+        warmup,
+        lambda: jax.vmap(lambda k: jax.random.uniform(k, (action_size,), minval=-1.0, maxval=1.0))(k_act),
+        lambda: jax.vmap(partial(mod.explore, acfg))(ts.agent.actor_params, obs, k_act))
+    env_state, ep, reward, next_obs, terminated, _ = env_step_with_reset(
+        env, cfg.horizon, ts.env_state, ts.episode_step, action, k_reset)
+    t = replay.Transition(obs, action, reward, next_obs, 1.0 - terminated.astype(jnp.float32))
+    rb = jax.vmap(replay.add)(rb, t)
+    return TrainState(ts.agent, env_state, ep, key, ts.env_steps + 1), rb, k_upd
+
+
+def offpolicy_update(cfg: TrainConfig, agent, rb: replay.Replay, k_upd, flags: dict):
+    """The update half: one `train_update` per seed [S] on a minibatch of its buffer;
+    `flags` (mod.update_flags) are shared by all seeds, so branches stay real conds."""
+    mod = algo_module(cfg.algo)
 
     def seed_update(agent, data, size, key, flags):
         kb, ku = jax.random.split(key)
-        batch = replay.sample(data, size, kb, acfg.batch_size)
-        return mod.train_update(acfg, agent, batch, ku, **flags)
+        batch = replay.sample(data, size, kb, cfg.agent.batch_size)
+        return mod.train_update(cfg.agent, agent, batch, ku, **flags)
+
+    return jax.vmap(seed_update, in_axes=(0, 0, 0, 0, None))(agent, rb.data, rb.size, k_upd, flags)
+
+
+def _offpolicy_chunk_fn(cfg: TrainConfig, n_steps: int):
+    env = make_env(cfg.env, cfg.backend)
+    mod = algo_module(cfg.algo)
 
     def body(carry, _, warmup):
         ts, rb = carry  # leading [S]
-        keys = jax.vmap(lambda k: jax.random.split(k, 4))(ts.key)
-        key, k_act, k_reset, k_upd = (keys[:, i] for i in range(4))
-        obs = ts.env_state.obs
-        # `warmup` is one flag for all seeds (not batched), so both conds stay real
-        # branches under vmap: no wasted updates during warm-up, one compiled program.
-        action = jax.lax.cond(
-            warmup,
-            lambda: jax.vmap(lambda k: jax.random.uniform(k, (action_size,), minval=-1.0, maxval=1.0))(k_act),
-            lambda: jax.vmap(partial(mod.explore, acfg))(ts.agent.actor_params, obs, k_act))
-        env_state, ep, reward, next_obs, terminated, _ = env_step_with_reset(
-            env, cfg.horizon, ts.env_state, ts.episode_step, action, k_reset)
-        t = replay.Transition(obs, action, reward, next_obs, 1.0 - terminated.astype(jnp.float32))
-        rb = jax.vmap(replay.add)(rb, t)
-        flags = mod.update_flags(acfg, ts.agent)  # seed-independent, so outside vmap
-        agent = jax.lax.cond(
-            warmup, lambda: ts.agent,
-            lambda: jax.vmap(seed_update, in_axes=(0, 0, 0, 0, None))(ts.agent, rb.data, rb.size, k_upd, flags))
-        ts = TrainState(agent, env_state, ep, key, ts.env_steps + 1)
-        return (ts, rb), None
+        ts, rb, k_upd = offpolicy_collect(cfg, env, ts, rb, warmup)
+        flags = mod.update_flags(cfg.agent, ts.agent)  # seed-independent, so outside vmap
+        agent = jax.lax.cond(warmup, lambda: ts.agent, lambda: offpolicy_update(cfg, ts.agent, rb, k_upd, flags))
+        return (ts._replace(agent=agent), rb), None
 
     def chunk(ts, rb, warmup):
         (ts, rb), _ = jax.lax.scan(partial(body, warmup=warmup), (ts, rb), None, length=n_steps)

@@ -1,7 +1,9 @@
 """Algorithm 1 (`retland stabilize`) on a tiny TD3 checkpoint.
 
-One tiny TD3 run (20-step episodes, 16-unit nets) is trained once per module; the
-experiment tests use 3-5 proposals x 8 samples so each compiled phase is small.
+One tiny TD3 run (6-step episodes, 16-unit nets, 60 steps) is trained once per module.
+Compiles dominate the cost, so every test uses the same lane layout (2 arms x 2 seeds,
+P proposals, N samples, the training env's reset noise): propose, PURD and commit are
+each compiled once for the whole file (module-scoped fixtures + the functions' caches).
 """
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ from retland.stabilize import (StabilizeConfig, accepts, commit, initial_lanes, 
 from retland.training import make_chunk_fn, train
 
 TINY = TrainConfig(
-    env="hopper", seeds=1, total_steps=120, checkpoints=(120,), eval_every=120, horizon=20,
-    agent=TD3Config(hidden=(16, 16), batch_size=8, learning_starts=40, buffer_size=120),
+    env="hopper", seeds=1, total_steps=60, checkpoints=(60,), eval_every=60, horizon=6,
+    agent=TD3Config(hidden=(16, 16), batch_size=8, learning_starts=30, buffer_size=60),
 )
-P, N = 4, 8
+STEP = 60
+P, N = 8, 8  # P > horizon: the proposals cross a time-limit reset
 
 
 def leaves(tree) -> list[np.ndarray]:
@@ -43,11 +46,21 @@ def wh(tmp_path_factory):
 @pytest.fixture(scope="module")
 def source(wh):
     job = train(TINY, wh, progress=False)
-    return load_checkpoint(wh, job.run_ids[0], 120)
+    return load_checkpoint(wh, job.run_ids[0], STEP)
+
+
+# Every test: 4 lanes (reject r0, reject r1, baseline r0, baseline r1), P proposals, N
+# samples and the training env's reset noise (so the baseline arm can equal training).
+DEFAULTS = dict(proposals=P, samples=N, seeds=(0, 1), reset_noise_fraction=1.0)
 
 
 def scfg(ckpt, **kw) -> StabilizeConfig:
-    return StabilizeConfig(run_id=ckpt.run_id, step=ckpt.step, **dict(dict(proposals=P, samples=N, seeds=(0, 1)), **kw))
+    return StabilizeConfig(run_id=ckpt.run_id, step=ckpt.step, **dict(DEFAULTS, **kw))
+
+
+@pytest.fixture(scope="module")
+def propose(source):
+    return propose_fn(source.config, 0.1, DEFAULTS["reset_noise_fraction"])
 
 
 # ---- the criterion, by hand ---------------------------------------------------------------
@@ -92,10 +105,9 @@ def test_config_refuses_bad_values_by_name():
 
 # ---- proposals and restoration ------------------------------------------------------------
 
-def test_a_rejected_proposal_leaves_every_array_bit_identical(source):
-    cfg = scfg(source)
-    lanes, _ = initial_lanes(source, cfg)
-    proposed = propose_fn(source.config, cfg.exploration_noise, cfg.reset_noise_fraction)(lanes)
+def test_a_rejected_proposal_leaves_every_array_bit_identical(source, propose):
+    lanes, _ = initial_lanes(source, scfg(source))
+    proposed = propose(lanes)
     # the proposal moved the critic, the buffer, the env and the counter ...
     for part in (lambda x: x.train.agent.critic_params, lambda x: x.replay.data, lambda x: x.replay.size,
                  lambda x: x.train.env_state, lambda x: x.train.agent.update_count):
@@ -110,34 +122,40 @@ def test_a_rejected_proposal_leaves_every_array_bit_identical(source):
     assert same(one(kept, 1), one(proposed, 1))
 
 
+@pytest.mark.slow
 def test_all_rejections_end_where_they_started(source, monkeypatch):
     import retland.stabilize as stab
 
     monkeypatch.setattr(stab, "accepts", lambda *a: False)
-    cfg = scfg(source, arms=("reject",))
+    cfg = scfg(source, arms=("reject",), seeds=(0, 1, 2, 3))  # 4 lanes: the compiled phases are shared
     res = run_experiment(cfg, checkpoint=source, write=False)
     start, _ = initial_lanes(source, cfg)
     strip = lambda t: t._replace(train=t.train._replace(key=0))  # noqa: E731
     assert same(strip(res.final), strip(start))
-    assert [r["accepted"] for r in res.rows if r["proposal"] > 0] == [False] * (P * 2)
+    assert [r["accepted"] for r in res.rows if r["proposal"] > 0] == [False] * (P * 4)
     assert {r["last_accepted"] for r in res.rows} == {0}
 
 
-def test_baseline_arm_is_plain_td3_training(source):
-    """With the training env's reset noise, P baseline proposals are P steps of
-    retland.training's loop from the same state and keys (episodes of 20 steps: a
-    time-limit reset happens within 25 steps)."""
-    n = 25
-    cfg = scfg(source, arms=("baseline",), reset_noise_fraction=1.0, proposals=n)
-    lanes, _ = initial_lanes(source, cfg)
-    propose = propose_fn(source.config, cfg.exploration_noise, cfg.reset_noise_fraction)
+def test_baseline_arm_is_plain_td3_training(source, propose):
+    """P proposals of a lane that accepts them all are P steps of retland.training's
+    loop (make_chunk_fn, here 1-step chunks as the source run used) from the same state
+    and keys, bit for bit — also while another lane rejects, so lanes' update counters
+    (and thus their actor/target steps) disagree. The proposals cross a time-limit
+    reset (6-step episodes)."""
+    lanes, _ = initial_lanes(source, scfg(source))
     ours = lanes
-    for _ in range(n):
-        ours = commit(jnp.ones(2, bool), propose(ours), ours)
-    copy = jax.tree.map(jnp.array, lanes)  # the training chunk donates its inputs
-    ts, rb = make_chunk_fn(source.config, TINY.agent.learning_starts, n)(copy.train, copy.replay)
-    assert int(ts.agent.update_count[0]) == int(lanes.train.agent.update_count[0]) + n
-    assert same(ours.train, ts) and same(ours.replay, rb)
+    for k in range(P):
+        # reject lane 0 rejects every other proposal; the other three accept all
+        ours = commit(jnp.array([k % 2 == 1, True, True, True]), propose(ours), ours)
+    assert len(set(np.asarray(ours.train.agent.update_count).tolist())) == 2  # counters diverged
+    ts, rb = jax.tree.map(jnp.array, (lanes.train, lanes.replay))  # the training chunk donates its inputs
+    step = make_chunk_fn(source.config, STEP, 1)
+    for _ in range(P):
+        ts, rb = step(ts, rb)
+    assert int(ts.agent.update_count[0]) == int(lanes.train.agent.update_count[0]) + P
+    one = lambda t, i: jax.tree.map(lambda x: x[i], t)  # noqa: E731
+    for i in (1, 2, 3):
+        assert same(one(ours.train, i), one(ts, i)) and same(one(ours.replay, i), one(rb, i)), i
 
 
 # ---- the experiment, end to end -------------------------------------------------------------
@@ -147,6 +165,7 @@ def experiment(wh, source):
     return run_experiment(scfg(source), wh, checkpoint=source)
 
 
+@pytest.mark.slow
 def test_every_proposal_is_a_row_and_sql_replays_the_decisions(wh, experiment):
     steps = wh.query("SELECT * FROM stabilize_steps WHERE experiment_id = ? ORDER BY arm, seed, proposal",
                      [experiment.experiment_id])
@@ -171,12 +190,13 @@ def test_every_proposal_is_a_row_and_sql_replays_the_decisions(wh, experiment):
     assert arms.height == 2 * (P + 1) and set(arms["seeds"]) == {2}
 
 
+@pytest.mark.slow
 def test_final_states_are_derived_runs_that_load_like_any_other(wh, source, experiment):
     runs = wh.query("SELECT run_id, source, parent_run_id, parent_step FROM runs WHERE run_id IN "
                     f"({', '.join('?' for _ in experiment.derived_run_ids)}) ORDER BY run_id",
                     experiment.derived_run_ids)
     assert runs.height == 4 and set(runs["source"]) == {"derived"}
-    assert set(runs["parent_run_id"]) == {source.run_id} and set(runs["parent_step"]) == {120}
+    assert set(runs["parent_run_id"]) == {source.run_id} and set(runs["parent_step"]) == {STEP}
     for i, rid in enumerate(experiment.derived_run_ids):
         rows = wh.query("SELECT step FROM checkpoints WHERE run_id = ?", [rid])
         ck = load_checkpoint(wh, rid, rows["step"][0])
@@ -208,10 +228,10 @@ def test_cli_refuses_bad_input_and_leaves_the_warehouse_untouched(wh, source, ca
     before = tree_digest(wh.root)
     base = ["stabilize", "--run", source.run_id, "-w", wh.root, "--no-progress"]
     for args, needle in [
-        (["--step", "120", "--alpha", "0"], "alpha"),
-        (["--step", "120", "--arms", "reject,bogus"], "--arms"),
-        (["--step", "120", "--seeds", "3..1"], "--seeds"),
-        (["--step", "120", "--samples", "1"], "samples"),
+        (["--step", str(STEP), "--alpha", "0"], "alpha"),
+        (["--step", str(STEP), "--arms", "reject,bogus"], "--arms"),
+        (["--step", str(STEP), "--seeds", "3..1"], "--seeds"),
+        (["--step", str(STEP), "--samples", "1"], "samples"),
         (["--step", "77"], "no checkpoint at step 77"),
     ]:
         code, text = run_cli(capsys, monkeypatch, *base, *args)
