@@ -196,5 +196,6 @@ def failures(
                 fl.store(wh, target, fl.reroll(wh, target))
     ids = [fl.pair_id(target.run_id, target.step, target.operator_id, *p) for p in fl.plan(wh, run, step, operator, pairs).pairs]
     df = wh.query(f"SELECT * FROM failure_divergence WHERE pair_id IN ({', '.join('?' for _ in ids)}) ORDER BY pair_id", ids)
-    emit(df.drop("run_id", "step", "operator_id"), OutputFormat.table, None,
+    # pair ids hold operator ids, whose brackets the table would read as markup
+    emit(df.drop("pair_id", "run_id", "step", "operator_id"), OutputFormat.table, None,
          f"failure pairs of {run} step {step} {target.operator_id} (LTP {target.ltp:.3f})")

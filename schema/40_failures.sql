@@ -9,8 +9,9 @@
 --   failure_divergence_at(tolerance := 0.05)   table macro, one row per pair:
 --       pair_id, run_id, step, operator_id, success_index, failure_index,
 --       success_return, failure_return (G at the last step),
---       diverge_step: the first t at which |G_t^success − G_t^failure| exceeds
---           tolerance × |success_return| (NULL if never),
+--       diverge_step: the step after the last one at which the two cumulative returns
+--           were still close, |G_t^success − G_t^failure| <= tolerance × max(|G_t^success|, 1):
+--           from there on they stay apart (NULL if they end close; 0 if never close),
 --       failure_end_step: the step the failing episode terminated at (NULL if it ran
 --           to the horizon),
 --       failure_kind: 'termination' when the failing episode ended early, else
@@ -28,7 +29,8 @@ WITH s AS (SELECT * FROM trajectories WHERE role = 'success'),
                s.reward AS s_reward, f.reward AS f_reward,
                s.cumulative_return AS s_g, f.cumulative_return AS f_g, f.done AS f_done,
                last_value(s.cumulative_return) OVER w AS success_return,
-               last_value(f.cumulative_return) OVER w AS failure_return
+               last_value(f.cumulative_return) OVER w AS failure_return,
+               max(s.t) OVER w AS max_t
         FROM s JOIN f USING (pair_id, t)
         WINDOW w AS (PARTITION BY s.pair_id ORDER BY s.t ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
      ),
@@ -37,7 +39,9 @@ WITH s AS (SELECT * FROM trajectories WHERE role = 'success'),
                any_value(operator_id) AS operator_id,
                any_value(success_index) AS success_index, any_value(failure_index) AS failure_index,
                any_value(success_return) AS success_return, any_value(failure_return) AS failure_return,
-               min(t) FILTER (WHERE abs(s_g - f_g) > tolerance * abs(success_return)) AS diverge_step,
+               CASE WHEN bool_or(t = max_t AND abs(s_g - f_g) <= tolerance * greatest(abs(s_g), 1.0)) THEN NULL
+                    ELSE coalesce(max(t) FILTER (WHERE abs(s_g - f_g) <= tolerance * greatest(abs(s_g), 1.0)) + 1, 0)
+               END AS diverge_step,
                min(t) FILTER (WHERE f_done) AS failure_end_step
         FROM joined GROUP BY pair_id
      )

@@ -57,7 +57,7 @@ def test_blocks_carry_the_rows(warehouse):
     fail = ac.failure_blocks(ctx)
     assert [type(b) for b in fail] == [Figure, Figure, Table]
     div = fail[2].frame.row(0, named=True)
-    # |G_s − G_f| > 5% of 6 first at t = 2 (gap 0.8); the failure terminated at t = 3
+    # G_s = 1..6, G_f = 1, 2, 2.2, …: last close (gap <= 5% of G_s) at t = 1; terminated at t = 3
     assert (div["diverge_step"], div["failure_end_step"], div["failure_kind"]) == (2, 3, "termination")
     interp = ac.interpolation_blocks(ctx)
     assert [b.name for b in interp] == ["interpolation-curves", "interpolation-btp", "interpolation-btp-summary"]

