@@ -6,9 +6,10 @@ a *successful* sample (return within 10% of the PURD mean) and a *failing* one (
 per-step rollout record.
 
 Re-rolling is exact, not approximate: θ_i is regenerated from the same operator and key
-(key_i = fold_in(PRNGKey(seed), i)) inside a chunk of the distribution's recorded size B
-holding the same indices as when it was sampled, since XLA's arithmetic depends on the
-batch shape and returns are chaotic in θ. The re-rolled return must equal the stored
+(key_i = fold_in(PRNGKey(seed), i)) by the sampler's own chunk program in its per-step
+variant (`sampling.chunk_function(program, per_step=True)`), inside a chunk of the
+distribution's recorded size B holding the same indices as when it was sampled, since
+XLA's arithmetic depends on the batch shape and returns are chaotic in θ. The re-rolled return must equal the stored
 one bit for bit (as float32), otherwise nothing is written.
 
 Torso height and pitch come from the observation the action of step t was computed from
@@ -26,9 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from retland import sampling
-from retland.envs import make_env, reference_env, reference_state
-from retland.operators import OperatorSpec, rollout_key, sample_key
-from retland.rollout import rollout
+from retland.envs import reference_state
+from retland.operators import OperatorSpec
 
 SUCCESS_TOLERANCE = 0.1  # |R − mean| <= 0.1·|mean|
 FAILURE_BETA = 0.5  # R < 0.5·mode
@@ -130,31 +130,6 @@ def _start(env: str, backend: str):
     return jax.device_get(reference_state(env, backend))
 
 
-def _chunk_steps(program: sampling.SampleProgram, op_state, start_state, base_key, indices):
-    """`sampling._chunk` with the per-step record: indices [B] -> (Rollout [B], Steps [B, T])."""
-    env = reference_env(program.env, program.backend)
-    noisy = make_env(program.env, program.backend, program.reset_noise) if program.reset_noise > 0 else None
-
-    def one(i):
-        key = sample_key(base_key, i)
-        params = jax.lax.optimization_barrier(program.make_params(op_state, key, i))
-        rkey = rollout_key(key)
-        state0 = noisy.reset(rkey) if noisy is not None else start_state
-        return rollout(env, program.policy, params, state0, program.horizon,
-                       action_noise=program.action_noise, key=rkey, per_step=True)
-
-    return jax.vmap(one)(indices)
-
-
-_COMPILED: dict = {}
-
-
-def _fn(program):
-    if program not in _COMPILED:
-        _COMPILED[program] = jax.jit(lambda *a: _chunk_steps(program, *a))
-    return _COMPILED[program]
-
-
 def body_state(env: str, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(torso height, torso pitch) [T] from observations [T, O]."""
     if env == "ant":
@@ -176,8 +151,9 @@ def reroll(wh, target: Target, checkpoint=None) -> dict[int, dict[str, np.ndarra
     out: dict[int, dict[str, np.ndarray]] = {}
     for k in sorted({i // b for i in wanted}):
         idx = sampling.chunk_indices(k, b)
-        summary, steps = jax.device_get(_fn(program)(op_state, _start(ckpt.env, ckpt.backend), spec.base_key,
-                                                     jnp.asarray(idx)))
+        fn = sampling.chunk_function(program, per_step=True)
+        summary, steps = jax.device_get(fn(op_state, _start(ckpt.env, ckpt.backend), spec.base_key,
+                                           jnp.asarray(idx)))
         for j, i in enumerate(idx):
             if int(i) not in wanted:
                 continue
