@@ -1,6 +1,7 @@
 """The Typer app and the options every command shares."""
 from __future__ import annotations
 
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,7 +20,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-console = Console()
+# Piped output keeps whole rows instead of wrapping at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 WarehouseOpt = Annotated[
@@ -90,12 +92,13 @@ def _fmt_cell(value) -> str:
 
 def _rich_table(df, title: str | None):
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, show_lines=False, header_style="bold")
     for name, dtype in zip(df.columns, df.dtypes):
         table.add_column(name, justify="right" if dtype.is_numeric() else "left", overflow="fold")
     for row in df.iter_rows():
-        table.add_row(*(_fmt_cell(v) for v in row))
+        table.add_row(*(Text(_fmt_cell(v)) for v in row))
     if df.height == 0:
         table.caption = "no rows"
     return table
