@@ -59,22 +59,28 @@ def distribution_stats(
 
 
 def _add_bootstrap(con, df: pl.DataFrame, alpha, beta, n_resamples, seed) -> pl.DataFrame:
-    import numpy as np
-
-    from . import stats
-
     con.register("wanted", df.select("run_id", "step", pl.col("operator").alias("operator_id")).to_arrow())
     samples = con.sql(
         'SELECT run_id, step, operator_id, list("return" ORDER BY update_index) AS r '
         "FROM post_update_returns SEMI JOIN wanted USING (run_id, step, operator_id) GROUP BY ALL"
     ).pl()
-    by_key = {(r["run_id"], r["step"], r["operator_id"]): np.asarray(r["r"], dtype=np.float64)
+    return with_bootstrap(df, samples.rename({"operator_id": "operator"}), alpha, beta, n_resamples, seed)
+
+
+def with_bootstrap(df: pl.DataFrame, samples: pl.DataFrame, alpha, beta, n_resamples, seed,
+                   nan_as_null: bool = False) -> pl.DataFrame:
+    """Add `<stat>_lo`/`<stat>_hi` 95% percentile bootstrap CIs to `df` (one row per
+    run_id, step, operator); `samples` holds each distribution's returns in a list column `r`."""
+    import numpy as np
+
+    from . import stats
+
+    by_key = {(r["run_id"], r["step"], r["operator"]): np.asarray(r["r"], dtype=np.float64)
               for r in samples.iter_rows(named=True)}
     cols: dict[str, list] = {f"{s}_{b}": [] for s in STAT_COLUMNS for b in ("lo", "hi")}
-    for row in df.select("run_id", "step", "operator").iter_rows():
-        ci = stats.bootstrap_summary(by_key[row], alpha=alpha, beta=beta, n_resamples=n_resamples, seed=seed)
+    for key in df.select("run_id", "step", "operator").iter_rows():
+        ci = stats.bootstrap_summary(by_key[key], alpha=alpha, beta=beta, n_resamples=n_resamples, seed=seed)
         for s in STAT_COLUMNS:
-            lo, hi = ci[s]
-            cols[f"{s}_lo"].append(lo)
-            cols[f"{s}_hi"].append(hi)
+            for bound, value in zip(("lo", "hi"), ci[s]):
+                cols[f"{s}_{bound}"].append(None if nan_as_null and np.isnan(value) else value)
     return df.with_columns(*[pl.Series(k, v, dtype=pl.Float64) for k, v in cols.items()])

@@ -20,15 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
-import numpy as np
 import polars as pl
 
-from .. import stats
-from ..distributions import stats_sql
+from ..distributions import stats_sql, with_bootstrap
 from ..warehouse import WarehouseError
 from . import charts
 
-STAT_COLUMNS = ("mean", "std", "skewness", "mode", "ltp", "cvar")
 RANKING_ALPHAS = (0.01, 0.1, 1.0)
 
 
@@ -164,7 +161,7 @@ class ReportContext:
         df = df.join(samples.select("run_id", "step", "operator", "lo", "hi"), on=["run_id", "step", "operator"])
         df = df.sort("d")
         if self.n_resamples:
-            df = _with_bootstrap(df, samples, self.alpha, self.beta, self.n_resamples, self.seed)
+            df = with_bootstrap(df, samples, self.alpha, self.beta, self.n_resamples, self.seed, nan_as_null=True)
         return df.with_columns(label=charts.distribution_label(df))
 
     def _samples(self, df: pl.DataFrame) -> pl.DataFrame:
@@ -201,20 +198,6 @@ class ReportContext:
                 finally:
                     self.con.unregister("report_ranges")
         return self._cache["histograms"]
-
-
-def _with_bootstrap(df, samples, alpha, beta, n_resamples, seed) -> pl.DataFrame:
-    """Adds 95% percentile bootstrap CIs of every statistic (`retland.stats`)."""
-    by_key = {(r["run_id"], r["step"], r["operator"]): np.asarray(r["r"], dtype=np.float64)
-              for r in samples.iter_rows(named=True)}
-    cols: dict[str, list] = {f"{s}_{b}": [] for s in STAT_COLUMNS for b in ("lo", "hi")}
-    for key in df.select("run_id", "step", "operator").iter_rows():
-        ci = stats.bootstrap_summary(by_key[key], alpha=alpha, beta=beta, n_resamples=n_resamples, seed=seed)
-        for s in STAT_COLUMNS:
-            lo, hi = ci[s]
-            cols[f"{s}_lo"].append(None if np.isnan(lo) else lo)
-            cols[f"{s}_hi"].append(None if np.isnan(hi) else hi)
-    return df.with_columns(*[pl.Series(k, v, dtype=pl.Float64) for k, v in cols.items()])
 
 
 def _missing(what: str, command: str) -> Note:
