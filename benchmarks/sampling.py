@@ -26,7 +26,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from retland.envs import DEFAULT_BACKEND, env_dims, reference_env  # noqa: E402
+from retland.envs import DEFAULT_BACKEND, env_dims, reference_env, reference_state  # noqa: E402
 from retland.networks import DeterministicActor, init_params  # noqa: E402
 from retland.operators import Gaussian, parse_operator, sample_key  # noqa: E402
 from retland.rollout import rollout  # noqa: E402
@@ -35,7 +35,6 @@ from retland.sampling import (  # noqa: E402
     auto_batch_size,
     chunk_indices,
     program_for,
-    reference_start,
     sample_distribution,
 )
 from retland.warehouse import Warehouse  # noqa: E402
@@ -49,7 +48,7 @@ def bench_env(env: str, n: int, horizon: int, repeats: int) -> dict:
     program = program_for(spec, env, DEFAULT_BACKEND, policy)
     b = auto_batch_size(n)
     n_chunks = -(-n // b)
-    s0 = reference_start(env, DEFAULT_BACKEND)
+    s0 = reference_state(env, DEFAULT_BACKEND)
     renv = reference_env(env)
 
     # floor: explicit stacked parameters of the same distinct policies

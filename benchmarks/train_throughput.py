@@ -14,7 +14,6 @@ import time
 import warnings
 
 import jax
-import jax.numpy as jnp
 
 from retland.config import SACConfig, TD3Config, TrainConfig
 from retland.envs import DEFAULT_BACKEND, make_env

@@ -1,7 +1,12 @@
 """Entry point: `retland …`. Imports the command modules, maps user errors to exit 2."""
 from __future__ import annotations
 
+import os
 import sys
+
+# XLA's C++ log lines (e.g. "Loading XLA:CPU AOT result" on every persistent-cache hit) are
+# not for users; set before anything imports jaxlib. A user's own setting wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from rich.markup import escape
 

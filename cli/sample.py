@@ -106,10 +106,6 @@ def sample(
     Rows are bit-identical however the work is split, on one platform; across platforms
     or chunk sizes the distributions agree statistically, not bit for bit.
     """
-    import os
-
-    # XLA's C++ log lines (e.g. on loading cached executables) are not for users.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from retland.operators import parse_operator
     from retland.sampling import (
         SamplingError,

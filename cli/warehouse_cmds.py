@@ -130,3 +130,48 @@ def sql_init(warehouse: WarehouseOpt = None) -> None:
     wh = Warehouse.open(warehouse, create=False)
     path = wh.write_init_sql()
     console.print(f"wrote {path}\nopen it with:  duckdb -init {path}")
+
+
+@app.command()
+def compact(
+    table: Annotated[Optional[list[str]], typer.Option(
+        "--table", help="Only this table (repeatable); default: every table.")] = None,
+    min_parts: Annotated[int, typer.Option(help="Compact a folder only when it holds at least this many parts.")] = 2,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be merged; change nothing.")] = False,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Merge each table folder's many small parts into one part sorted by key.
+
+    Queries then read one footer per folder instead of thousands. The merged part holds
+    exactly the rows the views show (first writer of a key wins), so every query answers
+    as before. Run it while no other retland process (sampling job, query, report) uses
+    the warehouse: a reader that listed the old parts fails when they disappear.
+    """
+    import polars as pl
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from retland.warehouse import Warehouse
+    from retland.warehouse.compact import compact_folder, plan
+
+    wh = Warehouse.open(warehouse, create=False)
+    items = plan(wh.root, table, min_parts)
+    if not items:
+        console.print(f"nothing to compact in {wh.root} (no folder holds {min_parts} or more parts)")
+        return
+    if dry_run:
+        emit(pl.DataFrame([{"table": i.table, "folder": wh.relative(i.folder), "parts": len(i.parts),
+                            "MiB": round(i.bytes / 2**20, 3)} for i in items]), OutputFormat.table, None)
+        console.print(f"dry run: {len(items)} folders, {sum(len(i.parts) for i in items)} parts; nothing changed")
+        return
+    results = []
+    with Progress(TextColumn("compacting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("compact", total=len(items))
+        for item in items:
+            results.append(compact_folder(item))
+            bar.advance(task)
+    before = sum(r.parts_before for r in results)
+    dropped = sum(r.rows_before - r.rows_after for r in results)
+    mib = (sum(r.bytes_before for r in results) - sum(r.bytes_after for r in results)) / 2**20
+    console.print(f"compacted {len(results)} folders: {before} parts -> {len(results)}, "
+                  f"{dropped} duplicate rows dropped, {mib:.2f} MiB saved")

@@ -75,10 +75,15 @@ def reference_env(name: str, backend: str = DEFAULT_BACKEND):
     return make_env(name, backend, 0.0)
 
 
+@functools.lru_cache(maxsize=None)
 def reference_state(name: str, backend: str = DEFAULT_BACKEND):
-    """s0: the fixed start state every return J(θ) is measured from."""
+    """s0: the fixed start state every return J(θ) is measured from.
+
+    Computed once per process and held on the host (tracing brax's reset takes
+    seconds); callers that need it on a device put it there, and must not mutate it.
+    """
     env = reference_env(name, backend)
-    return jax.jit(env.reset)(jax.random.PRNGKey(0))
+    return jax.device_get(jax.jit(env.reset)(jax.random.PRNGKey(0)))
 
 
 def env_dims(name: str, backend: str = DEFAULT_BACKEND) -> tuple[int, int]:

@@ -18,7 +18,6 @@ quaternion).
 """
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass
 
@@ -125,11 +124,6 @@ def plan(wh, run_id: str, step: int, operator: str | None = None, pairs: int = 1
 
 # ------------------------------------------------------------------------- re-roll
 
-@functools.lru_cache(maxsize=None)
-def _start(env: str, backend: str):
-    return jax.device_get(reference_state(env, backend))
-
-
 def body_state(env: str, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(torso height, torso pitch) [T] from observations [T, O]."""
     if env == "ant":
@@ -152,7 +146,7 @@ def reroll(wh, target: Target, checkpoint=None) -> dict[int, dict[str, np.ndarra
     for k in sorted({i // b for i in wanted}):
         idx = sampling.chunk_indices(k, b)
         fn = sampling.chunk_function(program, per_step=True)
-        summary, steps = jax.device_get(fn(op_state, _start(ckpt.env, ckpt.backend), spec.base_key,
+        summary, steps = jax.device_get(fn(op_state, reference_state(ckpt.env, ckpt.backend), spec.base_key,
                                            jnp.asarray(idx)))
         for j, i in enumerate(idx):
             if int(i) not in wanted:

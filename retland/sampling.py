@@ -37,7 +37,6 @@ the update indices.
 from __future__ import annotations
 
 import collections
-import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -122,12 +121,6 @@ def program_for(spec: OperatorSpec, env: str, backend: str, policy, agent=None) 
     action_noise, reset_noise = rollout_perturbation(spec)
     return SampleProgram(env, backend, spec.horizon, policy, params_function(spec, agent),
                          action_noise, reset_noise)
-
-
-@functools.lru_cache(maxsize=None)
-def reference_start(env: str, backend: str):
-    """s0, computed once per process (`envs.reference_state` re-traces the reset: ~2.5 s)."""
-    return jax.device_get(reference_state(env, backend))
 
 
 def _chunk(program: SampleProgram, per_step: bool, op_state, start_state, base_key, indices):
@@ -219,7 +212,7 @@ def run_chunks(
     fn = chunk_function(program)
     devs = resolve_devices(devices)
     if start_state is None:
-        start_state = reference_start(program.env, program.backend)
+        start_state = reference_state(program.env, program.backend)
     placed = [
         (jax.device_put(op_state, d), jax.device_put(start_state, d), jax.device_put(base_key, d))
         for d in devs

@@ -243,11 +243,11 @@ def purd_fn(cfg: TrainConfig, n_samples: int):
     (`agent.update`, as `retland sample` applies it) and J `retland.rollout.rollout`
     from the reference state; `own` is J(θ) of the lane's actor itself. The state is an
     argument, so one executable serves every proposal."""
-    from retland.sampling import reference_start
+    from retland.envs import reference_state
 
     agent = get_agent("td3", cfg)
     env = reference_env(cfg.env, cfg.backend)
-    s0 = reference_start(cfg.env, cfg.backend)
+    s0 = reference_state(cfg.env, cfg.backend)
 
     def lane_purd(ts: TrainState, rb: replay.Replay, base_key, start):
         a = ts.agent

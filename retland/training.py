@@ -343,7 +343,6 @@ def train(cfg: TrainConfig, warehouse=None, *, progress: bool = True, resume: st
     checkpoint common to all seeds; `cfg` must then be the job's config (see
     `resume_config`). stop_at: stop after this env step (for tests and time-boxed
     runs; the run can be resumed later)."""
-    from retland import checkpoints as ck
     from retland.warehouse import Warehouse
 
     enable_compilation_cache()

@@ -12,7 +12,6 @@ import numpy as np
 import optax
 import pytest
 
-from retland import replay
 from retland.agents import get_agent, td3
 from retland.checkpoints import from_nested, list_checkpoints, load_checkpoint, to_nested
 from retland.config import TD3Config, TrainConfig, agent_config, load_train_config

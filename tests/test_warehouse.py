@@ -283,3 +283,68 @@ def test_table_added_after_the_warehouse_was_written_reads_as_empty(warehouse):
     Warehouse.open(warehouse.root).append("evaluations", [{"run_id": "r", "step": 1, "eval_return": 2.0}])
     assert (warehouse.table_dir("evaluations") / SCHEMA_PART).exists()
     assert ro.query("SELECT eval_return FROM evaluations")["eval_return"].to_list() == [2.0]
+
+
+# ----------------------------------------------------------------------------- compact
+
+def _all_tables(wh):
+    from retland.warehouse.tables import TABLES
+
+    out = {}
+    for name, spec in TABLES.items():
+        cols = ", ".join(f'"{f.name}"' for f in spec.schema if f.name != "created_at")
+        out[name] = [tuple(r) for r in wh.query(f'SELECT {cols} FROM "{name}" ORDER BY ALL').iter_rows()]
+    return out
+
+
+def test_compact_keeps_what_the_views_show(warehouse):
+    """Duplicates across parts (first writer wins), a part without statistics, an old part
+    missing a nullable column, and two run folders: the views read the same before and
+    after, each folder ends with one part sorted by key, and the next append still loses
+    to the compacted rows it duplicates."""
+    import pyarrow.parquet as pq
+
+    from retland.warehouse.compact import compact_folder, data_parts, plan
+
+    warehouse.append("post_update_returns", returns_rows(idx=[5, 1, 3]))
+    warehouse.append("post_update_returns", returns_rows(idx=range(6), offset=100.0))
+    warehouse.append("post_update_returns", returns_rows(run="b", idx=range(2)))
+    warehouse.append("post_update_returns", returns_rows(run="b", idx=range(2, 4)))
+    folder = warehouse.table_dir("post_update_returns") / "run_id=r1"
+    old = pa.Table.from_pylist(returns_rows(idx=[9], offset=7.0)).drop_columns(["run_id"])
+    pq.write_table(old, folder / "part-99999999999999999998-old.parquet", write_statistics=False)
+    run = {"run_id": "r1", "algo": "td3", "env": "hopper", "seed": 0, "source": "trained"}
+    warehouse.append("runs", [run])
+    warehouse.append("runs", [{**run, "algo": "late"}, {**run, "run_id": "r2"}])
+    before = _all_tables(warehouse)
+
+    items = plan(warehouse.root)
+    assert sorted((i.table, i.folder.name, len(i.parts)) for i in items) == [
+        ("post_update_returns", "run_id=b", 2), ("post_update_returns", "run_id=r1", 3), ("runs", "runs", 2)]
+    results = [compact_folder(i) for i in items]
+    assert sum(r.rows_before - r.rows_after for r in results) == 3 + 1  # r1: idx 1, 3, 5; runs: r1
+    assert _all_tables(warehouse) == before
+    for item in items:
+        (part,) = data_parts(item.folder)
+        index = pq.read_table(part).column("update_index" if item.table != "runs" else "run_id").to_pylist()
+        assert index == sorted(index)
+    assert plan(warehouse.root) == []
+
+    warehouse.append("post_update_returns", returns_rows(idx=[0, 42], offset=1000.0))
+    got = dict((r[2], r[3]) for r in _returns(warehouse, "WHERE run_id = 'r1'"))
+    assert got[0] == 100.0 and got[1] == 1.0 and got[4] == 104.0 and got[9] == 16.0 and got[42] == 1042.0
+
+
+def test_compact_cli_dry_run_changes_nothing_then_compacts(warehouse, capsys, monkeypatch):
+    from test_cli import run_cli
+
+    for i in range(3):
+        warehouse.append("post_update_returns", returns_rows(idx=[i]))
+    digest = tree_digest(warehouse.root)
+    code, out, _ = run_cli(capsys, monkeypatch, "compact", "--dry-run", "--warehouse", str(warehouse.root))
+    assert code == 0 and "run_id=r1" in out and tree_digest(warehouse.root) == digest
+    code, out, _ = run_cli(capsys, monkeypatch, "compact", "--warehouse", str(warehouse.root))
+    assert code == 0 and "3 parts -> 1" in out
+    assert [r[2] for r in _returns(warehouse)] == [0, 1, 2]
+    code, _, err = run_cli(capsys, monkeypatch, "compact", "--table", "nope", "--warehouse", str(warehouse.root))
+    assert code == 2 and "unknown table" in err

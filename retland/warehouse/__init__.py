@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .sqlgen import METADATA_CACHE_SQL, SCHEMA_PART, TABLES_DIR, views_sql
+from .sqlgen import METADATA_CACHE_SQL, TABLES_DIR, views_sql
 from .tables import TABLES, TableSpec
 from .writer import WarehouseError, append_rows, write_schema_part
 

@@ -10,7 +10,6 @@ the first writer of a duplicated key).
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 import time
