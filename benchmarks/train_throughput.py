@@ -2,8 +2,10 @@
 
 Matched settings: hopper/positional, one env per seed, 2x256 ReLU networks, batch 256,
 one gradient update per env step, replay prefilled. Timings exclude compilation (each
-program runs once before it is timed). Prints env-steps/s (all seeds together) and the
-ratio of retland TD3 (1 seed) to brax SAC. Run: python benchmarks/train_throughput.py
+program runs once before it is timed) and are the median of `--repeats` timed chunks
+(brax: of its post-compile training epochs), because a shared 2-core machine drifts by
+±15% between minutes. Prints env-steps/s (all seeds together) and the ratios to brax SAC.
+Run: python benchmarks/train_throughput.py
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import time
 import warnings
 
 import jax
+import numpy as np
 
 from retland.config import SACConfig, TD3Config, TrainConfig
 from retland.envs import DEFAULT_BACKEND, make_env
@@ -22,21 +25,24 @@ from retland.training import init_states, make_chunk_fn
 ENV = "hopper"
 
 
-def retland_rate(agent, seeds: int, steps: int, prefill: int = 1000) -> float:
-    cfg = TrainConfig(env=ENV, seeds=seeds, total_steps=prefill + 4 * steps, checkpoints=(prefill,),
+def retland_rate(agent, seeds: int, steps: int, prefill: int = 1000, repeats: int = 3) -> float:
+    cfg = TrainConfig(env=ENV, seeds=seeds, total_steps=prefill + (repeats + 2) * steps, checkpoints=(prefill,),
                       eval_every=prefill, agent=agent.model_copy(update={"learning_starts": prefill}))
     ts, rb = init_states(cfg)
     ts, rb = make_chunk_fn(cfg, 0, prefill)(ts, rb)  # uniform warm-up fills the buffer
     run = make_chunk_fn(cfg, prefill, steps)
     ts, rb = run(ts, rb)  # compile + one chunk
     jax.block_until_ready(ts)
-    t = time.perf_counter()
-    ts, rb = run(ts, rb)
-    jax.block_until_ready(ts)
-    return seeds * steps / (time.perf_counter() - t)
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        ts, rb = run(ts, rb)
+        jax.block_until_ready(ts)
+        rates.append(seeds * steps / (time.perf_counter() - t))
+    return float(np.median(rates))
 
 
-def brax_sac_rate(steps: int, prefill: int = 1000) -> float:
+def brax_sac_rate(steps: int, prefill: int = 1000, repeats: int = 3) -> float:
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from brax.training.agents.sac import train as brax_sac
@@ -46,12 +52,14 @@ def brax_sac_rate(steps: int, prefill: int = 1000) -> float:
         if "training/sps" in metrics:
             rates.append(float(metrics["training/sps"]))
 
-    # num_evals=3: two training epochs of `steps` env steps; the second excludes compilation.
-    brax_sac.train(environment=make_env(ENV, DEFAULT_BACKEND), num_timesteps=prefill + 2 * steps,
+    # num_evals = repeats + 2: repeats + 1 training epochs of `steps` env steps; the
+    # first includes compilation and is dropped.
+    total = prefill + (repeats + 1) * steps
+    brax_sac.train(environment=make_env(ENV, DEFAULT_BACKEND), num_timesteps=total,
                    episode_length=1000, num_envs=1, batch_size=256, grad_updates_per_step=1,
-                   min_replay_size=prefill, max_replay_size=prefill + 2 * steps, learning_rate=3e-4,
-                   discounting=0.99, num_evals=3, num_eval_envs=1, progress_fn=progress, seed=0)
-    return rates[-1]
+                   min_replay_size=prefill, max_replay_size=total, learning_rate=3e-4,
+                   discounting=0.99, num_evals=repeats + 2, num_eval_envs=1, progress_fn=progress, seed=0)
+    return float(np.median(rates[1:]))
 
 
 def main():
@@ -62,12 +70,12 @@ def main():
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; env {ENV}/{DEFAULT_BACKEND}")
     td3_1 = retland_rate(TD3Config(), 1, args.steps)
     print(f"retland TD3   1 seed : {td3_1:8.0f} env-steps/s")
+    brax = brax_sac_rate(args.steps)
+    print(f"brax SAC      1 env  : {brax:8.0f} env-steps/s")
     td3_20 = retland_rate(TD3Config(), 20, args.steps_20)
     print(f"retland TD3  20 seeds: {td3_20:8.0f} env-steps/s (all seeds), {td3_20 / 20:.0f} per seed")
     sac_1 = retland_rate(SACConfig(), 1, args.steps)
     print(f"retland SAC   1 seed : {sac_1:8.0f} env-steps/s")
-    brax = brax_sac_rate(args.steps)
-    print(f"brax SAC      1 env  : {brax:8.0f} env-steps/s")
     print(f"ratio retland TD3 (1 seed) / brax SAC: {td3_1 / brax:.2f}")
     print(f"ratio retland SAC (1 seed) / brax SAC: {sac_1 / brax:.2f}")
     print(f"ratio retland TD3 (20 seeds, total) / brax SAC: {td3_20 / brax:.2f}")
