@@ -20,6 +20,39 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+def unwrap_help(text: str | None) -> str | None:
+    """Join a docstring's hard-wrapped lines so `--help` rewraps them to the terminal.
+
+    Typer's rich mode keeps single newlines of every paragraph after the first, which
+    breaks 88-column source lines at 80 columns. Lines starting a list item ("- ",
+    "1. ") or indented (examples) keep their line break."""
+    import inspect
+    import re
+
+    if not text:
+        return text
+    out = []
+    for para in inspect.cleandoc(text).split("\n\n"):
+        lines = para.split("\n")
+        merged = [lines[0]]
+        for line in lines[1:]:
+            if re.match(r"^(\s|[-*] |\d+\. )", line) or re.match(r"^\s", merged[-1]):
+                merged.append(line)
+            else:
+                merged[-1] = merged[-1].rstrip() + " " + line.strip()
+        out.append("\n".join(merged))
+    return "\n\n".join(out)
+
+
+def unwrap_all_help(typer_app: typer.Typer) -> None:
+    """Apply `unwrap_help` to every registered command (call once all are registered)."""
+    for info in typer_app.registered_commands:
+        if info.help is not None:
+            info.help = unwrap_help(info.help)
+        elif info.callback is not None and info.callback.__doc__:
+            info.callback.__doc__ = unwrap_help(info.callback.__doc__)
+
+
 # Piped output keeps whole rows instead of wrapping at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)

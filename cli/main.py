@@ -10,13 +10,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from rich.markup import escape
 
-from retland.cli.app import CliError, app, err_console
+from retland.cli.app import CliError, app, err_console, unwrap_all_help
 from retland.cli import warehouse_cmds  # noqa: F401  (registers commands)
 from retland.cli import train  # noqa: F401
 from retland.cli import sample  # noqa: F401
 from retland.cli import report  # noqa: F401
 from retland.cli import analyses  # noqa: F401
 from retland.cli import stabilize  # noqa: F401
+
+unwrap_all_help(app)
 
 
 def main() -> None:

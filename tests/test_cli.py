@@ -2,24 +2,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-from conftest import tree_digest
-
-
-def run_cli(capsys, monkeypatch, *args) -> tuple[int, str, str]:
-    from retland.cli.main import main
-
-    monkeypatch.setattr(sys, "argv", ["retland", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from conftest import run_cli, tree_digest
 
 
 GOOD_CSV = (
@@ -128,3 +114,23 @@ def test_help_explains_commands(capsys, monkeypatch):
     assert code == 0
     for cmd in ("import-returns", "stats", "query", "runs", "ls"):
         assert cmd in out
+
+
+def test_help_rewraps_docstrings_but_keeps_lists_and_examples():
+    from retland.cli.app import unwrap_help
+
+    doc = """First line
+    goes on.
+
+    A paragraph wrapped
+    at 88 columns.
+    - item one
+      continued
+    - item two
+
+        retland sample --run r
+        --steps 1
+    """
+    assert unwrap_help(doc) == (
+        "First line goes on.\n\nA paragraph wrapped at 88 columns.\n- item one\n  continued\n- item two\n\n"
+        "    retland sample --run r\n    --steps 1")
