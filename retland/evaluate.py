@@ -15,6 +15,7 @@ Indices past N in the last chunk are computed on a clamped θ and dropped.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -72,6 +73,53 @@ def evaluate(
                              f"(chunk {res.chunk}, B={batch_size}); nothing of this chunk was stored")
         yield Batch(res.indices[keep].astype(np.int64), ret,
                     res.episode_length[keep].astype(np.int32), res.terminated[keep].astype(bool))
+
+
+def evaluate_into(
+    wh,
+    table: str,
+    columns: Callable[[np.ndarray], dict],
+    prog: SampleProgram,
+    op_state: Any,
+    n: int,
+    batch_size: int,
+    *,
+    present: set[int] | frozenset = frozenset(),
+    devices=None,
+    flush_seconds: float = 30.0,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """`evaluate`, appending results to `table` at least every `flush_seconds` (and on
+    the way out, also after an error or interrupt, so finished chunks are kept).
+
+    columns(j): the table's key columns for indices j [m], besides `return`,
+    `episode_length` and `terminated`. Returns the number of rows written."""
+    buffer: list[Batch] = []
+    written = 0
+    last = time.monotonic()
+
+    def flush():
+        nonlocal written
+        if not buffer:
+            return
+        j = np.concatenate([b.indices for b in buffer])
+        written += wh.append(table, {
+            **columns(j), "return": np.concatenate([b.ret for b in buffer]),
+            "episode_length": np.concatenate([b.episode_length for b in buffer]),
+            "terminated": np.concatenate([b.terminated for b in buffer])})
+        buffer.clear()
+
+    try:
+        for batch in evaluate(prog, op_state, n, batch_size, present=present, devices=devices):
+            buffer.append(batch)
+            if time.monotonic() - last >= flush_seconds:
+                flush()
+                last = time.monotonic()
+            if progress is not None:
+                progress(len(batch.indices))
+    finally:
+        flush()
+    return written
 
 
 def n_chunks(n: int, batch_size: int) -> int:

@@ -282,31 +282,16 @@ def run_pair(wh, plan: PairPlan, s: Settings, *, devices=None,
     prog = evaluate.program(plan.env, plan.backend, plan.horizon, sampling.AgentPolicy(agent),
                             LineParams(s.samples, float(s.sigma)))
     op_state = (theta_a, theta_b, jnp.asarray(lams), jax.random.PRNGKey(s.seed))
-    buffer: list[evaluate.Batch] = []
-    last = time.monotonic()
-
-    def flush():
-        if not buffer:
-            return
-        j = np.concatenate([b.indices for b in buffer])
+    def columns(j):
         p = (j // s.samples).astype(np.int32)
-        result.rows_written += wh.append("interpolation_points", {
-            "pair_id": [plan.pair_id] * len(j), "point": p, "sample": (j % s.samples).astype(np.int32),
-            "lam": lams[p].astype(np.float64), "return": np.concatenate([b.ret for b in buffer]),
-            "episode_length": np.concatenate([b.episode_length for b in buffer]),
-            "terminated": np.concatenate([b.terminated for b in buffer])})
-        buffer.clear()
+        return {"pair_id": [plan.pair_id] * len(j), "point": p, "sample": (j % s.samples).astype(np.int32),
+                "lam": lams[p].astype(np.float64)}
 
     try:
-        for batch in evaluate.evaluate(prog, op_state, n, plan.batch_size, present=plan.present, devices=devices):
-            buffer.append(batch)
-            if time.monotonic() - last >= flush_seconds:
-                flush()
-                last = time.monotonic()
-            if progress is not None:
-                progress(len(batch.indices))
+        result.rows_written += evaluate.evaluate_into(
+            wh, "interpolation_points", columns, prog, op_state, n, plan.batch_size, present=plan.present,
+            devices=devices, flush_seconds=flush_seconds, progress=progress)
     finally:
-        flush()
         result.seconds = time.monotonic() - t0
     return result
 

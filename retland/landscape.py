@@ -338,31 +338,15 @@ def run(wh, p: Plan, *, devices=None, progress: Callable[[int], None] | None = N
         ix, iy, a, b = grid_points(g.lo, g.hi, req.resolution)
         op_state = (theta, d1, d2, jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32),
                     jax.random.PRNGKey(req.seed))
-        buffer: list[evaluate.Batch] = []
-        last = time.monotonic()
-
-        def flush():
-            if not buffer:
-                return
-            j = np.concatenate([x.indices for x in buffer])
+        def columns(j, g=g, ix=ix, iy=iy, a=a, b=b):
             pt = j // K
-            res.rows_written += wh.append("landscape_points", {
-                "grid_id": [g.grid_id] * len(j), "point": pt.astype(np.int32), "sample": (j % K).astype(np.int32),
-                "ix": ix[pt], "iy": iy[pt], "a": a[pt], "b": b[pt],
-                "return": np.concatenate([x.ret for x in buffer]),
-                "episode_length": np.concatenate([x.episode_length for x in buffer]),
-                "terminated": np.concatenate([x.terminated for x in buffer])})
-            buffer.clear()
+            return {"grid_id": [g.grid_id] * len(j), "point": pt.astype(np.int32),
+                    "sample": (j % K).astype(np.int32), "ix": ix[pt], "iy": iy[pt], "a": a[pt], "b": b[pt]}
 
         try:
-            for batch in evaluate.evaluate(prog, op_state, req.n, g.batch_size, present=g.present, devices=devices):
-                buffer.append(batch)
-                if time.monotonic() - last >= flush_seconds:
-                    flush()
-                    last = time.monotonic()
-                if progress is not None:
-                    progress(len(batch.indices))
+            res.rows_written += evaluate.evaluate_into(
+                wh, "landscape_points", columns, prog, op_state, req.n, g.batch_size, present=g.present,
+                devices=devices, flush_seconds=flush_seconds, progress=progress)
         finally:
-            flush()
             res.seconds = time.monotonic() - t0
     return results

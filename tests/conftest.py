@@ -28,3 +28,19 @@ def warehouse(tmp_path):
     from retland.warehouse import Warehouse
 
     return Warehouse.open(tmp_path / "wh")
+
+
+def run_cli(capsys, monkeypatch, *args) -> tuple[int, str, str]:
+    """Run `retland ARGS` in-process: (exit code, stdout, stderr)."""
+    from retland.cli.main import main
+
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["retland", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -189,6 +189,19 @@ def test_every_proposal_is_a_row_and_sql_replays_the_decisions(wh, experiment):
                     [experiment.experiment_id])
     assert arms.height == 2 * (P + 1) and set(arms["seeds"]) == {2}
 
+    # reject − baseline after the last proposal: paired by seed, from the held policies
+    from retland.stabilize import FINAL_HELD_SQL, arm_effect
+
+    final = wh.query(FINAL_HELD_SQL)
+    eff = {r["statistic"]: r for r in arm_effect(final).iter_rows(named=True)
+           if r["experiment_id"] == experiment.experiment_id}
+    held = {}
+    for row in steps.filter(steps["proposal"] == P).iter_rows(named=True):
+        held[(row["arm"], row["seed"])] = row["mean"] if row["accepted"] else row["last_mean"]
+    want = np.mean([held[("reject", s)] - held[("baseline", s)] for s in (0, 1)])
+    assert eff["mean"]["seeds"] == 2 and eff["mean"]["difference"] == pytest.approx(want, rel=1e-12, abs=1e-9)
+    assert eff["mean"]["lo"] <= eff["mean"]["difference"] <= eff["mean"]["hi"]
+
 
 @pytest.mark.slow
 def test_final_states_are_derived_runs_that_load_like_any_other(wh, source, experiment):
@@ -208,18 +221,10 @@ def test_final_states_are_derived_runs_that_load_like_any_other(wh, source, expe
 
 
 def run_cli(capsys, monkeypatch, *args) -> tuple[int, str]:
-    import sys
+    from conftest import run_cli as run
 
-    from retland.cli.main import main
-
-    monkeypatch.setattr(sys, "argv", ["retland", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    code, out, err = run(capsys, monkeypatch, *args)
+    return code, out + err
 
 
 def test_cli_refuses_bad_input_and_leaves_the_warehouse_untouched(wh, source, capsys, monkeypatch):

@@ -336,7 +336,7 @@ def test_compact_keeps_what_the_views_show(warehouse):
 
 
 def test_compact_cli_dry_run_changes_nothing_then_compacts(warehouse, capsys, monkeypatch):
-    from test_cli import run_cli
+    from conftest import run_cli
 
     for i in range(3):
         warehouse.append("post_update_returns", returns_rows(idx=[i]))
