@@ -107,3 +107,13 @@ def stabilize(
                       + (f", LTP {sum(ltps) / len(ltps):.3f}" if ltps else ""))
     console.print(f"experiment [bold]{result.experiment_id}[/] in {result.wall_seconds:,.1f} s; "
                   f"derived runs {result.derived_run_ids[0]} … {result.derived_run_ids[-1]}")
+    if {"reject", "baseline"} <= set(scfg.arms):
+        from retland.stabilize import FINAL_HELD_SQL, arm_effect
+
+        eff = arm_effect(wh.query(f"SELECT * FROM ({FINAL_HELD_SQL}) WHERE experiment_id = ?",
+                                  [result.experiment_id]))
+        console.print(f"reject − baseline after {proposals} proposals (mean over {len(scfg.seeds)} seeds, "
+                      "95% bootstrap CI over seeds):")
+        for r in eff.iter_rows(named=True):
+            console.print(f"  {r['statistic']:5s} {r['difference']:+.4g} [{r['lo']:+.4g}, {r['hi']:+.4g}] "
+                          f"(reject {r['reject']:.4g}, baseline {r['baseline']:.4g})")

@@ -63,3 +63,31 @@ def test_blocks_carry_the_rows(warehouse):
     assert [b.name for b in interp] == ["interpolation-curves", "interpolation-btp", "interpolation-btp-summary"]
     summary = interp[2].frame
     assert dict(zip(summary["kind"], summary["btp_iqm"])) == {"same-run": 0.0, "different-run": 1 / 3}
+
+
+def test_stabilize_blocks_compare_the_arms_paired_by_seed(warehouse):
+    """Two seeds, two arms, one proposal: the reject arm of seed 0 rejects (holds the
+    checkpoint), everything else accepts; the effect table pairs arms by seed."""
+    from retland.report.stabilize_charts import stabilize_blocks
+
+    def row(arm, seed, proposal, accepted, mean, ltp, last_mean, last_ltp):
+        return {"experiment_id": "e", "arm": arm, "seed": seed, "proposal": proposal, "run_id": "r", "step": 10,
+                "derived_run_id": f"d-{arm}-{seed}", "criterion": "cvar", "alpha": 0.1, "beta": 0.5,
+                "tolerance": 0.0, "n_samples": 4, "accepted": accepted, "last_accepted": 0, "mean": mean,
+                "ltp": ltp, "cvar": mean - 50, "last_mean": last_mean, "last_ltp": last_ltp,
+                "last_cvar": last_mean - 50, "eval_return": mean}
+
+    rows = []
+    for seed in (0, 1):
+        for arm in ("reject", "baseline"):
+            rows.append(row(arm, seed, 0, True, 1000.0 + seed, 0.1, 1000.0 + seed, 0.1))
+    rows += [row("reject", 0, 1, False, 500.0, 0.5, 1000.0, 0.1), row("baseline", 0, 1, True, 500.0, 0.5, 1000.0, 0.1),
+             row("reject", 1, 1, True, 1100.0, 0.0, 1001.0, 0.1), row("baseline", 1, 1, True, 1100.0, 0.0, 1001.0, 0.1)]
+    warehouse.append("stabilize_steps", rows)
+    blocks = stabilize_blocks(ReportContext(warehouse.connect(), n_resamples=50))
+    assert [type(b) for b in blocks] == [Figure, Table]
+    eff = {r["statistic"]: r for r in blocks[1].frame.iter_rows(named=True)}
+    # seed 0: reject holds 1000 (LTP 0.1) vs baseline 500 (LTP 0.5); seed 1: identical
+    assert eff["mean"]["difference"] == 250.0 and eff["mean"]["seeds"] == 2
+    assert eff["ltp"]["difference"] == -0.2 and eff["ltp"]["reject"] == 0.05
+    assert eff["mean"]["lo"] == 0.0 and eff["mean"]["hi"] == 500.0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import altair as alt
 
 from retland.report import charts
-from retland.report.sections import Block, Figure, Note, ReportContext
+from retland.report.sections import Block, Figure, Note, ReportContext, Table
 
 
 def stabilize_blocks(ctx: ReportContext) -> list[Block]:
@@ -26,7 +26,14 @@ def stabilize_blocks(ctx: ReportContext) -> list[Block]:
                          base.encode(y=alt.Y("ltp:Q", title="LTP")),
                          base.encode(y=alt.Y("cvar:Q", title="CVaR_α", scale=alt.Scale(zero=False))))
     chart = charts.config(alt.vconcat(panels).properties(title="Algorithm 1: reject vs baseline"))
+    from retland.stabilize import FINAL_HELD_SQL, arm_effect
+
+    effect = arm_effect(ctx.sql(FINAL_HELD_SQL), n_resamples=ctx.n_resamples, seed=ctx.seed)
+    table = [Table("stabilize-effect", effect,
+                   "Reject − baseline after the last proposal: mean over rejection seeds of the paired "
+                   "difference of the held policy's PURD statistic, with a percentile bootstrap 95% CI over "
+                   "seeds.")] if effect.height else []
     return [Figure("stabilize-arms", chart,
                    "Per proposal, the mean over rejection seeds of the PURD statistics of the policy each arm "
                    "holds after the decision (view stabilize_arms). The reject arm keeps a proposal only if "
-                   "the criterion holds against its last accepted state; the baseline never rejects.")]
+                   "the criterion holds against its last accepted state; the baseline never rejects.")] + table
