@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(PY) -m retland.demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check --quiet .
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)

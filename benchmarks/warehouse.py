@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--parts-per-run", type=int, default=1)
     ap.add_argument("--baseline", action="store_true", help="also time no-dedupe and window-over-all-rows views")
+    ap.add_argument("--compact", action="store_true",
+                    help="then compact the warehouse (retland compact) and time the statistics again")
     ap.add_argument("--keep", type=Path, default=None, help="build the warehouse here and keep it")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
@@ -109,6 +111,25 @@ def main() -> None:
                       f"(load average {os.getloadavg()[0]:.1f}, same distributions and n: "
                       f"{same.select('run_id', 'step', 'n').equals(duck.select('run_id', 'step', 'n'))})")
                 other.close()
+
+        if args.compact:
+            from retland.warehouse.compact import compact_folder, plan
+
+            con.close()
+            t0 = time.perf_counter()
+            items = plan(wh.root)
+            for item in items:
+                compact_folder(item)
+            t_compact = time.perf_counter() - t0
+            con = wh.connect()
+            con.sql("SELECT count(*) FROM post_update_returns").fetchall()
+            t0 = time.perf_counter()
+            after = con.sql(sql).pl()
+            t_after = time.perf_counter() - t0
+            n_after = len(list(wh.table_dir("post_update_returns").rglob("*.parquet")))
+            print(f"compact {n_parts} -> {n_after} parts: {t_compact:.3f} s; stats afterwards {t_after:.3f} s "
+                  f"(load average {os.getloadavg()[0]:.1f}); ratio before / after: {t_duck / t_after:.2f}x; "
+                  f"identical statistics: {after.equals(duck)}")
 
         t0 = time.perf_counter()
         raw = con.sql(
