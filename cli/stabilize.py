@@ -115,5 +115,5 @@ def stabilize(
         console.print(f"reject − baseline after {proposals} proposals (mean over {len(scfg.seeds)} seeds, "
                       "95% bootstrap CI over seeds):")
         for r in eff.iter_rows(named=True):
-            console.print(f"  {r['statistic']:5s} {r['difference']:+.4g} [{r['lo']:+.4g}, {r['hi']:+.4g}] "
+            console.print(f"  {r['statistic']:10s} {r['difference']:+.4g} [{r['lo']:+.4g}, {r['hi']:+.4g}] "
                           f"(reject {r['reject']:.4g}, baseline {r['baseline']:.4g})")

@@ -450,7 +450,8 @@ def write_result(wh, result: StabilizeResult, ckpt) -> None:
 
 # The held policy of every lane after the last proposal of its experiment.
 FINAL_HELD_SQL = """
-SELECT experiment_id, arm, seed, cur_ltp AS ltp, cur_mean AS mean, cur_cvar AS cvar
+SELECT experiment_id, arm, seed, cur_ltp AS ltp, cur_ltp_source AS ltp_source, cur_mean AS mean,
+       cur_cvar AS cvar
 FROM stabilize_trajectory
 WHERE (experiment_id, proposal) IN (SELECT experiment_id, max(proposal) FROM stabilize_steps GROUP BY ALL)
 """
@@ -458,11 +459,12 @@ WHERE (experiment_id, proposal) IN (SELECT experiment_id, max(proposal) FROM sta
 
 def arm_effect(final, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0):
     """Reject minus baseline after the last proposal, per experiment and statistic of
-    the held policy's PURD (ltp, mean, cvar): the mean over rejection seeds of the
+    the held policy's PURD (ltp; ltp_source, against the source checkpoint's mode; mean;
+    cvar): the mean over rejection seeds of the
     paired difference (both arms of a seed share every key) and its percentile
     bootstrap CI over seeds.
 
-    final: rows of FINAL_HELD_SQL (experiment_id, arm, seed, ltp, mean, cvar).
+    final: rows of FINAL_HELD_SQL (experiment_id, arm, seed, ltp, ltp_source, mean, cvar).
     Returns a polars DataFrame: experiment_id, statistic, seeds, reject, baseline,
     difference, lo, hi; experiments without both arms are left out. With a few seeds
     the CI says how much the seeds disagree; it is not a test."""
@@ -472,7 +474,7 @@ def arm_effect(final, n_resamples: int = 1000, confidence: float = 0.95, seed: i
     for (exp,), df in final.sort("experiment_id").group_by(["experiment_id"], maintain_order=True):
         wide = df.filter(pl.col("arm") == "reject").join(df.filter(pl.col("arm") == "baseline"), on="seed",
                                                          suffix="_baseline").sort("seed")
-        for name in ("ltp", "mean", "cvar"):
+        for name in ("ltp", "ltp_source", "mean", "cvar"):
             pair = wide.select(name, f"{name}_baseline").drop_nulls()
             r, b = pair[name].to_numpy(), pair[f"{name}_baseline"].to_numpy()
             if not r.size:

@@ -10,9 +10,15 @@
 --   stabilize_trajectory        view, one row per lane and proposal: the policy the lane
 --                               holds *after* the decision (the paper's Fig. 7 curves):
 --       experiment_id, run_id, step, arm, seed, proposal, accepted, accepted_so_far,
---       cur_mean, cur_std, cur_ltp, cur_cvar, cur_eval_return
+--       cur_mean, cur_std, cur_ltp, cur_cvar, cur_eval_return,
+--       cur_ltp_source: share of the held policy's samples below β × the mode of the
+--           *source checkpoint's* PURD (proposal 0 of the lane; NULL if that mode <= 0
+--           or the samples are not stored). LTP is relative to each distribution's own
+--           mode, so a policy whose whole distribution moved down reads LTP 0;
+--           cur_ltp_source counts those returns as failures against a fixed threshold.
 --   stabilize_arms              view, per experiment, arm and proposal, over seeds:
---       seeds, acceptance (share of seeds accepting), mean_of_mean, mean_ltp, mean_cvar
+--       seeds, acceptance (share of seeds accepting), mean_of_mean, mean_ltp, mean_cvar,
+--       mean_ltp_source
 --   stabilize_replay(at_alpha := 0.1, at_beta := 0.5, at_tolerance := 0.0, at_criterion := 'cvar')
 --                               table macro: each recorded proposal's decision replayed
 --                               from the stored samples at another α, β, tolerance or
@@ -29,19 +35,42 @@
 --   SQL/NumPy rounding, 1e-9 relative, at exact ties).
 
 CREATE OR REPLACE VIEW stabilize_trajectory AS
-SELECT experiment_id, run_id, step, arm, seed, proposal, accepted,
-       sum(CASE WHEN accepted AND proposal > 0 THEN 1 ELSE 0 END)
-           OVER (PARTITION BY experiment_id, arm, seed ORDER BY proposal) AS accepted_so_far,
-       CASE WHEN accepted THEN mean ELSE last_mean END AS cur_mean,
-       CASE WHEN accepted THEN std ELSE last_std END AS cur_std,
-       CASE WHEN accepted THEN ltp ELSE last_ltp END AS cur_ltp,
-       CASE WHEN accepted THEN cvar ELSE last_cvar END AS cur_cvar,
+WITH held AS (
+    SELECT *, CASE WHEN accepted THEN proposal ELSE last_accepted END AS held_proposal
+    FROM stabilize_steps
+),
+-- The source checkpoint's PURD mode of each lane (proposal 0; both arms of a seed share it).
+source AS (
+    SELECT experiment_id, arm, seed, mode AS source_mode, beta AS source_beta
+    FROM stabilize_steps WHERE proposal = 0
+),
+below_source AS (
+    SELECT h.experiment_id, h.arm, h.seed, h.proposal,
+           CASE WHEN m.source_mode > 0
+                THEN avg(CASE WHEN r."return" < m.source_beta * m.source_mode THEN 1.0 ELSE 0.0 END)
+           END AS ltp_source
+    FROM held h
+    JOIN source m ON m.experiment_id = h.experiment_id AND m.arm = h.arm AND m.seed = h.seed
+    JOIN stabilize_returns r ON r.experiment_id = h.experiment_id AND r.arm = h.arm AND r.seed = h.seed
+                            AND r.proposal = h.held_proposal
+    GROUP BY h.experiment_id, h.arm, h.seed, h.proposal, m.source_mode, m.source_beta
+)
+SELECT s.experiment_id, s.run_id, s.step, s.arm, s.seed, s.proposal, s.accepted,
+       sum(CASE WHEN s.accepted AND s.proposal > 0 THEN 1 ELSE 0 END)
+           OVER (PARTITION BY s.experiment_id, s.arm, s.seed ORDER BY s.proposal) AS accepted_so_far,
+       CASE WHEN s.accepted THEN s.mean ELSE s.last_mean END AS cur_mean,
+       CASE WHEN s.accepted THEN s.std ELSE s.last_std END AS cur_std,
+       CASE WHEN s.accepted THEN s.ltp ELSE s.last_ltp END AS cur_ltp,
+       CASE WHEN s.accepted THEN s.cvar ELSE s.last_cvar END AS cur_cvar,
        -- J(θ) of the held actor: the proposal's own if accepted, else the reference's
-       CASE WHEN accepted THEN eval_return
+       CASE WHEN s.accepted THEN s.eval_return
             ELSE (SELECT r.eval_return FROM stabilize_steps r
                   WHERE r.experiment_id = s.experiment_id AND r.arm = s.arm AND r.seed = s.seed
-                    AND r.proposal = s.last_accepted) END AS cur_eval_return
-FROM stabilize_steps s;
+                    AND r.proposal = s.last_accepted) END AS cur_eval_return,
+       b.ltp_source AS cur_ltp_source
+FROM stabilize_steps s
+LEFT JOIN below_source b ON b.experiment_id = s.experiment_id AND b.arm = s.arm AND b.seed = s.seed
+                        AND b.proposal = s.proposal;
 
 CREATE OR REPLACE VIEW stabilize_arms AS
 SELECT experiment_id, arm, proposal,
@@ -49,7 +78,8 @@ SELECT experiment_id, arm, proposal,
        avg(accepted::INTEGER) AS acceptance,
        avg(cur_mean) AS mean_of_mean,
        avg(cur_ltp) AS mean_ltp,
-       avg(cur_cvar) AS mean_cvar
+       avg(cur_cvar) AS mean_cvar,
+       avg(cur_ltp_source) AS mean_ltp_source
 FROM stabilize_trajectory
 GROUP BY experiment_id, arm, proposal;
 

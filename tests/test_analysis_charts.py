@@ -74,6 +74,7 @@ def test_stabilize_blocks_compare_the_arms_paired_by_seed(warehouse):
         return {"experiment_id": "e", "arm": arm, "seed": seed, "proposal": proposal, "run_id": "r", "step": 10,
                 "derived_run_id": f"d-{arm}-{seed}", "criterion": "cvar", "alpha": 0.1, "beta": 0.5,
                 "tolerance": 0.0, "n_samples": 4, "accepted": accepted, "last_accepted": 0, "mean": mean,
+                "mode": 1000.0,
                 "ltp": ltp, "cvar": mean - 50, "last_mean": last_mean, "last_ltp": last_ltp,
                 "last_cvar": last_mean - 50, "eval_return": mean}
 
@@ -84,6 +85,13 @@ def test_stabilize_blocks_compare_the_arms_paired_by_seed(warehouse):
     rows += [row("reject", 0, 1, False, 500.0, 0.5, 1000.0, 0.1), row("baseline", 0, 1, True, 500.0, 0.5, 1000.0, 0.1),
              row("reject", 1, 1, True, 1100.0, 0.0, 1001.0, 0.1), row("baseline", 1, 1, True, 1100.0, 0.0, 1001.0, 0.1)]
     warehouse.append("stabilize_steps", rows)
+    # samples: proposal 0 has one return below 0.5 x the source mode (1000); the baseline's
+    # proposal 1 of seed 0 lies wholly below it (its own LTP is 0: the mode moved down)
+    samples = {0: [1000.0, 1000.0, 400.0, 1000.0], (1, 0): [450.0, 460.0, 470.0, 480.0], (1, 1): [1100.0] * 4}
+    warehouse.append("stabilize_returns", [
+        {"experiment_id": "e", "arm": arm, "seed": seed, "proposal": p, "update_index": i, "return": r}
+        for arm in ("reject", "baseline") for seed in (0, 1) for p in (0, 1)
+        for i, r in enumerate(samples[0] if p == 0 else samples[(1, seed)])])
     blocks = stabilize_blocks(ReportContext(warehouse.connect(), n_resamples=50))
     assert [type(b) for b in blocks] == [Figure, Table]
     eff = {r["statistic"]: r for r in blocks[1].frame.iter_rows(named=True)}
@@ -91,3 +99,7 @@ def test_stabilize_blocks_compare_the_arms_paired_by_seed(warehouse):
     assert eff["mean"]["difference"] == 250.0 and eff["mean"]["seeds"] == 2
     assert eff["ltp"]["difference"] == -0.2 and eff["ltp"]["reject"] == 0.05
     assert eff["mean"]["lo"] == 0.0 and eff["mean"]["hi"] == 500.0
+    # against the source's mode: reject of seed 0 holds proposal 0 (1 of 4 below), the
+    # baseline holds proposal 1 (4 of 4 below); seed 1 has none below in either arm
+    assert eff["ltp_source"]["reject"] == 0.125 and eff["ltp_source"]["baseline"] == 0.5
+    assert eff["ltp_source"]["difference"] == -0.375
