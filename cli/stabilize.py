@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -61,6 +61,9 @@ def stabilize(
     arms: Annotated[str, typer.Option(help="reject (Algorithm 1) and/or baseline (never rejects, same keys).")]
     = "reject,baseline",
     seeds: Annotated[str, typer.Option(help="Rejection seeds: 0..9, 0,3,5 or 2-4.")] = "0..9",
+    chunk: Annotated[Optional[int], typer.Option(
+        help="PURD samples per lane computed at once; memory grows with lanes × chunk. "
+             "Default: 64 on CPU, 512 on a GPU (recorded with the experiment).", show_default=False)] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     warehouse: WarehouseOpt = None,
 ) -> None:
@@ -84,7 +87,7 @@ def stabilize(
     try:
         scfg = StabilizeConfig(run_id=run, step=step, proposals=proposals, samples=samples, alpha=alpha,
                                tolerance=tolerance, criterion=criterion.value, arms=parse_arms(arms),
-                               seeds=parse_seeds(seeds))
+                               seeds=parse_seeds(seeds), chunk=chunk)
     except ValidationError as exc:
         msgs = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
         raise CliError(msgs) from None

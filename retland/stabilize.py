@@ -89,11 +89,15 @@ class StabilizeConfig(BaseModel):
     seeds: tuple[int, ...] = tuple(range(10))  # rejection seeds
     exploration_noise: float = 0.1
     reset_noise_fraction: float = 0.1  # collection env reset noise, as a fraction of the task's standard
+    # PURD samples per lane computed together (update + rollout); memory grows with
+    # lanes x chunk, not lanes x samples. None: the sampler's auto chunk for the platform
+    # (64 on CPU, 512 on an accelerator), resolved and recorded when the experiment runs.
+    chunk: int | None = None
 
-    @field_validator("proposals", "samples")
+    @field_validator("proposals", "samples", "chunk")
     @classmethod
     def _positive(cls, v, info):
-        if v < 1:
+        if v is not None and v < 1:
             raise ValueError(f"{info.field_name} must be >= 1, got {v}")
         return v
 
@@ -236,13 +240,16 @@ def propose_fn(cfg: TrainConfig, exploration_noise: float, reset_noise_fraction:
 
 
 @functools.lru_cache(maxsize=16)
-def purd_fn(cfg: TrainConfig, n_samples: int):
+def purd_fn(cfg: TrainConfig, n_samples: int, chunk: int):
     """jit((lanes [L], base keys [L]) -> (returns [L, N], own return [L])).
 
     Sample i of a lane is J(U(state, fold_in(base, i))) with U the td3 update operator
     (`agent.update`, as `retland sample` applies it) and J `retland.rollout.rollout`
-    from the reference state; `own` is J(θ) of the lane's actor itself. The state is an
-    argument, so one executable serves every proposal."""
+    from the reference state; `own` is J(θ) of the lane's actor itself. Samples run in
+    sequential chunks of `chunk` per lane (`lax.map`), so the memory of the vmapped
+    updates and rollouts is lanes × chunk, not lanes × N: all of N = 1000 for 20 lanes
+    at once would not fit an 80 GB GPU. The state is an argument, so one executable
+    serves every proposal."""
     from retland.envs import reference_state
 
     agent = get_agent("td3", cfg)
@@ -252,13 +259,15 @@ def purd_fn(cfg: TrainConfig, n_samples: int):
     def lane_purd(ts: TrainState, rb: replay.Replay, base_key, start):
         a = ts.agent
         op = td3.OperatorState(a.actor_params, a.actor_opt_state, a.critic_params, rb.data, rb.size)
-        keys = jax.vmap(lambda i: sample_key(base_key, i))(jnp.arange(n_samples, dtype=jnp.int32))
-        thetas = jax.vmap(agent.update, in_axes=(None, 0))(op, keys)
-        # θ itself rides along as row 0; barrier: materialise θ_i once, not per step.
-        params = jax.lax.optimization_barrier(
-            jax.tree.map(lambda p, ps: jnp.concatenate([p[None], ps]), a.actor_params, thetas))
-        ret = jax.vmap(lambda p: rollout(env, agent.policy, p, start, cfg.horizon).ret)(params)
-        return ret[1:], ret[0]
+
+        def one(i):
+            # barrier: materialise θ_i once, not per rollout step
+            theta = jax.lax.optimization_barrier(agent.update(op, sample_key(base_key, i)))
+            return rollout(env, agent.policy, theta, start, cfg.horizon).ret
+
+        ret = jax.lax.map(one, jnp.arange(n_samples, dtype=jnp.int32), batch_size=min(chunk, n_samples))
+        own = rollout(env, agent.policy, a.actor_params, start, cfg.horizon).ret
+        return ret, own
 
     f = jax.jit(jax.vmap(lane_purd, in_axes=(0, 0, 0, None)))
     return lambda lanes, base_keys: f(lanes.train, lanes.replay, base_keys, s0)
@@ -327,6 +336,10 @@ def run_experiment(scfg: StabilizeConfig, wh=None, *, checkpoint=None, progress:
     from retland.training import enable_compilation_cache
 
     enable_compilation_cache()
+    if scfg.chunk is None:
+        from retland.sampling import auto_batch_size
+
+        scfg = scfg.model_copy(update={"chunk": auto_batch_size(scfg.samples)})
     ckpt = checkpoint if checkpoint is not None else load_source(wh, scfg)
     cfg: TrainConfig = ckpt.config
     experiment_id = experiment_id or new_experiment_id(cfg.env)
@@ -337,7 +350,7 @@ def run_experiment(scfg: StabilizeConfig, wh=None, *, checkpoint=None, progress:
     t0 = time.perf_counter()
     lanes, purd_keys = initial_lanes(ckpt, scfg)
     propose = propose_fn(cfg, scfg.exploration_noise, scfg.reset_noise_fraction)
-    estimate = purd_fn(cfg, N)
+    estimate = purd_fn(cfg, N, scfg.chunk)
 
     bar = _Bar(progress, P, f"stabilize {cfg.env} {L} lanes x {N} samples")
     returns = np.zeros((L, P + 1, N), np.float64)

@@ -15,7 +15,7 @@ import pytest
 from retland import stats
 from retland.checkpoints import load_checkpoint
 from retland.config import TD3Config, TrainConfig
-from retland.stabilize import (StabilizeConfig, accepts, commit, initial_lanes, propose_fn,
+from retland.stabilize import (StabilizeConfig, accepts, commit, initial_lanes, propose_fn, purd_fn,
                                run_experiment)
 from retland.training import make_chunk_fn, train
 
@@ -156,6 +156,18 @@ def test_baseline_arm_is_plain_td3_training(source, propose):
     one = lambda t, i: jax.tree.map(lambda x: x[i], t)  # noqa: E731
     for i in (1, 2, 3):
         assert same(one(ours.train, i), one(ts, i)) and same(one(ours.replay, i), one(rb, i)), i
+
+
+def test_purd_in_chunks_matches_all_at_once(source):
+    """Chunking the N samples (memory: lanes x chunk) computes the same samples: chunk 3
+    of N = 8 (a remainder chunk included) against all 8 in one batch, up to the float
+    rounding a batch shape may change."""
+    lanes, keys = initial_lanes(source, scfg(source))
+    whole, own = jax.device_get(purd_fn(source.config, N, N)(lanes, keys))
+    parts, own3 = jax.device_get(purd_fn(source.config, N, 3)(lanes, keys))
+    assert whole.shape == parts.shape == (4, N)
+    np.testing.assert_allclose(parts, whole, rtol=1e-5)
+    np.testing.assert_allclose(own3, own, rtol=1e-5)
 
 
 # ---- the experiment, end to end -------------------------------------------------------------
