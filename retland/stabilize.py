@@ -261,12 +261,16 @@ def purd_fn(cfg: TrainConfig, n_samples: int, chunk: int):
         op = td3.OperatorState(a.actor_params, a.actor_opt_state, a.critic_params, rb.data, rb.size)
 
         def one(i):
-            # barrier: materialise θ_i once, not per rollout step
-            theta = jax.lax.optimization_barrier(agent.update(op, sample_key(base_key, i)))
+            # i = -1 is the lane's own actor θ (its update is computed and discarded, so
+            # every element runs the same program); barrier: materialise θ_i once, not
+            # per rollout step.
+            theta_i = agent.update(op, sample_key(base_key, jnp.maximum(i, 0)))
+            theta = jax.lax.optimization_barrier(
+                jax.tree.map(lambda own_p, p: jnp.where(i < 0, own_p, p), a.actor_params, theta_i))
             return rollout(env, agent.policy, theta, start, cfg.horizon).ret
 
-        ret = jax.lax.map(one, jnp.arange(n_samples, dtype=jnp.int32), batch_size=min(chunk, n_samples))
-        own = rollout(env, agent.policy, a.actor_params, start, cfg.horizon).ret
+        ret = jax.lax.map(one, jnp.arange(-1, n_samples, dtype=jnp.int32), batch_size=min(chunk, n_samples + 1))
+        own, ret = ret[0], ret[1:]
         return ret, own
 
     f = jax.jit(jax.vmap(lane_purd, in_axes=(0, 0, 0, None)))
