@@ -63,7 +63,7 @@ def stabilize(
     seeds: Annotated[str, typer.Option(help="Rejection seeds: 0..9, 0,3,5 or 2-4.")] = "0..9",
     chunk: Annotated[Optional[int], typer.Option(
         help="PURD samples per lane computed at once; memory grows with lanes × chunk. "
-             "Default: 64 on CPU, 512 on a GPU (recorded with the experiment).", show_default=False)] = None,
+             "Default: 256 on CPU, 512 on a GPU (recorded with the experiment).", show_default=False)] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     warehouse: WarehouseOpt = None,
 ) -> None:

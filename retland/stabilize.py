@@ -69,6 +69,12 @@ from retland.operators import sample_key
 from retland.rollout import rollout
 
 ARMS = ("reject", "baseline")
+# Default PURD chunk per lane. CPU, 6 lanes x 200 samples (BENCHMARKS.md "Stabilize"): all
+# 201 in one chunk took 617 s at 5.5 GB peak, chunks of 64 took 745 s at 3.4 GB, so CPU
+# keeps big chunks and is bounded only for large N. On a GPU, 20 lanes x 512 is about
+# 40 GB of update temporaries (≈ 4 MB per sample for 256x256 critics, batch 256).
+AUTO_CHUNK = {"cpu": 256}
+AUTO_CHUNK_ACCELERATOR = 512
 CRITERIA = ("cvar", "ltp", "mean")
 
 
@@ -90,8 +96,8 @@ class StabilizeConfig(BaseModel):
     exploration_noise: float = 0.1
     reset_noise_fraction: float = 0.1  # collection env reset noise, as a fraction of the task's standard
     # PURD samples per lane computed together (update + rollout); memory grows with
-    # lanes x chunk, not lanes x samples. None: the sampler's auto chunk for the platform
-    # (64 on CPU, 512 on an accelerator), resolved and recorded when the experiment runs.
+    # lanes x chunk, not lanes x samples. None: AUTO_CHUNK for the platform, resolved and
+    # recorded when the experiment runs.
     chunk: int | None = None
 
     @field_validator("proposals", "samples", "chunk")
@@ -341,9 +347,8 @@ def run_experiment(scfg: StabilizeConfig, wh=None, *, checkpoint=None, progress:
 
     enable_compilation_cache()
     if scfg.chunk is None:
-        from retland.sampling import auto_batch_size
-
-        scfg = scfg.model_copy(update={"chunk": auto_batch_size(scfg.samples)})
+        auto = AUTO_CHUNK.get(jax.default_backend(), AUTO_CHUNK_ACCELERATOR)
+        scfg = scfg.model_copy(update={"chunk": min(auto, scfg.samples + 1)})
     ckpt = checkpoint if checkpoint is not None else load_source(wh, scfg)
     cfg: TrainConfig = ckpt.config
     experiment_id = experiment_id or new_experiment_id(cfg.env)
