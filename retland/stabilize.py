@@ -343,9 +343,9 @@ def run_experiment(scfg: StabilizeConfig, wh=None, *, checkpoint=None, progress:
                    write: bool = True, experiment_id: str | None = None) -> StabilizeResult:
     """Run Algorithm 1 for every lane; with `write`, append the rows and the derived runs
     to the warehouse `wh` (only once everything is computed: a killed job writes nothing)."""
-    from retland.training import enable_compilation_cache
+    from retland import jaxcache
 
-    enable_compilation_cache()
+    jaxcache.enable()
     if scfg.chunk is None:
         auto = AUTO_CHUNK.get(jax.default_backend(), AUTO_CHUNK_ACCELERATOR)
         scfg = scfg.model_copy(update={"chunk": min(auto, scfg.samples + 1)})
@@ -482,9 +482,8 @@ WHERE (experiment_id, proposal) IN (SELECT experiment_id, max(proposal) FROM sta
 def arm_effect(final, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0):
     """Reject minus baseline after the last proposal, per experiment and statistic of
     the held policy's PURD (ltp; ltp_source, against the source checkpoint's mode; mean;
-    cvar): the mean over rejection seeds of the
-    paired difference (both arms of a seed share every key) and its percentile
-    bootstrap CI over seeds.
+    cvar): the mean over rejection seeds of the paired difference (both arms of a seed
+    share every key) and its percentile bootstrap CI over seeds.
 
     final: rows of FINAL_HELD_SQL (experiment_id, arm, seed, ltp, ltp_source, mean, cvar).
     Returns a polars DataFrame: experiment_id, statistic, seeds, reject, baseline,

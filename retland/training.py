@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from retland import replay
+from retland import jaxcache, replay
 from retland.agents import get_agent
 from retland.agents.base import TrainState
 from retland.config import TrainConfig
@@ -48,13 +48,6 @@ def algo_module(algo: str):
     else:
         raise ValueError(f"unknown algo {algo!r}: choose one of td3, sac, ppo")
     return mod
-
-
-def enable_compilation_cache() -> None:
-    """JAX's persistent compilation cache (compiles of the chunk take tens of seconds)."""
-    from retland import jaxcache
-
-    jaxcache.enable()
 
 
 # ---- state ----------------------------------------------------------------------------
@@ -353,7 +346,7 @@ def train(cfg: TrainConfig, warehouse=None, *, progress: bool = True, resume: st
     runs; the run can be resumed later)."""
     from retland.warehouse import Warehouse
 
-    enable_compilation_cache()
+    jaxcache.enable()  # compiles of the chunk take tens of seconds
     wh = warehouse if isinstance(warehouse, Warehouse) else Warehouse.open(warehouse)
     if resume is None:
         job_id = new_job_id(cfg)
