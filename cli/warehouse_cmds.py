@@ -4,9 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
-import typer
+import shlex
 
-from retland.cli.app import FormatOpt, OutputFormat, OutputOpt, WarehouseOpt, app, console, emit
+import typer
+from rich.markup import escape
+
+from retland.cli.app import FormatOpt, OutputFormat, OutputOpt, WarehouseOpt, app, console, emit, err_console
 
 
 @app.command("import-returns")
@@ -79,11 +82,24 @@ def runs(
     output: OutputOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Runs in the warehouse with their checkpoints and sampled distributions."""
-    from retland.warehouse import Warehouse
+    """Runs in the warehouse with their checkpoints and sampled distributions.
 
-    df = Warehouse.open(warehouse, create=False).query(
-        """
+    When post_update_returns cannot be read (a damaged part), the runs are still listed,
+    without their distribution counts, and a warning names the fix."""
+    import duckdb
+
+    from retland.warehouse import Warehouse
+    from retland.warehouse.readonly import query_error
+
+    wh = Warehouse.open(warehouse, create=False)
+    con = wh.connect()
+    counts = (
+        "SELECT run_id, count(DISTINCT (step, operator_id)) AS distributions, count(*) AS samples "
+        "FROM post_update_returns GROUP BY run_id"
+        if "post_update_returns" not in wh.unreadable else
+        "SELECT NULL::VARCHAR AS run_id, NULL::BIGINT AS distributions, NULL::BIGINT AS samples WHERE false"
+    )
+    sql = f"""
         SELECT r.run_id, r.algo, r.env, r.seed, r.source,
                count(DISTINCT c.step) AS checkpoints,
                max(c.eval_return) AS best_eval_return,
@@ -91,12 +107,18 @@ def runs(
                coalesce(any_value(d.samples), 0) AS samples
         FROM runs r
         LEFT JOIN checkpoints c USING (run_id)
-        LEFT JOIN (SELECT run_id, count(DISTINCT (step, operator_id)) AS distributions, count(*) AS samples
-                   FROM post_update_returns GROUP BY run_id) d USING (run_id)
+        LEFT JOIN ({counts}) d USING (run_id)
         GROUP BY ALL ORDER BY r.algo, r.env, r.seed, r.run_id
         """
-    )
+    try:
+        df = con.sql(sql).pl()
+    except duckdb.Error as exc:
+        raise query_error(exc) from None
+    finally:
+        con.close()
     emit(df, fmt, output, title="runs")
+    for why in wh.unreadable.values():
+        err_console.print(f"[yellow]warning:[/] {escape(why)}", highlight=False, soft_wrap=True)
 
 
 @app.command("ls")
@@ -112,24 +134,27 @@ def ls(warehouse: WarehouseOpt = None) -> None:
     try:
         for name, spec in TABLES.items():
             files = [p for p in wh.table_dir(name).rglob("*.parquet") if not p.name.startswith("part-00000000000000000000")]
-            n = con.sql(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]
+            n = None if name in wh.unreadable else con.sql(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]
             rows.append({"table": name, "rows": n, "parts": len(files),
                          "MiB": round(sum(p.stat().st_size for p in files) / 2**20, 3), "about": spec.doc})
     finally:
         con.close()
     console.print(f"warehouse: {wh.root}")
     emit(pl.DataFrame(rows), OutputFormat.table, None)
+    for why in wh.unreadable.values():
+        err_console.print(f"[yellow]warning:[/] {escape(why)}", highlight=False, soft_wrap=True)
 
 
 @app.command("sql-init")
 def sql_init(warehouse: WarehouseOpt = None) -> None:
     """(Re)write <warehouse>/init.sql, the views for a stock DuckDB client, and print how
-    to use it. Run it after moving a warehouse folder."""
+    to use it. Its paths are relative to the folder, so a copied or moved warehouse needs
+    no rewrite; run it after upgrading retland, to get the current views."""
     from retland.warehouse import Warehouse
 
     wh = Warehouse.open(warehouse, create=False)
     path = wh.write_init_sql()
-    console.print(f"wrote {path}\nopen it with:  duckdb -init {path}")
+    console.print(f"wrote {path}\nopen it with:  cd {shlex.quote(str(wh.root))} && duckdb -init init.sql")
 
 
 @app.command()
@@ -144,34 +169,95 @@ def compact(
 
     Queries then read one footer per folder instead of thousands. The merged part holds
     exactly the rows the views show (first writer of a key wins), so every query answers
-    as before. Run it while no other retland process (sampling job, query, report) uses
-    the warehouse: a reader that listed the old parts fails when they disappear.
+    as before. Compaction deletes the merged parts, so it takes the warehouse's lock
+    alone: while another retland process (a sampling job, a query, a notebook) has the
+    warehouse open it refuses, naming them, and exits 2; while it runs, others wait for
+    it by refusing to start. Temp files of writes that died (a killed compaction or job)
+    are moved to quarantine/ first.
     """
     import polars as pl
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from retland.warehouse import Warehouse
     from retland.warehouse.compact import compact_folder, plan
+    from retland.warehouse.health import quarantine, stray_temp_files
+    from retland.warehouse.lock import exclusive
 
     wh = Warehouse.open(warehouse, create=False)
     items = plan(wh.root, table, min_parts)
-    if not items:
-        console.print(f"nothing to compact in {wh.root} (no folder holds {min_parts} or more parts)")
-        return
     if dry_run:
-        emit(pl.DataFrame([{"table": i.table, "folder": wh.relative(i.folder), "parts": len(i.parts),
-                            "MiB": round(i.bytes / 2**20, 3)} for i in items]), OutputFormat.table, None)
+        if items:
+            emit(pl.DataFrame([{"table": i.table, "folder": wh.relative(i.folder), "parts": len(i.parts),
+                                "MiB": round(i.bytes / 2**20, 3)} for i in items]), OutputFormat.table, None)
         console.print(f"dry run: {len(items)} folders, {sum(len(i.parts) for i in items)} parts; nothing changed")
         return
     results = []
-    with Progress(TextColumn("compacting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task("compact", total=len(items))
-        for item in items:
-            results.append(compact_folder(item))
-            bar.advance(task)
+    with exclusive(wh.root, "compaction"):
+        strays = stray_temp_files(wh.root)
+        for src, dst in quarantine(wh.root, strays):
+            console.print(f"moved stray temp file {wh.relative(src)} -> {wh.relative(dst)}")
+        items = plan(wh.root, table, min_parts)
+        if not items:
+            console.print(f"nothing to compact in {wh.root} (no folder holds {min_parts} or more parts)")
+            return
+        with Progress(TextColumn("compacting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as bar:
+            task = bar.add_task("compact", total=len(items))
+            for item in items:
+                results.append(compact_folder(item))
+                bar.advance(task)
     before = sum(r.parts_before for r in results)
     dropped = sum(r.rows_before - r.rows_after for r in results)
     mib = (sum(r.bytes_before for r in results) - sum(r.bytes_after for r in results)) / 2**20
     console.print(f"compacted {len(results)} folders: {before} parts -> {len(results)}, "
                   f"{dropped} duplicate rows dropped, {mib:.2f} MiB saved")
+
+
+@app.command()
+def check(
+    quarantine_found: Annotated[bool, typer.Option(
+        "--quarantine", help="Move what was found into <warehouse>/quarantine/<time>/ (never deleted), "
+                             "so the rest of the warehouse reads again. Needs the warehouse to itself.")] = False,
+    deep: Annotated[bool, typer.Option(
+        help="Read every part whole, not only its footer: finds damaged data pages too (slower).")] = False,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Find what makes the warehouse unreadable: damaged Parquet parts (a truncated file
+    from a full disk or an interrupted copy), temp files of writes that died, and runs
+    whose training died before their first checkpoint.
+
+    Without --quarantine it only lists them (exit 1 when something is found, 0 when the
+    warehouse is healthy). With --quarantine, damaged parts and stray temp files are moved
+    aside; a quarantined part's rows are gone from every query, and re-running the job
+    that wrote them recomputes exactly those rows. Orphan runs are listed: `retland train
+    --resume` restarts them.
+    """
+    import polars as pl
+
+    from retland.checkpoints import orphan_runs
+    from retland.warehouse import Warehouse
+    from retland.warehouse.health import quarantine, scan
+    from retland.warehouse.lock import exclusive
+
+    wh = Warehouse.open(warehouse, create=False)
+    if quarantine_found:
+        with exclusive(wh.root, "check --quarantine"):
+            findings = scan(wh.root, deep=deep)
+            moved = quarantine(wh.root, findings)
+        for src, dst in moved:
+            console.print(f"moved {wh.relative(src)} -> {wh.relative(dst)}")
+    else:
+        findings = scan(wh.root, deep=deep)
+    orphans = orphan_runs(wh)
+    rows = [{"problem": f.kind, "path": wh.relative(f.path), "detail": f.detail} for f in findings]
+    rows += [{"problem": "orphan run", "path": o.run_id,
+              "detail": "training died before its first checkpoint; `retland train --resume` restarts it"}
+             for o in orphans]
+    if not rows:
+        console.print(f"{wh.root}: no damaged parts, stray temp files or orphan runs")
+        return
+    emit(pl.DataFrame(rows), OutputFormat.table, None, title=f"problems in {wh.root}")
+    if not quarantine_found:
+        if findings:
+            console.print("`retland check --quarantine` moves the damaged parts and temp files aside")
+        raise typer.Exit(1)

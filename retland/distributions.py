@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import polars as pl
 
+import duckdb
+
 from .warehouse import Warehouse, WarehouseError
-from .warehouse.readonly import execute_readonly
+from .warehouse.readonly import filtered, query_error
 
 STAT_COLUMNS = ("mean", "std", "skewness", "mode", "ltp", "cvar")
 KEY = ("run_id", "step", "operator_id")
@@ -22,16 +24,17 @@ def _check_alpha_beta(alpha: float, beta: float) -> None:
         raise WarehouseError(f"--beta must be in (0, 1], got {beta}")
 
 
-def stats_sql(alpha: float = 0.1, beta: float = 0.5, where: str | None = None) -> str:
+def stats_relation(con: duckdb.DuckDBPyConnection, alpha: float = 0.1, beta: float = 0.5,
+                   where: str | None = None) -> duckdb.DuckDBPyRelation:
+    """The statistics of every distribution that `where` (one SQL condition, parsed as an
+    expression, never pasted into SQL) keeps, ordered by algo, env, seed, step, operator."""
     _check_alpha_beta(alpha, beta)
     sql = (
         "SELECT algo, env, seed, step, operator_id AS operator, n, mean, std, skewness, mode, ltp, cvar, "
         "ltp_note, run_id "
         f"FROM purd_stats(alpha := {float(alpha)!r}, beta := {float(beta)!r})"
     )
-    if where:
-        sql = f"SELECT * FROM ({sql}) WHERE ({where})"
-    return sql + " ORDER BY algo, env, seed, step, operator"
+    return filtered(con, sql, where).order("algo, env, seed, step, operator")
 
 
 def distribution_stats(
@@ -50,9 +53,11 @@ def distribution_stats(
     """
     con = wh.connect()
     try:
-        df = execute_readonly(con, stats_sql(alpha, beta, where)).pl()
+        df = stats_relation(con, alpha, beta, where).pl()
         if bootstrap and df.height:
             df = _add_bootstrap(con, df, alpha, beta, n_resamples, seed)
+    except duckdb.Error as exc:
+        raise query_error(exc) from None
     finally:
         con.close()
     return df

@@ -123,19 +123,55 @@ def test_read_queries_allowed(warehouse):
     assert warehouse.query("WITH x AS (SELECT 1 AS a) SELECT * FROM x")["a"][0] == 1
 
 
-def test_stock_duckdb_client_from_another_directory(warehouse, tmp_path):
-    """init.sql makes the views in a plain duckdb session started anywhere."""
+def _stock_client(init_sql: Path, cwd: Path, query: str, setup: str = "") -> subprocess.CompletedProcess:
+    """A plain duckdb session (no retland import) that runs `setup`, then init.sql, then
+    prints the first value of `query`."""
+    script = (
+        "import duckdb, sys; con = duckdb.connect(); "
+        f"con.execute({setup!r}) if {bool(setup)!r} else None; "
+        "con.execute(open(sys.argv[1]).read()); "
+        f"print(con.sql({query!r}).fetchall()[0][0])"
+    )
+    return subprocess.run([sys.executable, "-c", script, str(init_sql)], cwd=cwd, capture_output=True, text=True)
+
+
+def test_stock_duckdb_client_inside_the_folder_and_from_anywhere_with_a_search_path(warehouse, tmp_path):
+    """init.sql makes the views in a plain duckdb session started inside the warehouse,
+    or anywhere once file_search_path names the folder."""
+    warehouse.append("post_update_returns", returns_rows())
+    count = "SELECT count(*) FROM post_update_returns"
+    inside = _stock_client(warehouse.root / "init.sql", warehouse.root, count)
+    assert inside.stdout.strip() == "5", inside.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    anywhere = _stock_client(warehouse.root / "init.sql", elsewhere, count,
+                             setup=f"SET file_search_path = '{warehouse.root}'")
+    assert anywhere.stdout.strip() == "5", anywhere.stderr
+
+
+def test_stock_duckdb_client_started_elsewhere_fails_loudly(warehouse, tmp_path):
     warehouse.append("post_update_returns", returns_rows())
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    script = (
-        "import duckdb, sys; con = duckdb.connect(); "
-        "con.execute(open(sys.argv[1]).read()); "
-        "print(con.sql('SELECT count(*) FROM post_update_returns').fetchall()[0][0])"
-    )
-    out = subprocess.run([sys.executable, "-c", script, str(warehouse.root / "init.sql")],
-                         cwd=elsewhere, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "5"
+    out = _stock_client(warehouse.root / "init.sql", elsewhere, "SELECT count(*) FROM post_update_returns")
+    assert out.returncode != 0
+    assert "no warehouse here" in out.stderr
+
+
+def test_a_copied_warehouse_reads_its_own_rows_in_a_stock_client(warehouse, tmp_path):
+    """cp -r, then more rows into the original: the copy's init.sql, run from inside the
+    copy with plain duckdb, sees the copy's rows, not the original's."""
+    import shutil
+
+    warehouse.append("post_update_returns", returns_rows())
+    copy = tmp_path / "copy"
+    shutil.copytree(warehouse.root, copy)
+    warehouse.append("post_update_returns", returns_rows(run="more"))
+    count = "SELECT count(*) FROM post_update_returns"
+    assert _stock_client(warehouse.root / "init.sql", warehouse.root, count).stdout.strip() == "10"
+    out = _stock_client(copy / "init.sql", copy, count)
+    assert out.stdout.strip() == "5", out.stderr
+    assert Warehouse.open(copy, create=False).query(count).item() == 5
 
 
 def test_connect_requires_existing_warehouse(tmp_path):
@@ -161,7 +197,7 @@ def _overlapping_parts(wh, table):
     from retland.warehouse.sqlgen import view_sql
     from retland.warehouse.tables import TABLES
 
-    sql = view_sql(TABLES[table])
+    sql = view_sql(TABLES[table], prefix=f"{wh.root}/")
     ctes = sql[sql.index("WITH parts"):sql.index("\nSELECT\n")]
     con = wh.connect()
     try:
@@ -247,12 +283,10 @@ def test_duplicates_in_tables_without_partitions(warehouse):
 
 
 def test_stock_duckdb_client_deduplicates(warehouse, tmp_path):
-    """init.sql alone (relative globs under file_search_path) gives the same dedupe."""
+    """init.sql alone (globs relative to the folder) gives the same dedupe."""
     warehouse.append("post_update_returns", returns_rows(idx=range(3)))
     warehouse.append("post_update_returns", returns_rows(idx=range(1, 5), offset=100.0))
     warehouse.append("post_update_returns", returns_rows(run="other"))
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
     script = (
         "import duckdb, sys; con = duckdb.connect(); "
         "con.execute(open(sys.argv[1]).read()); con.complete(); "
@@ -262,7 +296,7 @@ def test_stock_duckdb_client_deduplicates(warehouse, tmp_path):
         "print(con.sql('SELECT count(*) FROM distribution_stats').fetchall()[0][0])"
     )
     out = subprocess.run([sys.executable, "-c", script, str(warehouse.root / "init.sql")],
-                         cwd=elsewhere, capture_output=True, text=True, check=True)
+                         cwd=warehouse.root, capture_output=True, text=True, check=True)
     assert out.stdout.split("\n")[:3] == ["[0.0, 1.0, 2.0, 103.0, 104.0]", "10", "2"]
 
 

@@ -22,8 +22,9 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from ..distributions import stats_sql, with_bootstrap
+from ..distributions import stats_relation, with_bootstrap
 from ..warehouse import WarehouseError
+from ..warehouse.readonly import filtered, parse_where, query_error
 from . import charts
 
 RANKING_ALPHAS = (0.01, 0.1, 1.0)
@@ -94,6 +95,10 @@ class ReportContext:
     n_resamples: int = 1000
     seed: int = 0
     _cache: dict = field(default_factory=dict, repr=False)
+    _scopes: list = field(default_factory=list, repr=False)
+
+    def __post_init__(self):
+        parse_where(self.where)  # a condition that does not parse fails before any section runs
 
     # -- tables ---------------------------------------------------------------------
     def has_table(self, name: str) -> bool:
@@ -112,23 +117,28 @@ class ReportContext:
         try:
             return self.con.sql(query).pl()
         except duckdb.Error as exc:
-            raise WarehouseError(f"report query failed: {exc}") from None
+            raise query_error(exc) from None
 
     # -- the --where filter ---------------------------------------------------------
     def run_scope(self, relation: str) -> str:
         """SQL for the rows of `relation` (with run_id, algo, env, seed, step columns)
-        that --where keeps; see the module docstring."""
+        that --where keeps; see the module docstring.
+
+        The condition is applied through DuckDB's relation API and the result registered
+        as a temporary view, so the user's text is parsed as one expression and never
+        becomes part of an SQL string."""
         if not self.where:
             return relation
-        filtered = f"SELECT * FROM ({relation}) WHERE ({self.where})"
+        name = f"report_scope_{len(self._scopes)}"
         try:
-            self.con.sql(f"SELECT * FROM ({filtered}) LIMIT 0")
-            return filtered
-        except duckdb.BinderException:
-            pass  # names distribution columns: keep runs with a matching distribution
-        ids = self.distributions()["run_id"].unique().to_list()
-        keep = ", ".join("'" + i.replace("'", "''") + "'" for i in ids) or "NULL"
-        return f"SELECT * FROM ({relation}) WHERE run_id IN ({keep})"
+            rel = filtered(self.con, relation, self.where)
+        except WarehouseError:
+            # names distribution columns: keep runs with a matching distribution
+            self.con.register("report_scope_runs", self.distributions().select("run_id").unique())
+            rel = self.con.sql(relation).filter("run_id IN (SELECT run_id FROM report_scope_runs)")
+        rel.create_view(name, replace=True)
+        self._scopes.append(name)
+        return f"SELECT * FROM {name}"
 
     def checkpoints(self) -> pl.DataFrame:
         """Runs and their checkpoints that --where keeps: run_id, algo, env, seed, step
@@ -151,9 +161,9 @@ class ReportContext:
         if not self.row_count("post_update_returns"):
             return pl.DataFrame()
         try:
-            df = self.con.sql(stats_sql(self.alpha, self.beta, self.where)).pl()
+            df = stats_relation(self.con, self.alpha, self.beta, self.where).pl()
         except duckdb.Error as exc:
-            raise WarehouseError(f"--where {self.where!r}: {exc}") from None
+            raise query_error(exc) from None
         if df.height == 0:
             return df
         df = df.with_row_index("d").with_columns(pl.col("d").cast(pl.Int32))

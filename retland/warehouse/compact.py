@@ -15,8 +15,10 @@ with more than one data part as a single part holding exactly what the view show
 
 While both the new part and the merged ones exist, readers see duplicates that the view
 resolves to the same rows. A query that globbed the folder before the merge and reads
-a removed part afterwards fails, and a writer racing a key that the merge also holds
-can swap which copy wins; so compact while no other retland process uses the warehouse.
+a removed part afterwards would fail, and a writer racing a key that the merge also
+holds could swap which copy wins; so callers hold the warehouse's exclusive lock
+(`lock.exclusive`), which no other retland process allows while it has the warehouse
+open.
 """
 from __future__ import annotations
 

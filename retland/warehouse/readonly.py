@@ -1,18 +1,83 @@
-"""Refuse statements that could write, before DuckDB runs anything."""
+"""What user SQL may do: read the warehouse, nothing else.
+
+Two independent fences, so that a hole in one is not a hole:
+
+1. `lock_down(con, root)`: DuckDB itself refuses file access outside the warehouse folder
+   (and a private spill folder), refuses extension installs and loads, and then locks
+   its configuration so no later statement can undo this. Every connection that
+   `Warehouse.connect` hands out, to retland's own code or to a user, is locked down.
+2. `check_readonly(sql)`: one statement, and only a SELECT (including WITH, DESCRIBE,
+   SHOW, SUMMARIZE, FROM-first, VALUES) or an EXPLAIN [ANALYZE] of one. DuckDB runs the
+   statement under EXPLAIN ANALYZE, so `EXPLAIN ANALYZE COPY …` would write; the inner
+   statement is checked too. This matters because fence 1 must allow the warehouse
+   folder itself, where a COPY could plant a part.
+
+A `--where` option is never pasted into SQL text: `parse_where` parses it as exactly one
+expression (a second statement or a stray parenthesis is a parse error) and the callers
+apply it through DuckDB's relation API (`filtered`).
+"""
 from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
 
 import duckdb
 
 from .writer import WarehouseError
 
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+_WHAT_RUNS = "only SELECT, WITH … SELECT, DESCRIBE/SHOW/SUMMARIZE and EXPLAIN [ANALYZE] of those run"
+# Characters DuckDB would read as a glob pattern in the warehouse path.
+GLOB_CHARS = set("*?[]{}")
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, root: Path) -> None:
+    """Confine `con` to reading `root`: no other files, no extensions, locked settings.
+
+    Spilling large sorts and joins to disk needs a writable folder, so DuckDB's temp
+    folder is a fresh one under the system temp directory (DuckDB creates it on demand and
+    removes it when the connection closes); it is the only other path DuckDB may touch.
+    """
+    spill = Path(tempfile.gettempdir()) / f"retland-duckdb-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    dirs = [str(root).rstrip("/") + "/", str(spill) + "/"]
+    con.execute("SET temp_directory = ?", [str(spill)])
+    con.execute("SET allowed_directories = ?", [dirs])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET lock_configuration = true")
+
+
+def _explained(sql: str) -> str:
+    """The statement under `EXPLAIN [ANALYZE] [(options)]`, found with DuckDB's own
+    tokenizer (so comments between the keywords do not hide anything)."""
+    tokens = duckdb.tokenize(sql)
+    words = [(pos, sql[pos:tokens[i + 1][0] if i + 1 < len(tokens) else len(sql)].strip(), kind)
+             for i, (pos, kind) in enumerate(tokens)]
+    words = [w for w in words if w[2] != duckdb.token_type.comment]
+    i = 1  # words[0] is EXPLAIN
+    if i < len(words) and words[i][1].upper() in ("ANALYZE", "ANALYSE"):
+        i += 1
+    if i < len(words) and words[i][1] == "(":
+        depth = 0
+        for j in range(i, len(words)):
+            depth += words[j][1].count("(") - words[j][1].count(")")
+            if depth == 0:
+                i = j + 1
+                break
+        else:
+            return ""
+    return sql[words[i][0]:] if i < len(words) else ""
 
 
 def check_readonly(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Raise WarehouseError unless `sql` is one statement that only reads."""
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as exc:
-        raise WarehouseError(f"SQL does not parse: {exc}") from None
+        raise WarehouseError(f"SQL does not parse: {_first_line(exc)}") from None
     if not statements:
         raise WarehouseError("empty query: give one SELECT statement")
     if len(statements) > 1:
@@ -20,15 +85,68 @@ def check_readonly(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     kind = statements[0].type
     if kind not in _ALLOWED:
         name = getattr(kind, "name", str(kind))
-        raise WarehouseError(
-            f"refused: {name} statements could write; the warehouse is read-only here "
-            "(only SELECT, WITH … SELECT, DESCRIBE/SHOW/SUMMARIZE and EXPLAIN run)"
-        )
+        raise WarehouseError(f"refused: {name} statements could write; the warehouse is read-only here ({_WHAT_RUNS})")
+    if kind == duckdb.StatementType.EXPLAIN:
+        inner = _explained(statements[0].query)
+        try:
+            inner_statements = con.extract_statements(inner) if inner.strip() else []
+        except duckdb.Error as exc:
+            raise WarehouseError(f"SQL does not parse: {_first_line(exc)}") from None
+        if len(inner_statements) != 1 or inner_statements[0].type != duckdb.StatementType.SELECT:
+            what = getattr(inner_statements[0].type, "name", "?") if inner_statements else "nothing"
+            raise WarehouseError(f"refused: EXPLAIN of {what}; DuckDB runs what EXPLAIN ANALYZE explains, "
+                                 f"so only a SELECT may be explained ({_WHAT_RUNS})")
 
 
 def execute_readonly(con: duckdb.DuckDBPyConnection, sql: str, params=None) -> duckdb.DuckDBPyRelation:
+    """Check `sql` with `check_readonly`, then run it; DuckDB errors become one-line
+    WarehouseErrors (naming a damaged part and the fix when a file is unreadable)."""
     check_readonly(con, sql)
     try:
         return con.sql(sql, params=params)
     except duckdb.Error as exc:
-        raise WarehouseError(f"query failed: {exc}") from None
+        raise query_error(exc) from None
+
+
+def parse_where(where: str | None) -> duckdb.Expression | None:
+    """A `--where` condition as one parsed SQL expression (None when empty)."""
+    if where is None or not where.strip():
+        return None
+    try:
+        return duckdb.SQLExpression(where)
+    except duckdb.Error as exc:
+        raise WarehouseError(f"--where {where!r} is not one SQL condition: {_first_line(exc)}") from None
+
+
+def filtered(con: duckdb.DuckDBPyConnection, sql: str, where: str | None) -> duckdb.DuckDBPyRelation:
+    """The rows of query `sql` (retland's own, trusted) that `where` keeps."""
+    rel = con.sql(sql)
+    condition = parse_where(where)
+    if condition is None:
+        return rel
+    try:
+        return rel.filter(condition)
+    except duckdb.Error as exc:
+        raise WarehouseError(f"--where {where!r}: {_first_line(exc)}") from None
+
+
+def query_error(exc: duckdb.Error) -> WarehouseError:
+    """One line for a failed query; an unreadable warehouse file gets the fix."""
+    text = _first_line(exc)
+    if (isinstance(exc, (duckdb.IOException, duckdb.InvalidInputException)) and ".parquet" in text
+            and "retland check" not in text):
+        return WarehouseError(f"query failed: {text} (a damaged part? `retland check` lists damaged parts and "
+                              "`retland check --quarantine` moves them aside)")
+    return WarehouseError(f"query failed: {text}")
+
+
+def _first_line(exc: Exception) -> str:
+    """DuckDB's message as one line, without the echo of the SQL ("LINE 1: …" and the
+    caret line) that follows it."""
+    kept = []
+    for line in str(exc).splitlines():
+        if line.startswith("LINE "):
+            break
+        if line.strip():
+            kept.append(line.strip())
+    return " ".join(kept) or type(exc).__name__

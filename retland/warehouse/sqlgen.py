@@ -39,9 +39,11 @@ def duck_type(t: pa.DataType) -> str:
     raise TypeError(f"no DuckDB type mapped for Arrow type {t}")
 
 
-def table_glob(spec: TableSpec) -> str:
+def table_glob(spec: TableSpec, prefix: str = "") -> str:
+    """The glob of a table's parts: relative to the warehouse root, or under `prefix`
+    (the root's absolute path with a trailing slash)."""
     depth = "/".join("*" for _ in spec.partition_by)
-    return f"{TABLES_DIR}/{spec.name}/" + (depth + "/" if depth else "") + "*.parquet"
+    return f"{prefix}{TABLES_DIR}/{spec.name}/" + (depth + "/" if depth else "") + "*.parquet"
 
 
 def _lit(text: str) -> str:
@@ -54,7 +56,7 @@ def _lit(text: str) -> str:
 _BOX_TYPES = ("VARCHAR", "BIGINT", "INTEGER")
 
 
-def _parts_sql(spec: TableSpec) -> str:
+def _parts_sql(spec: TableSpec, prefix: str) -> str:
     """One row per part that has rows: its folder and, per key column stored in the
     file, the min/max over its row groups from the footer (NULL when unknown)."""
     cols = []
@@ -70,7 +72,7 @@ def _parts_sql(spec: TableSpec) -> str:
     return (
         "SELECT file_name AS part, parse_dirpath(file_name) AS folder"
         + "".join(f",\n           {c}" for c in cols)
-        + f"\n    FROM parquet_metadata({_lit(table_glob(spec))})\n"
+        + f"\n    FROM parquet_metadata({_lit(table_glob(spec, prefix))})\n"
         "    GROUP BY file_name\n"
         "    HAVING max(row_group_num_rows) > 0"
     )
@@ -80,7 +82,7 @@ def _box_count(spec: TableSpec) -> int:
     return sum(1 for c in spec.key if c not in spec.partition_by)
 
 
-def view_sql(spec: TableSpec) -> str:
+def view_sql(spec: TableSpec, prefix: str = "") -> str:
     """One deduplicated view per table: the first writer of a key wins, at the cost of a
     footer read when no two parts can share a key.
 
@@ -111,8 +113,10 @@ def view_sql(spec: TableSpec) -> str:
     purd_stats() through the view costs about what it costs over a bare read_parquet,
     against ~25x that with the window over every row (BENCHMARKS.md "Warehouse").
 
-    The same SQL runs in a stock client: `filename` of read_parquet and `file_name` of
-    parquet_metadata are the same absolute paths under `file_search_path`.
+    The same SQL runs in a stock client, with paths relative to its working directory
+    (`prefix` empty; see `init.sql`); retland's own connections use absolute paths,
+    because a locked-down DuckDB checks paths before resolving them. Either way
+    `filename` of read_parquet and `file_name` of parquet_metadata are the same strings.
     Concurrency: both table functions glob when the query is bound; a part published
     between the two globs of one query is scanned as non-overlapping, so a query racing
     the very write that duplicates a key may show that key twice; the next query does
@@ -129,7 +133,7 @@ def view_sql(spec: TableSpec) -> str:
         f"CAST({quote(f.name)} AS {duck_type(f.type)}) AS {quote(f.name)}" for f in spec.schema
     )
     key = ", ".join(quote(c) for c in spec.key)
-    src = f"read_parquet({_lit(table_glob(spec))}, {', '.join(opts)})"
+    src = f"read_parquet({_lit(table_glob(spec, prefix))}, {', '.join(opts)})"
     n = _box_count(spec)
     if n == 0:
         # Keyed by partition columns only: every part of a folder holds the same key.
@@ -146,7 +150,7 @@ def view_sql(spec: TableSpec) -> str:
         f"-- Deduplicated (first writer wins); see retland/warehouse/sqlgen.py view_sql.\n"
         f"CREATE OR REPLACE VIEW {quote(spec.name)} AS\n"
         f"WITH parts AS MATERIALIZED (\n"
-        f"    {_parts_sql(spec)}\n"
+        f"    {_parts_sql(spec, prefix)}\n"
         f"),\n"
         f"boxed AS MATERIALIZED (\n"
         f"    SELECT *, {lo} AS lo, {hi} AS hi, {unknown} AS unknown FROM parts\n"
@@ -179,11 +183,23 @@ def view_sql(spec: TableSpec) -> str:
     )
 
 
+def _typed_nulls(spec: TableSpec) -> str:
+    return ", ".join(f"CAST(NULL AS {duck_type(f.type)}) AS {quote(f.name)}" for f in spec.schema)
+
+
 def empty_view_sql(spec: TableSpec) -> str:
     """A typed view with no rows, for a table registered after this warehouse was
     written (its folder and schema part appear with the first write)."""
-    cols = ", ".join(f"CAST(NULL AS {duck_type(f.type)}) AS {quote(f.name)}" for f in spec.schema)
-    return f"CREATE OR REPLACE VIEW {quote(spec.name)} AS SELECT {cols} WHERE false;\n"
+    return f"CREATE OR REPLACE VIEW {quote(spec.name)} AS SELECT {_typed_nulls(spec)} WHERE false;\n"
+
+
+def unreadable_view_sql(spec: TableSpec, message: str) -> str:
+    """A typed view that fails with `message` whenever its rows are read.
+
+    Used for a table whose parts cannot be read (a truncated file): queries that do not
+    touch the table, and views defined over it, still bind and run."""
+    return (f"CREATE OR REPLACE VIEW {quote(spec.name)} AS SELECT {_typed_nulls(spec)} "
+            f"FROM range(1) WHERE error({_lit(message)}) IS NOT NULL;\n")
 
 
 def schema_part_path(spec: TableSpec) -> str:
@@ -191,11 +207,16 @@ def schema_part_path(spec: TableSpec) -> str:
     return f"{TABLES_DIR}/{spec.name}/{folders}{SCHEMA_PART}"
 
 
-def views_sql(root=None) -> str:
-    """All views; with `root`, tables whose schema part is missing there get an empty view."""
+def table_view_sql(spec: TableSpec, root=None, prefix: str = "") -> str:
+    """The view of one table; with `root`, an empty typed view when the table's schema
+    part is missing there (a table registered after the warehouse was written)."""
     from pathlib import Path
 
-    def present(spec: TableSpec) -> bool:
-        return root is None or (Path(root) / schema_part_path(spec)).exists()
+    if root is not None and not (Path(root) / schema_part_path(spec)).exists():
+        return empty_view_sql(spec)
+    return view_sql(spec, prefix)
 
-    return "\n".join(view_sql(spec) if present(spec) else empty_view_sql(spec) for spec in TABLES.values())
+
+def views_sql(root=None, prefix: str = "") -> str:
+    """All table views, as `table_view_sql`."""
+    return "\n".join(table_view_sql(spec, root, prefix) for spec in TABLES.values())
