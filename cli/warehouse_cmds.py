@@ -229,11 +229,10 @@ def check(
     Without --quarantine it only lists them (exit 1 when something is found, 0 when the
     warehouse is healthy). With --quarantine, damaged parts and stray temp files are moved
     aside; a quarantined part's rows are gone from every query, and re-running the job
-    that wrote them recomputes exactly those rows. Orphan runs are listed: `retland train
-    --resume` restarts them.
+    that wrote them recomputes exactly those rows. Orphan runs are listed (a job still
+    before its first checkpoint looks the same); `retland train --resume` restarts a dead
+    one. One line per problem: `<problem>: <path or run> (<detail>)`.
     """
-    import polars as pl
-
     from retland.checkpoints import orphan_runs
     from retland.warehouse import Warehouse
     from retland.warehouse.health import quarantine, scan
@@ -249,14 +248,15 @@ def check(
     else:
         findings = scan(wh.root, deep=deep)
     orphans = orphan_runs(wh)
-    rows = [{"problem": f.kind, "path": wh.relative(f.path), "detail": f.detail} for f in findings]
-    rows += [{"problem": "orphan run", "path": o.run_id,
-              "detail": "training died before its first checkpoint; `retland train --resume` restarts it"}
-             for o in orphans]
-    if not rows:
+    lines = [f"{f.kind}: {wh.relative(f.path)} ({f.detail})" for f in findings]
+    lines += [f"orphan run: {o.run_id} (no checkpoint since {o.created_at:%Y-%m-%d %H:%M} UTC: its job died "
+              "before the first one, or is still running; `retland train --resume` restarts a dead one)"
+              for o in orphans]
+    if not lines:
         console.print(f"{wh.root}: no damaged parts, stray temp files or orphan runs")
         return
-    emit(pl.DataFrame(rows), OutputFormat.table, None, title=f"problems in {wh.root}")
+    for line in lines:
+        typer.echo(line)
     if not quarantine_found:
         if findings:
             console.print("`retland check --quarantine` moves the damaged parts and temp files aside")
