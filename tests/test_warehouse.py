@@ -172,6 +172,15 @@ def test_a_copied_warehouse_reads_its_own_rows_in_a_stock_client(warehouse, tmp_
     out = _stock_client(copy / "init.sql", copy, count)
     assert out.stdout.strip() == "5", out.stderr
     assert Warehouse.open(copy, create=False).query(count).item() == 5
+    # the duckdb command line itself (the duckdb-cli package), as an analyst starts it
+    cli = Path(sys.executable).with_name("duckdb")
+    for folder, rows in ((copy, "5"), (warehouse.root, "10")):
+        out = subprocess.run([str(cli), "-init", "init.sql", "-csv", "-noheader", "-c", count],
+                             cwd=folder, capture_output=True, text=True)
+        assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == rows, out.stderr
+    out = subprocess.run([str(cli), "-init", str(copy / "init.sql"), "-c", count], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "no warehouse here" in out.stdout + out.stderr
 
 
 def test_connect_requires_existing_warehouse(tmp_path):

@@ -55,11 +55,14 @@ def schema_sql_files() -> list[tuple[str, str]]:
     return [(p.name, p.read_text()) for p in sorted(files, key=lambda p: p.name)]
 
 
+# Fails (and prints nothing otherwise) unless tables/ is under the working directory or
+# under a file_search_path set beforehand; glob() itself ignores file_search_path.
 INIT_SQL_GUARD = (
-    "SELECT error('retland: no warehouse here. Start duckdb inside the warehouse folder "
+    "SET VARIABLE retland_warehouse_found = (SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM glob("
+    "coalesce(nullif(current_setting('file_search_path'), '') || '/', '') || 'tables/runs/*')) "
+    "THEN error('retland: no warehouse here. Start duckdb inside the warehouse folder "
     "(cd WAREHOUSE && duckdb -init init.sql), or SET file_search_path = ''WAREHOUSE'' before "
-    "reading init.sql') WHERE NOT EXISTS (SELECT 1 FROM glob(coalesce(nullif(current_setting("
-    "'file_search_path'), '') || '/', '') || 'tables/runs/*'));\n"
+    "reading init.sql') ELSE true END);\n"
 )
 
 
