@@ -44,7 +44,8 @@ def train(
     backend: Annotated[Optional[str], typer.Option(help="Brax physics backend (default positional).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with TrainConfig fields and an \\[agent] table.")] = None,
     resume: Annotated[Optional[str], typer.Option(
-        help="Job id (run id without -s<seed>) to continue from its last checkpoint.")] = None,
+        help="Job id (run id without -s<seed>) to continue from its last checkpoint "
+             "(from step 0 if it was killed before its first).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     warehouse: WarehouseOpt = None,
 ) -> None:
@@ -73,6 +74,8 @@ def train(
     console.print(f"[bold]{cfg.algo}[/] on [bold]{cfg.env}[/] ({cfg.backend}), {cfg.seeds} seeds x "
                   f"{cfg.steps:,} steps; checkpoints at {', '.join(f'{s:,}' for s in cfg.checkpoint_steps)}")
     result = run_training(cfg, wh, progress=progress, resume=resume)
+    if result.resumed_from == 0:
+        console.print(f"job {result.job_id} had no checkpoint (killed before its first one): restarted from step 0")
     final = result.curve.get(result.steps)
     console.print(f"job [bold]{result.job_id}[/]: {len(result.run_ids)} runs, {result.steps:,} steps, "
                   f"{result.env_steps_per_s:,.0f} env-steps/s"

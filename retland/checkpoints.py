@@ -17,6 +17,13 @@ a temporary folder renamed into place (atomic). A checkpoint at replay size n re
 prefix [0, n) from the segments; nothing written later can invalidate it, so a run killed
 at any moment leaves every recorded checkpoint usable.
 
+A checkpoint is *published* by its `checkpoints` row, appended after every seed's files
+are in place. A job killed before its first row leaves an *orphan*: `runs` rows with no
+checkpoint, and maybe an orbax temporary folder (`step_<step>.orbax-checkpoint-tmp-…`),
+a replay temporary folder (`.tmp-rows_…`) or finished but unpublished folders.
+`orphan_runs` lists them; `retland train --resume JOB` restarts such a job from step 0
+after `discard_orphan_artifacts`, which never touches a run that has a checkpoint row.
+
 The state is saved as a nested dict keyed by its pytree path (`agent/actor_params/...`),
 readable without retland; restoring maps it back onto the structure that `init` of the
 run's config builds, so a checkpoint that does not fit its config (another env's shapes)
@@ -29,6 +36,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +47,8 @@ from retland.config import TrainConfig
 from retland.replay import Transition
 
 SEGMENT = re.compile(r"^rows_(\d{10})_(\d{10})$")
+ORBAX_TMP = ".orbax-checkpoint-tmp"  # orbax writes <final name><ORBAX_TMP>-<timestamp>, then renames
+REPLAY_TMP = ".tmp-"  # save_replay's temporary folders
 
 
 @dataclass(frozen=True)
@@ -238,3 +248,96 @@ def load_checkpoint(wh_or_root, run_id: str, step: int, *, env: str | None = Non
         backend=record["backend"], seed=int(record["seed"]), config=cfg, state=state,
         replay=replay, replay_size=size, artifact_path=row["artifact_path"],
         eval_return=row.get("eval_return"))
+
+
+# ---- interrupted saves and orphan runs ------------------------------------------------
+
+def _run_artifacts(wh, run_id: str) -> Path:
+    """artifacts/runs/<run_id> without creating it (listing must not write)."""
+    return wh.root / "artifacts" / "runs" / run_id
+
+
+def temp_folders(wh, run_id: str) -> list[Path]:
+    """The run's folders left by interrupted saves: orbax temporaries under checkpoints/
+    and save_replay's temporaries under replay/. No checkpoint row ever points at one."""
+    root = _run_artifacts(wh, run_id)
+    out = []
+    for sub, is_tmp in (("checkpoints", lambda n: ORBAX_TMP in n), ("replay", lambda n: n.startswith(REPLAY_TMP))):
+        d = root / sub
+        if d.is_dir():
+            out += sorted(p for p in d.iterdir() if is_tmp(p.name))
+    return out
+
+
+def clear_temp_folders(wh, run_id: str) -> list[str]:
+    """Remove the run's interrupted-save folders (`temp_folders`); returns their paths
+    relative to the root. Published checkpoints and replay segments are left alone."""
+    removed = []
+    for p in temp_folders(wh, run_id):
+        removed.append(wh.relative(p))
+        shutil.rmtree(p, ignore_errors=True)
+    return removed
+
+
+@dataclass(frozen=True)
+class OrphanRun:
+    """A trained run with a `runs` row but no `checkpoints` row: its job was killed
+    before publishing its first checkpoint (or is still running towards it).
+
+    temp_paths: interrupted saves (orbax and replay temporary folders); unpublished_paths:
+    finished step or replay folders that no checkpoint row refers to. Both relative to
+    the warehouse root."""
+
+    run_id: str
+    job_id: str
+    created_at: datetime
+    temp_paths: tuple[str, ...]
+    unpublished_paths: tuple[str, ...]
+
+
+def orphan_runs(wh_or_root, job_id: str | None = None) -> list[OrphanRun]:
+    """Trained runs that have no checkpoint (of one job if `job_id`), by run id, with
+    the folders they left under artifacts/. Reads only. A job still before its first
+    checkpoint looks the same: compare `created_at` with the job's expected pace."""
+    wh = _open(wh_or_root)
+    sql = ("SELECT r.run_id, r.config, r.created_at FROM runs r WHERE r.source = 'trained' AND NOT EXISTS "
+           "(SELECT 1 FROM checkpoints c WHERE c.run_id = r.run_id)")
+    params: list = []
+    if job_id is not None:
+        sql += " AND starts_with(r.run_id, ?)"
+        params.append(job_id + "-s")
+    out = []
+    for row in wh.query(sql + " ORDER BY r.run_id", params).iter_rows(named=True):
+        rid = row["run_id"]
+        try:
+            job = json.loads(row["config"] or "{}").get("job_id")
+        except ValueError:
+            job = None
+        job = job or re.sub(r"-s\d+$", "", rid)
+        if job_id is not None and job != job_id:
+            continue
+        temp = temp_folders(wh, rid)
+        root = _run_artifacts(wh, rid)
+        rest = [p for sub in ("checkpoints", "replay") if (root / sub).is_dir()
+                for p in sorted((root / sub).iterdir()) if p not in temp]
+        out.append(OrphanRun(rid, job, row["created_at"], tuple(wh.relative(p) for p in temp),
+                             tuple(wh.relative(p) for p in rest)))
+    return out
+
+
+def discard_orphan_artifacts(wh, run_id: str) -> list[str]:
+    """Remove artifacts/runs/<run_id> of a run that has no checkpoint row, so a restart
+    from step 0 writes every file afresh (nothing of the killed attempt is reused).
+    Refuses (ValueError) a run with a published checkpoint. Returns the removed paths
+    relative to the root."""
+    steps = list_checkpoints(wh, run_id)
+    if steps:
+        raise ValueError(f"run {run_id!r} has checkpoints at {', '.join(map(str, steps))}: "
+                         "its artifacts are published, not orphaned")
+    root = _run_artifacts(wh, run_id)
+    if not root.is_dir():
+        return []
+    removed = [wh.relative(p) for sub in ("checkpoints", "replay") if (root / sub).is_dir()
+               for p in sorted((root / sub).iterdir())]
+    shutil.rmtree(root)
+    return removed

@@ -285,6 +285,7 @@ class TrainResult:
     env_steps_per_s: float = 0.0
     state: TrainState | None = None  # final training state, leading [seeds] axis
     replay: replay.Replay | None = None
+    resumed_from: int | None = None  # with resume: the checkpoint step (0: restarted, it had none)
 
 
 def _now():
@@ -342,8 +343,9 @@ def train(cfg: TrainConfig, warehouse=None, *, progress: bool = True, resume: st
 
     resume: a job id (the run ids without "-s<seed>") to continue from its last
     checkpoint common to all seeds; `cfg` must then be the job's config (see
-    `resume_config`). stop_at: stop after this env step (for tests and time-boxed
-    runs; the run can be resumed later)."""
+    `resume_config`). A job killed before its first checkpoint was published restarts
+    from step 0 under the same run ids. stop_at: stop after this env step (for tests
+    and time-boxed runs; the run can be resumed later)."""
     from retland.warehouse import Warehouse
 
     jaxcache.enable()  # compiles of the chunk take tens of seconds
@@ -356,14 +358,14 @@ def train(cfg: TrainConfig, warehouse=None, *, progress: bool = True, resume: st
         step = 0
     else:
         job_id, ids = resume, run_ids(resume, cfg)
-        ts, rb, step = _load_job(wh, cfg, ids)
+        ts, rb, step = _resume_state(wh, cfg, ids)
 
     stops, evals, chunk = boundaries(cfg, step)
     if stop_at is not None:
         stops = [s for s in stops if s <= stop_at]
     evaluate = make_evaluator(cfg)
     agent = get_agent(cfg.algo, cfg.agent)
-    result = TrainResult(job_id, ids, step)
+    result = TrainResult(job_id, ids, step, resumed_from=None if resume is None else step)
     t_start = time.perf_counter()
 
     def do_eval(step):
@@ -429,6 +431,23 @@ def resume_config(warehouse, job_id: str) -> TrainConfig:
     if df.height == 0:
         raise ValueError(f"no training job {job_id!r} in the warehouse at {wh.root}")
     return ck.run_config(ck.run_record(wh, df["run_id"][0]))
+
+
+def _resume_state(wh, cfg: TrainConfig, ids: list[str]):
+    """(ts, rb, step) to resume the job's runs `ids` from. Interrupted saves are cleared
+    first. A job with no checkpoint at all (killed during or before its first save)
+    restarts from the initial state at step 0: its unpublished artifacts are removed, so
+    every file is written afresh by this process."""
+    from retland import checkpoints as ck
+
+    if not any(ck.list_checkpoints(wh, rid) for rid in ids):
+        for rid in ids:
+            ck.discard_orphan_artifacts(wh, rid)
+        ts, rb = init_states(cfg)
+        return ts, rb, 0
+    for rid in ids:
+        ck.clear_temp_folders(wh, rid)
+    return _load_job(wh, cfg, ids)
 
 
 def _load_job(wh, cfg: TrainConfig, ids: list[str]):

@@ -90,6 +90,57 @@ def test_resumed_training_equals_uninterrupted(wh, td3_job):
     assert leaves_equal(resumed.replay, td3_job.replay)
 
 
+class _Killed(BaseException):
+    """Stands in for SIGKILL: no `except Exception` in retland or orbax stops it."""
+
+
+def test_a_job_killed_in_its_first_save_is_listed_and_resume_restarts_it(wh, td3_job, capsys, monkeypatch):
+    """Killed while orbax writes seed 0's first checkpoint (its temporary folder written,
+    not yet renamed): runs rows, no checkpoint row, leftovers under artifacts/.
+    `retland train --resume JOB` restarts it from step 0 under the same run ids and
+    reaches the uninterrupted job's state bit for bit (same process, same compiled chunk
+    programs); the published checkpoints of other jobs are untouched."""
+    import orbax.checkpoint._src.checkpointers.checkpointer as orbax_checkpointer
+
+    from conftest import run_cli, tree_digest
+    from retland.checkpoints import discard_orphan_artifacts, orphan_runs
+    from retland.training import _load_job
+
+    async def killed(*args, **kwargs):
+        raise _Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(orbax_checkpointer.atomicity, "on_commit_callback", killed)
+        with pytest.raises(_Killed):
+            train(TINY_TD3, wh, progress=False)
+    orphans = orphan_runs(wh)
+    assert len(orphans) == 2 and orphans[0].job_id == orphans[1].job_id
+    job = orphans[0].job_id
+    assert [o.run_id for o in orphans] == [f"{job}-s0", f"{job}-s1"] and not job.startswith(td3_job.job_id)
+    (tmp,) = orphans[0].temp_paths  # seed 0: its replay segment, then the state being saved
+    assert f"runs/{job}-s0/checkpoints/step_0000000060.orbax-checkpoint-tmp" in tmp and (wh.root / tmp).is_dir()
+    assert orphans[0].unpublished_paths == (f"artifacts/runs/{job}-s0/replay/rows_0000000000_0000000060",)
+    assert (orphans[1].temp_paths, orphans[1].unpublished_paths) == ((), ())  # seed 1 never started
+    with pytest.raises(ValueError, match="no checkpoint common to all 2 seeds"):  # what resume used to say
+        _load_job(wh, TINY_TD3, [o.run_id for o in orphans])
+    with pytest.raises(ValueError, match="published, not orphaned"):
+        discard_orphan_artifacts(wh, td3_job.run_ids[0])
+
+    published = {rid: tree_digest(wh.root / "artifacts" / "runs" / rid) for rid in td3_job.run_ids}
+    code, out, err = run_cli(capsys, monkeypatch, "train", "--resume", job, "-w", wh.root, "--no-progress")
+    assert code == 0, err
+    assert "restarted from step 0" in " ".join(out.split())
+    assert orphan_runs(wh) == [] and not (wh.root / tmp).exists()
+    for i, o in enumerate(orphans):
+        assert list_checkpoints(wh, o.run_id) == [60, 120]
+        ck = load_checkpoint(wh, o.run_id, 120)
+        assert leaves_equal(ck.state, seed_slice(td3_job.state, i))
+        assert leaves_equal(ck.replay, seed_slice(td3_job.replay.data, i))
+        evals = wh.query("SELECT step FROM evaluations WHERE run_id = ? ORDER BY step", [o.run_id])
+        assert evals["step"].to_list() == [0, 60, 120]  # step 0 evaluated twice, stored once
+    assert {rid: tree_digest(wh.root / "artifacts" / "runs" / rid) for rid in td3_job.run_ids} == published
+
+
 def test_vmapped_seeds_are_independent_and_reproducible():
     """Seed 1 evolves the same whether its batch neighbour is seed 0 or seed 2."""
 
