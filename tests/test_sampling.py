@@ -194,7 +194,14 @@ def test_a_job_killed_half_way_and_resumed_gives_the_rows_of_one(baseline, child
 
 
 def test_another_chunk_size_gives_the_same_distribution(tmp_path):
-    """Across B the arithmetic differs, so single samples may too; the law must not."""
+    """Across B the arithmetic differs, so single samples may too; the law must not.
+
+    How far single samples move depends on the CPU and XLA build (returns are chaotic
+    in θ), so the test assumes the worst — the two sets are independent draws of one
+    law — and only asks what then holds with high probability: a two-sample KS test
+    that does not reject at the 0.1% level, and means within 4 standard errors. Both
+    still fail for a B-dependent bias (a shift of about 0.4 standard deviations or
+    more, at n = 240) or spread."""
     from scipy.stats import ks_2samp
 
     n = 240
@@ -202,10 +209,14 @@ def test_another_chunk_size_gives_the_same_distribution(tmp_path):
     wide = Warehouse.open(tmp_path / "b48")
     sample(small, n=n, batch_size=8)
     sample(wide, n=n, batch_size=48)
-    a, b = rows(small)["return"].to_numpy(), rows(wide)["return"].to_numpy()
+    da, db = rows(small), rows(wide)
+    assert da["update_index"].to_list() == db["update_index"].to_list() == list(range(n))
+    assert set(da["chunk_size"]) == {8} and set(db["chunk_size"]) == {48}
+    a, b = da["return"].to_numpy(), db["return"].to_numpy()
+    assert np.isfinite(a).all() and np.isfinite(b).all()
     assert a.std() > 0.1
-    assert ks_2samp(a, b).pvalue > 0.05
-    np.testing.assert_allclose(np.sort(a), np.sort(b), rtol=0.05)
+    assert ks_2samp(a, b).pvalue > 0.001
+    assert abs(a.mean() - b.mean()) < 4 * np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / n)
 
 
 @pytest.mark.slow
