@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from .warehouse import Warehouse, WarehouseError
+from .warehouse.writer import RowError, check_rows, validate
 
 REQUIRED = {
     "algo": pl.Utf8,
@@ -81,26 +82,30 @@ def _cast(df: pl.DataFrame, path: Path) -> pl.DataFrame:
 
 
 def _check(df: pl.DataFrame, path: Path) -> None:
+    """File-level checks (empty cells, names, duplicate keys), then the warehouse's own
+    value rules (`TableSpec.checks`: finite returns, steps and indices >= 0, …) applied to
+    the file's rows, so an error names the row of the file."""
     for name in REQUIRED:
         nulls = df.get_column(name).is_null()
         if nulls.any():
             row = int(nulls.arg_true()[0])
             raise WarehouseError(f"{path}: row {row}: column {name!r} is empty")
-    ret = df.get_column("return")
-    bad = ~ret.is_finite()
-    if bad.any():
-        row = int(bad.arg_true()[0])
-        raise WarehouseError(f"{path}: row {row}: return is {ret[row]} (not finite)")
     for name, pattern in (("algo", _NAME), ("env", _NAME), ("operator", _OPERATOR)):
         values = df.get_column(name).unique().to_list()
         for v in values:
             if not pattern.match(v):
                 raise WarehouseError(f"{path}: {name} {v!r} has characters outside letters, digits and _ . + -")
-    for name in ("seed", "step", "update_index"):
-        neg = df.get_column(name) < 0
-        if neg.any():
-            row = int(neg.arg_true()[0])
-            raise WarehouseError(f"{path}: row {row}: {name} is negative ({df.get_column(name)[row]})")
+    # The same rules every other write path meets; file column -> (table, column).
+    targets = {"runs": {"seed": "seed"}, "post_update_returns": {
+        c: c for c in ("step", "update_index", "return", *OPTIONAL) if c in df.columns}}
+    for table, columns in targets.items():
+        try:
+            check_rows(table, df.select(pl.col(f).alias(t) for f, t in columns.items()).to_arrow())
+        except RowError as exc:
+            file_column = next(f for f, t in columns.items() if t == exc.column)
+            raise WarehouseError(
+                f"{path}: row {exc.rows[0]}: column {file_column!r} has {exc.problem}; accepted: {exc.accepted}"
+            ) from None
     key = ["algo", "env", "seed", "step", "operator", "update_index"]
     dup = df.select(key).is_duplicated()
     if dup.any():
@@ -154,11 +159,20 @@ def import_returns(wh: Warehouse, path: Path, tag: str = "imported") -> ImportSu
         )
     finally:
         con.close()
+    # Every table's rows pass the warehouse's validation before the first is written.
     # Parents before children: a reader never sees returns whose run is unknown.
-    wh.append("runs", new_runs.with_columns(pl.lit("imported").alias("source"), pl.lit(source).alias("config")))
-    wh.append("operators", new_ops.with_columns(pl.lit("imported").alias("kind"), pl.lit(source).alias("params")))
-    wh.append("checkpoints", new_ckpts)
-    written = wh.append("post_update_returns", new_returns)
+    batches = {
+        "runs": new_runs.with_columns(pl.lit("imported").alias("source"), pl.lit(source).alias("config")),
+        "operators": new_ops.with_columns(pl.lit("imported").alias("kind"), pl.lit(source).alias("params")),
+        "checkpoints": new_ckpts,
+        "post_update_returns": new_returns,
+    }
+    try:
+        checked = {table: validate(table, rows) for table, rows in batches.items()}
+    except WarehouseError as exc:
+        raise WarehouseError(f"{path}: {exc}") from None
+    counts = {table: wh.append(table, rows) for table, rows in checked.items()}
+    written = counts["post_update_returns"]
     return ImportSummary(
         rows_in_file=df.height,
         rows_written=written,

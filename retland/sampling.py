@@ -30,9 +30,11 @@ Shards. `--shard i/N` takes the i-th of N contiguous, equal ranges of the job's 
 units (chunks, in (run, step, chunk) order), so N independent jobs cover the work
 exactly once with no coordination; a finished shard's rerun computes nothing.
 
-Non-finite returns are refused: the job writes the chunks before the offending one,
-nothing of that chunk, and raises `NonFiniteReturnError` naming run, step, operator and
-the update indices.
+Rows that break the warehouse's rules for post_update_returns (`TableSpec.checks`, the
+same every write path meets: finite return and discounted return, …) are refused per
+chunk: the job writes the chunks before the offending one, nothing of that chunk, and
+raises `NonFiniteReturnError` (or `SamplingError`) naming run, step, operator and the
+update indices.
 """
 from __future__ import annotations
 
@@ -403,6 +405,30 @@ class SampleResult:
     chunk_devices: dict[int, int] = field(default_factory=dict)  # chunk -> device position
 
 
+def check_chunk(rows: dict[str, np.ndarray], plan: Plan, chunk: int, batch_size: int) -> None:
+    """Refuse a computed chunk whose rows break the warehouse's rules for
+    post_update_returns (the same `TableSpec.checks` every write path meets: finite
+    return and discounted_return, …), before any of it is buffered."""
+    import pyarrow as pa
+
+    from retland.warehouse.writer import RowError, check_rows
+
+    where = f"run {plan.run_id} step {plan.step} operator {plan.spec.operator_id}"
+    try:
+        check_rows("post_update_returns", pa.table(rows))
+    except RowError as exc:
+        indices = rows["update_index"][exc.rows].tolist()
+        error = NonFiniteReturnError if exc.problem.startswith("non-finite") else SamplingError
+        raise error(
+            f"{where}: {exc.problem} in column {exc.column} at update_index {indices} (chunk {chunk}, B={batch_size}); "
+            "refused: nothing of this chunk was stored, the chunks computed before it were") from None
+    bad = rows["episode_length"] > plan.spec.horizon
+    if bad.any():
+        raise SamplingError(
+            f"{where}: episode_length above the horizon {plan.spec.horizon} at update_index "
+            f"{rows['update_index'][bad].tolist()} (chunk {chunk}); refused: nothing of this chunk was stored")
+
+
 def run_plan(
     wh,
     plan: Plan,
@@ -445,22 +471,15 @@ def run_plan(
         for res in run_chunks(program, op_state, spec.base_key, plan.todo, b,
                               start_state=start_state, devices=devs):
             keep = plan.keep(res.indices)
-            ret = res.ret[keep].astype(np.float64)
-            disc = res.discounted_return[keep].astype(np.float64)
-            bad = ~(np.isfinite(ret) & np.isfinite(disc))
-            if bad.any():
-                raise NonFiniteReturnError(
-                    f"run {plan.run_id} step {plan.step} operator {operator_id}: non-finite "
-                    f"return at update_index {res.indices[keep][bad].tolist()} (chunk "
-                    f"{res.chunk}, B={b}); refused: nothing of this chunk was stored, the "
-                    "chunks computed before it were")
-            buffer.append({
+            rows = {
                 "update_index": res.indices[keep].astype(np.int64),
-                "return": ret,
-                "discounted_return": disc,
+                "return": res.ret[keep].astype(np.float64),
+                "discounted_return": res.discounted_return[keep].astype(np.float64),
                 "episode_length": res.episode_length[keep].astype(np.int32),
                 "terminated": res.terminated[keep].astype(bool),
-            })
+            }
+            check_chunk(rows, plan, res.chunk, b)
+            buffer.append(rows)
             result.chunks_computed += 1
             result.chunk_devices[res.chunk] = res.device
             if time.monotonic() - last_flush >= flush_seconds:

@@ -1,16 +1,71 @@
 """The warehouse's tables: one declared Arrow schema and key per table.
 
-This registry is the single authority on what a row looks like. The writer validates
-against it, the reader builds one DuckDB view per entry, and adding a table means adding
-one `TableSpec` here.
+This registry is the single authority on what a row looks like: column types, keys, and
+the value rules (`Check`) every row must meet. The writer validates against it, so every
+write path (import, sampling, analyses) refuses the same bad rows; the reader builds one
+DuckDB view per entry, and adding a table means adding one `TableSpec` here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 TS = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class Check:
+    """A rule on one numeric column's values. NULL passes (nullability is the schema's
+    business); NaN and ±inf fail whenever any bound is given or `finite` is set."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    finite: bool = False
+
+    def describe(self, integer: bool = False) -> str:
+        """What is accepted, e.g. 'an integer >= 0' or 'a finite number in (0, 1]'."""
+        what = "an integer" if integer else "a finite number"
+        lo = f"[{self.ge:g}" if self.ge is not None else (f"({self.gt:g}" if self.gt is not None else None)
+        if lo is not None and self.le is not None:
+            return f"{what} in {lo}, {self.le:g}]"
+        if self.ge is not None:
+            return f"{what} >= {self.ge:g}"
+        if self.gt is not None:
+            return f"{what} > {self.gt:g}"
+        if self.le is not None:
+            return f"{what} <= {self.le:g}"
+        return what
+
+    def bad(self, col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+        """Boolean mask of the values that break the rule (NULL -> False)."""
+        bounded = self.finite or self.ge is not None or self.gt is not None or self.le is not None
+        mask = pc.invert(pc.is_finite(col)) if bounded and pa.types.is_floating(col.type) else None
+        for op, bound in ((pc.less, self.ge), (pc.less_equal, self.gt), (pc.greater, self.le)):
+            if bound is not None:
+                m = op(col, bound)
+                mask = m if mask is None else pc.or_(mask, m)
+        if mask is None:
+            return pa.array([False] * len(col))
+        return pc.fill_null(mask, False)
+
+    def problem(self, value) -> str:
+        """Why one value fails: 'non-finite value inf' or 'value -7 out of range'."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"non-finite value {value!r}"
+        return f"value {value!r} out of range"
+
+
+# Rules shared by many tables.
+NON_NEGATIVE = Check(ge=0)  # indices, steps, seeds, counts, lengths
+AT_LEAST_ONE = Check(ge=1)  # sizes: chunk sizes, horizons, sample counts
+FINITE = Check(finite=True)
+FINITE_NON_NEGATIVE = Check(ge=0, finite=True)
+POSITIVE = Check(gt=0)
+UNIT = Check(gt=0, le=1)  # α, β: (0, 1]
 
 
 @dataclass(frozen=True)
@@ -21,6 +76,8 @@ class TableSpec:
     # Hive partition columns: written as folder names (col=value), not inside files.
     partition_by: tuple[str, ...] = ()
     doc: str = ""
+    # Value rules per column, checked on every append (after the cast to the schema).
+    checks: dict[str, Check] = field(default_factory=dict, hash=False)
 
     def __post_init__(self):
         names = set(self.schema.names)
@@ -30,6 +87,12 @@ class TableSpec:
         for col in self.key:
             if self.schema.field(col).nullable:
                 raise ValueError(f"table {self.name}: key column {col!r} must be non-nullable")
+        for col in self.checks:
+            if col not in names:
+                raise ValueError(f"table {self.name}: checked column {col!r} not in schema")
+            typ = self.schema.field(col).type
+            if not (pa.types.is_integer(typ) or pa.types.is_floating(typ)):
+                raise ValueError(f"table {self.name}: checked column {col!r} is not numeric ({typ})")
 
 
 def _f(name: str, typ: pa.DataType, nullable: bool = True, doc: str = "") -> pa.Field:
@@ -47,6 +110,7 @@ def register(spec: TableSpec) -> TableSpec:
 
 register(TableSpec(
     name="runs",
+    checks={"seed": NON_NEGATIVE, "parent_step": NON_NEGATIVE},
     doc="One row per training run (one seed of one algo on one env), trained, imported or derived.",
     key=("run_id",),
     schema=pa.schema([
@@ -66,6 +130,7 @@ register(TableSpec(
 
 register(TableSpec(
     name="checkpoints",
+    checks={"step": NON_NEGATIVE, "replay_size": NON_NEGATIVE},
     doc="Checkpoints of a run, keyed by env step.",
     key=("run_id", "step"),
     schema=pa.schema([
@@ -92,6 +157,8 @@ register(TableSpec(
 
 register(TableSpec(
     name="post_update_returns",
+    checks={"step": NON_NEGATIVE, "update_index": NON_NEGATIVE, "return": FINITE,
+            "discounted_return": FINITE, "episode_length": NON_NEGATIVE, "chunk_size": AT_LEAST_ONE},
     doc="One row per post-update sample: J(U(state, key_i)) for update index i.",
     key=("run_id", "step", "operator_id", "update_index"),
     partition_by=("run_id",),
@@ -110,6 +177,7 @@ register(TableSpec(
 
 register(TableSpec(
     name="evaluations",
+    checks={"step": NON_NEGATIVE, "episode_length": NON_NEGATIVE, "wall_seconds": FINITE_NON_NEGATIVE},
     doc="Learning curves: deterministic return from the reference state during training.",
     key=("run_id", "step"),
     schema=pa.schema([
@@ -125,6 +193,9 @@ register(TableSpec(
 
 register(TableSpec(
     name="landscape_grids",
+    checks={"step": NON_NEGATIVE, "lo": FINITE, "hi": FINITE, "zoom": Check(gt=0, finite=True),
+            "resolution": AT_LEAST_ONE, "samples_per_point": AT_LEAST_ONE, "sigma": FINITE_NON_NEGATIVE,
+            "seed": NON_NEGATIVE, "horizon": AT_LEAST_ONE, "chunk_size": AT_LEAST_ONE},
     doc="One row per 2-D landscape grid: J(θ + a·d1 + b·d2) over a window of (a, b).",
     key=("grid_id",),
     schema=pa.schema([
@@ -150,6 +221,8 @@ register(TableSpec(
 
 register(TableSpec(
     name="landscape_points",
+    checks={"point": NON_NEGATIVE, "sample": NON_NEGATIVE, "ix": NON_NEGATIVE, "iy": NON_NEGATIVE,
+            "a": FINITE, "b": FINITE, "episode_length": NON_NEGATIVE},
     doc="One row per rollout of a landscape grid: point (ix, iy), sample k.",
     key=("grid_id", "point", "sample"),
     schema=pa.schema([
@@ -168,6 +241,7 @@ register(TableSpec(
 
 register(TableSpec(
     name="trajectories",
+    checks={"t": NON_NEGATIVE, "step": NON_NEGATIVE, "update_index": NON_NEGATIVE},
     doc="Per-step re-rolls of a successful and a failing post-update sample of one checkpoint.",
     key=("pair_id", "role", "t"),
     schema=pa.schema([
@@ -189,6 +263,8 @@ register(TableSpec(
 
 register(TableSpec(
     name="interpolation_pairs",
+    checks={"step_a": NON_NEGATIVE, "step_b": NON_NEGATIVE, "points": AT_LEAST_ONE, "samples": AT_LEAST_ONE,
+            "sigma": FINITE_NON_NEGATIVE, "seed": NON_NEGATIVE, "horizon": AT_LEAST_ONE, "chunk_size": AT_LEAST_ONE},
     doc="One row per interpolated pair of checkpoints: θ(λ) = (1−λ)·θa + λ·θb, actor only.",
     key=("pair_id",),
     schema=pa.schema([
@@ -212,6 +288,8 @@ register(TableSpec(
 
 register(TableSpec(
     name="interpolation_points",
+    checks={"point": NON_NEGATIVE, "sample": NON_NEGATIVE, "lam": Check(ge=0, le=1),
+            "episode_length": NON_NEGATIVE},
     doc="One row per rollout along an interpolation: point p (λ_p), sample k.",
     key=("pair_id", "point", "sample"),
     schema=pa.schema([
@@ -227,6 +305,9 @@ register(TableSpec(
 
 register(TableSpec(
     name="stabilize_steps",
+    checks={"seed": NON_NEGATIVE, "proposal": NON_NEGATIVE, "step": NON_NEGATIVE, "alpha": UNIT, "beta": UNIT,
+            "tolerance": FINITE_NON_NEGATIVE, "n_samples": AT_LEAST_ONE, "last_accepted": NON_NEGATIVE,
+            "update_count": NON_NEGATIVE, "replay_size": NON_NEGATIVE},
     doc="Algorithm 1 (retland stabilize): one row per proposal of each lane (arm x rejection seed); "
         "proposal 0 is the source checkpoint. Statistics are of the proposal's PURD and of the last "
         "accepted state it was compared with (before the decision).",
@@ -259,6 +340,7 @@ register(TableSpec(
 
 register(TableSpec(
     name="stabilize_returns",
+    checks={"seed": NON_NEGATIVE, "proposal": NON_NEGATIVE, "update_index": NON_NEGATIVE, "return": FINITE},
     doc="The PURD samples behind stabilize_steps: J(U(state, key_i)) of each proposal's state.",
     key=("experiment_id", "arm", "seed", "proposal", "update_index"),
     schema=pa.schema([

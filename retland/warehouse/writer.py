@@ -29,10 +29,19 @@ class WarehouseError(ValueError):
     """Bad input or state; the message names what is wrong. Nothing was written."""
 
 
+class RowError(WarehouseError):
+    """Values that break a table's declared `Check`: `rows` are the positions (in the
+    rows given) of every offending value of `column`, `values` their values."""
+
+    def __init__(self, message: str, *, table: str, column: str, rows: list[int], values: list,
+                 accepted: str, problem: str):
+        super().__init__(message)
+        self.table, self.column, self.rows, self.values = table, column, rows, values
+        self.accepted, self.problem = accepted, problem
+
+
 # Values that become folder names must be safe on every filesystem and in globs.
 _PARTITION_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
-# Columns whose non-finite values would poison statistics.
-_FINITE = {"post_update_returns": ("return",)}
 
 
 def _spec(table: str) -> TableSpec:
@@ -54,8 +63,11 @@ def to_arrow(rows) -> pa.Table:
     if isinstance(rows, list):
         if rows and not all(isinstance(r, dict) for r in rows):
             raise WarehouseError("rows must be dicts (column -> value)")
+        # Columns are the union of every row's keys: from_pylist alone takes the first
+        # row's keys and would silently drop a value given only in a later row.
+        names = list(dict.fromkeys(k for r in rows for k in r))
         try:
-            return pa.Table.from_pylist(rows)
+            return pa.Table.from_pylist([{k: r.get(k) for k in names} for r in rows])
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise WarehouseError(f"rows do not form a table: {exc}") from None
     raise WarehouseError(f"cannot append rows of type {type(rows).__name__}")
@@ -107,13 +119,7 @@ def validate(table: str, rows) -> pa.Table:
             raise WarehouseError(f"{table}: column {field.name!r} row {row}: missing value (NULL) in a required column")
         columns.append(col)
     out = pa.Table.from_arrays(columns, schema=spec.schema)
-    for name in _FINITE.get(table, ()):
-        col = out.column(name)
-        bad = pc.fill_null(pc.invert(pc.is_finite(col)), False)
-        if n and pc.any(bad).as_py():
-            row = _first_row(bad)
-            key = {k: out.column(k)[row].as_py() for k in spec.key}
-            raise WarehouseError(f"{table}: column {name!r} row {row} ({key}): non-finite value {col[row].as_py()!r} refused")
+    check_rows(table, out)
     for name in spec.partition_by:
         for value in pc.unique(out.column(name)).to_pylist():
             if not _PARTITION_VALUE.match(str(value)):
@@ -127,6 +133,33 @@ def validate(table: str, rows) -> pa.Table:
             key = {k: out.column(k)[row].as_py() for k in spec.key}
             raise WarehouseError(f"{table}: duplicate key {key} within one append")
     return out
+
+
+def check_rows(table: str, data: pa.Table) -> None:
+    """Apply the table's declared value rules (`TableSpec.checks`) to the columns of
+    `data` that it has; raise RowError naming the first offending row. `validate` calls
+    this on every append; a producer may call it early on part of a row (the sampler
+    does, per chunk) to refuse a batch before buffering it."""
+    spec = _spec(table)
+    if data.num_rows == 0:
+        return
+    for name, check in spec.checks.items():
+        if name not in data.column_names:
+            continue
+        col = data.column(name)
+        bad = check.bad(col)
+        if not pc.any(bad).as_py():
+            continue
+        rows = pc.indices_nonzero(bad).to_pylist()
+        values = pc.take(col, pa.array(rows)).to_pylist()
+        row, value = rows[0], values[0]
+        key = {k: data.column(k)[row].as_py() for k in spec.key if k in data.column_names}
+        accepted = check.describe(integer=pa.types.is_integer(spec.schema.field(name).type))
+        problem = check.problem(value)
+        raise RowError(
+            f"{table}: column {name!r} row {row}{f' ({key})' if key else ''}: {problem} refused; "
+            f"accepted: {accepted}",
+            table=table, column=name, rows=rows, values=values, accepted=accepted, problem=problem)
 
 
 def _first_duplicate(data: pa.Table, key: tuple[str, ...]) -> int | None:
