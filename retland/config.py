@@ -6,15 +6,39 @@ its `runs` row, so every number that shaped a checkpoint is recorded with it.
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from retland.envs import BACKENDS, DEFAULT_BACKEND, DEFAULT_HORIZON, ENVS
 
 ALGOS: tuple[str, ...] = ("td3", "sac", "ppo")
+
+# Every number of a config has a declared range, checked before anything is written or
+# compiled: a negative batch size or a NaN learning rate is refused, not trained.
+
+
+def _number(v):
+    # pydantic would read a TOML `batch_size = true` as 1, and report a NaN as "not > 0"
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, got {str(v).lower()}")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"expected a finite number, got {v}")
+    return v
+
+
+_Num = BeforeValidator(_number)
+Size = Annotated[int, _Num, Field(ge=1)]  # batch sizes, counts, widths, periods
+Count = Annotated[int, _Num, Field(ge=0)]  # may be zero: warm-up steps, seeds
+Rate = Annotated[float, _Num, Field(gt=0, allow_inf_nan=False)]  # learning rates, epsilons, temperatures
+NonNegative = Annotated[float, _Num, Field(ge=0, allow_inf_nan=False)]  # noise scales, loss weights
+Discount = Annotated[float, _Num, Field(gt=0, le=1, allow_inf_nan=False)]  # gamma, tau: (0, 1]
+Fraction = Annotated[float, _Num, Field(ge=0, le=1, allow_inf_nan=False)]  # probabilities, λ: [0, 1]
+Finite = Annotated[float, _Num, Field(allow_inf_nan=False)]
+Hidden = Annotated[tuple[Size, ...], Field(min_length=1)]  # hidden layer widths, >= 1 layer
 
 
 class _Model(BaseModel):
@@ -25,53 +49,59 @@ class TD3Config(_Model):
     """TD3 (Fujimoto et al. 2018) as in METHOD.md: actor loss on min(Q1, Q2)."""
 
     algo: Literal["td3"] = "td3"
-    learning_rate: float = 3e-4  # actor and critic Adam
-    batch_size: int = 256
-    gamma: float = 0.99
-    tau: float = 0.005
-    policy_delay: int = 2  # actor and target updates every `policy_delay` critic updates
-    policy_noise: float = 0.2  # target policy smoothing noise
-    noise_clip: float = 0.5
-    exploration_noise: float = 0.1
-    learning_starts: int = 10_000  # uniform random warm-up steps, no updates
-    buffer_size: int = 1_000_000
-    hidden: tuple[int, ...] = (256, 256)
+    learning_rate: Rate = 3e-4  # actor and critic Adam
+    batch_size: Size = 256
+    gamma: Discount = 0.99
+    tau: Discount = 0.005
+    policy_delay: Size = 2  # actor and target updates every `policy_delay` critic updates
+    policy_noise: NonNegative = 0.2  # target policy smoothing noise
+    noise_clip: NonNegative = 0.5
+    exploration_noise: NonNegative = 0.1
+    learning_starts: Count = 10_000  # uniform random warm-up steps, no updates
+    buffer_size: Size = 1_000_000
+    hidden: Hidden = (256, 256)
 
 
 class SACConfig(_Model):
     """SAC (Haarnoja et al. 2018) with learned temperature, tanh-Gaussian actor."""
 
     algo: Literal["sac"] = "sac"
-    learning_rate: float = 3e-4  # actor, critics and temperature Adam
-    batch_size: int = 256
-    gamma: float = 0.99
-    tau: float = 0.005
-    initial_temperature: float = 1.0
-    target_entropy_scale: float = 0.5  # target entropy = -scale * |A|
-    log_std_min: float = -10.0
-    log_std_max: float = 2.0
-    learning_starts: int = 10_000
-    buffer_size: int = 1_000_000
-    hidden: tuple[int, ...] = (256, 256)
+    learning_rate: Rate = 3e-4  # actor, critics and temperature Adam
+    batch_size: Size = 256
+    gamma: Discount = 0.99
+    tau: Discount = 0.005
+    initial_temperature: Rate = 1.0
+    target_entropy_scale: NonNegative = 0.5  # target entropy = -scale * |A|
+    log_std_min: Finite = -10.0
+    log_std_max: Finite = 2.0
+    learning_starts: Count = 10_000
+    buffer_size: Size = 1_000_000
+    hidden: Hidden = (256, 256)
+
+    @model_validator(mode="after")
+    def _log_std_range(self):
+        if self.log_std_min >= self.log_std_max:
+            raise ValueError(f"log_std_min={self.log_std_min} must be < log_std_max={self.log_std_max}")
+        return self
 
 
 class PPOConfig(_Model):
     """PPO (Schulman et al. 2017) with Brax-scale batches: 2048 envs x 16 steps."""
 
     algo: Literal["ppo"] = "ppo"
-    num_envs: int = 2048
-    unroll_length: int = 16
-    num_minibatches: int = 2
-    update_epochs: int = 4
-    learning_rate: float = 0.0026
-    adam_eps: float = 1e-5
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_eps: float = 0.2
-    value_coef: float = 2.0
-    entropy_coef: float = 0.0
-    max_grad_norm: float = 1.0
-    hidden: tuple[int, ...] = (64, 64)
+    num_envs: Size = 2048
+    unroll_length: Size = 16
+    num_minibatches: Size = 2
+    update_epochs: Size = 4
+    learning_rate: Rate = 0.0026
+    adam_eps: Rate = 1e-5
+    gamma: Discount = 0.99
+    gae_lambda: Fraction = 0.95
+    clip_eps: Rate = 0.2
+    value_coef: NonNegative = 2.0
+    entropy_coef: NonNegative = 0.0
+    max_grad_norm: Rate = 1.0
+    hidden: Hidden = (64, 64)
 
     @property
     def steps_per_update(self) -> int:
@@ -115,12 +145,12 @@ class TrainConfig(_Model):
 
     env: str = "hopper"
     backend: str = DEFAULT_BACKEND
-    seeds: int = 20
-    seed: int = 0  # seed index i of the job's runs uses PRNGKey(seed + i)
-    total_steps: int | None = None  # env steps per seed; None = the algo's default
-    checkpoints: tuple[int, ...] | None = None  # env steps; None = default_checkpoints
-    eval_every: int | None = None  # env steps between learning-curve points; None = total/50
-    horizon: int = DEFAULT_HORIZON  # episode length (time-limit truncation) and eval horizon
+    seeds: Size = 20
+    seed: Count = 0  # seed index i of the job's runs uses PRNGKey(seed + i)
+    total_steps: Size | None = None  # env steps per seed; None = the algo's default
+    checkpoints: tuple[Size, ...] | None = None  # env steps; None = default_checkpoints
+    eval_every: Size | None = None  # env steps between learning-curve points; None = total/50
+    horizon: Size = DEFAULT_HORIZON  # episode length (time-limit truncation) and eval horizon
     agent: AgentConfig = Field(default_factory=TD3Config)
 
     @property
@@ -139,13 +169,6 @@ class TrainConfig(_Model):
     def _backend(cls, v):
         if v not in BACKENDS:
             raise ValueError(f"unknown backend {v!r}: choose one of {', '.join(BACKENDS)}")
-        return v
-
-    @field_validator("seeds", "horizon")
-    @classmethod
-    def _positive(cls, v):
-        if v < 1:
-            raise ValueError(f"must be >= 1, got {v}")
         return v
 
     @property
@@ -217,7 +240,9 @@ def load_train_config(path: str | Path | None = None, **overrides) -> TrainConfi
     algo = overrides.pop("algo", None) or agent.get("algo") or "td3"
     if agent.get("algo", algo) != algo:
         raise ValueError(f"config file says algo={agent['algo']!r} but {algo!r} was requested")
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algo {algo!r}: choose one of {', '.join(ALGOS)}")
     agent["algo"] = algo
-    agent = agent_config(**agent).model_dump()
     data.update({k: v for k, v in overrides.items() if v is not None})
+    # The agent table is validated inside TrainConfig, so errors read agent.<field>.
     return TrainConfig(agent=agent, **data)
