@@ -11,7 +11,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from retland.cli.app import CliError, OutputFormat, WarehouseOpt, app, console, emit, err_console
+from retland.cli.app import (
+    CliError,
+    OutputFormat,
+    WarehouseOpt,
+    app,
+    console,
+    count_or_keyword,
+    emit,
+    err_console,
+    require_stored_checkpoint,
+    require_writable,
+)
 
 
 @contextmanager
@@ -85,13 +96,19 @@ def interpolate(
         raise CliError("give either --a/--b or --pairs, not both")
     if a is None and (pairs is None or env is None):
         raise CliError("say which pairs: --env ENV --pairs same-run|different-run|both, or --a RUN:STEP --b RUN:STEP")
-    if batch_size != "auto" and not batch_size.isdigit():
-        raise CliError(f"--batch-size {batch_size!r}: a positive integer or auto")
+    batch = count_or_keyword(batch_size, "--batch-size", "auto")
+    if bootstrap < 1:
+        raise CliError(f"--bootstrap {bootstrap}: give a whole number of resamples >= 1")
+    with _user_errors(ip.InterpolationError):
+        settings = ip.Settings(points, samples, sigma, seed, horizon).check()
     wh = Warehouse.open(warehouse, create=False)
-    settings = ip.Settings(points, samples, sigma, seed, horizon)
+    require_writable(wh.root)
     with _user_errors(ip.InterpolationError):
         chosen = [ip.explicit_pair(a, b)] if a is not None else ip.select_pairs(wh, env, algo, pairs.value, max_pairs)
-        plans = ip.plan_pairs(wh, chosen, settings, batch_size)
+        for pair in chosen:
+            for r, s in ((pair.run_a, pair.step_a), (pair.run_b, pair.step_b)):
+                require_stored_checkpoint(wh, r, s, "interpolation")
+        plans = ip.plan_pairs(wh, chosen, settings, batch)
     todo = sum(settings.points * settings.samples - len(p.present) for p in plans if not (
         p.exists and len(p.present) >= settings.points * settings.samples))
     err_console.print(f"{len(plans)} pair(s), {todo} rollouts to compute", highlight=False)
@@ -146,14 +163,16 @@ def landscape(
     from retland import landscape as ls
     from retland.warehouse import Warehouse
 
-    if batch_size != "auto" and not batch_size.isdigit():
-        raise CliError(f"--batch-size {batch_size!r}: a positive integer or auto")
-    wh = Warehouse.open(warehouse, create=False)
+    batch = count_or_keyword(batch_size, "--batch-size", "auto")
     with _user_errors(ls.LandscapeError):
         lo, hi = ls.parse_range(range_)
         req = ls.Request(run, step, directions.value, operator, grid, lo, hi, ls.parse_zoom(zoom),
                          samples_per_point, sigma, seed, horizon)
-        p = ls.plan(wh, req, batch_size)
+    wh = Warehouse.open(warehouse, create=False)
+    require_writable(wh.root)
+    require_stored_checkpoint(wh, run, step, "a landscape")
+    with _user_errors(ls.LandscapeError):
+        p = ls.plan(wh, req, batch)
     err_console.print(f"{len(p.grids)} grid(s) of {grid}×{grid}×{samples_per_point}, {p.todo} rollouts to compute",
                       highlight=False)
     with _bar(p.todo, "landscape", progress) as advance, _user_errors(ls.LandscapeError):
@@ -186,7 +205,11 @@ def failures(
     from retland import failures as fl
     from retland.warehouse import Warehouse
 
+    if pairs < 1:
+        raise CliError(f"--pairs must be >= 1, got {pairs}")
     wh = Warehouse.open(warehouse, create=False)
+    require_writable(wh.root)
+    require_stored_checkpoint(wh, run, step, "re-rolling failures")
     with _user_errors(fl.FailureError):
         target = fl.plan(wh, run, step, operator, pairs)
         todo = fl.missing_pairs(wh, target)

@@ -86,6 +86,68 @@ class CliError(Exception):
     """A user error: printed without a traceback, exit status 2."""
 
 
+def check_output_file(output: Path, option: str = "--output") -> None:
+    """Refuse an output path that cannot become a file, before any work is done."""
+    if output.is_dir():
+        raise CliError(f"{option} {output} is a folder; give a file path, e.g. {output / 'result.csv'}")
+    parent = output.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CliError(f"{option} {output}: {parent} is a file, not a folder")
+
+
+def require_writable(root: Path | None) -> None:
+    """Refuse, before any work starts, a warehouse this process may not write into: a
+    command that computes for minutes must not fail at its first append.
+
+    Checks the folder (or, if it does not exist yet, the nearest existing parent it
+    would be created in) and its existing table and artifact folders with os.access."""
+    import os
+
+    from retland.warehouse import resolve_root
+
+    root = resolve_root(root)
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise CliError(f"--warehouse {root}: {probe} is a file, not a folder")
+    folders = [probe]
+    if probe == root:
+        for sub in ("tables", "artifacts"):
+            base = root / sub
+            if base.is_dir():
+                folders.append(base)
+                folders += [p for p in base.iterdir() if p.is_dir()]
+    for folder in folders:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise CliError(f"--warehouse {root}: no permission to write in {folder}; "
+                           "fix its permissions or choose another --warehouse")
+
+
+def count_or_keyword(text: str, option: str, word: str) -> int | str:
+    """A whole number >= 1, or the keyword (`auto` batch sizes, `all` devices)."""
+    if text.strip().lower() == word:
+        return word
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise CliError(f"{option} {text!r}: give a whole number >= 1 or {word}")
+    return n
+
+
+def require_stored_checkpoint(wh, run_id: str, step: int, what: str) -> None:
+    """Refuse a checkpoint row without parameters (a run whose returns were imported)
+    before any work; unknown runs and steps are left to the command's own message."""
+    df = wh.query("SELECT artifact_path FROM checkpoints WHERE run_id = ? AND step = ?", [run_id, int(step)])
+    if df.height and df["artifact_path"][0] is None:
+        raise CliError(f"run {run_id} step {step} has no stored checkpoint (its returns were imported); "
+                       f"{what} needs a trained run")
+
+
 def emit(df, fmt: OutputFormat, output: Path | None, title: str | None = None) -> None:
     """Print or write a polars DataFrame in the requested format."""
     import json as _json
@@ -93,16 +155,20 @@ def emit(df, fmt: OutputFormat, output: Path | None, title: str | None = None) -
     if fmt is OutputFormat.parquet and output is None:
         raise CliError("--format parquet needs --output FILE")
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        if fmt is OutputFormat.parquet:
-            df.write_parquet(output)
-        elif fmt is OutputFormat.csv:
-            df.write_csv(output)
-        elif fmt is OutputFormat.json:
-            output.write_text(_json.dumps(df.to_dicts(), default=str, indent=1) + "\n")
-        else:
-            with output.open("w") as fh:
-                Console(file=fh, width=200).print(_rich_table(df, title))
+        check_output_file(output)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            if fmt is OutputFormat.parquet:
+                df.write_parquet(output)
+            elif fmt is OutputFormat.csv:
+                df.write_csv(output)
+            elif fmt is OutputFormat.json:
+                output.write_text(_json.dumps(df.to_dicts(), default=str, indent=1) + "\n")
+            else:
+                with output.open("w") as fh:
+                    Console(file=fh, width=200).print(_rich_table(df, title))
+        except OSError as exc:
+            raise CliError(f"--output {output}: cannot write it: {exc.strerror or exc}") from None
         err_console.print(f"wrote {df.height} rows to {output}")
         return
     if fmt is OutputFormat.csv:

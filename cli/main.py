@@ -21,14 +21,74 @@ from retland.cli import stabilize  # noqa: F401
 unwrap_all_help(app)
 
 
+def one_line(exc: BaseException) -> str:
+    """The user-facing text of an error, on one line."""
+    import errno
+
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()))
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{where}: {msg}" if where else msg)
+        text = f"{exc.title}: " + "; ".join(parts)
+    elif isinstance(exc, OSError) and exc.filename is not None:
+        what = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+                errno.EROFS: "read-only file system", errno.EISDIR: "is a folder, not a file",
+                errno.ENOTDIR: "a parent is a file, not a folder", errno.EEXIST: "already exists",
+                errno.ENOENT: "no such file or folder"}.get(exc.errno, exc.strerror or str(exc))
+        text = f"{exc.filename}: {what}" if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}: {what}"
+    elif callable(getattr(exc, "format_message", None)):  # click's errors: "Missing option '--operator'."
+        text = exc.format_message()
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+# Path problems a user can fix (permissions, a file where a folder should be, …); other
+# OSErrors (disk full, I/O errors) keep their traceback.
+_PATH_ERRORS = (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
+def _fail(text: str) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
 def main() -> None:
+    """Run the app; every user error is one line on stderr and exit status 2."""
+    import errno
+
+    import typer
+    # typer vendors click (0.29+); its usage errors come from here
+    from typer._click import exceptions as click
+
     from retland.warehouse import WarehouseError
 
     try:
-        app(standalone_mode=True)
-    except (CliError, WarehouseError, ValueError, FileNotFoundError) as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        code = app(standalone_mode=False)
+    except click.NoArgsIsHelpError as exc:
+        exc.show()  # `retland` or `retland CMD` alone: the help text
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        # click's usage errors (unknown option, not an integer, …) as one line, like ours
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        _fail(one_line(exc) + hint)
+    except click.ClickException as exc:
+        _fail(one_line(exc))
+    except typer.Abort:
+        err_console.print("Aborted.")
+        sys.exit(1)
+    except (CliError, WarehouseError, ValueError, *_PATH_ERRORS) as exc:
+        _fail(one_line(exc))
+    except OSError as exc:
+        if exc.errno != errno.EROFS:
+            raise
+        _fail(one_line(exc))
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

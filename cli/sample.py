@@ -5,29 +5,34 @@ from typing import Annotated, Optional
 
 import typer
 
-from retland.cli.app import CliError, WarehouseOpt, app, console, err_console
+from retland.cli.app import CliError, WarehouseOpt, app, console, count_or_keyword, err_console, require_writable
 
 
 def _int_list(text: str | None, what: str) -> list[int] | None:
-    """'0,2,5-7' -> [0, 2, 5, 6, 7]."""
+    """'0,2,5-7' -> [0, 2, 5, 6, 7]: integers >= 0 and inclusive ranges LO-HI."""
     if text is None:
         return None
     out: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, part)
-                out.extend(range(int(lo), int(hi) + 1))
-            elif part:
-                out.append(int(part))
-    except ValueError:
-        raise CliError(f"--{what} {text!r}: expected integers like 0,2,5-7") from None
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            lo, hi = (int(x) for x in part.split("-", 1)) if "-" in part else (int(part), int(part))
+        except ValueError:
+            raise CliError(f"--{what} {text!r}: expected integers >= 0 and ranges like 0,2,5-7") from None
+        if hi < lo:
+            raise CliError(f"--{what} {text!r}: range {part!r} is empty (LO-HI needs LO <= HI)")
+        out.extend(range(lo, hi + 1))
+    if not out:
+        raise CliError(f"--{what} {text!r}: no values given; e.g. 0,2,5-7")
     return out
 
 
 def select_checkpoints(wh, runs, algo, env, seeds, steps) -> list[tuple[str, int, str]]:
-    """(run_id, step, env) of the chosen checkpoints, in (run_id, step) order."""
+    """(run_id, step, env) of the chosen checkpoints, in (run_id, step) order.
+
+    Only checkpoints with stored parameters can be sampled: runs whose returns were
+    imported have none, and are refused by name (--run) or left out (--algo/--env)."""
     where, params = [], []
     if runs:
         where.append(f"c.run_id IN ({', '.join('?' for _ in runs)})")
@@ -44,12 +49,19 @@ def select_checkpoints(wh, runs, algo, env, seeds, steps) -> list[tuple[str, int
         where.append(f"c.step IN ({', '.join('?' for _ in steps)})")
         params += steps
     df = wh.query(
-        "SELECT c.run_id, c.step, r.env FROM checkpoints c JOIN runs r USING (run_id) "
-        f"WHERE {' AND '.join(where)} ORDER BY c.run_id, c.step", params)
-    found = [(r, int(s), e) for r, s, e in df.iter_rows()]
+        "SELECT c.run_id, c.step, r.env, c.artifact_path IS NOT NULL AS stored FROM checkpoints c "
+        f"JOIN runs r USING (run_id) WHERE {' AND '.join(where)} ORDER BY c.run_id, c.step", params)
+    rows = list(df.iter_rows())
+    found = [(r, int(s), e) for r, s, e, stored in rows if stored]
+    bare = [(r, int(s)) for r, s, _, stored in rows if not stored]
+    if runs and bare:
+        r, s = bare[0]
+        raise CliError(f"run {r} step {s} has no stored checkpoint to sample from (its returns were imported); "
+                       "only trained runs can be sampled")
     if not found:
         raise CliError("no checkpoints match " + ", ".join(
-            f"{k}={v}" for k, v in dict(run=runs, algo=algo, env=env, seeds=seeds, steps=steps).items() if v))
+            f"{k}={v}" for k, v in dict(run=runs, algo=algo, env=env, seeds=seeds, steps=steps).items() if v)
+            + (f" ({len(bare)} imported checkpoint(s) without parameters left out)" if bare else ""))
     if runs:
         missing = sorted(set(runs) - {r for r, _, _ in found})
         if missing:
@@ -118,11 +130,28 @@ def sample(
     )
     from retland.warehouse import Warehouse
 
+    # Options first, then the warehouse: nothing is read, compiled or written for bad input.
+    if samples < 1:
+        raise CliError(f"--samples {samples}: give a whole number >= 1")
+    if horizon < 1:
+        raise CliError(f"--horizon {horizon}: give a whole number of env steps >= 1")
+    if key_seed < 0:
+        raise CliError(f"--key-seed {key_seed}: give a whole number >= 0")
+    batch = count_or_keyword(batch_size, "--batch-size", "auto")
+    n_devices = count_or_keyword(devices, "--devices", "all")
+    seed_list, step_list = _int_list(seeds, "seeds"), _int_list(steps, "steps")
+    kind, _, value = operator.partition(":")
+    if not (kind.strip() == "init_state" and not value.strip()):  # else it needs each checkpoint's env
+        try:
+            parse_operator(operator, horizon=horizon, seed=key_seed)
+        except ValueError as exc:
+            raise CliError(f"--operator {operator!r}: {exc}") from None
     wh = Warehouse.open(warehouse, create=False)
+    require_writable(wh.root)
     try:
         shard_ij = parse_shard(shard)
-        devs = resolve_devices(devices)
-        chosen = select_checkpoints(wh, run, algo, env, _int_list(seeds, "seeds"), _int_list(steps, "steps"))
+        devs = resolve_devices(n_devices)
+        chosen = select_checkpoints(wh, run, algo, env, seed_list, step_list)
         specs = {e: parse_operator(operator, env=e, horizon=horizon, seed=key_seed) for _, _, e in chosen}
         # Global work plan: every chunk of every chosen distribution, done or not, in
         # (run, step, chunk) order; the shard takes a contiguous range of it.
@@ -133,7 +162,7 @@ def sample(
             return plan_distribution(wh, r, s, specs[e], samples, batch_size=b, chunks=chunks,
                                      existing=stored.get((r, s, specs[e].operator_id), empty))
 
-        plans = [plan(d, r, s, e, batch_size, []) for d, (r, s, e) in enumerate(chosen)]
+        plans = [plan(d, r, s, e, batch, []) for d, (r, s, e) in enumerate(chosen)]
         units = [(d, k) for d, p in enumerate(plans) for k in range(p.n_chunks)]
         mine: dict[int, list[int]] = {}
         for d, k in take_shard(units, shard_ij):

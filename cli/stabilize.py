@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from retland.cli.app import CliError, WarehouseOpt, app, console
+from retland.cli.app import CliError, WarehouseOpt, app, console, require_stored_checkpoint, require_writable
 
 
 class Criterion(str, Enum):
@@ -89,9 +89,12 @@ def stabilize(
                                tolerance=tolerance, criterion=criterion.value, arms=parse_arms(arms),
                                seeds=parse_seeds(seeds), chunk=chunk)
     except ValidationError as exc:
-        msgs = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        msgs = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg'].removeprefix('Value error, ')}"
+                         for e in exc.errors())
         raise CliError(msgs) from None
     wh = Warehouse.open(warehouse, create=False)
+    require_writable(wh.root)
+    require_stored_checkpoint(wh, run, step, "stabilize")
     ckpt = load_source(wh, scfg)  # refuses an unknown run/step or a non-TD3 run before any work
     lanes = len(scfg.lanes)
     console.print(f"stabilize [bold]{run}[/]@{step} ({ckpt.env}): {len(scfg.seeds)} seeds x {len(scfg.arms)} arms, "

@@ -1,13 +1,14 @@
 """`retland train`: TD3/SAC/PPO checkpoints on Brax tasks, N seeds in one job."""
 from __future__ import annotations
 
+import math
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from retland.cli.app import CliError, WarehouseOpt, app, console
+from retland.cli.app import CliError, WarehouseOpt, app, console, require_writable
 
 
 class Algo(str, Enum):
@@ -17,18 +18,50 @@ class Algo(str, Enum):
 
 
 def _steps_list(text: str | None) -> tuple[int, ...] | None:
+    """'50000,1.5e5' -> (50000, 150000): whole env steps, >= 1."""
     if text is None:
         return None
-    try:
-        return tuple(int(float(x)) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise CliError(f"--checkpoints wants comma-separated env steps, got {text!r}") from None
+    out = []
+    for part in (x.strip() for x in text.split(",")):
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            value = float("nan")
+        if not math.isfinite(value) or value != int(value) or value < 1:
+            raise CliError(f"--checkpoints {text!r}: {part!r} is not a whole number of env steps >= 1; "
+                           "give comma-separated steps like 50000,150000 or 5e4,1.5e5")
+        out.append(int(value))
+    if not out:
+        raise CliError(f"--checkpoints {text!r}: no steps given; e.g. 50000,150000")
+    return tuple(out)
 
 
-def _error_text(err: dict) -> str:
-    where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("td3", "sac", "ppo"))
+# TrainConfig fields set by a command-line option: errors in them name the option.
+_OPTION_OF = {"env": "--env", "seeds": "--seeds", "seed": "--seed", "total_steps": "--steps",
+              "checkpoints": "--checkpoints", "eval_every": "--eval-every", "backend": "--backend"}
+
+
+def _error_text(err: dict, given: set[str] = frozenset(), source: str | None = None) -> str:
+    """One pydantic error as 'agent.batch_size: Input should be … (got -4)', or with the
+    command-line option ('--seeds: …') when the value came from one."""
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("td3", "sac", "ppo")]
     msg = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    if loc and err.get("type") != "value_error" and isinstance(value, (int, float, str)):
+        msg += f" (got {value!r})"
+    if loc and loc[0] in given:
+        return f"{_OPTION_OF[loc[0]]}: {msg}"
+    where = ".".join(loc)
+    if where and source:
+        where = f"{source}: {where}"
     return f"{where}: {msg}" if where else msg
+
+
+def config_error(exc, given: set[str] = frozenset(), source: str | None = None) -> str:
+    """A pydantic ValidationError of a TrainConfig as one line naming every bad field."""
+    return "; ".join(_error_text(e, given, source) for e in exc.errors())
 
 
 @app.command()
@@ -51,26 +84,39 @@ def train(
 ) -> None:
     """Train SEEDS seeds of ALGO on ENV; write runs, learning curves and checkpoints to
     the warehouse. Defaults are METHOD.md Table 1."""
+    import tomllib
+
+    from pydantic import ValidationError
+
     from retland.config import load_train_config
     from retland.training import resume_config, train as run_training
     from retland.warehouse import Warehouse
 
-    wh = Warehouse.open(warehouse)
+    # Everything given is checked before the warehouse is opened or anything compiled.
     if resume is not None:
         given = [n for n, v in dict(algo=algo, env=env, seeds=seeds, seed=seed, steps=steps, checkpoints=checkpoints,
                                     eval_every=eval_every, backend=backend, config=config).items() if v is not None]
         if given:
             raise CliError(f"--resume continues a job with its recorded config; drop {', '.join('--' + g for g in given)}")
-        cfg = resume_config(wh, resume)
+        cfg = resume_config(Warehouse.open(warehouse, create=False), resume)  # an unknown job changes nothing
+        require_writable(warehouse)
+        wh = Warehouse.open(warehouse)
     else:
-        from pydantic import ValidationError
-
+        if config is not None and not config.is_file():
+            raise CliError(f"--config {config}: no such file")
+        options = dict(env=env, seeds=seeds, seed=seed, total_steps=steps, checkpoints=_steps_list(checkpoints),
+                       eval_every=eval_every, backend=backend)
         try:
-            cfg = load_train_config(
-                config, algo=algo.value if algo else None, env=env, seeds=seeds, seed=seed, total_steps=steps,
-                checkpoints=_steps_list(checkpoints), eval_every=eval_every, backend=backend)
+            cfg = load_train_config(config, algo=algo.value if algo else None, **options)
         except ValidationError as exc:
-            raise CliError("; ".join(_error_text(e) for e in exc.errors())) from None
+            given = {k for k, v in options.items() if v is not None}
+            raise CliError(config_error(exc, given, config.name if config else None)) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise CliError(f"--config {config}: not valid TOML: {exc}") from None
+        except UnicodeDecodeError:
+            raise CliError(f"--config {config}: not a text (TOML) file") from None
+        require_writable(warehouse)
+        wh = Warehouse.open(warehouse)
     console.print(f"[bold]{cfg.algo}[/] on [bold]{cfg.env}[/] ({cfg.backend}), {cfg.seeds} seeds x "
                   f"{cfg.steps:,} steps; checkpoints at {', '.join(f'{s:,}' for s in cfg.checkpoint_steps)}")
     result = run_training(cfg, wh, progress=progress, resume=resume)
