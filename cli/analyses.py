@@ -167,7 +167,7 @@ def landscape(
     with _user_errors(ls.LandscapeError):
         lo, hi = ls.parse_range(range_)
         req = ls.Request(run, step, directions.value, operator, grid, lo, hi, ls.parse_zoom(zoom),
-                         samples_per_point, sigma, seed, horizon)
+                         samples_per_point, sigma, seed, horizon).check()
     wh = Warehouse.open(warehouse, create=False)
     require_writable(wh.root)
     require_stored_checkpoint(wh, run, step, "a landscape")

@@ -1,0 +1,276 @@
+"""Bad input as a user types it: exit status 2, one line on stderr that names the
+option, column, row or field, and the warehouse byte-identical afterwards.
+
+One catalogue, `CASES`: (id, args, expected substring[, setup]). Adding a command's bad
+inputs means adding tuples. In args, {wh} is the warehouse (appended as `-w {wh}` when
+a case gives no -w), {files} a folder of small input files (`FILES`), {run} an imported
+run, {fresh} a folder that must still not exist afterwards. `setup` names a function in
+`SETUPS` run before the command (e.g. an unwritable warehouse).
+
+Every case must be refused before any work: the functions that train, sample, roll out
+or run an experiment are replaced by one that fails the test if reached, and a JAX
+compile during a case fails it too.
+"""
+from __future__ import annotations
+
+import errno
+import os
+
+import jax
+import pytest
+
+from conftest import run_cli, tree_digest
+
+RUN = "td3-hopper-imported-s0"
+HEADER = "algo,env,seed,step,operator,update_index,return,discounted_return,episode_length,terminated\n"
+GOOD = HEADER + "".join(
+    f"td3,hopper,{s},100,td3,{i},{1000.0 + i - 500 * (i == 7)},{90.0 + i},1000,false\n" for s in (0, 1) for i in range(10))
+
+
+def _one_row(**values) -> str:
+    row = dict(algo="td3", env="hopper", seed="0", step="100", operator="td3", update_index="50", ret="5.0",
+               discounted_return="4.0", episode_length="10", terminated="false")
+    row.update({("ret" if k == "return_" else k): v for k, v in values.items()})
+    return HEADER + ",".join(row.values()) + "\n"
+
+
+FILES = {
+    "good.csv": GOOD,
+    "disc_inf.csv": _one_row(discounted_return="inf"),
+    "len_neg.csv": _one_row(episode_length="-7"),
+    "index_neg.csv": _one_row(update_index="-3"),
+    "seed_neg.csv": _one_row(seed="-1"),
+    "return_nan.csv": _one_row(return_="NaN"),
+    "return_minus_inf.csv": _one_row(return_="-inf"),
+    "step_neg.csv": _one_row(step="-100"),
+    "colour.csv": HEADER.replace("\n", ",colour\n") + "td3,hopper,0,100,td3,50,5,4,10,false,red\n",
+    "batch_neg.toml": "[agent]\nbatch_size = -4\n",
+    "lr_nan.toml": "[agent]\nlearning_rate = nan\n",
+    "gamma.toml": "[agent]\ngamma = 1.5\n",
+    "tau.toml": "[agent]\ntau = 0.0\n",
+    "hidden.toml": "[agent]\nhidden = [0, 5]\n",
+    "bool.toml": "[agent]\nbatch_size = true\n",
+    "typo.toml": "[agent]\nbatchsize = 64\n",
+    "log_std.toml": '[agent]\nalgo = "sac"\nlog_std_min = 3.0\n',
+    "lambda.toml": '[agent]\nalgo = "ppo"\ngae_lambda = 1.1\n',
+    "minibatches.toml": '[agent]\nalgo = "ppo"\nnum_minibatches = 3\n',
+    "horizon.toml": "horizon = 0\n",
+    "broken.toml": "seeds = [\n",
+}
+
+
+def _unwritable(monkeypatch, wh):
+    """Tests run as root, where chmod does not stop writes: the permission check the
+    write commands make up front (os.access) is told what a non-root user would get."""
+    real = os.access
+
+    def access(path, mode, *args, **kwargs):
+        if mode & os.W_OK and os.path.realpath(path).startswith(str(wh)):
+            return False
+        return real(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+
+
+def _refuse_creating_files(monkeypatch, wh):
+    """The OS refusing to create a part file in the warehouse (EACCES), at the one place
+    the writer creates files; what import-returns meets in a read-only folder."""
+    from retland.warehouse import writer
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(writer, "open", denied, raising=False)
+
+
+SETUPS = {"unwritable": _unwritable, "refuse_files": _refuse_creating_files}
+
+CASES: list[tuple] = [
+    # ---- import-returns: the warehouse's row rules, applied to the file's rows
+    ("import discounted_return inf", ["import-returns", "{files}/disc_inf.csv"], "'discounted_return' has non-finite value inf"),
+    ("import episode_length -7", ["import-returns", "{files}/len_neg.csv"], "row 0: column 'episode_length' has value -7"),
+    ("import update_index -3", ["import-returns", "{files}/index_neg.csv"], "column 'update_index' has value -3"),
+    ("import seed -1", ["import-returns", "{files}/seed_neg.csv"], "column 'seed' has value -1"),
+    ("import step -100", ["import-returns", "{files}/step_neg.csv"], "column 'step' has value -100"),
+    ("import return NaN", ["import-returns", "{files}/return_nan.csv"], "'return' has non-finite value nan"),
+    ("import return -inf", ["import-returns", "{files}/return_minus_inf.csv"], "'return' has non-finite value -inf"),
+    ("import unknown column", ["import-returns", "{files}/colour.csv"], "unknown column(s) colour"),
+    ("import folder as file", ["import-returns", "{files}"], "no such file"),
+    ("import warehouse is a file", ["import-returns", "{files}/good.csv", "-w", "{files}/good.csv"], "is not a folder"),
+    ("import warehouse under a file", ["import-returns", "{files}/good.csv", "-w", "{files}/good.csv/wh"],
+     "good.csv/wh: a parent is a file"),
+    ("import unwritable", ["import-returns", "{files}/good.csv", "--tag", "other"], "is not writable", "refuse_files"),
+    # ---- train: config models (TOML and options), before the warehouse is opened
+    ("train batch_size -4", ["train", "--config", "{files}/batch_neg.toml", "-w", "{fresh}"], "agent.batch_size"),
+    ("train learning_rate nan", ["train", "--config", "{files}/lr_nan.toml"], "agent.learning_rate: expected a finite number"),
+    ("train gamma 1.5", ["train", "--config", "{files}/gamma.toml"], "agent.gamma"),
+    ("train tau 0", ["train", "--config", "{files}/tau.toml"], "agent.tau"),
+    ("train hidden width 0", ["train", "--config", "{files}/hidden.toml"], "agent.hidden"),
+    ("train batch_size true", ["train", "--config", "{files}/bool.toml"], "agent.batch_size: expected a number"),
+    ("train unknown field", ["train", "--config", "{files}/typo.toml"], "agent.batchsize"),
+    ("train sac log_std range", ["train", "--config", "{files}/log_std.toml"], "log_std_min"),
+    ("train ppo gae_lambda", ["train", "--config", "{files}/lambda.toml"], "agent.gae_lambda"),
+    ("train ppo minibatches", ["train", "--config", "{files}/minibatches.toml"], "num_minibatches=3"),
+    ("train horizon 0", ["train", "--config", "{files}/horizon.toml"], "horizon"),
+    ("train TOML syntax", ["train", "--config", "{files}/broken.toml"], "--config"),
+    ("train config missing", ["train", "--config", "{files}/nope.toml"], "--config"),
+    ("train seeds 0", ["train", "--seeds", "0", "-w", "{fresh}"], "--seeds"),
+    ("train seed -1", ["train", "--seed", "-1"], "--seed:"),
+    ("train steps -5", ["train", "--steps", "-5"], "--steps"),
+    ("train eval-every 0", ["train", "--eval-every", "0"], "--eval-every"),
+    ("train checkpoints abc", ["train", "--checkpoints", "abc"], "--checkpoints"),
+    ("train checkpoints inf", ["train", "--checkpoints", "inf"], "--checkpoints"),
+    ("train checkpoints past the end", ["train", "--steps", "100", "--checkpoints", "200"], "checkpoint steps [200]"),
+    ("train env", ["train", "--env", "pong"], "--env"),
+    ("train algo", ["train", "--algo", "ddpg"], "--algo"),
+    ("train backend", ["train", "--backend", "bullet"], "--backend"),
+    ("train seeds not a number", ["train", "--seeds", "abc"], "--seeds"),
+    ("train resume unknown", ["train", "--resume", "nope"], "'nope'"),
+    ("train resume with options", ["train", "--resume", "nope", "--seeds", "2"], "--resume"),
+    ("train unwritable", ["train", "--seeds", "1"], "no permission to write", "unwritable"),
+    ("train warehouse under a file", ["train", "-w", "{files}/good.csv/wh"], "good.csv is a file"),
+    # ---- sample: options parsed before the warehouse is read
+    ("sample batch-size abc", ["sample", "--operator", "td3", "--run", "{run}", "--batch-size", "abc"], "--batch-size"),
+    ("sample batch-size 0", ["sample", "--operator", "td3", "--run", "{run}", "--batch-size", "0"], "--batch-size"),
+    ("sample devices abc", ["sample", "--operator", "td3", "--run", "{run}", "--devices", "abc"], "--devices"),
+    ("sample devices 0", ["sample", "--operator", "td3", "--run", "{run}", "--devices", "0"], "--devices"),
+    ("sample samples -5", ["sample", "--operator", "td3", "--run", "{run}", "--samples", "-5"], "--samples"),
+    ("sample horizon 0", ["sample", "--operator", "td3", "--run", "{run}", "--horizon", "0"], "--horizon"),
+    ("sample key-seed -1", ["sample", "--operator", "td3", "--run", "{run}", "--key-seed", "-1"], "--key-seed"),
+    ("sample shard 3/2", ["sample", "--operator", "td3", "--run", "{run}", "--shard", "3/2"], "--shard"),
+    ("sample shard 0/0", ["sample", "--operator", "td3", "--run", "{run}", "--shard", "0/0"], "--shard"),
+    ("sample shard text", ["sample", "--operator", "td3", "--run", "{run}", "--shard", "half"], "--shard"),
+    ("sample operator unknown", ["sample", "--operator", "adam", "--run", "{run}"], "--operator"),
+    ("sample operator sigma nan", ["sample", "--operator", "gaussian:nan", "--run", "{run}"], "--operator"),
+    ("sample seeds empty range", ["sample", "--operator", "td3", "--algo", "td3", "--env", "hopper", "--seeds", "5-2"],
+     "--seeds"),
+    ("sample steps text", ["sample", "--operator", "td3", "--run", "{run}", "--steps", "late"], "--steps"),
+    ("sample step not stored", ["sample", "--operator", "td3", "--run", "{run}", "--steps", "999"], "steps=[999]"),
+    ("sample unknown algo", ["sample", "--operator", "td3", "--algo", "ddpg", "--env", "hopper"], "algo=ddpg"),
+    ("sample no selection", ["sample", "--operator", "td3"], "--run"),
+    ("sample imported run", ["sample", "--operator", "td3", "--run", "{run}"], "no stored checkpoint"),
+    ("sample missing operator", ["sample", "--run", "{run}"], "--operator"),
+    ("sample unwritable", ["sample", "--operator", "td3", "--run", "{run}"], "no permission to write", "unwritable"),
+    # ---- reading commands
+    ("stats output is a folder", ["stats", "-o", "{files}"], "--output"),
+    ("stats alpha 0", ["stats", "--alpha", "0"], "--alpha"),
+    ("stats beta nan", ["stats", "--beta", "nan"], "--beta"),
+    ("stats where", ["stats", "--where", "env ===="], "--where"),
+    ("stats format", ["stats", "--format", "xml"], "--format"),
+    ("report where", ["report", "--where", "env ===="], "--where"),
+    ("report alpha 2", ["report", "--alpha", "2"], "--alpha"),
+    ("report bootstrap -1", ["report", "--bootstrap", "-1"], "--bootstrap"),
+    ("query output is a folder", ["query", "SELECT 1 AS x", "-o", "{files}"], "--output"),
+    ("runs parquet without output", ["runs", "-f", "parquet"], "--output"),
+    ("compact min-parts 0", ["compact", "--min-parts", "0"], "--min-parts"),
+    ("compact unknown table", ["compact", "--table", "nope"], "nope"),
+    ("unknown option", ["ls", "--colour"], "--colour"),
+    # ---- analyses and stabilize
+    ("landscape grid 1", ["landscape", "--run", "{run}", "--step", "100", "--grid", "1"], "--grid"),
+    ("landscape range", ["landscape", "--run", "{run}", "--step", "100", "--range", "2:-2"], "--range"),
+    ("landscape zoom 0", ["landscape", "--run", "{run}", "--step", "100", "--zoom", "0"], "--zoom"),
+    ("landscape sigma nan", ["landscape", "--run", "{run}", "--step", "100", "--sigma", "nan"], "--sigma"),
+    ("landscape batch-size 0", ["landscape", "--run", "{run}", "--step", "100", "--batch-size", "0"], "--batch-size"),
+    ("landscape imported run", ["landscape", "--run", "{run}", "--step", "100"], "no stored checkpoint"),
+    ("landscape step not stored", ["landscape", "--run", "{run}", "--step", "999"], "step 999"),
+    ("landscape unwritable", ["landscape", "--run", "{run}", "--step", "100"], "no permission to write", "unwritable"),
+    ("interpolate points 1", ["interpolate", "--env", "hopper", "--pairs", "both", "--points", "1"], "--points"),
+    ("interpolate bootstrap 0", ["interpolate", "--env", "hopper", "--pairs", "both", "--bootstrap", "0"], "--bootstrap"),
+    ("interpolate batch-size", ["interpolate", "--env", "hopper", "--pairs", "both", "--batch-size", "x"], "--batch-size"),
+    ("interpolate max-pairs 0", ["interpolate", "--env", "hopper", "--pairs", "both", "--max-pairs", "0"], "--max-pairs"),
+    ("interpolate half a pair", ["interpolate", "--a", "{run}:100"], "--b"),
+    ("interpolate bad ref", ["interpolate", "--a", "{run}", "--b", "{run}:100"], "RUN_ID:STEP"),
+    ("interpolate imported runs", ["interpolate", "--a", "{run}:100", "--b", "td3-hopper-imported-s1:100"],
+     "no stored checkpoint"),
+    ("failures pairs 0", ["failures", "--run", "{run}", "--step", "100", "--pairs", "0"], "--pairs"),
+    ("failures imported run", ["failures", "--run", "{run}", "--step", "100"], "no stored checkpoint"),
+    ("stabilize alpha 0", ["stabilize", "--run", "{run}", "--step", "100", "--alpha", "0"], "--alpha"),
+    ("stabilize tolerance inf", ["stabilize", "--run", "{run}", "--step", "100", "--tolerance", "inf"], "--tolerance"),
+    ("stabilize seeds empty range", ["stabilize", "--run", "{run}", "--step", "100", "--seeds", "5..2"], "--seeds"),
+    ("stabilize arms", ["stabilize", "--run", "{run}", "--step", "100", "--arms", "both"], "--arms"),
+    ("stabilize chunk 0", ["stabilize", "--run", "{run}", "--step", "100", "--chunk", "0"], "--chunk"),
+    ("stabilize imported run", ["stabilize", "--run", "{run}", "--step", "100"], "no stored checkpoint"),
+]
+
+# The work a refused command must never reach.
+WORK = ["retland.training.train", "retland.stabilize.run_experiment", "retland.sampling.sample_checkpoint",
+        "retland.landscape.run", "retland.interpolation.run_pair", "retland.failures.reroll"]
+
+_compiles: list[str] = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: _compiles.append(event) if event.startswith("/jax/core/compile") else None)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A warehouse with two imported runs (20 rows), the input files, and its digest."""
+    from retland.importing import import_returns
+    from retland.warehouse import Warehouse
+
+    base = tmp_path_factory.mktemp("bad-input")
+    files = base / "files"
+    files.mkdir()
+    for name, text in FILES.items():
+        (files / name).write_text(text)
+    wh = Warehouse.open(base / "wh")
+    summary = import_returns(wh, files / "good.csv")
+    assert summary.rows_written == 20
+    return {"wh": wh.root, "files": files, "run": RUN, "fresh": base / "fresh", "digest": tree_digest(wh.root)}
+
+
+def test_the_catalogue_is_big_and_ids_are_unique():
+    assert len(CASES) >= 40
+    assert len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_in_one_line_and_changes_nothing(world, case, capsys, monkeypatch):
+    name, args, needle, *setup = case
+    args = [a.format(**world) for a in args]
+    if "-w" not in args:
+        args += ["-w", str(world["wh"])]
+    for target in WORK:
+        monkeypatch.setattr(target, lambda *a, **k: pytest.fail(f"{name}: the work started; input not refused first"))
+    for fn in setup:
+        SETUPS[fn](monkeypatch, world["wh"])
+    _compiles.clear()
+
+    code, out, err = run_cli(capsys, monkeypatch, *args)
+
+    text = err.strip()
+    assert code == 2, (code, out, err)
+    assert text.startswith("error: ") and "\n" not in text and "Traceback" not in text, err
+    assert needle in text, text
+    assert not _compiles, f"JAX compiled {_compiles} before refusing"
+    assert tree_digest(world["wh"]) == world["digest"]
+    assert not world["fresh"].exists()
+
+
+def test_the_warehouse_rules_hold_on_every_write_path(world):
+    """The rules the import met above are the warehouse's own: a direct append and the
+    sampler's per-chunk check refuse the same values."""
+    import numpy as np
+
+    from retland import sampling
+    from retland.operators import parse_operator
+    from retland.warehouse import Warehouse, WarehouseError
+
+    wh = Warehouse.open(world["wh"], create=False)
+    row = {"run_id": RUN, "step": 100, "operator_id": "td3", "update_index": 99, "return": 1.0}
+    for column, value in (("discounted_return", float("inf")), ("episode_length", -7), ("update_index", -1),
+                          ("chunk_size", 0), ("return", float("nan"))):
+        with pytest.raises(WarehouseError, match=f"column '{column}'"):
+            wh.append("post_update_returns", [row, {**row, "update_index": 98, column: value}])
+    assert tree_digest(world["wh"]) == world["digest"]
+
+    plan = sampling.Plan(RUN, 100, parse_operator("gaussian", horizon=10), 16, 8, [1], set())
+    chunk = {"update_index": np.arange(8, 16), "return": np.ones(8), "discounted_return": np.ones(8),
+             "episode_length": np.full(8, 10, np.int32), "terminated": np.zeros(8, bool)}
+    sampling.check_chunk(chunk, plan, 1, 8)
+    chunk["discounted_return"][[2, 5]] = [np.inf, np.nan]
+    with pytest.raises(sampling.NonFiniteReturnError, match=r"discounted_return at update_index \[10, 13\]"):
+        sampling.check_chunk(chunk, plan, 1, 8)
+    chunk["discounted_return"][:] = 1.0
+    chunk["episode_length"][0] = 11
+    with pytest.raises(sampling.SamplingError, match=r"above the horizon 10 at update_index \[8\]"):
+        sampling.check_chunk(chunk, plan, 1, 8)
