@@ -16,6 +16,7 @@ from retland.cli.app import (
     OutputFormat,
     WarehouseOpt,
     app,
+    check_seed,
     console,
     count_or_keyword,
     emit,
@@ -53,6 +54,10 @@ def _user_errors(*types):
 
 
 # ------------------------------------------------------------------------ interpolate
+
+# Bootstrap resamples: the CIs are computed after every rollout, so a count numpy cannot
+# allocate must be refused before them.
+MAX_BOOTSTRAP = 1_000_000
 
 class PairKind(str, Enum):
     same_run = "same-run"
@@ -97,8 +102,9 @@ def interpolate(
     if a is None and (pairs is None or env is None):
         raise CliError("say which pairs: --env ENV --pairs same-run|different-run|both, or --a RUN:STEP --b RUN:STEP")
     batch = count_or_keyword(batch_size, "--batch-size", "auto")
-    if bootstrap < 1:
-        raise CliError(f"--bootstrap {bootstrap}: give a whole number of resamples >= 1")
+    if not 1 <= bootstrap <= MAX_BOOTSTRAP:
+        raise CliError(f"--bootstrap {bootstrap}: give a whole number of resamples in [1, {MAX_BOOTSTRAP}]")
+    check_seed(seed, "--seed")
     with _user_errors(ip.InterpolationError):
         settings = ip.Settings(points, samples, sigma, seed, horizon).check()
     wh = Warehouse.open(warehouse, create=False)
@@ -164,6 +170,7 @@ def landscape(
     from retland.warehouse import Warehouse
 
     batch = count_or_keyword(batch_size, "--batch-size", "auto")
+    check_seed(seed, "--seed")
     with _user_errors(ls.LandscapeError):
         lo, hi = ls.parse_range(range_)
         req = ls.Request(run, step, directions.value, operator, grid, lo, hi, ls.parse_zoom(zoom),

@@ -139,6 +139,15 @@ def count_or_keyword(text: str, option: str, word: str) -> int | str:
     return n
 
 
+# Seeds become PRNGKey(seed) (a signed 64-bit integer) and int64 warehouse columns.
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(value: int, option: str, limit: int = MAX_SEED) -> None:
+    if not 0 <= value <= limit:
+        raise CliError(f"{option} {value}: give a whole number in [0, {limit}]")
+
+
 def require_stored_checkpoint(wh, run_id: str, step: int, what: str) -> None:
     """Refuse a checkpoint row without parameters (a run whose returns were imported)
     before any work; unknown runs and steps are left to the command's own message."""

@@ -5,7 +5,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from retland.cli.app import CliError, WarehouseOpt, app, console, count_or_keyword, err_console, require_writable
+from retland.cli.app import (
+    CliError,
+    WarehouseOpt,
+    app,
+    check_seed,
+    console,
+    count_or_keyword,
+    err_console,
+    require_writable,
+)
 
 
 def _int_list(text: str | None, what: str) -> list[int] | None:
@@ -135,8 +144,7 @@ def sample(
         raise CliError(f"--samples {samples}: give a whole number >= 1")
     if horizon < 1:
         raise CliError(f"--horizon {horizon}: give a whole number of env steps >= 1")
-    if key_seed < 0:
-        raise CliError(f"--key-seed {key_seed}: give a whole number >= 0")
+    check_seed(key_seed, "--key-seed")
     batch = count_or_keyword(batch_size, "--batch-size", "auto")
     n_devices = count_or_keyword(devices, "--devices", "all")
     seed_list, step_list = _int_list(seeds, "seeds"), _int_list(steps, "steps")

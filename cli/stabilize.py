@@ -9,6 +9,9 @@ import typer
 from retland.cli.app import CliError, WarehouseOpt, app, console, require_stored_checkpoint, require_writable
 
 
+MAX_SEED = 2**31 - 1
+
+
 class Criterion(str, Enum):
     cvar = "cvar"
     ltp = "ltp"
@@ -34,6 +37,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         raise CliError(f"--seeds {text!r}: expected integers like 0..9, 0,3,5 or 2-4") from None
     if not out:
         raise CliError(f"--seeds {text!r}: no seeds given")
+    if max(out) > MAX_SEED:  # stabilize_steps.seed is int32; a failure there would come after the whole run
+        raise CliError(f"--seeds {text!r}: seeds must be <= {MAX_SEED}")
     return tuple(out)
 
 

@@ -198,6 +198,9 @@ class TrainConfig(_Model):
 
     @model_validator(mode="after")
     def _consistent(self):
+        if self.seed + self.seeds - 1 > 2**31 - 1:
+            raise ValueError(f"seed={self.seed} with seeds={self.seeds}: run seeds go up to seed + seeds - 1, "
+                             f"which must be <= {2**31 - 1} (the runs table stores them as int32)")
         total, g = self.steps, self.granularity
         if total < g or total == 0:
             raise ValueError(f"total_steps={self.total_steps} is less than one {self.algo} iteration ({g} env steps)")
