@@ -91,7 +91,7 @@ def interpolate(
     mean return < 0.1 × the lower endpoint's) and the IQM of BTP by pair kind with
     stratified bootstrap 95% CIs. Pairs come from --env/--pairs, or one explicit pair
     from --a/--b. Stored in interpolation_pairs / interpolation_points; a pair already
-    complete is not recomputed. METHOD.md "Interpolation"."""
+    complete is not recomputed. See docs/method.md §6.3."""
     from retland import interpolation as ip
     from retland.warehouse import Warehouse
 

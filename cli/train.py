@@ -83,7 +83,7 @@ def train(
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Train SEEDS seeds of ALGO on ENV; write runs, learning curves and checkpoints to
-    the warehouse. Defaults are METHOD.md Table 1."""
+    the warehouse. Defaults are the paper's Table 1 (docs/method.md §4)."""
     import tomllib
 
     from pydantic import ValidationError

@@ -1,4 +1,4 @@
-"""Typed configs for training: one model per algorithm, defaults = METHOD.md Table 1.
+"""Typed configs for training: one model per algorithm, defaults = the paper's Table 1 (docs/method.md §4).
 
 The CLI and the Python API build the same models; a run's config is stored as JSON in
 its `runs` row, so every number that shaped a checkpoint is recorded with it.
@@ -46,7 +46,7 @@ class _Model(BaseModel):
 
 
 class TD3Config(_Model):
-    """TD3 (Fujimoto et al. 2018) as in METHOD.md: actor loss on min(Q1, Q2)."""
+    """TD3 (Fujimoto et al. 2018) as in docs/method.md: actor loss on min(Q1, Q2)."""
 
     algo: Literal["td3"] = "td3"
     learning_rate: Rate = 3e-4  # actor and critic Adam
@@ -122,7 +122,7 @@ DEFAULT_TOTAL_STEPS = {"td3": 1_000_000, "sac": 1_000_000, "ppo": 60_000_000}
 
 
 def agent_config(algo: str, **overrides) -> TD3Config | SACConfig | PPOConfig:
-    """The algorithm's config with METHOD.md defaults; ValueError on an unknown algo."""
+    """The algorithm's config with the default hyperparameters; ValueError on an unknown algo."""
     models = {"td3": TD3Config, "sac": SACConfig, "ppo": PPOConfig}
     if algo not in models:
         raise ValueError(f"unknown algo {algo!r}: choose one of {', '.join(ALGOS)}")
