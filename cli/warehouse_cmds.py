@@ -26,9 +26,9 @@ def import_returns(
     so importing the same file twice adds nothing.
     """
     from retland.importing import import_returns as run_import
-    from retland.warehouse import Warehouse
+    from retland.warehouse import Warehouse, resolve_root
 
-    wh = Warehouse.open(warehouse)
+    wh = Warehouse(resolve_root(warehouse))  # created by the import once the file has passed every check
     summary = run_import(wh, file, tag=tag)
     console.print(
         f"imported {summary.rows_written} new rows of {summary.rows_in_file} "

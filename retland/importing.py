@@ -135,6 +135,8 @@ def import_returns(wh: Warehouse, path: Path, tag: str = "imported") -> ImportSu
     )
 
     source = json.dumps({"imported_from": str(path.resolve())})
+    if not wh.exists:  # created only now, so a refused file leaves no empty warehouse behind
+        wh = Warehouse.open(wh.root)
     con = wh.connect()
     try:
         con.register("in_runs", runs.to_arrow())

@@ -104,6 +104,7 @@ CASES: list[tuple] = [
     ("import warehouse under a file", ["import-returns", "{files}/good.csv", "-w", "{files}/good.csv/wh"],
      "good.csv/wh: a parent is a file"),
     ("import unwritable", ["import-returns", "{files}/good.csv", "--tag", "other"], "is not writable", "refuse_files"),
+    ("import bad file into a new folder", ["import-returns", "{files}/len_neg.csv", "-w", "{fresh}"], "'episode_length'"),
     # ---- train: config models (TOML and options), before the warehouse is opened
     ("train batch_size -4", ["train", "--config", "{files}/batch_neg.toml", "-w", "{fresh}"], "agent.batch_size"),
     ("train learning_rate nan", ["train", "--config", "{files}/lr_nan.toml"], "agent.learning_rate: expected a finite number"),
@@ -167,6 +168,9 @@ CASES: list[tuple] = [
     ("report where", ["report", "--where", "env ===="], "--where"),
     ("report alpha 2", ["report", "--alpha", "2"], "--alpha"),
     ("report bootstrap -1", ["report", "--bootstrap", "-1"], "--bootstrap"),
+    ("report bootstrap 1e20", ["report", "--bootstrap", "100000000000000000000"], "--bootstrap"),
+    ("report out is a folder", ["report", "--out", "{files}"], "is a folder; give the HTML file's path"),
+    ("report png out is a file", ["report", "--format", "png", "--out", "{files}/good.csv"], "is a file; --format png"),
     ("query output is a folder", ["query", "SELECT 1 AS x", "-o", "{files}"], "--output"),
     ("runs parquet without output", ["runs", "-f", "parquet"], "--output"),
     ("compact min-parts 0", ["compact", "--min-parts", "0"], "--min-parts"),

@@ -29,8 +29,8 @@ def _build(wh: Warehouse, where: str | None, alpha: float, beta: float, n_resamp
         raise WarehouseError(f"--alpha must be in (0, 1], got {alpha}")
     if not (0 < beta <= 1):
         raise WarehouseError(f"--beta must be in (0, 1], got {beta}")
-    if n_resamples < 0:
-        raise WarehouseError(f"--bootstrap must be >= 0, got {n_resamples}")
+    if not 0 <= n_resamples <= 1_000_000:
+        raise WarehouseError(f"--bootstrap must be in [0, 1000000], got {n_resamples}")
     con = wh.connect()
     try:
         ctx = ReportContext(con, where=where or None, alpha=alpha, beta=beta, n_resamples=n_resamples, seed=seed)
@@ -95,6 +95,11 @@ def write_report(wh: Warehouse, out: str | os.PathLike | None = None, where: str
 
     if fmt not in FORMATS:
         raise WarehouseError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if out is not None:  # before any work: a report takes minutes to build
+        if fmt == "html" and Path(out).is_dir():
+            raise WarehouseError(f"--out {out} is a folder; give the HTML file's path")
+        if fmt != "html" and Path(out).exists() and not Path(out).is_dir():
+            raise WarehouseError(f"--out {out} is a file; --format {fmt} writes one file per figure into a folder")
     built, name = _build(wh, where, alpha, beta, n_resamples, seed)
     if fmt == "html":
         path = Path(out) if out else REPORTS_DIR / f"{name}.html"
@@ -103,8 +108,11 @@ def write_report(wh: Warehouse, out: str | os.PathLike | None = None, where: str
                 f"LTP β = {beta:g} · CVaR α = {alpha:g} · bootstrap {n_resamples} resamples"]
         text = page.render_page(f"retland report — {name}", meta, built)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
     folder = Path(out) if out else REPORTS_DIR / name
     folder.mkdir(parents=True, exist_ok=True)
