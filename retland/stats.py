@@ -1,8 +1,8 @@
 """Statistics of post-update return distributions (PURDs), in NumPy.
 
-The reference twin of ``schema/10_stats.sql``: the same definitions (METHOD.md,
-"Statistics") with the same arithmetic, so the two agree to rounding and the tests can
-hold the SQL to these numbers.
+The reference twin of ``schema/10_stats.sql``: the same definitions (docs/method.md §2
+Statistics of a PURD) with the same arithmetic, so the two agree to rounding and the
+tests can hold the SQL to these numbers.
 
 A sample of returns is a 1-D array ``r: [N]`` of finite float64. Every statistic is a
 row-wise kernel on a ``[B, N]`` matrix, so a bootstrap evaluates all B resamples in one

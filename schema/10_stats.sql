@@ -2,8 +2,9 @@
 --
 -- A distribution is the set of rows of `post_update_returns` sharing
 -- (run_id, step, operator_id): the returns of many independent updates applied to one
--- checkpoint. Definitions are METHOD.md "Statistics"; `retland.stats` is the NumPy twin
--- and tests/test_stats.py holds the two to the same numbers (1e-9 relative).
+-- checkpoint. Definitions are docs/method.md §2 Statistics of a PURD; `retland.stats` is
+-- the NumPy twin and tests/test_stats.py holds the two to the same numbers (1e-9
+-- relative).
 --
 -- Defines
 --   purd_stats(alpha := 0.1, beta := 0.5)   table macro, one row per distribution:

@@ -4,7 +4,7 @@
 -- J(θ + a·d1 + b·d2) at resolution² points (a, b) of the window [lo, hi]², with
 -- samples_per_point gaussian(σ) samples per point, the same draws at every point
 -- (table `landscape_points`). With update directions, a = 1 is one update
--- (θ + d1 = θ1, the operator's sample 0). METHOD.md "2-D landscape".
+-- (θ + d1 = θ1, the operator's sample 0). docs/method.md §6.1 2-D landscape.
 --
 -- Defines
 --   landscape_values   view, one row per (grid, point):

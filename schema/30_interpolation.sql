@@ -3,7 +3,7 @@
 -- An interpolation pair (table `interpolation_pairs`) evaluates θ(λ) = (1−λ)·θa + λ·θb at
 -- `points` values of λ (linspace(0, 1), endpoints included), each with `samples` gaussian
 -- perturbations that are the same K draws at every λ (table `interpolation_points`).
--- METHOD.md "Interpolation"; written by `retland interpolate`.
+-- docs/method.md §6.3 Interpolation and BTP; written by `retland interpolate`.
 --
 -- Defines
 --   interpolation_curves                     view, one row per (pair, point):

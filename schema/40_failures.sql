@@ -3,7 +3,7 @@
 -- Table `trajectories` (written by `retland failures`) holds, per failure pair, the
 -- per-step re-rolls of a successful sample (return within 10% of the PURD mean) and a
 -- failing one (return < 50% of the PURD mode) of one checkpoint: reward, cumulative
--- return G_t, done, torso height and pitch. METHOD.md "Failures", Fig. 3.
+-- return G_t, done, torso height and pitch. docs/method.md §6.2 Failures, Fig. 3.
 --
 -- Defines
 --   failure_divergence_at(tolerance := 0.05)   table macro, one row per pair:
