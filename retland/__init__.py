@@ -3,14 +3,40 @@
     import retland
     con = retland.connect("data/warehouse")        # DuckDB connection with views + macros
     df = retland.query("SELECT * FROM distribution_stats")   # polars DataFrame
+    wh = retland.Warehouse.open("data/warehouse", create=False)
+    df = retland.distribution_stats(wh, where="env = 'hopper'", bootstrap=True)
+    retland.stats.cvar(returns, alpha=0.1)          # the NumPy twin of the SQL macros
+    ckpt = retland.load_checkpoint(wh, run_id, step)  # loads jax, brax and orbax
 
-Heavy modules (jax, brax) are imported lazily so that querying a warehouse stays fast.
+The public names are `__all__`. `stats`, `distribution_stats` and `load_checkpoint` are
+imported on first use, so that `import retland` for queries stays fast and never
+imports jax.
 """
 from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
 from .warehouse import Warehouse, WarehouseError, connect, resolve_root
+
+# name -> (module, attribute or None for the module itself), imported on first access
+_LAZY = {
+    "stats": ("retland.stats", None),
+    "distribution_stats": ("retland.analyses.distributions", "distribution_stats"),
+    "load_checkpoint": ("retland.train.checkpoints", "load_checkpoint"),
+}
+
+__all__ = [
+    "Warehouse",
+    "WarehouseError",
+    "connect",
+    "distribution_stats",
+    "load_checkpoint",
+    "query",
+    "resolve_root",
+    "stats",
+]
 
 
 def query(sql: str, warehouse=None, params=None):
@@ -19,11 +45,14 @@ def query(sql: str, warehouse=None, params=None):
 
 
 def __getattr__(name):
-    if name == "load_checkpoint":
-        from .checkpoints import load_checkpoint
+    if name not in _LAZY:
+        raise AttributeError(f"module 'retland' has no attribute {name!r}")
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
 
-        return load_checkpoint
-    raise AttributeError(f"module 'retland' has no attribute {name!r}")
 
-
-__all__ = ["Warehouse", "WarehouseError", "connect", "query", "resolve_root", "load_checkpoint"]
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

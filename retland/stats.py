@@ -36,6 +36,25 @@ N_BINS = 100
 STATISTICS = ("mean", "std", "skewness", "mode", "ltp", "cvar")
 LTP_UNDEFINED = "mode <= 0: LTP undefined"
 
+__all__ = [
+    "LTP_UNDEFINED",
+    "N_BINS",
+    "STATISTICS",
+    "Kernel",
+    "Summary",
+    "bootstrap_ci",
+    "bootstrap_summary",
+    "cvar",
+    "iqm",
+    "ltp",
+    "mean",
+    "mode",
+    "skewness",
+    "std",
+    "stratified_bootstrap_ci",
+    "summarize",
+]
+
 Kernel = Callable[[np.ndarray], np.ndarray]  # [B, N] -> [B]
 
 
