@@ -1,4 +1,4 @@
-"""SAC (Haarnoja et al. 2018), METHOD.md "Training" and "Update operators".
+"""SAC (Haarnoja et al. 2018), docs/method.md §4 Training and §5 Update operators.
 
 Tanh-Gaussian actor (log-std squashed into [-10, 2]), twin critics with Polyak
 targets, learned temperature α (initial 1, target entropy -|A|/2). Evaluation action:
@@ -7,16 +7,19 @@ tanh(mean). Training and the operator U call the same `actor_step`.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from retland import networks, replay
-from retland.config import SACConfig
-from retland.replay import Transition
+from retland.agents.offpolicy import (ReplayAgent, adam_step, init_actor_critic, optimizer, polyak, q_values,
+                                      twin_critic_loss)
+from retland.agents.offpolicy import critic_net  # noqa: F401  (the module's networks: actor_net, critic_net)
+from retland.core import networks, replay
+from retland.core.replay import Transition
+from retland.train.config import SACConfig
 
 Params = Any
 LOG2 = math.log(2.0)
@@ -24,14 +27,6 @@ LOG2 = math.log(2.0)
 
 def actor_net(cfg: SACConfig, action_size: int) -> networks.TanhGaussianActor:
     return networks.TanhGaussianActor(action_size, tuple(cfg.hidden), cfg.log_std_min, cfg.log_std_max)
-
-
-def critic_net(cfg: SACConfig) -> networks.TwinCritic:
-    return networks.TwinCritic(tuple(cfg.hidden))
-
-
-def optimizer(cfg: SACConfig) -> optax.GradientTransformation:
-    return optax.adam(cfg.learning_rate)
 
 
 class SACState(NamedTuple):
@@ -46,10 +41,7 @@ class SACState(NamedTuple):
 
 
 def init(cfg: SACConfig, key: jax.Array, obs_size: int, action_size: int) -> SACState:
-    ka, kc = jax.random.split(key)
-    obs, act = jnp.zeros((1, obs_size)), jnp.zeros((1, action_size))
-    actor = networks.init_params(actor_net(cfg, action_size), ka, obs)
-    critic = networks.init_params(critic_net(cfg), kc, obs, act)
+    actor, critic = init_actor_critic(cfg, actor_net(cfg, action_size), key, obs_size, action_size)
     log_alpha = jnp.asarray(jnp.log(cfg.initial_temperature), jnp.float32)
     opt = optimizer(cfg)
     return SACState(actor, critic, critic, log_alpha, opt.init(actor), opt.init(critic), opt.init(log_alpha),
@@ -84,10 +76,6 @@ def explore(cfg: SACConfig, actor_params, obs, key):
     return sample_action(cfg, actor_params, obs, key)[0]
 
 
-def q_values(cfg: SACConfig, critic_params, obs, action):
-    return critic_net(cfg).apply({"params": critic_params}, obs, action)
-
-
 def target_entropy(cfg: SACConfig, action_size: int) -> float:
     return -cfg.target_entropy_scale * action_size
 
@@ -106,9 +94,7 @@ def critic_loss(cfg: SACConfig, critic_params, target_critic_params, actor_param
     next_a, next_logp = sample_action(cfg, actor_params, batch.next_obs, key)
     next_q = jnp.min(q_values(cfg, target_critic_params, batch.next_obs, next_a), axis=-1)
     next_v = next_q - jnp.exp(log_alpha) * next_logp
-    y = jax.lax.stop_gradient(batch.reward + cfg.gamma * batch.mask * next_v)
-    q = q_values(cfg, critic_params, batch.obs, batch.action)
-    return jnp.sum(jnp.mean(jnp.square(q - y[:, None]), axis=0))
+    return twin_critic_loss(cfg, critic_params, batch, next_v)
 
 
 def alpha_loss(cfg: SACConfig, log_alpha, logp, action_size: int):
@@ -121,8 +107,8 @@ def actor_step(cfg: SACConfig, actor_params, actor_opt_state, critic_params, log
     """One Adam step of the actor, critics and temperature frozen; returns
     (actor_params, actor_opt_state, log π of the sampled actions)."""
     grads, logp = jax.grad(actor_loss, argnums=1, has_aux=True)(cfg, actor_params, critic_params, log_alpha, obs, key)
-    updates, actor_opt_state = optimizer(cfg).update(grads, actor_opt_state, actor_params)
-    return optax.apply_updates(actor_params, updates), actor_opt_state, logp
+    actor_params, actor_opt_state = adam_step(optimizer(cfg), grads, actor_opt_state, actor_params)
+    return actor_params, actor_opt_state, logp
 
 
 def train_update(cfg: SACConfig, s: SACState, batch: Transition, key) -> SACState:
@@ -131,14 +117,12 @@ def train_update(cfg: SACConfig, s: SACState, batch: Transition, key) -> SACStat
     opt = optimizer(cfg)
     grads = jax.grad(critic_loss, argnums=1)(cfg, s.critic_params, s.target_critic_params, s.actor_params,
                                              s.log_alpha, batch, k_critic)
-    updates, critic_opt_state = opt.update(grads, s.critic_opt_state, s.critic_params)
-    critic_params = optax.apply_updates(s.critic_params, updates)
+    critic_params, critic_opt_state = adam_step(opt, grads, s.critic_opt_state, s.critic_params)
     actor_params, actor_opt_state, logp = actor_step(cfg, s.actor_params, s.actor_opt_state, critic_params,
                                                      s.log_alpha, batch.obs, k_actor)
     a_grad = jax.grad(alpha_loss, argnums=1)(cfg, s.log_alpha, logp, batch.action.shape[-1])
-    updates, alpha_opt_state = opt.update(a_grad, s.alpha_opt_state, s.log_alpha)
-    log_alpha = optax.apply_updates(s.log_alpha, updates)
-    target = jax.tree.map(lambda t, o: (1.0 - cfg.tau) * t + cfg.tau * o, s.target_critic_params, critic_params)
+    log_alpha, alpha_opt_state = adam_step(opt, a_grad, s.alpha_opt_state, s.log_alpha)
+    target = polyak(cfg.tau, s.target_critic_params, critic_params)
     return SACState(actor_params, critic_params, target, log_alpha, actor_opt_state, critic_opt_state,
                     alpha_opt_state, s.update_count + 1)
 
@@ -168,20 +152,7 @@ def update(cfg: SACConfig, op: OperatorState, key) -> Params:
 
 
 @dataclass(frozen=True)
-class SACAgent:
+class SACAgent(ReplayAgent):
     config: SACConfig = SACConfig()
     algo: str = "sac"
-
-    def policy(self, actor_params, obs):
-        return policy(self.config, actor_params, obs)
-
-    def actor_params(self, train_state):
-        return getattr(train_state, "agent", train_state).actor_params
-
-    def operator_state(self, checkpoint) -> OperatorState:
-        s = checkpoint.state.agent
-        return OperatorState(s.actor_params, s.actor_opt_state, s.critic_params, s.log_alpha,
-                             checkpoint.replay, jnp.asarray(checkpoint.replay_size, jnp.int32))
-
-    def update(self, op_state: OperatorState, key) -> Params:
-        return update(self.config, op_state, key)
+    algorithm = sys.modules[__name__]

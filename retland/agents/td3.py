@@ -1,4 +1,4 @@
-"""TD3 (Fujimoto et al. 2018), METHOD.md "Training" and "Update operators".
+"""TD3 (Fujimoto et al. 2018), docs/method.md §4 Training and §5 Update operators.
 
 Read top to bottom: networks, state, losses (plain functions of params and a batch),
 the two optimizer steps, the full training update, and the update operator U that
@@ -6,30 +6,25 @@ the two optimizer steps, the full training update, and the update operator U tha
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from retland import networks, replay
-from retland.config import TD3Config
-from retland.replay import Transition
+from retland.agents.offpolicy import (ReplayAgent, adam_step, init_actor_critic, optimizer, polyak, q_values,
+                                      twin_critic_loss)
+from retland.agents.offpolicy import critic_net  # noqa: F401  (the module's networks: actor_net, critic_net)
+from retland.core import networks, replay
+from retland.core.replay import Transition
+from retland.train.config import TD3Config
 
 Params = Any
 
 
 def actor_net(cfg: TD3Config, action_size: int) -> networks.DeterministicActor:
     return networks.DeterministicActor(action_size, tuple(cfg.hidden))
-
-
-def critic_net(cfg: TD3Config) -> networks.TwinCritic:
-    return networks.TwinCritic(tuple(cfg.hidden))
-
-
-def optimizer(cfg: TD3Config) -> optax.GradientTransformation:
-    return optax.adam(cfg.learning_rate)
 
 
 class TD3State(NamedTuple):
@@ -43,10 +38,7 @@ class TD3State(NamedTuple):
 
 
 def init(cfg: TD3Config, key: jax.Array, obs_size: int, action_size: int) -> TD3State:
-    ka, kc = jax.random.split(key)
-    obs, act = jnp.zeros((1, obs_size)), jnp.zeros((1, action_size))
-    actor = networks.init_params(actor_net(cfg, action_size), ka, obs)
-    critic = networks.init_params(critic_net(cfg), kc, obs, act)
+    actor, critic = init_actor_critic(cfg, actor_net(cfg, action_size), key, obs_size, action_size)
     opt = optimizer(cfg)
     return TD3State(actor, critic, actor, critic, opt.init(actor), opt.init(critic),
                     jnp.zeros((), jnp.int32))
@@ -59,15 +51,10 @@ def policy(cfg: TD3Config, actor_params, obs):
     return networks.DeterministicActor(action_size, hidden).apply({"params": actor_params}, obs)
 
 
-def q_values(cfg: TD3Config, critic_params, obs, action):
-    """[..., 2]: Q1 and Q2."""
-    return critic_net(cfg).apply({"params": critic_params}, obs, action)
-
-
 # ---- losses ---------------------------------------------------------------------------
 
 def actor_loss(cfg: TD3Config, actor_params, critic_params, obs):
-    """-mean(min(Q1, Q2)(s, π(s))) over obs [B, O] (METHOD.md: min of both critics)."""
+    """-mean(min(Q1, Q2)(s, π(s))) over obs [B, O] (docs/method.md §4 Training: min of both critics)."""
     q = q_values(cfg, critic_params, obs, policy(cfg, actor_params, obs))
     return -jnp.mean(jnp.min(q, axis=-1))
 
@@ -80,9 +67,7 @@ def critic_loss(cfg: TD3Config, critic_params, target_actor_params, target_criti
     noise = jnp.clip(cfg.policy_noise * jax.random.normal(key, next_a.shape), -cfg.noise_clip, cfg.noise_clip)
     next_a = jnp.clip(next_a + noise, -1.0, 1.0)
     next_q = jnp.min(q_values(cfg, target_critic_params, batch.next_obs, next_a), axis=-1)
-    y = jax.lax.stop_gradient(batch.reward + cfg.gamma * batch.mask * next_q)
-    q = q_values(cfg, critic_params, batch.obs, batch.action)
-    return jnp.sum(jnp.mean(jnp.square(q - y[:, None]), axis=0))
+    return twin_critic_loss(cfg, critic_params, batch, next_q)
 
 
 # ---- optimizer steps ------------------------------------------------------------------
@@ -90,15 +75,13 @@ def critic_loss(cfg: TD3Config, critic_params, target_actor_params, target_criti
 def actor_step(cfg: TD3Config, actor_params, actor_opt_state, critic_params, obs):
     """One Adam step of the actor on obs [B, O] with the critic frozen."""
     grads = jax.grad(actor_loss, argnums=1)(cfg, actor_params, critic_params, obs)
-    updates, actor_opt_state = optimizer(cfg).update(grads, actor_opt_state, actor_params)
-    return optax.apply_updates(actor_params, updates), actor_opt_state
+    return adam_step(optimizer(cfg), grads, actor_opt_state, actor_params)
 
 
 def critic_step(cfg: TD3Config, s: TD3State, batch: Transition, key):
     grads = jax.grad(critic_loss, argnums=1)(cfg, s.critic_params, s.target_actor_params,
                                              s.target_critic_params, batch, key)
-    updates, opt_state = optimizer(cfg).update(grads, s.critic_opt_state, s.critic_params)
-    return optax.apply_updates(s.critic_params, updates), opt_state
+    return adam_step(optimizer(cfg), grads, s.critic_opt_state, s.critic_params)
 
 
 def train_update(cfg: TD3Config, s: TD3State, batch: Transition, key, do_actor=None) -> TD3State:
@@ -116,11 +99,10 @@ def train_update(cfg: TD3Config, s: TD3State, batch: Transition, key, do_actor=N
     def delayed(s: TD3State) -> TD3State:
         actor_params, actor_opt_state = actor_step(cfg, s.actor_params, s.actor_opt_state,
                                                    s.critic_params, batch.obs)
-        polyak = lambda t, o: (1.0 - cfg.tau) * t + cfg.tau * o  # noqa: E731
         return s._replace(
             actor_params=actor_params, actor_opt_state=actor_opt_state,
-            target_actor_params=jax.tree.map(polyak, s.target_actor_params, actor_params),
-            target_critic_params=jax.tree.map(polyak, s.target_critic_params, s.critic_params))
+            target_actor_params=polyak(cfg.tau, s.target_actor_params, actor_params),
+            target_critic_params=polyak(cfg.tau, s.target_critic_params, s.critic_params))
 
     return jax.lax.cond(do_actor, delayed, lambda s: s, s)
 
@@ -151,23 +133,10 @@ def update(cfg: TD3Config, op: OperatorState, key) -> Params:
 
 
 @dataclass(frozen=True)
-class TD3Agent:
+class TD3Agent(ReplayAgent):
     config: TD3Config = TD3Config()
     algo: str = "td3"
-
-    def policy(self, actor_params, obs):
-        return policy(self.config, actor_params, obs)
-
-    def actor_params(self, train_state):
-        return getattr(train_state, "agent", train_state).actor_params
-
-    def operator_state(self, checkpoint) -> OperatorState:
-        s = checkpoint.state.agent
-        return OperatorState(s.actor_params, s.actor_opt_state, s.critic_params,
-                             checkpoint.replay, jnp.asarray(checkpoint.replay_size, jnp.int32))
-
-    def update(self, op_state: OperatorState, key) -> Params:
-        return update(self.config, op_state, key)
+    algorithm = sys.modules[__name__]
 
 
 def update_flags(cfg: TD3Config, agent_batched: TD3State) -> dict:
