@@ -16,7 +16,7 @@ install: $(STAMP)
 
 # The main job, end to end on the default warehouse (data/warehouse).
 demo: $(STAMP)
-	$(PY) -m retland.demo
+	$(PY) -m retland.cli.demo
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .

@@ -26,11 +26,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from retland.envs import DEFAULT_BACKEND, env_dims, reference_env, reference_state  # noqa: E402
-from retland.networks import DeterministicActor, init_params  # noqa: E402
-from retland.operators import Gaussian, parse_operator, sample_key  # noqa: E402
-from retland.rollout import rollout  # noqa: E402
-from retland.sampling import (  # noqa: E402
+from retland.core.envs import DEFAULT_BACKEND, env_dims, reference_env, reference_state  # noqa: E402
+from retland.core.networks import DeterministicActor, init_params  # noqa: E402
+from retland.core.rollout import rollout  # noqa: E402
+from retland.purd.operators import Gaussian, parse_operator, sample_key  # noqa: E402
+from retland.purd.sampling import (  # noqa: E402
     ActorPolicy,
     auto_batch_size,
     chunk_indices,

@@ -18,9 +18,9 @@ import warnings
 import jax
 import numpy as np
 
-from retland.config import SACConfig, TD3Config, TrainConfig
-from retland.envs import DEFAULT_BACKEND, make_env
-from retland.training import init_states, make_chunk_fn
+from retland.core.envs import DEFAULT_BACKEND, make_env
+from retland.train.config import SACConfig, TD3Config, TrainConfig
+from retland.train.program import init_states, make_chunk_fn
 
 ENV = "hopper"
 

@@ -32,7 +32,14 @@ def _bar(total: int, what: str, show: bool = True):
     if not show or total <= 0:
         yield lambda n: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err_console, transient=False) as bar:
@@ -92,7 +99,7 @@ def interpolate(
     stratified bootstrap 95% CIs. Pairs come from --env/--pairs, or one explicit pair
     from --a/--b. Stored in interpolation_pairs / interpolation_points; a pair already
     complete is not recomputed. See docs/method.md §6.3."""
-    from retland import interpolation as ip
+    from retland.analyses import interpolation as ip
     from retland.warehouse import Warehouse
 
     if (a is None) != (b is None):
@@ -166,7 +173,7 @@ def landscape(
     A.2; --zoom for A.12). Every point is a rollout; rows go to landscape_points, the
     grid and its saved directions to landscape_grids. A grid already complete is not
     recomputed; view `landscape_values` has per-point mean/std/LTP/CVaR."""
-    from retland import landscape as ls
+    from retland.analyses import landscape as ls
     from retland.warehouse import Warehouse
 
     batch = count_or_keyword(batch_size, "--batch-size", "auto")
@@ -209,7 +216,7 @@ def failures(
     reward, cumulative return, done, torso height and pitch in `trajectories`. Prints
     view `failure_divergence`: the step where the two cumulative returns part, and
     whether the failure is a termination or a low-reward stretch (Fig. 3)."""
-    from retland import failures as fl
+    from retland.analyses import failures as fl
     from retland.warehouse import Warehouse
 
     if pairs < 1:

@@ -127,8 +127,8 @@ def sample(
     Rows are bit-identical however the work is split, on one platform; across platforms
     or chunk sizes the distributions agree statistically, not bit for bit.
     """
-    from retland.operators import parse_operator
-    from retland.sampling import (
+    from retland.purd.operators import parse_operator
+    from retland.purd.sampling import (
         SamplingError,
         existing_by_distribution,
         parse_shard,

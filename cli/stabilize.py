@@ -8,7 +8,6 @@ import typer
 
 from retland.cli.app import CliError, WarehouseOpt, app, console, require_stored_checkpoint, require_writable
 
-
 MAX_SEED = 2**31 - 1
 
 
@@ -43,7 +42,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 
 def parse_arms(text: str) -> tuple[str, ...]:
-    from retland.stabilize import ARMS
+    from retland.analyses.stabilize import ARMS
 
     arms = tuple(a.strip() for a in text.split(",") if a.strip())
     bad = [a for a in arms if a not in ARMS]
@@ -86,7 +85,7 @@ def stabilize(
     macro stabilize_replay(alpha, beta, tolerance, criterion)."""
     from pydantic import ValidationError
 
-    from retland.stabilize import StabilizeConfig, load_source, run_experiment
+    from retland.analyses.stabilize import StabilizeConfig, load_source, run_experiment
     from retland.warehouse import Warehouse
 
     try:
@@ -119,7 +118,7 @@ def stabilize(
     console.print(f"experiment [bold]{result.experiment_id}[/] in {result.wall_seconds:,.1f} s; "
                   f"derived runs {result.derived_run_ids[0]} … {result.derived_run_ids[-1]}")
     if {"reject", "baseline"} <= set(scfg.arms):
-        from retland.stabilize import FINAL_HELD_SQL, arm_effect
+        from retland.analyses.stabilize import FINAL_HELD_SQL, arm_effect
 
         eff = arm_effect(wh.query(f"SELECT * FROM ({FINAL_HELD_SQL}) WHERE experiment_id = ?",
                                   [result.experiment_id]))

@@ -88,8 +88,9 @@ def train(
 
     from pydantic import ValidationError
 
-    from retland.config import load_train_config
-    from retland.training import resume_config, train as run_training
+    from retland.train.config import load_train_config
+    from retland.train.job import resume_config
+    from retland.train.job import train as run_training
     from retland.warehouse import Warehouse
 
     # Everything given is checked before the warehouse is opened or anything compiled.

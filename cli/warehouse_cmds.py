@@ -1,10 +1,9 @@
 """Commands that read the warehouse or bring rows into it without JAX."""
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Optional
-
-import shlex
 
 import typer
 from rich.markup import escape
@@ -25,8 +24,8 @@ def import_returns(
     whole file is validated before anything is written; rows already stored are skipped,
     so importing the same file twice adds nothing.
     """
-    from retland.importing import import_returns as run_import
     from retland.warehouse import Warehouse, resolve_root
+    from retland.warehouse.importing import import_returns as run_import
 
     wh = Warehouse(resolve_root(warehouse))  # created by the import once the file has passed every check
     summary = run_import(wh, file, tag=tag)
@@ -50,7 +49,7 @@ def stats(
 ) -> None:
     """Statistics of every post-update return distribution: n, mean, std, skewness,
     mode, LTP and CVaR, one row per (algo, env, seed, step, operator)."""
-    from retland.distributions import distribution_stats
+    from retland.analyses.distributions import distribution_stats
     from retland.warehouse import Warehouse
 
     wh = Warehouse.open(warehouse, create=False)
@@ -233,7 +232,7 @@ def check(
     before its first checkpoint looks the same); `retland train --resume` restarts a dead
     one. One line per problem: `<problem>: <path or run> (<detail>)`.
     """
-    from retland.checkpoints import orphan_runs
+    from retland.train.checkpoints import orphan_runs
     from retland.warehouse import Warehouse
     from retland.warehouse.health import quarantine, scan
     from retland.warehouse.lock import exclusive

@@ -10,7 +10,7 @@ import functools
 import tempfile
 from pathlib import Path
 
-from retland.config import TD3Config, TrainConfig
+from retland.train.config import TD3Config, TrainConfig
 
 TINY_TD3 = TrainConfig(
     env="hopper", seeds=2, total_steps=120, checkpoints=(60, 120), eval_every=60, horizon=20,
@@ -21,7 +21,7 @@ TINY_TD3 = TrainConfig(
 @functools.lru_cache(maxsize=None)
 def tiny_job():
     """(warehouse, TrainResult) in a temporary folder."""
-    from retland.training import train
+    from retland.train.job import train
     from retland.warehouse import Warehouse
 
     wh = Warehouse.open(Path(tempfile.mkdtemp(prefix="retland-analyses-")) / "wh")

@@ -32,9 +32,9 @@ def warehouse(tmp_path):
 
 def run_cli(capsys, monkeypatch, *args) -> tuple[int, str, str]:
     """Run `retland ARGS` in-process: (exit code, stdout, stderr)."""
-    from retland.cli.main import main
-
     import sys
+
+    from retland.cli.main import main
 
     monkeypatch.setattr(sys, "argv", ["retland", *map(str, args)])
     code = 0

@@ -13,9 +13,10 @@ import optax
 import pytest
 
 from retland.agents import get_agent, td3
-from retland.checkpoints import from_nested, list_checkpoints, load_checkpoint, to_nested
-from retland.config import TD3Config, TrainConfig, agent_config, load_train_config
-from retland.training import abstract_seed_state, init_states, make_chunk_fn, train
+from retland.train.checkpoints import from_nested, list_checkpoints, load_checkpoint, to_nested
+from retland.train.config import TD3Config, TrainConfig, agent_config, load_train_config
+from retland.train.job import train
+from retland.train.program import abstract_seed_state, init_states, make_chunk_fn
 
 TINY_TD3 = TrainConfig(
     env="hopper", seeds=2, total_steps=120, checkpoints=(60, 120), eval_every=60, horizon=20,
@@ -103,8 +104,8 @@ def test_a_job_killed_in_its_first_save_is_listed_and_resume_restarts_it(wh, td3
     import orbax.checkpoint._src.checkpointers.checkpointer as orbax_checkpointer
 
     from conftest import run_cli, tree_digest
-    from retland.checkpoints import discard_orphan_artifacts, orphan_runs
-    from retland.training import _load_job
+    from retland.train.checkpoints import discard_orphan_artifacts, orphan_runs
+    from retland.train.job import _load_job
 
     async def killed(*args, **kwargs):
         raise _Killed

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from retland.agents import get_agent
-from retland.checkpoints import load_checkpoint
-from retland.config import PPOConfig, SACConfig, TrainConfig
-from retland.training import train
+from retland.train.checkpoints import load_checkpoint
+from retland.train.config import PPOConfig, SACConfig, TrainConfig
+from retland.train.job import train
 
 TINY = {
     "sac": TrainConfig(env="hopper", seeds=2, total_steps=120, checkpoints=(60, 120), eval_every=60, horizon=20,

@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 import numpy as np
 
 from retland.report import analysis_charts as ac
-from retland.report.sections import Figure, Note, ReportContext, Table
+from retland.report.blocks import Figure, Note, Table
+from retland.report.context import ReportContext
 
 NOW = datetime.now(timezone.utc)
 

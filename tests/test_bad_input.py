@@ -209,8 +209,8 @@ CASES: list[tuple] = [
 ]
 
 # The work a refused command must never reach.
-WORK = ["retland.training.train", "retland.stabilize.run_experiment", "retland.sampling.sample_checkpoint",
-        "retland.landscape.run", "retland.interpolation.run_pair", "retland.failures.reroll"]
+WORK = ["retland.train.job.train", "retland.analyses.stabilize.run_experiment", "retland.purd.sampling.sample_checkpoint",
+        "retland.analyses.landscape.run", "retland.analyses.interpolation.run_pair", "retland.analyses.failures.reroll"]
 
 _compiles: list[str] = []
 jax.monitoring.register_event_duration_secs_listener(
@@ -220,8 +220,8 @@ jax.monitoring.register_event_duration_secs_listener(
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A warehouse with two imported runs (20 rows), the input files, and its digest."""
-    from retland.importing import import_returns
     from retland.warehouse import Warehouse
+    from retland.warehouse.importing import import_returns
 
     base = tmp_path_factory.mktemp("bad-input")
     files = base / "files"
@@ -267,8 +267,8 @@ def test_the_warehouse_rules_hold_on_every_write_path(world):
     sampler's per-chunk check refuse the same values."""
     import numpy as np
 
-    from retland import sampling
-    from retland.operators import parse_operator
+    from retland.purd import sampling
+    from retland.purd.operators import parse_operator
     from retland.warehouse import Warehouse, WarehouseError
 
     wh = Warehouse.open(world["wh"], create=False)

@@ -7,7 +7,6 @@ import pytest
 
 from conftest import run_cli, tree_digest
 
-
 GOOD_CSV = (
     "algo,env,seed,step,operator,update_index,return\n"
     + "".join(f"td3,hopper,0,100,td3,{i},{1000 + 10 * i}\n" for i in range(20))

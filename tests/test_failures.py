@@ -15,11 +15,11 @@ import sys
 
 import numpy as np
 import pytest
-
 from analysis_jobs import tiny_job
+
 from conftest import tree_digest
-from retland import failures as fl
-from retland.operators import parse_operator
+from retland.analyses import failures as fl
+from retland.purd.operators import parse_operator
 
 
 def test_selection_rules_pick_the_lowest_qualifying_indices():
@@ -34,7 +34,7 @@ def test_selection_rules_pick_the_lowest_qualifying_indices():
 
 @pytest.fixture(scope="module")
 def sampled():
-    from retland import sampling
+    from retland.purd import sampling
 
     real = sampling.chunk_function
 

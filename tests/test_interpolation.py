@@ -13,12 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import polars as pl
 import pytest
+from analysis_jobs import tiny_job
 
 from conftest import tree_digest
-from retland import interpolation as ip
 from retland import stats
-from retland.operators import Gaussian, sample_key
-from analysis_jobs import tiny_job
+from retland.analyses import interpolation as ip
+from retland.purd.operators import Gaussian, sample_key
+
 # noise: see the unit tests. Horizon 8, not the runs' 20: returns are chaotic in θ and
 # two compiled programs round differently, so the endpoint check below compares returns
 # of two programs, which agree closely only over a short horizon (measured on the tiny
@@ -103,8 +104,8 @@ def evaluated(job):
 
 
 def test_a_pair_stores_every_point_and_its_endpoints_are_the_checkpoints_policies(evaluated):
-    from retland.operators import parse_operator
-    from retland.sampling import sample_checkpoint
+    from retland.purd.operators import parse_operator
+    from retland.purd.sampling import sample_checkpoint
 
     wh, res, plans, out = evaluated
     assert [r.rows_written for r in out] == [5, 5]

@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from analysis_jobs import tiny_job
+
 from conftest import tree_digest
-from retland import landscape as ls
+from retland.analyses import landscape as ls
 
 
 def test_grid_arithmetic():
@@ -69,9 +69,9 @@ def grid():
 
 
 def test_update_directions_are_two_operator_samples(grid):
-    from retland.checkpoints import load_checkpoint
-    from retland.operators import parse_operator, sample_key
-    from retland.sampling import checkpoint_program
+    from retland.purd.operators import parse_operator, sample_key
+    from retland.purd.sampling import checkpoint_program
+    from retland.train.checkpoints import load_checkpoint
 
     wh, res, req, p, _ = grid
     ck = load_checkpoint(wh, res.run_ids[0], 120)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from retland.operators import (
+from retland.purd.operators import (
     Gaussian,
     Identity,
     OperatorSpec,
@@ -82,7 +82,7 @@ def test_rollout_perturbations_leave_theta_alone():
 
 
 def test_init_state_start_is_the_noisy_reset_from_the_rollout_key():
-    from retland.envs import make_env, reference_state
+    from retland.core.envs import make_env, reference_state
 
     spec = parse_operator("init_state:0.01", seed=2)
     key_i = sample_key(spec.base_key, 4)

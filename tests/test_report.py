@@ -47,8 +47,8 @@ def synthetic_returns(seed: int = 0) -> pl.DataFrame:
 
 def build_warehouse(root: Path):
     """A warehouse with the synthetic returns imported and learning curves appended."""
-    from retland.importing import import_returns
     from retland.warehouse import Warehouse
+    from retland.warehouse.importing import import_returns
 
     wh = Warehouse.open(root)
     csv = root.parent / "returns.csv"
@@ -155,7 +155,8 @@ def test_map_starts_on_the_widest_left_tail_and_carries_bootstrap_cis(report_pag
 
 
 def test_cvar_ranking_at_alpha_1_is_the_ranking_by_mean(study):
-    from retland.report.sections import ReportContext, _cvar_rankings
+    from retland.report.context import ReportContext
+    from retland.report.sections import _cvar_rankings
 
     con = study.connect()
     ctx = ReportContext(con, n_resamples=0)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from retland.rollout import GAMMA, rollout
+from retland.core.rollout import GAMMA, rollout
 
 
 class ToyState(NamedTuple):

@@ -21,11 +21,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from retland import sampling
-from retland.envs import env_dims
-from retland.networks import DeterministicActor, init_params
-from retland.operators import parse_operator
-from retland.sampling import (
+from retland.core.envs import env_dims
+from retland.core.networks import DeterministicActor, init_params
+from retland.purd import sampling
+from retland.purd.operators import parse_operator
+from retland.purd.sampling import (
     ActorPolicy,
     NonFiniteReturnError,
     SamplingError,
@@ -233,11 +233,10 @@ def test_td3_operator_is_one_hand_written_adam_step_of_the_actor():
     minibatch of rows [0, size), critics frozen, Adam state restored."""
     import optax
 
-    from retland.agents import get_agent
-    from retland.agents import td3
-    from retland.config import TD3Config
-    from retland.networks import TwinCritic
-    from retland.replay import Transition
+    from retland.agents import get_agent, td3
+    from retland.core.networks import TwinCritic
+    from retland.core.replay import Transition
+    from retland.train.config import TD3Config
 
     cfg = TD3Config(hidden=(8,), batch_size=32)
     agent = get_agent("td3", cfg)
@@ -291,8 +290,8 @@ def test_cli_samples_trained_checkpoints_and_resumes(tmp_path):
     import retland.cli.main  # noqa: F401  (registers the other commands)
     import retland.cli.sample  # noqa: F401
     from retland.cli.app import app
-    from retland.config import TD3Config, TrainConfig
-    from retland.training import train
+    from retland.train.config import TD3Config, TrainConfig
+    from retland.train.job import train
 
     root = tmp_path / "wh"
     cfg = TrainConfig(env=ENV, seeds=1, total_steps=200, checkpoints=(100, 200), eval_every=100, horizon=50,

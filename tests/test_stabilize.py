@@ -13,11 +13,19 @@ import numpy as np
 import pytest
 
 from retland import stats
-from retland.checkpoints import load_checkpoint
-from retland.config import TD3Config, TrainConfig
-from retland.stabilize import (StabilizeConfig, accepts, commit, initial_lanes, propose_fn, purd_fn,
-                               run_experiment)
-from retland.training import make_chunk_fn, train
+from retland.analyses.stabilize import (
+    StabilizeConfig,
+    accepts,
+    commit,
+    initial_lanes,
+    propose_fn,
+    purd_fn,
+    run_experiment,
+)
+from retland.train.checkpoints import load_checkpoint
+from retland.train.config import TD3Config, TrainConfig
+from retland.train.job import train
+from retland.train.program import make_chunk_fn
 
 TINY = TrainConfig(
     env="hopper", seeds=1, total_steps=60, checkpoints=(60,), eval_every=60, horizon=6,
@@ -152,7 +160,7 @@ def test_a_rejected_proposal_leaves_every_array_bit_identical(source, propose):
 
 @pytest.mark.slow
 def test_all_rejections_end_where_they_started(source, monkeypatch):
-    import retland.stabilize as stab
+    import retland.analyses.stabilize as stab
 
     monkeypatch.setattr(stab, "accepts", lambda *a: False)
     cfg = scfg(source, arms=("reject",), seeds=(0, 1, 2, 3))  # 4 lanes: the compiled phases are shared
@@ -165,7 +173,7 @@ def test_all_rejections_end_where_they_started(source, monkeypatch):
 
 
 def test_baseline_arm_is_plain_td3_training(source, propose):
-    """P proposals of a lane that accepts them all are P steps of retland.training's
+    """P proposals of a lane that accepts them all are P steps of retland.train.program's
     loop (make_chunk_fn, here 1-step chunks as the source run used) from the same state
     and keys — also while another lane rejects, so lanes' update counters (and thus
     their actor/target steps) disagree. The proposals cross a time-limit reset (6-step
@@ -238,7 +246,7 @@ def test_every_proposal_is_a_row_and_sql_replays_the_decisions(wh, experiment):
     assert arms.height == 2 * (P + 1) and set(arms["seeds"]) == {2}
 
     # reject − baseline after the last proposal: paired by seed, from the held policies
-    from retland.stabilize import FINAL_HELD_SQL, arm_effect
+    from retland.analyses.stabilize import FINAL_HELD_SQL, arm_effect
 
     final = wh.query(FINAL_HELD_SQL)
     eff = {r["statistic"]: r for r in arm_effect(final).iter_rows(named=True)

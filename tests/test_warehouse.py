@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from retland.warehouse import Warehouse, WarehouseError
 from conftest import tree_digest
+from retland.warehouse import Warehouse, WarehouseError
 
 
 def returns_rows(run="r1", step=100, op="td3", idx=range(5), offset=0.0):

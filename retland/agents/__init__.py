@@ -10,13 +10,16 @@ Agent (one frozen dataclass per algorithm, in retland.agents.<algo>):
     policy(actor_params, obs [..., O]) -> action [..., A]   deterministic evaluation action
     actor_params(train_state) -> θ
     operator_state(checkpoint) -> pytree of arrays U needs
-    update(op_state, key) -> θ'                              METHOD.md "Update operators"
+    update(op_state, key) -> θ'                              docs/method.md §5 Update operators
 """
 from __future__ import annotations
 
 from typing import Protocol
 
-from retland.config import ALGOS, agent_config
+from retland.agents.ppo import PPOAgent
+from retland.agents.sac import SACAgent
+from retland.agents.td3 import TD3Agent
+from retland.train.config import ALGOS, agent_config
 
 
 class Agent(Protocol):
@@ -33,8 +36,8 @@ class Agent(Protocol):
 
 def get_agent(algo: str, config=None) -> Agent:
     """The agent for `algo` with `config` (its agent config, a TrainConfig, or None for
-    METHOD.md defaults). For PPO pass the TrainConfig (e.g. `checkpoint.config`): its
-    update operator collects a rollout in the run's env."""
+    the defaults of docs/method.md §4 Training). For PPO pass the TrainConfig (e.g.
+    `checkpoint.config`): its update operator collects a rollout in the run's env."""
     if algo not in ALGOS:
         raise ValueError(f"unknown algo {algo!r}: choose one of {', '.join(ALGOS)}")
     train_cfg = config if hasattr(config, "agent") else None
@@ -44,12 +47,9 @@ def get_agent(algo: str, config=None) -> Agent:
     if config.algo != algo:
         raise ValueError(f"get_agent({algo!r}) was given a {config.algo} config")
     if algo == "td3":
-        from retland.agents.td3 import TD3Agent
         return TD3Agent(config)
     if algo == "sac":
-        from retland.agents.sac import SACAgent
         return SACAgent(config)
-    from retland.agents.ppo import PPOAgent
     if train_cfg is None:  # PPO's operator rolls out the env: it must know which
         return PPOAgent(config)
     return PPOAgent(config, env=train_cfg.env, backend=train_cfg.backend, horizon=train_cfg.horizon)

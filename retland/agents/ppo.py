@@ -1,4 +1,4 @@
-"""PPO (Schulman et al. 2017) at Brax scale, METHOD.md "Training" and "Update operators".
+"""PPO (Schulman et al. 2017) at Brax scale, docs/method.md §4 Training and §5 Update operators.
 
 64-64 tanh actor (state-independent log-std) and critic, 2048 envs x 16 steps per
 iteration, GAE(0.99, 0.95), 4 epochs x 2 minibatches, clip 0.2, value coefficient 2,
@@ -17,8 +17,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from retland import networks
-from retland.config import PPOConfig
+from retland.core import networks
+from retland.core.envs import make_env
+from retland.core.vec import env_step_with_reset
+from retland.train.config import PPOConfig
 
 Params = Any
 
@@ -73,7 +75,6 @@ def value(cfg: PPOConfig, critic_params, obs):
 
 class Trajectory(NamedTuple):
     """One rollout; every field [T, N] (obs [T, N, O], action [T, N, A])."""
-
     obs: jax.Array
     action: jax.Array  # the Gaussian sample (unclipped); the env receives clip(action)
     log_prob: jax.Array
@@ -85,8 +86,6 @@ class Trajectory(NamedTuple):
 def collect(cfg: PPOConfig, env, horizon: int, params, env_state, episode_step, key):
     """unroll_length steps of every env with the stochastic policy, auto-reset with
     the standard reset noise. Returns (Trajectory, env_state, episode_step, V(last obs) [N])."""
-    from retland.training import env_step_with_reset
-
     n = episode_step.shape[0]
 
     def step(carry, key):
@@ -123,7 +122,6 @@ def advantages(cfg: PPOConfig, traj: Trajectory, last_value):
 
 class Batch(NamedTuple):
     """Flattened samples [B, ...]."""
-
     obs: jax.Array
     action: jax.Array
     log_prob: jax.Array
@@ -223,8 +221,6 @@ def update(cfg: PPOConfig, op: OperatorState, key, env_name: str, backend: str, 
     """U(state, ξ): one fresh unroll_length x num_envs rollout with the stochastic
     policy (key), GAE, one gradient step (actor and critic, restored Adam state, grad
     clip as in training) on one random minibatch; returns the new actor params."""
-    from retland.envs import make_env
-
     env = make_env(env_name, backend)
     k_collect, k_mb = jax.random.split(key)
     batch, _, _ = _batch(cfg, op.params, env, horizon, op.env_state, op.episode_step, k_collect)

@@ -14,7 +14,10 @@ import re
 from pathlib import Path
 
 from ..warehouse import Warehouse, WarehouseError
-from .sections import SECTIONS, Block, Figure, Note, ReportContext, Section, Table, section
+from . import html as page
+from .blocks import Block, Figure, Note, Table
+from .context import ReportContext
+from .sections import SECTIONS, Section, section
 
 __all__ = ["SECTIONS", "Section", "section", "Figure", "Table", "Note", "ReportContext", "build_sections",
            "build_charts", "write_report", "export_chart", "FORMATS"]
@@ -91,8 +94,6 @@ def write_report(wh: Warehouse, out: str | os.PathLike | None = None, where: str
     fmt 'png' / 'svg': one file per figure, <NN>-<figure>.<fmt>, in a folder (default
     reports/<default_report_name>/); scale is the PNG pixel ratio.
     """
-    from . import html as page
-
     if fmt not in FORMATS:
         raise WarehouseError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if out is not None:  # before any work: a report takes minutes to build
@@ -124,9 +125,9 @@ def write_report(wh: Warehouse, out: str | os.PathLike | None = None, where: str
 
 def export_chart(chart, path: str | os.PathLike, scale: float = 2.0) -> Path:
     """One chart as PNG or SVG (by the file's suffix), rendered offline by vl-convert."""
-    import vl_convert as vlc
+    import vl_convert as vlc  # only PNG/SVG export needs the renderer (an 84 MB native library)
 
-    from .html import VL_VERSION as version
+    version = page.VL_VERSION
 
     path = Path(path)
     spec = chart.to_dict()

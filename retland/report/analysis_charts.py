@@ -10,8 +10,10 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
+from ..analyses import interpolation as ip
 from . import charts
-from .sections import Block, Figure, Note, ReportContext, Table
+from .blocks import Block, Figure, Note, Table
+from .context import ReportContext
 
 MAX_GRIDS = 12  # heatmaps drawn; the rest are listed in a note
 MAX_PAIRS = 24  # interpolation curves drawn per kind
@@ -113,8 +115,6 @@ def failure_blocks(ctx: ReportContext) -> list[Block]:
 
 def interpolation_blocks(ctx: ReportContext) -> list[Block]:
     """Value curves along λ (Fig. 5, 8) by pair kind and the BTP summary (Fig. 6)."""
-    from .. import interpolation as ip
-
     if not ctx.row_count("interpolation_points"):
         return [_missing("interpolation curves", "retland interpolate")]
     curves = ctx.sql("SELECT c.*, b.btp, b.complete FROM interpolation_curves c "

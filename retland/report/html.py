@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 import altair as alt
 import polars as pl
 
-from .sections import Figure, Note, Table
+from .blocks import Figure, Note, Table
 
 EMBED_OPTIONS = {
     "renderer": "svg",
@@ -80,7 +80,7 @@ VL_VERSION = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
 def vega_bundle() -> str:
     """vega + vega-lite + vega-embed as one script that sets window.vegaEmbed, from
     vl-convert (offline)."""
-    import vl_convert as vlc
+    import vl_convert as vlc  # an 84 MB native library, loaded only when a page is rendered
 
     return vlc.javascript_bundle(vl_version=VL_VERSION)
 

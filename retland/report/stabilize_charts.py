@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import altair as alt
 
-from retland.report import charts
-from retland.report.sections import Block, Figure, Note, ReportContext, Table
+from ..analyses.stabilize import FINAL_HELD_SQL, arm_effect
+from . import charts
+from .blocks import Block, Figure, Note, Table
+from .context import ReportContext
 
 
 def stabilize_blocks(ctx: ReportContext) -> list[Block]:
@@ -28,7 +30,6 @@ def stabilize_blocks(ctx: ReportContext) -> list[Block]:
                          base.encode(y=alt.Y("ltp_source:Q", title="LTP vs the source's mode")),
                          base.encode(y=alt.Y("cvar:Q", title="CVaR_α", scale=alt.Scale(zero=False))))
     chart = charts.config(alt.vconcat(panels).properties(title="Algorithm 1: reject vs baseline"))
-    from retland.stabilize import FINAL_HELD_SQL, arm_effect
 
     effect = arm_effect(ctx.sql(FINAL_HELD_SQL), n_resamples=ctx.n_resamples, seed=ctx.seed)
     table = [Table("stabilize-effect", effect,

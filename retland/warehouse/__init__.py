@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import duckdb
+
 from .health import damaged_parts
 from .lock import create_lock_file, hold_shared
 from .readonly import GLOB_CHARS, execute_readonly, lock_down, query_error
@@ -167,8 +169,6 @@ class Warehouse:
         A table with an unreadable part gets a view that fails, naming the part, when
         read; `self.unreadable` lists such tables.
         """
-        import duckdb
-
         if not self.exists:
             raise WarehouseError(f"no warehouse at {self.root}")
         if GLOB_CHARS & set(str(self.root)):
@@ -204,8 +204,6 @@ class Warehouse:
 
     def query(self, sql: str, params=None):
         """Run one read-only query and return a polars DataFrame."""
-        import duckdb
-
         con = self.connect()
         try:
             return execute_readonly(con, sql, params).pl()

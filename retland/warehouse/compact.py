@@ -27,6 +27,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -103,8 +104,6 @@ def _merge_sql(spec: TableSpec, parts: tuple[Path, ...]) -> str:
 
 def compact_folder(item: FolderPlan) -> FolderResult:
     """Merge one folder's parts (see the module docstring); returns what changed."""
-    import duckdb
-
     spec = TABLES[item.table]
     schema = _file_schema(spec)
     first = item.parts[0].name  # part-<ts>-<uuid>.parquet

@@ -189,7 +189,7 @@ register(TableSpec(
     ]),
 ))
 
-# ---- landscape analyses (retland.landscape, retland.failures, retland.interpolation) --
+# ---- landscape analyses (retland.analyses.landscape, retland.analyses.failures, retland.analyses.interpolation) --
 
 register(TableSpec(
     name="landscape_grids",

@@ -17,6 +17,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -169,8 +170,6 @@ def _first_duplicate(data: pa.Table, key: tuple[str, ...]) -> int | None:
     a million-row batch is checked with one NumPy sort (Arrow's hash group-by of the
     string columns took ~1 s).
     """
-    import numpy as np
-
     packed = np.zeros(data.num_rows, dtype=np.int64)
     capacity = 1
     for name in key:

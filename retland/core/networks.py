@@ -1,4 +1,4 @@
-"""Actor and critic networks (METHOD.md, "Training": 2×256 ReLU, orthogonal √2 init,
+"""Actor and critic networks (docs/method.md §4 Training: 2×256 ReLU, orthogonal √2 init,
 zero biases; PPO 64-64 tanh).
 
 Networks are plain Flax modules; parameters are ordinary pytrees so update operators,
@@ -71,7 +71,7 @@ def init_params(module: nn.Module, key: jax.Array, *example_inputs):
 class TanhGaussianActor(nn.Module):
     """SAC actor: obs [..., O] -> (mean [..., A], log_std [..., A]) of a Gaussian whose
     samples are squashed by tanh. log_std is squashed smoothly into [log_std_min,
-    log_std_max] (METHOD.md: [-10, 2]) rather than clipped, so it keeps a gradient."""
+    log_std_max] (docs/method.md: [-10, 2]) rather than clipped, so it keeps a gradient."""
 
     action_size: int
     hidden: Sequence[int] = HIDDEN

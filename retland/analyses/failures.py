@@ -1,4 +1,4 @@
-"""Failure trajectories (METHOD.md "Failures", §3.2, Fig. 3, A.8).
+"""Failure trajectories (docs/method.md §6.2 Failures; §3.2, Fig. 3, A.8).
 
 For a checkpoint whose post-update return distribution has LTP > 0, pick by update index
 a *successful* sample (return within 10% of the PURD mean) and a *failing* one (return
@@ -25,9 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from retland import sampling
-from retland.envs import reference_state
-from retland.operators import OperatorSpec
+from retland.core.envs import reference_state
+from retland.purd import sampling
+from retland.purd.operators import OperatorSpec
+from retland.train.checkpoints import load_checkpoint
 
 SUCCESS_TOLERANCE = 0.1  # |R − mean| <= 0.1·|mean|
 FAILURE_BETA = 0.5  # R < 0.5·mode
@@ -135,8 +136,6 @@ def body_state(env: str, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def reroll(wh, target: Target, checkpoint=None) -> dict[int, dict[str, np.ndarray]]:
     """Per-step records of every chosen index: {index: {reward, cumulative_return, done,
     torso_height, torso_pitch, ret}}; FailureError if a return does not reproduce."""
-    from retland.checkpoints import load_checkpoint
-
     spec = spec_of(wh, target.operator_id)
     ckpt = checkpoint or load_checkpoint(wh, target.run_id, target.step)
     program, op_state = sampling.checkpoint_program(spec, ckpt)

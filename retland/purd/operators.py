@@ -13,7 +13,7 @@ Numbers are written with Python's shortest round-trip `repr`, so `gaussian:3e-4`
 `gaussian:0.0003` are the same operator. The env, backend and discount are properties of
 the run (and γ = 0.99 is fixed), so they are not part of the id.
 
-Kinds (METHOD.md "Update operators"):
+Kinds (docs/method.md §5 Update operators):
 - td3 / sac / ppo: one update of the agent (`retland.agents`), θ' = U(state, key_i).
 - gaussian(σ): θ' = θ + σ·ε, ε ~ N(0, I), one independent key per parameter tensor.
 - action(σ): θ unchanged; every rollout action gets σ·N(0, I) noise, clipped to [-1, 1].
@@ -31,12 +31,14 @@ from typing import Any
 
 import jax
 
+from retland.core.envs import standard_reset_noise
+
 AGENT_KINDS = ("td3", "sac", "ppo")
 PARAM_KINDS = AGENT_KINDS + ("gaussian",)
 ROLLOUT_KINDS = ("action", "init_state")
 KINDS = PARAM_KINDS + ROLLOUT_KINDS
 
-DEFAULT_GAUSSIAN_SIGMA = 3e-4  # METHOD.md
+DEFAULT_GAUSSIAN_SIGMA = 3e-4  # docs/method.md §5 Update operators
 # retland's choice (no published default): TD3's exploration noise.
 DEFAULT_ACTION_SIGMA = 0.1
 # init_state without a scale uses the task's standard reset noise (envs.standard_reset_noise).
@@ -53,7 +55,6 @@ def _num(x: float) -> str:
 @dataclass(frozen=True)
 class OperatorSpec:
     """kind + its parameters + horizon + key seed = one distribution per checkpoint."""
-
     kind: str
     params: tuple[tuple[str, float], ...] = ()
     horizon: int = 1000
@@ -129,7 +130,6 @@ def parse_operator(text: str, *, env: str | None = None, horizon: int = 1000, se
     else:
         if env is None:
             raise ValueError("init_state without a scale needs the env (its standard reset noise)")
-        from retland.envs import standard_reset_noise
 
         number = standard_reset_noise(env)
     return OperatorSpec(kind, ((name, number),), horizon, seed)
@@ -161,7 +161,6 @@ def gaussian_perturb(params, key: jax.Array, sigma: float):
 @dataclass(frozen=True)
 class Identity:
     """θ unchanged (rollout perturbations): op_state is the actor params."""
-
     def __call__(self, op_state, key, index):
         return op_state
 
@@ -169,7 +168,6 @@ class Identity:
 @dataclass(frozen=True)
 class Gaussian:
     """gaussian(σ): op_state is the actor params θ."""
-
     sigma: float
 
     def __call__(self, op_state, key, index):
@@ -180,7 +178,6 @@ class Gaussian:
 class AgentUpdate:
     """td3/sac/ppo: op_state is `agent.operator_state(checkpoint)`; agent from
     `retland.agents.get_agent(algo, checkpoint.config)` (a frozen dataclass)."""
-
     agent: Any
 
     def __call__(self, op_state, key, index):

@@ -22,7 +22,7 @@ def package_versions() -> dict[str, str | None]:
 
 def devices() -> list[str]:
     try:
-        import jax
+        import jax  # inside the try: a record must never break the job it describes
 
         return [f"{d.platform}:{getattr(d, 'device_kind', '')}" for d in jax.devices()]
     except Exception as exc:  # a record must never break the job it describes

@@ -3,7 +3,7 @@
 Every return in retland (post-update samples, evaluation during training, landscapes,
 interpolation, failure re-rolls) comes from `rollout`, so "return" means one thing:
 the undiscounted sum of rewards over at most `horizon` steps, rewards after the first
-`done` not counted (the terminating step's reward is), METHOD.md "Terms".
+`done` not counted (the terminating step's reward is), docs/method.md §1 Terms.
 
 Time is a `lax.scan` over the full horizon: a vmapped batch cannot stop early, so
 steps after the first done are computed and masked with `jnp.where` (not a multiply,
@@ -55,7 +55,7 @@ def rollout(
     """Run π_params from `state0` for `horizon` steps of `env` (a raw brax env).
 
     action_noise σ > 0 adds σ·N(0, I) to every action (drawn from `key`, one draw per
-    step) and clips to [-1, 1]: the `action` rollout perturbation of METHOD.md. With
+    step) and clips to [-1, 1]: the `action` rollout perturbation of docs/method.md §5. With
     σ = 0 the rollout is deterministic and `key` is unused.
 
     Returns a `Rollout`; with per_step=True also the `Steps` record.

@@ -46,17 +46,22 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import jax
 import numpy as np
+import pyarrow as pa
 
-from retland import jaxcache
-from retland.envs import make_env, reference_env, reference_state
-from retland.operators import (
+from retland.agents import get_agent
+from retland.core import jaxcache
+from retland.core.envs import make_env, reference_env, reference_state
+from retland.core.networks import DeterministicActor
+from retland.core.rollout import rollout
+from retland.purd.operators import (
     OperatorSpec,
     params_function,
     rollout_key,
     rollout_perturbation,
     sample_key,
 )
-from retland.rollout import rollout
+from retland.train.checkpoints import load_checkpoint
+from retland.warehouse.writer import RowError, check_rows
 
 # Chunk size for --batch-size auto, per platform. On CPU throughput is flat for
 # B = 32..1024 (per-sample weight reads dominate) so a small B keeps padding and the
@@ -80,20 +85,16 @@ class NonFiniteReturnError(SamplingError):
 @dataclass(frozen=True)
 class ActorPolicy:
     """π_θ of a `DeterministicActor(action_size, hidden)`: params are its Flax params."""
-
     action_size: int
     hidden: tuple[int, ...] = (256, 256)
 
     def __call__(self, params, obs):
-        from retland.networks import DeterministicActor
-
         return DeterministicActor(self.action_size, tuple(self.hidden)).apply({"params": params}, obs)
 
 
 @dataclass(frozen=True)
 class AgentPolicy:
     """The deterministic evaluation policy of a trained agent (`agent.policy`)."""
-
     agent: Any
 
     def __call__(self, params, obs):
@@ -108,7 +109,6 @@ class SampleProgram:
     Both must be hashable by value (frozen dataclasses), not fresh closures, or every
     call compiles anew. action_noise / reset_noise perturb the rollout (0 = none).
     """
-
     env: str
     backend: str
     horizon: int
@@ -336,7 +336,6 @@ def ensure_operator(wh, spec: OperatorSpec) -> None:
 @dataclass
 class Plan:
     """The work of one job on one distribution: which chunks to compute."""
-
     run_id: str
     step: int
     spec: OperatorSpec
@@ -409,9 +408,6 @@ def check_chunk(rows: dict[str, np.ndarray], plan: Plan, chunk: int, batch_size:
     """Refuse a computed chunk whose rows break the warehouse's rules for
     post_update_returns (the same `TableSpec.checks` every write path meets: finite
     return and discounted_return, …), before any of it is buffered."""
-    import pyarrow as pa
-
-    from retland.warehouse.writer import RowError, check_rows
 
     where = f"run {plan.run_id} step {plan.step} operator {plan.spec.operator_id}"
     try:
@@ -523,8 +519,6 @@ def sample_distribution(
 
 def checkpoint_program(spec: OperatorSpec, ckpt) -> tuple[SampleProgram, Any]:
     """(program, op_state) for sampling `spec` at a loaded checkpoint."""
-    from retland.agents import get_agent
-
     agent = get_agent(ckpt.algo, ckpt.config)
     if spec.kind in ("td3", "sac", "ppo"):
         if spec.kind != ckpt.algo:
@@ -557,8 +551,6 @@ def sample_checkpoint(
     if not plan.todo:
         return run_plan(wh, plan, None, None, **run_kwargs)
     if checkpoint is None:
-        from retland.checkpoints import load_checkpoint
-
         checkpoint = load_checkpoint(wh, run_id, step)
     program, op_state = checkpoint_program(spec, checkpoint)
     return run_plan(wh, plan, program, op_state, **run_kwargs)

@@ -15,6 +15,11 @@ import shlex
 import sys
 import time
 
+from rich.console import Console
+
+from retland.cli.main import app
+from retland.warehouse import Warehouse, WarehouseError
+
 SEEDS = 2
 STEPS = 20_000
 CHECKPOINTS = (10_000, 20_000)
@@ -29,10 +34,6 @@ REPORT = ["report", "--where", "algo = 'td3' AND env = 'hopper'"]
 
 
 def _run(args: list[str]) -> None:
-    from retland.cli.main import app
-
-    from rich.console import Console
-
     Console(stderr=True).print(f"\n[bold cyan]$ retland {shlex.join(args)}[/]", highlight=False)
     t0 = time.perf_counter()
     app(args, standalone_mode=False)
@@ -41,8 +42,6 @@ def _run(args: list[str]) -> None:
 
 def _demo_runs_complete() -> bool:
     """True when the warehouse already holds a finished demo training job."""
-    from retland.warehouse import Warehouse, WarehouseError
-
     try:
         wh = Warehouse.open(None, create=False)
     except WarehouseError:
@@ -75,8 +74,6 @@ if __name__ == "__main__":
     try:
         main()
     except Exception as exc:  # the same clean message the CLI gives
-        from retland.warehouse import WarehouseError
-
         if isinstance(exc, (WarehouseError, ValueError)):
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)

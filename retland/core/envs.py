@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import io
 import warnings
 
@@ -64,8 +65,6 @@ def make_env(name: str, backend: str = DEFAULT_BACKEND, reset_noise_scale: float
 
 def standard_reset_noise(name: str) -> float:
     """The task's default reset noise scale (what training uses)."""
-    import inspect
-
     env_cls = type(make_env(name))
     return float(inspect.signature(env_cls.__init__).parameters["reset_noise_scale"].default)
 

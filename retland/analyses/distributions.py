@@ -6,12 +6,13 @@ distribution.
 """
 from __future__ import annotations
 
+import duckdb
+import numpy as np
 import polars as pl
 
-import duckdb
-
-from .warehouse import Warehouse, WarehouseError
-from .warehouse.readonly import filtered, query_error
+from .. import stats
+from ..warehouse import Warehouse, WarehouseError
+from ..warehouse.readonly import filtered, query_error
 
 STAT_COLUMNS = ("mean", "std", "skewness", "mode", "ltp", "cvar")
 KEY = ("run_id", "step", "operator_id")
@@ -76,9 +77,6 @@ def with_bootstrap(df: pl.DataFrame, samples: pl.DataFrame, alpha, beta, n_resam
                    nan_as_null: bool = False) -> pl.DataFrame:
     """Add `<stat>_lo`/`<stat>_hi` 95% percentile bootstrap CIs to `df` (one row per
     run_id, step, operator); `samples` holds each distribution's returns in a list column `r`."""
-    import numpy as np
-
-    from . import stats
 
     by_key = {(r["run_id"], r["step"], r["operator"]): np.asarray(r["r"], dtype=np.float64)
               for r in samples.iter_rows(named=True)}

@@ -1,4 +1,4 @@
-"""2-D return landscapes around a checkpoint (METHOD.md "2-D landscape", Fig. 1, A.2, A.12).
+"""2-D return landscapes around a checkpoint (docs/method.md §6.1 2-D landscape; Fig. 1, A.2, A.12).
 
     J(θ + a·d1 + b·d2)  for (a, b) on a G × G grid over [lo, hi]² (× zoom)
 
@@ -13,7 +13,7 @@ Directions:
 Point p = iy·G + ix holds a = axis[ix], b = axis[iy]; with K = samples_per_point > 1,
 sample k adds σ·ε_k (key fold_in(PRNGKey(seed), k), the same draw at every point), so
 per-point LTP / CVaR / std maps can be drawn. Flat index j = p·K + k, evaluated in
-chunks by `retland.evaluate`.
+chunks by `retland.purd.evaluate`.
 
 The directions (and θ) are saved as an .npz under artifacts/landscapes/<hash>/ with
 their sha256 in `landscape_grids`, so a grid can be re-rendered, zoomed or extended
@@ -35,8 +35,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from retland import evaluate, sampling
-from retland.operators import DEFAULT_GAUSSIAN_SIGMA, gaussian_perturb, parse_operator, sample_key
+from retland.agents import get_agent
+from retland.purd import evaluate, sampling
+from retland.purd.operators import DEFAULT_GAUSSIAN_SIGMA, gaussian_perturb, parse_operator, sample_key
+from retland.train.checkpoints import list_checkpoints, load_checkpoint, run_config, run_record
 
 DIRECTIONS = ("update", "gaussian", "filter-normalized")
 FLUSH_SECONDS = 10.0
@@ -86,7 +88,6 @@ def parse_zoom(text: str) -> tuple[float, ...]:
 @dataclass(frozen=True)
 class GridParams:
     """make_params: op_state = (θ, d1, d2, a [P] f32, b [P] f32, noise base key)."""
-
     samples: int
     sigma: float
 
@@ -105,7 +106,6 @@ class GridParams:
 def filter_normalize(direction, theta):
     """Li et al. 2018: per output unit (last axis of a kernel), scale the direction to
     the norm of θ's weights of that unit; zero the biases (1-D leaves)."""
-
     def one(d, t):
         if d.ndim < 2:
             return jnp.zeros_like(d)
@@ -233,8 +233,6 @@ def grid_id(req: Request, operator_id: str | None, zoom: float, horizon: int) ->
 def plan(wh, req: Request, batch_size: int | str | None = "auto") -> Plan:
     """Validate the request against the warehouse and read what is stored; nothing is
     computed or written."""
-    from retland.checkpoints import list_checkpoints, run_config, run_record
-
     req.check()
     try:
         rec = run_record(wh, req.run_id)
@@ -278,8 +276,6 @@ def plan(wh, req: Request, batch_size: int | str | None = "auto") -> Plan:
 
 def compute_directions(req: Request, ckpt, operator_id: str | None):
     """(agent, θ, d1, d2) of the request at a loaded checkpoint."""
-    from retland.agents import get_agent
-
     agent = get_agent(ckpt.algo, ckpt.config)
     theta = agent.actor_params(ckpt.state)
     base = jax.random.PRNGKey(req.seed)
@@ -308,8 +304,6 @@ class GridResult:
 def run(wh, p: Plan, *, devices=None, progress: Callable[[int], None] | None = None,
         flush_seconds: float = FLUSH_SECONDS) -> list[GridResult]:
     """Compute and append every grid's missing rollouts."""
-    from retland.checkpoints import load_checkpoint
-
     req = p.request
     results = [GridResult(g.grid_id, g.zoom) for g in p.grids]
     todo = [(g, r) for g, r in zip(p.grids, results) if len(g.present) < req.n or g.stored is None]

@@ -16,6 +16,8 @@ import os
 import platform
 from pathlib import Path
 
+import jax
+
 ENV_VAR = "RETLAND_JAX_CACHE"
 _enabled: Path | None = None
 
@@ -53,8 +55,6 @@ def enable(path: str | os.PathLike | None = None) -> Path:
     global _enabled
     if _enabled is not None:
         return _enabled
-    import jax
-
     target = (Path(path).expanduser() if path is not None else default_path()) / host_tag()
     if jax.config.jax_compilation_cache_dir:  # set by the user (env var or config): respect it
         _enabled = Path(jax.config.jax_compilation_cache_dir)

@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from retland.envs import BACKENDS, DEFAULT_BACKEND, DEFAULT_HORIZON, ENVS
+from retland.core.envs import BACKENDS, DEFAULT_BACKEND, DEFAULT_HORIZON, ENVS
 
 ALGOS: tuple[str, ...] = ("td3", "sac", "ppo")
 

@@ -1,4 +1,4 @@
-"""Linear interpolation between two checkpoints' actors (METHOD.md "Interpolation").
+"""Linear interpolation between two checkpoints' actors (docs/method.md §6.3 Interpolation and BTP).
 
     θ(λ) = (1 − λ)·θa + λ·θb,   λ_p = linspace(0, 1, P)[p]   (actor parameters only)
     θ(λ_p, k) = θ(λ_p) + σ·ε_k,  ε_k drawn with key fold_in(PRNGKey(seed), k)
@@ -27,8 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 import polars as pl
 
-from retland import evaluate, sampling, stats
-from retland.operators import DEFAULT_GAUSSIAN_SIGMA, gaussian_perturb, sample_key
+from retland import stats
+from retland.agents import get_agent
+from retland.purd import evaluate, sampling
+from retland.purd.operators import DEFAULT_GAUSSIAN_SIGMA, gaussian_perturb, sample_key
+from retland.train.checkpoints import load_checkpoint, run_config, run_record
 
 KINDS = ("same-run", "different-run")
 DEFAULT_POINTS = 100
@@ -44,7 +47,6 @@ class InterpolationError(ValueError):
 @dataclass(frozen=True)
 class LineParams:
     """make_params of the chunk program: op_state = (θa, θb, λ [P] float32, noise base key)."""
-
     samples: int
     sigma: float
 
@@ -189,7 +191,6 @@ class PairPlan:
 
 
 def _run(wh, run_id: str) -> dict:
-    from retland.checkpoints import run_config, run_record
 
     try:
         rec = run_record(wh, run_id)
@@ -244,8 +245,6 @@ def plan_pairs(wh, pairs: list[Pair], s: Settings, batch_size: int | str | None 
 
 
 def _actor(wh, run_id: str, step: int):
-    from retland.agents import get_agent
-    from retland.checkpoints import load_checkpoint
 
     ck = load_checkpoint(wh, run_id, step)
     agent = get_agent(ck.algo, ck.config)
@@ -263,7 +262,7 @@ class PairResult:
 
 def run_pair(wh, plan: PairPlan, s: Settings, *, devices=None,
              progress: Callable[[int], None] | None = None, flush_seconds: float = FLUSH_SECONDS) -> PairResult:
-    """Compute and append the pair's missing rollouts (whole chunks; see retland.evaluate)."""
+    """Compute and append the pair's missing rollouts (whole chunks; see retland.purd.evaluate)."""
     result = PairResult(plan.pair_id, plan.pair.kind, plan.pair.label)
     n = plan.n(s)
     if len(plan.present) >= n and plan.exists:

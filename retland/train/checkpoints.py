@@ -43,8 +43,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from retland.config import TrainConfig
-from retland.replay import Transition
+from retland.core.replay import Transition
+from retland.train.config import TrainConfig
+from retland.train.program import abstract_seed_state
+from retland.warehouse import Warehouse
 
 SEGMENT = re.compile(r"^rows_(\d{10})_(\d{10})$")
 ORBAX_TMP = ".orbax-checkpoint-tmp"  # orbax writes <final name><ORBAX_TMP>-<timestamp>, then renames
@@ -68,8 +70,6 @@ class Checkpoint:
 
 
 def _open(wh_or_root):
-    from retland.warehouse import Warehouse
-
     if isinstance(wh_or_root, Warehouse):
         return wh_or_root
     return Warehouse.open(wh_or_root, create=False)
@@ -126,7 +126,7 @@ def from_nested(nested: dict, target, where: str = "checkpoint"):
 # ---- saving ---------------------------------------------------------------------------
 
 def _checkpointer():
-    import orbax.checkpoint as ocp
+    import orbax.checkpoint as ocp  # orbax (with tensorstore) takes seconds to import; only saves need it
 
     return ocp.PyTreeCheckpointer()
 
@@ -222,8 +222,6 @@ def load_checkpoint(wh_or_root, run_id: str, step: int, *, env: str | None = Non
     """The checkpoint of `run_id` at env step `step`, with its replay prefix.
 
     env: if given, refuse (ValueError) a checkpoint trained on another env."""
-    from retland.training import abstract_seed_state
-
     wh = _open(wh_or_root)
     record = run_record(wh, run_id)
     if env is not None and record["env"] != env:
@@ -287,7 +285,6 @@ class OrphanRun:
     temp_paths: interrupted saves (orbax and replay temporary folders); unpublished_paths:
     finished step or replay folders that no checkpoint row refers to. Both relative to
     the warehouse root."""
-
     run_id: str
     job_id: str
     created_at: datetime

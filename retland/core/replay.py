@@ -3,7 +3,7 @@
 Rows are written at index `size` and never wrap (the config refuses a buffer smaller
 than the training run), so a checkpoint taken at `size = n` can be recovered from the
 buffer of any later moment as its prefix [0, n). That is what lets the buffer be
-stored once per run (see retland.checkpoints).
+stored once per run (see retland.train.checkpoints).
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ From a TD3 checkpoint, every *lane* (one rejection seed × one arm) repeats P ti
     propose   one env step of the collection env with exploration noise 0.1, the
               transition appended at index `size` of the replay buffer, one full TD3
               update (critic; actor and targets when the update counter says so) —
-              computed by `retland.training`'s own step functions (`offpolicy_collect`,
+              computed by `retland.train.program`'s own step functions (`offpolicy_collect`,
               `offpolicy_update`), so the baseline arm is bit-identical to training;
     estimate  the PURD of the proposed state: N td3-operator samples
               J(U(proposed, key_i)), plus J(θ) of the proposed actor itself;
@@ -15,7 +15,7 @@ From a TD3 checkpoint, every *lane* (one rejection seed × one arm) repeats P ti
               A rejected proposal is undone entirely: networks, targets, optimizer
               states, update counter, replay rows and size, collection env state.
 
-Choices (METHOD.md leaves them open):
+Choices (docs/method.md §6.4 leaves them open):
 - The collection env (reset noise 10% of the task's standard) starts a fresh episode
   from the checkpoint and continues along the *accepted* trajectory only: a rejected
   step's env transition is undone with the rest, so the buffer stays one consistent
@@ -60,13 +60,18 @@ import jax.numpy as jnp
 import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from retland import replay, stats
+from retland import stats
 from retland.agents import get_agent, td3
 from retland.agents.base import TrainState
-from retland.config import TrainConfig
-from retland.envs import make_env, reference_env, standard_reset_noise
-from retland.operators import sample_key
-from retland.rollout import rollout
+from retland.core import jaxcache, replay
+from retland.core.envs import make_env, reference_env, reference_state, standard_reset_noise
+from retland.core.repro import reproducibility_record
+from retland.core.rollout import rollout
+from retland.purd.operators import sample_key
+from retland.train import checkpoints as ck
+from retland.train.checkpoints import load_checkpoint
+from retland.train.config import TrainConfig
+from retland.train.program import offpolicy_collect, offpolicy_update
 
 ARMS = ("reject", "baseline")
 # Default PURD chunk per lane. CPU, 6 lanes x 200 samples (BENCHMARKS.md "Stabilize"): all
@@ -79,8 +84,7 @@ CRITERIA = ("cvar", "ltp", "mean")
 
 
 class StabilizeConfig(BaseModel):
-    """One Algorithm 1 experiment; defaults are METHOD.md's."""
-
+    """One Algorithm 1 experiment; defaults as in docs/method.md §6.4."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     run_id: str
@@ -179,7 +183,6 @@ def accepts(criterion: str, new: stats.Summary, last: stats.Summary, tolerance: 
 
 class Lane(NamedTuple):
     """One lane's training state and replay buffer; leading [L] axis when batched."""
-
     train: TrainState
     replay: replay.Replay
 
@@ -218,7 +221,7 @@ def initial_lanes(ckpt, scfg: StabilizeConfig) -> tuple[Lane, jax.Array]:
 @functools.lru_cache(maxsize=16)
 def propose_fn(cfg: TrainConfig, exploration_noise: float, reset_noise_fraction: float):
     """jit(lanes [L] -> proposed lanes [L]): one env step + one full TD3 update per lane,
-    computed by `retland.training`'s own off-policy step (`offpolicy_collect`, then
+    computed by `retland.train.program`'s own off-policy step (`offpolicy_collect`, then
     `offpolicy_update`), so a lane that accepts everything is plain training.
 
     Training decides the actor/target step once for all seeds (a real `lax.cond`);
@@ -227,8 +230,6 @@ def propose_fn(cfg: TrainConfig, exploration_noise: float, reset_noise_fraction:
     training's in the last bits. So the update runs twice with a shared flag each — once
     as if any lane took the actor step, once as if all did — and each lane keeps the
     result its own counter asks for (the second update is negligible next to a PURD)."""
-    from retland.training import offpolicy_collect, offpolicy_update
-
     tcfg = cfg.model_copy(update=dict(agent=cfg.agent.model_copy(update=dict(exploration_noise=exploration_noise))))
     env = collection_env(cfg, reset_noise_fraction)
 
@@ -250,14 +251,12 @@ def purd_fn(cfg: TrainConfig, n_samples: int, chunk: int):
     """jit((lanes [L], base keys [L]) -> (returns [L, N], own return [L])).
 
     Sample i of a lane is J(U(state, fold_in(base, i))) with U the td3 update operator
-    (`agent.update`, as `retland sample` applies it) and J `retland.rollout.rollout`
+    (`agent.update`, as `retland sample` applies it) and J `retland.core.rollout.rollout`
     from the reference state; `own` is J(θ) of the lane's actor itself. Samples run in
     sequential chunks of `chunk` per lane (`lax.map`), so the memory of the vmapped
     updates and rollouts is lanes × chunk, not lanes × N: all of N = 1000 for 20 lanes
     at once would not fit an 80 GB GPU. The state is an argument, so one executable
     serves every proposal."""
-    from retland.envs import reference_state
-
     agent = get_agent("td3", cfg)
     env = reference_env(cfg.env, cfg.backend)
     s0 = reference_state(cfg.env, cfg.backend)
@@ -323,8 +322,6 @@ def derived_run_id(experiment_id: str, arm: str, seed: int) -> str:
 
 def load_source(wh, scfg: StabilizeConfig):
     """The checkpoint, refused with a clear message unless it is a TD3 one with a buffer."""
-    from retland.checkpoints import load_checkpoint
-
     ckpt = load_checkpoint(wh, scfg.run_id, scfg.step)
     if ckpt.algo != "td3":
         raise ValueError(f"stabilize needs a td3 checkpoint; run {scfg.run_id!r} is {ckpt.algo}")
@@ -343,8 +340,6 @@ def run_experiment(scfg: StabilizeConfig, wh=None, *, checkpoint=None, progress:
                    write: bool = True, experiment_id: str | None = None) -> StabilizeResult:
     """Run Algorithm 1 for every lane; with `write`, append the rows and the derived runs
     to the warehouse `wh` (only once everything is computed: a killed job writes nothing)."""
-    from retland import jaxcache
-
     jaxcache.enable()
     if scfg.chunk is None:
         auto = AUTO_CHUNK.get(jax.default_backend(), AUTO_CHUNK_ACCELERATOR)
@@ -428,9 +423,6 @@ def _row(scfg, lane_meta, proposal, accepted, last_idx, new, last, own_return, c
 
 def write_result(wh, result: StabilizeResult, ckpt) -> None:
     """Derived runs (state + replay + checkpoint row), then the step rows and samples."""
-    from retland import checkpoints as ck
-    from retland.repro import reproducibility_record
-
     scfg, cfg = result.config, ckpt.config
     host = jax.device_get(result.final)
     now = datetime.now(timezone.utc)
@@ -489,7 +481,7 @@ def arm_effect(final, n_resamples: int = 1000, confidence: float = 0.95, seed: i
     Returns a polars DataFrame: experiment_id, statistic, seeds, reject, baseline,
     difference, lo, hi; experiments without both arms are left out. With a few seeds
     the CI says how much the seeds disagree; it is not a test."""
-    import polars as pl
+    import polars as pl  # the experiment itself runs where polars is not installed (GPU nodes)
 
     rows = []
     for (exp,), df in final.sort("experiment_id").group_by(["experiment_id"], maintain_order=True):
@@ -511,13 +503,18 @@ def arm_effect(final, n_resamples: int = 1000, confidence: float = 0.95, seed: i
 
 class _Bar:
     """Rich progress over proposals with the lanes' current LTP and mean; silent if disabled."""
-
     def __init__(self, enabled: bool, total: int, label: str):
         self.enabled = enabled
         if not enabled:
             return
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())

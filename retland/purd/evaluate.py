@@ -8,7 +8,7 @@ the work runs through the sampling engine's own chunk program (`sampling.SampleP
 `sampling.run_chunks`): the same fixed chunk size B, the same device dispatch, the same
 rollout. So the unit of work and of reproducibility is a chunk of B indices, and the
 chunk size must be recorded and reused (returns are chaotic in θ and XLA's arithmetic
-depends on the batch shape; see `retland.sampling`).
+depends on the batch shape; see `retland.purd.sampling`).
 
 Indices past N in the last chunk are computed on a clamped θ and dropped.
 """
@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterator
 import jax
 import numpy as np
 
-from retland import sampling
-from retland.sampling import SampleProgram
+from retland.purd import sampling
+from retland.purd.sampling import SampleProgram
 
 
 @dataclass

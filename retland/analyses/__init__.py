@@ -1,0 +1,1 @@
+"""What is computed from distributions and checkpoints: statistics, landscapes, interpolation, failures, Algorithm 1."""

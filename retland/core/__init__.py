@@ -1,0 +1,1 @@
+"""JAX building blocks every stage shares: tasks, networks, the rollout, replay, caches."""

@@ -1,0 +1,1 @@
+"""Post-update return distributions: update operators and the chunked sampling engine."""

@@ -1,0 +1,1 @@
+"""Training jobs: typed configs, the pure training program, the job around it, checkpoints."""

@@ -1,0 +1,243 @@
+"""A training job: the pure program (`train.program`) driven over chunks, with its rows,
+checkpoints, resumption and progress.
+
+Each seed is one run (`runs` row); evaluation returns go to `evaluations`, checkpoints
+through `train.checkpoints` into artifacts/ and the `checkpoints` table. Chunk length
+is the gcd of the evaluation and checkpoint steps, so each phase compiles once.
+"""
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from retland.agents import get_agent
+from retland.agents.base import TrainState
+from retland.core import jaxcache, replay
+from retland.core.repro import reproducibility_record
+from retland.train import checkpoints as ck
+from retland.train.config import TrainConfig
+from retland.train.program import OFF_POLICY, init_states, make_chunk_fn, make_evaluator
+from retland.warehouse import Warehouse
+
+# ---- the job --------------------------------------------------------------------------
+
+def boundaries(cfg: TrainConfig, start: int = 0) -> tuple[list[int], set[int], int]:
+    """(stop steps after `start`, eval steps, chunk length in env steps)."""
+    total = cfg.steps
+    evals = set(range(cfg.eval_interval, total + 1, cfg.eval_interval)) | set(cfg.checkpoint_steps) | {total}
+    stops = set(evals)
+    if cfg.algo in OFF_POLICY:
+        stops.add(cfg.agent.learning_starts)
+    stops.discard(0)
+    chunk = math.gcd(*sorted(stops), cfg.granularity)
+    return sorted(s for s in stops if s > start), evals, chunk
+
+
+def new_job_id(cfg: TrainConfig) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{cfg.algo}-{cfg.env}-{stamp}-{secrets.token_hex(2)}"
+
+
+def run_ids(job_id: str, cfg: TrainConfig) -> list[str]:
+    return [f"{job_id}-s{cfg.seed + i}" for i in range(cfg.seeds)]
+
+
+@dataclass
+class TrainResult:
+    job_id: str
+    run_ids: list[str]
+    steps: int
+    # learning curve: step -> [S] deterministic returns
+    curve: dict[int, np.ndarray] = field(default_factory=dict)
+    checkpoints: list[int] = field(default_factory=list)
+    env_steps_per_s: float = 0.0
+    state: TrainState | None = None  # final training state, leading [seeds] axis
+    replay: replay.Replay | None = None
+    resumed_from: int | None = None  # with resume: the checkpoint step (0: restarted, it had none)
+
+
+def _now():
+    return datetime.now(timezone.utc)
+
+
+class _Progress:
+    """A rich progress bar with env-steps/s (all seeds) and ETA; silent when disabled."""
+    def __init__(self, enabled: bool, total: int, start: int, seeds: int, label: str):
+        self.enabled, self.seeds, self.start_step = enabled, seeds, start
+        self.t0 = time.perf_counter()
+        if not enabled:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]} env-steps/s"), TextColumn("{task.fields[ret]}"),
+                            TimeElapsedColumn(), TimeRemainingColumn())
+        self.bar.start()
+        self.task = self.bar.add_task(label, total=total, completed=start, rate="-", ret="")
+
+    def update(self, step: int, ret: float | None = None):
+        if not self.enabled:
+            return
+        rate = (step - self.start_step) * self.seeds / max(time.perf_counter() - self.t0, 1e-9)
+        fields = {"rate": f"{rate:,.0f}"}
+        if ret is not None:
+            fields["ret"] = f"eval {ret:,.1f}"
+        self.bar.update(self.task, completed=step, **fields)
+
+    def close(self):
+        if self.enabled:
+            self.bar.stop()
+
+
+def _run_rows(cfg: TrainConfig, job_id: str, ids: list[str]) -> list[dict]:
+
+    base = cfg.model_dump(mode="json")
+    rows = []
+    for i, rid in enumerate(ids):
+        config = dict(base, job_id=job_id, seed_index=i)
+        rows.append(dict(run_id=rid, algo=cfg.algo, env=cfg.env, seed=cfg.seed + i, backend=cfg.backend,
+                         source="trained", parent_run_id=None, parent_step=None,
+                         config=__import__("json").dumps(config), repro=reproducibility_record(config),
+                         created_at=_now()))
+    return rows
+
+
+def train(cfg: TrainConfig, warehouse=None, *, progress: bool = True, resume: str | None = None,
+          stop_at: int | None = None) -> TrainResult:
+    """Train `cfg.seeds` seeds; write runs, evaluations, checkpoints to the warehouse.
+
+    resume: a job id (the run ids without "-s<seed>") to continue from its last
+    checkpoint common to all seeds; `cfg` must then be the job's config (see
+    `resume_config`). A job killed before its first checkpoint was published restarts
+    from step 0 under the same run ids. stop_at: stop after this env step (for tests
+    and time-boxed runs; the run can be resumed later)."""
+    jaxcache.enable()  # compiles of the chunk take tens of seconds
+    wh = warehouse if isinstance(warehouse, Warehouse) else Warehouse.open(warehouse)
+    if resume is None:
+        job_id = new_job_id(cfg)
+        ids = run_ids(job_id, cfg)
+        wh.append("runs", _run_rows(cfg, job_id, ids))
+        ts, rb = init_states(cfg)
+        step = 0
+    else:
+        job_id, ids = resume, run_ids(resume, cfg)
+        ts, rb, step = _resume_state(wh, cfg, ids)
+
+    stops, evals, chunk = boundaries(cfg, step)
+    if stop_at is not None:
+        stops = [s for s in stops if s <= stop_at]
+    evaluate = make_evaluator(cfg)
+    agent = get_agent(cfg.algo, cfg.agent)
+    result = TrainResult(job_id, ids, step, resumed_from=None if resume is None else step)
+    t_start = time.perf_counter()
+
+    def do_eval(step):
+        r = evaluate(agent.actor_params(ts))
+        rets, lens = np.asarray(r.ret, np.float64), np.asarray(r.episode_length)
+        result.curve[step] = rets
+        wall = time.perf_counter() - t_start
+        wh.append("evaluations", [dict(run_id=rid, step=step, eval_return=float(rets[i]),
+                                       episode_length=int(lens[i]), wall_seconds=wall)
+                                  for i, rid in enumerate(ids)])
+        return rets
+
+    if step == 0:
+        do_eval(0)
+    bar = _Progress(progress, cfg.steps, step, cfg.seeds, f"{cfg.algo} {cfg.env} x{cfg.seeds}")
+    t_loop = time.perf_counter()
+    try:
+        for stop in stops:
+            while step < stop:
+                ts, rb = make_chunk_fn(cfg, step, chunk)(ts, rb)
+                step += chunk
+                bar.update(step)
+            jax.block_until_ready(ts)
+            rets = do_eval(step) if step in evals else None
+            if rets is not None:
+                bar.update(step, float(np.mean(rets)))
+            if step in cfg.checkpoint_steps:
+                _save_checkpoints(wh, ids, step, ts, rb, rets)
+                result.checkpoints.append(step)
+    finally:
+        bar.close()
+    result.env_steps_per_s = (step - result.steps) * cfg.seeds / max(time.perf_counter() - t_loop, 1e-9)
+    result.steps = step
+    result.state, result.replay = ts, rb
+    return result
+
+
+def _save_checkpoints(wh, ids, step, ts, rb, rets):
+
+    host_ts = jax.device_get(ts)
+    host_rb = jax.device_get(rb) if rb is not None else None
+    rows = []
+    for i, rid in enumerate(ids):
+        size = None
+        if host_rb is not None:
+            size = int(host_rb.size[i])
+            ck.save_replay(wh, rid, jax.tree.map(lambda x: x[i], host_rb.data), size)
+        path = ck.save_state(wh, rid, step, jax.tree.map(lambda x: x[i], host_ts))
+        rows.append(dict(run_id=rid, step=step, artifact_path=path,
+                         eval_return=None if rets is None else float(rets[i]),
+                         replay_size=size, created_at=_now()))
+    wh.append("checkpoints", rows)
+
+
+def resume_config(warehouse, job_id: str) -> TrainConfig:
+    """The config a job was started with (from its runs rows)."""
+    wh = warehouse if isinstance(warehouse, Warehouse) else Warehouse.open(warehouse, create=False)
+    df = wh.query("SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY seed", [job_id + "-s"])
+    if df.height == 0:
+        raise ValueError(f"no training job {job_id!r} in the warehouse at {wh.root}")
+    return ck.run_config(ck.run_record(wh, df["run_id"][0]))
+
+
+def _resume_state(wh, cfg: TrainConfig, ids: list[str]):
+    """(ts, rb, step) to resume the job's runs `ids` from. Interrupted saves are cleared
+    first. A job with no checkpoint at all (killed during or before its first save)
+    restarts from the initial state at step 0: its unpublished artifacts are removed, so
+    every file is written afresh by this process."""
+    if not any(ck.list_checkpoints(wh, rid) for rid in ids):
+        for rid in ids:
+            ck.discard_orphan_artifacts(wh, rid)
+        ts, rb = init_states(cfg)
+        return ts, rb, 0
+    for rid in ids:
+        ck.clear_temp_folders(wh, rid)
+    return _load_job(wh, cfg, ids)
+
+
+def _load_job(wh, cfg: TrainConfig, ids: list[str]):
+
+    common = None
+    for rid in ids:
+        steps = set(ck.list_checkpoints(wh, rid))
+        common = steps if common is None else common & steps
+    if not common:
+        raise ValueError(f"job {ids[0].rsplit('-s', 1)[0]!r} has no checkpoint common to all "
+                         f"{len(ids)} seeds to resume from")
+    step = max(common)
+    cks = [ck.load_checkpoint(wh, rid, step) for rid in ids]
+    if any(c.env != cfg.env or c.algo != cfg.algo for c in cks):
+        raise ValueError("resume: the checkpoints do not match the job's env/algo")
+    stack = lambda *xs: jnp.stack([jnp.asarray(x) for x in xs])  # noqa: E731
+    ts = jax.tree.map(stack, *[c.state for c in cks])
+    rb = None
+    if cfg.algo in OFF_POLICY:
+        rb = replay.Replay(jax.tree.map(stack, *[c.replay for c in cks]),
+                           jnp.asarray([c.replay_size for c in cks], jnp.int32))
+    return ts, rb, step

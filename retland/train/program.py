@@ -1,0 +1,193 @@
+"""The pure training program: N seeds of one algorithm vmapped in one jitted chunk.
+
+The loop is PureJaxRL-shaped: one compiled *chunk* function advances every seed by a
+fixed number of env steps (a `lax.scan`, vmapped over seeds); the job (`train.job`)
+only loops over chunks in Python, stopping at evaluation and checkpoint steps.
+
+Off-policy (TD3/SAC): one env per seed with the standard reset noise, `learning_starts`
+uniform random steps (no updates), then one env step + one update per step. Episodes
+end at termination or at `horizon` steps (truncation: the transition's mask stays 1).
+PPO: `num_envs` envs per seed with auto-reset, one PPO iteration per 16 x 2048 steps.
+Evaluation is the deterministic return from the reference state (`core.rollout`).
+"""
+from __future__ import annotations
+
+import functools
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from retland.agents import get_agent, ppo, sac, td3
+from retland.agents.base import TrainState
+from retland.core import replay
+from retland.core.envs import env_dims, make_env, reference_env, reference_state
+from retland.core.rollout import rollout
+from retland.core.vec import env_step_with_reset, seed_map
+from retland.train.config import TrainConfig
+
+OFF_POLICY = ("td3", "sac")
+_MODULES = {"td3": td3, "sac": sac, "ppo": ppo}
+
+
+def algo_module(algo: str):
+    """The module of an algorithm's pure functions (init, explore, train_update, …)."""
+    try:
+        return _MODULES[algo]
+    except KeyError:
+        raise ValueError(f"unknown algo {algo!r}: choose one of td3, sac, ppo") from None
+
+
+# ---- state ----------------------------------------------------------------------------
+
+def replay_capacity(cfg: TrainConfig) -> int:
+    return min(cfg.agent.buffer_size, cfg.steps) if cfg.algo in OFF_POLICY else 0
+
+
+def init_seed(cfg: TrainConfig, key) -> tuple[TrainState, replay.Replay | None]:
+    """One seed's initial training state (and empty replay buffer for TD3/SAC)."""
+    env = make_env(cfg.env, cfg.backend)
+    obs_size, action_size = env_dims(cfg.env, cfg.backend)
+    mod = algo_module(cfg.algo)
+    k_agent, k_env, k_loop = jax.random.split(key, 3)
+    agent = mod.init(cfg.agent, k_agent, obs_size, action_size)
+    if cfg.algo in OFF_POLICY:
+        env_state = env.reset(k_env)
+        ts = TrainState(agent, env_state, jnp.zeros((), jnp.int32), k_loop, jnp.zeros((), jnp.int32))
+        return ts, replay.empty(replay_capacity(cfg), obs_size, action_size)
+    env_state = jax.vmap(env.reset)(jax.random.split(k_env, cfg.agent.num_envs))
+    ts = TrainState(agent, env_state, jnp.zeros((cfg.agent.num_envs,), jnp.int32), k_loop,
+                    jnp.zeros((), jnp.int32))
+    return ts, None
+
+
+def seed_keys(cfg: TrainConfig) -> jax.Array:
+    """[S, 2]: seed i of the job starts from PRNGKey(cfg.seed + i)."""
+    return jnp.stack([jax.random.PRNGKey(cfg.seed + i) for i in range(cfg.seeds)])
+
+
+def init_states(cfg: TrainConfig):
+    """(TrainState, Replay | None) with a leading [seeds] axis."""
+    return _init_fn(cfg.model_copy(update={"seed": 0, "seeds": 1}))(seed_keys(cfg))
+
+
+@functools.lru_cache(maxsize=32)
+def _init_fn(cfg: TrainConfig):
+    return jax.jit(jax.vmap(partial(init_seed, cfg)))
+
+
+def abstract_seed_state(cfg: TrainConfig):
+    """(ShapeDtypeStruct tree of one seed's TrainState, replay capacity): the structure
+    a checkpoint of a run with this config restores into."""
+    ts, _ = jax.eval_shape(partial(init_seed, cfg), jax.random.PRNGKey(0))
+    return ts, replay_capacity(cfg)
+
+
+# ---- one chunk of training ------------------------------------------------------------
+
+def offpolicy_collect(cfg: TrainConfig, env, ts: TrainState, rb: replay.Replay, warmup):
+    """The env half of one off-policy training step for seeds [S]: split each seed's
+    key, act (uniform during warm-up, else `explore`), step the env (resets included)
+    and append the transition. Returns (ts with the new env state, episode step, key
+    and env-step counter — the agent untouched —, rb, update keys [S])."""
+    mod = algo_module(cfg.algo)
+    acfg = cfg.agent
+    _, action_size = env_dims(cfg.env, cfg.backend)
+    keys = jax.vmap(lambda k: jax.random.split(k, 4))(ts.key)
+    key, k_act, k_reset, k_upd = (keys[:, i] for i in range(4))
+    obs = ts.env_state.obs
+    # `warmup` is one flag for all seeds (not batched), so both conds stay real
+    # branches under vmap: no wasted updates during warm-up, one compiled program.
+    action = jax.lax.cond(
+        warmup,
+        lambda: jax.vmap(lambda k: jax.random.uniform(k, (action_size,), minval=-1.0, maxval=1.0))(k_act),
+        lambda: seed_map(partial(mod.explore, acfg))(ts.agent.actor_params, obs, k_act))
+    env_state, ep, reward, next_obs, terminated, _ = env_step_with_reset(
+        env, cfg.horizon, ts.env_state, ts.episode_step, action, k_reset)
+    t = replay.Transition(obs, action, reward, next_obs, 1.0 - terminated.astype(jnp.float32))
+    rb = seed_map(replay.add)(rb, t)
+    return TrainState(ts.agent, env_state, ep, key, ts.env_steps + 1), rb, k_upd
+
+
+def offpolicy_update(cfg: TrainConfig, agent, rb: replay.Replay, k_upd, flags: dict):
+    """The update half: one `train_update` per seed [S] on a minibatch of its buffer;
+    `flags` (mod.update_flags) are shared by all seeds, so branches stay real conds."""
+    mod = algo_module(cfg.algo)
+
+    def seed_update(agent, data, size, key, flags):
+        kb, ku = jax.random.split(key)
+        batch = replay.sample(data, size, kb, cfg.agent.batch_size)
+        return mod.train_update(cfg.agent, agent, batch, ku, **flags)
+
+    return seed_map(seed_update, in_axes=(0, 0, 0, 0, None))(agent, rb.data, rb.size, k_upd, flags)
+
+
+def _offpolicy_chunk_fn(cfg: TrainConfig, n_steps: int):
+    env = make_env(cfg.env, cfg.backend)
+    mod = algo_module(cfg.algo)
+
+    def body(carry, _, warmup):
+        ts, rb = carry  # leading [S]
+        ts, rb, k_upd = offpolicy_collect(cfg, env, ts, rb, warmup)
+        flags = mod.update_flags(cfg.agent, ts.agent)  # seed-independent, so outside vmap
+        agent = jax.lax.cond(warmup, lambda: ts.agent, lambda: offpolicy_update(cfg, ts.agent, rb, k_upd, flags))
+        return (ts._replace(agent=agent), rb), None
+
+    def chunk(ts, rb, warmup):
+        (ts, rb), _ = jax.lax.scan(partial(body, warmup=warmup), (ts, rb), None, length=n_steps)
+        return ts, rb
+
+    return jax.jit(chunk, donate_argnums=(0, 1))
+
+
+def _ppo_chunk_fn(cfg: TrainConfig, n_iters: int):
+    env = make_env(cfg.env, cfg.backend)
+    mod = algo_module("ppo")
+
+    def chunk(ts, rb, warmup):
+        def body(ts, _):
+            return jax.vmap(partial(mod.train_iteration, cfg.agent, env, cfg.horizon))(ts), None
+        ts, _ = jax.lax.scan(body, ts, None, length=n_iters)
+        return ts, rb
+
+    return jax.jit(chunk, donate_argnums=(0,))
+
+
+def _program_key(cfg: TrainConfig) -> TrainConfig:
+    """The part of a config the compiled programs depend on (not seeds, steps, schedule)."""
+    return TrainConfig(env=cfg.env, backend=cfg.backend, horizon=cfg.horizon, agent=cfg.agent,
+                       seeds=1, total_steps=cfg.granularity * 2, checkpoints=(cfg.granularity,),
+                       eval_every=cfg.granularity) if cfg.algo == "ppo" else \
+        TrainConfig(env=cfg.env, backend=cfg.backend, horizon=cfg.horizon,
+                    agent=cfg.agent.model_copy(update=dict(learning_starts=0)),
+                    seeds=1, total_steps=cfg.agent.buffer_size, checkpoints=(1,), eval_every=1)
+
+
+@functools.lru_cache(maxsize=32)
+def _chunk_fn(key_cfg: TrainConfig, n_steps: int):
+    if key_cfg.algo == "ppo":
+        return _ppo_chunk_fn(key_cfg, n_steps // key_cfg.granularity)
+    return _offpolicy_chunk_fn(key_cfg, n_steps)
+
+
+def make_chunk_fn(cfg: TrainConfig, step: int, n_steps: int):
+    """The compiled function (ts, rb) -> (ts, rb) advancing all seeds (leading axis of
+    ts and rb) from env step `step` by n_steps. Cached: jobs that differ only in seeds
+    or schedule share one compiled program."""
+    warmup = jnp.asarray(cfg.algo in OFF_POLICY and step < cfg.agent.learning_starts)
+    return partial(_chunk_fn(_program_key(cfg), n_steps), warmup=warmup)
+
+
+def make_evaluator(cfg: TrainConfig):
+    """actor params [S, ...] -> Rollout with [S] fields: deterministic episode of each
+    seed's policy from the reference state (reset noise 0)."""
+    return _evaluator(_program_key(cfg))
+
+
+@functools.lru_cache(maxsize=32)
+def _evaluator(cfg: TrainConfig):
+    env = reference_env(cfg.env, cfg.backend)
+    s0 = reference_state(cfg.env, cfg.backend)
+    agent = get_agent(cfg.algo, cfg.agent)
+    f = jax.jit(jax.vmap(lambda p, s: rollout(env, agent.policy, p, s, cfg.horizon), in_axes=(0, None)))
+    return lambda actor_params: f(actor_params, s0)
