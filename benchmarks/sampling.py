@@ -30,13 +30,8 @@ from retland.core.envs import DEFAULT_BACKEND, env_dims, reference_env, referenc
 from retland.core.networks import DeterministicActor, init_params  # noqa: E402
 from retland.core.rollout import rollout  # noqa: E402
 from retland.purd.operators import Gaussian, parse_operator, sample_key  # noqa: E402
-from retland.purd.sampling import (  # noqa: E402
-    ActorPolicy,
-    auto_batch_size,
-    chunk_indices,
-    program_for,
-    sample_distribution,
-)
+from retland.purd.engine import ActorPolicy, chunk_indices, program_for  # noqa: E402
+from retland.purd.sampling import auto_batch_size, sample_distribution  # noqa: E402
 from retland.warehouse import Warehouse  # noqa: E402
 
 

@@ -24,27 +24,7 @@ from retland.cli.app import (
     require_stored_checkpoint,
     require_writable,
 )
-
-
-@contextmanager
-def _bar(total: int, what: str, show: bool = True):
-    """A rich progress bar; yields advance(n)."""
-    if not show or total <= 0:
-        yield lambda n: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=err_console, transient=False) as bar:
-        task = bar.add_task(what, total=total)
-        yield lambda n: bar.advance(task, n)
+from retland.cli.progress import progress_bar
 
 
 def _user_errors(*types):
@@ -125,7 +105,7 @@ def interpolate(
     todo = sum(settings.points * settings.samples - len(p.present) for p in plans if not (
         p.exists and len(p.present) >= settings.points * settings.samples))
     err_console.print(f"{len(plans)} pair(s), {todo} rollouts to compute", highlight=False)
-    with _bar(todo, "interpolate", progress) as advance:
+    with progress_bar(todo, "interpolate", unit="rollouts", enabled=progress and todo > 0) as advance:
         for plan in plans:
             res = ip.run_pair(wh, plan, settings, progress=advance)
             if res.rows_written:
@@ -189,7 +169,7 @@ def landscape(
         p = ls.plan(wh, req, batch)
     err_console.print(f"{len(p.grids)} grid(s) of {grid}×{grid}×{samples_per_point}, {p.todo} rollouts to compute",
                       highlight=False)
-    with _bar(p.todo, "landscape", progress) as advance, _user_errors(ls.LandscapeError):
+    with progress_bar(p.todo, "landscape", unit="rollouts", enabled=progress and p.todo > 0) as advance, _user_errors(ls.LandscapeError):
         results = ls.run(wh, p, progress=advance)
     ids = [r.grid_id for r in results]
     summary = wh.query(

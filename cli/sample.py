@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from retland.cli.app import (
     CliError,
@@ -15,6 +16,7 @@ from retland.cli.app import (
     err_console,
     require_writable,
 )
+from retland.cli.progress import progress_bar
 
 
 def _int_list(text: str | None, what: str) -> list[int] | None:
@@ -78,27 +80,6 @@ def select_checkpoints(wh, runs, algo, env, seeds, steps) -> list[tuple[str, int
     return found
 
 
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-    from rich.text import Text
-
-    class Rate(ProgressColumn):
-        def __init__(self, per_sample_field: str | None, unit: str):
-            super().__init__()
-            self.field, self.unit = per_sample_field, unit
-
-        def render(self, task):
-            if not task.speed:
-                return Text(f"– {self.unit}", style="progress.data.speed")
-            scale = task.fields.get(self.field, 1) if self.field else 1
-            return Text(f"{task.speed * scale:,.0f} {self.unit}", style="progress.data.speed")
-
-    return Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        Rate(None, "samples/s"), Rate("horizon", "env-steps/s"), TextColumn("ETA"), TimeRemainingColumn(),
-        console=err_console, transient=False)
-
-
 @app.command()
 def sample(
     operator: Annotated[str, typer.Option(
@@ -116,6 +97,7 @@ def sample(
              "distribution keeps its recorded B.")] = "auto",
     shard: Annotated[str, typer.Option(help="i/N: this job's share of the work, for N independent jobs.")] = "0/1",
     devices: Annotated[str, typer.Option(help="Local devices to use: all, or a count.")] = "all",
+    progress: Annotated[bool, typer.Option(help="Show progress: a live bar on a terminal, a line every 10 s when piped.")] = True,
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Sample post-update return distributions of checkpoints into the warehouse.
@@ -127,16 +109,9 @@ def sample(
     Rows are bit-identical however the work is split, on one platform; across platforms
     or chunk sizes the distributions agree statistically, not bit for bit.
     """
+    from retland.purd.engine import resolve_devices
     from retland.purd.operators import parse_operator
-    from retland.purd.sampling import (
-        SamplingError,
-        existing_by_distribution,
-        parse_shard,
-        plan_distribution,
-        resolve_devices,
-        sample_checkpoint,
-        take_shard,
-    )
+    from retland.purd.sampling import SamplingError, parse_shard, plan_job, sample_checkpoint
     from retland.warehouse import Warehouse
 
     # Options first, then the warehouse: nothing is read, compiled or written for bad input.
@@ -161,45 +136,23 @@ def sample(
         devs = resolve_devices(n_devices)
         chosen = select_checkpoints(wh, run, algo, env, seed_list, step_list)
         specs = {e: parse_operator(operator, env=e, horizon=horizon, seed=key_seed) for _, _, e in chosen}
-        # Global work plan: every chunk of every chosen distribution, done or not, in
-        # (run, step, chunk) order; the shard takes a contiguous range of it.
-        stored = existing_by_distribution(wh, [spec.operator_id for spec in specs.values()])
-        empty: tuple[set[int], set[int]] = (set(), set())
-
-        def plan(d, r, s, e, b, chunks):
-            return plan_distribution(wh, r, s, specs[e], samples, batch_size=b, chunks=chunks,
-                                     existing=stored.get((r, s, specs[e].operator_id), empty))
-
-        plans = [plan(d, r, s, e, batch, []) for d, (r, s, e) in enumerate(chosen)]
-        units = [(d, k) for d, p in enumerate(plans) for k in range(p.n_chunks)]
-        mine: dict[int, list[int]] = {}
-        for d, k in take_shard(units, shard_ij):
-            mine.setdefault(d, []).append(k)
-        plans = [plan(d, r, s, e, plans[d].batch_size, mine.get(d, [])) for d, (r, s, e) in enumerate(chosen)]
+        plans = plan_job(wh, [(r, s, specs[e]) for r, s, e in chosen], samples, batch_size=batch, shard=shard_ij)
     except SamplingError as exc:
         raise CliError(str(exc)) from None
 
-    from rich.markup import escape
-
     total = sum(p.new_rows for p in plans)
-    work = [(d, p) for d, p in enumerate(plans) if p.todo]
-    operator_ids = ", ".join(sorted({escape(spec.operator_id) for spec in specs.values()}))
-    err_console.print(
+    work = [p for p in plans if p.todo]
+    operator_ids = ", ".join(sorted({spec.operator_id for spec in specs.values()}))
+    err_console.print(escape(
         f"{len(chosen)} distribution(s), operator {operator_ids}, N={samples}, "
-        f"shard {shard_ij[0]}/{shard_ij[1]}: {total} new samples in {sum(len(p.todo) for _, p in work)} "
-        f"chunk(s) on {len(devs)} device(s)", highlight=False)
+        f"shard {shard_ij[0]}/{shard_ij[1]}: {total} new samples in {sum(len(p.todo) for p in work)} "
+        f"chunk(s) on {len(devs)} device(s)"), highlight=False, soft_wrap=True)
     results = []
-    if work:
-        with _progress() as bar:
-            task = bar.add_task("", total=total, horizon=horizon)
-            for d, p in work:
-                r, s, _ = chosen[d]
-                # the first chunk of a process includes compiling (or loading) the program
-                bar.update(task, description=escape(f"{r}@{s} B={p.batch_size}"))
-                results.append(sample_checkpoint(
-                    wh, r, s, p.spec, samples, batch_size=p.batch_size, chunks=p.todo, devices=devs,
-                    progress=lambda n: bar.advance(task, n)))
+    with progress_bar(total, "sample", unit="samples", rate_scale=horizon, rate_unit="env-steps",
+                      enabled=progress and bool(work)) as advance:
+        for p in work:
+            results.append(sample_checkpoint(wh, p, devices=devs, progress=advance))
     written = sum(x.rows_written for x in results)
-    console.print(f"wrote {written} rows ({len(results)} distribution(s) computed, "
-                  f"{len(plans) - len(work)} already complete for this shard) into {escape(str(wh.root))}",
-                  highlight=False)
+    console.print(escape(f"wrote {written} rows ({len(results)} distribution(s) computed, "
+                         f"{len(plans) - len(work)} already complete for this shard) into {wh.root}"),
+                  highlight=False, soft_wrap=True)

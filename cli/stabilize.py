@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from retland.cli.app import CliError, WarehouseOpt, app, console, require_stored_checkpoint, require_writable
+from retland.cli.progress import progress_bar
 
 MAX_SEED = 2**31 - 1
 
@@ -104,7 +105,9 @@ def stabilize(
     console.print(f"stabilize [bold]{run}[/]@{step} ({ckpt.env}): {len(scfg.seeds)} seeds x {len(scfg.arms)} arms, "
                   f"{proposals} proposals x {samples} samples, criterion {scfg.criterion} "
                   f"(α={alpha}, tolerance={tolerance}); {lanes} lanes vmapped")
-    result = run_experiment(scfg, wh, checkpoint=ckpt, progress=progress)
+    with progress_bar(proposals, f"stabilize {ckpt.env} {lanes} lanes x {samples} samples", unit="proposals",
+                      enabled=progress) as advance:
+        result = run_experiment(scfg, wh, checkpoint=ckpt, progress=advance)
     last = {(r["arm"], r["seed"]): r for r in result.rows if r["proposal"] == proposals}
     for arm in scfg.arms:
         acc = [sum(1 for r in result.rows if r["arm"] == arm and r["seed"] == s and r["proposal"] > 0

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from retland.cli.app import CliError, WarehouseOpt, app, console, require_writable
+from retland.cli.progress import progress_bar
 
 
 class Algo(str, Enum):
@@ -120,7 +121,9 @@ def train(
         wh = Warehouse.open(warehouse)
     console.print(f"[bold]{cfg.algo}[/] on [bold]{cfg.env}[/] ({cfg.backend}), {cfg.seeds} seeds x "
                   f"{cfg.steps:,} steps; checkpoints at {', '.join(f'{s:,}' for s in cfg.checkpoint_steps)}")
-    result = run_training(cfg, wh, progress=progress, resume=resume)
+    with progress_bar(cfg.steps, f"{cfg.algo} {cfg.env} x{cfg.seeds}", unit="env-steps", rate_scale=cfg.seeds,
+                      enabled=progress) as advance:
+        result = run_training(cfg, wh, progress=advance, resume=resume)
     if result.resumed_from == 0:
         console.print(f"job {result.job_id} had no checkpoint (killed before its first one): restarted from step 0")
     final = result.curve.get(result.steps)

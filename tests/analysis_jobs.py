@@ -25,4 +25,4 @@ def tiny_job():
     from retland.warehouse import Warehouse
 
     wh = Warehouse.open(Path(tempfile.mkdtemp(prefix="retland-analyses-")) / "wh")
-    return wh, train(TINY_TD3, wh, progress=False)
+    return wh, train(TINY_TD3, wh)

@@ -42,7 +42,7 @@ def wh(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def td3_job(wh):
-    return train(TINY_TD3, wh, progress=False)
+    return train(TINY_TD3, wh)
 
 
 # ---- training writes what it promises -------------------------------------------------
@@ -83,9 +83,9 @@ def test_earlier_checkpoint_reads_its_replay_prefix(wh, td3_job):
 def test_resumed_training_equals_uninterrupted(wh, td3_job):
     """Kill after the first checkpoint, resume: every update after loading is the one
     the uninterrupted loop did (same keys), down to the last bit."""
-    first = train(TINY_TD3, wh, progress=False, stop_at=60)
+    first = train(TINY_TD3, wh, stop_at=60)
     assert first.steps == 60 and list_checkpoints(wh, first.run_ids[0]) == [60]
-    resumed = train(TINY_TD3, wh, progress=False, resume=first.job_id)
+    resumed = train(TINY_TD3, wh, resume=first.job_id)
     assert resumed.steps == 120 and list_checkpoints(wh, first.run_ids[0]) == [60, 120]
     assert leaves_equal(resumed.state, td3_job.state)
     assert leaves_equal(resumed.replay, td3_job.replay)
@@ -113,7 +113,7 @@ def test_a_job_killed_in_its_first_save_is_listed_and_resume_restarts_it(wh, td3
     with monkeypatch.context() as m:
         m.setattr(orbax_checkpointer.atomicity, "on_commit_callback", killed)
         with pytest.raises(_Killed):
-            train(TINY_TD3, wh, progress=False)
+            train(TINY_TD3, wh)
     orphans = orphan_runs(wh)
     assert len(orphans) == 2 and orphans[0].job_id == orphans[1].job_id
     job = orphans[0].job_id

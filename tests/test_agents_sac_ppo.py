@@ -37,7 +37,7 @@ def wh(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=["sac", "ppo"])
 def job(request, wh):
-    return request.param, train(TINY[request.param], wh, progress=False)
+    return request.param, train(TINY[request.param], wh)
 
 
 def test_final_checkpoint_round_trip_is_bit_exact(wh, job):

@@ -267,7 +267,7 @@ def test_the_warehouse_rules_hold_on_every_write_path(world):
     sampler's per-chunk check refuse the same values."""
     import numpy as np
 
-    from retland.purd import sampling
+    from retland.purd import engine
     from retland.purd.operators import parse_operator
     from retland.warehouse import Warehouse, WarehouseError
 
@@ -279,14 +279,14 @@ def test_the_warehouse_rules_hold_on_every_write_path(world):
             wh.append("post_update_returns", [row, {**row, "update_index": 98, column: value}])
     assert tree_digest(world["wh"]) == world["digest"]
 
-    plan = sampling.Plan(RUN, 100, parse_operator("gaussian", horizon=10), 16, 8, [1], set())
+    label = f"run {RUN} step 100 operator {parse_operator('gaussian', horizon=10).operator_id}"
     chunk = {"update_index": np.arange(8, 16), "return": np.ones(8), "discounted_return": np.ones(8),
              "episode_length": np.full(8, 10, np.int32), "terminated": np.zeros(8, bool)}
-    sampling.check_chunk(chunk, plan, 1, 8)
+    engine.check_chunk("post_update_returns", chunk, chunk["update_index"], 1, 8, 10, label)
     chunk["discounted_return"][[2, 5]] = [np.inf, np.nan]
-    with pytest.raises(sampling.NonFiniteReturnError, match=r"discounted_return at update_index \[10, 13\]"):
-        sampling.check_chunk(chunk, plan, 1, 8)
+    with pytest.raises(engine.NonFiniteReturnError, match=r"discounted_return at update_index \[10, 13\]"):
+        engine.check_chunk("post_update_returns", chunk, chunk["update_index"], 1, 8, 10, label)
     chunk["discounted_return"][:] = 1.0
     chunk["episode_length"][0] = 11
-    with pytest.raises(sampling.SamplingError, match=r"above the horizon 10 at update_index \[8\]"):
-        sampling.check_chunk(chunk, plan, 1, 8)
+    with pytest.raises(engine.SamplingError, match=r"above the horizon 10 at update_index \[8\]"):
+        engine.check_chunk("post_update_returns", chunk, chunk["update_index"], 1, 8, 10, label)

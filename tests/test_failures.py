@@ -34,9 +34,9 @@ def test_selection_rules_pick_the_lowest_qualifying_indices():
 
 @pytest.fixture(scope="module")
 def sampled():
-    from retland.purd import sampling
+    from retland.purd import engine, sampling
 
-    real = sampling.chunk_function
+    real = engine.chunk_function
 
     def per_step_program(program, per_step=False):
         fn = real(program, per_step=True)
@@ -45,8 +45,9 @@ def sampled():
     wh, res = tiny_job()
     spec = parse_operator("gaussian:0.3", horizon=20, seed=0)
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(sampling, "chunk_function", per_step_program)
-        sampling.sample_checkpoint(wh, res.run_ids[0], 60, spec, 32, batch_size=8, flush_seconds=0)
+        m.setattr(engine, "chunk_function", per_step_program)
+        plan = sampling.plan_distribution(wh, res.run_ids[0], 60, spec, 32, batch_size=8)
+        sampling.sample_checkpoint(wh, plan, flush_seconds=0)
     return wh, res, spec
 
 

@@ -105,7 +105,7 @@ def evaluated(job):
 
 def test_a_pair_stores_every_point_and_its_endpoints_are_the_checkpoints_policies(evaluated):
     from retland.purd.operators import parse_operator
-    from retland.purd.sampling import sample_checkpoint
+    from retland.purd.sampling import plan_distribution, sample_checkpoint
 
     wh, res, plans, out = evaluated
     assert [r.rows_written for r in out] == [5, 5]
@@ -123,7 +123,7 @@ def test_a_pair_stores_every_point_and_its_endpoints_are_the_checkpoints_policie
     spec = parse_operator("action:0", horizon=H)
     own = []
     for step in (60, 120):
-        sample_checkpoint(wh, pair.run_a, step, spec, 1, batch_size=B, flush_seconds=0)
+        sample_checkpoint(wh, plan_distribution(wh, pair.run_a, step, spec, 1, batch_size=B), flush_seconds=0)
         own.append(wh.query("SELECT \"return\" FROM post_update_returns WHERE run_id = ? AND step = ? "
                             "AND operator_id = ?", [pair.run_a, step, spec.operator_id])["return"][0])
     assert abs(own[0] - own[1]) > 10 * ENDPOINT_RTOL * max(map(abs, own))  # the check can tell them apart

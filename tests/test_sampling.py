@@ -23,15 +23,10 @@ import pytest
 
 from retland.core.envs import env_dims
 from retland.core.networks import DeterministicActor, init_params
-from retland.purd import sampling
+from retland.purd import engine, sampling
+from retland.purd.engine import ActorPolicy, NonFiniteReturnError, SamplingError, program_for
 from retland.purd.operators import parse_operator
-from retland.purd.sampling import (
-    ActorPolicy,
-    NonFiniteReturnError,
-    SamplingError,
-    program_for,
-    sample_distribution,
-)
+from retland.purd.sampling import sample_distribution
 from retland.warehouse import Warehouse
 
 ENV, BACKEND, H, HIDDEN = "hopper", "positional", 40, (16,)
@@ -148,7 +143,7 @@ def test_shards_together_equal_one_job(baseline, tmp_path):
 
 
 def test_non_finite_returns_are_refused_naming_the_sample(baseline, tmp_path, monkeypatch):
-    real = sampling.run_chunks
+    real = engine.run_chunks
 
     def poisoned(*args, **kwargs):
         for res in real(*args, **kwargs):
@@ -157,7 +152,7 @@ def test_non_finite_returns_are_refused_naming_the_sample(baseline, tmp_path, mo
                 res.ret[3] = np.nan
             yield res
 
-    monkeypatch.setattr(sampling, "run_chunks", poisoned)
+    monkeypatch.setattr(engine, "run_chunks", poisoned)
     wh = Warehouse.open(tmp_path)
     with pytest.raises(NonFiniteReturnError, match=r"run init-hopper-s0 step 0 .*update_index \[19\]"):
         sample(wh)
@@ -254,7 +249,7 @@ def test_td3_operator_is_one_hand_written_adam_step_of_the_actor():
 
     spec = parse_operator("td3", seed=3)
     key_i = jax.random.fold_in(jax.random.PRNGKey(3), 11)
-    make_params = sampling.program_for(spec, ENV, BACKEND, sampling.AgentPolicy(agent), agent).make_params
+    make_params = engine.program_for(spec, ENV, BACKEND, engine.AgentPolicy(agent), agent).make_params
     got = jax.jit(make_params)(op_state, key_i, 11)
 
     idx = jax.random.randint(key_i, (cfg.batch_size,), 0, size)
@@ -296,7 +291,7 @@ def test_cli_samples_trained_checkpoints_and_resumes(tmp_path):
     root = tmp_path / "wh"
     cfg = TrainConfig(env=ENV, seeds=1, total_steps=200, checkpoints=(100, 200), eval_every=100, horizon=50,
                       agent=TD3Config(hidden=(16,), learning_starts=100, batch_size=32))
-    train(cfg, root, progress=False)
+    train(cfg, root)
     args = ["sample", "--warehouse", str(root), "--algo", "td3", "--env", ENV, "--operator", "td3",
             "--samples", "20", "--horizon", "30", "--batch-size", "8"]
     runner = CliRunner()

@@ -81,7 +81,7 @@ def wh(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def source(wh):
-    job = train(TINY, wh, progress=False)
+    job = train(TINY, wh)
     return load_checkpoint(wh, job.run_ids[0], STEP)
 
 

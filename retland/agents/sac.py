@@ -14,9 +14,16 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from retland.agents.offpolicy import (ReplayAgent, adam_step, init_actor_critic, optimizer, polyak, q_values,
-                                      twin_critic_loss)
-from retland.agents.offpolicy import critic_net  # noqa: F401  (the module's networks: actor_net, critic_net)
+from retland.agents.offpolicy import (
+    ReplayAgent,
+    adam_step,
+    critic_net,  # noqa: F401  (the module's networks: actor_net, critic_net)
+    init_actor_critic,
+    optimizer,
+    polyak,
+    q_values,
+    twin_critic_loss,
+)
 from retland.core import networks, replay
 from retland.core.replay import Transition
 from retland.train.config import SACConfig

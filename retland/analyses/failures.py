@@ -7,7 +7,7 @@ per-step rollout record.
 
 Re-rolling is exact, not approximate: θ_i is regenerated from the same operator and key
 (key_i = fold_in(PRNGKey(seed), i)) by the sampler's own chunk program in its per-step
-variant (`sampling.chunk_function(program, per_step=True)`), inside a chunk of the
+variant (`engine.chunk_function(program, per_step=True)`), inside a chunk of the
 distribution's recorded size B holding the same indices as when it was sampled, since
 XLA's arithmetic depends on the batch shape and returns are chaotic in θ. The re-rolled return must equal the stored
 one bit for bit (as float32), otherwise nothing is written.
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from retland.core.envs import reference_state
-from retland.purd import sampling
+from retland.purd import engine, sampling
 from retland.purd.operators import OperatorSpec
 from retland.train.checkpoints import load_checkpoint
 
@@ -143,8 +143,8 @@ def reroll(wh, target: Target, checkpoint=None) -> dict[int, dict[str, np.ndarra
     wanted = sorted({i for pair in target.pairs for i in pair})
     out: dict[int, dict[str, np.ndarray]] = {}
     for k in sorted({i // b for i in wanted}):
-        idx = sampling.chunk_indices(k, b)
-        fn = sampling.chunk_function(program, per_step=True)
+        idx = engine.chunk_indices(k, b)
+        fn = engine.chunk_function(program, per_step=True)
         summary, steps = jax.device_get(fn(op_state, reference_state(ckpt.env, ckpt.backend), spec.base_key,
                                            jnp.asarray(idx)))
         for j, i in enumerate(idx):

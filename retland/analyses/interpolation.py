@@ -29,7 +29,8 @@ import polars as pl
 
 from retland import stats
 from retland.agents import get_agent
-from retland.purd import evaluate, sampling
+from retland.purd import sampling
+from retland.purd.engine import FLUSH_SECONDS, AgentPolicy, SampleProgram, Work, compute, missing_chunks
 from retland.purd.operators import DEFAULT_GAUSSIAN_SIGMA, gaussian_perturb, sample_key
 from retland.train.checkpoints import load_checkpoint, run_config, run_record
 
@@ -37,7 +38,6 @@ KINDS = ("same-run", "different-run")
 DEFAULT_POINTS = 100
 DEFAULT_SAMPLES = 100
 BTP_THRESHOLD = 0.1
-FLUSH_SECONDS = 10.0
 
 
 class InterpolationError(ValueError):
@@ -262,7 +262,7 @@ class PairResult:
 
 def run_pair(wh, plan: PairPlan, s: Settings, *, devices=None,
              progress: Callable[[int], None] | None = None, flush_seconds: float = FLUSH_SECONDS) -> PairResult:
-    """Compute and append the pair's missing rollouts (whole chunks; see retland.purd.evaluate)."""
+    """Compute and append the pair's missing rollouts (whole chunks; see retland.purd.engine)."""
     result = PairResult(plan.pair_id, plan.pair.kind, plan.pair.label)
     n = plan.n(s)
     if len(plan.present) >= n and plan.exists:
@@ -278,8 +278,7 @@ def run_pair(wh, plan: PairPlan, s: Settings, *, devices=None,
             "seed": s.seed, "horizon": plan.horizon, "chunk_size": plan.batch_size,
             "created_at": datetime.now(timezone.utc)}])
     lams = lambdas(s.points)
-    prog = evaluate.program(plan.env, plan.backend, plan.horizon, sampling.AgentPolicy(agent),
-                            LineParams(s.samples, float(s.sigma)))
+    prog = SampleProgram(plan.env, plan.backend, plan.horizon, AgentPolicy(agent), LineParams(s.samples, float(s.sigma)))
     op_state = (theta_a, theta_b, jnp.asarray(lams), jax.random.PRNGKey(s.seed))
     def columns(j):
         p = (j // s.samples).astype(np.int32)
@@ -287,9 +286,10 @@ def run_pair(wh, plan: PairPlan, s: Settings, *, devices=None,
                 "lam": lams[p].astype(np.float64)}
 
     try:
-        result.rows_written += evaluate.evaluate_into(
-            wh, "interpolation_points", columns, prog, op_state, n, plan.batch_size, present=plan.present,
-            devices=devices, flush_seconds=flush_seconds, progress=progress)
+        work = Work(n, plan.batch_size, missing_chunks(n, plan.batch_size, plan.present), plan.present)
+        result.rows_written += compute(
+            wh, "interpolation_points", columns, prog, op_state, jax.random.PRNGKey(0), work,
+            label=f"pair {plan.pair_id}", devices=devices, flush_seconds=flush_seconds, progress=progress).rows_written
     finally:
         result.seconds = time.monotonic() - t0
     return result

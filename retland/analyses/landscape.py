@@ -13,7 +13,7 @@ Directions:
 Point p = iy·G + ix holds a = axis[ix], b = axis[iy]; with K = samples_per_point > 1,
 sample k adds σ·ε_k (key fold_in(PRNGKey(seed), k), the same draw at every point), so
 per-point LTP / CVaR / std maps can be drawn. Flat index j = p·K + k, evaluated in
-chunks by `retland.purd.evaluate`.
+chunks by the chunk engine (`retland.purd.engine`).
 
 The directions (and θ) are saved as an .npz under artifacts/landscapes/<hash>/ with
 their sha256 in `landscape_grids`, so a grid can be re-rendered, zoomed or extended
@@ -36,12 +36,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from retland.agents import get_agent
-from retland.purd import evaluate, sampling
+from retland.purd import sampling
+from retland.purd.engine import FLUSH_SECONDS, AgentPolicy, SampleProgram, Work, compute, missing_chunks
 from retland.purd.operators import DEFAULT_GAUSSIAN_SIGMA, gaussian_perturb, parse_operator, sample_key
 from retland.train.checkpoints import list_checkpoints, load_checkpoint, run_config, run_record
 
 DIRECTIONS = ("update", "gaussian", "filter-normalized")
-FLUSH_SECONDS = 10.0
 
 
 class LandscapeError(ValueError):
@@ -317,8 +317,7 @@ def run(wh, p: Plan, *, devices=None, progress: Callable[[int], None] | None = N
             raise LandscapeError(
                 f"grid {g.grid_id}: the directions computed now (sha256 {digest[:12]}) differ from the stored "
                 f"ones ({g.stored['directions_hash'][:12]}); refusing to mix them in one grid")
-    prog = evaluate.program(p.env, p.backend, p.horizon, sampling.AgentPolicy(agent),
-                            GridParams(req.samples_per_point, float(req.sigma)))
+    prog = SampleProgram(p.env, p.backend, p.horizon, AgentPolicy(agent), GridParams(req.samples_per_point, float(req.sigma)))
     K = req.samples_per_point
     for g, res in todo:
         t0 = time.monotonic()
@@ -338,9 +337,10 @@ def run(wh, p: Plan, *, devices=None, progress: Callable[[int], None] | None = N
                     "sample": (j % K).astype(np.int32), "ix": ix[pt], "iy": iy[pt], "a": a[pt], "b": b[pt]}
 
         try:
-            res.rows_written += evaluate.evaluate_into(
-                wh, "landscape_points", columns, prog, op_state, req.n, g.batch_size, present=g.present,
-                devices=devices, flush_seconds=flush_seconds, progress=progress)
+            work = Work(req.n, g.batch_size, missing_chunks(req.n, g.batch_size, g.present), g.present)
+            res.rows_written += compute(
+                wh, "landscape_points", columns, prog, op_state, jax.random.PRNGKey(0), work,
+                label=f"grid {g.grid_id}", devices=devices, flush_seconds=flush_seconds, progress=progress).rows_written
         finally:
             res.seconds = time.monotonic() - t0
     return results

@@ -53,7 +53,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Literal, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -64,10 +64,9 @@ from retland import stats
 from retland.agents import get_agent, td3
 from retland.agents.base import TrainState
 from retland.core import jaxcache, replay
-from retland.core.envs import make_env, reference_env, reference_state, standard_reset_noise
+from retland.core.envs import make_env, reference_state, standard_reset_noise
 from retland.core.repro import reproducibility_record
-from retland.core.rollout import rollout
-from retland.purd.operators import sample_key
+from retland.purd.engine import AgentPolicy, SampleProgram, sample_rollout
 from retland.train import checkpoints as ck
 from retland.train.checkpoints import load_checkpoint
 from retland.train.config import TrainConfig
@@ -246,33 +245,41 @@ def propose_fn(cfg: TrainConfig, exploration_noise: float, reset_noise_fraction:
     return lambda lanes: f(lanes, jnp.asarray(False))
 
 
+@dataclass(frozen=True)
+class OwnOrUpdate:
+    """make_params of Algorithm 1's PURD estimates, op_state = (own θ, td3 operator state):
+    index i >= 0 is the td3 operator's sample i; index -1 is the lane's own actor θ (its
+    update is computed and discarded, so every element runs the same program)."""
+
+    agent: Any
+
+    def __call__(self, op_state, key, i):
+        own, op = op_state
+        theta_i = self.agent.update(op, key)
+        return jax.tree.map(lambda own_p, p: jnp.where(i < 0, own_p, p), own, theta_i)
+
+
 @functools.lru_cache(maxsize=16)
 def purd_fn(cfg: TrainConfig, n_samples: int, chunk: int):
     """jit((lanes [L], base keys [L]) -> (returns [L, N], own return [L])).
 
     Sample i of a lane is J(U(state, fold_in(base, i))) with U the td3 update operator
-    (`agent.update`, as `retland sample` applies it) and J `retland.core.rollout.rollout`
+    (`agent.update`, as `retland sample` applies it) and J the engine's `sample_rollout`
     from the reference state; `own` is J(θ) of the lane's actor itself. Samples run in
     sequential chunks of `chunk` per lane (`lax.map`), so the memory of the vmapped
     updates and rollouts is lanes × chunk, not lanes × N: all of N = 1000 for 20 lanes
     at once would not fit an 80 GB GPU. The state is an argument, so one executable
     serves every proposal."""
     agent = get_agent("td3", cfg)
-    env = reference_env(cfg.env, cfg.backend)
+    program = SampleProgram(cfg.env, cfg.backend, cfg.horizon, AgentPolicy(agent), OwnOrUpdate(agent))
     s0 = reference_state(cfg.env, cfg.backend)
 
     def lane_purd(ts: TrainState, rb: replay.Replay, base_key, start):
         a = ts.agent
-        op = td3.OperatorState(a.actor_params, a.actor_opt_state, a.critic_params, rb.data, rb.size)
+        op = (a.actor_params, td3.OperatorState(a.actor_params, a.actor_opt_state, a.critic_params, rb.data, rb.size))
 
         def one(i):
-            # i = -1 is the lane's own actor θ (its update is computed and discarded, so
-            # every element runs the same program); barrier: materialise θ_i once, not
-            # per rollout step.
-            theta_i = agent.update(op, sample_key(base_key, jnp.maximum(i, 0)))
-            theta = jax.lax.optimization_barrier(
-                jax.tree.map(lambda own_p, p: jnp.where(i < 0, own_p, p), a.actor_params, theta_i))
-            return rollout(env, agent.policy, theta, start, cfg.horizon).ret
+            return sample_rollout(program, op, start, base_key, i).ret
 
         ret = jax.lax.map(one, jnp.arange(-1, n_samples, dtype=jnp.int32), batch_size=min(chunk, n_samples + 1))
         own, ret = ret[0], ret[1:]
@@ -336,10 +343,12 @@ def _summary(r: np.ndarray, scfg: StabilizeConfig) -> stats.Summary:
     return stats.summarize(r, alpha=scfg.alpha, beta=scfg.beta)
 
 
-def run_experiment(scfg: StabilizeConfig, wh=None, *, checkpoint=None, progress: bool = False,
+def run_experiment(scfg: StabilizeConfig, wh=None, *, checkpoint=None, progress: Callable[..., None] | None = None,
                    write: bool = True, experiment_id: str | None = None) -> StabilizeResult:
     """Run Algorithm 1 for every lane; with `write`, append the rows and the derived runs
-    to the warehouse `wh` (only once everything is computed: a killed job writes nothing)."""
+    to the warehouse `wh` (only once everything is computed: a killed job writes nothing).
+    progress(proposals, info=…): called after the checkpoint's own PURD (0) and after
+    each proposal (1), with the lanes' current mean and LTP."""
     jaxcache.enable()
     if scfg.chunk is None:
         auto = AUTO_CHUNK.get(jax.default_backend(), AUTO_CHUNK_ACCELERATOR)
@@ -356,39 +365,36 @@ def run_experiment(scfg: StabilizeConfig, wh=None, *, checkpoint=None, progress:
     propose = propose_fn(cfg, scfg.exploration_noise, scfg.reset_noise_fraction)
     estimate = purd_fn(cfg, N, scfg.chunk)
 
-    bar = _Bar(progress, P, f"stabilize {cfg.env} {L} lanes x {N} samples")
+    report = progress or (lambda n=0, **info: None)
     returns = np.zeros((L, P + 1, N), np.float64)
     rows: list[list[dict]] = [[] for _ in range(L)]
     proposal_seconds = []
-    try:
-        r, own = jax.device_get(estimate(lanes, purd_keys))
-        returns[:, 0] = r
-        last = [_summary(r[i], scfg) for i in range(L)]
-        last_idx = [0] * L
+    r, own = jax.device_get(estimate(lanes, purd_keys))
+    returns[:, 0] = r
+    last = [_summary(r[i], scfg) for i in range(L)]
+    last_idx = [0] * L
+    for i in range(L):
+        rows[i].append(_row(scfg, lanes_meta[i], 0, True, 0, last[i], last[i], float(own[i]),
+                            _counters(lanes, i)))
+    report(0, info=_lanes_info(last))
+    for k in range(1, P + 1):
+        tk = time.perf_counter()
+        proposed = propose(lanes)
+        r, own = jax.device_get(estimate(proposed, purd_keys))
+        returns[:, k] = r
+        new = [_summary(r[i], scfg) for i in range(L)]
+        accept = np.array([baseline[i] or accepts(scfg.criterion, new[i], last[i], scfg.tolerance)
+                           for i in range(L)])
+        lanes = commit(jnp.asarray(accept), proposed, lanes)
+        counters = jax.device_get((lanes.train.agent.update_count, lanes.replay.size))
         for i in range(L):
-            rows[i].append(_row(scfg, lanes_meta[i], 0, True, 0, last[i], last[i], float(own[i]),
-                                _counters(lanes, i)))
-        bar.update(0, last)
-        for k in range(1, P + 1):
-            tk = time.perf_counter()
-            proposed = propose(lanes)
-            r, own = jax.device_get(estimate(proposed, purd_keys))
-            returns[:, k] = r
-            new = [_summary(r[i], scfg) for i in range(L)]
-            accept = np.array([baseline[i] or accepts(scfg.criterion, new[i], last[i], scfg.tolerance)
-                               for i in range(L)])
-            lanes = commit(jnp.asarray(accept), proposed, lanes)
-            counters = jax.device_get((lanes.train.agent.update_count, lanes.replay.size))
-            for i in range(L):
-                rows[i].append(_row(scfg, lanes_meta[i], k, bool(accept[i]), last_idx[i], new[i], last[i],
-                                    float(own[i]), (int(counters[0][i]), int(counters[1][i]))))
-                if accept[i]:
-                    last[i], last_idx[i] = new[i], k
-            jax.block_until_ready(lanes)
-            proposal_seconds.append(time.perf_counter() - tk)
-            bar.update(k, last)
-    finally:
-        bar.close()
+            rows[i].append(_row(scfg, lanes_meta[i], k, bool(accept[i]), last_idx[i], new[i], last[i],
+                                float(own[i]), (int(counters[0][i]), int(counters[1][i]))))
+            if accept[i]:
+                last[i], last_idx[i] = new[i], k
+        jax.block_until_ready(lanes)
+        proposal_seconds.append(time.perf_counter() - tk)
+        report(1, info=_lanes_info(last))
 
     ids = [derived_run_id(experiment_id, a, s) for a, s in lanes_meta]
     flat = []
@@ -400,6 +406,12 @@ def run_experiment(scfg: StabilizeConfig, wh=None, *, checkpoint=None, progress:
     if write:
         write_result(wh, result, ckpt)
     return result
+
+
+def _lanes_info(last: list[stats.Summary]) -> str:
+    """The lanes' current mean return and LTP, for progress displays."""
+    ltps = [s.ltp for s in last if s.ltp is not None]
+    return f"mean {np.mean([s.mean for s in last]):,.1f}" + (f" · LTP {np.mean(ltps):.3f}" if ltps else "")
 
 
 def _counters(lanes: Lane, i: int) -> tuple[int, int]:
@@ -499,37 +511,3 @@ def arm_effect(final, n_resamples: int = 1000, confidence: float = 0.95, seed: i
     schema = dict(experiment_id=pl.String, statistic=pl.String, seeds=pl.Int64, reject=pl.Float64,
                   baseline=pl.Float64, difference=pl.Float64, lo=pl.Float64, hi=pl.Float64)
     return pl.DataFrame(rows, schema=schema)
-
-
-class _Bar:
-    """Rich progress over proposals with the lanes' current LTP and mean; silent if disabled."""
-    def __init__(self, enabled: bool, total: int, label: str):
-        self.enabled = enabled
-        if not enabled:
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
-        self.bar.start()
-        self.task = self.bar.add_task(label, total=total, info="estimating the checkpoint's PURD")
-
-    def update(self, k: int, last: list[stats.Summary]):
-        if not self.enabled:
-            return
-        ltps = [s.ltp for s in last if s.ltp is not None]
-        info = f"mean {np.mean([s.mean for s in last]):,.1f}"
-        if ltps:
-            info += f" · LTP {np.mean(ltps):.3f}"
-        self.bar.update(self.task, completed=k, info=info)
-
-    def close(self):
-        if self.enabled:
-            self.bar.stop()

@@ -12,6 +12,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -67,42 +68,6 @@ def _now():
     return datetime.now(timezone.utc)
 
 
-class _Progress:
-    """A rich progress bar with env-steps/s (all seeds) and ETA; silent when disabled."""
-    def __init__(self, enabled: bool, total: int, start: int, seeds: int, label: str):
-        self.enabled, self.seeds, self.start_step = enabled, seeds, start
-        self.t0 = time.perf_counter()
-        if not enabled:
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]} env-steps/s"), TextColumn("{task.fields[ret]}"),
-                            TimeElapsedColumn(), TimeRemainingColumn())
-        self.bar.start()
-        self.task = self.bar.add_task(label, total=total, completed=start, rate="-", ret="")
-
-    def update(self, step: int, ret: float | None = None):
-        if not self.enabled:
-            return
-        rate = (step - self.start_step) * self.seeds / max(time.perf_counter() - self.t0, 1e-9)
-        fields = {"rate": f"{rate:,.0f}"}
-        if ret is not None:
-            fields["ret"] = f"eval {ret:,.1f}"
-        self.bar.update(self.task, completed=step, **fields)
-
-    def close(self):
-        if self.enabled:
-            self.bar.stop()
-
-
 def _run_rows(cfg: TrainConfig, job_id: str, ids: list[str]) -> list[dict]:
 
     base = cfg.model_dump(mode="json")
@@ -116,8 +81,8 @@ def _run_rows(cfg: TrainConfig, job_id: str, ids: list[str]) -> list[dict]:
     return rows
 
 
-def train(cfg: TrainConfig, warehouse=None, *, progress: bool = True, resume: str | None = None,
-          stop_at: int | None = None) -> TrainResult:
+def train(cfg: TrainConfig, warehouse=None, *, progress: Callable[..., None] | None = None,
+          resume: str | None = None, stop_at: int | None = None) -> TrainResult:
     """Train `cfg.seeds` seeds; write runs, evaluations, checkpoints to the warehouse.
 
     resume: a job id (the run ids without "-s<seed>") to continue from its last
@@ -157,23 +122,20 @@ def train(cfg: TrainConfig, warehouse=None, *, progress: bool = True, resume: st
 
     if step == 0:
         do_eval(0)
-    bar = _Progress(progress, cfg.steps, step, cfg.seeds, f"{cfg.algo} {cfg.env} x{cfg.seeds}")
+    report = progress or (lambda n=0, **info: None)
     t_loop = time.perf_counter()
-    try:
-        for stop in stops:
-            while step < stop:
-                ts, rb = make_chunk_fn(cfg, step, chunk)(ts, rb)
-                step += chunk
-                bar.update(step)
-            jax.block_until_ready(ts)
-            rets = do_eval(step) if step in evals else None
-            if rets is not None:
-                bar.update(step, float(np.mean(rets)))
-            if step in cfg.checkpoint_steps:
-                _save_checkpoints(wh, ids, step, ts, rb, rets)
-                result.checkpoints.append(step)
-    finally:
-        bar.close()
+    for stop in stops:
+        while step < stop:
+            ts, rb = make_chunk_fn(cfg, step, chunk)(ts, rb)
+            step += chunk
+            report(chunk)
+        jax.block_until_ready(ts)
+        rets = do_eval(step) if step in evals else None
+        if rets is not None:
+            report(0, eval=f"eval {float(np.mean(rets)):,.1f}")
+        if step in cfg.checkpoint_steps:
+            _save_checkpoints(wh, ids, step, ts, rb, rets)
+            result.checkpoints.append(step)
     result.env_steps_per_s = (step - result.steps) * cfg.seeds / max(time.perf_counter() - t_loop, 1e-9)
     result.steps = step
     result.state, result.replay = ts, rb
