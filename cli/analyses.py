@@ -101,13 +101,13 @@ def interpolate(
         for pair in chosen:
             for r, s in ((pair.run_a, pair.step_a), (pair.run_b, pair.step_b)):
                 require_stored_checkpoint(wh, r, s, "interpolation")
-        plans = ip.plan_pairs(wh, chosen, settings, batch)
+        plans = ip.plan(wh, chosen, settings, batch)
     todo = sum(settings.points * settings.samples - len(p.present) for p in plans if not (
         p.exists and len(p.present) >= settings.points * settings.samples))
     err_console.print(f"{len(plans)} pair(s), {todo} rollouts to compute", highlight=False)
     with progress_bar(todo, "interpolate", unit="rollouts", enabled=progress and todo > 0) as advance:
         for plan in plans:
-            res = ip.run_pair(wh, plan, settings, progress=advance)
+            res = ip.run(wh, plan, settings, progress=advance)
             if res.rows_written:
                 err_console.print(f"{plan.pair.kind} {plan.pair.label}: {res.rows_written} rows in "
                                   f"{res.seconds:.1f} s", highlight=False, soft_wrap=True)
@@ -206,11 +206,8 @@ def failures(
     require_stored_checkpoint(wh, run, step, "re-rolling failures")
     with _user_errors(fl.FailureError):
         target = fl.plan(wh, run, step, operator, pairs)
-        todo = fl.missing_pairs(wh, target)
-        if todo:
-            with console.status(f"re-rolling {len(todo)} pair(s) of {target.operator_id}"):
-                target.pairs = todo
-                fl.store(wh, target, fl.reroll(wh, target))
+        with console.status(f"re-rolling the missing ones of {len(target.pairs)} pair(s) of {target.operator_id}"):
+            fl.run(wh, target)
     ids = [fl.pair_id(target.run_id, target.step, target.operator_id, *p) for p in fl.plan(wh, run, step, operator, pairs).pairs]
     df = wh.query(f"SELECT * FROM failure_divergence WHERE pair_id IN ({', '.join('?' for _ in ids)}) ORDER BY pair_id", ids)
     # pair ids hold operator ids, whose brackets the table would read as markup

@@ -44,3 +44,23 @@ def run_cli(capsys, monkeypatch, *args) -> tuple[int, str, str]:
         code = exc.code if isinstance(exc.code, int) else 1
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+GOOD_CSV = (
+    "algo,env,seed,step,operator,update_index,return\n"
+    + "".join(f"td3,hopper,0,100,td3,{i},{1000 + 10 * i}\n" for i in range(20))
+    + "".join(f"td3,hopper,1,100,td3,{i},{-5 - i}\n" for i in range(5))
+)
+
+
+@pytest.fixture
+def filled(tmp_path, capsys, monkeypatch):
+    """A warehouse holding GOOD_CSV (two imported runs, 25 returns) at tmp_path/wh; the
+    file itself is tmp_path/good.csv."""
+    src = tmp_path / "good.csv"
+    src.write_text(GOOD_CSV)
+    root = tmp_path / "wh"
+    code, out, err = run_cli(capsys, monkeypatch, "import-returns", src, "-w", root)
+    assert code == 0, err
+    assert "imported 25 new rows" in out
+    return root

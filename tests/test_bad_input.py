@@ -210,7 +210,7 @@ CASES: list[tuple] = [
 
 # The work a refused command must never reach.
 WORK = ["retland.train.job.train", "retland.analyses.stabilize.run_experiment", "retland.purd.sampling.sample_checkpoint",
-        "retland.analyses.landscape.run", "retland.analyses.interpolation.run_pair", "retland.analyses.failures.reroll"]
+        "retland.analyses.landscape.run", "retland.analyses.interpolation.run", "retland.analyses.failures.run"]
 
 _compiles: list[str] = []
 jax.monitoring.register_event_duration_secs_listener(
@@ -290,3 +290,9 @@ def test_the_warehouse_rules_hold_on_every_write_path(world):
     chunk["episode_length"][0] = 11
     with pytest.raises(engine.SamplingError, match=r"above the horizon 10 at update_index \[8\]"):
         engine.check_chunk("post_update_returns", chunk, chunk["update_index"], 1, 8, 10, label)
+    # landscapes and interpolations store through the same engine and check
+    chunk["episode_length"][0] = 10
+    chunk["return"][4] = np.nan
+    for table in ("landscape_points", "interpolation_points"):
+        with pytest.raises(engine.NonFiniteReturnError, match=r"return at update_index \[12\]"):
+            engine.check_chunk(table, chunk, chunk["update_index"], 1, 8, 10, f"{table} test")

@@ -5,25 +5,7 @@ import json
 
 import pytest
 
-from conftest import run_cli, tree_digest
-
-GOOD_CSV = (
-    "algo,env,seed,step,operator,update_index,return\n"
-    + "".join(f"td3,hopper,0,100,td3,{i},{1000 + 10 * i}\n" for i in range(20))
-    + "".join(f"td3,hopper,1,100,td3,{i},{-5 - i}\n" for i in range(5))
-)
-
-
-@pytest.fixture
-def filled(tmp_path, capsys, monkeypatch):
-    src = tmp_path / "good.csv"
-    src.write_text(GOOD_CSV)
-    root = tmp_path / "wh"
-    code, out, err = run_cli(capsys, monkeypatch, "import-returns", src, "-w", root)
-    assert code == 0, err
-    assert "imported 25 new rows" in out
-    return root
-
+from conftest import GOOD_CSV, run_cli, tree_digest
 
 def test_reimport_adds_nothing(filled, tmp_path, capsys, monkeypatch):
     before = tree_digest(filled)

@@ -12,24 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from conftest import run_cli, tree_digest
-
-CSV = (
-    "algo,env,seed,step,operator,update_index,return\n"
-    + "".join(f"td3,hopper,0,100,td3,{i},{1000 + 10 * i}\n" for i in range(20))
-    + "".join(f"td3,hopper,1,100,td3,{i},{-5 - i}\n" for i in range(5))
-)
-
-
-@pytest.fixture
-def wh_root(tmp_path, capsys, monkeypatch):
-    src = tmp_path / "good.csv"
-    src.write_text(CSV)
-    root = tmp_path / "wh"
-    code, _, err = run_cli(capsys, monkeypatch, "import-returns", src, "-w", root)
-    assert code == 0, err
-    return root
-
+from conftest import GOOD_CSV, run_cli, tree_digest
 
 def _a_returns_part(root: Path) -> Path:
     parts = sorted(p for p in (root / "tables" / "post_update_returns").rglob("part-*.parquet")
@@ -69,43 +52,43 @@ def _probes(root: Path, outside: Path) -> list[tuple[list[str], str]]:
     ]
 
 
-def test_user_sql_cannot_write_or_read_outside(wh_root, tmp_path, capsys, monkeypatch):
+def test_user_sql_cannot_write_or_read_outside(filled, tmp_path, capsys, monkeypatch):
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.txt").write_text("root:password-hash\n")
-    before, outside_before = tree_digest(wh_root), tree_digest(outside)
-    for args, needle in _probes(wh_root, outside):
-        code, out, err = run_cli(capsys, monkeypatch, *args, "-w", wh_root)
+    before, outside_before = tree_digest(filled), tree_digest(outside)
+    for args, needle in _probes(filled, outside):
+        code, out, err = run_cli(capsys, monkeypatch, *args, "-w", filled)
         assert code == 2, (args, out, err)
         assert needle in err, (args, err)
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
         assert "password-hash" not in out + err
-        assert tree_digest(wh_root) == before, args
+        assert tree_digest(filled) == before, args
         assert tree_digest(outside) == outside_before, args
 
 
-def test_reading_statements_still_run(wh_root, capsys, monkeypatch):
+def test_reading_statements_still_run(filled, capsys, monkeypatch):
     for sql in ("EXPLAIN ANALYZE SELECT count(*) FROM post_update_returns", "DESCRIBE runs",
                 "SUMMARIZE post_update_returns", "FROM runs", "WITH x AS (SELECT 1 AS a) SELECT * FROM x",
                 "SELECT count(*) FROM read_parquet('tables/runs/*.parquet')"):
-        code, _, err = run_cli(capsys, monkeypatch, "query", sql, "-w", wh_root)
+        code, _, err = run_cli(capsys, monkeypatch, "query", sql, "-w", filled)
         if sql.startswith("SELECT count(*) FROM read_parquet('tables"):
             # relative paths are resolved against the working directory, outside the fence
             assert code == 2 and "Permission" in err
         else:
             assert code == 0, (sql, err)
-    code, out, err = run_cli(capsys, monkeypatch, "stats", "--where", "seed = 1 AND n > 3", "-f", "csv", "-w", wh_root)
+    code, out, err = run_cli(capsys, monkeypatch, "stats", "--where", "seed = 1 AND n > 3", "-f", "csv", "-w", filled)
     assert code == 0, err
     assert out.count("\n") == 2  # header + seed 1's distribution
 
 
-def test_python_connections_are_confined_too(wh_root, tmp_path):
+def test_python_connections_are_confined_too(filled, tmp_path):
     import retland
     from retland.warehouse import WarehouseError
 
     with pytest.raises(WarehouseError, match="refused"):
-        retland.query(f"EXPLAIN ANALYZE COPY (SELECT 1) TO '{tmp_path / 'x.csv'}'", warehouse=wh_root)
-    con = retland.connect(wh_root)
+        retland.query(f"EXPLAIN ANALYZE COPY (SELECT 1) TO '{tmp_path / 'x.csv'}'", warehouse=filled)
+    con = retland.connect(filled)
     try:
         with pytest.raises(duckdb.PermissionException):
             con.execute(f"COPY (SELECT 1) TO '{tmp_path / 'x.csv'}'")
@@ -117,11 +100,11 @@ def test_python_connections_are_confined_too(wh_root, tmp_path):
     assert not (tmp_path / "x.csv").exists()
 
 
-def test_large_queries_can_still_spill(wh_root):
+def test_large_queries_can_still_spill(filled):
     """The fence keeps DuckDB's own spill folder usable (it sorts more than memory)."""
     import retland
 
-    con = retland.connect(wh_root)
+    con = retland.connect(filled)
     try:
         with pytest.raises(duckdb.InvalidInputException):
             con.execute("SET memory_limit = '30MB'")  # locked: spill is what makes this work
@@ -133,44 +116,44 @@ def test_large_queries_can_still_spill(wh_root):
 
 # ----- 2. a damaged warehouse ----------------------------------------------------------------
 
-def test_a_truncated_part_breaks_only_its_table_and_check_quarantines_it(wh_root, capsys, monkeypatch):
-    part = _a_returns_part(wh_root)
+def test_a_truncated_part_breaks_only_its_table_and_check_quarantines_it(filled, capsys, monkeypatch):
+    part = _a_returns_part(filled)
     data = part.read_bytes()
     part.write_bytes(data[: len(data) // 2])
-    rel = part.relative_to(wh_root).as_posix()
+    rel = part.relative_to(filled).as_posix()
 
-    code, out, err = run_cli(capsys, monkeypatch, "runs", "-f", "csv", "-w", wh_root)
+    code, out, err = run_cli(capsys, monkeypatch, "runs", "-f", "csv", "-w", filled)
     assert code == 0, err
     assert "td3-hopper-imported-s0" in out and rel in err
-    code, out, err = run_cli(capsys, monkeypatch, "query", "SELECT count(*) AS n FROM runs", "-f", "csv", "-w", wh_root)
+    code, out, err = run_cli(capsys, monkeypatch, "query", "SELECT count(*) AS n FROM runs", "-f", "csv", "-w", filled)
     assert code == 0 and out.splitlines()[1] == "2", err
-    code, out, err = run_cli(capsys, monkeypatch, "stats", "-w", wh_root)
+    code, out, err = run_cli(capsys, monkeypatch, "stats", "-w", filled)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and rel in err and "retland check --quarantine" in err, err
 
-    code, out, err = run_cli(capsys, monkeypatch, "check", "-w", wh_root)
+    code, out, err = run_cli(capsys, monkeypatch, "check", "-w", filled)
     assert code == 1 and "damaged part" in out and Path(rel).name in out, out
-    code, out, err = run_cli(capsys, monkeypatch, "check", "--quarantine", "-w", wh_root)
+    code, out, err = run_cli(capsys, monkeypatch, "check", "--quarantine", "-w", filled)
     assert code == 0, err
     assert not part.exists()
-    moved = list((wh_root / "quarantine").rglob(part.name))
+    moved = list((filled / "quarantine").rglob(part.name))
     assert len(moved) == 1 and moved[0].read_bytes() == data[: len(data) // 2]  # set aside, not deleted
 
-    code, out, err = run_cli(capsys, monkeypatch, "stats", "-f", "csv", "-w", wh_root)
+    code, out, err = run_cli(capsys, monkeypatch, "stats", "-f", "csv", "-w", filled)
     assert code == 0, err
-    code, out, _ = run_cli(capsys, monkeypatch, "check", "-w", wh_root)
+    code, out, _ = run_cli(capsys, monkeypatch, "check", "-w", filled)
     assert code == 0 and "no damaged parts" in out
 
 
-def test_stray_temp_files_are_listed_and_compaction_sets_them_aside(wh_root, capsys, monkeypatch):
-    folder = _a_returns_part(wh_root).parent
+def test_stray_temp_files_are_listed_and_compaction_sets_them_aside(filled, capsys, monkeypatch):
+    folder = _a_returns_part(filled).parent
     stray = folder / ".part-00000000000000000042-dead.parquet.abcd1234.tmp"
     stray.write_bytes(b"PAR1 half a part")
-    code, out, _ = run_cli(capsys, monkeypatch, "check", "-w", wh_root)
+    code, out, _ = run_cli(capsys, monkeypatch, "check", "-w", filled)
     assert code == 1 and "stray temp file" in out
-    code, out, err = run_cli(capsys, monkeypatch, "compact", "-w", wh_root)
+    code, out, err = run_cli(capsys, monkeypatch, "compact", "-w", filled)
     assert code == 0, err
-    assert not stray.exists() and list((wh_root / "quarantine").rglob(stray.name))
+    assert not stray.exists() and list((filled / "quarantine").rglob(stray.name))
 
 
 # ----- the lock: compaction needs the warehouse to itself --------------------------------------
@@ -199,32 +182,32 @@ def _holder(root: Path, mode: str) -> subprocess.Popen:
     return proc
 
 
-def test_compaction_refuses_while_another_process_uses_the_warehouse(wh_root, tmp_path, capsys, monkeypatch):
+def test_compaction_refuses_while_another_process_uses_the_warehouse(filled, tmp_path, capsys, monkeypatch):
     # a second part per folder, so there is something to compact
     more = tmp_path / "more.csv"
-    more.write_text(CSV.replace(",100,", ",200,"))
-    assert run_cli(capsys, monkeypatch, "import-returns", more, "-w", wh_root)[0] == 0
-    user = _holder(wh_root, "user")
+    more.write_text(GOOD_CSV.replace(",100,", ",200,"))
+    assert run_cli(capsys, monkeypatch, "import-returns", more, "-w", filled)[0] == 0
+    user = _holder(filled, "user")
     try:
-        before = tree_digest(wh_root)
-        code, _, err = run_cli(capsys, monkeypatch, "compact", "-w", wh_root)
+        before = tree_digest(filled)
+        code, _, err = run_cli(capsys, monkeypatch, "compact", "-w", filled)
         assert code == 2
         assert f"pid {user.pid}" in err and "needs the warehouse to itself" in err, err
-        assert tree_digest(wh_root) == before
+        assert tree_digest(filled) == before
     finally:
         user.communicate("\n")
-    code, out, err = run_cli(capsys, monkeypatch, "compact", "-w", wh_root)
+    code, out, err = run_cli(capsys, monkeypatch, "compact", "-w", filled)
     assert code == 0 and "compacted" in out, err
 
 
-def test_users_wait_out_a_compaction_with_a_clear_message(wh_root, capsys, monkeypatch):
+def test_users_wait_out_a_compaction_with_a_clear_message(filled, capsys, monkeypatch):
     from retland.warehouse.lock import release
 
-    release(wh_root)  # this test process opened it while building the fixture
-    holder = _holder(wh_root, "exclusive")
+    release(filled)  # this test process opened it while building the fixture
+    holder = _holder(filled, "exclusive")
     try:
-        code, _, err = run_cli(capsys, monkeypatch, "query", "SELECT 1", "-w", wh_root)
+        code, _, err = run_cli(capsys, monkeypatch, "query", "SELECT 1", "-w", filled)
         assert code == 2 and "being compacted or repaired" in err and f"pid {holder.pid}" in err, err
     finally:
         holder.communicate("\n")
-    assert run_cli(capsys, monkeypatch, "query", "SELECT 1", "-w", wh_root)[0] == 0
+    assert run_cli(capsys, monkeypatch, "query", "SELECT 1", "-w", filled)[0] == 0

@@ -98,8 +98,8 @@ def test_pairs_from_the_warehouse(job):
 def evaluated(job):
     wh, res = job
     pairs = ip.select_pairs(wh, "hopper", "td3", "both", max_pairs=1)
-    plans = ip.plan_pairs(wh, pairs, SETTINGS, batch_size=B)
-    out = [ip.run_pair(wh, p, SETTINGS, flush_seconds=0) for p in plans]
+    plans = ip.plan(wh, pairs, SETTINGS, batch_size=B)
+    out = [ip.run(wh, p, SETTINGS, flush_seconds=0) for p in plans]
     return wh, res, plans, out
 
 
@@ -135,12 +135,12 @@ def test_a_pair_stores_every_point_and_its_endpoints_are_the_checkpoints_policie
 def test_a_complete_pair_is_not_recomputed(evaluated):
     wh, _, plans, _ = evaluated
     before = tree_digest(wh.root / "tables")
-    again = ip.plan_pairs(wh, [p.pair for p in plans], SETTINGS, batch_size="auto")
+    again = ip.plan(wh, [p.pair for p in plans], SETTINGS, batch_size="auto")
     assert [p.batch_size for p in again] == [B, B]  # the recorded chunk size is reused
-    assert [ip.run_pair(wh, p, SETTINGS).rows_written for p in again] == [0, 0]
+    assert [ip.run(wh, p, SETTINGS).rows_written for p in again] == [0, 0]
     assert tree_digest(wh.root / "tables") == before
     with pytest.raises(ip.InterpolationError, match="--batch-size 8"):
-        ip.plan_pairs(wh, [plans[0].pair], SETTINGS, batch_size=16)
+        ip.plan(wh, [plans[0].pair], SETTINGS, batch_size=16)
 
 
 def test_btp_view_on_the_evaluated_pairs(evaluated):

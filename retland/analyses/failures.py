@@ -68,7 +68,7 @@ def spec_of(wh, operator_id: str) -> OperatorSpec:
 
 
 @dataclass
-class Target:
+class FailurePlan:
     run_id: str
     step: int
     operator_id: str
@@ -85,7 +85,7 @@ def pair_id(run_id: str, step: int, operator_id: str, success: int, failure: int
     return f"{run_id}@{step}/{operator_id}/{success}-{failure}"
 
 
-def plan(wh, run_id: str, step: int, operator: str | None = None, pairs: int = 1) -> Target:
+def plan(wh, run_id: str, step: int, operator: str | None = None, pairs: int = 1) -> FailurePlan:
     """Find the distribution, check LTP > 0 and pick the pairs; nothing is computed."""
     if pairs < 1:
         raise FailureError(f"--pairs must be >= 1, got {pairs}")
@@ -119,7 +119,7 @@ def plan(wh, run_id: str, step: int, operator: str | None = None, pairs: int = 1
         raise FailureError(f"run {run_id} step {step} {operator_id}: no sample within 10% of the mean "
                            f"({st['mean']:.1f}) or none below half the mode ({st['mode']:.1f})")
     stored = dict(zip(rows["update_index"].to_list(), rows["return"].to_list()))
-    return Target(run_id, int(step), operator_id, int(st["n"]), float(st["mean"]), float(st["mode"]),
+    return FailurePlan(run_id, int(step), operator_id, int(st["n"]), float(st["mean"]), float(st["mode"]),
                   float(st["ltp"]), int(sizes.pop()), chosen, stored)
 
 
@@ -133,7 +133,7 @@ def body_state(env: str, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return obs[:, 0], obs[:, 1]
 
 
-def reroll(wh, target: Target, checkpoint=None) -> dict[int, dict[str, np.ndarray]]:
+def reroll(wh, target: FailurePlan, checkpoint=None) -> dict[int, dict[str, np.ndarray]]:
     """Per-step records of every chosen index: {index: {reward, cumulative_return, done,
     torso_height, torso_pitch, ret}}; FailureError if a return does not reproduce."""
     spec = spec_of(wh, target.operator_id)
@@ -164,7 +164,7 @@ def reroll(wh, target: Target, checkpoint=None) -> dict[int, dict[str, np.ndarra
     return out
 
 
-def store(wh, target: Target, records: dict[int, dict[str, np.ndarray]]) -> int:
+def store(wh, target: FailurePlan, records: dict[int, dict[str, np.ndarray]]) -> int:
     """Append the pairs' trajectories not stored yet; returns rows written."""
     have = set(wh.query("SELECT DISTINCT pair_id FROM trajectories WHERE run_id = ? AND step = ? AND operator_id = ?",
                         [target.run_id, target.step, target.operator_id])["pair_id"].to_list())
@@ -189,7 +189,16 @@ def store(wh, target: Target, records: dict[int, dict[str, np.ndarray]]) -> int:
     return wh.append("trajectories", {k: np.concatenate(v) for k, v in cols.items()})
 
 
-def missing_pairs(wh, target: Target) -> list[tuple[int, int]]:
+def missing_pairs(wh, target: FailurePlan) -> list[tuple[int, int]]:
     have = set(wh.query("SELECT DISTINCT pair_id FROM trajectories WHERE run_id = ? AND step = ? AND operator_id = ?",
                         [target.run_id, target.step, target.operator_id])["pair_id"].to_list())
     return [p for p in target.pairs if pair_id(target.run_id, target.step, target.operator_id, *p) not in have]
+
+
+def run(wh, plan: FailurePlan, checkpoint=None) -> int:
+    """Re-roll and store the plan's pairs that are not stored yet; returns rows written."""
+    todo = missing_pairs(wh, plan)
+    if not todo:
+        return 0
+    plan.pairs = todo
+    return store(wh, plan, reroll(wh, plan, checkpoint))

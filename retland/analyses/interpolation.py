@@ -200,7 +200,7 @@ def _run(wh, run_id: str) -> dict:
     return rec
 
 
-def plan_pairs(wh, pairs: list[Pair], s: Settings, batch_size: int | str | None = "auto") -> list[PairPlan]:
+def plan(wh, pairs: list[Pair], s: Settings, batch_size: int | str | None = "auto") -> list[PairPlan]:
     """Check every pair (runs, checkpoints, env/algo/network match) and read what is stored.
     Raises InterpolationError before anything is computed or written."""
     s.check()
@@ -260,7 +260,7 @@ class PairResult:
     seconds: float = 0.0
 
 
-def run_pair(wh, plan: PairPlan, s: Settings, *, devices=None,
+def run(wh, plan: PairPlan, s: Settings, *, devices=None,
              progress: Callable[[int], None] | None = None, flush_seconds: float = FLUSH_SECONDS) -> PairResult:
     """Compute and append the pair's missing rollouts (whole chunks; see retland.purd.engine)."""
     result = PairResult(plan.pair_id, plan.pair.kind, plan.pair.label)

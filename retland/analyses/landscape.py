@@ -209,7 +209,7 @@ class GridPlan:
 
 
 @dataclass
-class Plan:
+class LandscapePlan:
     request: Request
     env: str
     algo: str
@@ -230,7 +230,7 @@ def grid_id(req: Request, operator_id: str | None, zoom: float, horizon: int) ->
     return "lg-" + hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
 
 
-def plan(wh, req: Request, batch_size: int | str | None = "auto") -> Plan:
+def plan(wh, req: Request, batch_size: int | str | None = "auto") -> LandscapePlan:
     """Validate the request against the warehouse and read what is stored; nothing is
     computed or written."""
     req.check()
@@ -271,7 +271,7 @@ def plan(wh, req: Request, batch_size: int | str | None = "auto") -> Plan:
             if b < 1:
                 raise LandscapeError(f"--batch-size must be >= 1, got {b}")
         grids.append(GridPlan(gid, z, req.lo * z, req.hi * z, b, present, stored[0] if stored else None))
-    return Plan(req, rec["env"], rec["algo"], rec["backend"], horizon, operator_id, grids)
+    return LandscapePlan(req, rec["env"], rec["algo"], rec["backend"], horizon, operator_id, grids)
 
 
 def compute_directions(req: Request, ckpt, operator_id: str | None):
@@ -301,7 +301,7 @@ class GridResult:
     seconds: float = 0.0
 
 
-def run(wh, p: Plan, *, devices=None, progress: Callable[[int], None] | None = None,
+def run(wh, p: LandscapePlan, *, devices=None, progress: Callable[[int], None] | None = None,
         flush_seconds: float = FLUSH_SECONDS) -> list[GridResult]:
     """Compute and append every grid's missing rollouts."""
     req = p.request

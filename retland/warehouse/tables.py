@@ -222,7 +222,7 @@ register(TableSpec(
 register(TableSpec(
     name="landscape_points",
     checks={"point": NON_NEGATIVE, "sample": NON_NEGATIVE, "ix": NON_NEGATIVE, "iy": NON_NEGATIVE,
-            "a": FINITE, "b": FINITE, "episode_length": NON_NEGATIVE},
+            "a": FINITE, "b": FINITE, "return": FINITE, "episode_length": NON_NEGATIVE},
     doc="One row per rollout of a landscape grid: point (ix, iy), sample k.",
     key=("grid_id", "point", "sample"),
     schema=pa.schema([
@@ -288,7 +288,7 @@ register(TableSpec(
 
 register(TableSpec(
     name="interpolation_points",
-    checks={"point": NON_NEGATIVE, "sample": NON_NEGATIVE, "lam": Check(ge=0, le=1),
+    checks={"point": NON_NEGATIVE, "sample": NON_NEGATIVE, "lam": Check(ge=0, le=1), "return": FINITE,
             "episode_length": NON_NEGATIVE},
     doc="One row per rollout along an interpolation: point p (λ_p), sample k.",
     key=("pair_id", "point", "sample"),
