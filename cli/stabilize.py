@@ -121,10 +121,9 @@ def stabilize(
     console.print(f"experiment [bold]{result.experiment_id}[/] in {result.wall_seconds:,.1f} s; "
                   f"derived runs {result.derived_run_ids[0]} … {result.derived_run_ids[-1]}")
     if {"reject", "baseline"} <= set(scfg.arms):
-        from retland.analyses.stabilize import FINAL_HELD_SQL, arm_effect
+        from retland.analyses.stabilize import arm_effect
 
-        eff = arm_effect(wh.query(f"SELECT * FROM ({FINAL_HELD_SQL}) WHERE experiment_id = ?",
-                                  [result.experiment_id]))
+        eff = arm_effect(wh.query("SELECT * FROM stabilize_final WHERE experiment_id = ?", [result.experiment_id]))
         console.print(f"reject − baseline after {proposals} proposals (mean over {len(scfg.seeds)} seeds, "
                       "95% bootstrap CI over seeds):")
         for r in eff.iter_rows(named=True):

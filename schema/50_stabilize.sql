@@ -19,6 +19,11 @@
 --   stabilize_arms              view, per experiment, arm and proposal, over seeds:
 --       seeds, acceptance (share of seeds accepting), mean_of_mean, mean_ltp, mean_cvar,
 --       mean_ltp_source
+--   stabilize_final             view, one row per lane: the policy it holds after the last
+--                               proposal of its experiment (what `retland stabilize` and
+--                               the report compare, reject − baseline, paired by seed):
+--       experiment_id, arm, seed, ltp, ltp_source, mean, cvar (the cur_* columns of
+--       stabilize_trajectory at that proposal)
 --   stabilize_replay(at_alpha := 0.1, at_beta := 0.5, at_tolerance := 0.0, at_criterion := 'cvar')
 --                               table macro: each recorded proposal's decision replayed
 --                               from the stored samples at another α, β, tolerance or
@@ -82,6 +87,13 @@ SELECT experiment_id, arm, proposal,
        avg(cur_ltp_source) AS mean_ltp_source
 FROM stabilize_trajectory
 GROUP BY experiment_id, arm, proposal;
+
+-- The held policy of every lane after the last proposal of its experiment.
+CREATE OR REPLACE VIEW stabilize_final AS
+SELECT experiment_id, arm, seed, cur_ltp AS ltp, cur_ltp_source AS ltp_source, cur_mean AS mean,
+       cur_cvar AS cvar
+FROM stabilize_trajectory
+WHERE (experiment_id, proposal) IN (SELECT experiment_id, max(proposal) FROM stabilize_steps GROUP BY ALL);
 
 CREATE OR REPLACE MACRO stabilize_replay(at_alpha := 0.1, at_beta := 0.5, at_tolerance := 0.0, at_criterion := 'cvar') AS TABLE
 WITH dists AS (

@@ -246,9 +246,9 @@ def test_every_proposal_is_a_row_and_sql_replays_the_decisions(wh, experiment):
     assert arms.height == 2 * (P + 1) and set(arms["seeds"]) == {2}
 
     # reject − baseline after the last proposal: paired by seed, from the held policies
-    from retland.analyses.stabilize import FINAL_HELD_SQL, arm_effect
+    from retland.analyses.stabilize import arm_effect
 
-    final = wh.query(FINAL_HELD_SQL)
+    final = wh.query("SELECT * FROM stabilize_final")
     eff = {r["statistic"]: r for r in arm_effect(final).iter_rows(named=True)
            if r["experiment_id"] == experiment.experiment_id}
     held = {}

@@ -474,22 +474,13 @@ def write_result(wh, result: StabilizeResult, ckpt) -> None:
     })
 
 
-# The held policy of every lane after the last proposal of its experiment.
-FINAL_HELD_SQL = """
-SELECT experiment_id, arm, seed, cur_ltp AS ltp, cur_ltp_source AS ltp_source, cur_mean AS mean,
-       cur_cvar AS cvar
-FROM stabilize_trajectory
-WHERE (experiment_id, proposal) IN (SELECT experiment_id, max(proposal) FROM stabilize_steps GROUP BY ALL)
-"""
-
-
 def arm_effect(final, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0):
     """Reject minus baseline after the last proposal, per experiment and statistic of
     the held policy's PURD (ltp; ltp_source, against the source checkpoint's mode; mean;
     cvar): the mean over rejection seeds of the paired difference (both arms of a seed
     share every key) and its percentile bootstrap CI over seeds.
 
-    final: rows of FINAL_HELD_SQL (experiment_id, arm, seed, ltp, ltp_source, mean, cvar).
+    final: rows of the view stabilize_final (experiment_id, arm, seed, ltp, ltp_source, mean, cvar).
     Returns a polars DataFrame: experiment_id, statistic, seeds, reject, baseline,
     difference, lo, hi; experiments without both arms are left out. With a few seeds
     the CI says how much the seeds disagree; it is not a test."""

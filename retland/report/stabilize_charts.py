@@ -6,10 +6,20 @@ from __future__ import annotations
 
 import altair as alt
 
-from ..analyses.stabilize import FINAL_HELD_SQL, arm_effect
+from ..analyses.stabilize import arm_effect
 from . import charts
 from .blocks import Block, Figure, Note, Table
 from .context import ReportContext
+
+# Per proposal, the seeds' mean of what each arm holds (view stabilize_arms), named for the charts.
+ARMS_SQL = """
+SELECT experiment_id, arm, proposal, seeds, acceptance, mean_of_mean AS mean,
+       mean_ltp AS ltp, mean_ltp_source AS ltp_source, mean_cvar AS cvar
+FROM stabilize_arms
+ORDER BY experiment_id, arm, proposal
+"""
+# Every lane's held policy after the last proposal, the input of arm_effect.
+FINAL_SQL = "SELECT * FROM stabilize_final"
 
 
 def stabilize_blocks(ctx: ReportContext) -> list[Block]:
@@ -17,8 +27,7 @@ def stabilize_blocks(ctx: ReportContext) -> list[Block]:
     over rejection seeds, one panel row per experiment."""
     if not ctx.row_count("stabilize_steps"):
         return [Note("No Algorithm 1 runs yet: run `retland stabilize`.")]
-    df = ctx.sql("SELECT experiment_id, arm, proposal, seeds, acceptance, mean_of_mean AS mean, "
-                 "mean_ltp AS ltp, mean_ltp_source AS ltp_source, mean_cvar AS cvar FROM stabilize_arms ORDER BY experiment_id, arm, proposal")
+    df = ctx.sql(ARMS_SQL)
     base = alt.Chart(charts.values(df)).mark_line(point=True).encode(
         x=alt.X("proposal:Q", title="proposal"), color=alt.Color("arm:N", title="arm"),
         tooltip=["experiment_id:N", "arm:N", "proposal:Q", "seeds:Q",
@@ -31,7 +40,7 @@ def stabilize_blocks(ctx: ReportContext) -> list[Block]:
                          base.encode(y=alt.Y("cvar:Q", title="CVaR_α", scale=alt.Scale(zero=False))))
     chart = charts.config(alt.vconcat(panels).properties(title="Algorithm 1: reject vs baseline"))
 
-    effect = arm_effect(ctx.sql(FINAL_HELD_SQL), n_resamples=ctx.n_resamples, seed=ctx.seed)
+    effect = arm_effect(ctx.sql(FINAL_SQL), n_resamples=ctx.n_resamples, seed=ctx.seed)
     table = [Table("stabilize-effect", effect,
                    "Reject − baseline after the last proposal: mean over rejection seeds of the paired "
                    "difference of the held policy's PURD statistic, with a percentile bootstrap 95% CI over "
