@@ -92,23 +92,13 @@ def runs(
 
     wh = Warehouse.open(warehouse, create=False)
     con = wh.connect()
-    counts = (
-        "SELECT run_id, count(DISTINCT (step, operator_id)) AS distributions, count(*) AS samples "
-        "FROM post_update_returns GROUP BY run_id"
+    # schema/05_runs.sql; without readable post_update_returns, the runs and checkpoints alone
+    sql = (
+        "SELECT * FROM run_summary ORDER BY algo, env, seed, run_id"
         if "post_update_returns" not in wh.unreadable else
-        "SELECT NULL::VARCHAR AS run_id, NULL::BIGINT AS distributions, NULL::BIGINT AS samples WHERE false"
+        "SELECT *, 0::BIGINT AS distributions, 0::BIGINT AS samples FROM run_checkpoint_summary "
+        "ORDER BY algo, env, seed, run_id"
     )
-    sql = f"""
-        SELECT r.run_id, r.algo, r.env, r.seed, r.source,
-               count(DISTINCT c.step) AS checkpoints,
-               max(c.eval_return) AS best_eval_return,
-               coalesce(any_value(d.distributions), 0) AS distributions,
-               coalesce(any_value(d.samples), 0) AS samples
-        FROM runs r
-        LEFT JOIN checkpoints c USING (run_id)
-        LEFT JOIN ({counts}) d USING (run_id)
-        GROUP BY ALL ORDER BY r.algo, r.env, r.seed, r.run_id
-        """
     try:
         df = con.sql(sql).pl()
     except duckdb.Error as exc:

@@ -149,6 +149,24 @@ def test_stock_duckdb_client_inside_the_folder_and_from_anywhere_with_a_search_p
     assert anywhere.stdout.strip() == "5", anywhere.stderr
 
 
+def test_stock_duckdb_client_reads_the_schema_views_inside_the_folder(warehouse):
+    """The views of schema/*.sql that the CLI and the report select from work from
+    init.sql alone: run_summary counts a run's checkpoints, distributions and samples
+    the way `retland runs` lists them."""
+    run = {"run_id": "r1", "algo": "td3", "env": "hopper", "seed": 0, "source": "trained"}
+    warehouse.append("runs", [run, {**run, "run_id": "r2", "seed": 1}])
+    warehouse.append("checkpoints", [{"run_id": "r1", "step": s, "eval_return": float(s)} for s in (100, 200)])
+    warehouse.append("post_update_returns", returns_rows() + returns_rows(step=200, idx=range(3)))
+    summary = ("SELECT list((run_id, checkpoints, best_eval_return, distributions, samples) ORDER BY run_id)::VARCHAR "
+               "FROM run_summary")
+    want = "[(r1, 2, 200.0, 2, 8), (r2, 0, NULL, 0, 0)]"
+    inside = _stock_client(warehouse.root / "init.sql", warehouse.root, summary)
+    assert inside.stdout.strip() == want, inside.stderr
+    assert warehouse.query(summary).item() == want
+    final = _stock_client(warehouse.root / "init.sql", warehouse.root, "SELECT count(*) FROM stabilize_final")
+    assert final.stdout.strip() == "0", final.stderr
+
+
 def test_stock_duckdb_client_started_elsewhere_fails_loudly(warehouse, tmp_path):
     warehouse.append("post_update_returns", returns_rows())
     elsewhere = tmp_path / "elsewhere"

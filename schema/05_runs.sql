@@ -1,0 +1,38 @@
+-- 05_runs.sql — one row per run: what the warehouse holds of it
+--
+-- `runs` registers each run (trained, imported or derived by `retland stabilize`);
+-- `checkpoints` its saved states with their evaluation return; `post_update_returns`
+-- the sampled post-update returns, grouped into distributions by (step, operator_id).
+--
+-- Defines
+--   run_checkpoint_summary   view, one row per run:
+--       run_id, algo, env, seed, source,
+--       checkpoints (distinct checkpoint steps, 0 if none),
+--       best_eval_return (highest checkpoint eval_return; NULL if none)
+--   run_summary              view, one row per run (what `retland runs` lists):
+--       the columns of run_checkpoint_summary, then
+--       distributions (distinct (step, operator_id) of its post-update returns, 0 if none),
+--       samples (its post-update return rows, 0 if none)
+--
+-- run_checkpoint_summary does not read post_update_returns, so it still answers when a
+-- part of that table is damaged; `retland runs` falls back to it (with 0 distributions
+-- and samples) then.
+
+CREATE OR REPLACE VIEW run_checkpoint_summary AS
+SELECT r.run_id, r.algo, r.env, r.seed, r.source,
+       count(DISTINCT c.step) AS checkpoints,
+       max(c.eval_return) AS best_eval_return
+FROM runs r
+LEFT JOIN checkpoints c USING (run_id)
+GROUP BY ALL;
+
+CREATE OR REPLACE VIEW run_summary AS
+SELECT s.*,
+       coalesce(d.distributions, 0) AS distributions,
+       coalesce(d.samples, 0) AS samples
+FROM run_checkpoint_summary s
+LEFT JOIN (
+    SELECT run_id, count(DISTINCT (step, operator_id)) AS distributions, count(*) AS samples
+    FROM post_update_returns
+    GROUP BY run_id
+) d USING (run_id);
