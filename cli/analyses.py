@@ -25,6 +25,15 @@ from retland.cli.app import (
     require_writable,
 )
 from retland.cli.progress import progress_bar
+from retland.settings import (
+    DIRECTIONS,
+    InterpolationError,
+    InterpolationSettings,
+    LandscapeError,
+    LandscapeRequest,
+    default_of,
+    help_of,
+)
 
 
 def _user_errors(*types):
@@ -62,11 +71,11 @@ def interpolate(
     max_pairs: Annotated[Optional[int], typer.Option(help="At most this many pairs of each kind.")] = None,
     a: Annotated[Optional[str], typer.Option("--a", help="Explicit pair: endpoint λ=0 as RUN_ID:STEP.")] = None,
     b: Annotated[Optional[str], typer.Option("--b", help="Explicit pair: endpoint λ=1 as RUN_ID:STEP.")] = None,
-    points: Annotated[int, typer.Option(help="λ = linspace(0, 1, POINTS), endpoints included.")] = 100,
-    samples: Annotated[int, typer.Option(help="K gaussian samples per point, the same K draws at every λ.")] = 100,
-    sigma: Annotated[float, typer.Option(help="σ of the gaussian samples (0: K copies of θ(λ)).")] = 3e-4,
-    seed: Annotated[int, typer.Option(help="Noise seed: sample k uses fold_in(PRNGKey(seed), k).")] = 0,
-    horizon: Annotated[Optional[int], typer.Option(help="Rollout steps (default: the runs' training horizon).")] = None,
+    points: Annotated[int, typer.Option(help=help_of(InterpolationSettings, "points"))] = default_of(InterpolationSettings, "points"),
+    samples: Annotated[int, typer.Option(help=help_of(InterpolationSettings, "samples"))] = default_of(InterpolationSettings, "samples"),
+    sigma: Annotated[float, typer.Option(help=help_of(InterpolationSettings, "sigma"))] = default_of(InterpolationSettings, "sigma"),
+    seed: Annotated[int, typer.Option(help=help_of(InterpolationSettings, "seed"))] = default_of(InterpolationSettings, "seed"),
+    horizon: Annotated[Optional[int], typer.Option(help=help_of(InterpolationSettings, "horizon"))] = default_of(InterpolationSettings, "horizon"),
     batch_size: Annotated[str, typer.Option(help="Rollouts per chunk, or auto (recorded per pair, reused).")] = "auto",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the BTP CIs.")] = 1000,
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="How to print the BTP summary.")] = OutputFormat.table,
@@ -92,11 +101,11 @@ def interpolate(
     if not 1 <= bootstrap <= MAX_BOOTSTRAP:
         raise CliError(f"--bootstrap {bootstrap}: give a whole number of resamples in [1, {MAX_BOOTSTRAP}]")
     check_seed(seed, "--seed")
-    with _user_errors(ip.InterpolationError):
-        settings = ip.Settings(points, samples, sigma, seed, horizon).check()
+    with _user_errors(InterpolationError):
+        settings = InterpolationSettings(points, samples, sigma, seed, horizon).check()
     wh = Warehouse.open(warehouse, create=False)
     require_writable(wh.root)
-    with _user_errors(ip.InterpolationError):
+    with _user_errors(InterpolationError):
         chosen = [ip.explicit_pair(a, b)] if a is not None else ip.select_pairs(wh, env, algo, pairs.value, max_pairs)
         for pair in chosen:
             for r, s in ((pair.run_a, pair.step_a), (pair.run_b, pair.step_b)):
@@ -124,27 +133,25 @@ def interpolate(
 
 # -------------------------------------------------------------------------- landscape
 
-class Directions(str, Enum):
-    update = "update"
-    gaussian = "gaussian"
-    filter_normalized = "filter-normalized"
+Directions = Enum("Directions", {d.replace("-", "_"): d for d in DIRECTIONS}, type=str)
 
 
 @app.command()
 def landscape(
     run: Annotated[str, typer.Option(help="Run id of the checkpoint.")],
     step: Annotated[int, typer.Option(help="Env step of the checkpoint.")],
-    operator: Annotated[str, typer.Option(help="Update directions: the operator whose samples 0 and 1 give θ1, θ2.")] = "td3",
-    grid: Annotated[int, typer.Option(help="Points per axis.")] = 41,
-    range_: Annotated[str, typer.Option("--range", help="Window LO:HI on both axes (1.0 = one update).")] = "-2:2",
-    zoom: Annotated[str, typer.Option(help="Comma-separated zoom factors; each is one grid of the window × factor.")] = "1",
-    directions: Annotated[Directions, typer.Option(
-        help="update: d = θ_i − θ of two operator samples; gaussian: N(0, I); filter-normalized: gaussian "
-             "scaled per output unit to θ's norms, biases 0 (Li et al. 2018).")] = Directions.update,
-    samples_per_point: Annotated[int, typer.Option(help="K > 1: K gaussian(σ) samples per point (LTP/CVaR maps).")] = 1,
-    sigma: Annotated[float, typer.Option(help="σ of the per-point samples.")] = 3e-4,
-    seed: Annotated[int, typer.Option(help="Seed of the directions and per-point noise.")] = 0,
-    horizon: Annotated[Optional[int], typer.Option(help="Rollout steps (default: the run's training horizon).")] = None,
+    operator: Annotated[str, typer.Option(help=help_of(LandscapeRequest, "operator"))] = default_of(LandscapeRequest, "operator"),
+    grid: Annotated[int, typer.Option(help=help_of(LandscapeRequest, "resolution"))] = default_of(LandscapeRequest, "resolution"),
+    range_: Annotated[str, typer.Option("--range", help=help_of(LandscapeRequest, "lo"))] = (
+        f"{default_of(LandscapeRequest, 'lo'):g}:{default_of(LandscapeRequest, 'hi'):g}"),
+    zoom: Annotated[str, typer.Option(help=help_of(LandscapeRequest, "zoom"))] = ",".join(f"{z:g}" for z in default_of(LandscapeRequest, "zoom")),
+    directions: Annotated[Directions, typer.Option(help=help_of(LandscapeRequest, "directions"))] = Directions(
+        default_of(LandscapeRequest, "directions")),
+    samples_per_point: Annotated[int, typer.Option(help=help_of(LandscapeRequest, "samples_per_point"))] = default_of(
+        LandscapeRequest, "samples_per_point"),
+    sigma: Annotated[float, typer.Option(help=help_of(LandscapeRequest, "sigma"))] = default_of(LandscapeRequest, "sigma"),
+    seed: Annotated[int, typer.Option(help=help_of(LandscapeRequest, "seed"))] = default_of(LandscapeRequest, "seed"),
+    horizon: Annotated[Optional[int], typer.Option(help=help_of(LandscapeRequest, "horizon"))] = default_of(LandscapeRequest, "horizon"),
     batch_size: Annotated[str, typer.Option(help="Rollouts per chunk, or auto (recorded per grid, reused).")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     warehouse: WarehouseOpt = None,
@@ -158,18 +165,18 @@ def landscape(
 
     batch = count_or_keyword(batch_size, "--batch-size", "auto")
     check_seed(seed, "--seed")
-    with _user_errors(ls.LandscapeError):
+    with _user_errors(LandscapeError):
         lo, hi = ls.parse_range(range_)
-        req = ls.Request(run, step, directions.value, operator, grid, lo, hi, ls.parse_zoom(zoom),
+        req = LandscapeRequest(run, step, directions.value, operator, grid, lo, hi, ls.parse_zoom(zoom),
                          samples_per_point, sigma, seed, horizon).check()
     wh = Warehouse.open(warehouse, create=False)
     require_writable(wh.root)
     require_stored_checkpoint(wh, run, step, "a landscape")
-    with _user_errors(ls.LandscapeError):
+    with _user_errors(LandscapeError):
         p = ls.plan(wh, req, batch)
     err_console.print(f"{len(p.grids)} grid(s) of {grid}×{grid}×{samples_per_point}, {p.todo} rollouts to compute",
                       highlight=False)
-    with progress_bar(p.todo, "landscape", unit="rollouts", enabled=progress and p.todo > 0) as advance, _user_errors(ls.LandscapeError):
+    with progress_bar(p.todo, "landscape", unit="rollouts", enabled=progress and p.todo > 0) as advance, _user_errors(LandscapeError):
         results = ls.run(wh, p, progress=advance)
     ids = [r.grid_id for r in results]
     summary = wh.query(

@@ -17,6 +17,7 @@ from retland.cli.app import (
     require_writable,
 )
 from retland.cli.progress import progress_bar
+from retland.settings import SampleSettings, default_of, help_of
 
 
 def _int_list(text: str | None, what: str) -> list[int] | None:
@@ -89,14 +90,12 @@ def sample(
     env: Annotated[Optional[str], typer.Option(help="Select runs by env (with --algo).")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Training seeds of the runs, e.g. 0,1,5-9.")] = None,
     steps: Annotated[Optional[str], typer.Option(help="Checkpoint env steps, e.g. 50000,150000.")] = None,
-    samples: Annotated[int, typer.Option(help="N: update indices 0..N-1 of each distribution.")] = 1000,
-    horizon: Annotated[int, typer.Option(help="Rollout horizon H (part of the operator id).")] = 1000,
-    key_seed: Annotated[int, typer.Option(help="Operator seed: key_i = fold_in(PRNGKey(seed), i) (part of the operator id).")] = 0,
-    batch_size: Annotated[str, typer.Option(
-        help="Chunk size B (samples per compiled batch), or auto. Fixed per distribution: a resumed "
-             "distribution keeps its recorded B.")] = "auto",
-    shard: Annotated[str, typer.Option(help="i/N: this job's share of the work, for N independent jobs.")] = "0/1",
-    devices: Annotated[str, typer.Option(help="Local devices to use: all, or a count.")] = "all",
+    samples: Annotated[int, typer.Option(help=help_of(SampleSettings, "samples"))] = default_of(SampleSettings, "samples"),
+    horizon: Annotated[int, typer.Option(help=help_of(SampleSettings, "horizon"))] = default_of(SampleSettings, "horizon"),
+    key_seed: Annotated[int, typer.Option(help=help_of(SampleSettings, "key_seed"))] = default_of(SampleSettings, "key_seed"),
+    batch_size: Annotated[str, typer.Option(help=help_of(SampleSettings, "batch_size"))] = default_of(SampleSettings, "batch_size"),
+    shard: Annotated[str, typer.Option(help=help_of(SampleSettings, "shard"))] = default_of(SampleSettings, "shard"),
+    devices: Annotated[str, typer.Option(help=help_of(SampleSettings, "devices"))] = default_of(SampleSettings, "devices"),
     progress: Annotated[bool, typer.Option(help="Show progress: a live bar on a terminal, a line every 10 s when piped.")] = True,
     warehouse: WarehouseOpt = None,
 ) -> None:

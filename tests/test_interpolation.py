@@ -19,6 +19,7 @@ from conftest import tree_digest
 from retland import stats
 from retland.analyses import interpolation as ip
 from retland.purd.operators import Gaussian, sample_key
+from retland.settings import InterpolationSettings
 
 # noise: see the unit tests. Horizon 8, not the runs' 20: returns are chaotic in θ and
 # two compiled programs round differently, so the endpoint check below compares returns
@@ -26,7 +27,7 @@ from retland.purd.operators import Gaussian, sample_key
 # job: a 1e-7 relative perturbation of θ moves J by <= 2e-5 over 10 steps, but by 0.14
 # over 20 steps for the step-120 checkpoint, whose rollout passes a contact near step 12).
 H = 8
-SETTINGS = ip.Settings(points=5, samples=1, sigma=0.0, seed=7, horizon=H)
+SETTINGS = InterpolationSettings(points=5, samples=1, sigma=0.0, seed=7, horizon=H)
 B = 8
 # Measured over 8 steps: endpoints 5e-7 relative from the sampler's returns of the same
 # θ, the two checkpoints 0.56% apart; 1e-4 leaves 200x for other CPUs and XLA builds.

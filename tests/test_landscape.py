@@ -14,6 +14,7 @@ from analysis_jobs import tiny_job
 
 from conftest import tree_digest
 from retland.analyses import landscape as ls
+from retland.settings import LandscapeRequest
 
 
 def test_grid_arithmetic():
@@ -62,7 +63,7 @@ def test_grid_params_are_theta_plus_a_d1_plus_b_d2():
 @pytest.fixture(scope="module")
 def grid():
     wh, res = tiny_job()
-    req = ls.Request(res.run_ids[0], 120, resolution=3, lo=-1.0, hi=1.0, zoom=(1.0, 0.5), samples_per_point=2,
+    req = LandscapeRequest(res.run_ids[0], 120, resolution=3, lo=-1.0, hi=1.0, zoom=(1.0, 0.5), samples_per_point=2,
                      sigma=0.05, seed=3)
     p = ls.plan(wh, req, batch_size=8)
     return wh, res, req, p, ls.run(wh, p, flush_seconds=0)

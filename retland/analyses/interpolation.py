@@ -31,17 +31,12 @@ from retland import stats
 from retland.agents import get_agent
 from retland.purd import sampling
 from retland.purd.engine import FLUSH_SECONDS, AgentPolicy, SampleProgram, Work, compute, missing_chunks
-from retland.purd.operators import DEFAULT_GAUSSIAN_SIGMA, gaussian_perturb, sample_key
+from retland.purd.operators import gaussian_perturb, sample_key
+from retland.settings import InterpolationError, InterpolationSettings
 from retland.train.checkpoints import load_checkpoint, run_config, run_record
 
 KINDS = ("same-run", "different-run")
-DEFAULT_POINTS = 100
-DEFAULT_SAMPLES = 100
 BTP_THRESHOLD = 0.1
-
-
-class InterpolationError(ValueError):
-    """A request that cannot be honoured; the message names what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -84,28 +79,7 @@ class Pair:
         return f"{self.run_a}:{self.step_a} → {self.run_b}:{self.step_b}"
 
 
-@dataclass(frozen=True)
-class Settings:
-    points: int = DEFAULT_POINTS
-    samples: int = DEFAULT_SAMPLES
-    sigma: float = DEFAULT_GAUSSIAN_SIGMA
-    seed: int = 0
-    horizon: int | None = None  # None: the runs' training horizon
-
-    def check(self) -> "Settings":
-        lambdas(self.points)
-        if self.samples < 1:
-            raise InterpolationError(f"--samples must be >= 1, got {self.samples}")
-        if not (np.isfinite(self.sigma) and self.sigma >= 0):
-            raise InterpolationError(f"--sigma must be a finite number >= 0, got {self.sigma}")
-        if self.seed < 0:
-            raise InterpolationError(f"--seed must be >= 0, got {self.seed}")
-        if self.horizon is not None and self.horizon < 1:
-            raise InterpolationError(f"--horizon must be >= 1, got {self.horizon}")
-        return self
-
-
-def pair_id(pair: Pair, s: Settings, horizon: int) -> str:
+def pair_id(pair: Pair, s: InterpolationSettings, horizon: int) -> str:
     doc = [pair.run_a, int(pair.step_a), pair.run_b, int(pair.step_b), s.points, s.samples,
            repr(float(s.sigma)), s.seed, int(horizon)]
     return "ip-" + hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
@@ -186,7 +160,7 @@ class PairPlan:
     present: set[int]
     exists: bool  # the interpolation_pairs row is stored
 
-    def n(self, s: Settings) -> int:
+    def n(self, s: InterpolationSettings) -> int:
         return s.points * s.samples
 
 
@@ -200,7 +174,7 @@ def _run(wh, run_id: str) -> dict:
     return rec
 
 
-def plan(wh, pairs: list[Pair], s: Settings, batch_size: int | str | None = "auto") -> list[PairPlan]:
+def plan(wh, pairs: list[Pair], s: InterpolationSettings, batch_size: int | str | None = "auto") -> list[PairPlan]:
     """Check every pair (runs, checkpoints, env/algo/network match) and read what is stored.
     Raises InterpolationError before anything is computed or written."""
     s.check()
@@ -260,7 +234,7 @@ class PairResult:
     seconds: float = 0.0
 
 
-def run(wh, plan: PairPlan, s: Settings, *, devices=None,
+def run(wh, plan: PairPlan, s: InterpolationSettings, *, devices=None,
              progress: Callable[[int], None] | None = None, flush_seconds: float = FLUSH_SECONDS) -> PairResult:
     """Compute and append the pair's missing rollouts (whole chunks; see retland.purd.engine)."""
     result = PairResult(plan.pair_id, plan.pair.kind, plan.pair.label)

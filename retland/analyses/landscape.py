@@ -38,15 +38,9 @@ import numpy as np
 from retland.agents import get_agent
 from retland.purd import sampling
 from retland.purd.engine import FLUSH_SECONDS, AgentPolicy, SampleProgram, Work, compute, missing_chunks
-from retland.purd.operators import DEFAULT_GAUSSIAN_SIGMA, gaussian_perturb, parse_operator, sample_key
+from retland.purd.operators import gaussian_perturb, parse_operator, sample_key
+from retland.settings import LandscapeError, LandscapeRequest
 from retland.train.checkpoints import list_checkpoints, load_checkpoint, run_config, run_record
-
-DIRECTIONS = ("update", "gaussian", "filter-normalized")
-
-
-class LandscapeError(ValueError):
-    """A request that cannot be honoured; the message names what is wrong."""
-
 
 # ---------------------------------------------------------------------- arithmetic
 
@@ -160,43 +154,6 @@ def load_directions(wh, relpath: str, like):
 
 # --------------------------------------------------------------------------- grids
 
-@dataclass(frozen=True)
-class Request:
-    run_id: str
-    step: int
-    directions: str = "update"
-    operator: str = "td3"
-    resolution: int = 41
-    lo: float = -2.0
-    hi: float = 2.0
-    zoom: tuple[float, ...] = (1.0,)
-    samples_per_point: int = 1
-    sigma: float = DEFAULT_GAUSSIAN_SIGMA
-    seed: int = 0
-    horizon: int | None = None
-
-    def check(self) -> "Request":
-        if self.directions not in DIRECTIONS:
-            raise LandscapeError(f"--directions {self.directions!r}: choose {', '.join(DIRECTIONS)}")
-        if self.resolution < 2:
-            raise LandscapeError(f"--grid must be >= 2 points per axis, got {self.resolution}")
-        if self.samples_per_point < 1:
-            raise LandscapeError(f"--samples-per-point must be >= 1, got {self.samples_per_point}")
-        if not (np.isfinite(self.sigma) and self.sigma >= 0):
-            raise LandscapeError(f"--sigma must be a finite number >= 0, got {self.sigma}")
-        if self.seed < 0:
-            raise LandscapeError(f"--seed must be >= 0, got {self.seed}")
-        if self.horizon is not None and self.horizon < 1:
-            raise LandscapeError(f"--horizon must be >= 1, got {self.horizon}")
-        if not self.lo < self.hi:
-            raise LandscapeError(f"--range {self.lo}:{self.hi}: need LO < HI")
-        return self
-
-    @property
-    def n(self) -> int:
-        return self.resolution ** 2 * self.samples_per_point
-
-
 @dataclass
 class GridPlan:
     grid_id: str
@@ -210,7 +167,7 @@ class GridPlan:
 
 @dataclass
 class LandscapePlan:
-    request: Request
+    request: LandscapeRequest
     env: str
     algo: str
     backend: str
@@ -223,14 +180,14 @@ class LandscapePlan:
         return sum(self.request.n - len(g.present) for g in self.grids)
 
 
-def grid_id(req: Request, operator_id: str | None, zoom: float, horizon: int) -> str:
+def grid_id(req: LandscapeRequest, operator_id: str | None, zoom: float, horizon: int) -> str:
     doc = [req.run_id, int(req.step), req.directions, operator_id, req.seed, repr(float(req.lo)),
            repr(float(req.hi)), repr(float(zoom)), req.resolution, req.samples_per_point,
            repr(float(req.sigma)) if req.samples_per_point > 1 else None, int(horizon)]
     return "lg-" + hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
 
 
-def plan(wh, req: Request, batch_size: int | str | None = "auto") -> LandscapePlan:
+def plan(wh, req: LandscapeRequest, batch_size: int | str | None = "auto") -> LandscapePlan:
     """Validate the request against the warehouse and read what is stored; nothing is
     computed or written."""
     req.check()
@@ -274,7 +231,7 @@ def plan(wh, req: Request, batch_size: int | str | None = "auto") -> LandscapePl
     return LandscapePlan(req, rec["env"], rec["algo"], rec["backend"], horizon, operator_id, grids)
 
 
-def compute_directions(req: Request, ckpt, operator_id: str | None):
+def compute_directions(req: LandscapeRequest, ckpt, operator_id: str | None):
     """(agent, θ, d1, d2) of the request at a loaded checkpoint."""
     agent = get_agent(ckpt.algo, ckpt.config)
     theta = agent.actor_params(ckpt.state)

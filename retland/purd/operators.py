@@ -32,15 +32,13 @@ from typing import Any
 import jax
 
 from retland.core.envs import standard_reset_noise
+from retland.settings import ACTION_SIGMA, GAUSSIAN_SIGMA
 
 AGENT_KINDS = ("td3", "sac", "ppo")
 PARAM_KINDS = AGENT_KINDS + ("gaussian",)
 ROLLOUT_KINDS = ("action", "init_state")
 KINDS = PARAM_KINDS + ROLLOUT_KINDS
 
-DEFAULT_GAUSSIAN_SIGMA = 3e-4  # docs/method.md §5 Update operators
-# retland's choice (no published default): TD3's exploration noise.
-DEFAULT_ACTION_SIGMA = 0.1
 # init_state without a scale uses the task's standard reset noise (envs.standard_reset_noise).
 
 _VALUE_NAME = {"gaussian": "sigma", "action": "sigma", "init_state": "scale"}
@@ -124,9 +122,9 @@ def parse_operator(text: str, *, env: str | None = None, horizon: int = 1000, se
         except ValueError:
             raise ValueError(f"operator {text!r}: {name} {value!r} is not a number") from None
     elif kind == "gaussian":
-        number = DEFAULT_GAUSSIAN_SIGMA
+        number = GAUSSIAN_SIGMA
     elif kind == "action":
-        number = DEFAULT_ACTION_SIGMA
+        number = ACTION_SIGMA
     else:
         if env is None:
             raise ValueError("init_state without a scale needs the env (its standard reset noise)")

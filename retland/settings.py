@@ -1,0 +1,125 @@
+"""What each sampling and analysis command is asked to do: one typed model per command.
+
+These models are the single source of every default and help text: the library's
+functions take them, and the command line builds its options from their fields
+(`default_of`, `help_of`), so a default is written once. Training's models are in
+`retland.train.config`, Algorithm 1's in `retland.analyses.stabilize`. This module imports
+nothing heavy, so the command line can read it at start-up.
+
+Each `check()` refuses values that cannot be honoured with one message naming the
+command-line option; the defaults and their sources are listed in docs/method.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+__all__ = ["GAUSSIAN_SIGMA", "ACTION_SIGMA", "DIRECTIONS", "SampleSettings", "LandscapeRequest",
+           "InterpolationSettings", "LandscapeError", "InterpolationError", "default_of", "help_of"]
+
+# gaussian(σ): σ = 3e-4 (docs/method.md §5 Update operators)
+GAUSSIAN_SIGMA = 3e-4
+# action(σ): retland's choice (no published default): TD3's exploration noise.
+ACTION_SIGMA = 0.1
+DIRECTIONS = ("update", "gaussian", "filter-normalized")
+
+
+def _opt(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+def default_of(model, name: str):
+    """The default of field `name` of a settings dataclass."""
+    return {f.name: f for f in dataclasses.fields(model)}[name].default
+
+
+def help_of(model, name: str) -> str:
+    """The help text of field `name` of a settings dataclass."""
+    return {f.name: f for f in dataclasses.fields(model)}[name].metadata["help"]
+
+
+class LandscapeError(ValueError):
+    """A landscape request that cannot be honoured; the message names what is wrong."""
+
+
+class InterpolationError(ValueError):
+    """An interpolation request that cannot be honoured; the message names what is wrong."""
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """`retland sample`: N samples of each chosen checkpoint's post-update distribution."""
+
+    samples: int = _opt(1000, "N: update indices 0..N-1 of each distribution.")
+    horizon: int = _opt(1000, "Rollout horizon H (part of the operator id).")
+    key_seed: int = _opt(0, "Operator seed: key_i = fold_in(PRNGKey(seed), i) (part of the operator id).")
+    batch_size: str = _opt("auto", "Chunk size B (samples per compiled batch), or auto. Fixed per distribution: "
+                                   "a resumed distribution keeps its recorded B.")
+    shard: str = _opt("0/1", "i/N: this job's share of the work, for N independent jobs.")
+    devices: str = _opt("all", "Local devices to use: all, or a count.")
+
+
+@dataclass(frozen=True)
+class LandscapeRequest:
+    """`retland landscape`: J(θ + a·d1 + b·d2) on a grid around one checkpoint."""
+
+    run_id: str
+    step: int
+    directions: str = _opt("update", "update: d = θ_i − θ of two operator samples; gaussian: N(0, I); "
+                                     "filter-normalized: gaussian scaled per output unit to θ's norms, biases 0 "
+                                     "(Li et al. 2018).")
+    operator: str = _opt("td3", "Update directions: the operator whose samples 0 and 1 give θ1, θ2.")
+    resolution: int = _opt(41, "Points per axis.")
+    lo: float = _opt(-2.0, "Window LO:HI on both axes (1.0 = one update).")
+    hi: float = _opt(2.0, "Window LO:HI on both axes (1.0 = one update).")
+    zoom: tuple[float, ...] = _opt((1.0,), "Comma-separated zoom factors; each is one grid of the window × factor.")
+    samples_per_point: int = _opt(1, "K > 1: K gaussian(σ) samples per point (LTP/CVaR maps).")
+    sigma: float = _opt(GAUSSIAN_SIGMA, "σ of the per-point samples.")
+    seed: int = _opt(0, "Seed of the directions and per-point noise.")
+    horizon: int | None = _opt(None, "Rollout steps (default: the run's training horizon).")
+
+    def check(self) -> "LandscapeRequest":
+        if self.directions not in DIRECTIONS:
+            raise LandscapeError(f"--directions {self.directions!r}: choose {', '.join(DIRECTIONS)}")
+        if self.resolution < 2:
+            raise LandscapeError(f"--grid must be >= 2 points per axis, got {self.resolution}")
+        if self.samples_per_point < 1:
+            raise LandscapeError(f"--samples-per-point must be >= 1, got {self.samples_per_point}")
+        if not (math.isfinite(self.sigma) and self.sigma >= 0):
+            raise LandscapeError(f"--sigma must be a finite number >= 0, got {self.sigma}")
+        if self.seed < 0:
+            raise LandscapeError(f"--seed must be >= 0, got {self.seed}")
+        if self.horizon is not None and self.horizon < 1:
+            raise LandscapeError(f"--horizon must be >= 1, got {self.horizon}")
+        if not self.lo < self.hi:
+            raise LandscapeError(f"--range {self.lo}:{self.hi}: need LO < HI")
+        return self
+
+    @property
+    def n(self) -> int:
+        return self.resolution ** 2 * self.samples_per_point
+
+
+@dataclass(frozen=True)
+class InterpolationSettings:
+    """`retland interpolate`: θ(λ) between two checkpoints, K noisy samples per point."""
+
+    points: int = _opt(100, "λ = linspace(0, 1, POINTS), endpoints included.")
+    samples: int = _opt(100, "K gaussian samples per point, the same K draws at every λ.")
+    sigma: float = _opt(GAUSSIAN_SIGMA, "σ of the gaussian samples (0: K copies of θ(λ)).")
+    seed: int = _opt(0, "Noise seed: sample k uses fold_in(PRNGKey(seed), k).")
+    horizon: int | None = _opt(None, "Rollout steps (default: the runs' training horizon).")
+
+    def check(self) -> "InterpolationSettings":
+        if self.points < 2:
+            raise InterpolationError(f"--points must be >= 2 (both endpoints), got {self.points}")
+        if self.samples < 1:
+            raise InterpolationError(f"--samples must be >= 1, got {self.samples}")
+        if not (math.isfinite(self.sigma) and self.sigma >= 0):
+            raise InterpolationError(f"--sigma must be a finite number >= 0, got {self.sigma}")
+        if self.seed < 0:
+            raise InterpolationError(f"--seed must be >= 0, got {self.seed}")
+        if self.horizon is not None and self.horizon < 1:
+            raise InterpolationError(f"--horizon must be >= 1, got {self.horizon}")
+        return self
