@@ -18,6 +18,33 @@ from .context import ReportContext
 MAX_GRIDS = 12  # heatmaps drawn; the rest are listed in a note
 MAX_PAIRS = 24  # interpolation curves drawn per kind
 
+# The SQL of these blocks, over the views of schema/20_landscape, 30_interpolation and
+# 40_failures. Grids with their run's columns, the relation --where scopes (ctx.run_scope).
+LANDSCAPE_GRIDS_SQL = """
+SELECT g.grid_id, g.run_id, g.step, r.algo, r.env, r.seed
+FROM landscape_grids g LEFT JOIN runs r USING (run_id)
+"""
+# landscape_values of the grids in {grids} (the scoped relation above), with env, algo, seed.
+LANDSCAPE_VALUES_SQL = """
+SELECT v.*, r.env, r.algo, r.seed
+FROM landscape_values v LEFT JOIN runs r USING (run_id)
+WHERE grid_id IN (SELECT grid_id FROM ({grids}))
+ORDER BY run_id, step, directions, zoom DESC, point
+"""
+FAILURE_DIVERGENCE_SQL = "SELECT * FROM failure_divergence ORDER BY pair_id"
+FAILURE_TRAJECTORIES_SQL = """
+SELECT pair_id, role, t, reward, cumulative_return, torso_height
+FROM trajectories
+ORDER BY pair_id, role, t
+"""
+# Each pair's value curve with its BTP and whether the pair is complete.
+INTERPOLATION_CURVES_SQL = """
+SELECT c.*, b.btp, b.complete
+FROM interpolation_curves c JOIN interpolation_btp b USING (pair_id, kind, env, algo)
+ORDER BY kind, pair_id, point
+"""
+INTERPOLATION_COMPLETE_BTP_SQL = "SELECT * FROM interpolation_btp WHERE complete"
+
 
 def _missing(what: str, command: str) -> Note:
     return Note(f"No {what} in this warehouse: `{command}` produces them.")
@@ -30,13 +57,7 @@ def landscape_blocks(ctx: ReportContext) -> list[Block]:
     for grids with several samples per point."""
     if not ctx.row_count("landscape_points"):
         return [_missing("2-D landscapes", "retland landscape")]
-    vals = ctx.sql(f"""
-        SELECT v.*, r.env, r.algo, r.seed
-        FROM landscape_values v LEFT JOIN runs r USING (run_id)
-        WHERE grid_id IN (SELECT grid_id FROM ({ctx.run_scope(
-            "SELECT g.grid_id, g.run_id, g.step, r.algo, r.env, r.seed FROM landscape_grids g "
-            "LEFT JOIN runs r USING (run_id)")}))
-        ORDER BY run_id, step, directions, zoom DESC, point""")
+    vals = ctx.sql(LANDSCAPE_VALUES_SQL.format(grids=ctx.run_scope(LANDSCAPE_GRIDS_SQL)))
     if vals.height == 0:
         return [Note("No landscape grids match --where.")]
     vals = vals.with_columns(pl.concat_str([
@@ -85,9 +106,8 @@ def failure_blocks(ctx: ReportContext) -> list[Block]:
     the divergence table."""
     if not ctx.row_count("trajectories"):
         return [_missing("failure pairs", "retland failures")]
-    div = ctx.sql("SELECT * FROM failure_divergence ORDER BY pair_id")
-    traj = ctx.sql("SELECT pair_id, role, t, reward, cumulative_return, torso_height FROM trajectories "
-                   "ORDER BY pair_id, role, t")
+    div = ctx.sql(FAILURE_DIVERGENCE_SQL)
+    traj = ctx.sql(FAILURE_TRAJECTORIES_SQL)
     colour = alt.Color("role:N", scale=alt.Scale(domain=["success", "failure"], range=["#4c78a8", "#e45756"]))
     reward = (alt.Chart(charts.values(traj)).mark_line(strokeWidth=1.2)
               .encode(x=alt.X("t:Q", title="env step"), y=alt.Y("reward:Q", title="reward per step"), color=colour)
@@ -117,8 +137,7 @@ def interpolation_blocks(ctx: ReportContext) -> list[Block]:
     """Value curves along λ (Fig. 5, 8) by pair kind and the BTP summary (Fig. 6)."""
     if not ctx.row_count("interpolation_points"):
         return [_missing("interpolation curves", "retland interpolate")]
-    curves = ctx.sql("SELECT c.*, b.btp, b.complete FROM interpolation_curves c "
-                     "JOIN interpolation_btp b USING (pair_id, kind, env, algo) ORDER BY kind, pair_id, point")
+    curves = ctx.sql(INTERPOLATION_CURVES_SQL)
     keep = (curves.select("kind", "pair_id").unique(maintain_order=True)
             .group_by("kind", maintain_order=True).head(MAX_PAIRS)["pair_id"])
     shown = curves.filter(pl.col("pair_id").is_in(keep.implode()))
@@ -133,7 +152,7 @@ def interpolation_blocks(ctx: ReportContext) -> list[Block]:
     blocks: list[Block] = [Figure("interpolation-curves", charts.config(line.properties(
         title="Returns along θ(λ) = (1−λ)·θa + λ·θb")), "Same-run pairs: two checkpoints of one run; "
         "different-run pairs: seeds s and s+1 at one step.")]
-    btp = ctx.sql("SELECT * FROM interpolation_btp WHERE complete")
+    btp = ctx.sql(INTERPOLATION_COMPLETE_BTP_SQL)
     if btp.height:
         summary = ip.btp_summary(btp, n_resamples=ctx.n_resamples or 1000, seed=ctx.seed)
         bars = alt.Chart(charts.values(summary)).encode(

@@ -12,6 +12,28 @@ from ..warehouse import WarehouseError
 from ..warehouse.readonly import filtered, parse_where, query_error
 from . import charts
 
+# The SQL of the shared queries. Registered frames: report_wanted (d, run_id, step,
+# operator_id) and report_ranges (the same with each distribution's lo, hi).
+# Every run with each of its checkpoint steps (step NULL for a run without checkpoints).
+RUN_CHECKPOINTS_SQL = """
+SELECT r.run_id, r.algo, r.env, r.seed, c.step
+FROM runs AS r LEFT JOIN checkpoints AS c USING (run_id)
+"""
+# Each wanted distribution's returns in update order (r) and their range (lo, hi).
+WANTED_SAMPLES_SQL = """
+SELECT run_id, step, operator_id AS operator, min("return") AS lo, max("return") AS hi,
+       list("return" ORDER BY update_index) AS r
+FROM post_update_returns SEMI JOIN report_wanted USING (run_id, step, operator_id)
+GROUP BY ALL
+"""
+# Samples per (distribution d, bin b of purd_bin's 100 over [lo, hi]); empty bins left out.
+RANGE_HISTOGRAMS_SQL = """
+SELECT g.d, CASE WHEN g.lo = g.hi THEN 0 ELSE purd_bin(p."return", g.lo, g.hi) END::TINYINT AS b,
+       count(*)::INTEGER AS c
+FROM post_update_returns AS p JOIN report_ranges AS g USING (run_id, step, operator_id)
+GROUP BY ALL ORDER BY g.d, b
+"""
+
 
 @dataclass
 class ReportContext:
@@ -45,9 +67,10 @@ class ReportContext:
             return 0
         return self.sql(f'SELECT count(*) AS n FROM "{name}"')["n"][0]
 
-    def sql(self, query: str) -> pl.DataFrame:
+    def sql(self, query: str, params: list | None = None) -> pl.DataFrame:
+        """Rows of `query`, with `?` bound to `params`, as a polars DataFrame."""
         try:
-            return self.con.sql(query).pl()
+            return self.con.sql(query, params=params).pl()
         except duckdb.Error as exc:
             raise query_error(exc) from None
 
@@ -76,8 +99,7 @@ class ReportContext:
         """Runs and their checkpoints that --where keeps: run_id, algo, env, seed, step
         (step NULL for a run without checkpoints)."""
         if "checkpoints" not in self._cache:
-            self._cache["checkpoints"] = self.sql(self.run_scope(
-                "SELECT r.run_id, r.algo, r.env, r.seed, c.step FROM runs AS r LEFT JOIN checkpoints AS c USING (run_id)"))
+            self._cache["checkpoints"] = self.sql(self.run_scope(RUN_CHECKPOINTS_SQL))
         return self._cache["checkpoints"]
 
     # -- distributions --------------------------------------------------------------
@@ -110,11 +132,7 @@ class ReportContext:
         """Each wanted distribution's returns (a list) and range, in one query."""
         self.con.register("report_wanted", df.select("d", "run_id", "step", pl.col("operator").alias("operator_id")))
         try:
-            return self.sql(
-                'SELECT run_id, step, operator_id AS operator, min("return") AS lo, max("return") AS hi, '
-                'list("return" ORDER BY update_index) AS r '
-                "FROM post_update_returns SEMI JOIN report_wanted USING (run_id, step, operator_id) GROUP BY ALL"
-            )
+            return self.sql(WANTED_SAMPLES_SQL)
         finally:
             self.con.unregister("report_wanted")
 
@@ -131,12 +149,7 @@ class ReportContext:
                 self.con.register("report_ranges", dists.select(
                     "d", "run_id", "step", pl.col("operator").alias("operator_id"), "lo", "hi"))
                 try:
-                    self._cache["histograms"] = self.sql(
-                        "SELECT g.d, CASE WHEN g.lo = g.hi THEN 0 ELSE purd_bin(p.\"return\", g.lo, g.hi) END::TINYINT AS b, "
-                        "count(*)::INTEGER AS c "
-                        "FROM post_update_returns AS p JOIN report_ranges AS g USING (run_id, step, operator_id) "
-                        "GROUP BY ALL ORDER BY g.d, b"
-                    )
+                    self._cache["histograms"] = self.sql(RANGE_HISTOGRAMS_SQL)
                 finally:
                     self.con.unregister("report_ranges")
         return self._cache["histograms"]

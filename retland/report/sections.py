@@ -28,6 +28,26 @@ from .stabilize_charts import stabilize_blocks
 
 RANKING_ALPHAS = (0.01, 0.1, 1.0)
 
+# The SQL of this module's sections; the shapes they read are views of schema/*.sql.
+# Learning-curve points (run_id, algo, env, seed, step, eval_return): the training
+# evaluations, else the checkpoints' evaluation returns when a warehouse has none.
+EVALUATION_CURVES_SQL = """
+SELECT e.run_id, r.algo, r.env, r.seed, e.step, e.eval_return
+FROM evaluations AS e JOIN runs AS r USING (run_id)
+"""
+CHECKPOINT_CURVES_SQL = """
+SELECT c.run_id, r.algo, r.env, r.seed, c.step, c.eval_return
+FROM checkpoints AS c JOIN runs AS r USING (run_id)
+WHERE c.eval_return IS NOT NULL
+"""
+# The α-CVaR (parameters: α twice) of each distribution registered as report_keys (d, run_id,
+# step, operator_id).
+KEYED_CVAR_SQL = """
+SELECT k.d, ?::DOUBLE AS alpha, s.cvar AS alpha_cvar
+FROM purd_stats(alpha := ?) AS s
+JOIN report_keys AS k USING (run_id, step, operator_id)
+"""
+
 
 
 
@@ -101,12 +121,10 @@ def contents(ctx: ReportContext) -> list[Block]:
 @section("learning-curves", "Learning curves", "Deterministic return from the reference state during training.")
 def learning_curves(ctx: ReportContext) -> list[Block]:
     source = "evaluations"
-    relation = ("SELECT e.run_id, r.algo, r.env, r.seed, e.step, e.eval_return "
-                "FROM evaluations AS e JOIN runs AS r USING (run_id)")
+    relation = EVALUATION_CURVES_SQL
     if not ctx.row_count("evaluations"):
         source = "checkpoints"
-        relation = ("SELECT c.run_id, r.algo, r.env, r.seed, c.step, c.eval_return "
-                    "FROM checkpoints AS c JOIN runs AS r USING (run_id) WHERE c.eval_return IS NOT NULL")
+        relation = CHECKPOINT_CURVES_SQL
     if not ctx.sql(f"SELECT count(*) AS n FROM ({relation})")["n"][0]:
         return [_missing("learning curves", "retland train")]
     curves = ctx.sql(ctx.run_scope(relation) + " ORDER BY algo, env, seed, step")
@@ -190,8 +208,7 @@ def _cvar_rankings(ctx: ReportContext, dists: pl.DataFrame) -> pl.DataFrame:
     ctx.con.register("report_keys", dists.select("d", "run_id", "step", pl.col("operator").alias("operator_id")))
     try:
         cvars = pl.concat([
-            ctx.sql(f"SELECT k.d, {a!r}::DOUBLE AS alpha, s.cvar AS alpha_cvar FROM purd_stats(alpha := {a!r}) AS s "
-                    "JOIN report_keys AS k USING (run_id, step, operator_id)")
+            ctx.sql(KEYED_CVAR_SQL, [float(a), float(a)])
             for a in RANKING_ALPHAS
         ])
     finally:
