@@ -30,7 +30,7 @@ import polars as pl
 from retland import stats
 from retland.agents import get_agent
 from retland.purd import sampling
-from retland.purd.engine import FLUSH_SECONDS, AgentPolicy, SampleProgram, Work, compute, missing_chunks
+from retland.purd.engine import FLUSH_SECONDS, AgentPolicy, SampleProgram, fill
 from retland.purd.operators import gaussian_perturb, sample_key
 from retland.settings import InterpolationError, InterpolationSettings
 from retland.train.checkpoints import load_checkpoint, run_config, run_record
@@ -260,9 +260,8 @@ def run(wh, plan: PairPlan, s: InterpolationSettings, *, devices=None,
                 "lam": lams[p].astype(np.float64)}
 
     try:
-        work = Work(n, plan.batch_size, missing_chunks(n, plan.batch_size, plan.present), plan.present)
-        result.rows_written += compute(
-            wh, "interpolation_points", columns, prog, op_state, jax.random.PRNGKey(0), work,
+        result.rows_written += fill(
+            wh, "interpolation_points", columns, prog, op_state, n, plan.batch_size, plan.present,
             label=f"pair {plan.pair_id}", devices=devices, flush_seconds=flush_seconds, progress=progress).rows_written
     finally:
         result.seconds = time.monotonic() - t0

@@ -37,7 +37,7 @@ import numpy as np
 
 from retland.agents import get_agent
 from retland.purd import sampling
-from retland.purd.engine import FLUSH_SECONDS, AgentPolicy, SampleProgram, Work, compute, missing_chunks
+from retland.purd.engine import FLUSH_SECONDS, AgentPolicy, SampleProgram, fill
 from retland.purd.operators import gaussian_perturb, parse_operator, sample_key
 from retland.settings import LandscapeError, LandscapeRequest
 from retland.train.checkpoints import list_checkpoints, load_checkpoint, run_config, run_record
@@ -294,9 +294,8 @@ def run(wh, p: LandscapePlan, *, devices=None, progress: Callable[[int], None] |
                     "sample": (j % K).astype(np.int32), "ix": ix[pt], "iy": iy[pt], "a": a[pt], "b": b[pt]}
 
         try:
-            work = Work(req.n, g.batch_size, missing_chunks(req.n, g.batch_size, g.present), g.present)
-            res.rows_written += compute(
-                wh, "landscape_points", columns, prog, op_state, jax.random.PRNGKey(0), work,
+            res.rows_written += fill(
+                wh, "landscape_points", columns, prog, op_state, req.n, g.batch_size, g.present,
                 label=f"grid {g.grid_id}", devices=devices, flush_seconds=flush_seconds, progress=progress).rows_written
         finally:
             res.seconds = time.monotonic() - t0

@@ -291,6 +291,15 @@ def check_chunk(table: str, rows: dict, j: np.ndarray, chunk: int, batch_size: i
             f"(chunk {chunk}); refused: nothing of this chunk was stored")
 
 
+def fill(wh, table: str, columns: Callable[[np.ndarray], dict], program: SampleProgram, op_state, n: int,
+         batch_size: int, present: set[int], **kwargs) -> Computed:
+    """`compute` every chunk of [0, n) with a missing index, for programs whose
+    make_params draws its own randomness from op_state (landscapes, interpolation): the
+    base key is a constant. kwargs as `compute`."""
+    work = Work(n, batch_size, missing_chunks(n, batch_size, present), present)
+    return compute(wh, table, columns, program, op_state, jax.random.PRNGKey(0), work, **kwargs)
+
+
 def compute(
     wh,
     table: str,
