@@ -7,6 +7,7 @@ import pytest
 
 from conftest import GOOD_CSV, run_cli, tree_digest
 
+
 def test_reimport_adds_nothing(filled, tmp_path, capsys, monkeypatch):
     before = tree_digest(filled)
     code, out, _ = run_cli(capsys, monkeypatch, "import-returns", tmp_path / "good.csv", "-w", filled)

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import GOOD_CSV, run_cli, tree_digest
 
+
 def _a_returns_part(root: Path) -> Path:
     parts = sorted(p for p in (root / "tables" / "post_update_returns").rglob("part-*.parquet")
                    if "schema" not in p.name)
