@@ -39,6 +39,16 @@ def help_of(model, name: str) -> str:
     return {f.name: f for f in dataclasses.fields(model)}[name].metadata["help"]
 
 
+def _check_noise_seed_horizon(settings, error: type[ValueError]) -> None:
+    """The checks every rollout command shares: σ, seed and horizon."""
+    if not (math.isfinite(settings.sigma) and settings.sigma >= 0):
+        raise error(f"--sigma must be a finite number >= 0, got {settings.sigma}")
+    if settings.seed < 0:
+        raise error(f"--seed must be >= 0, got {settings.seed}")
+    if settings.horizon is not None and settings.horizon < 1:
+        raise error(f"--horizon must be >= 1, got {settings.horizon}")
+
+
 class LandscapeError(ValueError):
     """A landscape request that cannot be honoured; the message names what is wrong."""
 
@@ -86,12 +96,7 @@ class LandscapeRequest:
             raise LandscapeError(f"--grid must be >= 2 points per axis, got {self.resolution}")
         if self.samples_per_point < 1:
             raise LandscapeError(f"--samples-per-point must be >= 1, got {self.samples_per_point}")
-        if not (math.isfinite(self.sigma) and self.sigma >= 0):
-            raise LandscapeError(f"--sigma must be a finite number >= 0, got {self.sigma}")
-        if self.seed < 0:
-            raise LandscapeError(f"--seed must be >= 0, got {self.seed}")
-        if self.horizon is not None and self.horizon < 1:
-            raise LandscapeError(f"--horizon must be >= 1, got {self.horizon}")
+        _check_noise_seed_horizon(self, LandscapeError)
         if not self.lo < self.hi:
             raise LandscapeError(f"--range {self.lo}:{self.hi}: need LO < HI")
         return self
@@ -116,10 +121,5 @@ class InterpolationSettings:
             raise InterpolationError(f"--points must be >= 2 (both endpoints), got {self.points}")
         if self.samples < 1:
             raise InterpolationError(f"--samples must be >= 1, got {self.samples}")
-        if not (math.isfinite(self.sigma) and self.sigma >= 0):
-            raise InterpolationError(f"--sigma must be a finite number >= 0, got {self.sigma}")
-        if self.seed < 0:
-            raise InterpolationError(f"--seed must be >= 0, got {self.seed}")
-        if self.horizon is not None and self.horizon < 1:
-            raise InterpolationError(f"--horizon must be >= 1, got {self.horizon}")
+        _check_noise_seed_horizon(self, InterpolationError)
         return self
