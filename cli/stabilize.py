@@ -8,14 +8,12 @@ import typer
 
 from retland.cli.app import CliError, WarehouseOpt, app, console, require_stored_checkpoint, require_writable
 from retland.cli.progress import progress_bar
+from retland.settings import ARMS, CRITERIA, StabilizeConfig, default_of, help_of
 
 MAX_SEED = 2**31 - 1
 
 
-class Criterion(str, Enum):
-    cvar = "cvar"
-    ltp = "ltp"
-    mean = "mean"
+Criterion = Enum("Criterion", {c: c for c in CRITERIA}, type=str)
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -43,7 +41,6 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 
 def parse_arms(text: str) -> tuple[str, ...]:
-    from retland.analyses.stabilize import ARMS
 
     arms = tuple(a.strip() for a in text.split(",") if a.strip())
     bad = [a for a in arms if a not in ARMS]
@@ -56,13 +53,12 @@ def parse_arms(text: str) -> tuple[str, ...]:
 def stabilize(
     run: Annotated[str, typer.Option("--run", help="Source run id (a TD3 run).", show_default=False)],
     step: Annotated[int, typer.Option("--step", help="Env step of the source checkpoint.", show_default=False)],
-    proposals: Annotated[int, typer.Option(help="Proposals (env step + TD3 update) per lane.")] = 40,
-    samples: Annotated[int, typer.Option(help="td3-operator samples N per PURD estimate.")] = 1000,
-    alpha: Annotated[float, typer.Option(help="CVaR level α.")] = 0.1,
-    tolerance: Annotated[float, typer.Option(help="Accept a proposal this much worse than the last accepted state.")] = 0.0,
-    criterion: Annotated[Criterion, typer.Option(
-        help="cvar: CVaR_α(new) ≥ CVaR_α(last) − tol; ltp: LTP(new) ≤ LTP(last) + tol; "
-             "mean: mean(new) ≥ mean(last) − tol.")] = Criterion.cvar,
+    proposals: Annotated[int, typer.Option(help=help_of(StabilizeConfig, "proposals"))] = default_of(StabilizeConfig, "proposals"),
+    samples: Annotated[int, typer.Option(help=help_of(StabilizeConfig, "samples"))] = default_of(StabilizeConfig, "samples"),
+    alpha: Annotated[float, typer.Option(help=help_of(StabilizeConfig, "alpha"))] = default_of(StabilizeConfig, "alpha"),
+    tolerance: Annotated[float, typer.Option(help=help_of(StabilizeConfig, "tolerance"))] = default_of(StabilizeConfig, "tolerance"),
+    criterion: Annotated[Criterion, typer.Option(help=help_of(StabilizeConfig, "criterion"))] = Criterion(
+        default_of(StabilizeConfig, "criterion")),
     arms: Annotated[str, typer.Option(help="reject (Algorithm 1) and/or baseline (never rejects, same keys).")]
     = "reject,baseline",
     seeds: Annotated[str, typer.Option(help="Rejection seeds: 0..9, 0,3,5 or 2-4.")] = "0..9",
@@ -86,7 +82,7 @@ def stabilize(
     macro stabilize_replay(alpha, beta, tolerance, criterion)."""
     from pydantic import ValidationError
 
-    from retland.analyses.stabilize import StabilizeConfig, load_source, run_experiment
+    from retland.analyses.stabilize import load_source, run_experiment
     from retland.warehouse import Warehouse
 
     try:

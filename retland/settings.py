@@ -3,8 +3,8 @@
 These models are the single source of every default and help text: the library's
 functions take them, and the command line builds its options from their fields
 (`default_of`, `help_of`), so a default is written once. Training's models are in
-`retland.train.config`, Algorithm 1's in `retland.analyses.stabilize`. This module imports
-nothing heavy, so the command line can read it at start-up.
+`retland.train.config`. This module imports nothing heavy (no JAX), so the command line
+can read it at start-up.
 
 Each `check()` refuses values that cannot be honoured with one message naming the
 command-line option; the defaults and their sources are listed in docs/method.md.
@@ -14,9 +14,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["GAUSSIAN_SIGMA", "ACTION_SIGMA", "DIRECTIONS", "SampleSettings", "LandscapeRequest",
-           "InterpolationSettings", "LandscapeError", "InterpolationError", "default_of", "help_of"]
+           "InterpolationSettings", "StabilizeConfig", "LandscapeError", "InterpolationError", "default_of",
+           "help_of"]
 
 # gaussian(σ): σ = 3e-4 (docs/method.md §5 Update operators)
 GAUSSIAN_SIGMA = 3e-4
@@ -30,12 +34,16 @@ def _opt(default, help: str):
 
 
 def default_of(model, name: str):
-    """The default of field `name` of a settings dataclass."""
+    """The default of field `name` of a settings dataclass or pydantic model."""
+    if hasattr(model, "model_fields"):
+        return model.model_fields[name].default
     return {f.name: f for f in dataclasses.fields(model)}[name].default
 
 
 def help_of(model, name: str) -> str:
-    """The help text of field `name` of a settings dataclass."""
+    """The help text of field `name` of a settings dataclass or pydantic model."""
+    if hasattr(model, "model_fields"):
+        return model.model_fields[name].description
     return {f.name: f for f in dataclasses.fields(model)}[name].metadata["help"]
 
 
@@ -123,3 +131,92 @@ class InterpolationSettings:
             raise InterpolationError(f"--samples must be >= 1, got {self.samples}")
         _check_noise_seed_horizon(self, InterpolationError)
         return self
+
+
+# ---- Algorithm 1 (retland stabilize) ------------------------------------------------
+
+ARMS = ("reject", "baseline")
+# Default PURD chunk per lane. CPU, 6 lanes x 200 samples (BENCHMARKS.md "Stabilize"): all
+# 201 in one chunk took 617 s at 5.5 GB peak, chunks of 64 took 745 s at 3.4 GB, so CPU
+# keeps big chunks and is bounded only for large N. On a GPU, 20 lanes x 512 is about
+# 40 GB of update temporaries (≈ 4 MB per sample for 256x256 critics, batch 256).
+AUTO_CHUNK = {"cpu": 256}
+AUTO_CHUNK_ACCELERATOR = 512
+CRITERIA = ("cvar", "ltp", "mean")
+
+
+class StabilizeConfig(BaseModel):
+    """One Algorithm 1 experiment; defaults as in docs/method.md §6.4."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_id: str
+    step: int
+    proposals: int = Field(40, description="Proposals (env step + TD3 update) per lane.")
+    samples: int = Field(1000, description="td3-operator samples N per PURD estimate.")
+    criterion: Literal["cvar", "ltp", "mean"] = Field(
+        "cvar", description="cvar: CVaR_α(new) ≥ CVaR_α(last) − tol; ltp: LTP(new) ≤ LTP(last) + tol; "
+                            "mean: mean(new) ≥ mean(last) − tol.")
+    alpha: float = Field(0.1, description="CVaR level α.")
+    beta: float = Field(0.5, description="LTP threshold β, as a fraction of the mode.")
+    tolerance: float = Field(0.0, description="Accept a proposal this much worse than the last accepted state.")
+    arms: tuple[Literal["reject", "baseline"], ...] = ARMS
+    seeds: tuple[int, ...] = tuple(range(10))  # rejection seeds
+    exploration_noise: float = 0.1
+    reset_noise_fraction: float = 0.1  # collection env reset noise, as a fraction of the task's standard
+    # PURD samples per lane computed together (update + rollout); memory grows with
+    # lanes x chunk, not lanes x samples. None: AUTO_CHUNK for the platform, resolved and
+    # recorded when the experiment runs.
+    chunk: int | None = None
+
+    @field_validator("proposals", "samples", "chunk")
+    @classmethod
+    def _positive(cls, v, info):
+        if v is not None and v < 1:
+            raise ValueError(f"{info.field_name} must be >= 1, got {v}")
+        return v
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, v):
+        if not 0.0 < v <= 1.0:
+            raise ValueError(f"alpha must be in (0, 1], got {v}")
+        return v
+
+    @field_validator("beta")
+    @classmethod
+    def _beta(cls, v):
+        if not 0.0 < v <= 1.0:
+            raise ValueError(f"beta must be in (0, 1], got {v}")
+        return v
+
+    @field_validator("tolerance", "exploration_noise", "reset_noise_fraction")
+    @classmethod
+    def _non_negative(cls, v, info):
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"{info.field_name} must be a finite number >= 0, got {v}")
+        return v
+
+    @field_validator("arms")
+    @classmethod
+    def _arms(cls, v):
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"arms must be distinct and not empty: choose from {', '.join(ARMS)}; got {list(v)}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v):
+        if not v or len(set(v)) != len(v) or min(v) < 0:
+            raise ValueError(f"seeds must be distinct integers >= 0, at least one; got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _samples_for_alpha(self):
+        if self.samples < 2:
+            raise ValueError(f"samples={self.samples}: a distribution needs at least 2 samples")
+        return self
+
+    @property
+    def lanes(self) -> list[tuple[str, int]]:
+        """(arm, seed) of each lane, arm-major: lane = arm_index * len(seeds) + seed_index."""
+        return [(a, s) for a in self.arms for s in self.seeds]
