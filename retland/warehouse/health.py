@@ -33,15 +33,6 @@ class Finding:
     detail: str
 
 
-def table_of(root: Path, path: Path) -> str | None:
-    """The table a file under tables/ belongs to."""
-    try:
-        rel = Path(path).relative_to(Path(root) / TABLES_DIR)
-    except ValueError:
-        return None
-    return rel.parts[0] if rel.parts else None
-
-
 def _part_problem(path: Path, deep: bool) -> str | None:
     try:
         meta = pq.read_metadata(path)
