@@ -103,7 +103,8 @@ def test_sections_with_data_draw_and_the_others_name_their_command(study):
     for key, command in [("landscape", "retland landscape"), ("failures", "retland failures"),
                          ("interpolation", "retland interpolate"), ("stabilize", "retland stabilize")]:
         assert f"`{command}`" in notes[key]
-    assert "1 distribution(s) with mode ≤ 0" in notes["map"]
+    caption = next(b for b in built["map"] if isinstance(b, Figure)).caption
+    assert "1 distribution with mode ≤ 0 (LTP undefined) is drawn on the right border of the LTP column" in caption
 
 
 def test_an_empty_warehouse_gives_a_page_of_notes(tmp_path):
@@ -152,6 +153,72 @@ def test_map_starts_on_the_widest_left_tail_and_carries_bootstrap_cis(report_pag
     assert top["ltp"] > 0.25
     assert re.fullmatch(r"[-0-9.]+ \[[-0-9.]+, [-0-9.]+\]", top["mean_text"])
     assert len(pick["views"]) == 3 * len({r["panel"] for r in dists})  # every scatter cell selects
+
+
+def hand_made_dists(rows: list[tuple[str, float, float, float | None]]) -> pl.DataFrame:
+    """Map rows (env, mean, mode, ltp) with the other columns the map reads filled in."""
+    n = len(rows)
+    return pl.DataFrame({
+        "d": list(range(n)), "algo": ["td3"] * n, "env": [r[0] for r in rows], "seed": list(range(n)),
+        "step": [100_000] * n, "operator": ["td3"] * n, "n": [100] * n, "mean": [r[1] for r in rows],
+        "std": [10.0 + i for i in range(n)], "skewness": [-1.0] * n, "mode": [r[2] for r in rows],
+        "ltp": [r[3] for r in rows], "cvar": [r[1] - 50 for r in rows], "lo": [r[1] - 100 for r in rows],
+        "hi": [r[1] + 100 for r in rows], "label": [f"policy {i}" for i in range(n)]},
+        schema_overrides={"ltp": pl.Float64})
+
+
+def spec_nodes(node):
+    """Every dict in a Vega-Lite spec, depth first."""
+    if isinstance(node, dict):
+        yield node
+        node = list(node.values())
+    if isinstance(node, list):
+        for child in node:
+            yield from spec_nodes(child)
+
+
+def test_map_draws_distributions_without_ltp_on_the_right_border_of_the_ltp_axis():
+    """Paper Fig. 2, footnote 1: policies with mode ≤ 0 have no LTP and are drawn on the
+    right border of the scatter plot; here with their own marker and counted in the caption."""
+    from retland.report import charts
+    from retland.report.sections import map_caption
+
+    dists = hand_made_dists([("hopper", 3000.0, 3050.0, 0.12), ("hopper", 2900.0, 2950.0, 0.31),
+                             ("hopper", -40.0, -35.0, None), ("walker2d", -10.0, -12.0, None),
+                             ("walker2d", -20.0, 0.0, None)])
+    hist = pl.DataFrame({"d": [0], "b": [0], "c": [100]})
+    spec = charts.landscape_map(dists, hist).to_dict()
+    rows = next(v for v in spec["datasets"].values() if v and "ltp_status" in v[0])
+    # hopper's LTP axis ends at the first multiple of 0.05 above its largest LTP; walker2d has no LTP: [0, 1]
+    assert [(r["ltp"], r["ltp_x"], r["ltp_status"]) for r in rows] == [
+        (0.12, 0.12, charts.LTP_DEFINED), (0.31, 0.31, charts.LTP_DEFINED), (None, 0.35, charts.LTP_BORDER),
+        (None, 1.0, charts.LTP_BORDER), (None, 1.0, charts.LTP_BORDER)]
+    ltp_cells = {}
+    for node in spec_nodes(spec):
+        x = node.get("encoding", {}).get("x", {})
+        if x.get("field") == "ltp_x":
+            panel = re.search(r"datum\.panel === '([^']+)'", json.dumps(node["transform"])).group(1)
+            ltp_cells[panel] = x["scale"]
+    assert ltp_cells == {"hopper": {"domain": [0, 0.35], "nice": False},
+                         "walker2d": {"domain": [0, 1.0], "nice": False}}
+    shapes = [n["shape"] for n in spec_nodes(spec) if isinstance(n.get("shape"), dict) and "field" in n["shape"]]
+    assert shapes and all(s["field"] == "ltp_status" and s["scale"] == {
+        "domain": [charts.LTP_DEFINED, charts.LTP_BORDER], "range": ["circle", "triangle-right"]} for s in shapes)
+    caption = map_caption(dists, 0.5, 0.1, 0)
+    assert "3 distributions with mode ≤ 0 (LTP undefined) are drawn on the right border of the LTP column" in caption
+
+    # every LTP defined: plain points, the axis's own range, nothing said about a border
+    defined = dists.head(2)
+    spec = charts.landscape_map(defined, hist).to_dict()
+    assert not [n for n in spec_nodes(spec) if isinstance(n.get("shape"), dict)]
+    assert "right border" not in map_caption(defined, 0.5, 0.1, 0)
+
+
+def test_ltp_border_is_the_next_multiple_of_0_05_above_the_largest_ltp():
+    from retland.report.charts import ltp_border
+
+    for ltp, border in [([0.3], 0.35), ([0.12, 0.299], 0.3), ([0.0], 0.05), ([0.97], 1.0), ([None], 1.0), ([], 1.0)]:
+        assert ltp_border(pl.Series(ltp, dtype=pl.Float64)) == pytest.approx(border), ltp
 
 
 def test_cvar_ranking_at_alpha_1_is_the_ranking_by_mean(study):

@@ -8,6 +8,7 @@ get here: a PURD travels as at most 100 binned counts, never as raw samples.
 from __future__ import annotations
 
 import json
+import math
 import warnings
 
 import altair as alt
@@ -163,22 +164,47 @@ def learning_curves(curves: pl.DataFrame):
     return config(chart.properties(title="Learning curves"))
 
 
+# The map's LTP column: distributions whose mode is <= 0 have no LTP (stats.LTP_UNDEFINED);
+# as in the paper's Fig. 2 (footnote 1) they are drawn on the right border of the LTP
+# axis, and with their own marker in every column.
+LTP_DEFINED = "> 0"
+LTP_BORDER = "≤ 0: no LTP, drawn on the LTP axis's right border"
+LTP_SHAPES = {LTP_DEFINED: "circle", LTP_BORDER: "triangle-right"}
+
+
+def ltp_border(panel_ltp: pl.Series) -> float:
+    """Right end of a panel's LTP axis: the first multiple of 0.05 above its largest
+    defined LTP (so no defined LTP sits on the border), at most 1; 1 when the panel has
+    no defined LTP."""
+    top = panel_ltp.drop_nulls().max()
+    if top is None:
+        return 1.0
+    return min(1.0, (math.floor(round(float(top) * 20, 9)) + 1) / 20)
+
+
 def landscape_map(dists: pl.DataFrame, hist: pl.DataFrame, beta: float = 0.5, alpha: float = 0.1):
     """The map of Fig. 2 linked to the PURD histogram of Fig. 1 (middle).
 
     dists: one row per distribution (d, algo, env, seed, step, operator, n, the six
     statistics, lo, hi, label, optional <stat>_lo/_hi CIs). hist: d, b, c binned
     counts. Clicking a point (the nearest one) shows that checkpoint's histogram; the
-    initial one is the distribution with the largest LTP.
+    initial one is the distribution with the largest LTP. A distribution with mode <= 0
+    (LTP NULL) sits on the right border of its panel's LTP axis (`ltp_border`) as a
+    triangle, the marker a legend entry names (the paper's Fig. 2 footnote).
     """
     ltp_name = f"LTP (β = {beta:g})"
     metrics = {"std": "std of return", "skewness": "skewness of return", "ltp": ltp_name}
     df = (_tooltip_frame(dists)
           .with_columns(panel=_panel(dists), threshold=pl.when(pl.col("mode") > 0).then(beta * pl.col("mode"))))
+    borders = {panel: ltp_border(g["ltp"]) for (panel,), g in df.group_by(["panel"])}
+    df = df.with_columns(
+        ltp_x=pl.col("ltp").fill_null(pl.col("panel").replace_strict(borders, return_dtype=pl.Float64)),
+        ltp_status=pl.when(pl.col("ltp").is_null()).then(pl.lit(LTP_BORDER)).otherwise(pl.lit(LTP_DEFINED)))
+    on_border = df.filter(pl.col("ltp").is_null()).height
     # Vega-Lite reads dots and brackets in field names as paths: fields keep plain names,
     # headers and legends show the long ones.
     keep = ["d", "algo", "env", "seed", "step", "operator", "panel", "label", "n", "mean", "mode", "cvar", "threshold",
-            "lo", "hi", *metrics, *(f"{s}_text" for s in STAT_FORMATS)]
+            "lo", "hi", *metrics, "ltp_x", "ltp_status", *(f"{s}_text" for s in STAT_FORMATS)]
     df = df.select(keep)
     start = dists.sort(pl.col("ltp").fill_null(-1.0), "std", descending=True)["d"][0]
     pick = alt.selection_point(name="pick", fields=["d"], value=[{"d": int(start)}], on="click", nearest=True,
@@ -191,17 +217,24 @@ def landscape_map(dists: pl.DataFrame, hist: pl.DataFrame, beta: float = 0.5, al
                alt.Tooltip("ltp_text:N", title=f"{ltp_name} [95% CI]"),
                alt.Tooltip("cvar_text:N", title=f"CVaR α={alpha:g} [95% CI]")]
     data = values(df)
+    shape = {}
+    if on_border:
+        shape = dict(shape=alt.Shape("ltp_status:N", title="PURD mode", legend=alt.Legend(labelLimit=400),
+                                     scale=alt.Scale(domain=list(LTP_SHAPES), range=list(LTP_SHAPES.values()))))
     base = (alt.Chart(data).mark_point(filled=True)
             .encode(color=alt.Color("algo:N", title="algorithm", scale=alt.Scale(range=CATEGORY_RANGE)),
+                    **shape,
                     size=alt.condition(pick, alt.value(160), alt.value(28)),
                     opacity=alt.condition(pick, alt.value(1.0), alt.value(0.65)),
                     stroke=alt.condition(pick, alt.value("black"), alt.value(None)),
                     tooltip=tooltip))
 
     def cell(panel: str, metric: str, left: bool, top: bool, bottom: bool):
+        x = alt.X(f"{metric}:Q", title=metrics[metric], scale=alt.Scale(zero=False, nice=True))
+        if metric == "ltp":
+            x = alt.X("ltp_x:Q", title=metrics[metric], scale=alt.Scale(domain=[0, borders[panel]], nice=False))
         return (base.transform_filter(alt.datum.panel == panel)
-                .encode(x=alt.X(f"{metric}:Q", title=metrics[metric],
-                                scale=alt.Scale(zero=False, nice=True)),
+                .encode(x=x,
                         y=alt.Y("mean:Q", title=MEAN_RETURN_TITLE if left else None, scale=alt.Scale(zero=False),
                                 axis=alt.Axis(labels=left, ticks=left)))
                 .properties(width=190, height=160))
@@ -248,7 +281,7 @@ def landscape_map(dists: pl.DataFrame, hist: pl.DataFrame, beta: float = 0.5, al
                  .properties(width=400, height=260,
                              title=alt.Title("Post-update return distribution of the selected checkpoint",
                                              subtitle="click a point on the map to change it", offset=22)))
-    chart = alt.hconcat(scatter, histogram, spacing=36).resolve_scale(color="independent")
+    chart = alt.hconcat(scatter, histogram, spacing=36).resolve_scale(color="independent", shape="independent")
     return config(chart.properties(title=alt.Title("Landscape map: mean vs spread, skew and left tail of each PURD",
                                                    offset=12)))
 

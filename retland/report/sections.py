@@ -147,15 +147,22 @@ def landscape_map(ctx: ReportContext) -> list[Block]:
     dists = ctx.distributions()
     if dists.height == 0:
         return [Note("No distributions match --where.")]
-    blocks: list[Block] = [Figure("map", charts.landscape_map(dists, ctx.histograms(), beta=ctx.beta, alpha=ctx.alpha),
-                                  f"LTP = share of returns below {ctx.beta:g} × mode; CVaR = mean of the worst "
-                                  f"{ctx.alpha:g} share. The histogram uses the same 100 bins as the mode. "
-                                  f"CIs: percentile bootstrap, {ctx.n_resamples} resamples."
-                                  if ctx.n_resamples else "Bootstrap CIs were turned off.")]
+    return [Figure("map", charts.landscape_map(dists, ctx.histograms(), beta=ctx.beta, alpha=ctx.alpha),
+                   map_caption(dists, ctx.beta, ctx.alpha, ctx.n_resamples))]
+
+
+def map_caption(dists: pl.DataFrame, beta: float, alpha: float, n_resamples: int) -> str:
+    """The map's caption: what LTP and CVaR are, the CIs, and how many distributions
+    have mode ≤ 0 and so sit on the LTP axis's right border (paper Fig. 2, footnote 1)."""
+    text = (f"LTP = share of returns below {beta:g} × mode; CVaR = mean of the worst {alpha:g} share. "
+            "The histogram uses the same 100 bins as the mode. "
+            + (f"CIs: percentile bootstrap, {n_resamples} resamples." if n_resamples else "Bootstrap CIs were turned off."))
     undefined = dists.filter(pl.col("ltp").is_null()).height
     if undefined:
-        blocks.append(Note(f"{undefined} distribution(s) with mode ≤ 0 have no LTP and are missing from the LTP column."))
-    return blocks
+        text += (f" {undefined} {'distribution' if undefined == 1 else 'distributions'} with mode ≤ 0 (LTP undefined) "
+                 f"{'is' if undefined == 1 else 'are'} drawn on the right border of the LTP column, as triangles "
+                 "(as in the paper's Fig. 2).")
+    return text
 
 
 # ---------------------------------------------------------------------------------------
