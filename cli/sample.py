@@ -84,7 +84,12 @@ def select_checkpoints(wh, runs, algo, env, seeds, steps) -> list[tuple[str, int
 @app.command()
 def sample(
     operator: Annotated[str, typer.Option(
-        help="Update operator: td3 | sac | ppo | gaussian[:sigma] | action[:sigma] | init_state[:scale].")],
+        help="Update operator: td3 | sac | ppo[:clip=C,rows=R] | gaussian[:sigma] | action[:sigma] | "
+             "init_state[:xF | :factor=F | :abs=A]. ppo alone is retland's operator (grad-norm clip as in training, "
+             "one random minibatch, R = random); ppo:clip=0.1,rows=first is the authors' (clip 0.1, the minibatch "
+             "of the first 1/num_minibatches of the rollout steps). init_state:xF resets within F times the task's "
+             "standard reset range (the paper's unit; plain init_state is x1); init_state:abs=A within ±A. "
+             "Legacy init_state:scale=A is absolute, as in ids written before the units were named.")],
     run: Annotated[Optional[list[str]], typer.Option(help="Run id (repeatable); all its checkpoints unless --steps.")] = None,
     algo: Annotated[Optional[str], typer.Option(help="Select runs by algorithm (with --env).")] = None,
     env: Annotated[Optional[str], typer.Option(help="Select runs by env (with --algo).")] = None,
@@ -109,7 +114,7 @@ def sample(
     or chunk sizes the distributions agree statistically, not bit for bit.
     """
     from retland.purd.engine import resolve_devices
-    from retland.purd.operators import parse_operator
+    from retland.purd.operators import check_operator, parse_operator
     from retland.purd.sampling import SamplingError, parse_shard, plan_job, sample_checkpoint
     from retland.warehouse import Warehouse
 
@@ -122,12 +127,10 @@ def sample(
     batch = count_or_keyword(batch_size, "--batch-size", "auto")
     n_devices = count_or_keyword(devices, "--devices", "all")
     seed_list, step_list = _int_list(seeds, "seeds"), _int_list(steps, "steps")
-    kind, _, value = operator.partition(":")
-    if not (kind.strip() == "init_state" and not value.strip()):  # else it needs each checkpoint's env
-        try:
-            parse_operator(operator, horizon=horizon, seed=key_seed)
-        except ValueError as exc:
-            raise CliError(f"--operator {operator!r}: {exc}") from None
+    try:  # init_state as a factor resolves per checkpoint's env below; its syntax is checked here
+        check_operator(operator, horizon=horizon, seed=key_seed)
+    except ValueError as exc:
+        raise CliError(f"--operator {operator!r}: {exc}") from None
     wh = Warehouse.open(warehouse, create=False)
     require_writable(wh.root)
     try:
