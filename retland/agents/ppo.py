@@ -6,7 +6,8 @@ entropy 0, global grad-norm clip 1, Adam(0.0026, eps 1e-5) over actor and critic
 together, per-minibatch advantage normalisation. Evaluation action: the mean.
 
 Training (`train_iteration`) and the operator U (`update`) share `collect`,
-`advantages` and `grad_step`.
+`advantages` and `grad_step`. The operator's parameters (grad-norm clip, which rows it
+steps on) select retland's operator or the authors' (`update`).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from retland.core import networks
-from retland.core.envs import make_env
+from retland.core.envs import DEFAULT_VARIANT, make_env
 from retland.core.vec import env_step_with_reset
 from retland.train.config import PPOConfig
 
@@ -199,6 +200,7 @@ class PPOAgent:
     env: str = "hopper"
     backend: str = "positional"
     horizon: int = 1000
+    variant: str = DEFAULT_VARIANT  # task rules of the env the operator's rollout runs in
 
     def policy(self, actor_params, obs):
         return policy(self.config, actor_params, obs)
@@ -207,23 +209,62 @@ class PPOAgent:
         return getattr(train_state, "agent", train_state).params["actor"]
 
     def operator_state(self, checkpoint) -> OperatorState:
-        if (checkpoint.env, checkpoint.backend) != (self.env, self.backend):
-            raise ValueError(f"checkpoint {checkpoint.run_id} is for {checkpoint.env}/{checkpoint.backend}, but this "
-                             f"PPO agent rolls out {self.env}/{self.backend}: use get_agent('ppo', checkpoint.config)")
+        theirs = (checkpoint.env, checkpoint.backend, checkpoint.variant)
+        if theirs != (self.env, self.backend, self.variant):
+            raise ValueError(f"checkpoint {checkpoint.run_id} is for {'/'.join(theirs)}, but this PPO agent rolls "
+                             f"out {self.env}/{self.backend}/{self.variant}: use get_agent('ppo', checkpoint.config)")
         ts = checkpoint.state
         return OperatorState(ts.agent.params, ts.agent.opt_state, ts.env_state, ts.episode_step)
 
-    def update(self, op_state: OperatorState, key) -> Params:
-        return update(self.config, op_state, key, self.env, self.backend, self.horizon)
+    def update(self, op_state: OperatorState, key, *, clip: float | None = None, rows: str = "random") -> Params:
+        """U(state, key); clip and rows are the operator's parameters (`update`)."""
+        return update(self.config, op_state, key, self.env, self.backend, self.horizon, clip=clip, rows=rows,
+                      variant=self.variant)
 
 
-def update(cfg: PPOConfig, op: OperatorState, key, env_name: str, backend: str, horizon: int) -> Params:
+OPERATOR_ROWS = ("random", "first")
+
+
+def check_operator_params(clip: float | None, rows: str) -> None:
+    if clip is not None and not clip > 0:
+        raise ValueError(f"PPO operator clip={clip!r}: a grad-norm clip must be > 0")
+    if rows not in OPERATOR_ROWS:
+        raise ValueError(f"PPO operator rows={rows!r}: choose one of {', '.join(OPERATOR_ROWS)}")
+
+
+def operator_minibatch(cfg: PPOConfig, batch: Batch, key, rows: str = "random") -> Batch:
+    """The B / num_minibatches rows the operator steps on. rows="random": the first
+    minibatch of a random permutation (key), as in a training epoch; rows="first": the
+    first rows of the time-major batch, i.e. the first unroll_length / num_minibatches
+    steps of every env (the authors' operator; key unused)."""
+    check_operator_params(None, rows)
+    if rows == "random":
+        return jax.tree.map(lambda x: x[0], _minibatches(cfg, batch, key))
+    return jax.tree.map(lambda x: x[: x.shape[0] // cfg.num_minibatches], batch)
+
+
+def operator_step(cfg: PPOConfig, params, opt_state, batch: Batch, key, *, clip: float | None = None,
+                  rows: str = "random") -> Params:
+    """The operator's one gradient step on a collected batch: Adam (restored state)
+    after a global grad-norm clip at `clip` (None: as in training, cfg.max_grad_norm),
+    on the `operator_minibatch` chosen by `rows` and `key`; returns the new actor params."""
+    check_operator_params(clip, rows)
+    mb = operator_minibatch(cfg, batch, key, rows)
+    step_cfg = cfg if clip is None else cfg.model_copy(update={"max_grad_norm": float(clip)})
+    params, _ = grad_step(step_cfg, params, opt_state, mb)
+    return params["actor"]
+
+
+def update(cfg: PPOConfig, op: OperatorState, key, env_name: str, backend: str, horizon: int,
+           *, clip: float | None = None, rows: str = "random", variant: str = DEFAULT_VARIANT) -> Params:
     """U(state, ξ): one fresh unroll_length x num_envs rollout with the stochastic
-    policy (key), GAE, one gradient step (actor and critic, restored Adam state, grad
-    clip as in training) on one random minibatch; returns the new actor params."""
-    env = make_env(env_name, backend)
+    policy (key), GAE, then `operator_step`: one gradient step (actor and critic,
+    restored Adam state) on the minibatch chosen by `rows`, with the global grad-norm
+    clipped at `clip` (None: as in training); returns the new actor params. retland's
+    default is clip=None, rows="random"; the authors' operator is clip=0.1,
+    rows="first" (docs/method.md §5 Update operators)."""
+    check_operator_params(clip, rows)  # before the rollout is traced
+    env = make_env(env_name, backend, variant=variant)
     k_collect, k_mb = jax.random.split(key)
     batch, _, _ = _batch(cfg, op.params, env, horizon, op.env_state, op.episode_step, k_collect)
-    mb = jax.tree.map(lambda x: x[0], _minibatches(cfg, batch, k_mb))
-    params, _ = grad_step(cfg, op.params, op.opt_state, mb)
-    return params["actor"]
+    return operator_step(cfg, op.params, op.opt_state, batch, k_mb, clip=clip, rows=rows)
