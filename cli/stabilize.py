@@ -1,4 +1,5 @@
-"""`retland stabilize`: Algorithm 1, post-update rejection of TD3 updates."""
+"""`retland stabilize`: Algorithm 1, post-update rejection of TD3 updates, from one or many
+source policies; `retland stabilize-effect`: the paper's Fig. 7 table over source policies."""
 from __future__ import annotations
 
 from enum import Enum
@@ -6,7 +7,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from retland.cli.app import CliError, WarehouseOpt, app, console, require_stored_checkpoint, require_writable
+from retland.cli.app import (
+    CliError,
+    FormatOpt,
+    OutputFormat,
+    OutputOpt,
+    WarehouseOpt,
+    app,
+    console,
+    emit,
+    require_writable,
+)
 from retland.cli.progress import progress_bar
 from retland.settings import ARMS, CRITERIA, StabilizeConfig, default_of, help_of
 
@@ -49,10 +60,62 @@ def parse_arms(text: str) -> tuple[str, ...]:
     return arms
 
 
+def parse_source(text: str) -> tuple[str, int]:
+    """'RUN_ID:STEP' -> (run id, step); the run id may itself contain ':'."""
+    run, sep, step = text.rpartition(":")
+    if not sep or not run or not step.strip().isdigit():
+        raise CliError(f"--source {text!r}: expected RUN_ID:STEP, e.g. td3-hopper-s0:500000")
+    return run, int(step)
+
+
+def _sources(wh, run, step, source, sources, env, where, operator, beta) -> list[tuple[str, int]]:
+    """Explicit --run/--step pairs and --source RUN:STEP, then a --sources selection;
+    the selection is printed."""
+    run, step, source = run or [], step or [], source or []
+    if len(run) != len(step):
+        raise CliError(f"--run and --step pair up (the i-th --run with the i-th --step): got {len(run)} --run "
+                       f"and {len(step)} --step")
+    if (env or where or operator) and not sources:
+        raise CliError("--env, --where and --operator choose among sampled checkpoints: use them with "
+                       "--sources top-ltp:K")
+    picked = list(zip(run, step)) + [parse_source(t) for t in source]
+    if sources:
+        from retland.analyses.stabilize import parse_selection, top_ltp_sources
+
+        k = parse_selection(sources)
+        top = top_ltp_sources(wh, k, env=env, where=where, operator=operator, beta=beta)
+        console.print(f"--sources {sources}: {top.height} checkpoint{'s' if top.height != 1 else ''} with the "
+                      f"highest LTP (operator {top['operator'][0]})"
+                      + (f" — only {top.height} of the {k} asked for exist" if top.height < k else "") + ":")
+        for r in top.iter_rows(named=True):
+            console.print(f"  {r['run_id']}:{r['step']} ({r['env']}) LTP {r['ltp']:.3f}, mean {r['mean']:,.1f}, "
+                          f"N={r['n']}")
+        picked += [(r, int(s)) for r, s in zip(top["run_id"], top["step"]) if (r, int(s)) not in picked]
+    if not picked:
+        raise CliError("no source policy: give --run RUN --step STEP (repeatable), --source RUN:STEP "
+                       "(repeatable) or --sources top-ltp:K")
+    return picked
+
+
 @app.command()
 def stabilize(
-    run: Annotated[str, typer.Option("--run", help="Source run id (a TD3 run).", show_default=False)],
-    step: Annotated[int, typer.Option("--step", help="Env step of the source checkpoint.", show_default=False)],
+    run: Annotated[Optional[list[str]], typer.Option(
+        "--run", help="Source run id (a TD3 run); repeat with --step for several sources.", show_default=False)] = None,
+    step: Annotated[Optional[list[int]], typer.Option(
+        "--step", help="Env step of the source checkpoint; the i-th --step goes with the i-th --run.",
+        show_default=False)] = None,
+    source: Annotated[Optional[list[str]], typer.Option(
+        "--source", help="A source as RUN_ID:STEP (repeatable).", show_default=False)] = None,
+    sources: Annotated[Optional[str], typer.Option(
+        "--sources", help="top-ltp:K: the K sampled TD3 checkpoints with the highest LTP > 0 (td3-operator "
+                          "PURDs; restrict with --env, --where, --operator).", show_default=False)] = None,
+    env: Annotated[Optional[str], typer.Option(help="With --sources: only this env.", show_default=False)] = None,
+    where: Annotated[Optional[str], typer.Option(
+        help="With --sources: SQL condition on env, run_id, seed, step, operator, n, mean, std, skewness, mode, "
+             "ltp, cvar, e.g. \"step >= 500000\".", show_default=False)] = None,
+    operator: Annotated[Optional[str], typer.Option(
+        help="With --sources: the td3 operator whose PURDs rank the checkpoints (needed when several were "
+             "sampled).", show_default=False)] = None,
     proposals: Annotated[int, typer.Option(help=help_of(StabilizeConfig, "proposals"))] = default_of(StabilizeConfig, "proposals"),
     samples: Annotated[int, typer.Option(help=help_of(StabilizeConfig, "samples"))] = default_of(StabilizeConfig, "samples"),
     alpha: Annotated[float, typer.Option(help=help_of(StabilizeConfig, "alpha"))] = default_of(StabilizeConfig, "alpha"),
@@ -65,28 +128,34 @@ def stabilize(
     chunk: Annotated[Optional[int], typer.Option(
         help="PURD samples per lane computed at once; memory grows with lanes × chunk. "
              "Default: 256 on CPU, 512 on a GPU (recorded with the experiment).", show_default=False)] = None,
+    skip_done: Annotated[bool, typer.Option(
+        "--skip-done/--redo", help="Skip sources whose experiment with these settings is already stored "
+                                   "(rerun a killed command to resume); --redo runs them again.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Algorithm 1 (paper §4.2, Fig. 7): from a TD3 checkpoint, each proposal takes one
-    env step (exploration noise 0.1, collection reset noise 10% of standard), appends
-    it to the replay buffer and does one full TD3 update; the proposal's post-update
-    return distribution (N td3-operator samples) decides: the reject arm keeps it only
-    if the criterion holds against the last accepted state, else restores everything.
-    All seeds and arms run vmapped in one program.
+    """Algorithm 1 (paper §4.2, Fig. 7): from each source TD3 checkpoint, each proposal
+    takes one env step (exploration noise 0.1, collection reset noise 10% of standard),
+    appends it to the replay buffer and does one full TD3 update; the proposal's
+    post-update return distribution (N td3-operator samples) decides: the reject arm
+    keeps it only if the criterion holds against the last accepted state, else restores
+    everything. All seeds and arms of a source run vmapped in one program; sources run
+    one after another (one compile for sources of one training config).
 
-    Writes one `stabilize_steps` row per lane and proposal, the samples in
-    `stabilize_returns`, and each lane's final state as a derived run with one
-    checkpoint (runs.source = 'derived'). Nothing is written unless the whole
-    experiment finishes. See the views stabilize_trajectory, stabilize_arms and the
-    macro stabilize_replay(alpha, beta, tolerance, criterion)."""
+    Sources: --run R --step S (repeatable, paired in order), --source R:S, and/or
+    --sources top-ltp:K. Each source is one experiment, written when it finishes: one
+    `stabilize_steps` row per lane and proposal, the samples in `stabilize_returns`,
+    and each lane's final state as a derived run (runs.source = 'derived'). A killed
+    command loses only the source in progress; run it again to resume. Read the result
+    with `retland stabilize-effect` (Fig. 7) and the views stabilize_sources,
+    stabilize_trajectory, stabilize_arms and stabilize_replay(...)."""
     from pydantic import ValidationError
 
-    from retland.analyses.stabilize import load_source, run_experiment
+    from retland.analyses.stabilize import plan_sources, run_sources
     from retland.warehouse import Warehouse
 
     try:
-        scfg = StabilizeConfig(run_id=run, step=step, proposals=proposals, samples=samples, alpha=alpha,
+        base = StabilizeConfig(run_id="-", step=0, proposals=proposals, samples=samples, alpha=alpha,
                                tolerance=tolerance, criterion=criterion.value, arms=parse_arms(arms),
                                seeds=parse_seeds(seeds), chunk=chunk)
     except ValidationError as exc:
@@ -95,33 +164,124 @@ def stabilize(
         raise CliError(msgs) from None
     wh = Warehouse.open(warehouse, create=False)
     require_writable(wh.root)
-    require_stored_checkpoint(wh, run, step, "stabilize")
-    ckpt = load_source(wh, scfg)  # refuses an unknown run/step or a non-TD3 run before any work
-    lanes = len(scfg.lanes)
-    console.print(f"stabilize [bold]{run}[/]@{step} ({ckpt.env}): {len(scfg.seeds)} seeds x {len(scfg.arms)} arms, "
-                  f"{proposals} proposals x {samples} samples, criterion {scfg.criterion} "
-                  f"(α={alpha}, tolerance={tolerance}); {lanes} lanes vmapped")
-    with progress_bar(proposals, f"stabilize {ckpt.env} {lanes} lanes x {samples} samples", unit="proposals",
-                      enabled=progress) as advance:
-        result = run_experiment(scfg, wh, checkpoint=ckpt, progress=advance)
-    last = {(r["arm"], r["seed"]): r for r in result.rows if r["proposal"] == proposals}
-    for arm in scfg.arms:
-        acc = [sum(1 for r in result.rows if r["arm"] == arm and r["seed"] == s and r["proposal"] > 0
-                   and r["accepted"]) for s in scfg.seeds]
-        held = [last[(arm, s)] for s in scfg.seeds]
-        cur = lambda r, k: r[k] if r["accepted"] else r[f"last_{k}"]  # noqa: E731
-        ltps = [cur(r, "ltp") for r in held if cur(r, "ltp") is not None]
-        console.print(f"  {arm:8s} accepted {sum(acc)}/{proposals * len(scfg.seeds)}; final mean "
-                      f"{sum(cur(r, 'mean') for r in held) / len(held):,.1f}"
-                      + (f", LTP {sum(ltps) / len(ltps):.3f}" if ltps else ""))
-    console.print(f"experiment [bold]{result.experiment_id}[/] in {result.wall_seconds:,.1f} s; "
-                  f"derived runs {result.derived_run_ids[0]} … {result.derived_run_ids[-1]}")
-    if {"reject", "baseline"} <= set(scfg.arms):
-        from retland.analyses.stabilize import arm_effect
+    picked = _sources(wh, run, step, source, sources, env, where, operator, base.beta)
+    plan = plan_sources(wh, base, picked, skip_done=skip_done)  # refuses a bad source before any work
+    for c, d in zip(plan.configs, plan.done):
+        if d is not None:
+            console.print(f"  skip {c.run_id}@{c.step}: done as experiment {d} (--redo runs it again)")
+    todo = plan.todo
+    lanes = len(base.lanes)
+    console.print(f"stabilize {len(todo)} of {len(picked)} source{'s' if len(picked) != 1 else ''}: "
+                  f"{len(base.seeds)} seeds x {len(base.arms)} arms = {lanes} lanes vmapped per source, "
+                  f"{proposals} proposals x {samples} samples, criterion {base.criterion} (α={alpha}, "
+                  f"tolerance={tolerance})")
 
-        eff = arm_effect(wh.query("SELECT * FROM stabilize_final WHERE experiment_id = ?", [result.experiment_id]))
-        console.print(f"reject − baseline after {proposals} proposals (mean over {len(scfg.seeds)} seeds, "
-                      "95% bootstrap CI over seeds):")
-        for r in eff.iter_rows(named=True):
-            console.print(f"  {r['statistic']:10s} {r['difference']:+.4g} [{r['lo']:+.4g}, {r['hi']:+.4g}] "
-                          f"(reject {r['reject']:.4g}, baseline {r['baseline']:.4g})")
+    if todo:
+        with progress_bar(len(todo) * (proposals + 1), f"stabilize {len(todo)} sources x {lanes} lanes x "
+                          f"{samples} samples", unit="PURDs", enabled=progress) as advance:
+            run_sources(wh, plan, progress=advance, on_result=_print_result)
+    if {"reject", "baseline"} <= set(base.arms):
+        _print_fig7(wh, base, picked)
+
+
+def _print_result(result) -> None:
+    """One source's outcome: acceptances and the held policies' mean and own-mode LTP per arm."""
+    scfg = result.config
+    P = scfg.proposals
+    last = {(r["arm"], r["seed"]): r for r in result.rows if r["proposal"] == P}
+    cur = lambda r, k: r[k] if r["accepted"] else r[f"last_{k}"]  # noqa: E731
+    parts = []
+    for arm in scfg.arms:
+        acc = sum(1 for r in result.rows if r["arm"] == arm and r["proposal"] > 0 and r["accepted"])
+        held = [last[(arm, s)] for s in scfg.seeds]
+        ltps = [cur(r, "ltp") for r in held if cur(r, "ltp") is not None]
+        parts.append(f"{arm} accepted {acc}/{P * len(scfg.seeds)}, mean {sum(cur(r, 'mean') for r in held) / len(held):,.1f}"
+                     + (f", LTP {sum(ltps) / len(ltps):.3f}" if ltps else ""))
+    console.print(f"  {scfg.run_id}@{scfg.step}: experiment [bold]{result.experiment_id}[/] "
+                  f"({result.wall_seconds:,.0f} s): " + "; ".join(parts))
+
+
+def _print_fig7(wh, base: StabilizeConfig, picked: list[tuple[str, int]]) -> None:
+    """The Fig. 7 rows of this command's sources at its settings (with their earlier
+    experiments of the same settings, if any)."""
+    import polars as pl
+
+    from retland.analyses.stabilize import fig7_table
+
+    df = wh.query("SELECT * FROM stabilize_sources WHERE criterion = ? AND alpha = ? AND beta = ? AND tolerance = ? "
+                  "AND proposals = ? AND n_samples = ?",
+                  [base.criterion, base.alpha, base.beta, base.tolerance, base.proposals, base.samples])
+    keys = pl.DataFrame({"run_id": [r for r, _ in picked], "step": [s for _, s in picked]},
+                        schema={"run_id": pl.String, "step": df.schema["step"]})
+    table = fig7_table(df.join(keys, on=["run_id", "step"], how="semi"))
+    if not table.height:
+        return
+    console.print("Fig. 7: reject − baseline after the last proposal, IQM over source policies "
+                  "(each the mean over its rejection seeds), 95% stratified bootstrap CI:")
+    for r in table.iter_rows(named=True):
+        console.print(f"  {r['env']:12s} {r['sources']} sources: LTP {_ci(r, 'ltp', '+.3f')} "
+                      f"(reject {_f(r['ltp_reject'], '.3f')}, baseline {_f(r['ltp_baseline'], '.3f')}); "
+                      f"mean return {_ci(r, 'mean', '+,.1f')} (reject {_f(r['mean_reject'], ',.1f')}, "
+                      f"baseline {_f(r['mean_baseline'], ',.1f')}); retland's LTP vs the source's mode "
+                      f"{_ci(r, 'retland_ltp_source', '+.3f')}")
+    console.print("  (`retland stabilize-effect` prints this table for every source in the warehouse)")
+
+
+def _f(x, fmt: str) -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def _ci(r: dict, name: str, fmt: str) -> str:
+    if r[f"{name}_change"] is None:
+        return "undefined"
+    return f"{format(r[f'{name}_change'], fmt)} [{format(r[f'{name}_lo'], fmt)}, {format(r[f'{name}_hi'], fmt)}]"
+
+
+@app.command("stabilize-effect")
+def stabilize_effect(
+    where: Annotated[Optional[str], typer.Option(
+        help="SQL condition on the view stabilize_sources (env, run_id, step, criterion, alpha, beta, tolerance, "
+             "proposals, n_samples, …), e.g. \"env = 'hopper' AND proposals = 40\".", show_default=False)] = None,
+    per_source: Annotated[bool, typer.Option(
+        "--per-source", help="One row per source policy instead (A.10: LTP before and after, per arm).")] = False,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    fmt: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """The paper's Fig. 7 from Algorithm 1's experiments: per env and setting, the change
+    reject − baseline of the held policy after the last proposal, IQM over source
+    policies (each source: the mean over its rejection seeds of the paired difference)
+    with a 95% stratified bootstrap CI (sources resampled within each env; an 'all' row
+    pools envs, strata = envs). ltp_*: each PURD's LTP against its own mode (the
+    paper's); mean_*: mean post-update return, to check "at similar return";
+    retland_ltp_source_*: LTP against the source checkpoint's mode, retland's extra, not
+    the paper's. --per-source prints the view stabilize_sources (A.10)."""
+    import duckdb
+
+    from retland.analyses.stabilize import fig7_table
+    from retland.warehouse import Warehouse
+    from retland.warehouse.readonly import filtered, query_error
+
+    if not 1 <= bootstrap <= 1_000_000:
+        raise CliError(f"--bootstrap {bootstrap}: give a whole number in [1, 1000000]")
+    wh = Warehouse.open(warehouse, create=False)
+    con = wh.connect()
+    try:
+        df = filtered(con, "SELECT * FROM stabilize_sources", where).order(
+            "env, criterion, alpha, beta, tolerance, proposals, n_samples, run_id, step").pl()
+    except duckdb.Error as exc:
+        raise query_error(exc) from None
+    finally:
+        con.close()
+    if per_source:
+        emit(df, fmt, output, title="Algorithm 1 per source policy (A.10): after the last proposal, mean over "
+                                    "rejection seeds")
+        return
+    table = fig7_table(df, n_resamples=bootstrap, seed=seed)
+    if fmt is OutputFormat.table and output is None:
+        table = table.drop("beta", "retland_ltp_source_sources")
+    emit(table, fmt, output, title="Fig. 7: reject − baseline, IQM over source policies, 95% stratified "
+                                   "bootstrap CI (ltp = own-mode LTP; retland_ltp_source = retland's LTP vs the "
+                                   "source's mode)")

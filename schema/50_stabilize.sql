@@ -24,6 +24,21 @@
 --                               the report compare, reject − baseline, paired by seed):
 --       experiment_id, arm, seed, ltp, ltp_source, mean, cvar (the cur_* columns of
 --       stabilize_trajectory at that proposal)
+--   stabilize_sources           view, one row per source policy and setting (the unit of the
+--                               paper's Fig. 7 and A.10): env, run_id, step, criterion,
+--                               alpha, beta, tolerance, proposals, n_samples,
+--       experiments, pairs (rejection seeds with both arms, over its experiments),
+--       ltp_before, mean_before: the source's own PURD (proposal 0), mean over seeds;
+--       ltp_pairs: pairs whose own-mode LTP is defined in both arms;
+--       ltp_reject, ltp_baseline, ltp_change = the mean over those pairs of the held
+--           policy's own-mode LTP (each PURD's LTP against its own mode, as purd_stats)
+--           and of the paired reject − baseline difference, after the last proposal;
+--       ltp_source_reject, ltp_source_baseline, ltp_source_change: the same for
+--           retland's LTP against the source's mode (not a paper metric);
+--       mean_reject, mean_baseline, mean_change: the held PURDs' mean return;
+--       cvar_change: the same for CVaR_α.
+--     `retland stabilize-effect` aggregates it per env (IQM over sources, stratified
+--     bootstrap CI): the Fig. 7 table.
 --   stabilize_replay(at_alpha := 0.1, at_beta := 0.5, at_tolerance := 0.0, at_criterion := 'cvar')
 --                               table macro: each recorded proposal's decision replayed
 --                               from the stored samples at another α, β, tolerance or
@@ -94,6 +109,51 @@ SELECT experiment_id, arm, seed, cur_ltp AS ltp, cur_ltp_source AS ltp_source, c
        cur_cvar AS cvar
 FROM stabilize_trajectory
 WHERE (experiment_id, proposal) IN (SELECT experiment_id, max(proposal) FROM stabilize_steps GROUP BY ALL);
+
+-- One row per source policy and setting: paired reject − baseline after the last proposal.
+CREATE OR REPLACE VIEW stabilize_sources AS
+WITH settings AS (
+    SELECT experiment_id, any_value(run_id) AS run_id, any_value(step) AS step,
+           any_value(criterion) AS criterion, any_value(alpha) AS alpha, any_value(beta) AS beta,
+           any_value(tolerance) AS tolerance, max(proposal) AS proposals, any_value(n_samples) AS n_samples
+    FROM stabilize_steps
+    GROUP BY experiment_id
+),
+-- the source's own PURD: proposal 0 of each seed (both arms of a seed share its keys)
+before AS (
+    SELECT experiment_id, seed, any_value(ltp) AS ltp, any_value(mean) AS mean
+    FROM stabilize_steps WHERE proposal = 0
+    GROUP BY experiment_id, seed
+),
+pairs AS (
+    SELECT s.*, r.seed, b0.ltp AS ltp_before, b0.mean AS mean_before,
+           r.ltp AS ltp_r, b.ltp AS ltp_b, r.ltp_source AS src_r, b.ltp_source AS src_b,
+           r.mean AS mean_r, b.mean AS mean_b, r.cvar AS cvar_r, b.cvar AS cvar_b
+    FROM stabilize_final r
+    JOIN stabilize_final b ON b.experiment_id = r.experiment_id AND b.seed = r.seed AND b.arm = 'baseline'
+    JOIN settings s ON s.experiment_id = r.experiment_id
+    JOIN before b0 ON b0.experiment_id = r.experiment_id AND b0.seed = r.seed
+    WHERE r.arm = 'reject'
+)
+SELECT u.env, p.run_id, p.step, p.criterion, p.alpha, p.beta, p.tolerance, p.proposals, p.n_samples,
+       count(DISTINCT p.experiment_id) AS experiments,
+       count(*) AS pairs,
+       avg(p.ltp_before) AS ltp_before,
+       avg(p.mean_before) AS mean_before,
+       count(p.ltp_r - p.ltp_b) AS ltp_pairs,
+       avg(p.ltp_r) FILTER (WHERE p.ltp_b IS NOT NULL) AS ltp_reject,
+       avg(p.ltp_b) FILTER (WHERE p.ltp_r IS NOT NULL) AS ltp_baseline,
+       avg(p.ltp_r - p.ltp_b) AS ltp_change,
+       avg(p.src_r) FILTER (WHERE p.src_b IS NOT NULL) AS ltp_source_reject,
+       avg(p.src_b) FILTER (WHERE p.src_r IS NOT NULL) AS ltp_source_baseline,
+       avg(p.src_r - p.src_b) AS ltp_source_change,
+       avg(p.mean_r) AS mean_reject,
+       avg(p.mean_b) AS mean_baseline,
+       avg(p.mean_r - p.mean_b) AS mean_change,
+       avg(p.cvar_r - p.cvar_b) AS cvar_change
+FROM pairs p
+LEFT JOIN runs u ON u.run_id = p.run_id
+GROUP BY u.env, p.run_id, p.step, p.criterion, p.alpha, p.beta, p.tolerance, p.proposals, p.n_samples;
 
 CREATE OR REPLACE MACRO stabilize_replay(at_alpha := 0.1, at_beta := 0.5, at_tolerance := 0.0, at_criterion := 'cvar') AS TABLE
 WITH dists AS (

@@ -1,6 +1,7 @@
 """Algorithm 1 (`retland stabilize`) on a tiny TD3 checkpoint.
 
-One tiny TD3 run (6-step episodes, 16-unit nets, 60 steps) is trained once per module.
+One tiny TD3 run (6-step episodes, 16-unit nets, 60 steps, checkpoints at 45 and 60) is
+trained once per module.
 Compiles dominate the cost, so every test uses the same lane layout (2 arms x 2 seeds,
 P proposals, N samples, the training env's reset noise): propose, PURD and commit are
 each compiled once for the whole file (module-scoped fixtures + the functions' caches).
@@ -17,10 +18,15 @@ from retland.analyses.stabilize import (
     StabilizeConfig,
     accepts,
     commit,
+    fig7_table,
     initial_lanes,
+    plan_sources,
+    program_config,
     propose_fn,
     purd_fn,
     run_experiment,
+    run_sources,
+    top_ltp_sources,
 )
 from retland.train.checkpoints import load_checkpoint
 from retland.train.config import TD3Config, TrainConfig
@@ -28,10 +34,11 @@ from retland.train.job import train
 from retland.train.program import make_chunk_fn
 
 TINY = TrainConfig(
-    env="hopper", seeds=1, total_steps=60, checkpoints=(60,), eval_every=60, horizon=6,
+    env="hopper", seeds=1, total_steps=60, checkpoints=(45, 60), eval_every=60, horizon=6,
     agent=TD3Config(hidden=(16, 16), batch_size=8, learning_starts=30, buffer_size=60),
 )
 STEP = 60
+EARLY = 45  # a second source, with a smaller replay buffer
 P, N = 8, 8  # P > horizon: the proposals cross a time-limit reset
 
 
@@ -96,7 +103,7 @@ def scfg(ckpt, **kw) -> StabilizeConfig:
 
 @pytest.fixture(scope="module")
 def propose(source):
-    return propose_fn(source.config, 0.1, DEFAULTS["reset_noise_fraction"])
+    return propose_fn(program_config(source.config), 0.1, DEFAULTS["reset_noise_fraction"])
 
 
 # ---- the criterion, by hand ---------------------------------------------------------------
@@ -294,6 +301,12 @@ def test_cli_refuses_bad_input_and_leaves_the_warehouse_untouched(wh, source, ca
         (["--step", str(STEP), "--seeds", "3..1"], "--seeds"),
         (["--step", str(STEP), "--samples", "1"], "samples"),
         (["--step", "77"], "no checkpoint at step 77"),
+        (["--step", str(STEP), "--run", source.run_id], "--run and --step pair up"),
+        (["--step", str(STEP), "--source", "no-step-here"], "RUN_ID:STEP"),
+        (["--step", str(STEP), "--source", f"{source.run_id}:{STEP}"], "given twice"),
+        (["--step", str(STEP), "--sources", "top-3"], "top-ltp:K"),
+        (["--step", str(STEP), "--env", "hopper"], "--sources top-ltp:K"),
+        (["--step", str(STEP), "--sources", "top-ltp:2", "--env", "walker2d"], "no td3-operator distribution"),
     ]:
         code, text = run_cli(capsys, monkeypatch, *base, *args)
         assert code == 2 and needle in " ".join(text.split()), (args, text)
@@ -302,3 +315,224 @@ def test_cli_refuses_bad_input_and_leaves_the_warehouse_untouched(wh, source, ca
     assert tree_digest(wh.root) == before
     code, text = run_cli(capsys, monkeypatch, "stabilize", "--help")
     assert code == 0 and "--criterion" in text and "Algorithm 1" in text
+
+
+# ---- several sources ------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_several_sources_one_experiment_each_skipping_those_done(wh, source, experiment):
+    """Two sources (replay sizes 45 and 60) in one plan: one buffer capacity, hence the
+    programs the single-source fixture compiled; the source the fixture already ran with
+    these settings is skipped (resume), the other becomes its own experiment."""
+    base = scfg(source)
+    plan = plan_sources(wh, base, [(source.run_id, EARLY), (source.run_id, STEP)])
+    assert plan.done == [None, experiment.experiment_id] and plan.todo == [0]
+    assert plan.capacity == [STEP + P, STEP + P]
+    seen = []
+    out = run_sources(wh, plan, on_result=seen.append)
+    assert [(o.step, o.skipped) for o in out] == [(EARLY, False), (STEP, True)]
+    assert out[1].experiment_id == experiment.experiment_id and [r.experiment_id for r in seen] == [out[0].experiment_id]
+    rows = wh.query("SELECT * FROM stabilize_steps WHERE experiment_id = ? ORDER BY arm, seed, proposal",
+                    [out[0].experiment_id])
+    assert rows.height == 4 * (P + 1) and set(rows["run_id"]) == {source.run_id} and set(rows["step"]) == {EARLY}
+    assert set(rows.filter(rows["proposal"] == 0)["replay_size"]) == {EARLY}  # its own buffer, not the padding
+    assert set(rows.filter((rows["arm"] == "baseline") & (rows["proposal"] == P))["replay_size"]) == {EARLY + P}
+    derived = wh.query("SELECT r.parent_step, c.replay_size FROM runs r JOIN checkpoints c USING (run_id) "
+                       "WHERE r.run_id LIKE ? || '%'", [out[0].experiment_id])
+    assert derived.height == 4 and set(derived["parent_step"]) == {EARLY}
+    # run again: both are done now, nothing to do
+    again = plan_sources(wh, base, [(source.run_id, EARLY), (source.run_id, STEP)])
+    assert again.todo == [] and again.done == [out[0].experiment_id, experiment.experiment_id]
+    # other settings (here the rejection seeds) are another experiment
+    assert plan_sources(wh, scfg(source, seeds=(0, 2)), [(source.run_id, STEP)]).todo == [0]
+    with pytest.raises(ValueError, match="given twice"):
+        plan_sources(wh, base, [(source.run_id, STEP), (source.run_id, STEP)])
+
+
+@pytest.mark.slow
+def test_cli_runs_several_sources_resumes_and_prints_fig7(wh, source, capsys, monkeypatch):
+    """`retland stabilize` with two sources (--run/--step and --source), tiny settings: one
+    experiment per source, then the same command skips both and writes nothing;
+    `retland stabilize-effect` reads the Fig. 7 table and the per-source rows."""
+    import polars as pl
+    from conftest import tree_digest
+
+    rid = source.run_id
+    args = ["stabilize", "--run", rid, "--step", EARLY, "--source", f"{rid}:{STEP}", "--proposals", 2,
+            "--samples", 4, "--seeds", "0", "-w", wh.root, "--no-progress"]
+    code, text = run_cli(capsys, monkeypatch, *args)
+    assert code == 0, text
+    text = " ".join(text.split())
+    assert "stabilize 2 of 2 sources" in text and f"{rid}@{EARLY}: experiment" in text and "Fig. 7" in text
+    ids = wh.query("SELECT DISTINCT experiment_id, step FROM stabilize_steps WHERE n_samples = 4 ORDER BY step")
+    assert ids["step"].to_list() == [EARLY, STEP]
+    before = tree_digest(wh.root)
+    code, text = run_cli(capsys, monkeypatch, *args)
+    assert code == 0 and "stabilize 0 of 2 sources" in " ".join(text.split()) and text.count("skip") == 2, text
+    assert tree_digest(wh.root) == before
+    code, out, _ = __import__("conftest").run_cli(capsys, monkeypatch, "stabilize-effect", "-w", wh.root,
+                                                  "--where", "n_samples = 4", "-f", "csv", "--per-source")
+    per_source = pl.read_csv(out.encode())
+    assert code == 0 and per_source.height == 2 and set(per_source["step"]) == {EARLY, STEP}
+    code, out, _ = __import__("conftest").run_cli(capsys, monkeypatch, "stabilize-effect", "-w", wh.root,
+                                                  "--where", "n_samples = 4", "-f", "csv")
+    table = pl.read_csv(out.encode())
+    assert code == 0 and table["env"].to_list() == ["hopper"] and table["sources"].to_list() == [2]
+    want = stats.iqm(per_source["ltp_change"].drop_nulls().to_numpy())
+    if table["ltp_sources"][0]:
+        assert table["ltp_change"][0] == pytest.approx(want, abs=1e-12)
+
+
+def test_top_ltp_picks_the_highest_ltp_td3_distributions(wh, source):
+    """Hand-made distributions on the tiny run's two checkpoints: LTP 0.3 at 45, 0.1 at
+    60 (td3 operator), and a gaussian one with LTP 0.9 that must not count."""
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc)
+    rid = source.run_id
+
+    def dist(step, op, k):  # 10 samples, k of them failures: LTP = k / 10
+        r = [100.0] * (10 - k) + [10.0] * k
+        return [dict(run_id=rid, step=step, operator_id=op, update_index=i, **{"return": x}) for i, x in enumerate(r)]
+
+    wh.append("operators", [dict(operator_id="td3[test-a]", kind="td3", params="{}", created_at=now),
+                            dict(operator_id="gaussian[test]", kind="gaussian", params="{}", created_at=now)])
+    wh.append("post_update_returns", dist(EARLY, "td3[test-a]", 3) + dist(STEP, "td3[test-a]", 1)
+              + dist(STEP, "gaussian[test]", 9))
+    top = top_ltp_sources(wh, 1)
+    assert list(zip(top["run_id"], top["step"], top["ltp"])) == [(rid, EARLY, 0.3)]
+    assert top_ltp_sources(wh, 5)["step"].to_list() == [EARLY, STEP]  # fewer than asked: all there are
+    assert top_ltp_sources(wh, 5, where="step > 50")["step"].to_list() == [STEP]
+    with pytest.raises(ValueError, match="no td3-operator distribution"):
+        top_ltp_sources(wh, 1, env="walker2d")
+    wh.append("operators", [dict(operator_id="td3[test-b]", kind="td3", params="{}", created_at=now)])
+    wh.append("post_update_returns", dist(STEP, "td3[test-b]", 4))
+    with pytest.raises(ValueError, match="--operator"):
+        top_ltp_sources(wh, 1)
+    assert top_ltp_sources(wh, 1, operator="td3[test-b]")["step"].to_list() == [STEP]
+
+
+# ---- the Fig. 7 table, from hand-made rows ----------------------------------------------------
+
+def _dist(k: int | str) -> list[float]:
+    """10 returns: k in 0..4 -> (10 - k) x 100 and k x 10: own-mode LTP k/10 (the mode is in
+    the top bin), mean 100 - 9k, and against a source of that family (mode 99.55 or 100)
+    the same k/10. 'down' -> 10 x 40: own LTP 0, mean 40, but all below half the source's mode."""
+    return [40.0] * 10 if k == "down" else [100.0] * (10 - k) + [10.0] * k
+
+
+# source -> (env, k at the last proposal for (reject s0, baseline s0, reject s1, baseline s1));
+# every source's own PURD (proposal 0) has k = 2. None: the reject arm rejected proposal 1,
+# so it holds the source (k = 2).
+HAND = {
+    "h1": ("hopper", (1, 3, None, 4)),      # LTP -0.2, -0.2 -> -0.2; mean +18, +18 -> 18
+    "h2": ("hopper", (0, 2, 2, 2)),         # -0.2, 0 -> -0.1; mean +18, 0 -> 9
+    "h3": ("hopper", (2, 1, 2, 1)),         # +0.1 -> 0.1; mean -9
+    "h4": ("hopper", (1, "down", 1, 1)),    # own +0.1, 0 -> 0.05; vs source -0.9, 0 -> -0.45; mean +51, 0 -> 25.5
+    "w1": ("walker2d", (1, 2, 1, 2)),       # -0.1; mean +9
+    "w2": ("walker2d", (1, 2, 1, 2)),       # -0.1; mean +9
+}
+
+
+@pytest.fixture(scope="module")
+def hand_wh(tmp_path_factory):
+    from datetime import datetime, timezone
+
+    from retland.warehouse import Warehouse
+
+    wh = Warehouse.open(tmp_path_factory.mktemp("fig7") / "wh")
+    now = datetime.now(timezone.utc)
+    runs, steps, returns = [], [], []
+    for src, (env, ks) in HAND.items():
+        runs.append(dict(run_id=src, algo="td3", env=env, seed=0, source="trained", created_at=now))
+        exp = f"stab-{src}"
+        lanes = [("reject", 0, ks[0]), ("baseline", 0, ks[1]), ("reject", 1, ks[2]), ("baseline", 1, ks[3])]
+        for arm, seed, k in lanes:
+            s0 = stats.summarize(_dist(2))
+            s1 = stats.summarize(_dist(2 if k is None else k))
+            for proposal, new, accepted in ((0, s0, True), (1, s1, k is not None)):
+                steps.append(dict(
+                    experiment_id=exp, arm=arm, seed=seed, proposal=proposal, run_id=src, step=1000,
+                    derived_run_id=f"{exp}-{arm}-r{seed}", criterion="cvar", alpha=0.1, beta=0.5, tolerance=0.0,
+                    n_samples=10, accepted=accepted, last_accepted=0, update_count=0, replay_size=1000,
+                    eval_return=0.0, mean=new.mean, std=new.std, mode=new.mode, ltp=new.ltp, cvar=new.cvar,
+                    last_mean=s0.mean, last_std=s0.std, last_mode=s0.mode, last_ltp=s0.ltp, last_cvar=s0.cvar,
+                    created_at=now))
+                r = _dist(2) if proposal == 0 or k is None else _dist(k)
+                returns += [dict(experiment_id=exp, arm=arm, seed=seed, proposal=proposal, update_index=i,
+                                 **{"return": x}) for i, x in enumerate(r)]
+    wh.append("runs", runs)
+    wh.append("stabilize_steps", steps)
+    wh.append("stabilize_returns", returns)
+    return wh
+
+
+def test_stabilize_sources_pairs_arms_per_source(hand_wh):
+    src = {r["run_id"]: r for r in hand_wh.query("SELECT * FROM stabilize_sources").iter_rows(named=True)}
+    assert sorted(src) == sorted(HAND)
+    want = {"h1": (-0.2, 18.0, -0.2), "h2": (-0.1, 9.0, -0.1), "h3": (0.1, -9.0, 0.1), "h4": (0.05, 25.5, -0.45),
+            "w1": (-0.1, 9.0, -0.1), "w2": (-0.1, 9.0, -0.1)}
+    for name, (ltp, mean, ltp_source) in want.items():
+        row = src[name]
+        assert (row["pairs"], row["ltp_pairs"], row["experiments"], row["proposals"]) == (2, 2, 1, 1)
+        assert row["ltp_before"] == pytest.approx(0.2) and row["mean_before"] == pytest.approx(82.0)
+        assert row["ltp_change"] == pytest.approx(ltp, abs=1e-12), name
+        assert row["mean_change"] == pytest.approx(mean, abs=1e-9), name
+        assert row["ltp_source_change"] == pytest.approx(ltp_source, abs=1e-12), name
+    assert src["h1"]["ltp_reject"] == pytest.approx(0.15) and src["h1"]["ltp_baseline"] == pytest.approx(0.35)
+
+
+def test_fig7_table_from_hand_made_rows(hand_wh):
+    table = fig7_table(hand_wh.query("SELECT * FROM stabilize_sources"), n_resamples=2000, seed=3)
+    rows = {r["env"]: r for r in table.iter_rows(named=True)}
+    assert list(rows) == ["hopper", "walker2d", "all"]
+    hop, walk, both = rows["hopper"], rows["walker2d"], rows["all"]
+    assert (hop["sources"], walk["sources"], both["sources"]) == (4, 2, 6)
+    # IQM of 4 sources = mean of the middle two of the sorted changes
+    assert hop["ltp_change"] == pytest.approx((-0.1 + 0.05) / 2, abs=1e-12)  # of -0.2, -0.1, 0.05, 0.1
+    assert hop["mean_change"] == pytest.approx((9.0 + 18.0) / 2)  # of -9, 9, 18, 25.5
+    assert hop["retland_ltp_source_change"] == pytest.approx((-0.2 - 0.1) / 2, abs=1e-12)  # of -0.45, -0.2, -0.1, 0.1
+    assert hop["ltp_reject"] == pytest.approx((0.15 + 0.1 + 0.2 + 0.1) / 4)
+    assert hop["mean_baseline"] == pytest.approx((68.5 + 82 + 91 + 65.5) / 4)  # (73+64)/2, 82, 91, (40+91)/2
+    # 2 sources: no trimming; equal changes: the CI is that value
+    assert (walk["ltp_change"], walk["ltp_lo"], walk["ltp_hi"]) == pytest.approx((-0.1, -0.1, -0.1), abs=1e-12)
+    assert (walk["mean_change"], walk["mean_lo"], walk["mean_hi"]) == pytest.approx((9.0, 9.0, 9.0))
+    # all envs: IQM of 6 (trim 1 each end) of -0.2, -0.1, -0.1, -0.1, 0.05, 0.1
+    assert both["ltp_change"] == pytest.approx((-0.1 * 3 + 0.05) / 4, abs=1e-12)
+    # the CI resamples sources within each env (rliable's stratified bootstrap)
+    hop_changes, walk_changes = np.array([-0.2, -0.1, 0.1, 0.05]), np.array([-0.1, -0.1])
+    rng = np.random.default_rng(3)
+    draws = np.concatenate([hop_changes[rng.integers(0, 4, size=(2000, 4))],
+                            walk_changes[rng.integers(0, 2, size=(2000, 2))]], axis=1)
+    import scipy.stats
+
+    lo, hi = np.percentile(scipy.stats.trim_mean(draws, 0.25, axis=1), [2.5, 97.5])
+    assert (both["ltp_lo"], both["ltp_hi"]) == pytest.approx((lo, hi), abs=1e-12)
+    assert hop["ltp_lo"] < hop["ltp_change"] < hop["ltp_hi"]
+
+
+def test_cli_stabilize_effect_reads_the_table_and_refuses_bad_where(hand_wh, capsys, monkeypatch):
+    import polars as pl
+    from conftest import run_cli as run
+
+    code, out, err = run(capsys, monkeypatch, "stabilize-effect", "-w", hand_wh.root, "-f", "csv",
+                         "--where", "env = 'walker2d'")
+    assert code == 0, err
+    table = pl.read_csv(out.encode())
+    assert table["env"].to_list() == ["walker2d"] and table["ltp_change"][0] == pytest.approx(-0.1)
+    code, out, err = run(capsys, monkeypatch, "stabilize-effect", "-w", hand_wh.root, "--where", "nonsense >")
+    assert code == 2 and "--where" in err
+
+
+def test_report_shows_fig7_a10_and_the_trajectories(hand_wh):
+    from retland.report.blocks import Figure, Table
+    from retland.report.context import ReportContext
+    from retland.report.stabilize_charts import stabilize_blocks
+
+    blocks = stabilize_blocks(ReportContext(hand_wh.connect(), n_resamples=50))
+    assert [(type(b), b.name) for b in blocks] == [(Figure, "stabilize-fig7"), (Table, "stabilize-fig7-table"),
+                                                   (Figure, "stabilize-a10"), (Figure, "stabilize-arms")]
+    table = {r["env"]: r for r in blocks[1].frame.iter_rows(named=True)}
+    assert table["walker2d"]["ltp_change"] == pytest.approx(-0.1) and table["hopper"]["sources"] == 4
+    for fig in (blocks[0], blocks[2], blocks[3]):
+        fig.chart.to_dict()  # a valid Vega-Lite spec

@@ -40,13 +40,21 @@ loops only over the P proposals, each of which is N + 1 full rollouts per lane.
 Memory: each lane holds its own replay buffer (checkpoint rows + P), so lanes × buffer
 must fit on the device; run fewer seeds per call otherwise.
 
+Several sources (the paper's Fig. 7 aggregates ≥ 10 source policies per env; A.10
+shows each): `plan_sources` / `run_sources` run one experiment per source, written as
+each finishes, skipping sources already done with the same settings, with one compiled
+program for sources of one training config (`sources.py`). `fig7_table` aggregates the
+view stabilize_sources per env: IQM over sources of the paired reject − baseline change
+of the own-mode LTP (each PURD's LTP against its own mode, the paper's), the mean return
+and retland's LTP against the source's mode, with stratified bootstrap CIs.
+
 Output: one `stabilize_steps` row per lane and proposal (proposal 0 = the checkpoint),
 the PURD samples in `stabilize_returns`, and the final state of each lane as a derived
 run (runs.source = 'derived', parent_run_id, parent_step) with one checkpoint, which
 `retland sample` and the report treat like any other.
 """
 from retland.analyses.stabilize.config import ARMS, AUTO_CHUNK, CRITERIA, StabilizeConfig, accepts, criterion_value
-from retland.analyses.stabilize.effect import arm_effect
+from retland.analyses.stabilize.effect import arm_effect, fig7_table
 from retland.analyses.stabilize.experiment import (
     StabilizeResult,
     derived_run_id,
@@ -55,8 +63,28 @@ from retland.analyses.stabilize.experiment import (
     run_experiment,
     write_result,
 )
-from retland.analyses.stabilize.program import Lane, OwnOrUpdate, commit, initial_lanes, propose_fn, purd_fn
+from retland.analyses.stabilize.program import (
+    Lane,
+    OwnOrUpdate,
+    commit,
+    initial_lanes,
+    program_config,
+    propose_fn,
+    purd_fn,
+)
+from retland.analyses.stabilize.sources import (
+    SourceOutcome,
+    SourcePlan,
+    check_source,
+    completed_experiment,
+    parse_selection,
+    plan_sources,
+    run_sources,
+    top_ltp_sources,
+)
 
 __all__ = ["ARMS", "AUTO_CHUNK", "CRITERIA", "StabilizeConfig", "accepts", "criterion_value", "arm_effect",
-           "StabilizeResult", "derived_run_id", "load_source", "new_experiment_id", "run_experiment", "write_result",
-           "Lane", "OwnOrUpdate", "commit", "initial_lanes", "propose_fn", "purd_fn"]
+           "fig7_table", "StabilizeResult", "derived_run_id", "load_source", "new_experiment_id", "run_experiment",
+           "write_result", "Lane", "OwnOrUpdate", "commit", "initial_lanes", "program_config", "propose_fn",
+           "purd_fn", "SourceOutcome", "SourcePlan", "check_source", "completed_experiment", "parse_selection",
+           "plan_sources", "run_sources", "top_ltp_sources"]

@@ -14,7 +14,7 @@ import numpy as np
 
 from retland import stats
 from retland.analyses.stabilize.config import AUTO_CHUNK, AUTO_CHUNK_ACCELERATOR, StabilizeConfig, accepts
-from retland.analyses.stabilize.program import Lane, commit, initial_lanes, propose_fn, purd_fn
+from retland.analyses.stabilize.program import Lane, commit, initial_lanes, program_config, propose_fn, purd_fn
 from retland.core import jaxcache
 from retland.core.repro import reproducibility_record
 from retland.train import checkpoints as ck
@@ -61,11 +61,14 @@ def _summary(r: np.ndarray, scfg: StabilizeConfig) -> stats.Summary:
 
 
 def run_experiment(scfg: StabilizeConfig, wh=None, *, checkpoint=None, progress: Callable[..., None] | None = None,
-                   write: bool = True, experiment_id: str | None = None) -> StabilizeResult:
+                   write: bool = True, experiment_id: str | None = None,
+                   capacity: int | None = None) -> StabilizeResult:
     """Run Algorithm 1 for every lane; with `write`, append the rows and the derived runs
     to the warehouse `wh` (only once everything is computed: a killed job writes nothing).
-    progress(proposals, info=…): called after the checkpoint's own PURD (0) and after
-    each proposal (1), with the lanes' current mean and LTP."""
+    progress(n, info=…): called with n = 1 after each of the P + 1 PURD estimates (the
+    checkpoint's own, then one per proposal), with the lanes' current mean and LTP.
+    capacity: replay rows per lane (see `initial_lanes`); several sources given one
+    capacity share one compiled program (`run_sources`)."""
     jaxcache.enable()
     if scfg.chunk is None:
         auto = AUTO_CHUNK.get(jax.default_backend(), AUTO_CHUNK_ACCELERATOR)
@@ -78,9 +81,10 @@ def run_experiment(scfg: StabilizeConfig, wh=None, *, checkpoint=None, progress:
     baseline = np.array([a == "baseline" for a, _ in lanes_meta])
 
     t0 = time.perf_counter()
-    lanes, purd_keys = initial_lanes(ckpt, scfg)
-    propose = propose_fn(cfg, scfg.exploration_noise, scfg.reset_noise_fraction)
-    estimate = purd_fn(cfg, N, scfg.chunk)
+    lanes, purd_keys = initial_lanes(ckpt, scfg, capacity)
+    pcfg = program_config(cfg)
+    propose = propose_fn(pcfg, scfg.exploration_noise, scfg.reset_noise_fraction)
+    estimate = purd_fn(pcfg, N, scfg.chunk)
 
     report = progress or (lambda n=0, **info: None)
     returns = np.zeros((L, P + 1, N), np.float64)
@@ -93,7 +97,7 @@ def run_experiment(scfg: StabilizeConfig, wh=None, *, checkpoint=None, progress:
     for i in range(L):
         rows[i].append(_row(scfg, lanes_meta[i], 0, True, 0, last[i], last[i], float(own[i]),
                             _counters(lanes, i)))
-    report(0, info=_lanes_info(last))
+    report(1, info=_lanes_info(last))
     for k in range(1, P + 1):
         tk = time.perf_counter()
         proposed = propose(lanes)

@@ -38,12 +38,25 @@ def seed_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     return jax.random.fold_in(k, 0), jax.random.fold_in(k, 1), jax.random.fold_in(k, 2)
 
 
-def initial_lanes(ckpt, scfg: StabilizeConfig) -> tuple[Lane, jax.Array]:
+def program_config(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` without the fields that name a run rather than its programs (seed, seeds,
+    lengths, checkpoint and eval steps): sources of one training job, or of jobs that
+    differ only in those, then share one compiled propose and PURD program."""
+    return cfg.model_copy(update=dict(seed=0, seeds=1, total_steps=None, checkpoints=None, eval_every=None))
+
+
+def initial_lanes(ckpt, scfg: StabilizeConfig, capacity: int | None = None) -> tuple[Lane, jax.Array]:
     """(lanes [L], PURD base keys [L, 2]) from a loaded TD3 checkpoint. Each lane's
-    buffer holds the checkpoint's rows [0, size) and room for P more."""
+    buffer holds the checkpoint's rows [0, size) and zeros up to `capacity` rows
+    (default size + P, the least the P proposals need). Rows are drawn from [0, size)
+    only, so the padding changes no number; a common capacity gives checkpoints of
+    different sizes one buffer shape, hence one compiled program."""
     size0 = int(ckpt.replay_size)
+    capacity = size0 + scfg.proposals if capacity is None else int(capacity)
+    if capacity < size0 + scfg.proposals:
+        raise ValueError(f"capacity {capacity} < replay size {size0} + {scfg.proposals} proposals")
     data = jax.tree.map(lambda x: np.concatenate([np.asarray(x)[:size0],
-                                                  np.zeros((scfg.proposals, *x.shape[1:]), x.dtype)]),
+                                                  np.zeros((capacity - size0, *x.shape[1:]), x.dtype)]),
                         ckpt.replay)
     env = collection_env(ckpt.config, scfg.reset_noise_fraction)
     lanes, purd_keys = [], []
