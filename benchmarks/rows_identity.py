@@ -28,8 +28,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RECORD = HERE / "rows_identity.json"
 
+# variant "brax": the rows recorded before task variants existed are brax's rules.
 CONFIG = """\
 env = "hopper"
+variant = "brax"
 seeds = 2
 total_steps = 120
 checkpoints = [60, 120]

@@ -26,7 +26,7 @@ ENV = "hopper"
 
 
 def retland_rate(agent, seeds: int, steps: int, prefill: int = 1000, repeats: int = 3) -> float:
-    cfg = TrainConfig(env=ENV, seeds=seeds, total_steps=prefill + (repeats + 2) * steps, checkpoints=(prefill,),
+    cfg = TrainConfig(env=ENV, variant="brax", seeds=seeds, total_steps=prefill + (repeats + 2) * steps, checkpoints=(prefill,),
                       eval_every=prefill, agent=agent.model_copy(update={"learning_starts": prefill}))
     ts, rb = init_states(cfg)
     ts, rb = make_chunk_fn(cfg, 0, prefill)(ts, rb)  # uniform warm-up fills the buffer
@@ -55,7 +55,7 @@ def brax_sac_rate(steps: int, prefill: int = 1000, repeats: int = 3) -> float:
     # num_evals = repeats + 2: repeats + 1 training epochs of `steps` env steps; the
     # first includes compilation and is dropped.
     total = prefill + (repeats + 1) * steps
-    brax_sac.train(environment=make_env(ENV, DEFAULT_BACKEND), num_timesteps=total,
+    brax_sac.train(environment=make_env(ENV, DEFAULT_BACKEND, variant="brax"), num_timesteps=total,
                    episode_length=1000, num_envs=1, batch_size=256, grad_updates_per_step=1,
                    min_replay_size=prefill, max_replay_size=total, learning_rate=3e-4,
                    discounting=0.99, num_evals=repeats + 2, num_eval_envs=1, progress_fn=progress, seed=0)

@@ -41,7 +41,8 @@ def _steps_list(text: str | None) -> tuple[int, ...] | None:
 
 # TrainConfig fields set by a command-line option: errors in them name the option.
 _OPTION_OF = {"env": "--env", "seeds": "--seeds", "seed": "--seed", "total_steps": "--steps",
-              "checkpoints": "--checkpoints", "eval_every": "--eval-every", "backend": "--backend"}
+              "checkpoints": "--checkpoints", "eval_every": "--eval-every", "backend": "--backend",
+              "variant": "--variant"}
 
 
 def _error_text(err: dict, given: set[str] = frozenset(), source: str | None = None) -> str:
@@ -76,6 +77,10 @@ def train(
         help="Comma-separated env steps to checkpoint at (default 50k,150k,…,950k; ppo: 10 evenly spaced).")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Env steps between learning-curve points.")] = None,
     backend: Annotated[Optional[str], typer.Option(help="Brax physics backend (default positional).")] = None,
+    variant: Annotated[Optional[str], typer.Option(
+        help="Task rules: paper (default; the paper's Brax 0.0.13 terminations, rewards and observations, "
+             "e.g. hopper ends only when its torso drops below 0.7) or brax (brax 0.14's own: hopper also "
+             "ends when tilted past 0.2 rad).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with TrainConfig fields and an \\[agent] table.")] = None,
     resume: Annotated[Optional[str], typer.Option(
         help="Job id (run id without -s<seed>) to continue from its last checkpoint "
@@ -97,7 +102,8 @@ def train(
     # Everything given is checked before the warehouse is opened or anything compiled.
     if resume is not None:
         given = [n for n, v in dict(algo=algo, env=env, seeds=seeds, seed=seed, steps=steps, checkpoints=checkpoints,
-                                    eval_every=eval_every, backend=backend, config=config).items() if v is not None]
+                                    eval_every=eval_every, backend=backend, variant=variant,
+                                    config=config).items() if v is not None]
         if given:
             raise CliError(f"--resume continues a job with its recorded config; drop {', '.join('--' + g for g in given)}")
         cfg = resume_config(Warehouse.open(warehouse, create=False), resume)  # an unknown job changes nothing
@@ -107,7 +113,7 @@ def train(
         if config is not None and not config.is_file():
             raise CliError(f"--config {config}: no such file")
         options = dict(env=env, seeds=seeds, seed=seed, total_steps=steps, checkpoints=_steps_list(checkpoints),
-                       eval_every=eval_every, backend=backend)
+                       eval_every=eval_every, backend=backend, variant=variant)
         try:
             cfg = load_train_config(config, algo=algo.value if algo else None, **options)
         except ValidationError as exc:
@@ -119,7 +125,8 @@ def train(
             raise CliError(f"--config {config}: not a text (TOML) file") from None
         require_writable(warehouse)
         wh = Warehouse.open(warehouse)
-    console.print(f"[bold]{cfg.algo}[/] on [bold]{cfg.env}[/] ({cfg.backend}), {cfg.seeds} seeds x "
+    console.print(f"[bold]{cfg.algo}[/] on [bold]{cfg.env}[/] ({cfg.variant} task rules, {cfg.backend}), "
+                  f"{cfg.seeds} seeds x "
                   f"{cfg.steps:,} steps; checkpoints at {', '.join(f'{s:,}' for s in cfg.checkpoint_steps)}")
     with progress_bar(cfg.steps, f"{cfg.algo} {cfg.env} x{cfg.seeds}", unit="env-steps", rate_scale=cfg.seeds,
                       enabled=progress) as advance:

@@ -29,7 +29,7 @@ from retland.purd.operators import parse_operator
 from retland.purd.sampling import sample_distribution
 from retland.warehouse import Warehouse
 
-ENV, BACKEND, H, HIDDEN = "hopper", "positional", 40, (16,)
+ENV, BACKEND, VARIANT, H, HIDDEN = "hopper", "positional", "paper", 40, (16,)
 OP, N, B = "gaussian:0.05", 48, 8
 RUN, STEP = "init-hopper-s0", 0
 COLUMNS = ["update_index", "return", "discounted_return", "episode_length", "terminated", "chunk_size"]
@@ -38,10 +38,10 @@ TESTS = Path(__file__).resolve().parent
 
 def build(op: str = OP):
     """(spec, program, θ) of the plumbing tests: a fresh tiny actor."""
-    obs_size, action_size = env_dims(ENV, BACKEND)
+    obs_size, action_size = env_dims(ENV, BACKEND, variant=VARIANT)
     theta = init_params(DeterministicActor(action_size, HIDDEN), jax.random.PRNGKey(0), jnp.zeros(obs_size))
     spec = parse_operator(op, horizon=H, env=ENV)
-    return spec, program_for(spec, ENV, BACKEND, ActorPolicy(action_size, HIDDEN)), theta
+    return spec, program_for(spec, ENV, BACKEND, ActorPolicy(action_size, HIDDEN), variant=VARIANT), theta
 
 
 def sample(wh, n=N, batch_size=B, op=OP, **kw):
@@ -235,7 +235,7 @@ def test_td3_operator_is_one_hand_written_adam_step_of_the_actor():
 
     cfg = TD3Config(hidden=(8,), batch_size=32)
     agent = get_agent("td3", cfg)
-    obs_size, action_size = env_dims(ENV, BACKEND)
+    obs_size, action_size = env_dims(ENV, BACKEND, variant=VARIANT)
     state = td3.init(cfg, jax.random.PRNGKey(1), obs_size, action_size)
     cap, size = 100, 60
     k = jax.random.split(jax.random.PRNGKey(2), 3)
@@ -249,7 +249,7 @@ def test_td3_operator_is_one_hand_written_adam_step_of_the_actor():
 
     spec = parse_operator("td3", seed=3)
     key_i = jax.random.fold_in(jax.random.PRNGKey(3), 11)
-    make_params = engine.program_for(spec, ENV, BACKEND, engine.AgentPolicy(agent), agent).make_params
+    make_params = engine.program_for(spec, ENV, BACKEND, engine.AgentPolicy(agent), agent, variant=VARIANT).make_params
     got = jax.jit(make_params)(op_state, key_i, 11)
 
     idx = jax.random.randint(key_i, (cfg.batch_size,), 0, size)

@@ -52,4 +52,5 @@ def get_agent(algo: str, config=None) -> Agent:
         return SACAgent(config)
     if train_cfg is None:  # PPO's operator rolls out the env: it must know which
         return PPOAgent(config)
-    return PPOAgent(config, env=train_cfg.env, backend=train_cfg.backend, horizon=train_cfg.horizon)
+    return PPOAgent(config, env=train_cfg.env, backend=train_cfg.backend, horizon=train_cfg.horizon,
+                    variant=train_cfg.variant)

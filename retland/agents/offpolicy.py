@@ -26,7 +26,7 @@ def critic_net(cfg) -> networks.TwinCritic:
 
 
 def optimizer(cfg) -> optax.GradientTransformation:
-    return optax.adam(cfg.learning_rate)
+    return optax.adam(cfg.learning_rate, eps=cfg.adam_eps)
 
 
 def init_actor_critic(cfg, actor: nn.Module, key: jax.Array, obs_size: int, action_size: int):

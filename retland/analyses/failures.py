@@ -145,7 +145,7 @@ def reroll(wh, target: FailurePlan, checkpoint=None) -> dict[int, dict[str, np.n
     for k in sorted({i // b for i in wanted}):
         idx = engine.chunk_indices(k, b)
         fn = engine.chunk_function(program, per_step=True)
-        summary, steps = jax.device_get(fn(op_state, reference_state(ckpt.env, ckpt.backend), spec.base_key,
+        summary, steps = jax.device_get(fn(op_state, reference_state(ckpt.env, ckpt.backend, variant=ckpt.variant), spec.base_key,
                                            jnp.asarray(idx)))
         for j, i in enumerate(idx):
             if int(i) not in wanted:

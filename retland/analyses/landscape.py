@@ -27,7 +27,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -174,6 +174,7 @@ class LandscapePlan:
     horizon: int
     operator_id: str | None
     grids: list[GridPlan]
+    variant: str = field(kw_only=True)  # the run's task rules
 
     @property
     def todo(self) -> int:
@@ -198,7 +199,8 @@ def plan(wh, req: LandscapeRequest, batch_size: int | str | None = "auto") -> La
     steps = list_checkpoints(wh, req.run_id)
     if req.step not in steps:
         raise LandscapeError(f"run {req.run_id} has no checkpoint at step {req.step}; it has {steps}")
-    horizon = int(req.horizon or run_config(rec).horizon)
+    train_cfg = run_config(rec)
+    horizon = int(req.horizon or train_cfg.horizon)
     operator_id = None
     if req.directions == "update":
         try:
@@ -228,7 +230,8 @@ def plan(wh, req: LandscapeRequest, batch_size: int | str | None = "auto") -> La
             if b < 1:
                 raise LandscapeError(f"--batch-size must be >= 1, got {b}")
         grids.append(GridPlan(gid, z, req.lo * z, req.hi * z, b, present, stored[0] if stored else None))
-    return LandscapePlan(req, rec["env"], rec["algo"], rec["backend"], horizon, operator_id, grids)
+    return LandscapePlan(req, rec["env"], rec["algo"], rec["backend"], horizon, operator_id, grids,
+                         variant=train_cfg.variant)
 
 
 def compute_directions(req: LandscapeRequest, ckpt, operator_id: str | None):
@@ -274,7 +277,8 @@ def run(wh, p: LandscapePlan, *, devices=None, progress: Callable[[int], None] |
             raise LandscapeError(
                 f"grid {g.grid_id}: the directions computed now (sha256 {digest[:12]}) differ from the stored "
                 f"ones ({g.stored['directions_hash'][:12]}); refusing to mix them in one grid")
-    prog = SampleProgram(p.env, p.backend, p.horizon, AgentPolicy(agent), GridParams(req.samples_per_point, float(req.sigma)))
+    prog = SampleProgram(p.env, p.backend, p.horizon, AgentPolicy(agent), GridParams(req.samples_per_point, float(req.sigma)),
+                         variant=p.variant)
     K = req.samples_per_point
     for g, res in todo:
         t0 = time.monotonic()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import inspect
 import io
 import warnings
@@ -21,6 +22,12 @@ BACKENDS: tuple[str, ...] = ("positional", "generalized", "spring", "mjx")
 DEFAULT_BACKEND = "positional"
 # The paper's tasks are 1000-step episodes.
 DEFAULT_HORIZON = 1000
+# Task rules (termination, reward, observation, reset noise): "paper" restores Brax
+# 0.0.13's, which the paper used (retland.core.paper_tasks); "brax" is brax 0.14's own.
+VARIANTS: tuple[str, ...] = ("paper", "brax")
+DEFAULT_VARIANT = "paper"
+# Runs recorded before variants existed were trained on brax's own rules.
+LEGACY_VARIANT = "brax"
 
 
 def _import_brax_envs():
@@ -32,10 +39,29 @@ def _import_brax_envs():
     return brax_envs
 
 
+# brax 0.14's class of each task (the paper variant subclasses it).
+_BRAX_CLASSES = {"ant": ("brax.envs.ant", "Ant"), "halfcheetah": ("brax.envs.half_cheetah", "Halfcheetah"),
+                 "hopper": ("brax.envs.hopper", "Hopper"), "walker2d": ("brax.envs.walker2d", "Walker2d")}
+
+
+def brax_task_class(name: str):
+    """brax 0.14's environment class for task `name`."""
+    _import_brax_envs()
+    module, cls = _BRAX_CLASSES[check_env(name)]
+    return getattr(importlib.import_module(module), cls)
+
+
 def check_env(name: str) -> str:
     if name not in ENVS:
         raise ValueError(f"unknown env {name!r}: choose one of {', '.join(ENVS)}")
     return name
+
+
+def check_variant(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown task variant {variant!r}: choose one of {', '.join(VARIANTS)} "
+                         "(paper = the paper's Brax 0.0.13 task rules, brax = brax 0.14's)")
+    return variant
 
 
 def check_backend(backend: str) -> str:
@@ -44,48 +70,62 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-@functools.lru_cache(maxsize=None)
-def make_env(name: str, backend: str = DEFAULT_BACKEND, reset_noise_scale: float | None = None):
-    """A raw brax env (no episode or auto-reset wrapper).
+def make_env(name: str, backend: str = DEFAULT_BACKEND, reset_noise_scale: float | None = None, *,
+             variant: str):
+    """A raw brax env (no episode or auto-reset wrapper) with the given task rules.
 
     reset_noise_scale=None keeps the task's standard reset noise (hopper/walker2d
     5e-3, ant/halfcheetah 0.1); 0.0 makes `reset` return the reference state s0.
     Cached: brax env construction parses MJCF and takes seconds.
     """
-    check_env(name)
-    check_backend(backend)
+    return _make_env(check_env(name), check_backend(backend),
+                     None if reset_noise_scale is None else float(reset_noise_scale), check_variant(variant))
+
+
+@functools.lru_cache(maxsize=None)
+def _make_env(name: str, backend: str, reset_noise_scale: float | None, variant: str):
     brax_envs = _import_brax_envs()
-    kwargs = {} if reset_noise_scale is None else {"reset_noise_scale": float(reset_noise_scale)}
     # Cached across calls, so it must hold concrete arrays even when first built
     # inside a jit trace.
     with warnings.catch_warnings(), jax.ensure_compile_time_eval():
         warnings.simplefilter("ignore")
+        if variant == "paper":
+            from retland.core.paper_tasks import paper_env
+            noise = standard_reset_noise(name) if reset_noise_scale is None else reset_noise_scale
+            return paper_env(name, backend, noise)
+        kwargs = {} if reset_noise_scale is None else {"reset_noise_scale": reset_noise_scale}
         return brax_envs.get_environment(name, backend=backend, **kwargs)
 
 
+@functools.lru_cache(maxsize=None)
 def standard_reset_noise(name: str) -> float:
-    """The task's default reset noise scale (what training uses)."""
-    env_cls = type(make_env(name))
+    """The task's standard reset noise scale (what training uses); the same in both
+    variants: hopper/walker2d 5e-3, ant/halfcheetah 0.1."""
+    env_cls = brax_task_class(name)
     return float(inspect.signature(env_cls.__init__).parameters["reset_noise_scale"].default)
 
 
-def reference_env(name: str, backend: str = DEFAULT_BACKEND):
+def reference_env(name: str, backend: str = DEFAULT_BACKEND, *, variant: str):
     """The env whose reset is deterministic: reset noise 0."""
-    return make_env(name, backend, 0.0)
+    return make_env(name, backend, 0.0, variant=variant)
 
 
-@functools.lru_cache(maxsize=None)
-def reference_state(name: str, backend: str = DEFAULT_BACKEND):
+def reference_state(name: str, backend: str = DEFAULT_BACKEND, *, variant: str):
     """s0: the fixed start state every return J(θ) is measured from.
 
     Computed once per process and held on the host (tracing brax's reset takes
     seconds); callers that need it on a device put it there, and must not mutate it.
     """
-    env = reference_env(name, backend)
+    return _reference_state(check_env(name), check_backend(backend), check_variant(variant))
+
+
+@functools.lru_cache(maxsize=None)
+def _reference_state(name: str, backend: str, variant: str):
+    env = reference_env(name, backend, variant=variant)
     return jax.device_get(jax.jit(env.reset)(jax.random.PRNGKey(0)))
 
 
-def env_dims(name: str, backend: str = DEFAULT_BACKEND) -> tuple[int, int]:
+def env_dims(name: str, backend: str = DEFAULT_BACKEND, *, variant: str) -> tuple[int, int]:
     """(observation size, action size)."""
-    env = make_env(name, backend)
+    env = make_env(name, backend, variant=variant)
     return int(env.observation_size), int(env.action_size)

@@ -101,26 +101,28 @@ class SampleProgram:
     make_params: Callable[[Any, jax.Array, jax.Array], Any]
     action_noise: float = 0.0
     reset_noise: float = 0.0
+    # The task rules (retland.core.envs.VARIANTS): always the run's own, never a default.
+    variant: str = field(kw_only=True)
 
 
-def program_for(spec: OperatorSpec, env: str, backend: str, policy, agent=None) -> SampleProgram:
+def program_for(spec: OperatorSpec, env: str, backend: str, policy, agent=None, *, variant: str) -> SampleProgram:
     """The program of operator `spec` rolled out with `policy`; td3/sac/ppo need `agent`."""
     action_noise, reset_noise = rollout_perturbation(spec)
     return SampleProgram(env, backend, spec.horizon, policy, params_function(spec, agent),
-                         action_noise, reset_noise)
+                         action_noise, reset_noise, variant=variant)
 
 
 def sample_rollout(program: SampleProgram, op_state, start_state, base_key, j, per_step: bool = False):
     """Sample j: θ_j = make_params(op_state, fold_in(base_key, j), j), rolled out for the
     program's horizon (a `Rollout`, plus the `Steps` record when per_step)."""
-    env = reference_env(program.env, program.backend)
+    env = reference_env(program.env, program.backend, variant=program.variant)
     key = sample_key(base_key, j)
     # θ_j is computed once per sample: the barrier keeps XLA from fusing the update
     # into the rollout's loop body, where it would run at each of the H steps.
     params = jax.lax.optimization_barrier(program.make_params(op_state, key, j))
     rkey = rollout_key(key)
     if program.reset_noise > 0:
-        start_state = make_env(program.env, program.backend, program.reset_noise).reset(rkey)
+        start_state = make_env(program.env, program.backend, program.reset_noise, variant=program.variant).reset(rkey)
     return rollout(env, program.policy, params, start_state, program.horizon,
                    action_noise=program.action_noise, key=rkey, per_step=per_step)
 
@@ -209,7 +211,7 @@ def run_chunks(
     fn = chunk_function(program)
     devs = resolve_devices(devices)
     if start_state is None:
-        start_state = reference_state(program.env, program.backend)
+        start_state = reference_state(program.env, program.backend, variant=program.variant)
     placed = [
         (jax.device_put(op_state, d), jax.device_put(start_state, d), jax.device_put(base_key, d))
         for d in devs

@@ -245,7 +245,7 @@ def checkpoint_program(spec: OperatorSpec, ckpt) -> tuple[SampleProgram, Any]:
         op_state = agent.operator_state(ckpt)
     else:
         op_state = agent.actor_params(ckpt.state)
-    program = program_for(spec, ckpt.env, ckpt.backend, AgentPolicy(agent), agent)
+    program = program_for(spec, ckpt.env, ckpt.backend, AgentPolicy(agent), agent, variant=ckpt.variant)
     return program, op_state
 
 

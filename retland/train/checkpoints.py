@@ -68,6 +68,11 @@ class Checkpoint:
     artifact_path: str
     eval_return: float | None = None
 
+    @property
+    def variant(self) -> str:
+        """The task rules the run was trained with (see retland.core.envs.VARIANTS)."""
+        return self.config.variant
+
 
 def _open(wh_or_root):
     if isinstance(wh_or_root, Warehouse):
@@ -208,7 +213,7 @@ def run_config(record: dict) -> TrainConfig:
     data = json.loads(record["config"])
     data.pop("job_id", None)
     data.pop("seed_index", None)
-    return TrainConfig.model_validate(data)
+    return TrainConfig.from_stored(data)
 
 
 def list_checkpoints(wh_or_root, run_id: str) -> list[int]:

@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from retland.core.envs import BACKENDS, DEFAULT_BACKEND, DEFAULT_HORIZON, ENVS
+from retland.core.envs import BACKENDS, DEFAULT_BACKEND, DEFAULT_HORIZON, DEFAULT_VARIANT, ENVS, LEGACY_VARIANT, VARIANTS
 
 ALGOS: tuple[str, ...] = ("td3", "sac", "ppo")
 
@@ -50,6 +50,9 @@ class TD3Config(_Model):
 
     algo: Literal["td3"] = "td3"
     learning_rate: Rate = 3e-4  # actor and critic Adam
+    # Adam ε of every optimizer: the authors' code (optax default); Table 1 prints 1.5e-4.
+    # It sets the size of each sampled update where √v is small (docs/method.md §4).
+    adam_eps: Rate = 1e-8
     batch_size: Size = 256
     gamma: Discount = 0.99
     tau: Discount = 0.005
@@ -67,6 +70,7 @@ class SACConfig(_Model):
 
     algo: Literal["sac"] = "sac"
     learning_rate: Rate = 3e-4  # actor, critics and temperature Adam
+    adam_eps: Rate = 1e-8  # as TD3Config.adam_eps
     batch_size: Size = 256
     gamma: Discount = 0.99
     tau: Discount = 0.005
@@ -145,6 +149,8 @@ class TrainConfig(_Model):
 
     env: str = "hopper"
     backend: str = DEFAULT_BACKEND
+    # Task rules: "paper" = Brax 0.0.13's, as the paper trained on; "brax" = brax 0.14's.
+    variant: str = DEFAULT_VARIANT
     seeds: Size = 20
     seed: Count = 0  # seed index i of the job's runs uses PRNGKey(seed + i)
     total_steps: Size | None = None  # env steps per seed; None = the algo's default
@@ -162,6 +168,13 @@ class TrainConfig(_Model):
     def _env(cls, v):
         if v not in ENVS:
             raise ValueError(f"unknown env {v!r}: choose one of {', '.join(ENVS)}")
+        return v
+
+    @field_validator("variant")
+    @classmethod
+    def _variant(cls, v):
+        if v not in VARIANTS:
+            raise ValueError(f"unknown task variant {v!r}: choose one of {', '.join(VARIANTS)}")
         return v
 
     @field_validator("backend")
@@ -212,6 +225,9 @@ class TrainConfig(_Model):
             raise ValueError(f"checkpoint steps {off} are not multiples of {g} (env steps per {self.algo} iteration)")
         if self.eval_interval <= 0 or self.eval_interval % g:
             raise ValueError(f"eval_every={self.eval_interval} must be a positive multiple of {g}")
+        if self.variant == "paper" and self.env == "ant" and self.backend != "positional":
+            raise ValueError(f"the paper variant of ant needs backend positional (its contact observations and "
+                             f"cost come from that solver), not {self.backend!r}; or use variant brax")
         if self.algo in ("td3", "sac"):
             if self.agent.buffer_size < total:
                 raise ValueError(
@@ -227,7 +243,16 @@ class TrainConfig(_Model):
 
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
-        return cls.model_validate(json.loads(text))
+        return cls.from_stored(json.loads(text))
+
+    @classmethod
+    def from_stored(cls, data: dict) -> "TrainConfig":
+        """A config as recorded in a `runs` row. Runs recorded before task variants
+        existed were trained with brax's own task rules, so a missing variant reads as
+        "brax", never as today's default."""
+        data = dict(data)
+        data.setdefault("variant", LEGACY_VARIANT)
+        return cls.model_validate(data)
 
 
 def load_train_config(path: str | Path | None = None, **overrides) -> TrainConfig:

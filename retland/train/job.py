@@ -75,6 +75,7 @@ def _run_rows(cfg: TrainConfig, job_id: str, ids: list[str]) -> list[dict]:
     for i, rid in enumerate(ids):
         config = dict(base, job_id=job_id, seed_index=i)
         rows.append(dict(run_id=rid, algo=cfg.algo, env=cfg.env, seed=cfg.seed + i, backend=cfg.backend,
+                         variant=cfg.variant,
                          source="trained", parent_run_id=None, parent_step=None,
                          config=__import__("json").dumps(config), repro=reproducibility_record(config),
                          created_at=_now()))

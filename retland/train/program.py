@@ -46,8 +46,8 @@ def replay_capacity(cfg: TrainConfig) -> int:
 
 def init_seed(cfg: TrainConfig, key) -> tuple[TrainState, replay.Replay | None]:
     """One seed's initial training state (and empty replay buffer for TD3/SAC)."""
-    env = make_env(cfg.env, cfg.backend)
-    obs_size, action_size = env_dims(cfg.env, cfg.backend)
+    env = make_env(cfg.env, cfg.backend, variant=cfg.variant)
+    obs_size, action_size = env_dims(cfg.env, cfg.backend, variant=cfg.variant)
     mod = algo_module(cfg.algo)
     k_agent, k_env, k_loop = jax.random.split(key, 3)
     agent = mod.init(cfg.agent, k_agent, obs_size, action_size)
@@ -92,7 +92,7 @@ def offpolicy_collect(cfg: TrainConfig, env, ts: TrainState, rb: replay.Replay, 
     and env-step counter — the agent untouched —, rb, update keys [S])."""
     mod = algo_module(cfg.algo)
     acfg = cfg.agent
-    _, action_size = env_dims(cfg.env, cfg.backend)
+    _, action_size = env_dims(cfg.env, cfg.backend, variant=cfg.variant)
     keys = jax.vmap(lambda k: jax.random.split(k, 4))(ts.key)
     key, k_act, k_reset, k_upd = (keys[:, i] for i in range(4))
     obs = ts.env_state.obs
@@ -123,7 +123,7 @@ def offpolicy_update(cfg: TrainConfig, agent, rb: replay.Replay, k_upd, flags: d
 
 
 def _offpolicy_chunk_fn(cfg: TrainConfig, n_steps: int):
-    env = make_env(cfg.env, cfg.backend)
+    env = make_env(cfg.env, cfg.backend, variant=cfg.variant)
     mod = algo_module(cfg.algo)
 
     def body(carry, _, warmup):
@@ -141,7 +141,7 @@ def _offpolicy_chunk_fn(cfg: TrainConfig, n_steps: int):
 
 
 def _ppo_chunk_fn(cfg: TrainConfig, n_iters: int):
-    env = make_env(cfg.env, cfg.backend)
+    env = make_env(cfg.env, cfg.backend, variant=cfg.variant)
     mod = algo_module("ppo")
 
     def chunk(ts, rb, warmup):
@@ -155,10 +155,10 @@ def _ppo_chunk_fn(cfg: TrainConfig, n_iters: int):
 
 def _program_key(cfg: TrainConfig) -> TrainConfig:
     """The part of a config the compiled programs depend on (not seeds, steps, schedule)."""
-    return TrainConfig(env=cfg.env, backend=cfg.backend, horizon=cfg.horizon, agent=cfg.agent,
+    return TrainConfig(env=cfg.env, backend=cfg.backend, variant=cfg.variant, horizon=cfg.horizon, agent=cfg.agent,
                        seeds=1, total_steps=cfg.granularity * 2, checkpoints=(cfg.granularity,),
                        eval_every=cfg.granularity) if cfg.algo == "ppo" else \
-        TrainConfig(env=cfg.env, backend=cfg.backend, horizon=cfg.horizon,
+        TrainConfig(env=cfg.env, backend=cfg.backend, variant=cfg.variant, horizon=cfg.horizon,
                     agent=cfg.agent.model_copy(update=dict(learning_starts=0)),
                     seeds=1, total_steps=cfg.agent.buffer_size, checkpoints=(1,), eval_every=1)
 
@@ -186,8 +186,8 @@ def make_evaluator(cfg: TrainConfig):
 
 @functools.lru_cache(maxsize=32)
 def _evaluator(cfg: TrainConfig):
-    env = reference_env(cfg.env, cfg.backend)
-    s0 = reference_state(cfg.env, cfg.backend)
+    env = reference_env(cfg.env, cfg.backend, variant=cfg.variant)
+    s0 = reference_state(cfg.env, cfg.backend, variant=cfg.variant)
     agent = get_agent(cfg.algo, cfg.agent)
     f = jax.jit(jax.vmap(lambda p, s: rollout(env, agent.policy, p, s, cfg.horizon), in_axes=(0, None)))
     return lambda actor_params: f(actor_params, s0)

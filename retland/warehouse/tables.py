@@ -119,6 +119,8 @@ register(TableSpec(
         _f("env", pa.string(), False),
         _f("seed", pa.int32(), False),
         _f("backend", pa.string(), doc="brax physics backend; NULL when imported"),
+        _f("variant", pa.string(), doc="task rules: paper (Brax 0.0.13's, as the paper) | brax (brax 0.14's); "
+           "NULL for runs recorded before variants existed (brax) and for imported runs"),
         _f("source", pa.string(), False, "trained | imported | derived"),
         _f("parent_run_id", pa.string(), doc="for derived runs (e.g. stabilize): the source run"),
         _f("parent_step", pa.int64()),
@@ -264,7 +266,8 @@ register(TableSpec(
 register(TableSpec(
     name="interpolation_pairs",
     checks={"step_a": NON_NEGATIVE, "step_b": NON_NEGATIVE, "points": AT_LEAST_ONE, "samples": AT_LEAST_ONE,
-            "sigma": FINITE_NON_NEGATIVE, "seed": NON_NEGATIVE, "horizon": AT_LEAST_ONE, "chunk_size": AT_LEAST_ONE},
+            "sigma": FINITE_NON_NEGATIVE, "seed": NON_NEGATIVE, "horizon": AT_LEAST_ONE, "chunk_size": AT_LEAST_ONE,
+            "pair_seed": NON_NEGATIVE},
     doc="One row per interpolated pair of checkpoints: θ(λ) = (1−λ)·θa + λ·θb, actor only.",
     key=("pair_id",),
     schema=pa.schema([
@@ -283,6 +286,9 @@ register(TableSpec(
         _f("horizon", pa.int32(), False),
         _f("chunk_size", pa.int32(), False),
         _f("created_at", TS, False),
+        _f("pair_seed", pa.int64(), doc="seed of the random pair draw (--pair-seed) that first chose the pair; "
+                                        "not part of pair_id. NULL: given as --a/--b, or stored before pairs "
+                                        "were drawn at random"),
     ]),
 ))
 

@@ -173,7 +173,7 @@ def write_result(wh, result: StabilizeResult, ckpt) -> None:
         path = ck.save_state(wh, rid, step, ts)
         provenance = dict(stabilize=scfg.model_dump(mode="json"), experiment_id=result.experiment_id,
                           arm=arm, rejection_seed=seed, parent_run_id=ckpt.run_id, parent_step=ckpt.step)
-        runs.append(dict(run_id=rid, algo="td3", env=cfg.env, seed=ckpt.seed, backend=cfg.backend,
+        runs.append(dict(run_id=rid, algo="td3", env=cfg.env, seed=ckpt.seed, backend=cfg.backend, variant=cfg.variant,
                          source="derived", parent_run_id=ckpt.run_id, parent_step=ckpt.step,
                          config=json.dumps(dict(dcfg.model_dump(mode="json"), job_id=result.experiment_id,
                                                 seed_index=i)),

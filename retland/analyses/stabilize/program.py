@@ -29,7 +29,7 @@ class Lane(NamedTuple):
 
 
 def collection_env(cfg: TrainConfig, fraction: float):
-    return make_env(cfg.env, cfg.backend, fraction * standard_reset_noise(cfg.env))
+    return make_env(cfg.env, cfg.backend, fraction * standard_reset_noise(cfg.env), variant=cfg.variant)
 
 
 def seed_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -126,8 +126,9 @@ def purd_fn(cfg: TrainConfig, n_samples: int, chunk: int):
     at once would not fit an 80 GB GPU. The state is an argument, so one executable
     serves every proposal."""
     agent = get_agent("td3", cfg)
-    program = SampleProgram(cfg.env, cfg.backend, cfg.horizon, AgentPolicy(agent), OwnOrUpdate(agent))
-    s0 = reference_state(cfg.env, cfg.backend)
+    program = SampleProgram(cfg.env, cfg.backend, cfg.horizon, AgentPolicy(agent), OwnOrUpdate(agent),
+                            variant=cfg.variant)
+    s0 = reference_state(cfg.env, cfg.backend, variant=cfg.variant)
 
     def lane_purd(ts: TrainState, rb: replay.Replay, base_key, start):
         a = ts.agent

@@ -1,0 +1,109 @@
+"""Task variants: the paper's Brax 0.0.13 rules against brax 0.14's own (retland.core.paper_tasks)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from retland.core.envs import VARIANTS, check_variant, env_dims, make_env, reference_state
+from retland.train.config import TrainConfig
+
+
+def _posed(env, z: float, angle: float):
+    """A pipeline state of hopper/walker2d at rest with torso height z and pitch `angle`."""
+    q = env.sys.init_q
+    z0 = float(env.pipeline_init(q, jnp.zeros(env.sys.qd_size())).x.pos[0, 2])
+    q = q.at[1].add(z - z0).at[2].set(angle)  # rootz slide, rooty hinge
+    return env.pipeline_init(q, jnp.zeros(env.sys.qd_size()))
+
+
+def _step_from(name: str, variant: str, z: float, angle: float):
+    env = make_env(name, variant=variant)
+    state = jax.jit(env.reset)(jax.random.PRNGKey(0))
+    ps = _posed(env, z, angle)
+    state = state.replace(pipeline_state=ps)
+    out = jax.jit(env.step)(state, jnp.zeros(env.action_size))
+    return out, float(out.pipeline_state.x.pos[0, 2]), float(out.pipeline_state.q[2])
+
+
+def test_hopper_tilted_lives_under_paper_rules_and_ends_under_brax_rules():
+    # The issue's probe: tilted 0.3 rad at z 1.2. Brax 0.0.13 ended a hopper on height only
+    # (z < 0.7); brax 0.14 also ends it when |torso angle| >= 0.2.
+    paper, z, angle = _step_from("hopper", "paper", 1.2, 0.3)
+    assert abs(z - 1.2) < 0.01 and abs(angle - 0.3) < 0.01  # still posed after one step
+    assert float(paper.done) == 0.0
+    brax, _, _ = _step_from("hopper", "brax", 1.2, 0.3)
+    assert float(brax.done) == 1.0
+    # the paper's rule still ends a hopper whose torso is below 0.7 (lying almost flat)
+    low, z, _ = _step_from("hopper", "paper", 0.5, 1.4)
+    assert z < 0.7 and float(low.done) == 1.0
+
+
+def test_walker2d_paper_height_range_and_no_angle_rule():
+    # z 0.76 is inside the paper's (0.7, 2) but below brax 0.14's 0.8 (leaning 0.9 rad, so the
+    # feet stay above the floor); 1.2 rad at z 1.2 is past brax's |angle| < 1.
+    for z, angle in ((0.76, 0.9), (1.2, 1.2)):
+        paper, z1, a1 = _step_from("walker2d", "paper", z, angle)
+        assert abs(z1 - z) < 0.03 and abs(a1 - angle) < 0.03  # still posed after one step
+        brax, _, _ = _step_from("walker2d", "brax", z, angle)
+        assert (float(paper.done), float(brax.done)) == (0.0, 1.0), (z, angle)
+
+
+def test_paper_observations_have_the_brax_0_0_13_layouts():
+    # hopper/walker2d: z, quaternion, joint angles, torso velocity, joint velocities;
+    # halfcheetah: z, quaternion (w, y), joints, (vx, vz), pitch rate, joint velocities.
+    assert env_dims("hopper", variant="paper") == (1 + 4 + 3 + 3 + 3, 3)
+    assert env_dims("walker2d", variant="paper") == (1 + 4 + 6 + 3 + 6, 6)
+    assert env_dims("halfcheetah", variant="paper") == (1 + 2 + 6 + 2 + 1 + 6, 6)
+    assert env_dims("hopper", variant="brax") == (11, 3)
+
+
+def test_paper_reset_perturbs_joints_only_and_noise_zero_is_s0():
+    env = make_env("hopper", reset_noise_scale=0.005, variant="paper")
+    s = jax.jit(env.reset)(jax.random.PRNGKey(3))
+    q, qd = s.pipeline_state.q, s.pipeline_state.qd
+    assert jnp.all(q[:3] == env.sys.init_q[:3]) and jnp.all(qd[:3] == 0)  # root at rest
+    assert 0 < float(jnp.abs(q[3:]).max()) <= 0.005 and 0 < float(jnp.abs(qd[3:]).max()) <= 0.005
+    s0 = reference_state("hopper", variant="paper")
+    assert jnp.all(s0.pipeline_state.q == env.sys.init_q) and jnp.all(s0.pipeline_state.qd == 0)
+
+
+def test_paper_ant_contacts_match_brax_physics_and_are_observed_and_paid():
+    from retland.core.paper_tasks import _positional_step
+
+    env = make_env("ant", variant="paper")
+    assert env_dims("ant", variant="paper") == (87, 8)  # 27 + 10 bodies x (3 + 3) contact values
+
+    def run(state, act):
+        def body(s, _):
+            return env.step(s, act), s.reward
+        state, rewards = jax.lax.scan(body, state, None, length=25)  # falls onto its feet
+        ps = state.pipeline_state
+        ref = env.pipeline_step(ps, act)
+        mine = jax.lax.scan(lambda p, _: (_positional_step(env.sys, p, act)[0], None), ps, (), env._n_frames)[0]
+        return state, ref, mine
+
+    state, ref, mine = jax.jit(run)(jax.jit(env.reset)(jax.random.PRNGKey(0)), 0.2 * jnp.ones(8))
+    assert jnp.array_equal(ref.q, mine.q) and jnp.array_equal(ref.qd, mine.qd)  # the same physics step
+    contact = state.obs[27:].reshape(2, 10, 3)
+    assert float(jnp.abs(contact).max()) > 0  # feet touch the floor
+    assert float(jnp.abs(contact).max()) <= 1.0  # clipped as in Brax 0.0.13
+    assert jnp.all(contact[:, 9] == 0)  # the floor row
+    cost = -float(state.metrics["reward_contact"])
+    assert cost == pytest.approx(5e-4 * float(jnp.sum(jnp.square(contact[0]))), rel=1e-5)
+
+
+def test_variant_is_checked_recorded_and_legacy_configs_read_as_brax():
+    assert VARIANTS == ("paper", "brax")
+    with pytest.raises(ValueError, match="unknown task variant 'gym'"):
+        check_variant("gym")
+    assert TrainConfig().variant == "paper"
+    with pytest.raises(ValueError, match="variant"):
+        TrainConfig(variant="gym")
+    with pytest.raises(ValueError, match="paper variant of ant needs backend positional"):
+        TrainConfig(env="ant", backend="generalized")
+    # A config stored before variants existed: brax 0.14's rules, whatever today's default.
+    legacy = TrainConfig().model_dump(mode="json")
+    del legacy["variant"]
+    assert TrainConfig.from_stored(legacy).variant == "brax"
+    assert TrainConfig.from_stored(dict(legacy, variant="paper")).variant == "paper"
