@@ -66,9 +66,13 @@ def interpolate(
     env: Annotated[Optional[str], typer.Option(help="Env whose checkpoints to pair (with --pairs).")] = None,
     algo: Annotated[str, typer.Option(help="Algorithm of the runs to pair.")] = "td3",
     pairs: Annotated[Optional[PairKind], typer.Option(
-        help="same-run: consecutive checkpoints of each run; different-run: seed s vs s+1 of a job at "
-             "the same step; both.")] = None,
-    max_pairs: Annotated[Optional[int], typer.Option(help="At most this many pairs of each kind.")] = None,
+        help="same-run: any two checkpoints of one run; different-run: any checkpoints of two runs of one "
+             "training config with different seeds; both. Trained runs of --env/--algo only.")] = None,
+    pairs_per_kind: Annotated[int, typer.Option(
+        "--pairs-per-kind", "--max-pairs", help=help_of(InterpolationSettings, "pairs_per_kind")
+        + " --max-pairs is the old name.")] = default_of(InterpolationSettings, "pairs_per_kind"),
+    pair_seed: Annotated[int, typer.Option(help=help_of(InterpolationSettings, "pair_seed"))] = default_of(
+        InterpolationSettings, "pair_seed"),
     a: Annotated[Optional[str], typer.Option("--a", help="Explicit pair: endpoint λ=0 as RUN_ID:STEP.")] = None,
     b: Annotated[Optional[str], typer.Option("--b", help="Explicit pair: endpoint λ=1 as RUN_ID:STEP.")] = None,
     points: Annotated[int, typer.Option(help=help_of(InterpolationSettings, "points"))] = default_of(InterpolationSettings, "points"),
@@ -85,9 +89,11 @@ def interpolate(
     """Evaluate θ(λ) = (1−λ)·θa + λ·θb between pairs of checkpoints (actor parameters
     only) and print each pair's below-threshold proportion (BTP: share of points whose
     mean return < 0.1 × the lower endpoint's) and the IQM of BTP by pair kind with
-    stratified bootstrap 95% CIs. Pairs come from --env/--pairs, or one explicit pair
-    from --a/--b. Stored in interpolation_pairs / interpolation_points; a pair already
-    complete is not recomputed. See docs/method.md §6.3."""
+    stratified bootstrap 95% CIs. Pairs are drawn at random from --env's checkpoints
+    (--pairs, --pairs-per-kind, --pair-seed; the paper's 500 of each kind), or one
+    explicit pair is given with --a/--b. Stored in interpolation_pairs /
+    interpolation_points; a pair already complete is not recomputed. See
+    docs/method.md §6.3."""
     from retland.analyses import interpolation as ip
     from retland.warehouse import Warehouse
 
@@ -101,16 +107,27 @@ def interpolate(
     if not 1 <= bootstrap <= MAX_BOOTSTRAP:
         raise CliError(f"--bootstrap {bootstrap}: give a whole number of resamples in [1, {MAX_BOOTSTRAP}]")
     check_seed(seed, "--seed")
+    check_seed(pair_seed, "--pair-seed")
     with _user_errors(InterpolationError):
-        settings = InterpolationSettings(points, samples, sigma, seed, horizon).check()
+        settings = InterpolationSettings(points=points, samples=samples, sigma=sigma, seed=seed, horizon=horizon,
+                                         pairs_per_kind=pairs_per_kind, pair_seed=pair_seed).check()
     wh = Warehouse.open(warehouse, create=False)
     require_writable(wh.root)
     with _user_errors(InterpolationError):
-        chosen = [ip.explicit_pair(a, b)] if a is not None else ip.select_pairs(wh, env, algo, pairs.value, max_pairs)
+        if a is not None:
+            chosen, drawn_with = [ip.explicit_pair(a, b)], None
+        else:
+            selection = ip.select_pairs(wh, env, algo, pairs.value, settings.pairs_per_kind, settings.pair_seed)
+            chosen, drawn_with = selection.pairs, settings.pair_seed
+            for kind, eligible in selection.eligible.items():
+                how = (f"all {eligible} eligible (fewer than --pairs-per-kind {settings.pairs_per_kind})"
+                       if selection.capped(kind) else f"{selection.drawn(kind)} of {eligible} eligible")
+                err_console.print(f"{kind} pairs of {env}: {how}, --pair-seed {settings.pair_seed}", highlight=False,
+                                  soft_wrap=True)
         for pair in chosen:
             for r, s in ((pair.run_a, pair.step_a), (pair.run_b, pair.step_b)):
                 require_stored_checkpoint(wh, r, s, "interpolation")
-        plans = ip.plan(wh, chosen, settings, batch)
+        plans = ip.plan(wh, chosen, settings, batch, pair_seed=drawn_with)
     todo = sum(settings.points * settings.samples - len(p.present) for p in plans if not (
         p.exists and len(p.present) >= settings.points * settings.samples))
     err_console.print(f"{len(plans)} pair(s), {todo} rollouts to compute", highlight=False)

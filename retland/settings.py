@@ -123,6 +123,12 @@ class InterpolationSettings:
     sigma: float = _opt(GAUSSIAN_SIGMA, "σ of the gaussian samples (0: K copies of θ(λ)).")
     seed: int = _opt(0, "Noise seed: sample k uses fold_in(PRNGKey(seed), k).")
     horizon: int | None = _opt(None, "Rollout steps (default: the runs' training horizon).")
+    # Pair sampling (--env/--pairs): the paper's 500 random pairs of each kind per env
+    # (§4.1, Fig. 6). Neither enters a pair's id: they choose pairs, not returns.
+    pairs_per_kind: int = _opt(500, "Pairs of each kind drawn at random, without replacement, from every "
+                                    "eligible pair (all of them when fewer exist).")
+    pair_seed: int = _opt(0, "Seed of the random pair draw, recorded with each pair it chooses: the same "
+                             "seed and checkpoints give the same pairs.")
 
     def check(self) -> "InterpolationSettings":
         if self.points < 2:
@@ -130,6 +136,10 @@ class InterpolationSettings:
         if self.samples < 1:
             raise InterpolationError(f"--samples must be >= 1, got {self.samples}")
         _check_noise_seed_horizon(self, InterpolationError)
+        if self.pairs_per_kind < 1:
+            raise InterpolationError(f"--pairs-per-kind (--max-pairs) must be >= 1, got {self.pairs_per_kind}")
+        if self.pair_seed < 0:
+            raise InterpolationError(f"--pair-seed must be >= 0, got {self.pair_seed}")
         return self
 
 

@@ -14,8 +14,18 @@
 --       value_a (value at λ = 0), value_b (value at λ = 1),
 --       cutoff = threshold × least(value_a, value_b),
 --       btp = share of the pair's points whose value < cutoff (strict),
---       n_points, complete (every point holds all `samples` samples)
+--       n_points, complete (every point holds all `samples` samples),
+--       pair_seed (seed of the random pair draw that chose the pair; NULL for
+--       explicit --a/--b pairs and pairs stored before pairs were drawn at random)
 --   interpolation_btp                        view: interpolation_btp_at() at the paper's 0.1
+--
+-- Pairs: `retland interpolate --env E --pairs KIND` draws --pairs-per-kind pairs (500)
+-- of each kind at random from every eligible one (same-run: any two checkpoints of a
+-- run; different-run: checkpoints of two runs of one training config with different
+-- seeds), with --pair-seed. pair_seed records the draw that first chose a pair: a pair
+-- drawn again under another seed is not stored twice and keeps its first seed, so the
+-- exact pairs of a draw come from rerunning the command with its seed (nothing is
+-- recomputed), which also prints that draw's BTP.
 --
 -- Aggregating BTP over pairs and envs (IQM with stratified bootstrap CIs, split by kind)
 -- is `retland.interpolation.btp_summary`, which `retland interpolate` prints; only
@@ -48,7 +58,8 @@ SELECT
     threshold * least(e.value_a, e.value_b) AS cutoff,
     avg((c.value < threshold * least(e.value_a, e.value_b))::DOUBLE) AS btp,
     count(*) AS n_points,
-    count(*) = any_value(p.points) AND min(c.n_samples) = any_value(p.samples) AS complete
+    count(*) = any_value(p.points) AND min(c.n_samples) = any_value(p.samples) AS complete,
+    p.pair_seed
 FROM interpolation_pairs p
 JOIN interpolation_curves c USING (pair_id)
 JOIN ends e USING (pair_id)

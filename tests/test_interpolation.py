@@ -6,14 +6,18 @@ The tiny TD3 job of `analysis_jobs` (2 seeds, 20-step episodes, checkpoints at 6
 """
 from __future__ import annotations
 
+import itertools
+import json
 import sys
+import time
+from datetime import datetime, timezone
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import polars as pl
 import pytest
-from analysis_jobs import tiny_job
+from analysis_jobs import TINY_TD3, tiny_job
 
 from conftest import tree_digest
 from retland import stats
@@ -85,23 +89,38 @@ def test_endpoints_are_the_endpoint_policies_exactly_and_noise_is_common_across_
 def test_pairs_from_the_warehouse(job):
     wh, res = job
     s0, s1 = res.run_ids
+    # 2 checkpoints per run: one same-run pair per run, 2 × 2 different-run pairs
     same = ip.select_pairs(wh, "hopper", "td3", "same-run")
-    assert same == [ip.Pair(s0, 60, s0, 120, "same-run"), ip.Pair(s1, 60, s1, 120, "same-run")]
+    assert same.pairs == [ip.Pair(s0, 60, s0, 120, "same-run"), ip.Pair(s1, 60, s1, 120, "same-run")]
+    assert same.eligible == {"same-run": 2} and same.capped("same-run")
     diff = ip.select_pairs(wh, "hopper", "td3", "different-run")
-    assert diff == [ip.Pair(s0, 60, s1, 60, "different-run"), ip.Pair(s0, 120, s1, 120, "different-run")]
-    assert len(ip.select_pairs(wh, "hopper", "td3", "both", max_pairs=1)) == 2
-    with pytest.raises(ip.InterpolationError, match="no td3 checkpoints of walker2d"):
+    assert diff.pairs == [ip.Pair(s0, a, s1, b, "different-run") for a in (60, 120) for b in (60, 120)]
+    assert len(ip.select_pairs(wh, "hopper", "td3", "both", pairs_per_kind=1).pairs) == 2
+    with pytest.raises(ip.InterpolationError, match="no trained td3 checkpoints of walker2d"):
         ip.select_pairs(wh, "walker2d", "td3", "both")
     assert ip.explicit_pair(f"{s0}:60", f"{s1}:120").kind == "different-run"
+
+
+PAIR_SEED = 5
 
 
 @pytest.fixture(scope="module")
 def evaluated(job):
     wh, res = job
-    pairs = ip.select_pairs(wh, "hopper", "td3", "both", max_pairs=1)
-    plans = ip.plan(wh, pairs, SETTINGS, batch_size=B)
+    drawn = ip.select_pairs(wh, "hopper", "td3", "both", pairs_per_kind=1, seed=PAIR_SEED)
+    plans = ip.plan(wh, drawn.pairs, SETTINGS, batch_size=B, pair_seed=drawn.seed)
     out = [ip.run(wh, p, SETTINGS, flush_seconds=0) for p in plans]
     return wh, res, plans, out
+
+
+def test_the_pair_seed_is_stored_with_each_drawn_pair_and_is_not_part_of_its_id(evaluated):
+    wh, _, plans, _ = evaluated
+    stored = wh.query("SELECT pair_id, pair_seed FROM interpolation_pairs ORDER BY pair_id")
+    assert stored.rows() == sorted((p.pair_id, PAIR_SEED) for p in plans)
+    assert ip.btp_table(wh)["pair_seed"].to_list() == [PAIR_SEED, PAIR_SEED]
+    # the same pair chosen by another draw, or given explicitly, is the same stored pair
+    again = ip.plan(wh, [plans[0].pair], SETTINGS, batch_size=B, pair_seed=PAIR_SEED + 1)
+    assert again[0].pair_id == plans[0].pair_id and again[0].exists
 
 
 def test_a_pair_stores_every_point_and_its_endpoints_are_the_checkpoints_policies(evaluated):
@@ -156,16 +175,34 @@ def test_btp_view_on_the_evaluated_pairs(evaluated):
 
 def hand_made(wh, pair_id, kind, env, values, samples=2, points=None):
     """A pair whose point values are `values` (each the mean of `samples` returns)."""
-    from datetime import datetime, timezone
-
     n = len(values)
     wh.append("interpolation_pairs", [{
         "pair_id": pair_id, "kind": kind, "env": env, "algo": "td3", "run_a": "a", "step_a": 1, "run_b": "b",
         "step_b": 1, "points": points or n, "samples": samples, "sigma": 0.0, "seed": 0, "horizon": 10, "chunk_size": 8,
-        "created_at": datetime.now(timezone.utc)}])
+        "pair_seed": 0, "created_at": datetime.now(timezone.utc)}])
     rows = [{"pair_id": pair_id, "point": p, "sample": k, "lam": p / (n - 1), "return": v + (1 if k else -1),
              "episode_length": 10, "terminated": False} for p, v in enumerate(values) for k in range(samples)]
     wh.append("interpolation_points", rows)
+
+
+def test_pairs_stored_before_the_pair_seed_existed_still_read(warehouse):
+    """A part written with the table's old schema (no pair_seed) reads with pair_seed NULL."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from retland.warehouse.tables import TABLES
+
+    hand_made(warehouse, "new", "same-run", "hopper", [10, 20])
+    old_schema = pa.schema([f for f in TABLES["interpolation_pairs"].schema if f.name != "pair_seed"])
+    new_row = warehouse.query("SELECT * FROM interpolation_pairs").drop("pair_seed").to_dicts()[0]
+    folder = warehouse.root / "tables" / "interpolation_pairs"
+    pq.write_table(pa.Table.from_pylist([dict(new_row, pair_id="old")], schema=old_schema),
+                   folder / "part-00000000000000000001-old.parquet")
+    warehouse.append("interpolation_points", [
+        {"pair_id": "old", "point": p, "sample": k, "lam": float(p), "return": 5.0, "episode_length": 10,
+         "terminated": False} for p in range(2) for k in range(2)])
+    got = warehouse.query("SELECT pair_id, pair_seed, complete FROM interpolation_btp ORDER BY pair_id")
+    assert got.rows() == [("new", 0, True), ("old", None, True)]
 
 
 def test_btp_on_a_hand_made_curve(warehouse):
@@ -218,3 +255,123 @@ def test_cli_refuses_bad_input_and_leaves_the_warehouse_untouched(job, capsys, m
         code, _, err = run_cli(capsys, monkeypatch, "interpolate", *args, "-w", wh.root)
         assert code == 2 and msg in err, (args, err)
     assert tree_digest(wh.root) == before
+
+
+# ------------------------------------------------------------- pair draws (no rollouts)
+#
+# Runs and checkpoint rows written by hand, as training writes them (the recorded config
+# carries job_id and seed_index), without parameters: drawing pairs reads only these.
+
+STEPS = [10, 20, 30, 40]
+
+
+def fake_job(wh, job_id, seeds, steps=STEPS, cfg=TINY_TD3, source="trained", env="hopper"):
+    now = datetime.now(timezone.utc)
+    ids = [f"{job_id}-s{s}" for s in seeds]
+    wh.append("runs", [dict(run_id=rid, algo="td3", env=env, seed=s, backend=cfg.backend, source=source,
+                            config=json.dumps(dict(cfg.model_dump(mode="json"), job_id=job_id, seed_index=i)),
+                            created_at=now) for i, (rid, s) in enumerate(zip(ids, seeds))])
+    wh.append("checkpoints", [dict(run_id=rid, step=st, created_at=now) for rid in ids for st in steps])
+    return ids
+
+
+@pytest.fixture
+def runs(warehouse):
+    """Config T (TINY_TD3): job A seeds 0-2, job B seeds 3-4, job D seed 0 (A's seed again).
+    Config H (horizon 30): job C seeds 0-1. A derived run and a walker2d job besides."""
+    ids = {
+        "A": fake_job(warehouse, "A", [0, 1, 2]),
+        "B": fake_job(warehouse, "B", [3, 4]),
+        "D": fake_job(warehouse, "D", [0]),
+        "C": fake_job(warehouse, "C", [0, 1], cfg=TINY_TD3.model_copy(update={"horizon": 30})),
+    }
+    fake_job(warehouse, "stab", [1], source="derived")
+    fake_job(warehouse, "W", [0, 1], cfg=TINY_TD3.model_copy(update={"env": "walker2d"}), env="walker2d")
+    return warehouse, ids
+
+
+def checkpoints_of(rids, steps=STEPS):
+    return [(r, s) for r in rids for s in steps]
+
+
+def test_every_eligible_pair_can_be_drawn_and_no_other(runs):
+    wh, ids = runs
+    drawn = ip.select_pairs(wh, "hopper", "td3", "both", pairs_per_kind=10**6)
+    got = {kind: [(p.run_a, p.step_a, p.run_b, p.step_b) for p in drawn.pairs if p.kind == kind]
+           for kind in ip.KINDS}
+    trained = ids["A"] + ids["B"] + ids["D"] + ids["C"]
+    same = {(r, a, r, b) for r in trained for a, b in itertools.combinations(STEPS, 2)}
+    config_t = sorted(ids["A"] + ids["B"] + ids["D"])
+    run_pairs = [(x, y) for x, y in itertools.combinations(config_t, 2) if {x, y} != {ids["A"][0], ids["D"][0]}]
+    run_pairs.append(tuple(ids["C"]))
+    diff = {(x, a, y, b) for x, y in run_pairs for a in STEPS for b in STEPS}
+    assert set(got["same-run"]) == same and len(got["same-run"]) == len(same) == 8 * 6
+    assert set(got["different-run"]) == diff and len(got["different-run"]) == len(diff) == (14 + 1) * 16
+    assert drawn.eligible == {"same-run": 48, "different-run": 240}
+    assert drawn.capped("same-run") and drawn.capped("different-run")
+    # what the paper's design needs: same-run pairs far apart, different-run pairs at different steps
+    assert (ids["A"][0], 10, ids["A"][0], 40) in got["same-run"]
+    assert (ids["A"][0], 10, ids["B"][1], 40) in got["different-run"]
+
+
+def test_a_draw_is_a_uniform_sample_fixed_by_its_seed(runs):
+    wh, _ = runs
+    a = ip.select_pairs(wh, "hopper", "td3", "both", pairs_per_kind=20, seed=3)
+    assert [a.drawn(k) for k in ip.KINDS] == [20, 20] and not a.capped("same-run")
+    assert len(set(a.pairs)) == 40  # without replacement
+    assert ip.select_pairs(wh, "hopper", "td3", "both", pairs_per_kind=20, seed=3).pairs == a.pairs
+    b = ip.select_pairs(wh, "hopper", "td3", "both", pairs_per_kind=20, seed=4)
+    for kind in ip.KINDS:
+        assert {p for p in a.pairs if p.kind == kind} != {p for p in b.pairs if p.kind == kind}
+    # one kind alone is the same draw as within both
+    assert ip.select_pairs(wh, "hopper", "td3", "different-run", 20, 3).pairs == a.pairs[20:]
+
+
+def test_a_draw_does_not_depend_on_the_order_of_the_rows(runs):
+    wh, _ = runs
+    df = ip._checkpoints(wh, "hopper", "td3")
+    for kind in ip.KINDS:
+        want = ip.draw_pairs(df, kind, 7, seed=11)
+        for shuffle_seed in range(3):
+            assert ip.draw_pairs(df.sample(fraction=1.0, shuffle=True, seed=shuffle_seed), kind, 7, 11) == want
+
+
+def test_every_eligible_pair_is_equally_likely():
+    """A run with 2 checkpoints (1 pair) next to one with 5 (10 pairs): a uniform draw over
+    all 11 pairs picks the first run's pair 1/11 of the time (a draw that picked a run
+    first would pick it 1/2 of the time)."""
+    df = pl.DataFrame({"run_id": ["x"] * 2 + ["y"] * 5, "seed": [0] * 2 + [1] * 5, "recipe": ["r"] * 7,
+                       "step": [1, 2, 1, 2, 3, 4, 5]})
+    hits = sum(ip.draw_pairs(df, "same-run", 1, seed)[0][0].run_a == "x" for seed in range(2200))
+    assert abs(hits - 200) < 60  # binomial sd ≈ 13.5
+
+
+def test_a_huge_pool_is_sampled_without_enumerating_it():
+    # 40 runs × 300 checkpoints: C(40, 2) · 300² ≈ 7e7 different-run pairs
+    df = pl.DataFrame({"run_id": [f"j-s{i}" for i in range(40) for _ in range(300)],
+                       "seed": [i for i in range(40) for _ in range(300)], "recipe": "r",
+                       "step": [s for _ in range(40) for s in range(300)]})
+    t0 = time.monotonic()
+    pairs, eligible = ip.draw_pairs(df, "different-run", 500, seed=0)
+    assert eligible == 780 * 300 ** 2 and len(set(pairs)) == 500
+    assert all(p.run_a < p.run_b for p in pairs)
+    assert time.monotonic() - t0 < 30
+
+
+def test_nothing_to_pair_is_refused_with_the_reason(warehouse):
+    fake_job(warehouse, "solo", [0], steps=[10])
+    with pytest.raises(ip.InterpolationError, match="no both pairs .* two runs of one training config"):
+        ip.select_pairs(warehouse, "hopper", "td3", "both")
+    with pytest.raises(ip.InterpolationError, match="--pairs-per-kind \\(--max-pairs\\) must be >= 1"):
+        ip.select_pairs(warehouse, "hopper", "td3", "both", pairs_per_kind=0)
+
+
+def test_cli_says_how_many_pairs_it_drew_and_when_fewer_exist(runs, capsys, monkeypatch):
+    wh, _ = runs
+    # checkpoints without parameters: the command stops at them, after drawing (exit 2)
+    code, _, err = run_cli(capsys, monkeypatch, "interpolate", "--env", "hopper", "--pairs", "both",
+                           "--max-pairs", "100", "--pair-seed", "2", "-w", wh.root)
+    assert code == 2 and "no stored checkpoint" in err
+    assert "same-run pairs of hopper: all 48 eligible (fewer than --pairs-per-kind 100), --pair-seed 2" in err
+    assert "different-run pairs of hopper: 100 of 240 eligible, --pair-seed 2" in err
+    assert wh.query("SELECT count(*) AS n FROM interpolation_pairs")["n"][0] == 0

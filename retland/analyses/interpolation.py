@@ -8,17 +8,26 @@ is exactly the one gaussian(σ) sample k of the sampler uses, so the λ = 0 row 
 k is the policy of gaussian sample k of checkpoint a. The value of a point is the mean
 of its K returns. Index j of the flat batch is p·K + k.
 
-Pairs: *same run* = two consecutive checkpoints of one run; *different runs* = seed s
-and seed s+1 of one training job at the same step. The below-threshold proportion (BTP)
-is computed in SQL (schema/30_interpolation.sql); `btp_summary` aggregates it with the
-IQM and stratified bootstrap CIs (strata = envs), split by pair kind.
+Pairs (`select_pairs`), as the paper samples them (§4.1, Fig. 6): `pairs_per_kind`
+pairs of each kind drawn uniformly without replacement from every eligible pair of the
+env's trained runs of one algorithm, with a recorded seed.
+  *same-run*: any two distinct checkpoints of one run (earlier one at λ = 0);
+  *different-run*: any checkpoint of one run with any checkpoint of another run of the
+  same training configuration (the recorded config, seed bookkeeping aside; so the
+  seeds of one job, or of several jobs of one config) and another seed: independent
+  repetitions of one algorithm, as the paper's "different runs" are. Runs of other
+  configs are not paired (their networks or dynamics may differ), nor derived
+  (stabilize) runs, which share their parent's history.
+The below-threshold proportion (BTP) is computed in SQL (schema/30_interpolation.sql);
+`btp_summary` aggregates it with the IQM and stratified bootstrap CIs (strata = envs),
+split by pair kind.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -32,7 +41,7 @@ from retland.agents import get_agent
 from retland.purd import sampling
 from retland.purd.engine import FLUSH_SECONDS, AgentPolicy, SampleProgram, fill
 from retland.purd.operators import gaussian_perturb, sample_key
-from retland.settings import InterpolationError, InterpolationSettings
+from retland.settings import InterpolationError, InterpolationSettings, default_of
 from retland.train.checkpoints import load_checkpoint, run_config, run_record
 
 KINDS = ("same-run", "different-run")
@@ -87,47 +96,134 @@ def pair_id(pair: Pair, s: InterpolationSettings, horizon: int) -> str:
 
 # ----------------------------------------------------------------------------- pairs
 
+@dataclass(frozen=True)
+class PairSelection:
+    """What `select_pairs` drew: the pairs (same-run first, each kind in canonical
+    order) and, per kind drawn, how many pairs were eligible."""
+    pairs: list[Pair]
+    eligible: dict[str, int]
+    pairs_per_kind: int
+    seed: int
+
+    def drawn(self, kind: str) -> int:
+        return sum(p.kind == kind for p in self.pairs)
+
+    def capped(self, kind: str) -> bool:
+        """Fewer pairs of `kind` exist than were asked for: all of them were taken."""
+        return self.eligible[kind] < self.pairs_per_kind
+
+
+def _recipe(run_id: str, config: str | None) -> str:
+    """The run's training configuration without its seed bookkeeping (job id, seed
+    index, base seed, seed count), as canonical JSON: runs with equal recipes are
+    independent repetitions of one algorithm."""
+    if config is None:
+        raise InterpolationError(f"run {run_id} has no recorded training config, so it cannot be paired; "
+                                 "use --a/--b to pair it explicitly")
+    try:
+        doc = run_config({"config": config}).model_dump(mode="json")
+    except ValueError as exc:
+        first = str(exc).splitlines()[0]
+        raise InterpolationError(f"run {run_id}: its recorded training config does not load ({first})") from None
+    for key in ("seed", "seeds"):
+        doc.pop(key, None)
+    return json.dumps(doc, sort_keys=True)
+
+
 def _checkpoints(wh, env: str, algo: str) -> pl.DataFrame:
-    """run_id, seed, job, step of every checkpoint of (env, algo)."""
-    return wh.query(
-        "SELECT r.run_id, r.seed, regexp_replace(r.run_id, '-s[0-9]+$', '') AS job, c.step "
-        "FROM runs r JOIN checkpoints c USING (run_id) WHERE r.env = ? AND r.algo = ? "
-        "ORDER BY job, r.seed, c.step", [env, algo])
+    """run_id, seed, recipe, step of every checkpoint of the trained (env, algo) runs."""
+    df = wh.query(
+        "SELECT r.run_id, r.seed, r.config, c.step FROM runs r JOIN checkpoints c USING (run_id) "
+        "WHERE r.env = ? AND r.algo = ? AND r.source = 'trained'", [env, algo])
+    recipes = {rid: _recipe(rid, cfg) for rid, cfg in df.select("run_id", "config").unique().iter_rows()}
+    return df.with_columns(pl.col("run_id").replace_strict(recipes, return_dtype=pl.String).alias("recipe")).drop("config")
 
 
-def select_pairs(wh, env: str, algo: str, which: str = "both", max_pairs: int | None = None) -> list[Pair]:
-    """Pairs from the warehouse's checkpoints of (env, algo), in a fixed order.
+def _same_run_block(run_id: str, steps: list[int]):
+    """C(n, 2) pairs (steps[i], steps[j]), i < j, ranked lexicographically."""
+    n = len(steps)
+    starts = np.array([i * (2 * n - i - 1) // 2 for i in range(n)], dtype=np.int64)
 
-    same-run: (step_i, step_{i+1}) of each run; different-run: seed s vs the job's next
-    seed at each step both have. max_pairs caps each kind (the first ones in order).
-    """
+    def unrank(t: int) -> Pair:
+        i = int(np.searchsorted(starts, t, side="right")) - 1
+        j = i + 1 + int(t - starts[i])
+        return Pair(run_id, steps[i], run_id, steps[j], "same-run")
+    return n * (n - 1) // 2, unrank
+
+
+def _different_run_block(run_a: str, steps_a: list[int], run_b: str, steps_b: list[int]):
+    """n_a·n_b pairs (steps_a[i], steps_b[j]), ranked i-major."""
+    def unrank(t: int) -> Pair:
+        i, j = divmod(t, len(steps_b))
+        return Pair(run_a, steps_a[i], run_b, steps_b[j], "different-run")
+    return len(steps_a) * len(steps_b), unrank
+
+
+def _blocks(df: pl.DataFrame, kind: str) -> list:
+    """Every eligible pair of `kind`, as (size, unrank) blocks in canonical order (runs by
+    id, steps ascending), whatever order the rows came in; no pair is materialised."""
+    runs = {}
+    for rid, seed, recipe, step in sorted(df.select("run_id", "seed", "recipe", "step").unique().iter_rows()):
+        runs.setdefault(rid, (seed, recipe, []))[2].append(int(step))
+    if kind == "same-run":
+        return [_same_run_block(rid, steps) for rid, (_, _, steps) in runs.items() if len(steps) > 1]
+    by_recipe: dict[str, list[str]] = {}
+    for rid, (_, recipe, _) in runs.items():
+        by_recipe.setdefault(recipe, []).append(rid)
+    blocks = []
+    for recipe in sorted(by_recipe):
+        ids = by_recipe[recipe]
+        for x, ra in enumerate(ids):
+            for rb in ids[x + 1:]:
+                if runs[ra][0] != runs[rb][0]:  # the same seed of one config repeats one history
+                    blocks.append(_different_run_block(ra, runs[ra][2], rb, runs[rb][2]))
+    return blocks
+
+
+def draw_pairs(df: pl.DataFrame, kind: str, n: int, seed: int) -> tuple[list[Pair], int]:
+    """(n pairs of `kind` drawn uniformly without replacement from the eligible ones of
+    checkpoint rows `df` — all of them when fewer exist —, how many were eligible).
+
+    The eligible pairs are ranked canonically, so the draw depends only on the set of
+    checkpoints, the kind, n and seed: numpy Generator seeded with (seed, kind index),
+    whose `choice` draws n of M indices in O(n) memory when M is large."""
+    blocks = _blocks(df, kind)
+    sizes = np.array([size for size, _ in blocks], dtype=np.int64)
+    total = int(sizes.sum())
+    if total == 0:
+        return [], 0
+    rng = np.random.default_rng([seed, KINDS.index(kind)])
+    idx = np.sort(rng.choice(total, size=min(n, total), replace=False))
+    ends = np.cumsum(sizes)
+    which = np.searchsorted(ends, idx, side="right")
+    return [blocks[b][1](int(i - (ends[b] - sizes[b]))) for i, b in zip(idx, which)], total
+
+
+def select_pairs(wh, env: str, algo: str, which: str = "both",
+                 pairs_per_kind: int = default_of(InterpolationSettings, "pairs_per_kind"),
+                 seed: int = default_of(InterpolationSettings, "pair_seed")) -> PairSelection:
+    """Random pairs of the warehouse's checkpoints of (env, algo) (module docstring):
+    `pairs_per_kind` of each kind in `which`, drawn with `seed`."""
     if which not in KINDS + ("both",):
         raise InterpolationError(f"--pairs {which!r}: choose same-run, different-run or both")
-    if max_pairs is not None and max_pairs < 1:
-        raise InterpolationError(f"--max-pairs must be >= 1, got {max_pairs}")
+    if pairs_per_kind < 1:
+        raise InterpolationError(f"--pairs-per-kind (--max-pairs) must be >= 1, got {pairs_per_kind}")
+    if seed < 0:
+        raise InterpolationError(f"--pair-seed must be >= 0, got {seed}")
     df = _checkpoints(wh, env, algo)
     if df.height == 0:
-        raise InterpolationError(f"no {algo} checkpoints of {env} in the warehouse at {wh.root}; run `retland train` first")
-    same, diff = [], []
-    for (run_id,), g in df.group_by(["run_id"], maintain_order=True):
-        steps = g["step"].to_list()
-        same += [Pair(run_id, a, run_id, b, "same-run") for a, b in zip(steps, steps[1:])]
-    for (job,), g in df.group_by(["job"], maintain_order=True):
-        by_seed = {s: set(gg["step"].to_list()) for (s,), gg in g.group_by(["seed"], maintain_order=True)}
-        ids = dict(zip(g["seed"].to_list(), g["run_id"].to_list()))
-        seeds = sorted(by_seed)
-        for s, t in zip(seeds, seeds[1:]):
-            for step in sorted(by_seed[s] & by_seed[t]):
-                diff.append(Pair(ids[s], step, ids[t], step, "different-run"))
-    out = []
-    for kind, pairs in (("same-run", same), ("different-run", diff)):
+        raise InterpolationError(f"no trained {algo} checkpoints of {env} in the warehouse at {wh.root}; "
+                                 "run `retland train` first")
+    out, eligible = [], {}
+    for kind in KINDS:
         if which in (kind, "both"):
-            out += pairs[:max_pairs] if max_pairs else pairs
+            pairs, eligible[kind] = draw_pairs(df, kind, pairs_per_kind, seed)
+            out += pairs
     if not out:
         raise InterpolationError(
-            f"no {which} pairs among the {algo} checkpoints of {env}: same-run pairs need two "
-            "checkpoints of a run, different-run pairs two seeds of one job at a common step")
-    return out
+            f"no {which} pairs among the trained {algo} checkpoints of {env}: same-run pairs need two "
+            "checkpoints of a run, different-run pairs two runs of one training config with different seeds")
+    return PairSelection(out, eligible, pairs_per_kind, seed)
 
 
 def parse_ref(text: str) -> tuple[str, int]:
@@ -159,6 +255,8 @@ class PairPlan:
     batch_size: int
     present: set[int]
     exists: bool  # the interpolation_pairs row is stored
+    pair_seed: int | None = None  # the random draw that chose the pair; None: given explicitly
+    variant: str = field(kw_only=True)  # the runs' task rules (retland.core.envs.VARIANTS)
 
     def n(self, s: InterpolationSettings) -> int:
         return s.points * s.samples
@@ -174,8 +272,12 @@ def _run(wh, run_id: str) -> dict:
     return rec
 
 
-def plan(wh, pairs: list[Pair], s: InterpolationSettings, batch_size: int | str | None = "auto") -> list[PairPlan]:
+def plan(wh, pairs: list[Pair], s: InterpolationSettings, batch_size: int | str | None = "auto",
+         pair_seed: int | None = None) -> list[PairPlan]:
     """Check every pair (runs, checkpoints, env/algo/network match) and read what is stored.
+    pair_seed: the seed of the random draw that chose `pairs` (select_pairs), stored with
+    each pair not stored yet; None for pairs given explicitly. It is not part of the pair
+    id: a pair's returns do not depend on how it was chosen.
     Raises InterpolationError before anything is computed or written."""
     s.check()
     plans = []
@@ -189,9 +291,12 @@ def plan(wh, pairs: list[Pair], s: InterpolationSettings, batch_size: int | str 
             if step not in steps_of[run]:
                 raise InterpolationError(f"run {run} has no checkpoint at step {step}; it has {sorted(steps_of[run])}")
         ra, rb = recs[pair.run_a], recs[pair.run_b]
-        for field in ("env", "algo", "backend"):
-            if ra[field] != rb[field]:
-                raise InterpolationError(f"pair {pair.label}: {field} differs ({ra[field]} vs {rb[field]})")
+        for col in ("env", "algo", "backend"):
+            if ra[col] != rb[col]:
+                raise InterpolationError(f"pair {pair.label}: {col} differs ({ra[col]} vs {rb[col]})")
+        if ra["train_config"].variant != rb["train_config"].variant:
+            raise InterpolationError(f"pair {pair.label}: task variant differs ({ra['train_config'].variant} vs "
+                                     f"{rb['train_config'].variant})")
         if ra["train_config"].agent != rb["train_config"].agent:
             raise InterpolationError(f"pair {pair.label}: the runs' agent configs differ (network shapes must match)")
         if pair.run_a == pair.run_b and pair.step_a == pair.step_b:
@@ -214,7 +319,7 @@ def plan(wh, pairs: list[Pair], s: InterpolationSettings, batch_size: int | str 
             if b < 1:
                 raise InterpolationError(f"--batch-size must be >= 1, got {b}")
         plans.append(PairPlan(pair, pid, ra["env"], ra["algo"], ra["backend"], int(horizon), b, present,
-                              bool(stored.height)))
+                              bool(stored.height), pair_seed, variant=ra["train_config"].variant))
     return plans
 
 
@@ -250,9 +355,10 @@ def run(wh, plan: PairPlan, s: InterpolationSettings, *, devices=None,
             "run_a": plan.pair.run_a, "step_a": plan.pair.step_a, "run_b": plan.pair.run_b,
             "step_b": plan.pair.step_b, "points": s.points, "samples": s.samples, "sigma": float(s.sigma),
             "seed": s.seed, "horizon": plan.horizon, "chunk_size": plan.batch_size,
-            "created_at": datetime.now(timezone.utc)}])
+            "pair_seed": plan.pair_seed, "created_at": datetime.now(timezone.utc)}])
     lams = lambdas(s.points)
-    prog = SampleProgram(plan.env, plan.backend, plan.horizon, AgentPolicy(agent), LineParams(s.samples, float(s.sigma)))
+    prog = SampleProgram(plan.env, plan.backend, plan.horizon, AgentPolicy(agent), LineParams(s.samples, float(s.sigma)),
+                         variant=plan.variant)
     op_state = (theta_a, theta_b, jnp.asarray(lams), jax.random.PRNGKey(s.seed))
     def columns(j):
         p = (j // s.samples).astype(np.int32)
