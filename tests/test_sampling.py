@@ -215,7 +215,7 @@ def test_another_chunk_size_gives_the_same_distribution(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("op", ["action:0.2", "init_state:0.05"])
+@pytest.mark.parametrize("op", ["action:0.2", "init_state:abs=0.05"])
 def test_rollout_perturbations_end_to_end(tmp_path, op):
     wh = Warehouse.open(tmp_path)
     sample(wh, n=16, op=op)

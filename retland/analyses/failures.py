@@ -18,7 +18,6 @@ quaternion).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import jax
@@ -57,11 +56,10 @@ def spec_of(wh, operator_id: str) -> OperatorSpec:
     rows = wh.query("SELECT kind, params FROM operators WHERE operator_id = ?", [operator_id]).to_dicts()
     if not rows:
         raise FailureError(f"operator {operator_id!r} is not in the operators table")
-    kind, doc = rows[0]["kind"], json.loads(rows[0]["params"])
+    kind = rows[0]["kind"]
     if kind not in ("td3", "sac", "ppo", "gaussian", "action", "init_state"):
         raise FailureError(f"operator {operator_id} ({kind}) cannot be re-rolled: it was not sampled by retland")
-    params = tuple((k, float(v)) for k, v in doc.items() if k not in ("horizon", "seed", "gamma", "key"))
-    spec = OperatorSpec(kind, params, int(doc["horizon"]), int(doc["seed"]))
+    spec = OperatorSpec.from_row(kind, rows[0]["params"])  # string parameters too (ppo rows=first)
     if spec.operator_id != operator_id:
         raise FailureError(f"operator {operator_id}: its stored parameters rebuild {spec.operator_id}")
     return spec
