@@ -107,3 +107,24 @@ def test_variant_is_checked_recorded_and_legacy_configs_read_as_brax():
     del legacy["variant"]
     assert TrainConfig.from_stored(legacy).variant == "brax"
     assert TrainConfig.from_stored(dict(legacy, variant="paper")).variant == "paper"
+
+
+def test_ppo_follows_the_authors_code_where_table_1_is_silent_and_old_runs_keep_their_config():
+    from retland.agents import ppo
+    from retland.train.config import PPOConfig
+
+    cfg = PPOConfig()
+    assert (cfg.actor_head_scale, cfg.critic_head_scale, cfg.value_coef) == (0.01, 1.0, 1.0)
+    obs = jnp.ones((1, 11))
+    params = ppo.actor_net(cfg, 3).init(jax.random.PRNGKey(0), obs)["params"]
+    head = params["MLP_0"]["Dense_2"]["kernel"]
+    # an orthogonal 64x3 kernel with gain g has columns of norm g
+    assert jnp.allclose(jnp.linalg.norm(head, axis=0), 0.01, rtol=1e-4)
+    legacy = TrainConfig(agent=PPOConfig()).model_dump(mode="json")
+    for k in ("variant",):
+        del legacy[k]
+    for k in ("actor_head_scale", "critic_head_scale"):
+        del legacy["agent"][k]
+    legacy["agent"]["value_coef"] = 2.0  # stored explicitly by every earlier run
+    old = TrainConfig.from_stored(legacy).agent
+    assert (old.actor_head_scale, old.critic_head_scale, old.value_coef) == (2.0**0.5, 2.0**0.5, 2.0)

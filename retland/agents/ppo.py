@@ -27,11 +27,11 @@ Params = Any
 
 
 def actor_net(cfg: PPOConfig, action_size: int) -> networks.GaussianActor:
-    return networks.GaussianActor(action_size, tuple(cfg.hidden))
+    return networks.GaussianActor(action_size, tuple(cfg.hidden), cfg.actor_head_scale)
 
 
 def critic_net(cfg: PPOConfig) -> networks.ValueCritic:
-    return networks.ValueCritic(tuple(cfg.hidden))
+    return networks.ValueCritic(tuple(cfg.hidden), cfg.critic_head_scale)
 
 
 def optimizer(cfg: PPOConfig) -> optax.GradientTransformation:

@@ -92,10 +92,11 @@ class GaussianActor(nn.Module):
 
     action_size: int
     hidden: Sequence[int] = PPO_HIDDEN
+    out_scale: float = ORTHO_SCALE  # orthogonal gain of the mean's output layer
 
     @nn.compact
     def __call__(self, obs):
-        mean = MLP(self.hidden, self.action_size, activation=nn.tanh)(obs)
+        mean = MLP(self.hidden, self.action_size, activation=nn.tanh, out_scale=self.out_scale)(obs)
         log_std = self.param("log_std", nn.initializers.zeros, (self.action_size,))
         return mean, log_std
 
@@ -104,10 +105,11 @@ class ValueCritic(nn.Module):
     """PPO critic: obs [..., O] -> V [...]."""
 
     hidden: Sequence[int] = PPO_HIDDEN
+    out_scale: float = ORTHO_SCALE  # orthogonal gain of the output layer
 
     @nn.compact
     def __call__(self, obs):
-        return MLP(self.hidden, 1, activation=nn.tanh)(obs)[..., 0]
+        return MLP(self.hidden, 1, activation=nn.tanh, out_scale=self.out_scale)(obs)[..., 0]
 
 
 def mlp_sizes(mlp_params) -> tuple[tuple[int, ...], int]:

@@ -102,10 +102,14 @@ class PPOConfig(_Model):
     gamma: Discount = 0.99
     gae_lambda: Fraction = 0.95
     clip_eps: Rate = 0.2
-    value_coef: NonNegative = 2.0
+    # Loss = policy + value_coef·MSE(V, return): 1 is the authors' vf_coef 2 on their ½·MSE.
+    value_coef: NonNegative = 1.0
     entropy_coef: NonNegative = 0.0
     max_grad_norm: Rate = 1.0
     hidden: Hidden = (64, 64)
+    # Orthogonal gains of the output layers (the hidden layers use √2), as the authors' code.
+    actor_head_scale: Rate = 0.01
+    critic_head_scale: Rate = 1.0
 
     @property
     def steps_per_update(self) -> int:
@@ -252,6 +256,10 @@ class TrainConfig(_Model):
         "brax", never as today's default."""
         data = dict(data)
         data.setdefault("variant", LEGACY_VARIANT)
+        agent = data.get("agent")
+        if isinstance(agent, dict) and agent.get("algo") == "ppo":
+            # PPO runs recorded before the head gains were fields used √2 on every layer.
+            data["agent"] = {"actor_head_scale": 2.0**0.5, "critic_head_scale": 2.0**0.5, **agent}
         return cls.model_validate(data)
 
 
