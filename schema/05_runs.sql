@@ -6,7 +6,7 @@
 --
 -- Defines
 --   run_checkpoint_summary   view, one row per run:
---       run_id, algo, env, seed, source,
+--       run_id, algo, env, variant, seed, source,
 --       checkpoints (distinct checkpoint steps, 0 if none),
 --       best_eval_return (highest checkpoint eval_return; NULL if none)
 --   run_summary              view, one row per run (what `retland runs` lists):
@@ -14,12 +14,14 @@
 --       distributions (distinct (step, operator_id) of its post-update returns, 0 if none),
 --       samples (its post-update return rows, 0 if none)
 --
+-- variant is run_variant(runs.variant, runs.source) of 00_common.sql.
+--
 -- run_checkpoint_summary does not read post_update_returns, so it still answers when a
 -- part of that table is damaged; `retland runs` falls back to it (with 0 distributions
 -- and samples) then.
 
 CREATE OR REPLACE VIEW run_checkpoint_summary AS
-SELECT r.run_id, r.algo, r.env, r.seed, r.source,
+SELECT r.run_id, r.algo, r.env, run_variant(r.variant, r.source) AS variant, r.seed, r.source,
        count(DISTINCT c.step) AS checkpoints,
        max(c.eval_return) AS best_eval_return
 FROM runs r

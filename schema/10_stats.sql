@@ -8,9 +8,10 @@
 --
 -- Defines
 --   purd_stats(alpha := 0.1, beta := 0.5)   table macro, one row per distribution:
---       run_id, algo, env, seed, step, operator_id,
+--       run_id, algo, env, variant, seed, step, operator_id,
 --       n, mean, std, skewness, mode, ltp, ltp_note, cvar
---     (algo/env/seed come from `runs`; NULL if the run is not registered there)
+--     (algo/env/variant/seed come from `runs`, variant through run_variant; NULL if the
+--     run is not registered there)
 --   distribution_stats                       view: purd_stats() at the paper's defaults
 --   purd_mean(returns), purd_std(returns), purd_skewness(returns), purd_mode(returns),
 --   purd_ltp(returns, beta := 0.5), purd_cvar(returns, alpha := 0.1)
@@ -203,7 +204,7 @@ below AS (
     WHERE s.mode > 0 AND p."return" < beta * s.mode
     GROUP BY run_id, step, operator_id
 )
-SELECT s.run_id, r.algo, r.env, r.seed, s.step, s.operator_id,
+SELECT s.run_id, r.algo, r.env, run_variant(r.variant, r.source) AS variant, r.seed, s.step, s.operator_id,
        s.n,
        s.mean,
        purd_std_of(s.m2) AS std,

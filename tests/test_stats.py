@@ -76,7 +76,9 @@ def con():
                update_index BIGINT, "return" DOUBLE, discounted_return DOUBLE,
                episode_length INTEGER, terminated BOOLEAN)"""
     )
-    c.execute("CREATE TABLE runs (run_id VARCHAR, algo VARCHAR, env VARCHAR, seed INTEGER)")
+    c.execute("CREATE TABLE runs (run_id VARCHAR, algo VARCHAR, env VARCHAR, seed INTEGER, variant VARCHAR, "
+              "source VARCHAR)")
+    c.execute((SCHEMA.parent / "00_common.sql").read_text())
     c.execute(SCHEMA.read_text())
     return c
 
@@ -93,7 +95,7 @@ def load(con, distributions: list[np.ndarray]) -> None:
             {"run": f"run{i}", "i": i, "r": [float(v) for v in r]},
         )
         con.execute(
-            "INSERT INTO runs VALUES ($run, 'td3', 'hopper', $i)", {"run": f"run{i}", "i": i}
+            "INSERT INTO runs VALUES ($run, 'td3', 'hopper', $i, 'paper', 'trained')", {"run": f"run{i}", "i": i}
         )
 
 

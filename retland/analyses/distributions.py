@@ -31,7 +31,7 @@ def stats_relation(con: duckdb.DuckDBPyConnection, alpha: float = 0.1, beta: flo
     expression, never pasted into SQL) keeps, ordered by algo, env, seed, step, operator."""
     _check_alpha_beta(alpha, beta)
     sql = (
-        "SELECT algo, env, seed, step, operator_id AS operator, n, mean, std, skewness, mode, ltp, cvar, "
+        "SELECT algo, env, variant, seed, step, operator_id AS operator, n, mean, std, skewness, mode, ltp, cvar, "
         "ltp_note, run_id "
         f"FROM purd_stats(alpha := {float(alpha)!r}, beta := {float(beta)!r})"
     )
@@ -49,7 +49,7 @@ def distribution_stats(
 ) -> pl.DataFrame:
     """One row per (run, checkpoint step, operator): n and the six statistics.
 
-    where: an SQL condition over algo, env, seed, step, operator, run_id, n and the
+    where: an SQL condition over algo, env, variant, seed, step, operator, run_id, n and the
     statistic columns. bootstrap=True adds `<stat>_lo`/`<stat>_hi` 95% percentile CIs.
     """
     con = wh.connect()

@@ -92,7 +92,7 @@ def _make_env(name: str, backend: str, reset_noise_scale: float | None, variant:
         if variant == "paper":
             from retland.core.paper_tasks import paper_env
             noise = standard_reset_noise(name) if reset_noise_scale is None else reset_noise_scale
-            return paper_env(name, backend, noise)
+            return paper_env(name, brax_task_class(name), backend, noise)
         kwargs = {} if reset_noise_scale is None else {"reset_noise_scale": reset_noise_scale}
         return brax_envs.get_environment(name, backend=backend, **kwargs)
 

@@ -193,9 +193,7 @@ PAPER_RULES = {
 }
 
 
-def paper_env(name: str, backend: str, reset_noise_scale: float):
-    """The paper-rules version of brax 0.14's task `name`."""
-    from retland.core.envs import brax_task_class
-
-    cls = _paper_class(brax_task_class(name), **PAPER_RULES[name])
+def paper_env(name: str, brax_class, backend: str, reset_noise_scale: float):
+    """The paper-rules version of task `name`, built on brax 0.14's class for it."""
+    cls = _paper_class(brax_class, **PAPER_RULES[name])
     return cls(backend=backend, reset_noise_scale=reset_noise_scale)
