@@ -207,7 +207,7 @@ def test_sql_empty_warehouse_and_view(con):
     view = con.execute("SELECT * FROM distribution_stats").fetchall()
     assert view == con.execute("SELECT * FROM purd_stats()").fetchall()
     assert [d[0] for d in con.description] == [
-        "run_id", "algo", "env", "seed", "step", "operator_id", *FIELDS
+        "run_id", "algo", "env", "variant", "seed", "step", "operator_id", *FIELDS
     ]
 
 
