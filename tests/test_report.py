@@ -267,6 +267,33 @@ def test_page_is_one_offline_file_with_the_libraries_once(report_page):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)
     assert "<script src" not in text and "cdn.jsdelivr" not in text
     assert len(text) - len(vega_bundle()) < 400_000  # data are aggregated: no raw samples
+    assert "tasks: 8 runs: variant <code>NULL</code>, task rules unknown (imported)" in text
+
+
+def test_header_names_each_runs_task_rules_and_physics(tmp_path):
+    """Trained runs say which rules (a row stored before variants existed reads as brax)
+    and that the simulator is not the paper's."""
+    from datetime import datetime, timezone
+
+    from retland.report import tasks_line
+    from retland.report.context import ReportContext
+    from retland.warehouse import Warehouse
+
+    wh = Warehouse.open(tmp_path / "wh")
+    now = datetime.now(timezone.utc)
+    wh.append("runs", [dict(run_id=f"r{i}", algo="td3", env="hopper", seed=i, backend="positional", variant=v,
+                            source="trained", created_at=now) for i, v in enumerate(["paper", "paper", None])])
+    wh.append("checkpoints", [dict(run_id=f"r{i}", step=10, created_at=now) for i in range(3)])
+    con = wh.connect()
+    try:
+        line = tasks_line(ReportContext(con))
+        assert line.startswith("tasks: 1 run: variant `brax`, brax 0.14's own rules")
+        assert "2 runs: variant `paper`, the paper's (Brax 0.0.13) termination, reward and observation rules, " \
+               "on brax 0.14 `positional` physics" in line
+        assert "not the paper's Brax 0.0.13 engine" in line
+        assert tasks_line(ReportContext(con, where="env = 'ant'")) == "tasks: no runs selected"
+    finally:
+        con.close()
 
 
 # --- the command ------------------------------------------------------------------------

@@ -27,7 +27,7 @@ REPORTS_DIR = Path("reports")
 
 
 def _build(wh: Warehouse, where: str | None, alpha: float, beta: float, n_resamples: int,
-           seed: int) -> tuple[list[tuple[Section, list[Block]]], str]:
+           seed: int) -> tuple[list[tuple[Section, list[Block]]], str, str]:
     if not (0 < alpha <= 1):
         raise WarehouseError(f"--alpha must be in (0, 1], got {alpha}")
     if not (0 < beta <= 1):
@@ -38,9 +38,33 @@ def _build(wh: Warehouse, where: str | None, alpha: float, beta: float, n_resamp
     try:
         ctx = ReportContext(con, where=where or None, alpha=alpha, beta=beta, n_resamples=n_resamples, seed=seed)
         built = [(s, s.build(ctx)) for s in SECTIONS]
-        return built, _report_name(wh, ctx)
+        return built, _report_name(wh, ctx), tasks_line(ctx)
     finally:
         con.close()
+
+
+_VARIANT_TEXT = {"paper": "the paper's (Brax 0.0.13) termination, reward and observation rules",
+                 "brax": "brax 0.14's own rules (hopper and walker2d also end on torso angle; ant without contacts)"}
+
+
+def tasks_line(ctx: ReportContext) -> str:
+    """The header line saying which task rules and physics the report's runs used, and
+    what still differs from the paper's tasks."""
+    if not ctx.row_count("runs"):
+        return "tasks: no runs"
+    ids = sorted(set(ctx.checkpoints()["run_id"].to_list()))
+    if not ids:
+        return "tasks: no runs selected"
+    rows = ctx.con.execute(
+        "SELECT run_variant(variant, source) AS variant, backend, count(*) AS n FROM runs "
+        "WHERE run_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY ALL ORDER BY ALL", [ids]).fetchall()
+    parts = []
+    for variant, backend, n in rows:
+        rules = _VARIANT_TEXT.get(variant, "task rules unknown (imported)")
+        physics = f"brax 0.14 `{backend}` physics" if backend else "physics unknown"
+        parts.append(f"{n} run{'s' if n != 1 else ''}: variant `{variant or 'NULL'}`, {rules}, on {physics}")
+    return ("tasks: " + "; ".join(parts) + ". The simulator is not the paper's Brax 0.0.13 engine, so returns are "
+            "not comparable with the paper's number for number (docs/method.md §3).")
 
 
 def build_sections(wh: Warehouse, where: str | None = None, alpha: float = 0.1, beta: float = 0.5,
@@ -101,12 +125,12 @@ def write_report(wh: Warehouse, out: str | os.PathLike | None = None, where: str
             raise WarehouseError(f"--out {out} is a folder; give the HTML file's path")
         if fmt != "html" and Path(out).exists() and not Path(out).is_dir():
             raise WarehouseError(f"--out {out} is a file; --format {fmt} writes one file per figure into a folder")
-    built, name = _build(wh, where, alpha, beta, n_resamples, seed)
+    built, name, tasks = _build(wh, where, alpha, beta, n_resamples, seed)
     if fmt == "html":
         path = Path(out) if out else REPORTS_DIR / f"{name}.html"
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = [f"warehouse `{wh.root}`", f"--where `{where}`" if where else "all distributions (no --where)",
-                f"LTP β = {beta:g} · CVaR α = {alpha:g} · bootstrap {n_resamples} resamples"]
+                f"LTP β = {beta:g} · CVaR α = {alpha:g} · bootstrap {n_resamples} resamples", tasks]
         text = page.render_page(f"retland report — {name}", meta, built)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
