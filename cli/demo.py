@@ -18,6 +18,7 @@ import time
 from rich.console import Console
 
 from retland.cli.main import app
+from retland.settings import DEFAULT_VARIANT
 from retland.warehouse import Warehouse, WarehouseError
 
 SEEDS = 2
@@ -52,7 +53,8 @@ def _demo_runs_complete() -> bool:
     )
     for config, n in df.iter_rows():
         cfg = json.loads(config or "{}")
-        if (cfg.get("seeds") == SEEDS and cfg.get("total_steps") == STEPS
+        # runs recorded before task variants existed were trained on brax's rules
+        if (cfg.get("variant", "brax") == DEFAULT_VARIANT and cfg.get("seeds") == SEEDS and cfg.get("total_steps") == STEPS
                 and tuple(cfg.get("checkpoints") or ()) == CHECKPOINTS and n == len(CHECKPOINTS)):
             return True
     return False

@@ -18,9 +18,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["GAUSSIAN_SIGMA", "ACTION_SIGMA", "DIRECTIONS", "SampleSettings", "LandscapeRequest",
+__all__ = ["VARIANTS", "DEFAULT_VARIANT", "LEGACY_VARIANT", "GAUSSIAN_SIGMA", "ACTION_SIGMA", "DIRECTIONS", "SampleSettings", "LandscapeRequest",
            "InterpolationSettings", "StabilizeConfig", "LandscapeError", "InterpolationError", "default_of",
            "help_of"]
+
+# Task rules (termination, reward, observation, reset noise): "paper" restores Brax
+# 0.0.13's, which the paper used (retland.core.paper_tasks); "brax" is brax 0.14's own.
+VARIANTS: tuple[str, ...] = ("paper", "brax")
+DEFAULT_VARIANT = "paper"
+# Runs recorded before variants existed were trained on brax's own rules.
+LEGACY_VARIANT = "brax"
 
 # gaussian(σ): σ = 3e-4 (docs/method.md §5 Update operators)
 GAUSSIAN_SIGMA = 3e-4

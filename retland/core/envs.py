@@ -14,6 +14,8 @@ import warnings
 
 import jax
 
+from retland.settings import DEFAULT_VARIANT, LEGACY_VARIANT, VARIANTS  # noqa: F401  (re-exported)
+
 ENVS: tuple[str, ...] = ("ant", "halfcheetah", "hopper", "walker2d")
 BACKENDS: tuple[str, ...] = ("positional", "generalized", "spring", "mjx")
 # positional: 2-3x faster than brax's default `generalized` on CPU for a vmapped
@@ -22,12 +24,6 @@ BACKENDS: tuple[str, ...] = ("positional", "generalized", "spring", "mjx")
 DEFAULT_BACKEND = "positional"
 # The paper's tasks are 1000-step episodes.
 DEFAULT_HORIZON = 1000
-# Task rules (termination, reward, observation, reset noise): "paper" restores Brax
-# 0.0.13's, which the paper used (retland.core.paper_tasks); "brax" is brax 0.14's own.
-VARIANTS: tuple[str, ...] = ("paper", "brax")
-DEFAULT_VARIANT = "paper"
-# Runs recorded before variants existed were trained on brax's own rules.
-LEGACY_VARIANT = "brax"
 
 
 def _import_brax_envs():
