@@ -1,7 +1,7 @@
 """PPO (Schulman et al. 2017) at Brax scale, docs/method.md §4 Training and §5 Update operators.
 
 64-64 tanh actor (state-independent log-std) and critic, 2048 envs x 16 steps per
-iteration, GAE(0.99, 0.95), 4 epochs x 2 minibatches, clip 0.2, value coefficient 2,
+iteration, GAE(0.99, 0.95), 4 epochs x 2 minibatches, clip 0.2, value coefficient 1,
 entropy 0, global grad-norm clip 1, Adam(0.0026, eps 1e-5) over actor and critic
 together, per-minibatch advantage normalisation. Evaluation action: the mean.
 

@@ -13,7 +13,8 @@ This module restores the 0.0.13 rules on top of brax 0.14's systems:
 | hopper/walker2d forward reward | torso x velocity | mass-weighted centre-of-mass x velocity |
 | ant reward | forward + 1 − 0.5·\\|a\\|² (contact cost fixed at 0) | also − 5e-4 · Σ clip(contact impulse, ±1)² |
 | observation | q (without x) and qd; hopper/walker2d clip qd to ±10 | torso z, torso quaternion, joint angles, torso velocity, joint velocities (ant: + clipped contact impulses, 87 values) |
-| reset noise | uniform on every q, Gaussian on qd | uniform ±scale on joint angles and joint velocities only |
+| reset noise | uniform on every q; qd uniform (hopper, walker2d) or Gaussian (ant, halfcheetah) | uniform ±scale on joint angles and joint velocities only |
+| control step | hopper/walker2d 8 ms (4 physics steps of 2 ms, as Gym); ant/halfcheetah 50 ms | 20 ms / 50 ms: hopper and walker2d act every 10 physics steps, so 1000 steps are 20 s as in the paper |
 
 What still differs is the simulator itself: 0.0.13's own physics engine against brax 0.14's
 `positional` (or another) backend on MJCF models, with their own masses, gears and time
@@ -89,7 +90,7 @@ def _positional_step(sys, state, act):
     return new, xdv_i
 
 
-def _paper_class(base_cls, *, z_range, forward, terminate, healthy_reward, ctrl_cost, contact_cost, obs):
+def _paper_class(base_cls, *, z_range, forward, terminate, healthy_reward, ctrl_cost, contact_cost, obs, dt):
     """A subclass of a brax 0.14 task that replaces reset, step and observation with the
     Brax 0.0.13 rules. `obs` is one of 'planar' (hopper, walker2d), 'cheetah', 'ant'."""
     from brax.envs.base import State
@@ -99,6 +100,14 @@ def _paper_class(base_cls, *, z_range, forward, terminate, healthy_reward, ctrl_
 
         def __init__(self, backend: str, reset_noise_scale: float):
             super().__init__(backend=backend, reset_noise_scale=reset_noise_scale)
+            if abs(float(self.dt) - dt) > 1e-6 * dt:
+                # hopper/walker2d: brax 0.14 acts every 4 physics steps of 2 ms (8 ms,
+                # as Gym); Brax 0.0.13 acted every 20 ms, so a 1000-step episode was 20 s.
+                frames = round(dt / float(self.sys.opt.timestep))
+                super().__init__(backend=backend, reset_noise_scale=reset_noise_scale, n_frames=frames)
+                if abs(float(self.dt) - dt) > 1e-6 * dt:
+                    raise ValueError(f"{base_cls.__name__}: cannot reach the paper's control step {dt} s "
+                                     f"with physics steps of {float(self.sys.opt.timestep)} s")
             self._paper_noise = float(reset_noise_scale)
             # Joints after the root: every one is actuated in these four robots.
             self._root_q = self.sys.q_size() - self.sys.act_size()
@@ -183,13 +192,13 @@ def _paper_class(base_cls, *, z_range, forward, terminate, healthy_reward, ctrl_
 # Brax 0.0.13's rules per task (its hopper.py, walker2d.py, ant.py, halfcheetah.py).
 PAPER_RULES = {
     "hopper": dict(z_range=(0.7, INF), forward="com", terminate=True, healthy_reward=1.0,
-                   ctrl_cost=1e-3, contact_cost=0.0, obs="planar"),
+                   ctrl_cost=1e-3, contact_cost=0.0, obs="planar", dt=0.02),
     "walker2d": dict(z_range=(0.7, 2.0), forward="com", terminate=True, healthy_reward=1.0,
-                     ctrl_cost=1e-3, contact_cost=0.0, obs="planar"),
+                     ctrl_cost=1e-3, contact_cost=0.0, obs="planar", dt=0.02),
     "ant": dict(z_range=(0.2, 1.0), forward="torso", terminate=True, healthy_reward=1.0,
-                ctrl_cost=0.5, contact_cost=5e-4, obs="ant"),
+                ctrl_cost=0.5, contact_cost=5e-4, obs="ant", dt=0.05),
     "halfcheetah": dict(z_range=(-INF, INF), forward="torso", terminate=False, healthy_reward=0.0,
-                        ctrl_cost=0.1, contact_cost=0.0, obs="cheetah"),
+                        ctrl_cost=0.1, contact_cost=0.0, obs="cheetah", dt=0.05),
 }
 
 
