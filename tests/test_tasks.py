@@ -30,23 +30,35 @@ def test_hopper_tilted_lives_under_paper_rules_and_ends_under_brax_rules():
     # The issue's probe: tilted 0.3 rad at z 1.2. Brax 0.0.13 ended a hopper on height only
     # (z < 0.7); brax 0.14 also ends it when |torso angle| >= 0.2.
     paper, z, angle = _step_from("hopper", "paper", 1.2, 0.3)
-    assert abs(z - 1.2) < 0.01 and abs(angle - 0.3) < 0.01  # still posed after one step
+    assert 0.7 < z < 1.3 and abs(angle - 0.3) < 0.05  # still tilted and up after one step
     assert float(paper.done) == 0.0
-    brax, _, _ = _step_from("hopper", "brax", 1.2, 0.3)
-    assert float(brax.done) == 1.0
+    brax, _, angle = _step_from("hopper", "brax", 1.2, 0.3)
+    assert abs(angle) > 0.2 and float(brax.done) == 1.0
     # the paper's rule still ends a hopper whose torso is below 0.7 (lying almost flat)
     low, z, _ = _step_from("hopper", "paper", 0.5, 1.4)
     assert z < 0.7 and float(low.done) == 1.0
 
 
+def _walker_done(variant: str, z: float, angle: float) -> bool:
+    if variant == "paper":  # Brax 0.0.13: height only
+        return not 0.7 <= z <= 2.0
+    return not (0.8 < z < 2.0 and -1.0 < angle < 1.0)  # brax 0.14
+
+
 def test_walker2d_paper_height_range_and_no_angle_rule():
-    # z 0.76 is inside the paper's (0.7, 2) but below brax 0.14's 0.8 (leaning 0.9 rad, so the
-    # feet stay above the floor); 1.2 rad at z 1.2 is past brax's |angle| < 1.
-    for z, angle in ((0.76, 0.9), (1.2, 1.2)):
-        paper, z1, a1 = _step_from("walker2d", "paper", z, angle)
-        assert abs(z1 - z) < 0.03 and abs(a1 - angle) < 0.03  # still posed after one step
-        brax, _, _ = _step_from("walker2d", "brax", z, angle)
-        assert (float(paper.done), float(brax.done)) == (0.0, 1.0), (z, angle)
+    # Poses between the two rules: low (0.7 <= z < 0.8) and leaning past brax's |angle| < 1.
+    # Each variant's done flag must follow its own rule at the state the step reaches.
+    by_rule = []
+    for z, angle in ((0.75, 0.95), (1.2, 1.2)):
+        flags = {}
+        for variant in ("paper", "brax"):
+            out, z1, a1 = _step_from("walker2d", variant, z, angle)
+            assert float(out.done) == float(_walker_done(variant, z1, a1)), (variant, z, angle, z1, a1)
+            flags[variant] = (float(out.done), z1, a1)
+        assert (flags["paper"][0], flags["brax"][0]) == (0.0, 1.0), flags
+        by_rule.append(flags["brax"])
+    assert by_rule[0][1] < 0.8 and abs(by_rule[0][2]) < 1.0  # brax ended the first on height alone
+    assert by_rule[1][1] > 0.8 and abs(by_rule[1][2]) > 1.0  # and the second on its angle alone
 
 
 def test_paper_observations_have_the_brax_0_0_13_layouts():
@@ -56,6 +68,13 @@ def test_paper_observations_have_the_brax_0_0_13_layouts():
     assert env_dims("walker2d", variant="paper") == (1 + 4 + 6 + 3 + 6, 6)
     assert env_dims("halfcheetah", variant="paper") == (1 + 2 + 6 + 2 + 1 + 6, 6)
     assert env_dims("hopper", variant="brax") == (11, 3)
+
+
+def test_paper_control_steps_are_brax_0_0_13s():
+    # 1000 steps of hopper/walker2d cover 20 s as in the paper, not brax 0.14's 8 s
+    for name, paper_dt, brax_dt in (("hopper", 0.02, 0.008), ("walker2d", 0.02, 0.008), ("halfcheetah", 0.05, 0.05)):
+        assert float(make_env(name, variant="paper").dt) == pytest.approx(paper_dt, rel=1e-6)
+        assert float(make_env(name, variant="brax").dt) == pytest.approx(brax_dt, rel=1e-6)
 
 
 def test_paper_reset_perturbs_joints_only_and_noise_zero_is_s0():
