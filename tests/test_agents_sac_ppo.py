@@ -52,7 +52,7 @@ def test_final_checkpoint_round_trip_is_bit_exact(wh, job):
             assert leaves_equal(ck.replay, jax.tree.map(lambda x: x[i], result.replay.data))
         else:
             assert ck.replay is None
-            assert ck.state.env_state.obs.shape == (8, 11)  # PPO keeps its envs' states
+            assert ck.state.env_state.obs.shape == (8, 14)  # PPO keeps its envs' states (paper hopper: 14 values)
 
 
 def test_operator_vmaps_over_keys_and_each_key_is_its_own_sample(wh, job):
@@ -77,7 +77,8 @@ def test_evaluation_action_is_deterministic_and_bounded(wh, job):
     algo, result = job
     ck = load_checkpoint(wh, result.run_ids[1], TINY[algo].checkpoint_steps[-1])
     agent = get_agent(algo, ck.config)
-    obs = np.asarray(ck.state.env_state.obs).reshape(-1, 11)
+    obs = np.asarray(ck.state.env_state.obs)
+    obs = obs.reshape(-1, obs.shape[-1])
     a1 = agent.policy(agent.actor_params(ck.state), obs)
     assert a1.shape == (obs.shape[0], 3) and np.all(np.abs(a1) <= 1.0)
     assert np.array_equal(a1, agent.policy(agent.actor_params(ck.state), obs))
@@ -88,5 +89,5 @@ def test_ppo_operator_refuses_a_checkpoint_of_another_env(wh, job):
     if algo != "ppo":
         pytest.skip("env-bound operator: PPO only")
     ck = load_checkpoint(wh, result.run_ids[0], 128)
-    with pytest.raises(ValueError, match="is for hopper/positional, but this PPO agent rolls out ant"):
+    with pytest.raises(ValueError, match="is for hopper/positional/paper, but this PPO agent rolls out ant"):
         get_agent("ppo", ck.config.model_copy(update={"env": "ant"})).operator_state(ck)
