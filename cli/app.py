@@ -170,7 +170,7 @@ def emit(df, fmt: OutputFormat, output: Path | None, title: str | None = None) -
             if fmt is OutputFormat.parquet:
                 df.write_parquet(output)
             elif fmt is OutputFormat.csv:
-                df.write_csv(output)
+                _flat_for_csv(df).write_csv(output)
             elif fmt is OutputFormat.json:
                 output.write_text(_json.dumps(df.to_dicts(), default=str, indent=1) + "\n")
             else:
@@ -181,11 +181,26 @@ def emit(df, fmt: OutputFormat, output: Path | None, title: str | None = None) -
         err_console.print(f"wrote {df.height} rows to {output}")
         return
     if fmt is OutputFormat.csv:
-        typer.echo(df.write_csv(), nl=False)
+        typer.echo(_flat_for_csv(df).write_csv(), nl=False)
     elif fmt is OutputFormat.json:
         typer.echo(_json.dumps(df.to_dicts(), default=str, indent=1))
     else:
         console.print(_rich_table(df, title))
+
+
+def _flat_for_csv(df):
+    """CSV has no nested values: list and struct columns (e.g. a query's list(...))
+    are written as their JSON text; parquet and json keep them nested."""
+    import json
+
+    import polars as pl
+
+    nested = [c for c, t in df.schema.items() if isinstance(t, (pl.List, pl.Array, pl.Struct))]
+    if not nested:
+        return df
+    return df.with_columns(
+        pl.Series(c, [json.dumps(v, default=str) if v is not None else None for v in df[c].to_list()],
+                  dtype=pl.String) for c in nested)
 
 
 def _fmt_cell(value) -> str:

@@ -116,3 +116,10 @@ def test_help_rewraps_docstrings_but_keeps_lists_and_examples():
     assert unwrap_help(doc) == (
         "First line goes on.\n\nA paragraph wrapped at 88 columns.\n- item one\n  continued\n- item two\n\n"
         "    retland sample --run r\n    --steps 1")
+
+
+def test_query_csv_writes_nested_values_as_json_text(filled, capsys, monkeypatch):
+    code, out, err = run_cli(capsys, monkeypatch, "query", "SELECT 1 AS a, [1.5::DOUBLE, 2] AS l, {'k': 'v'} AS s",
+                             "-f", "csv", "-w", filled)
+    assert code == 0, err
+    assert out.splitlines() == ["a,l,s", '1,"[1.5, 2.0]","{""k"": ""v""}"']
