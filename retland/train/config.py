@@ -13,7 +13,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from retland.core.envs import BACKENDS, DEFAULT_BACKEND, DEFAULT_HORIZON, DEFAULT_VARIANT, ENVS, LEGACY_VARIANT, VARIANTS
+from retland.core.envs import (DEFAULT_BACKEND, DEFAULT_HORIZON, DEFAULT_VARIANT, LEGACY_VARIANT, check_backend,
+                               check_env, check_variant)
 
 ALGOS: tuple[str, ...] = ("td3", "sac", "ppo")
 
@@ -167,26 +168,11 @@ class TrainConfig(_Model):
     def algo(self) -> str:
         return self.agent.algo
 
-    @field_validator("env")
+    @field_validator("env", "backend", "variant")
     @classmethod
-    def _env(cls, v):
-        if v not in ENVS:
-            raise ValueError(f"unknown env {v!r}: choose one of {', '.join(ENVS)}")
-        return v
-
-    @field_validator("variant")
-    @classmethod
-    def _variant(cls, v):
-        if v not in VARIANTS:
-            raise ValueError(f"unknown task variant {v!r}: choose one of {', '.join(VARIANTS)}")
-        return v
-
-    @field_validator("backend")
-    @classmethod
-    def _backend(cls, v):
-        if v not in BACKENDS:
-            raise ValueError(f"unknown backend {v!r}: choose one of {', '.join(BACKENDS)}")
-        return v
+    def _task(cls, v, info):
+        checks = {"env": check_env, "backend": check_backend, "variant": check_variant}
+        return checks[info.field_name](v)
 
     @property
     def granularity(self) -> int:
