@@ -509,6 +509,9 @@ def test_fig7_table_from_hand_made_rows(hand_wh):
     lo, hi = np.percentile(scipy.stats.trim_mean(draws, 0.25, axis=1), [2.5, 97.5])
     assert (both["ltp_lo"], both["ltp_hi"]) == pytest.approx((lo, hi), abs=1e-12)
     assert hop["ltp_lo"] < hop["ltp_change"] < hop["ltp_hi"]
+    # the CI does not depend on the order the source rows come in
+    shuffled = hand_wh.query("SELECT * FROM stabilize_sources").sample(fraction=1.0, shuffle=True, seed=11)
+    assert fig7_table(shuffled, n_resamples=2000, seed=3).equals(table)
 
 
 def test_cli_stabilize_effect_reads_the_table_and_refuses_bad_where(hand_wh, capsys, monkeypatch):

@@ -72,7 +72,10 @@ def fig7_table(sources, n_resamples: int = 1000, confidence: float = 0.95, seed:
     if not sources.height:
         return pl.DataFrame([], schema=schema)
     sources = sources.with_columns(pl.col("env").fill_null("unknown"))
-    for key, grp in sources.sort([*SETTING, "env"]).group_by(list(SETTING), maintain_order=True):
+    # The bootstrap draws sources by position: a canonical order makes the CI independent
+    # of the order the rows arrive in (a join upstream may shuffle them).
+    order = [*SETTING, "env"] + [c for c in ("run_id", "step") if c in sources.columns]
+    for key, grp in sources.sort(order, maintain_order=True).group_by(list(SETTING), maintain_order=True):
         envs = grp["env"].unique(maintain_order=True).to_list()
         for env in envs + (["all"] if len(envs) > 1 else []):
             sub = grp if env == "all" else grp.filter(pl.col("env") == env)
