@@ -133,6 +133,9 @@ CASES: list[tuple] = [
     ("train seeds not a number", ["train", "--seeds", "abc"], "--seeds"),
     ("train resume unknown", ["train", "--resume", "nope"], "'nope'"),
     ("train resume with options", ["train", "--resume", "nope", "--seeds", "2"], "--resume"),
+    ("train unknown variant", ["train", "--variant", "gym", "-w", "{fresh}"], "--variant: unknown task variant 'gym'"),
+    ("train paper ant off positional", ["train", "--env", "ant", "--backend", "generalized", "-w", "{fresh}"],
+     "the paper variant of ant needs backend positional"),
     ("train unwritable", ["train", "--seeds", "1"], "no permission to write", "unwritable"),
     ("train warehouse under a file", ["train", "-w", "{files}/good.csv/wh"], "good.csv is a file"),
     # ---- sample: options parsed before the warehouse is read
