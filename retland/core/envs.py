@@ -1,7 +1,10 @@
 """Brax tasks studied by retland, and the fixed reference state s0.
 
 Every consumer (training, sampling, analyses) builds its environment here so the
-backend, reset noise and the reference state are decided in one place.
+backend, the task rules (`variant`: "paper" = Brax 0.0.13's rules as the paper used,
+retland.core.paper_tasks; "brax" = brax 0.14's own), reset noise and the reference
+state are decided in one place. The variant is always the run's own: these functions
+have no default for it, so no caller can silently roll out other rules.
 """
 from __future__ import annotations
 
