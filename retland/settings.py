@@ -192,18 +192,11 @@ class StabilizeConfig(BaseModel):
             raise ValueError(f"{info.field_name} must be >= 1, got {v}")
         return v
 
-    @field_validator("alpha")
+    @field_validator("alpha", "beta")
     @classmethod
-    def _alpha(cls, v):
+    def _fraction(cls, v, info):
         if not 0.0 < v <= 1.0:
-            raise ValueError(f"alpha must be in (0, 1], got {v}")
-        return v
-
-    @field_validator("beta")
-    @classmethod
-    def _beta(cls, v):
-        if not 0.0 < v <= 1.0:
-            raise ValueError(f"beta must be in (0, 1], got {v}")
+            raise ValueError(f"{info.field_name} must be in (0, 1], got {v}")
         return v
 
     @field_validator("tolerance", "exploration_noise", "reset_noise_fraction")
