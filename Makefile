@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# The main job, end to end on the default warehouse (data/warehouse).
+# The main job, end to end on the default warehouse (data/warehouse): the demo study
+# (studies/demo.toml).
 demo: $(STAMP)
-	$(PY) -m retland.cli.demo
+	$(VENV)/bin/retland study demo
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .

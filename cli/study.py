@@ -1,0 +1,128 @@
+"""`retland study FILE`: run a whole study (train/add policies, sample, analyses, report)."""
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from retland.cli.app import CliError, WarehouseOpt, app, console, err_console, require_writable
+
+# Commands that take --progress/--no-progress.
+_PROGRESS = {"train", "landscape", "interpolate", "stabilize"}
+_MARK = {"done": "[green]done[/]", "nothing": "[yellow]nothing to do[/]", "todo": "[cyan]to do[/]",
+         "waiting": "[dim]waits[/]"}
+
+
+def _argv(cmd: list[str], root: Path, progress: bool) -> list[str]:
+    out = list(cmd) + ["--warehouse", str(root)]
+    if cmd[0] in _PROGRESS and not progress:
+        out.append("--no-progress")
+    return out
+
+
+def run_command(argv: list[str]) -> None:
+    """Run one `retland` command in this process (same code path as typing it); its
+    errors propagate, and a non-zero exit status stops the study."""
+    code = app(argv, standalone_mode=False)
+    if isinstance(code, int) and code:
+        raise CliError(f"`retland {shlex.join(argv)}` exited with status {code}; the study stops here")
+
+
+def _print_plan(study, rows, root: Path) -> None:
+    from rich.table import Table
+
+    from retland.study import fmt_env_steps
+
+    console.print(f"study [bold]{escape(study.name)}[/]" + (f": {escape(study.description)}" if study.description
+                                                            else ""), highlight=False)
+    console.print(f"warehouse {root}", highlight=False)
+    table = Table(show_lines=False, header_style="bold")
+    for col, just in (("#", "right"), ("stage", "left"), ("status", "left"), ("env steps left", "right"),
+                      ("what", "left")):
+        table.add_column(col, justify=just, overflow="fold")
+    for i, st in enumerate(rows, 1):
+        table.add_row(str(i), st.name, _MARK[st.status], fmt_env_steps(st.env_steps), escape(st.detail))
+    console.print(table)
+    total = sum(st.env_steps for st in rows)
+    console.print(f"env steps left (estimate, rollouts and training; stages that wait are estimated from the file): "
+                  f"{fmt_env_steps(total)}", highlight=False)
+    cmds = [c for st in rows for c in st.commands]
+    if cmds:
+        console.print("commands the next run starts with (later stages are decided as earlier ones finish):")
+        for c in cmds:
+            console.print("  retland " + escape(shlex.join(c)), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def study(
+    file: Annotated[str, typer.Argument(help="Study TOML file, or a preset: demo, cpu-small, paper.",
+                                        show_default=False)],
+    plan: Annotated[bool, typer.Option("--plan", help="Print what would run, what is done and the env steps "
+                                                      "left per stage; change nothing.")] = False,
+    progress: Annotated[bool, typer.Option(help="Progress bars of the stages' commands.")] = True,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Run a study: the paper's pipeline from one file.
+
+    Stages, in order: train the [[train]] jobs and add the examples, sample their
+    post-update return distributions, run the analyses the file names (failures,
+    landscape, interpolation, stabilize) and write the report. Each stage runs the
+    same `retland` commands a user would type, and a stage whose results the warehouse
+    already holds is skipped, so rerunning after a kill, or from another machine on the
+    same warehouse, continues where it stopped. Analyses pick checkpoints after
+    sampling (top-ltp:K: the highest left-tail probabilities). The file is checked
+    before anything runs; `--plan` shows the stages without running them.
+    """
+    from retland.study import StudyError, load_study, stages
+    from retland.warehouse import Warehouse, WarehouseError, resolve_root
+
+    try:
+        spec, base = load_study(file)
+    except StudyError as exc:
+        lines = str(exc).splitlines()
+        for line in lines[:-1]:
+            err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        raise CliError(lines[-1]) from None
+    root = resolve_root(warehouse)
+    if plan:
+        try:
+            wh = Warehouse.open(root, create=False)
+        except WarehouseError:
+            wh = None
+        if wh is None:  # nothing stored yet: plan against an empty warehouse in a temporary folder
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="retland-plan-") as tmp:
+                empty = Warehouse.open(Path(tmp) / "wh")
+                rows = [fn(empty) for _, fn in stages(spec, base)]
+        else:
+            rows = [fn(wh) for _, fn in stages(spec, base)]
+        _print_plan(spec, rows, root)
+        return
+    require_writable(root)
+    wh = Warehouse.open(root)
+    steps = stages(spec, base)
+    t_start = time.perf_counter()
+    console.print(f"study [bold]{escape(spec.name)}[/] on {root}: {len(steps)} stages", highlight=False)
+    for i, (name, fn) in enumerate(steps, 1):
+        st = fn(wh)
+        head = f"[bold][{i}/{len(steps)}] {escape(st.name)}[/]"
+        if st.done:
+            console.print(f"{head}: {_MARK[st.status]}, skipped ({escape(st.detail)})", highlight=False)
+            continue
+        if st.status == "waiting":  # an earlier stage did not produce what this one needs
+            raise CliError(f"stage {st.name}: {st.detail}; the stages before it did not finish")
+        console.print(f"{head}: {escape(st.detail)}", highlight=False)
+        t0 = time.perf_counter()
+        for cmd in st.commands:
+            console.print(f"[cyan]$ retland {escape(shlex.join(cmd))}[/]", highlight=False, soft_wrap=True)
+            run_command(_argv(cmd, root, progress))
+        console.print(f"[dim]({name}: {time.perf_counter() - t0:.0f} s)[/]", highlight=False)
+    report = spec.report_path() if spec.report is not None else None
+    tail = f"; report {report.resolve()}" if report is not None else ""
+    console.print(f"study {escape(spec.name)} finished in {time.perf_counter() - t_start:.0f} s{tail}",
+                  highlight=False, soft_wrap=True)

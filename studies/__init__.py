@@ -1,0 +1,1 @@
+"""Study presets shipped with retland (`retland study demo|cpu-small|paper`)."""
