@@ -157,8 +157,9 @@ def require_stored_checkpoint(wh, run_id: str, step: int, what: str) -> None:
                        f"{what} needs a trained run")
 
 
-def emit(df, fmt: OutputFormat, output: Path | None, title: str | None = None) -> None:
-    """Print or write a polars DataFrame in the requested format."""
+def emit(df, fmt: OutputFormat, output: Path | None, title: str | None = None, right=()) -> None:
+    """Print or write a polars DataFrame in the requested format; `right` names text
+    columns a terminal table right-aligns (numbers already are)."""
     import json as _json
 
     if fmt is OutputFormat.parquet and output is None:
@@ -175,7 +176,7 @@ def emit(df, fmt: OutputFormat, output: Path | None, title: str | None = None) -
                 output.write_text(_json.dumps(df.to_dicts(), default=str, indent=1) + "\n")
             else:
                 with output.open("w") as fh:
-                    Console(file=fh, width=200).print(_rich_table(df, title))
+                    Console(file=fh, width=200).print(_rich_table(df, title, right))
         except OSError as exc:
             raise CliError(f"--output {output}: cannot write it: {exc.strerror or exc}") from None
         err_console.print(f"wrote {df.height} rows to {output}")
@@ -185,7 +186,7 @@ def emit(df, fmt: OutputFormat, output: Path | None, title: str | None = None) -
     elif fmt is OutputFormat.json:
         typer.echo(_json.dumps(df.to_dicts(), default=str, indent=1))
     else:
-        console.print(_rich_table(df, title))
+        console.print(_rich_table(df, title, right))
 
 
 def _flat_for_csv(df):
@@ -213,13 +214,38 @@ def _fmt_cell(value) -> str:
     return str(value)
 
 
-def _rich_table(df, title: str | None):
+def rounded(value, ref=None) -> str:
+    """A statistic for a terminal table: decimals by the magnitude of `ref` (default the
+    value itself), 1 from 100 up, 2 from 1 up, 3 below (LTP, small skewness)."""
+    if value is None:
+        return "—"
+    value = float(value)
+    if value != value:
+        return "nan"
+    ref = abs(value if ref is None or ref != ref else float(ref))
+    return f"{value:.{1 if ref >= 100 else 2 if ref >= 1 else 3}f}"
+
+
+def ci_cell(value, lo, hi) -> str:
+    """`mean [lo, hi]`, all three rounded alike (by the value's magnitude)."""
+    if value is None:
+        return "—"
+    if lo is None or hi is None:
+        return rounded(value)
+    return f"{rounded(value)} [{rounded(lo, value)}, {rounded(hi, value)}]"
+
+
+def _rich_table(df, title: str | None, right=()):
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title=title, show_lines=False, header_style="bold")
     for name, dtype in zip(df.columns, df.dtypes):
-        table.add_column(name, justify="right" if dtype.is_numeric() else "left", overflow="fold")
+        justify = "right" if dtype.is_numeric() or name in right else "left"
+        # ids are copied into other commands: never broken across lines
+        ids = name in ("run_id", "run", "pair_id", "grid_id", "experiment_id")
+        table.add_column(name, justify=justify, overflow="fold", no_wrap=ids,
+                         min_width=max((len(str(v)) for v in df[name].to_list()), default=0) if ids else None)
     for row in df.iter_rows():
         table.add_row(*(Text(_fmt_cell(v)) for v in row))
     if df.height == 0:

@@ -17,6 +17,7 @@ from retland.cli.app import (
     require_writable,
 )
 from retland.cli.progress import progress_bar
+from retland.cli.selection import parse_sources, resolve_run, source_option
 from retland.settings import SampleSettings, default_of, help_of
 
 
@@ -40,20 +41,27 @@ def _int_list(text: str | None, what: str) -> list[int] | None:
     return out
 
 
-def select_checkpoints(wh, runs, algo, env, seeds, steps) -> list[tuple[str, int, str]]:
+def select_checkpoints(wh, runs, algo, env, seeds, steps, sources=("trained",)) -> list[tuple[str, int, str]]:
     """(run_id, step, env) of the chosen checkpoints, in (run_id, step) order.
 
-    Only checkpoints with stored parameters can be sampled: runs whose returns were
-    imported have none, and are refused by name (--run) or left out (--algo/--env)."""
+    --run takes ids or unique prefixes of them (with --seeds, a prefix may match one run
+    per seed). --algo/--env take runs of `sources` only (trained by default: derived runs
+    share algo, env and seed with their source run and would double the work). Only
+    checkpoints with stored parameters can be sampled: runs whose returns were imported
+    have none, and are refused by name (--run) or left out (--algo/--env)."""
     where, params = [], []
     if runs:
+        if seeds and len(runs) == 1 and not wh.query("SELECT 1 FROM runs WHERE run_id = ?", [runs[0]]).height:
+            runs = [resolve_run(wh, runs[0], s, seed_option="--seeds") for s in seeds]
+        else:
+            runs = [resolve_run(wh, r, seed_option="--seeds") for r in runs]
         where.append(f"c.run_id IN ({', '.join('?' for _ in runs)})")
         params += list(runs)
     else:
         if not (algo and env):
             raise CliError("choose checkpoints with --run RUN_ID, or with --algo and --env")
-        where += ["r.algo = ?", "r.env = ?"]
-        params += [algo, env]
+        where += ["r.algo = ?", "r.env = ?", f"r.source IN ({', '.join('?' for _ in sources)})"]
+        params += [algo, env, *sources]
     if seeds:
         where.append(f"r.seed IN ({', '.join('?' for _ in seeds)})")
         params += seeds
@@ -72,7 +80,8 @@ def select_checkpoints(wh, runs, algo, env, seeds, steps) -> list[tuple[str, int
                        "only trained runs can be sampled")
     if not found:
         raise CliError("no checkpoints match " + ", ".join(
-            f"{k}={v}" for k, v in dict(run=runs, algo=algo, env=env, seeds=seeds, steps=steps).items() if v)
+            f"{k}={v}" for k, v in dict(run=runs, algo=algo, env=env, seeds=seeds, steps=steps,
+                                        source=None if runs else ",".join(sources)).items() if v)
             + (f" ({len(bare)} imported checkpoint(s) without parameters left out)" if bare else ""))
     if runs:
         missing = sorted(set(runs) - {r for r, _, _ in found})
@@ -90,10 +99,14 @@ def sample(
              "of the first 1/num_minibatches of the rollout steps). init_state:xF resets within F times the task's "
              "standard reset range (the paper's unit; plain init_state is x1); init_state:abs=A within ±A. "
              "Legacy init_state:scale=A is absolute, as in ids written before the units were named.")],
-    run: Annotated[Optional[list[str]], typer.Option(help="Run id (repeatable); all its checkpoints unless --steps.")] = None,
+    run: Annotated[Optional[list[str]], typer.Option(
+        help="Run id or a unique prefix of one (repeatable); all its checkpoints unless --steps. One prefix with "
+             "--seeds picks that prefix's run of each seed.")] = None,
     algo: Annotated[Optional[str], typer.Option(help="Select runs by algorithm (with --env).")] = None,
     env: Annotated[Optional[str], typer.Option(help="Select runs by env (with --algo).")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Training seeds of the runs, e.g. 0,1,5-9.")] = None,
+    source: source_option("that --algo/--env select; default trained (derived: stabilize's final policies; "
+                          "imported runs have no parameters to sample)") = "trained",
     steps: Annotated[Optional[str], typer.Option(help="Checkpoint env steps, e.g. 50000,150000.")] = None,
     samples: Annotated[int, typer.Option(help=help_of(SampleSettings, "samples"))] = default_of(SampleSettings, "samples"),
     horizon: Annotated[int, typer.Option(help=help_of(SampleSettings, "horizon"))] = default_of(SampleSettings, "horizon"),
@@ -101,7 +114,9 @@ def sample(
     batch_size: Annotated[str, typer.Option(help=help_of(SampleSettings, "batch_size"))] = default_of(SampleSettings, "batch_size"),
     shard: Annotated[str, typer.Option(help=help_of(SampleSettings, "shard"))] = default_of(SampleSettings, "shard"),
     devices: Annotated[str, typer.Option(help=help_of(SampleSettings, "devices"))] = default_of(SampleSettings, "devices"),
-    progress: Annotated[bool, typer.Option(help="Show progress: a live bar on a terminal, a line every 10 s when piped.")] = True,
+    progress: Annotated[bool, typer.Option(
+        "--progress/--no-progress",
+        help="Show progress: a live bar on a terminal, one plain line at most every 10 s when piped.")] = True,
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Sample post-update return distributions of checkpoints into the warehouse.
@@ -127,6 +142,7 @@ def sample(
     batch = count_or_keyword(batch_size, "--batch-size", "auto")
     n_devices = count_or_keyword(devices, "--devices", "all")
     seed_list, step_list = _int_list(seeds, "seeds"), _int_list(steps, "steps")
+    sources = parse_sources(source)
     try:  # init_state as a factor resolves per checkpoint's env below; its syntax is checked here
         check_operator(operator, horizon=horizon, seed=key_seed)
     except ValueError as exc:
@@ -136,7 +152,7 @@ def sample(
     try:
         shard_ij = parse_shard(shard)
         devs = resolve_devices(n_devices)
-        chosen = select_checkpoints(wh, run, algo, env, seed_list, step_list)
+        chosen = select_checkpoints(wh, run, algo, env, seed_list, step_list, sources)
         specs = {e: parse_operator(operator, env=e, horizon=horizon, seed=key_seed) for _, _, e in chosen}
         plans = plan_job(wh, [(r, s, specs[e]) for r, s, e in chosen], samples, batch_size=batch, shard=shard_ij)
     except SamplingError as exc:

@@ -19,6 +19,7 @@ from retland.cli.app import (
     require_writable,
 )
 from retland.cli.progress import progress_bar
+from retland.cli.selection import resolve_run
 from retland.settings import ARMS, CRITERIA, StabilizeConfig, default_of, help_of
 
 MAX_SEED = 2**31 - 1
@@ -78,7 +79,8 @@ def _sources(wh, run, step, source, sources, env, where, operator, beta) -> list
     if (env or where or operator) and not sources:
         raise CliError("--env, --where and --operator choose among sampled checkpoints: use them with "
                        "--sources top-ltp:K")
-    picked = list(zip(run, step)) + [parse_source(t) for t in source]
+    picked = [(resolve_run(wh, r, seed_option=None), s) for r, s in zip(run, step)]
+    picked += [(resolve_run(wh, r, option="--source", seed_option=None), s) for r, s in map(parse_source, source)]
     if sources:
         from retland.analyses.stabilize import parse_selection, top_ltp_sources
 
@@ -100,7 +102,8 @@ def _sources(wh, run, step, source, sources, env, where, operator, beta) -> list
 @app.command()
 def stabilize(
     run: Annotated[Optional[list[str]], typer.Option(
-        "--run", help="Source run id (a TD3 run); repeat with --step for several sources.", show_default=False)] = None,
+        "--run", help="Source run id (a TD3 run) or a unique prefix of one; repeat with --step for several sources.",
+        show_default=False)] = None,
     step: Annotated[Optional[list[int]], typer.Option(
         "--step", help="Env step of the source checkpoint; the i-th --step goes with the i-th --run.",
         show_default=False)] = None,

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from retland.cli.app import FormatOpt, OutputFormat, OutputOpt, WarehouseOpt, app, console, emit, err_console
+from retland.cli.selection import parse_sources, source_option
 
 
 @app.command("import-returns")
@@ -35,28 +36,85 @@ def import_returns(
     )
 
 
+STATISTICS = ("mean", "std", "skewness", "mode", "ltp", "cvar")
+# What a terminal table shows of a bootstrap by default: the paper's headline statistics.
+BOOTSTRAP_COLUMNS = ("mean", "ltp", "cvar")
+
+
+def _columns(text: str | None, bootstrap: bool) -> tuple[str, ...]:
+    if text is None:
+        return BOOTSTRAP_COLUMNS if bootstrap else STATISTICS
+    if text.strip().lower() == "all":
+        return STATISTICS
+    cols = tuple(dict.fromkeys(c.strip().lower() for c in text.split(",") if c.strip()))
+    bad = [c for c in cols if c not in STATISTICS]
+    if bad or not cols:
+        from retland.cli.app import CliError
+
+        raise CliError(f"--columns {text!r}: choose from {', '.join(STATISTICS)} (comma-separated) or all")
+    return cols
+
+
+def stats_display(df, columns, bootstrap: bool):
+    """The terminal table of `stats`: keys, n, each chosen statistic rounded (as
+    `value [lo, hi]` with a bootstrap), and the run's source. run_id is shown only where
+    two rows would otherwise look the same (e.g. derived runs of one seed)."""
+    import polars as pl
+
+    from retland.cli.app import ci_cell, rounded
+
+    keys = ["algo", "env", "variant", "seed", "step", "operator", "source"]
+    dup = df.height > 0 and df.select(keys).is_duplicated().any()
+    cells = []
+    for c in columns:
+        if bootstrap and f"{c}_lo" in df.columns:
+            values = [ci_cell(v, lo, hi) for v, lo, hi in df.select(c, f"{c}_lo", f"{c}_hi").iter_rows()]
+        else:
+            values = [rounded(v) for v in df[c].to_list()]
+        cells.append(pl.Series(f"{c} [95% CI]" if bootstrap else c, values, dtype=pl.String))
+    out = df.select(*keys[:-1], "n").with_columns(cells).with_columns(df["source"])
+    if dup:
+        out = out.with_columns(df["run_id"])
+    return out, [s.name for s in cells]
+
+
 @app.command()
 def stats(
     alpha: Annotated[float, typer.Option(help="CVaR level α in (0, 1]: mean of the worst α share of returns.")] = 0.1,
     beta: Annotated[float, typer.Option(help="LTP threshold β: share of returns below β × mode.")] = 0.5,
     where: Annotated[Optional[str], typer.Option(
-        help="SQL condition on algo, env, seed, step, operator, run_id, n or a statistic, "
-             "e.g. \"env = 'hopper' AND step >= 500000\".")] = None,
-    bootstrap: Annotated[bool, typer.Option(help="Add 95% bootstrap CIs (1000 resamples) as <stat>_lo/<stat>_hi.")] = False,
+        help="SQL condition on algo, env, variant, seed, step, operator, run_id, source, n or a statistic, "
+             "e.g. \"env = 'hopper' AND step >= 500000\" or \"ltp > 0\".")] = None,
+    source: source_option("to summarise; default trained,imported") = "trained,imported",
+    bootstrap: Annotated[bool, typer.Option(help="Add 95% bootstrap CIs (1000 resamples) as <stat>_lo/<stat>_hi; "
+                                                 "a terminal table shows them as `value [lo, hi]`.")] = False,
+    columns: Annotated[Optional[str], typer.Option(
+        help="Statistics in the terminal table (comma-separated from mean, std, skewness, mode, ltp, cvar, or "
+             "all). Default: all six, or mean,ltp,cvar with --bootstrap. csv/json/parquet always hold every "
+             "column at full precision.", show_default=False)] = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Statistics of every post-update return distribution: n, mean, std, skewness,
-    mode, LTP and CVaR, one row per (algo, env, seed, step, operator)."""
+    mode, LTP and CVaR, one row per (run, step, operator), with the run's source.
+
+    The terminal table rounds (1 decimal from 100 up, 2 from 1, 3 below); csv, json and
+    parquet keep full precision and every column, including run_id and ltp_note."""
     from retland.analyses.distributions import distribution_stats
     from retland.warehouse import Warehouse
 
+    sources = parse_sources(source)
+    table = fmt is OutputFormat.table
+    cols = _columns(columns, bootstrap) if table else STATISTICS
     wh = Warehouse.open(warehouse, create=False)
-    df = distribution_stats(wh, alpha=alpha, beta=beta, where=where, bootstrap=bootstrap)
-    if fmt is OutputFormat.table and output is None:
-        df = df.drop("run_id", "ltp_note")
-    emit(df, fmt, output, title=f"post-update return distributions (α={alpha}, β={beta})")
+    df = distribution_stats(wh, alpha=alpha, beta=beta, where=where, bootstrap=bootstrap, sources=sources)
+    title = f"post-update return distributions (α={alpha}, β={beta}; sources {', '.join(sources)})"
+    if table:
+        df, right = stats_display(df, cols, bootstrap)
+        emit(df, fmt, output, title=title, right=right)
+    else:
+        emit(df, fmt, output, title=title)
 
 
 @app.command()
@@ -75,36 +133,60 @@ def query(
     emit(df, fmt, output)
 
 
+def steps_text(steps: list[int]) -> str:
+    """Checkpoint steps for a terminal cell: all of them, or `first … last every d (count)`
+    for four or more evenly spaced ones (csv/json/parquet keep the list)."""
+    d = steps[1] - steps[0] if len(steps) > 1 else 0
+    if len(steps) >= 4 and all(b - a == d for a, b in zip(steps, steps[1:])):
+        return f"{steps[0]} … {steps[-1]} every {d} ({len(steps)})"
+    return ", ".join(map(str, steps))
+
+
 @app.command()
 def runs(
+    run: Annotated[Optional[str], typer.Option(
+        "--run", help="Only runs whose id starts with this (a unique prefix is enough).", show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Only runs of this training seed.", show_default=False)] = None,
+    source: source_option("to list; default all") = "all",
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Runs in the warehouse with their checkpoints and sampled distributions.
+    """Runs in the warehouse with their checkpoint steps (the values --step takes) and
+    sampled distributions.
 
     When post_update_returns cannot be read (a damaged part), the runs are still listed,
     without their distribution counts, and a warning names the fix."""
     import duckdb
 
+    from retland.cli.selection import in_list
     from retland.warehouse import Warehouse
     from retland.warehouse.readonly import query_error
 
+    sources = parse_sources(source)
     wh = Warehouse.open(warehouse, create=False)
     con = wh.connect()
     # schema/05_runs.sql; without readable post_update_returns, the runs and checkpoints alone
-    sql = (
-        "SELECT * FROM run_summary ORDER BY algo, env, seed, run_id"
-        if "post_update_returns" not in wh.unreadable else
-        "SELECT *, 0::BIGINT AS distributions, 0::BIGINT AS samples FROM run_checkpoint_summary "
-        "ORDER BY algo, env, seed, run_id"
-    )
+    base = ("run_summary" if "post_update_returns" not in wh.unreadable else
+            "(SELECT *, 0::BIGINT AS distributions, 0::BIGINT AS samples FROM run_checkpoint_summary)")
+    cond, params = in_list("s.source", sources)
+    if run is not None:
+        cond, params = cond + " AND starts_with(s.run_id, ?)", params + [run]
+    if seed is not None:
+        cond, params = cond + " AND s.seed = ?", params + [seed]
+    sql = (f"SELECT s.*, (SELECT list(DISTINCT c.step ORDER BY c.step) FROM checkpoints c WHERE c.run_id = s.run_id) "
+           f"AS steps FROM {base} s WHERE {cond} ORDER BY s.algo, s.env, s.seed, s.run_id")
     try:
-        df = con.sql(sql).pl()
+        df = con.sql(sql, params=params).pl()
     except duckdb.Error as exc:
         raise query_error(exc) from None
     finally:
         con.close()
+    if fmt is OutputFormat.table and output is None:
+        import polars as pl
+
+        df = df.with_columns(pl.Series("steps", [steps_text(v or []) for v in df["steps"].to_list()], dtype=pl.String),
+                             pl.col("best_eval_return").round(1)).drop("checkpoints")
     emit(df, fmt, output, title="runs")
     for why in wh.unreadable.values():
         err_console.print(f"[yellow]warning:[/] {escape(why)}", highlight=False, soft_wrap=True)

@@ -25,17 +25,32 @@ def _check_alpha_beta(alpha: float, beta: float) -> None:
         raise WarehouseError(f"--beta must be in (0, 1], got {beta}")
 
 
+SOURCES = ("trained", "imported", "derived")
+
+
 def stats_relation(con: duckdb.DuckDBPyConnection, alpha: float = 0.1, beta: float = 0.5,
-                   where: str | None = None) -> duckdb.DuckDBPyRelation:
+                   where: str | None = None, sources=None) -> duckdb.DuckDBPyRelation:
     """The statistics of every distribution that `where` (one SQL condition, parsed as an
-    expression, never pasted into SQL) keeps, ordered by algo, env, seed, step, operator."""
+    expression, never pasted into SQL) keeps, ordered by algo, env, seed, step, operator,
+    source, run_id.
+
+    sources: the runs.source values to keep (trained, imported, derived); None keeps all.
+    `source` is also a column, so `where` can name it."""
     _check_alpha_beta(alpha, beta)
+    keep = ""
+    if sources is not None:
+        sources = tuple(sources)
+        bad = [s for s in sources if s not in SOURCES]
+        if bad or not sources:
+            raise WarehouseError(f"sources {list(sources)!r}: choose from {', '.join(SOURCES)}")
+        keep = "WHERE r.source IN (" + ", ".join(f"'{s}'" for s in sources) + ")"
     sql = (
-        "SELECT algo, env, variant, seed, step, operator_id AS operator, n, mean, std, skewness, mode, ltp, cvar, "
-        "ltp_note, run_id "
-        f"FROM purd_stats(alpha := {float(alpha)!r}, beta := {float(beta)!r})"
+        "SELECT p.algo, p.env, p.variant, p.seed, p.step, p.operator_id AS operator, p.n, p.mean, p.std, "
+        "p.skewness, p.mode, p.ltp, p.cvar, p.ltp_note, p.run_id, r.source "
+        f"FROM purd_stats(alpha := {float(alpha)!r}, beta := {float(beta)!r}) p "
+        f"LEFT JOIN runs r USING (run_id) {keep}"
     )
-    return filtered(con, sql, where).order("algo, env, seed, step, operator")
+    return filtered(con, sql, where).order("algo, env, seed, step, operator, source, run_id")
 
 
 def distribution_stats(
@@ -46,15 +61,18 @@ def distribution_stats(
     bootstrap: bool = False,
     n_resamples: int = 1000,
     seed: int = 0,
+    sources=None,
 ) -> pl.DataFrame:
     """One row per (run, checkpoint step, operator): n and the six statistics.
 
-    where: an SQL condition over algo, env, variant, seed, step, operator, run_id, n and the
-    statistic columns. bootstrap=True adds `<stat>_lo`/`<stat>_hi` 95% percentile CIs.
+    where: an SQL condition over algo, env, variant, seed, step, operator, run_id, source,
+    n and the statistic columns. bootstrap=True adds `<stat>_lo`/`<stat>_hi` 95%
+    percentile CIs. sources: the run sources to keep (e.g. ("trained", "imported"));
+    None keeps every run, including those `stabilize` derived.
     """
     con = wh.connect()
     try:
-        df = stats_relation(con, alpha, beta, where).pl()
+        df = stats_relation(con, alpha, beta, where, sources).pl()
         if bootstrap and df.height:
             df = _add_bootstrap(con, df, alpha, beta, n_resamples, seed)
     except duckdb.Error as exc:

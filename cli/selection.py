@@ -1,0 +1,76 @@
+"""Which runs a command works on: by source (trained, imported, derived) and by run id,
+a unique prefix of one, or a prefix plus --seed.
+
+Derived runs (the final policies `retland stabilize` writes, runs.source = 'derived')
+share algo, env and seed with the run they came from, so a selection by --algo/--env
+that took every run would silently double the work and show rows that look like
+duplicates. Selections therefore take only the sources a command means by default
+(trained runs to sample, trained and imported returns to summarise), and `--source`
+chooses others.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from retland.cli.app import CliError
+
+SOURCES = ("trained", "imported", "derived")
+
+
+def source_option(what: str):
+    """The type of a `--source` option (comma-separated sources, or all); `what` says
+    what the command does with them and its default."""
+    return Annotated[str, typer.Option(
+        "--source",
+        help=f"Runs of these sources ({', '.join(SOURCES)}, comma-separated, or all) {what}. "
+             "Derived runs are the final policies `retland stabilize` writes.")]
+
+
+def parse_sources(text: str | None, option: str = "--source") -> tuple[str, ...]:
+    """'trained,derived' -> ('trained', 'derived'); 'all' -> every source."""
+    if text is None:
+        return SOURCES
+    parts = tuple(dict.fromkeys(p.strip().lower() for p in text.split(",") if p.strip()))
+    if parts == ("all",):
+        return SOURCES
+    bad = [p for p in parts if p not in SOURCES]
+    if bad or not parts:
+        raise CliError(f"{option} {text!r}: choose from {', '.join(SOURCES)} (comma-separated) or all")
+    return parts
+
+
+def in_list(column: str, values) -> tuple[str, list]:
+    """An SQL `column IN (?, …)` and its parameters."""
+    values = list(values)
+    return f"{column} IN ({', '.join('?' for _ in values)})", values
+
+
+def resolve_run(wh, text: str, seed: int | None = None, option: str = "--run",
+                seed_option: str | None = "--seed") -> str:
+    """The one run whose id is `text`, or starts with `text` (and has training seed
+    `seed` when given). An exact id always wins; several matches are refused, naming
+    them and how to choose."""
+    if seed is not None:
+        df = wh.query("SELECT run_id, seed, source FROM runs WHERE starts_with(run_id, ?) AND seed = ? "
+                      "ORDER BY run_id", [text, int(seed)])
+    else:
+        df = wh.query("SELECT run_id, seed, source FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id", [text])
+    ids = df["run_id"].to_list()
+    if text in ids:
+        return text
+    seed_text = f" with {seed_option} {seed}" if seed is not None else ""
+    if not ids:
+        raise CliError(f"{option} {text!r}: no run id starts with it{seed_text}; `retland runs` lists them")
+    if len(ids) == 1:
+        return ids[0]
+    shown = ", ".join(f"{r} (seed {s}, {src})" for r, s, src in df.head(8).iter_rows())
+    more = f" and {len(ids) - 8} more" if len(ids) > 8 else ""
+    hint = "give more of the id" + ("" if seed is not None or seed_option is None else f" or add {seed_option} N")
+    raise CliError(f"{option} {text!r}{seed_text} matches {len(ids)} runs: {shown}{more}; {hint}")
+
+
+SeedOpt = Annotated[Optional[int], typer.Option(
+    "--seed", help="Training seed of the run, to pick one among the runs whose ids start with --run.",
+    show_default=False)]
