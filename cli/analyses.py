@@ -5,6 +5,8 @@ appends rows through the warehouse's one write path, and skips work already stor
 """
 from __future__ import annotations
 
+import dataclasses
+import shlex
 from contextlib import contextmanager
 from enum import Enum
 from typing import Annotated, Optional
@@ -17,7 +19,6 @@ from retland.cli.app import (
     WarehouseOpt,
     app,
     check_seed,
-    console,
     count_or_keyword,
     emit,
     err_console,
@@ -25,6 +26,7 @@ from retland.cli.app import (
     require_writable,
 )
 from retland.cli.progress import progress_bar
+from retland.cli.selection import SeedOpt, resolve_run
 from retland.settings import (
     DIRECTIONS,
     InterpolationError,
@@ -115,7 +117,9 @@ def interpolate(
     require_writable(wh.root)
     with _user_errors(InterpolationError):
         if a is not None:
-            chosen, drawn_with = [ip.explicit_pair(a, b)], None
+            (ra, sa), (rb, sb) = ip.parse_ref(a), ip.parse_ref(b)
+            ra, rb = resolve_run(wh, ra, option="--a"), resolve_run(wh, rb, option="--b")
+            chosen, drawn_with = [ip.explicit_pair(f"{ra}:{sa}", f"{rb}:{sb}")], None
         else:
             selection = ip.select_pairs(wh, env, algo, pairs.value, settings.pairs_per_kind, settings.pair_seed)
             chosen, drawn_with = selection.pairs, settings.pair_seed
@@ -155,8 +159,8 @@ Directions = Enum("Directions", {d.replace("-", "_"): d for d in DIRECTIONS}, ty
 
 @app.command()
 def landscape(
-    run: Annotated[str, typer.Option(help="Run id of the checkpoint.")],
-    step: Annotated[int, typer.Option(help="Env step of the checkpoint.")],
+    run: Annotated[str, typer.Option(help="Run id of the checkpoint, or a unique prefix of one.")],
+    step: Annotated[int, typer.Option(help="Env step of the checkpoint (`retland runs` lists them).")],
     operator: Annotated[str, typer.Option(help=help_of(LandscapeRequest, "operator"))] = default_of(LandscapeRequest, "operator"),
     grid: Annotated[int, typer.Option(help=help_of(LandscapeRequest, "resolution"))] = default_of(LandscapeRequest, "resolution"),
     range_: Annotated[str, typer.Option("--range", help=help_of(LandscapeRequest, "lo"))] = (
@@ -188,6 +192,8 @@ def landscape(
                          samples_per_point, sigma, seed, horizon).check()
     wh = Warehouse.open(warehouse, create=False)
     require_writable(wh.root)
+    run = resolve_run(wh, run, seed_option=None)  # --seed here is the landscape's own seed
+    req = dataclasses.replace(req, run_id=run)
     require_stored_checkpoint(wh, run, step, "a landscape")
     with _user_errors(LandscapeError):
         p = ls.plan(wh, req, batch)
@@ -207,11 +213,13 @@ def landscape(
 
 @app.command()
 def failures(
-    run: Annotated[str, typer.Option(help="Run id of the checkpoint.")],
-    step: Annotated[int, typer.Option(help="Env step of the checkpoint.")],
+    run: Annotated[str, typer.Option(help="Run id of the checkpoint, or a unique prefix of one.")],
+    step: Annotated[int, typer.Option(help="Env step of the checkpoint (`retland runs` lists them).")],
+    seed: SeedOpt = None,
     operator: Annotated[Optional[str], typer.Option(
         help="Operator id or kind of the distribution (needed when the checkpoint has several).")] = None,
     pairs: Annotated[int, typer.Option(help="Success/failure pairs to re-roll.")] = 1,
+    progress: Annotated[bool, typer.Option(help="Show progress: a live bar on a terminal, plain lines when piped.")] = True,
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Re-roll a successful post-update sample (return within 10% of the PURD mean) and
@@ -227,11 +235,24 @@ def failures(
         raise CliError(f"--pairs must be >= 1, got {pairs}")
     wh = Warehouse.open(warehouse, create=False)
     require_writable(wh.root)
+    run = resolve_run(wh, run, seed)
     require_stored_checkpoint(wh, run, step, "re-rolling failures")
     with _user_errors(fl.FailureError):
-        target = fl.plan(wh, run, step, operator, pairs)
-        with console.status(f"re-rolling the missing ones of {len(target.pairs)} pair(s) of {target.operator_id}"):
+        try:
+            target = fl.plan(wh, run, step, operator, pairs)
+        except fl.FailureError as exc:
+            if "no failures to explain" in str(exc):
+                raise fl.FailureError(f"{exc}. Checkpoints with LTP > 0: retland stats --where \"ltp > 0\" "
+                                      f"-w {shlex.quote(str(wh.root))}; or sample this one with a perturbation "
+                                      f"that causes failures, e.g. retland sample --run {run} --steps {step} "
+                                      "--operator gaussian:0.1 (then pass --operator gaussian)") from None
+            raise
+        todo = len(fl.missing_pairs(wh, target))
+        err_console.print(f"{len(target.pairs)} pair(s) of {target.operator_id}, {todo} to re-roll", highlight=False,
+                          soft_wrap=True)
+        with progress_bar(todo, "failures", unit="pairs", enabled=progress and todo > 0) as advance:
             fl.run(wh, target)
+            advance(todo)
     ids = [fl.pair_id(target.run_id, target.step, target.operator_id, *p) for p in fl.plan(wh, run, step, operator, pairs).pairs]
     df = wh.query(f"SELECT * FROM failure_divergence WHERE pair_id IN ({', '.join('?' for _ in ids)}) ORDER BY pair_id", ids)
     # pair ids hold operator ids, whose brackets the table would read as markup

@@ -6,8 +6,9 @@ just finished (env steps, samples, proposals) and optional text fields. `progres
 turns that into:
 
 - on a terminal, a live rich bar: description, bar, done/total, rate, info, elapsed, ETA;
-- when piped (a log file, a SLURM job), one plain line at most every `every` seconds and
-  one at the end, so logs stay readable;
+- when piped (a log file, a SLURM job), one plain line when the work starts, then at most
+  one every `every` seconds as results are flushed, and one at the end; never a bar, never
+  wrapped, so logs stay readable and grep-able;
 - nothing, with --no-progress.
 
 Until the first unit finishes, the bar says the program is being compiled (or loaded
@@ -117,6 +118,7 @@ def _lines(total, description, unit, rate_scale, rate_unit, every, start) -> Ite
             line()
             state["printed"] = now
 
+    line()  # at once: the log shows the work started (and is compiling) before the first flush
     try:
         yield advance
     finally:
