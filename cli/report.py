@@ -34,10 +34,13 @@ def report(
     """Write a report of the warehouse: contents, learning curves, the landscape map
     linked to each checkpoint's post-update return histogram, α-CVaR rankings, and the
     later analyses (landscape, failures, interpolate, stabilize) once their data exist.
-    Prints the path written."""
+    Prints the absolute path written and, for the HTML page, its file:// URL."""
     from retland.report import write_report
     from retland.warehouse import Warehouse
 
     wh = Warehouse.open(warehouse, create=False)
     path = write_report(wh, out=out, where=where, fmt=fmt.value, alpha=alpha, beta=beta, n_resamples=bootstrap)
+    path = Path(path).resolve()
     console.print(str(path), highlight=False, soft_wrap=True)
+    if path.is_file():
+        console.print(f"open it: {path.as_uri()}", highlight=False, soft_wrap=True)
