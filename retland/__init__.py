@@ -41,7 +41,9 @@ __all__ = [
 
 def query(sql: str, warehouse=None, params=None):
     """Run one read-only SQL statement on a warehouse; returns a polars DataFrame."""
-    return Warehouse.open(warehouse, create=False).query(sql, params)
+    from .warehouse import PYTHON_HOW
+
+    return Warehouse.open(warehouse, create=False, _how=PYTHON_HOW).query(sql, params)
 
 
 def __getattr__(name):

@@ -356,3 +356,9 @@ def stratified_bootstrap_ci(
         [s[rng.integers(0, s.size, size=(int(n_resamples), s.size))] for s in strata], axis=1
     )
     return _percentile_ci(np.asarray(statistic(pooled, axis=1)), confidence)
+
+
+def __dir__():
+    """The public names only: `dir(retland.stats)` is not cluttered with np, scipy or
+    the typing helpers this module imports."""
+    return sorted(__all__)

@@ -94,13 +94,16 @@ class Warehouse:
         self.unreadable: dict[str, str] = {}
 
     @classmethod
-    def open(cls, root: str | os.PathLike | None = None, create: bool = True) -> "Warehouse":
+    def open(cls, root: str | os.PathLike | None = None, create: bool = True,
+             _how: str = "pass --warehouse PATH") -> "Warehouse":
+        """The warehouse at `root` (default: $RETLAND_WAREHOUSE, else ./data/warehouse).
+        create=False refuses a folder without tables/ instead of creating one."""
         path = resolve_root(root)
         if path.exists() and not path.is_dir():
             raise WarehouseError(f"warehouse path {path} exists and is not a folder")
         if not create and not (path / TABLES_DIR).is_dir():
             raise WarehouseError(
-                f"no warehouse at {path} (no {TABLES_DIR}/ folder); pass --warehouse PATH, "
+                f"no warehouse at {path} (no {TABLES_DIR}/ folder); {_how}, "
                 f"set ${ENV_VAR}, or create one by importing or sampling into it"
             )
         wh = cls(path)
@@ -216,4 +219,8 @@ class Warehouse:
 def connect(root: str | os.PathLike | None = None):
     """`retland.connect(path)`: a DuckDB connection over an existing warehouse, with the
     views and macros, that can read the warehouse folder and nothing else."""
-    return Warehouse.open(root, create=False).connect()
+    return Warehouse.open(root, create=False, _how=PYTHON_HOW).connect()
+
+
+# How a Python caller names the warehouse (the CLI's words are --warehouse PATH).
+PYTHON_HOW = "pass the folder, e.g. retland.connect('data/warehouse') or retland.query(sql, warehouse='data/warehouse')"
