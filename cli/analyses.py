@@ -243,9 +243,9 @@ def failures(
         except fl.FailureError as exc:
             if "no failures to explain" in str(exc):
                 raise fl.FailureError(f"{exc}. Checkpoints with LTP > 0: retland stats --where \"ltp > 0\" "
-                                      f"-w {shlex.quote(str(wh.root))}; or sample this one with a perturbation "
-                                      f"that causes failures, e.g. retland sample --run {run} --steps {step} "
-                                      "--operator gaussian:0.1 (then pass --operator gaussian)") from None
+                                      f"-w {shlex.quote(str(wh.root))}; or sample this one with a stronger perturbation "
+                                      f"(larger σ fails more often), e.g. retland sample --run {run} --steps {step} "
+                                      "--operator gaussian:0.01, then failures --operator gaussian") from None
             raise
         todo = len(fl.missing_pairs(wh, target))
         err_console.print(f"{len(target.pairs)} pair(s) of {target.operator_id}, {todo} to re-roll", highlight=False,
