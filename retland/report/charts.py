@@ -12,6 +12,7 @@ import math
 import warnings
 
 import altair as alt
+import numpy as np
 import polars as pl
 
 HORIZON = 1000
@@ -21,7 +22,9 @@ MEAN_RETURN_TITLE = ["mean return", f"(sum of rewards over {HORIZON} steps)"]
 STEP_TITLE = "env steps"
 # Tableau-10 without the grey, so "none" (grey) never looks like a category.
 CATEGORY_RANGE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d", "#eeca3b"]
-MARKER_COLOURS = {"mean": "#555555", "mode": "#1f77b4", "ltp": "#d62728", "cvar": "#ff7f0e"}
+# The histogram's bars are light blue: no marker line shares their hue.
+MARKER_COLOURS = {"mean": "#222222", "mode": "#7b3294", "ltp": "#d62728", "cvar": "#ff7f0e"}
+MARKER_DASHES = {"mean": [2, 2], "mode": [1, 0], "ltp": [6, 3], "cvar": [8, 2, 2, 2]}
 FONT = "Helvetica, Arial, sans-serif"
 
 
@@ -60,15 +63,24 @@ def distribution_label(df: pl.DataFrame) -> pl.Series:
         pl.col("operator")]).alias("label")).to_series()
 
 
-def _panel(df: pl.DataFrame) -> pl.Expr:
-    """Panel of a distribution in a faceted chart: its env, and its operator unless the
-    operator is the algorithm's own update (td3 on a td3 run): distributions of other
-    operators (gaussian noise, …) are not comparable to those and get panels of their own."""
+def _panel(df: pl.DataFrame) -> pl.Series:
+    """Panel of each distribution in a faceted chart, titled with its env and operator.
+
+    The algorithms' own updates (td3[…] on a td3 run, sac[…] on a sac run) share one panel
+    per env, so algorithms can be compared; its title lists those operators. Any other
+    operator (gaussian noise, …) is not comparable to them and gets a panel of its own."""
     own = pl.col("operator").str.starts_with(pl.col("algo").fill_null(""))
-    return (pl.when(own).then(pl.col("env"))
-            .otherwise(pl.concat_str([pl.col("env"), pl.lit(" · "), pl.col("operator")])).fill_null("?"))
+    env = pl.col("env").fill_null("?")
+    ops = (df.with_columns(own=own, env_=env).filter(pl.col("own")).group_by("env_")
+           .agg(pl.col("operator").unique().sort().str.join(", ").alias("ops")))
+    titles = dict(ops.iter_rows())
+    return df.select(pl.when(own).then(env + pl.lit(" · ") + env.replace_strict(titles, default="?"))
+                     .otherwise(pl.concat_str([env, pl.lit(" · "), pl.col("operator")])).alias("panel")).to_series()
 
 
+# What a tooltip says for a statistic that has no value (never "undefined", which reads
+# as a broken chart).
+NO_VALUE = {"ltp": "none (mode ≤ 0)"}
 STAT_FORMATS = {"mean": ".1f", "std": ".1f", "skewness": ".2f", "mode": ".1f", "ltp": ".3f", "cvar": ".1f"}
 
 
@@ -80,7 +92,7 @@ def _tooltip_frame(dists: pl.DataFrame) -> pl.DataFrame:
 
     texts = []
     for stat, spec in STAT_FORMATS.items():
-        text = pl.when(pl.col(stat).is_null()).then(pl.lit("undefined")).otherwise(fmt(stat, spec))
+        text = pl.when(pl.col(stat).is_null()).then(pl.lit(NO_VALUE.get(stat, "none"))).otherwise(fmt(stat, spec))
         if f"{stat}_lo" in dists.columns:
             ci = pl.concat_str([text, pl.lit(" ["), fmt(f"{stat}_lo", spec), pl.lit(", "), fmt(f"{stat}_hi", spec),
                                 pl.lit("]")])
@@ -136,31 +148,56 @@ def coverage(cells: pl.DataFrame):
                                    title="Checkpoints and post-update samples per run"))
 
 
-def learning_curves(curves: pl.DataFrame):
-    """curves: algo, env, seed, step, eval_return (one row per evaluation)."""
-    base = alt.Chart().encode(
-        x=alt.X("step:Q", title=STEP_TITLE, axis=alt.Axis(labelExpr=STEP_LABELS)),
-        color=alt.Color("algo:N", title="algorithm", scale=alt.Scale(range=CATEGORY_RANGE),
-                        legend=alt.Legend(symbolOpacity=1, symbolStrokeWidth=3)),
-    )
-    seeds = base.mark_line(strokeWidth=1, opacity=0.35).encode(
-        y=alt.Y("eval_return:Q", title=f"evaluation {RETURN_TITLE}"),
-        detail="seed:N",
-        tooltip=[alt.Tooltip("algo:N"), alt.Tooltip("env:N"), alt.Tooltip("seed:N"),
-                 alt.Tooltip("step:Q", format=","), alt.Tooltip("eval_return:Q", title="return", format=".1f")],
-    )
-    mean = base.mark_line(strokeWidth=2.5).encode(
-        y=alt.Y("mean(eval_return):Q", title=f"evaluation {RETURN_TITLE}"),
-        tooltip=[alt.Tooltip("algo:N"), alt.Tooltip("step:Q", format=","),
-                 alt.Tooltip("mean(eval_return):Q", title="mean over seeds", format=".1f"),
-                 alt.Tooltip("count(eval_return):Q", title="seeds")],
-    )
-    envs = curves["env"].n_unique()
-    chart = (alt.layer(seeds, mean, data=values(curves))
-             .properties(width=300, height=210)
-             .facet(facet=alt.Facet("env:N", title=None, header=alt.Header(labelFontWeight="bold")),
-                    columns=min(envs, 3))
-             .resolve_scale(y="independent"))
+def seed_bands(curves: pl.DataFrame, n_resamples: int = 1000, seed: int = 0) -> pl.DataFrame:
+    """Mean over seeds of each curve at each step with a 95% percentile bootstrap CI that
+    resamples seeds (the run is the unit, as in rliable): curves has curve, env, step,
+    eval_return (one row per seed); returns curve, env, step, seeds, mean, lo, hi. One
+    seed, or n_resamples 0: lo = hi = mean."""
+    from .. import stats
+
+    rows = []
+    groups = curves.group_by("curve", "env", "step", maintain_order=True).agg(r=pl.col("eval_return"))
+    for i, (curve, env, step, r) in enumerate(groups.iter_rows()):
+        x = np.asarray(r, dtype=np.float64)
+        lo = hi = float(x.mean())
+        if n_resamples and x.size > 1:
+            lo, hi = stats.bootstrap_ci(x, lambda b: b.mean(axis=1), n_resamples=n_resamples, seed=seed + i)
+        rows.append({"curve": curve, "env": env, "step": step, "seeds": x.size, "mean": float(x.mean()),
+                     "lo": lo, "hi": hi})
+    return pl.DataFrame(rows, schema={"curve": pl.Utf8, "env": pl.Utf8, "step": pl.Int64, "seeds": pl.Int64,
+                                      "mean": pl.Float64, "lo": pl.Float64, "hi": pl.Float64})
+
+
+def learning_curves(curves: pl.DataFrame, n_resamples: int = 1000, seed: int = 0):
+    """curves: algo, env, seed, step, eval_return (one row per evaluation), optional
+    variant. One colour per algorithm (and task variant, when there are several): the mean
+    over seeds, its 95% bootstrap CI over seeds as a band, each seed as a thin line."""
+    curves = curves.with_columns(curve=pl.col("algo").fill_null("?"))
+    if "variant" in curves.columns and curves["variant"].n_unique() > 1:
+        curves = curves.with_columns(curve=pl.format("{} · {}", pl.col("curve"), pl.col("variant").fill_null("?")))
+    bands = seed_bands(curves, n_resamples, seed)
+    title = "algorithm · variant" if "variant" in curves.columns and curves["variant"].n_unique() > 1 else "algorithm"
+    colour = alt.Color("curve:N", title=title, scale=alt.Scale(range=CATEGORY_RANGE),
+                       legend=alt.Legend(symbolOpacity=1, symbolStrokeWidth=3, symbolType="stroke"))
+    x = alt.X("step:Q", title=STEP_TITLE, axis=alt.Axis(labelExpr=STEP_LABELS))
+    y_title = f"evaluation {RETURN_TITLE}"
+    seeds = (alt.Chart(values(curves.select("curve", "env", "seed", "step", "eval_return")))
+             .mark_line(strokeWidth=0.8, opacity=0.3)
+             .encode(x=x, y=alt.Y("eval_return:Q", title=y_title), color=colour, detail="seed:N"))
+    band = alt.Chart(values(bands)).mark_area(opacity=0.22).encode(x=x, y=alt.Y("lo:Q", title=y_title), y2="hi:Q",
+                                                                   color=colour)
+    mean = (alt.Chart(values(bands)).mark_line(strokeWidth=2.4, point=alt.OverlayMarkDef(size=14, filled=True))
+            .encode(x=x, y=alt.Y("mean:Q", title=y_title), color=colour,
+                    tooltip=[alt.Tooltip("curve:N", title=title), alt.Tooltip("env:N"),
+                             alt.Tooltip("step:Q", format=","),
+                             alt.Tooltip("mean:Q", title="mean over seeds", format=".1f"),
+                             alt.Tooltip("lo:Q", title="95% CI from", format=".1f"),
+                             alt.Tooltip("hi:Q", title="95% CI to", format=".1f"), alt.Tooltip("seeds:Q")]))
+    envs = curves["env"].unique().sort().to_list()
+    cells = [alt.layer(*(layer.transform_filter(alt.datum.env == env) for layer in (band, seeds, mean)))
+             .properties(width=300, height=210, title=env) for env in envs]
+    rows = [alt.hconcat(*cells[k:k + 3], spacing=24) for k in range(0, len(cells), 3)]
+    chart = rows[0] if len(rows) == 1 else alt.vconcat(*rows)
     return config(chart.properties(title="Learning curves"))
 
 
@@ -207,8 +244,10 @@ def landscape_map(dists: pl.DataFrame, hist: pl.DataFrame, beta: float = 0.5, al
             "lo", "hi", *metrics, "ltp_x", "ltp_status", *(f"{s}_text" for s in STAT_FORMATS)]
     df = df.select(keep)
     start = dists.sort(pl.col("ltp").fill_null(-1.0), "std", descending=True)["d"][0]
-    pick = alt.selection_point(name="pick", fields=["d"], value=[{"d": int(start)}], on="click", nearest=True,
-                               clear=False, empty=False)
+    # No `nearest`: its Voronoi cells lie over the points and carry a tooltip that reads
+    # the cell's own datum, not the point's, so every text line showed "undefined".
+    pick = alt.selection_point(name="pick", fields=["d"], value=[{"d": int(start)}], on="click", clear=False,
+                               empty=False)
 
     tooltip = [alt.Tooltip("label:N", title="distribution"), alt.Tooltip("n:Q", title="samples"),
                alt.Tooltip("mean_text:N", title="mean [95% CI]"), alt.Tooltip("std_text:N", title="std [95% CI]"),
@@ -224,7 +263,7 @@ def landscape_map(dists: pl.DataFrame, hist: pl.DataFrame, beta: float = 0.5, al
     base = (alt.Chart(data).mark_point(filled=True)
             .encode(color=alt.Color("algo:N", title="algorithm", scale=alt.Scale(range=CATEGORY_RANGE)),
                     **shape,
-                    size=alt.condition(pick, alt.value(160), alt.value(28)),
+                    size=alt.condition(pick, alt.value(170), alt.value(45)),
                     opacity=alt.condition(pick, alt.value(1.0), alt.value(0.65)),
                     stroke=alt.condition(pick, alt.value("black"), alt.value(None)),
                     tooltip=tooltip))
@@ -232,12 +271,13 @@ def landscape_map(dists: pl.DataFrame, hist: pl.DataFrame, beta: float = 0.5, al
     def cell(panel: str, metric: str, left: bool, top: bool, bottom: bool):
         x = alt.X(f"{metric}:Q", title=metrics[metric], scale=alt.Scale(zero=False, nice=True))
         if metric == "ltp":
-            x = alt.X("ltp_x:Q", title=metrics[metric], scale=alt.Scale(domain=[0, borders[panel]], nice=False))
+            x = alt.X("ltp_x:Q", title=metrics[metric], scale=alt.Scale(domain=[0, borders[panel]], nice=False),
+                      axis=alt.Axis(tickCount=4, labelOverlap=True))
         return (base.transform_filter(alt.datum.panel == panel)
                 .encode(x=x,
                         y=alt.Y("mean:Q", title=MEAN_RETURN_TITLE if left else None, scale=alt.Scale(zero=False),
                                 axis=alt.Axis(labels=left, ticks=left)))
-                .properties(width=190, height=160))
+                .properties(width=230, height=170))
 
     with warnings.catch_warnings():
         # Altair merges the one selection every cell shares, and says so: that is the intent.
@@ -251,37 +291,43 @@ def landscape_map(dists: pl.DataFrame, hist: pl.DataFrame, beta: float = 0.5, al
             .transform_calculate(x0="datum.lo + datum.b * (datum.hi - datum.lo) / 100",
                                  x1="datum.hi > datum.lo ? datum.lo + (datum.b + 1) * (datum.hi - datum.lo) / 100"
                                     " : datum.lo + 1")
-            .mark_bar(color="#9ecae1", stroke="#6baed6", strokeWidth=0.3)
+            .mark_bar(color="#9ecae1", stroke="#4292c6", strokeWidth=0.4)
             .encode(x=alt.X("x0:Q", title=RETURN_TITLE, scale=alt.Scale(zero=False)), x2="x1:Q",
                     y=alt.Y("c:Q", title="samples per bin (100 bins over [min, max])"), y2=alt.datum(0),
                     tooltip=[alt.Tooltip("x0:Q", title="from", format=".1f"),
                              alt.Tooltip("x1:Q", title="to", format=".1f"), alt.Tooltip("c:Q", title="samples")]))
     marker_names = {"mean": "mean", "mode": "mode", "threshold": f"LTP threshold ({beta:g} × mode)",
                     "cvar": f"CVaR (α = {alpha:g})"}
+    keys = ("mean", "mode", "ltp", "cvar")
+    # colour and dash share field, title and legend: Vega-Lite draws one legend whose
+    # swatches are the dashed lines themselves
+    legend = alt.Legend(title=None, orient="right", symbolType="stroke", symbolStrokeWidth=2, symbolSize=400,
+                        labelLimit=260)
+    domain = list(marker_names.values())
     rules = (selected
              .transform_fold(list(marker_names), as_=["key", "value"])
              .transform_calculate(marker=f"{json.dumps(marker_names)}[datum.key]")
              .transform_filter("isValid(datum.value)")
-             .mark_rule(strokeWidth=2)
+             .mark_rule(strokeWidth=1.6)
              .encode(x="value:Q",
-                     color=alt.Color("marker:N", title=None, legend=alt.Legend(orient="bottom", columns=2),
-                                     scale=alt.Scale(domain=list(marker_names.values()),
-                                                     range=[MARKER_COLOURS[k] for k in ("mean", "mode", "ltp", "cvar")])),
-                     strokeDash=alt.StrokeDash("marker:N", legend=None,
-                                               scale=alt.Scale(domain=list(marker_names.values()),
-                                                               range=[[2, 2], [1, 0], [6, 3], [1, 0]])),
+                     color=alt.Color("marker:N", legend=legend,
+                                     scale=alt.Scale(domain=domain, range=[MARKER_COLOURS[k] for k in keys])),
+                     strokeDash=alt.StrokeDash("marker:N", legend=legend,
+                                               scale=alt.Scale(domain=domain, range=[MARKER_DASHES[k] for k in keys])),
                      tooltip=[alt.Tooltip("marker:N"), alt.Tooltip("value:Q", format=".1f")]))
     caption = (selected
                .transform_calculate(caption=f"datum.label + '  ·  n = ' + datum.n + '  ·  {ltp_name} = ' + "
                                             "(isValid(datum.threshold) ? format(datum.ltp, '.3f') "
-                                            ": 'undefined (mode ≤ 0)')")
+                                            ": 'none (mode ≤ 0)')")
                .mark_text(align="left", baseline="bottom", dy=-6, fontSize=11, fontWeight="bold")
                .encode(text="caption:N", x=alt.value(0), y=alt.value(0)))
-    histogram = (alt.layer(bars, rules, caption)
-                 .properties(width=400, height=260,
-                             title=alt.Title("Post-update return distribution of the selected checkpoint",
-                                             subtitle="click a point on the map to change it", offset=22)))
-    chart = alt.hconcat(scatter, histogram, spacing=36).resolve_scale(color="independent", shape="independent")
+    # the rules under the bars: the mode's line runs through the tallest bin, which stays
+    # visible; the line shows above it
+    histogram = (alt.layer(rules, bars, caption)
+                 .properties(width=720, height=240,
+                             title=alt.Title("Post-update return distribution of the selected checkpoint", offset=22)))
+    chart = alt.vconcat(scatter, histogram, spacing=30).resolve_scale(color="independent", shape="independent",
+                                                                      strokeDash="independent")
     return config(chart.properties(title=alt.Title("Landscape map: mean vs spread, skew and left tail of each PURD",
                                                    offset=12)))
 
@@ -290,8 +336,8 @@ def cvar_ranking(ranked: pl.DataFrame, beta: float = 0.5):
     """A.9: policies on (LTP, mean), coloured by their rank under α-CVaR, one column per α.
 
     ranked: d, algo, env, seed, step, operator, label, mean, ltp, alpha, alpha_cvar, rank, policies."""
-    df = (ranked.filter(pl.col("ltp").is_not_null())
-          .with_columns(panel=_panel(ranked),
+    df = (ranked.with_columns(panel=_panel(ranked)).filter(pl.col("ltp").is_not_null())
+          .with_columns(
                         position=pl.when(pl.col("policies") > 1)
                         .then((pl.col("rank") - 1) / (pl.col("policies") - 1)).otherwise(0.0),
                         alpha_label=pl.concat_str([pl.lit("α = "), pl.col("alpha").cast(pl.Utf8).str.strip_suffix(".0")]))

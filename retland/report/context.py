@@ -14,9 +14,10 @@ from . import charts
 
 # The SQL of the shared queries. Registered frames: report_wanted (d, run_id, step,
 # operator_id) and report_ranges (the same with each distribution's lo, hi).
-# Every run with each of its checkpoint steps (step NULL for a run without checkpoints).
+# Every run with each of its checkpoint steps (step NULL for a run without checkpoints)
+# and its source (trained | imported | derived).
 RUN_CHECKPOINTS_SQL = """
-SELECT r.run_id, r.algo, r.env, r.seed, c.step
+SELECT r.run_id, r.algo, r.env, r.seed, c.step, r.source
 FROM runs AS r LEFT JOIN checkpoints AS c USING (run_id)
 """
 # Each wanted distribution's returns in update order (r) and their range (lo, hi).
@@ -97,7 +98,7 @@ class ReportContext:
 
     def checkpoints(self) -> pl.DataFrame:
         """Runs and their checkpoints that --where keeps: run_id, algo, env, seed, step
-        (step NULL for a run without checkpoints)."""
+        (step NULL for a run without checkpoints), source."""
         if "checkpoints" not in self._cache:
             self._cache["checkpoints"] = self.sql(self.run_scope(RUN_CHECKPOINTS_SQL))
         return self._cache["checkpoints"]

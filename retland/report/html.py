@@ -26,7 +26,8 @@ EMBED_OPTIONS = {
 }
 
 CSS = """
-body { font-family: Helvetica, Arial, sans-serif; margin: 0 auto; max-width: 1500px; padding: 1em 2em 4em;
+body { font-family: Helvetica, Arial, sans-serif; margin: 0 auto; max-width: 1280px; padding: 1em 1.5em 4em;
+       box-sizing: border-box;
        color: #222; line-height: 1.45; }
 h1 { font-size: 1.6em; margin-bottom: 0.2em; }
 h2 { font-size: 1.25em; margin-top: 2.2em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
@@ -36,9 +37,12 @@ nav ol { columns: 2; font-size: 0.95em; }
 .about { color: #444; margin: 0.3em 0 0.8em; }
 .note { color: #555; font-style: italic; margin: 0.4em 0; }
 .caption { color: #555; font-size: 0.88em; margin: 0.2em 0 1.4em; max-width: 70em; }
-.figure { overflow-x: auto; }
+/* charts are laid out for a 1280 px window; one that is wider scrolls inside its box, not the page */
+.figure { overflow-x: auto; max-width: 100%; box-sizing: border-box; }
 .render-error { color: #b00; font-weight: bold; white-space: pre-wrap; }
-table.data { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
+/* a table with many columns scrolls inside its box */
+.table-box { overflow-x: auto; max-width: 100%; }
+table.data { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
 table.data th, table.data td { padding: 0.2em 0.7em; border-bottom: 1px solid #e4e4e4; text-align: left; }
 table.data td.num { text-align: right; font-variant-numeric: tabular-nums; }
 """
@@ -106,7 +110,8 @@ def _table_html(frame: pl.DataFrame) -> str:
             text = f"{v:,}" if isinstance(v, int) else (f"{v:.4g}" if isinstance(v, float) else ("—" if v is None else str(v)))
             cells.append(f'<td class="num">{html.escape(text)}</td>' if num else f"<td>{html.escape(text)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return (f'<div class="table-box"><table class="data"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def _inline_code(text: str) -> str:

@@ -29,16 +29,18 @@ from .stabilize_charts import stabilize_blocks
 RANKING_ALPHAS = (0.01, 0.1, 1.0)
 
 # The SQL of this module's sections; the shapes they read are views of schema/*.sql.
-# Learning-curve points (run_id, algo, env, seed, step, eval_return): the training
-# evaluations, else the checkpoints' evaluation returns when a warehouse has none.
+# Learning-curve points (run_id, algo, env, variant, seed, step, eval_return): the training
+# evaluations, else the checkpoints' evaluation returns when a warehouse has none. Runs
+# derived by `retland stabilize` are not training runs: they are left out.
 EVALUATION_CURVES_SQL = """
-SELECT e.run_id, r.algo, r.env, r.seed, e.step, e.eval_return
+SELECT e.run_id, r.algo, r.env, run_variant(r.variant, r.source) AS variant, r.seed, e.step, e.eval_return
 FROM evaluations AS e JOIN runs AS r USING (run_id)
+WHERE r.source <> 'derived'
 """
 CHECKPOINT_CURVES_SQL = """
-SELECT c.run_id, r.algo, r.env, r.seed, c.step, c.eval_return
+SELECT c.run_id, r.algo, r.env, run_variant(r.variant, r.source) AS variant, r.seed, c.step, c.eval_return
 FROM checkpoints AS c JOIN runs AS r USING (run_id)
-WHERE c.eval_return IS NOT NULL
+WHERE c.eval_return IS NOT NULL AND r.source <> 'derived'
 """
 # The α-CVaR (parameters: α twice) of each distribution registered as report_keys (d, run_id,
 # step, operator_id).
@@ -85,13 +87,21 @@ def _missing(what: str, command: str) -> Note:
 def contents(ctx: ReportContext) -> list[Block]:
     if not ctx.row_count("runs"):
         return [Note("The warehouse has no runs: `retland train` or `retland import-returns FILE` adds them.")]
-    ckpts = ctx.checkpoints()
-    if ckpts.height == 0:
+    every = ctx.checkpoints()
+    if every.height == 0:
         return [Note("No runs match --where.")]
+    # runs `retland stabilize` derived share their source's algo, env and seed: counted
+    # apart, not drawn (their PURDs are in the stabilize section)
+    derived = every.filter(pl.col("source") == "derived").group_by("algo", "env").agg(
+        derived_runs=pl.col("run_id").n_unique())
+    ckpts = every.filter(pl.col("source").fill_null("") != "derived")
+    if ckpts.height == 0:
+        return [Note("Only runs derived by `retland stabilize` match --where: see the stabilize section.")]
     dists = ctx.distributions()
     if dists.height == 0:
         dists = pl.DataFrame(schema={"run_id": pl.Utf8, "algo": pl.Utf8, "env": pl.Utf8, "seed": pl.Int32,
                                      "step": pl.Int64, "operator": pl.Utf8, "n": pl.Int64})
+    dists = dists.filter(~pl.col("run_id").is_in(every.filter(pl.col("source") == "derived")["run_id"].implode()))
     per_ckpt = dists.group_by("run_id", "step").agg(samples=pl.col("n").sum(), operators=pl.col("operator").n_unique())
     # a distribution's checkpoint counts even where no checkpoints row records it
     cells = (pl.concat([ckpts.drop_nulls("step").select("run_id", "algo", "env", "seed", "step"),
@@ -107,7 +117,13 @@ def contents(ctx: ReportContext) -> list[Block]:
         .with_columns(pl.col("checkpoints", "distributions", "samples").fill_null(0), pl.col("operators").fill_null("—"))
         .sort("algo", "env")
     )
-    blocks: list[Block] = [Table("contents-table", summary, "Per algorithm and environment, within --where.")]
+    caption = "Per algorithm and environment, within --where: trained and imported runs."
+    if derived.height:
+        summary = (summary.join(derived, on=["algo", "env"], how="left")
+                   .with_columns(pl.col("derived_runs").fill_null(0)))
+        caption += (" derived_runs: runs `retland stabilize` derived from them, not counted in runs nor drawn "
+                    "below (see the stabilize section).")
+    blocks: list[Block] = [Table("contents-table", summary, caption)]
     if cells.height:
         blocks.append(Figure("contents-coverage", charts.coverage(cells),
                              "Each cell is a checkpoint; its colour is the number of post-update samples "
@@ -130,9 +146,13 @@ def learning_curves(ctx: ReportContext) -> list[Block]:
     curves = ctx.sql(ctx.run_scope(relation) + " ORDER BY algo, env, seed, step")
     if curves.height == 0:
         return [Note("No learning curves match --where.")]
-    caption = ("Thin lines: one seed each; thick line: mean over seeds at each step."
+    band = (f"band: its 95% percentile bootstrap CI, {ctx.n_resamples} resamples of the seeds (the run is the "
+            "unit, as in rliable)" if ctx.n_resamples else "no CI band (bootstrap turned off)")
+    caption = (f"Thick line: mean over seeds at each step; {band}; thin lines: one seed each. One colour per "
+               "algorithm (and task variant when the runs differ in it); runs derived by `retland stabilize` are "
+               "left out."
                + (" From the checkpoints' evaluation returns (no `evaluations` rows)." if source == "checkpoints" else ""))
-    return [Figure("learning-curves", charts.learning_curves(curves), caption)]
+    return [Figure("learning-curves", charts.learning_curves(curves, ctx.n_resamples, ctx.seed), caption)]
 
 
 # ---------------------------------------------------------------------------------------
