@@ -7,6 +7,7 @@ scatter (each source's LTP before and after), and the trajectories behind them.
 from __future__ import annotations
 
 import altair as alt
+import numpy as np
 import polars as pl
 
 from ..analyses.stabilize import fig7_table
@@ -14,18 +15,17 @@ from . import charts
 from .blocks import Block, Figure, Note, Table
 from .context import ReportContext
 
-# Per env, setting, arm and proposal: the mean over sources (experiments) and seeds of
-# what each lane holds after the decision (view stabilize_trajectory).
+# Per env, setting, arm, proposal and lane (source experiment × rejection seed): what the
+# lane holds after the decision (view stabilize_trajectory). The chart draws the mean over
+# lanes with a bootstrap CI that resamples lanes.
 TRAJECTORY_SQL = """
-SELECT u.env, t.arm, t.proposal, s.criterion, s.proposals, s.n_samples,
-       count(DISTINCT t.experiment_id) AS sources, avg(t.accepted::INTEGER) AS acceptance,
-       avg(t.cur_mean) AS mean, avg(t.cur_ltp) AS ltp, avg(t.cur_ltp_source) AS ltp_source
+SELECT u.env, t.arm, t.proposal, s.criterion, s.proposals, s.n_samples, t.experiment_id, t.seed,
+       t.accepted::INTEGER AS accepted, t.cur_mean AS mean, t.cur_ltp AS ltp, t.cur_ltp_source AS ltp_source
 FROM stabilize_trajectory t
 JOIN (SELECT experiment_id, any_value(criterion) AS criterion, max(proposal) AS proposals,
              any_value(n_samples) AS n_samples FROM stabilize_steps GROUP BY experiment_id) s USING (experiment_id)
 LEFT JOIN runs u ON u.run_id = t.run_id
-GROUP BY ALL
-ORDER BY u.env, s.criterion, s.proposals, s.n_samples, t.arm, t.proposal
+ORDER BY u.env, s.criterion, s.proposals, s.n_samples, t.arm, t.proposal, t.experiment_id, t.seed
 """
 # One row per source policy and setting (Fig. 7's unit), the input of fig7_table.
 SOURCES_SQL = "SELECT * FROM stabilize_sources ORDER BY env, run_id, step"
@@ -67,9 +67,12 @@ def stabilize_blocks(ctx: ReportContext) -> list[Block]:
     panels = traj["panel"].unique(maintain_order=True).to_list()
     if len(panels) > MAX_PANELS:
         blocks.append(Note(f"Trajectories: the first {MAX_PANELS} of {len(panels)} env/setting panels are shown."))
-    blocks.append(Figure("stabilize-arms", _trajectory_chart(traj.filter(pl.col("panel").is_in(panels[:MAX_PANELS]))),
+    shown = _lane_bands(traj.filter(pl.col("panel").is_in(panels[:MAX_PANELS])), ctx.n_resamples, ctx.seed)
+    blocks.append(Figure("stabilize-arms", _trajectory_chart(shown),
                          "Per proposal, the mean over source policies and rejection seeds of the PURD statistics of "
-                         "the policy each arm holds after the decision (view stabilize_trajectory), one row per env "
+                         "the policy each arm holds after the decision (view stabilize_trajectory); the band is its "
+                         "95% bootstrap CI over those lanes (source × seed)"
+                         + ("" if ctx.n_resamples else ", off here (bootstrap turned off)") + "; one row per env "
                          "and setting. The reject arm keeps a proposal only if the criterion holds against its last "
                          "accepted state; the baseline never rejects. 'LTP vs the source's mode' (retland's) counts "
                          "returns below β × the source checkpoint's mode, so it also sees a distribution that moved "
@@ -119,26 +122,65 @@ def _a10_chart(sources: pl.DataFrame):
         pts = alt.Chart(charts.values(sub)).mark_point(filled=True, size=45, opacity=0.8).encode(
             x=alt.X("ltp_before:Q", title="LTP before (source)", scale=alt.Scale(domain=[0, top])),
             y=alt.Y("ltp_after:Q", title="LTP after", scale=alt.Scale(domain=[0, top])),
-            color=alt.Color("arm:N", title="arm", scale=alt.Scale(range=charts.CATEGORY_RANGE)),
+            color=alt.Color("arm:N", title="arm", scale=alt.Scale(domain=["reject", "baseline"],
+                                                                  range=charts.CATEGORY_RANGE[:2])),
             tooltip=["run_id:N", "step:Q", "arm:N", "pairs:Q", alt.Tooltip("ltp_before:Q", format=".3f"),
                      alt.Tooltip("ltp_after:Q", format=".3f")])
         cells.append(alt.layer(diag, pts).properties(width=220, height=220, title=env))
     return charts.config(alt.hconcat(*cells).properties(title="Algorithm 1 per source policy (A.10)"))
 
 
-def _trajectory_chart(traj: pl.DataFrame):
+STATISTICS = {"mean": ("mean post-update return", ",.1f"), "ltp": ("LTP (own mode)", ".3f"),
+              "ltp_source": ("LTP vs the source's mode (retland)", ".3f")}
+
+
+def _lane_bands(traj: pl.DataFrame, n_resamples: int, seed: int) -> pl.DataFrame:
+    """One row per (panel, arm, proposal, statistic): the mean over lanes, its 95%
+    percentile bootstrap CI over lanes (lo = hi with one lane or no resamples), the
+    lanes, sources and acceptance rate."""
+    from .. import stats
+
     rows = []
-    for panel in traj["panel"].unique(maintain_order=True).to_list():
-        base = alt.Chart(charts.values(traj.filter(pl.col("panel") == panel))).mark_line(point=True).encode(
-            x=alt.X("proposal:Q", title="proposal"),
-            color=alt.Color("arm:N", title="arm", scale=alt.Scale(range=charts.CATEGORY_RANGE)),
-            tooltip=["panel:N", "arm:N", "proposal:Q", "sources:Q", alt.Tooltip("acceptance:Q", format=".2f"),
-                     alt.Tooltip("mean:Q", format=",.1f"), alt.Tooltip("ltp:Q", format=".3f"),
-                     alt.Tooltip("ltp_source:Q", format=".3f")])
-        rows.append(alt.hconcat(
-            base.encode(y=alt.Y("mean:Q", title="mean post-update return", scale=alt.Scale(zero=False)))
-            .properties(width=300, height=160, title=panel),
-            base.encode(y=alt.Y("ltp:Q", title="LTP (own mode)")).properties(width=300, height=160),
-            base.encode(y=alt.Y("ltp_source:Q", title="LTP vs the source's mode (retland)"))
-            .properties(width=300, height=160)))
+    groups = traj.group_by("panel", "arm", "proposal", maintain_order=True)
+    for i, ((panel, arm, proposal), g) in enumerate(groups):
+        for name in STATISTICS:
+            x = g[name].drop_nulls().to_numpy().astype(np.float64)
+            if x.size == 0:
+                continue
+            lo = hi = float(x.mean())
+            if n_resamples and x.size > 1:
+                lo, hi = stats.bootstrap_ci(x, lambda b: b.mean(axis=1), n_resamples=n_resamples, seed=seed + i)
+            rows.append({"panel": panel, "arm": arm, "proposal": int(proposal), "statistic": name,
+                         "value": float(x.mean()), "lo": lo, "hi": hi, "lanes": int(x.size),
+                         "sources": g["experiment_id"].n_unique(), "acceptance": float(g["accepted"].mean())})
+    return pl.DataFrame(rows)
+
+
+def _trajectory_chart(bands: pl.DataFrame):
+    """Per env/setting row, three panels (mean, LTP, LTP vs the source's mode) of 300 px:
+    the arms' mean over lanes with a CI band, the legend above, integer proposals."""
+    arms = alt.Color("arm:N", title="arm", scale=alt.Scale(domain=["reject", "baseline"],
+                                                           range=charts.CATEGORY_RANGE[:2]),
+                     legend=alt.Legend(orient="top", symbolType="stroke", symbolStrokeWidth=3, symbolOpacity=1))
+    top = int(bands["proposal"].max()) if bands.height else 1
+    x = alt.X("proposal:Q", title="proposal", scale=alt.Scale(domain=[0, max(top, 1)], nice=False),
+              axis=alt.Axis(tickMinStep=1, format="d", values=list(range(0, max(top, 1) + 1))
+                            if top <= 20 else alt.Undefined))
+    rows = []
+    for panel in bands["panel"].unique(maintain_order=True).to_list():
+        cells = []
+        for k, (name, (title, fmt)) in enumerate(STATISTICS.items()):
+            sub = bands.filter((pl.col("panel") == panel) & (pl.col("statistic") == name))
+            band = alt.Chart().mark_area(opacity=0.2).encode(x=x, y=alt.Y("lo:Q"), y2="hi:Q", color=arms)
+            line = (alt.Chart().mark_line(point=alt.OverlayMarkDef(size=30, filled=True))
+                    .encode(x=x, y=alt.Y("value:Q", title=title, scale=alt.Scale(zero=name != "mean")), color=arms,
+                            tooltip=[alt.Tooltip("arm:N"), alt.Tooltip("proposal:Q"),
+                                     alt.Tooltip("value:Q", title=f"{title}, mean over lanes", format=fmt),
+                                     alt.Tooltip("lo:Q", title="95% CI from", format=fmt),
+                                     alt.Tooltip("hi:Q", title="95% CI to", format=fmt),
+                                     alt.Tooltip("lanes:Q", title="lanes (source × seed)"), alt.Tooltip("sources:Q"),
+                                     alt.Tooltip("acceptance:Q", title="accepted share", format=".2f")]))
+            cells.append(alt.layer(band, line, data=charts.values(sub)).properties(
+                width=300, height=150, title=panel if k == 0 else ""))
+        rows.append(alt.hconcat(*cells, spacing=28))
     return charts.config(alt.vconcat(*rows).properties(title="Algorithm 1: reject vs baseline per proposal"))
