@@ -26,8 +26,10 @@ FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-default-apps", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
-    "--window-size=1600,1200", "--remote-debugging-pipe",
+    "--remote-debugging-pipe",
 ]
+# The report is laid out for a 1280 px wide window (a laptop screen).
+WIDTH, HEIGHT = 1280, 1000
 
 
 def find_chromium() -> str | None:
@@ -45,7 +47,9 @@ class CDPError(RuntimeError):
 
 
 class Chromium:
-    def __init__(self, executable: str | None = None, timeout: float = 60.0):
+    def __init__(self, executable: str | None = None, timeout: float = 60.0, width: int = WIDTH,
+                 height: int = HEIGHT):
+        self.width, self.height = width, height
         self.executable = executable or find_chromium()
         if not self.executable:
             raise CDPError("no chromium found (install Debian's `chromium` or set RETLAND_CHROMIUM)")
@@ -68,7 +72,8 @@ class Chromium:
             os.dup2(high_w, 4)
 
         self.proc = subprocess.Popen(
-            [self.executable, *FLAGS, f"--user-data-dir={self._profile.name}", "about:blank"],
+            [self.executable, *FLAGS, f"--window-size={self.width},{self.height}",
+             f"--user-data-dir={self._profile.name}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             preexec_fn=wire_fds, close_fds=False,
         )
@@ -140,6 +145,9 @@ class Chromium:
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Runtime", "Log", "Network", "Page"):
             self.send(f"{domain}.enable", session=session)
+        # the viewport exactly width x height, whatever the headless window's frame takes
+        self.send("Emulation.setDeviceMetricsOverride", {"width": self.width, "height": self.height,
+                                                         "deviceScaleFactor": 1, "mobile": False}, session=session)
         page = Page(self, session, Path(path).resolve().as_uri())
         self.send("Page.navigate", {"url": page.url}, session=session)
         deadline = time.monotonic() + (timeout or self.timeout)

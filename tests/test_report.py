@@ -65,6 +65,73 @@ def build_warehouse(root: Path):
     return wh
 
 
+def add_analyses(wh) -> None:
+    """Hand-made rows of every analysis over the synthetic runs, shaped as the commands
+    write them: a 5×5 landscape grid with 3 samples a point, same-run and different-run
+    interpolation pairs, one failure pair whose failing rollout terminates at t = 25,
+    and an Algorithm 1 experiment (two arms, two seeds, three proposals) with its
+    derived runs."""
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc)
+    rng = np.random.default_rng(1)
+    runs = {(a, e, s): r for r, a, e, s in wh.query("SELECT run_id, algo, env, seed FROM runs").iter_rows()}
+    source = runs[("td3", "hopper", 0)]
+    grid = np.linspace(-2.0, 2.0, 5)
+    wh.append("landscape_grids", [dict(
+        grid_id="g5", run_id=source, step=STEPS[2], directions="update", operator_id="td3", directions_hash="h",
+        directions_path="p.npz", lo=-2.0, hi=2.0, zoom=1.0, resolution=5, samples_per_point=3, sigma=0.0003,
+        seed=0, horizon=1000, chunk_size=25, created_at=now)])
+    wh.append("landscape_points", [dict(
+        grid_id="g5", point=iy * 5 + ix, sample=k, ix=ix, iy=iy, a=float(grid[ix]), b=float(grid[iy]),
+        **{"return": float(3000 - 300 * (grid[ix] ** 2 + grid[iy] ** 2) - (1500 if k == 2 and ix > 2 else 0))},
+        episode_length=1000, terminated=False) for iy in range(5) for ix in range(5) for k in range(3)])
+    lams = np.linspace(0, 1, 5)
+    for i, (kind, a, b) in enumerate([("same-run", ("td3", "hopper", 0), ("td3", "hopper", 0)),
+                                      ("same-run", ("td3", "hopper", 1), ("td3", "hopper", 1)),
+                                      ("different-run", ("td3", "hopper", 0), ("td3", "hopper", 1)),
+                                      ("different-run", ("sac", "hopper", 0), ("sac", "hopper", 1))]):
+        pid = f"pair{i}"
+        wh.append("interpolation_pairs", [dict(
+            pair_id=pid, kind=kind, env="hopper", algo=a[0], run_a=runs[a], step_a=STEPS[1], run_b=runs[b],
+            step_b=STEPS[2], points=5, samples=3, sigma=0.0003, seed=0, horizon=1000, chunk_size=8,
+            created_at=now)])
+        dip = 0.0 if kind == "same-run" else 2500.0
+        wh.append("interpolation_points", [dict(
+            pair_id=pid, point=p, sample=k, lam=float(lam),
+            **{"return": float(3000 - dip * 4 * lam * (1 - lam) + rng.normal(0, 60))}, episode_length=1000,
+            terminated=False) for p, lam in enumerate(lams) for k in range(3)])
+    T, end = 40, 25
+    rows = []
+    for role in ("success", "failure"):
+        rewards = np.where((role == "failure") & (np.arange(T) > end), 0.0, 3.0 - (role == "failure") * 0.04 * np.arange(T))
+        g = np.cumsum(rewards)
+        rows += [dict(pair_id=f"{source}@{STEPS[2]}/td3[h=1000,seed=0]/0-1", role=role, t=t,
+                      run_id=source, step=STEPS[2], operator_id="td3", update_index=int(role == "failure"),
+                      reward=float(rewards[t]), cumulative_return=float(g[t]), done=role == "failure" and t >= end,
+                      torso_height=1.2, torso_pitch=0.0, stored_return=float(g[-1])) for t in range(T)]
+    wh.append("trajectories", rows)
+    steps, returns, derived = [], [], []
+    for arm in ("reject", "baseline"):
+        for seed in (0, 1):
+            derived.append(dict(run_id=f"stab-{arm}-r{seed}", algo="td3", env="hopper", seed=0, source="derived",
+                                parent_run_id=source, parent_step=STEPS[2], created_at=now))
+            for p in range(4):
+                accepted = arm == "baseline" or p % 2 == 0
+                mean = 3000.0 - 150 * p * (arm == "baseline") + 40 * seed
+                steps.append(dict(
+                    experiment_id="e1", arm=arm, seed=seed, proposal=p, run_id=source, step=STEPS[2],
+                    derived_run_id=f"stab-{arm}-r{seed}", criterion="cvar", alpha=0.1, beta=0.5, tolerance=0.0,
+                    n_samples=8, accepted=accepted, last_accepted=0, mean=mean, mode=3000.0,
+                    ltp=0.05 * p * (arm == "baseline") + 0.02 * seed, cvar=mean - 400, last_mean=3000.0,
+                    last_ltp=0.02, last_cvar=2600.0, eval_return=mean, created_at=now))
+                returns += [dict(experiment_id="e1", arm=arm, seed=seed, proposal=p, update_index=i,
+                                 **{"return": float(mean + rng.normal(0, 200))}) for i in range(8)]
+    wh.append("runs", derived)
+    wh.append("stabilize_steps", steps)
+    wh.append("stabilize_returns", returns)
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     return build_warehouse(tmp_path_factory.mktemp("report") / "study")
@@ -75,6 +142,21 @@ def report_page(study, tmp_path_factory) -> Path:
     from retland.report import write_report
 
     return write_report(study, out=tmp_path_factory.mktemp("pages") / "study.html", n_resamples=100)
+
+
+@pytest.fixture(scope="module")
+def full_study(tmp_path_factory):
+    """The synthetic study with a run of every analysis."""
+    wh = build_warehouse(tmp_path_factory.mktemp("report-full") / "full")
+    add_analyses(wh)
+    return wh
+
+
+@pytest.fixture(scope="module")
+def full_page(full_study, tmp_path_factory) -> Path:
+    from retland.report import write_report
+
+    return write_report(full_study, out=tmp_path_factory.mktemp("pages") / "full.html", n_resamples=100)
 
 
 def figure_specs(page: Path) -> dict[str, dict]:
@@ -197,10 +279,11 @@ def test_map_draws_distributions_without_ltp_on_the_right_border_of_the_ltp_axis
     for node in spec_nodes(spec):
         x = node.get("encoding", {}).get("x", {})
         if x.get("field") == "ltp_x":
-            panel = re.search(r"datum\.panel === '([^']+)'", json.dumps(node["transform"])).group(1)
+            panel = re.search(r"datum\.panel === '([^']+)'", json.dumps(node["transform"], ensure_ascii=False)).group(1)
             ltp_cells[panel] = x["scale"]
-    assert ltp_cells == {"hopper": {"domain": [0, 0.35], "nice": False},
-                         "walker2d": {"domain": [0, 1.0], "nice": False}}
+    # a panel's title names its operator (here each algorithm's own update, td3)
+    assert ltp_cells == {"hopper · td3": {"domain": [0, 0.35], "nice": False},
+                         "walker2d · td3": {"domain": [0, 1.0], "nice": False}}
     shapes = [n["shape"] for n in spec_nodes(spec) if isinstance(n.get("shape"), dict) and "field" in n["shape"]]
     assert shapes and all(s["field"] == "ltp_status" and s["scale"] == {
         "domain": [charts.LTP_DEFINED, charts.LTP_BORDER], "range": ["circle", "triangle-right"]} for s in shapes)
@@ -248,7 +331,8 @@ def test_where_narrows_every_section_and_names_the_file(study, tmp_path, monkeyp
     # a condition on a statistic keeps the runs that have such a distribution
     built = section_blocks(study, where="ltp > 0.25")
     curves = next(b for b in built["learning-curves"] if hasattr(b, "chart")).chart.to_dict()
-    runs = {(r["algo"], r["env"], r["seed"]) for rows in curves["datasets"].values() for r in rows}
+    # each seed's line: curve is the algorithm (one task variant here)
+    runs = {(r["curve"], r["env"], r["seed"]) for rows in curves["datasets"].values() for r in rows if "seed" in r}
     wide = study.query("SELECT DISTINCT algo, env, seed FROM distribution_stats WHERE ltp > 0.25")
     assert runs == set(wide.iter_rows())
     # a condition on steps keeps those checkpoints in the contents
@@ -313,7 +397,7 @@ def run_cli(capsys, monkeypatch, *args):
 def test_cli_writes_html_and_one_svg_per_chart(study, tmp_path, capsys, monkeypatch):
     code, out, err = run_cli(capsys, monkeypatch, "report", "-w", study.root, "--bootstrap", "0",
                              "--out", tmp_path / "r.html")
-    assert (code, out.strip()) == (0, str(tmp_path / "r.html")), err
+    assert code == 0 and out.splitlines()[0] == str(tmp_path / "r.html"), err
     code, out, err = run_cli(capsys, monkeypatch, "report", "-w", study.root, "--bootstrap", "0",
                              "--format", "svg", "--out", tmp_path / "figs", "--where", "env = 'walker2d'")
     assert code == 0, err
@@ -395,3 +479,113 @@ def test_clicking_a_point_shows_its_histogram(chromium, report_page):
     after = page.evaluate(caption)
     assert "seed" in before and "seed" in after and after != before
     assert page.console_errors == []
+
+
+# --- at a laptop's width, with every analysis --------------------------------------------
+# Every scenegraph item that carries a tooltip, with its SVG element's box (the page uses
+# the svg renderer): [{figure, i, tooltip: {key: value as text}, x, y}] after scrolling.
+TOOLTIP_ITEMS = """(() => {
+  const out = [];
+  for (const [name, view] of Object.entries(window.__retland.views)) {
+    const walk = node => {
+      for (const item of node.items || []) {
+        if (item.tooltip != null && typeof item.tooltip === 'object') out.push({figure: name, tooltip:
+          Object.fromEntries(Object.entries(item.tooltip).map(([k, v]) => [k, v === undefined ? 'undefined' : String(v)]))});
+        walk(item);
+      }
+    };
+    walk(view.scenegraph().root);
+  }
+  return out;
+})()"""
+# Scroll a figure's first drawn point-like mark (symbol, rect, rule …) with a tooltip into
+# view and return its centre on screen; lines (one path per series) only when a figure
+# has nothing else, then at a point half-way along the path.
+ITEM_CENTRE = """(name => {
+  const found = [];
+  const walk = node => { for (const item of node.items || []) {
+    const el = item._svg;
+    if (item.tooltip != null && el) { const r = el.getBoundingClientRect();
+      if (r.width > 0 || r.height > 0) found.push([item, el]); }
+    walk(item); } };
+  walk(window.__retland.views[name].scenegraph().root);
+  const lines = ['line', 'area', 'trail'];
+  const [item, el] = found.find(([i]) => !lines.includes(i.mark.marktype)) || found[0];
+  el.scrollIntoView({block: 'center', inline: 'center'});
+  if (lines.includes(item.mark.marktype)) {
+    const p = el.getPointAtLength(el.getTotalLength() / 2).matrixTransform(el.getScreenCTM());
+    return [p.x, p.y];
+  }
+  const r = el.getBoundingClientRect();
+  return [r.left + r.width / 2, r.top + r.height / 2];
+})"""
+SHOWN_TOOLTIP = """(() => {
+  const t = document.getElementById('vg-tooltip-element');
+  if (!t || !t.classList.contains('visible')) return null;
+  return Array.from(t.querySelectorAll('tr')).map(tr => Array.from(tr.children).map(c => c.textContent));
+})()"""
+LEGENDS = """JSON.stringify(Object.fromEntries(Array.from(document.querySelectorAll('.figure')).map(f =>
+  [f.dataset.figureName, f.querySelectorAll('g.role-legend').length])))"""
+
+
+def coloured_fields(spec: dict) -> list[tuple[str, dict]]:
+    """(channel, definition) of every colour channel in a Vega-Lite spec that encodes a field."""
+    out = []
+    for node in spec_nodes(spec):
+        for channel in ("color", "fill", "stroke"):
+            enc = node.get("encoding", {}).get(channel) if isinstance(node.get("encoding"), dict) else None
+            if isinstance(enc, dict):
+                for d in (enc, enc.get("condition")):
+                    if isinstance(d, dict) and "field" in d:
+                        out.append((channel, d))
+    return out
+
+
+def test_page_fits_a_laptop_and_its_tooltips_and_legends_say_something(chromium, full_page):
+    """At 1280 px: no sideways scrolling; every mark's tooltip, and the one a hover shows,
+    has a value on each line (a field the encoding misreads shows 'undefined'); every
+    chart whose colour encodes a field has a legend. Lists every defect found."""
+    page = chromium.open(full_page, ready="window.__retland && window.__retland.done")
+    assert page.evaluate("window.__retland.errors") == [] and page.console_errors == []
+    assert page.evaluate("window.innerWidth") == 1280
+    problems = []
+    width = page.evaluate("document.documentElement.scrollWidth")
+    if width > 1280:
+        problems.append(f"the page is {width} px wide")
+    # a figure wider than the page's column would scroll inside its box
+    wide = json.loads(page.evaluate(
+        "JSON.stringify(Array.from(document.querySelectorAll('.figure')).filter(f => f.scrollWidth > f.clientWidth)"
+        ".map(f => [f.dataset.figureName, f.scrollWidth, f.clientWidth]))"))
+    if wide:
+        problems.append(f"figures wider than the page's column (name, width, column): {wide}")
+
+    items = page.evaluate(TOOLTIP_ITEMS)
+    specs = figure_specs(full_page)
+    with_tooltips = {i["figure"] for i in items}
+    expected = {name for name, spec in specs.items() if '"tooltip"' in json.dumps(spec)}
+    assert with_tooltips == expected and len(expected) >= 10
+    for name in sorted(with_tooltips):
+        bad = [i["tooltip"] for i in items if i["figure"] == name and "undefined" in i["tooltip"].values()]
+        if bad:
+            problems.append(f"{name}: {len(bad)} tooltips with undefined values, e.g. {bad[0]}")
+    # hover the first mark of every chart, as a person would: the rendered tooltip too
+    for name in sorted(with_tooltips):
+        x, y = page.evaluate(f"{ITEM_CENTRE}({json.dumps(name)})")
+        chromium.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y}, session=page.session)
+        chromium.pump(0.25)
+        shown = page.evaluate(SHOWN_TOOLTIP)
+        if not shown:
+            problems.append(f"{name}: no tooltip on hovering ({x:.0f}, {y:.0f})")
+        elif [row for row in shown if row[-1].strip() in ("undefined", "")]:
+            problems.append(f"{name}: hover shows {shown}")
+        chromium.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": 1, "y": 1}, session=page.session)
+
+    legends = json.loads(page.evaluate(LEGENDS))
+    for name, spec in specs.items():
+        coloured = coloured_fields(spec)
+        hidden = [d["field"] for _, d in coloured if "legend" in d and d["legend"] is None]
+        if coloured and not legends[name]:
+            problems.append(f"{name}: colour encodes {[d['field'] for _, d in coloured]} but there is no legend")
+        elif hidden:
+            problems.append(f"{name}: colour encodes {hidden} with its legend turned off")
+    assert not problems, "\n".join(problems)
