@@ -685,13 +685,26 @@ def _failures_stage(study: Study, wh, scope: Scope) -> Stage:
     if not _sampled(study, wh, scope):
         return _waiting("failures", f"chooses {spec.checkpoints} once sampling is done")
     op = study.operator_of(spec)
-    picked = _chosen(study, spec.checkpoints, op, wh, scope)
-    if not picked:
+    ranked = isinstance(spec.checkpoints, str)
+    # top-ltp:K: the K highest-LTP checkpoints that have a pair to show (a bimodal
+    # distribution may have no sample within 10% of its mean); explicit ones must have one
+    candidates = _chosen(study, "top-ltp:1000000" if ranked else spec.checkpoints, op, wh, scope)
+    k = int(_SELECTION.match(spec.checkpoints).group(1)) if ranked else len(candidates)
+    if not candidates:
         return Stage("failures", "nothing", "no sampled checkpoint of the study has LTP > 0: no failure to explain")
-    commands, pairs, todo = [], 0, 0
-    for run, step in picked:
+    commands, pairs, todo, picked, passed = [], 0, 0, [], []
+    for run, step in candidates:
+        if len(picked) == k:
+            break
         oid = _operator_id(study, op, scope.algo.get(run, "td3"), scope.env.get(run, "hopper"))
-        plan = failures.plan(wh, run, step, oid, spec.pairs)
+        try:
+            plan = failures.plan(wh, run, step, oid, spec.pairs)
+        except failures.FailureError as exc:
+            if not ranked:
+                raise StudyError(f"failures.checkpoints {run}:{step}: {exc}") from None
+            passed.append(f"{run}@{step:,}")
+            continue
+        picked.append((run, step))
         miss = failures.missing_pairs(wh, plan)
         pairs += len(plan.pairs)
         if miss:
@@ -700,6 +713,8 @@ def _failures_stage(study: Study, wh, scope: Scope) -> Stage:
                              "--pairs", str(spec.pairs)])
     horizon = study.sample.horizon
     where = ", ".join(f"{r}@{s:,}" for r, s in picked)
+    if passed:
+        where += f" (passed over, no sample near the mean: {', '.join(passed)})"
     if not commands:
         return Stage("failures", "done", f"{pairs} pair(s) stored for {where}")
     return Stage("failures", "todo", f"{todo} of {pairs} pair(s) to re-roll for {where}", commands,

@@ -17,7 +17,9 @@ F2 (Fig. 3)  Failures are sudden: (a) the share of failing samples (return < 0.5
              successful rollout's over the same steps (near 1: it kept up until shortly
              before it fell), and the fall duration: steps from the first time the
              failing torso drops below the lowest height the successful rollout ever
-             reaches, to termination.
+             reaches, to termination; and the divergence step of `failure_divergence`
+             (after it the cumulative returns stay more than 5% apart) relative to the
+             termination step.
 F3 (Fig. 6)  Interpolation: BTP of same-run and different-run pairs (IQM, stratified
              bootstrap CI, as `retland interpolate` prints) and their difference.
 F4 (Fig. 7)  Algorithm 1: reject − baseline own-mode LTP and mean return after the last
@@ -131,6 +133,17 @@ def f2(wh, ds: list[dict], runs: list[str]) -> None:
         print(f"    reward per step before the last {LAST_STEPS} steps, failing / successful: median "
               f"{_fmt(float(np.median(ratio)), *_ci(ratio, np.median), '{:.2f}')} over {len(ratio)} pairs "
               f"(range {ratio.min():.2f}-{ratio.max():.2f})")
+    div = wh.query("SELECT diverge_step, failure_end_step FROM failure_divergence WHERE failure_end_step IS NOT NULL "
+                   f"AND run_id IN ({', '.join('?' for _ in runs)})", runs).to_dicts()
+    if div:
+        gap = np.asarray([(d["diverge_step"] if d["diverge_step"] is not None else d["failure_end_step"])
+                          - d["failure_end_step"] for d in div], np.float64)
+        kept = gap >= -LAST_STEPS
+        print(f"    divergence step (cumulative returns > 5% apart for good) minus termination step: median "
+              f"{_fmt(float(np.median(gap)), *_ci(gap, np.median), '{:+.0f}')} (range {int(gap.min()):+d} to "
+              f"{int(gap.max()):+d}); within 5% until at most {LAST_STEPS} steps before the fall: "
+              f"{kept.mean():.2f} [{_ci(kept.astype(float), np.mean)[0]:.2f}, {_ci(kept.astype(float), np.mean)[1]:.2f}]"
+              f" of {len(gap)} pairs")
     fall = np.asarray([r["t_end"] - r["t_low"] for r in term if r["t_low"] is not None and r["t_low"] <= r["t_end"]],
                       np.float64)
     if len(fall):
