@@ -169,6 +169,12 @@ def f3(wh, runs: list[str], algo: str, env: str) -> None:
     same = btp.filter(btp["kind"] == "same-run")["btp"].to_numpy()
     diff = btp.filter(btp["kind"] == "different-run")["btp"].to_numpy()
     if len(same) and len(diff):
+        from scipy.stats import fisher_exact
+
+        a, b = int((diff > 0).sum()), int((same > 0).sum())
+        p = fisher_exact([[a, len(diff) - a], [b, len(same) - b]], alternative="greater").pvalue
+        print(f"pairs with BTP > 0: different-run {a}/{len(diff)}, same-run {b}/{len(same)} "
+              f"(one-sided Fisher exact p = {p:.2g})")
         rng = np.random.default_rng(0)
         boot = [stats.iqm(diff[rng.integers(0, len(diff), len(diff))]) - stats.iqm(same[rng.integers(0, len(same),
                                                                                                         len(same))])
