@@ -247,7 +247,7 @@ def test_cli_refuses_bad_input_and_leaves_the_warehouse_untouched(job, capsys, m
     for args, msg in [
         (["--a", f"{s0}:60"], "needs both --a"),
         (["--a", f"{s0}:60", "--b", f"{s0}:999"], "has no checkpoint at step 999"),
-        (["--a", f"{s0}:60", "--b", "nope:60"], "no run 'nope'"),
+        (["--a", f"{s0}:60", "--b", "nope:60"], "--b 'nope': no run id starts with it"),
         (["--a", f"{s0}:60", "--b", f"{s0}:120", "--points", "1"], "--points must be >= 2"),
         (["--env", "hopper", "--pairs", "both", "--samples", "0"], "--samples must be >= 1"),
         (["--env", "hopper"], "say which pairs"),

@@ -119,7 +119,7 @@ def test_cli_refuses_bad_input_and_leaves_the_warehouse_untouched(capsys, monkey
     run = res.run_ids[0]
     for args, msg in [
         (["--run", run, "--step", "999"], "no checkpoint at step 999"),
-        (["--run", "nope", "--step", "60"], "no run 'nope'"),
+        (["--run", "nope", "--step", "60"], "--run 'nope': no run id starts with it"),
         (["--run", run, "--step", "60", "--range=2:-2"], "--range"),
         (["--run", run, "--step", "60", "--grid", "1"], "--grid must be >= 2"),
         (["--run", run, "--step", "60", "--operator", "sac"], "needs a sac run"),
