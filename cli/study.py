@@ -63,6 +63,13 @@ def study(
                                         show_default=False)],
     plan: Annotated[bool, typer.Option("--plan", help="Print what would run, what is done and the env steps "
                                                       "left per stage; change nothing.")] = False,
+    until: Annotated[str | None, typer.Option(
+        help="Stop after the stages of this kind: train, example, sample, failures, landscape, interpolation, "
+             "stabilize or report (e.g. train on one machine, then sample in shards).", show_default=False)] = None,
+    shard: Annotated[str | None, typer.Option(
+        help="i/N: run this shard's part of the sample stage only (the policies must exist); "
+             "stops after sampling. Run the study without --shard once every shard is done.",
+        show_default=False)] = None,
     progress: Annotated[bool, typer.Option(help="Progress bars of the stages' commands.")] = True,
     warehouse: WarehouseOpt = None,
 ) -> None:
@@ -77,8 +84,20 @@ def study(
     sampling (top-ltp:K: the highest left-tail probabilities). The file is checked
     before anything runs; `--plan` shows the stages without running them.
     """
-    from retland.study import StudyError, load_study, stages
+    from retland.purd.sampling import parse_shard
+    from retland.study import KINDS, StudyError, load_study, stages
     from retland.warehouse import Warehouse, WarehouseError, resolve_root
+
+    if until is not None and until not in KINDS:
+        raise CliError(f"--until {until!r}: choose one of {', '.join(KINDS)}")
+    if shard is not None:
+        try:
+            parse_shard(shard)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        if until not in (None, "sample"):
+            raise CliError("--shard runs the sample stage only; drop --until or give --until sample")
+        until = "sample"
 
     try:
         spec, base = load_study(file)
@@ -103,14 +122,29 @@ def study(
             rows = [fn(wh) for _, fn in stages(spec, base)]
         _print_plan(spec, rows, root)
         return
+    steps = stages(spec, base)
+    if until is not None:
+        kinds = [name.split()[0] for name, _ in steps]
+        if until not in kinds:
+            raise CliError(f"--until {until}: the study has no {until} stage (its stages: "
+                           f"{', '.join(dict.fromkeys(kinds))})")
+        steps = steps[:len(kinds) - kinds[::-1].index(until)]
+    if shard is not None and not (root / "tables").is_dir():
+        raise CliError(f"--shard: no warehouse at {root} yet; run `retland study {file} --until train` "
+                       "(and example) once, then the shards")
     require_writable(root)
     wh = Warehouse.open(root)
-    steps = stages(spec, base)
     t_start = time.perf_counter()
     console.print(f"study [bold]{escape(spec.name)}[/] on {root}: {len(steps)} stages", highlight=False)
     for i, (name, fn) in enumerate(steps, 1):
         st = fn(wh)
         head = f"[bold][{i}/{len(steps)}] {escape(st.name)}[/]"
+        if shard is not None and name != "sample":
+            if not st.done:  # shards share one warehouse: only sampling is split
+                raise CliError(f"--shard: stage {st.name} is not done ({st.detail}); run "
+                               f"`retland study {file} --until {name.split()[0]}` once first")
+        elif shard is not None:
+            st.commands = [c + ["--shard", shard] for c in st.commands]
         if st.done:
             console.print(f"{head}: {_MARK[st.status]}, skipped ({escape(st.detail)})", highlight=False)
             continue
@@ -122,7 +156,11 @@ def study(
             console.print(f"[cyan]$ retland {escape(shlex.join(cmd))}[/]", highlight=False, soft_wrap=True)
             run_command(_argv(cmd, root, progress))
         console.print(f"[dim]({name}: {time.perf_counter() - t0:.0f} s)[/]", highlight=False)
-    report = spec.report_path() if spec.report is not None else None
+    report = spec.report_path() if spec.report is not None and until in (None, "report") else None
     tail = f"; report {report.resolve()}" if report is not None else ""
+    if shard is not None:
+        tail += f"; shard {shard} of the samples done (other shards may still be running)"
+    elif until is not None and until != "report":
+        tail += f"; stopped after {until} (--until)"
     console.print(f"study {escape(spec.name)} finished in {time.perf_counter() - t_start:.0f} s{tail}",
                   highlight=False, soft_wrap=True)

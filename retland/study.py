@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from retland.settings import DEFAULT_VARIANT, DIRECTIONS, GAUSSIAN_SIGMA, VARIANTS
 
-__all__ = ["Study", "Stage", "StudyError", "load_study", "preset_path", "PRESETS_DIR", "stages", "study_scope"]
+__all__ = ["KINDS", "Study", "Stage", "StudyError", "load_study", "preset_path", "PRESETS_DIR", "stages", "study_scope"]
 
 def _presets_dir() -> Path:
     """Shipped as package data `retland.studies`; a plain checkout falls back to studies/."""
@@ -52,6 +52,8 @@ def _presets_dir() -> Path:
 
 PRESETS_DIR = _presets_dir()
 ALGOS = ("td3", "sac", "ppo")
+# Kinds of stage, in the order they run (`--until KIND`).
+KINDS = ("train", "example", "sample", "failures", "landscape", "interpolation", "stabilize", "report")
 ENVS = ("ant", "halfcheetah", "hopper", "walker2d")
 OWN = "own"  # operator "own": each run's own training update (td3 / sac / ppo)
 _SELECTION = re.compile(r"^top-ltp:(\d+)$")
@@ -478,17 +480,24 @@ def train_config(spec: TrainSpec, base: Path):
         raise StudyError("; ".join(f"train ({spec.label}): {x}" for x in lines)) from None
 
 
-def _find_job(wh, cfg) -> tuple[str, list[str], bool] | None:
-    """A trained job whose recorded config equals `cfg`: (job id, run ids, complete);
-    the first complete one, else the one with most checkpoints."""
+def _trained_runs(wh) -> list[dict]:
+    """Every trained run with its config and checkpoint steps, in one query."""
+    return wh.query("SELECT r.run_id, r.algo, r.env, r.config, r.seed, "
+                    "list(c.step ORDER BY c.step) FILTER (WHERE c.step IS NOT NULL) AS steps "
+                    "FROM runs r LEFT JOIN checkpoints c USING (run_id) "
+                    "WHERE r.source = 'trained' GROUP BY ALL").to_dicts()
+
+
+def _find_job(rows: list[dict], cfg) -> tuple[str, list[str], bool] | None:
+    """A trained job (of `_trained_runs` rows) whose recorded config equals `cfg`:
+    (job id, run ids by seed, complete); the first complete one, else the one with most
+    checkpoints."""
     from retland.train.checkpoints import run_config
 
-    rows = wh.query("SELECT r.run_id, r.config, r.seed, list(c.step) FILTER (WHERE c.step IS NOT NULL) AS steps "
-                    "FROM runs r LEFT JOIN checkpoints c USING (run_id) "
-                    "WHERE r.source = 'trained' AND r.algo = ? AND r.env = ? GROUP BY ALL",
-                    [cfg.algo, cfg.env]).to_dicts()
     jobs: dict[str, list[dict]] = {}
     for r in rows:
+        if r["algo"] != cfg.algo or r["env"] != cfg.env:
+            continue
         job = json.loads(r["config"] or "{}").get("job_id")
         if job is not None:
             jobs.setdefault(job, []).append(r)
@@ -515,20 +524,22 @@ def _find_job(wh, cfg) -> tuple[str, list[str], bool] | None:
 def study_scope(study: Study, wh, base: Path) -> Scope:
     """Which of the study's policies the warehouse holds."""
     scope = Scope()
+    rows = _trained_runs(wh) if study.train else []
+    steps_of = {r["run_id"]: r["steps"] or [] for r in rows}
     for i, spec in enumerate(study.train):
         cfg = train_config(spec, base)
-        found = _find_job(wh, cfg)
+        found = _find_job(rows, cfg)
         if found is None:
             continue
         scope.jobs[i] = found
         job, ids, _ = found
-        have = wh.query("SELECT run_id, list(step ORDER BY step) AS steps FROM checkpoints "
-                        f"WHERE run_id IN ({', '.join('?' for _ in ids)}) GROUP BY ALL", ids).to_dicts()
-        for r in have:
-            steps = [s for s in r["steps"] if s in set(cfg.checkpoint_steps)]
+        for run in ids:
+            steps = [s for s in steps_of[run] if s in set(cfg.checkpoint_steps)]
+            if not steps:
+                continue
             if study.sample and study.sample.steps:
                 steps = [s for s in steps if s in set(study.sample.steps)]
-            scope.steps[r["run_id"]], scope.algo[r["run_id"]], scope.env[r["run_id"]] = steps, cfg.algo, cfg.env
+            scope.steps[run], scope.algo[run], scope.env[run] = steps, cfg.algo, cfg.env
     for name in study.examples:
         meta = _example(name)
         hit = wh.query("SELECT 1 FROM checkpoints WHERE run_id = ? AND step = ?", [meta["run_id"], meta["step"]])
@@ -559,7 +570,7 @@ def _operator_id(study: Study, op: str, algo: str, env: str) -> str:
 def _train_stage(study: Study, i: int, wh, base: Path) -> Stage:
     spec = study.train[i]
     cfg = train_config(spec, base)
-    found = _find_job(wh, cfg)
+    found = _find_job(_trained_runs(wh), cfg)
     name = f"train {spec.algo} {spec.env}"
     if found and found[2]:
         return Stage(name, "done", f"job {found[0]}: {spec.seeds} runs x {len(cfg.checkpoint_steps)} checkpoints")

@@ -38,9 +38,6 @@ operators = ["own"]
 samples = 16
 horizon = 20
 
-[failures]
-checkpoints = "top-ltp:1"
-
 [report]
 out = "{out}"
 bootstrap = 0
@@ -151,8 +148,15 @@ def test_a_killed_study_resumes_without_redoing_finished_stages(tmp_path, capsys
     assert code == 0, err
     assert "done" in out and "64 of 64 samples missing" in " ".join(out.split())
 
-    ran.clear()
+    # one shard of the sampling (as an array job would), then the whole study
     monkeypatch.setattr(study_cli, "run_command", lambda argv: (ran.append(argv), real(argv)))
+    ran.clear()
+    code, out, err = run_cli(capsys, monkeypatch, "study", path, "--shard", "0/2", "-w", wh_root, "--no-progress")
+    assert code == 0, err
+    assert [a[0] for a in ran] == ["sample"] and "--shard 0/2" in " ".join(ran[0])
+    assert 0 < wh.query("SELECT count(*) AS n FROM post_update_returns")["n"][0] < 64
+
+    ran.clear()
     code, out, err = run_cli(capsys, monkeypatch, "study", path, "-w", wh_root, "--no-progress")
     assert code == 0, err
     text = " ".join(out.split())
@@ -169,3 +173,31 @@ def test_a_killed_study_resumes_without_redoing_finished_stages(tmp_path, capsys
     assert code == 0, err
     assert [a[0] for a in ran] == ["stats", "report"]
     assert sorted(p.name for p in (wh_root / "tables").rglob("*.parquet")) == parts
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--until", "bogus"], "--until 'bogus': choose one of train, example"),
+    (["--until", "landscape"], "the study has no landscape stage (its stages: example, sample, failures, report)"),
+    (["--shard", "3/2"], "--shard 3/2: need 0 <= i < N"),
+    (["--shard", "0/2", "--until", "report"], "--shard runs the sample stage only"),
+    (["--shard", "0/2"], "run `retland study demo --until train`"),
+])
+def test_until_and_shard_are_checked_before_anything_is_written(tmp_path, capsys, monkeypatch, args, message):
+    wh = tmp_path / "wh"
+    code, _, err = run_cli(capsys, monkeypatch, "study", "demo", *args, "-w", wh)
+    assert code == 2 and message in " ".join(err.split()), err
+    assert not wh.exists()
+
+
+def test_a_shard_waits_for_the_policies(tmp_path, capsys, monkeypatch):
+    wh = tmp_path / "wh"
+    from retland.warehouse import Warehouse
+
+    Warehouse.open(wh)  # an empty warehouse: the example is not added yet
+    code, _, err = run_cli(capsys, monkeypatch, "study", "demo", "--shard", "1/4", "-w", wh)
+    assert code == 2 and "stage example td3-hopper is not done" in " ".join(err.split()), err
+    assert "--until example" in err
+    code, out, err = run_cli(capsys, monkeypatch, "study", "demo", "--until", "example", "-w", wh)
+    assert code == 0 and "stopped after example" in " ".join(out.split()), err
+    code, out, err = run_cli(capsys, monkeypatch, "study", "demo", "--plan", "-w", wh)
+    assert "--samples 256 --horizon 1000 --key-seed 0" in " ".join(out.split())
