@@ -19,9 +19,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/retland study demo
 
+# Two workers (one per core on CI), each test file on one worker so it keeps its shared
+# compiled programs and trained fixtures.
 test: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
