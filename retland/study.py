@@ -93,7 +93,7 @@ class TrainSpec(_Strict):
     """One `retland train` job: `seeds` runs of one algorithm on one env."""
     algo: Literal["td3", "sac", "ppo"] = "td3"
     env: Literal["ant", "halfcheetah", "hopper", "walker2d"] = "hopper"
-    variant: str = DEFAULT_VARIANT
+    variant: Literal[VARIANTS] = DEFAULT_VARIANT
     backend: str | None = None
     seeds: int = Field(description="runs trained together (vmapped)")
     seed: int = 0
@@ -104,13 +104,6 @@ class TrainSpec(_Strict):
     config: str | None = Field(None, description="TOML file of agent settings, relative to the study file")
 
     _pos = field_validator("seeds", "steps", "eval_every")(_positive)
-
-    @field_validator("variant")
-    @classmethod
-    def _variant(cls, v):
-        if v not in VARIANTS:
-            raise ValueError(f"{v!r}: choose {' or '.join(VARIANTS)}")
-        return v
 
     @model_validator(mode="after")
     def _steps(self):
@@ -184,7 +177,7 @@ class LandscapeSpec(_Strict):
     grid: int = 41
     range: str = "-2:2"
     zoom: tuple[float, ...] = (1.0,)
-    directions: str = "update"
+    directions: Literal[DIRECTIONS] = "update"
     operator: str | None = Field(None, description="one of sample.operators (default: the first)")
     samples_per_point: int = 1
     sigma: float = GAUSSIAN_SIGMA
@@ -192,13 +185,6 @@ class LandscapeSpec(_Strict):
     horizon: int | None = None
 
     _sel = field_validator("checkpoints")(_check_selection)
-
-    @field_validator("directions")
-    @classmethod
-    def _dirs(cls, v):
-        if v not in DIRECTIONS:
-            raise ValueError(f"{v!r}: choose {', '.join(DIRECTIONS)}")
-        return v
 
     def request(self, run_id: str, step: int, operator: str):
         from retland.analyses.landscape import parse_range
