@@ -75,9 +75,11 @@ def study(
 ) -> None:
     """Run a study: the paper's pipeline from one file.
 
-    Stages, in order: train the [[train]] jobs and add the examples, sample their
-    post-update return distributions, run the analyses the file names (failures,
-    landscape, interpolation, stabilize) and write the report. Each stage runs the
+    Stages, in order: train the \\[\\[train]] jobs and add the examples, sample their
+    post-update return distributions (\\[sample]), run the analyses the file names
+    (\\[failures], \\[landscape], \\[interpolation], \\[stabilize], each with its
+    command's options) and write the \\[report]. Copy a preset from the studies/ folder
+    of retland's source to start a file. Each stage runs the
     same `retland` commands a user would type, and a stage whose results the warehouse
     already holds is skipped, so rerunning after a kill, or from another machine on the
     same warehouse, continues where it stopped. Analyses pick checkpoints after
