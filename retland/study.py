@@ -671,6 +671,16 @@ def _chosen(study: Study, spec_sel, op: str, wh, scope: Scope, *, td3_only: bool
     return [(run, step) for _, _, run, step in rows[:k]]
 
 
+def _run_info(wh, scope: Scope, run: str) -> tuple[str, str]:
+    """(algo, env) of a run: the study's, else (an explicit RUN:STEP outside it) the runs table's."""
+    if run in scope.algo:
+        return scope.algo[run], scope.env[run]
+    rows = wh.query("SELECT algo, env FROM runs WHERE run_id = ?", [run]).to_dicts()
+    if not rows:
+        raise StudyError(f"run {run!r} (named in the study file) is not in the warehouse at {wh.root}")
+    return rows[0]["algo"], rows[0]["env"]
+
+
 def _waiting(name: str, why: str) -> Stage:
     return Stage(name, "waiting", why)
 
@@ -693,7 +703,7 @@ def _failures_stage(study: Study, wh, scope: Scope) -> Stage:
     for run, step in candidates:
         if len(picked) == k:
             break
-        oid = _operator_id(study, op, scope.algo.get(run, "td3"), scope.env.get(run, "hopper"))
+        oid = _operator_id(study, op, *_run_info(wh, scope, run))
         try:
             plan = failures.plan(wh, run, step, oid, spec.pairs)
         except failures.FailureError as exc:
@@ -730,7 +740,7 @@ def _landscape_stage(study: Study, wh, scope: Scope) -> Stage:
         return Stage("landscape", "nothing", "no sampled checkpoint of the study has LTP > 0")
     commands, todo, total = [], 0, 0
     for run, step in picked:
-        algo = scope.algo.get(run) or wh.query("SELECT algo FROM runs WHERE run_id = ?", [run])["algo"][0]
+        algo, _ = _run_info(wh, scope, run)
         req = spec.request(run, step, _operator_text(op, algo))
         p = landscape.plan(wh, req)
         total += req.n * len(req.zoom)
