@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from retland.settings import DEFAULT_VARIANT, DIRECTIONS, GAUSSIAN_SIGMA, VARIANTS
 
-__all__ = ["KINDS", "Study", "Stage", "StudyError", "load_study", "preset_path", "PRESETS_DIR", "stages", "study_scope"]
+__all__ = ["KINDS", "Study", "Stage", "StudyError", "study_operator_id", "load_study", "preset_path", "PRESETS_DIR", "stages", "study_scope"]
 
 def _presets_dir() -> Path:
     """Shipped as package data `retland.studies`; a plain checkout falls back to studies/."""
@@ -440,7 +440,6 @@ class Stage:
 class Scope:
     """The study's policies found in the warehouse."""
     jobs: dict[int, tuple[str, list[str], bool]] = field(default_factory=dict)  # train index -> job, runs, complete
-    examples: dict[str, tuple[str, int] | None] = field(default_factory=dict)
     algo: dict[str, str] = field(default_factory=dict)  # run id -> algo
     env: dict[str, str] = field(default_factory=dict)
     steps: dict[str, list[int]] = field(default_factory=dict)  # run id -> checkpoint steps in the study
@@ -529,7 +528,6 @@ def study_scope(study: Study, wh, base: Path) -> Scope:
     for name in study.examples:
         meta = _example(name)
         hit = wh.query("SELECT 1 FROM checkpoints WHERE run_id = ? AND step = ?", [meta["run_id"], meta["step"]])
-        scope.examples[name] = (meta["run_id"], int(meta["step"])) if hit.height else None
         if hit.height and not (study.sample and study.sample.steps and meta["step"] not in study.sample.steps):
             steps = scope.steps.setdefault(meta["run_id"], [])
             if meta["step"] not in steps:
@@ -546,7 +544,9 @@ def _operator_text(op: str, algo: str) -> str:
     return algo if op == OWN else op
 
 
-def _operator_id(study: Study, op: str, algo: str, env: str) -> str:
+def study_operator_id(study: Study, op: str, algo: str, env: str) -> str:
+    """The operator id the study's sample stage stores for operator text `op` ("own" or
+    an operator) on runs of `algo` on `env`."""
     from retland.purd.operators import parse_operator
 
     s = study.sample
@@ -585,10 +585,10 @@ def _example_stage(study: Study, name: str, wh) -> Stage:
                  f"{meta['step']:,}", [["add-example", name]])
 
 
-def _expected_runs(study: Study, scope: Scope) -> int:
+def _expected_runs(study: Study) -> int:
     """Distributions per operator the finished study will hold (for estimates before training)."""
     n = 0
-    for i, t in enumerate(study.train):
+    for t in study.train:
         steps = [c for c in t.checkpoint_steps if not (study.sample.steps and c not in study.sample.steps)]
         n += t.seeds * len(steps)
     for name in study.examples:
@@ -604,28 +604,26 @@ def _sample_stage(study: Study, wh, scope: Scope) -> Stage:
     groups: dict[tuple[str, str, tuple[int, ...]], list[str]] = {}
     for run in scope.runs:
         groups.setdefault((scope.algo[run], scope.env[run], tuple(scope.steps[run])), []).append(run)
+    work = [(op, key, runs, study_operator_id(study, op, key[0], key[1]))
+            for op in s.operators for key, runs in sorted(groups.items()) if key[2]]
+    stored = stored_rows(wh, [oid for *_, oid in work]) if work else {}
     commands, missing, total = [], 0, 0
-    for op in s.operators:
-        for (algo, env, steps), runs in sorted(groups.items()):
-            if not steps:
-                continue
-            oid = _operator_id(study, op, algo, env)
-            stored = stored_rows(wh, [oid])
-            todo = 0
+    for op, (algo, env, steps), runs, oid in work:
+        todo = 0
+        for r in runs:
+            for st in steps:
+                have = stored.get((r, st, oid), (set(), set()))[0]
+                todo += s.samples - len(have & set(range(s.samples)))
+                total += s.samples
+        if todo:
+            missing += todo
+            cmd = ["sample"]
             for r in runs:
-                for st in steps:
-                    have = stored.get((r, st, oid), (set(), set()))[0]
-                    todo += s.samples - len(have & set(range(s.samples)))
-                    total += s.samples
-            if todo:
-                missing += todo
-                cmd = ["sample"]
-                for r in runs:
-                    cmd += ["--run", r]
-                commands.append(cmd + ["--steps", _fmt_steps(steps), "--operator", _operator_text(op, algo),
-                                       "--samples", str(s.samples), "--horizon", str(s.horizon),
-                                       "--key-seed", str(s.key_seed)])
-    pending = _expected_runs(study, scope) * len(s.operators) * s.samples - total
+                cmd += ["--run", r]
+            commands.append(cmd + ["--steps", _fmt_steps(steps), "--operator", _operator_text(op, algo),
+                                   "--samples", str(s.samples), "--horizon", str(s.horizon),
+                                   "--key-seed", str(s.key_seed)])
+    pending = _expected_runs(study) * len(s.operators) * s.samples - total
     if pending > 0:
         return Stage("sample", "waiting" if not commands else "todo",
                      f"{missing:,} samples missing now; {pending:,} more once the policies exist", commands,
@@ -654,7 +652,7 @@ def _chosen(study: Study, spec_sel, op: str, wh, scope: Scope, *, td3_only: bool
     for run in scope.runs:
         if td3_only and scope.algo[run] != "td3":
             continue
-        oid = _operator_id(study, op, scope.algo[run], scope.env[run])
+        oid = study_operator_id(study, op, scope.algo[run], scope.env[run])
         for r in wh.query("SELECT run_id, step, ltp FROM purd_stats() WHERE run_id = ? AND operator_id = ? "
                           "AND ltp > 0", [run, oid]).to_dicts():
             if r["step"] in scope.steps[run]:
@@ -703,7 +701,7 @@ def _failures_stage(study: Study, wh, scope: Scope) -> Stage:
     for run, step in candidates:
         if len(picked) == k:
             break
-        oid = _operator_id(study, op, *_run_info(wh, scope, run))
+        oid = study_operator_id(study, op, *_run_info(wh, scope, run))
         try:
             plan = failures.plan(wh, run, step, oid, spec.pairs)
         except failures.FailureError as exc:
@@ -843,18 +841,11 @@ def stages(study: Study, base: Path) -> list[tuple[str, Callable[[object], Stage
     def scoped(fn):
         return lambda wh: fn(study, wh, study_scope(study, wh, base))
 
-    if study.sample is not None:
-        out.append(("sample", scoped(_sample_stage)))
-    if study.failures is not None:
-        out.append(("failures", scoped(_failures_stage)))
-    if study.landscape is not None:
-        out.append(("landscape", scoped(_landscape_stage)))
-    if study.interpolation is not None:
-        out.append(("interpolation", scoped(_interpolation_stage)))
-    if study.stabilize is not None:
-        out.append(("stabilize", scoped(_stabilize_stage)))
-    if study.report is not None:
-        out.append(("report", scoped(_report_stage)))
+    for kind, fn in (("sample", _sample_stage), ("failures", _failures_stage), ("landscape", _landscape_stage),
+                     ("interpolation", _interpolation_stage), ("stabilize", _stabilize_stage),
+                     ("report", _report_stage)):
+        if getattr(study, kind) is not None:
+            out.append((kind, scoped(fn)))
     return out
 
 

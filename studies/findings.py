@@ -205,7 +205,7 @@ def f4(wh, runs: list[str], study) -> None:
 
 
 def main() -> None:
-    from retland.study import load_study, study_scope
+    from retland.study import load_study, study_operator_id, study_scope
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--study", default="cpu-small", help="study file or preset (default cpu-small)")
@@ -215,10 +215,8 @@ def main() -> None:
     wh = Warehouse.open(a.warehouse, create=False)
     scope = study_scope(study, wh, base)
     runs = [r for r in scope.runs if scope.algo[r] == "td3"]
-    from retland.study import _operator_id
-
     (env,) = {scope.env[r] for r in runs}
-    oid = _operator_id(study, study.sample.operators[0], "td3", env)
+    oid = study_operator_id(study, study.sample.operators[0], "td3", env)
     print(f"study {study.name}: {len(runs)} runs, operator {oid}, warehouse {wh.root}")
     ds = [d for d in distributions(wh, runs, oid) if d["step"] in scope.steps[d["run"]]]
     f1(ds)
