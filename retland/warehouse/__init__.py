@@ -207,9 +207,23 @@ class Warehouse:
 
     def query(self, sql: str, params=None):
         """Run one read-only query and return a polars DataFrame."""
+        return self._fetch(sql, params, lambda rel: rel.pl())
+
+    def records(self, sql: str, params=None) -> list[dict]:
+        """Run one read-only query and return its rows as dicts (column name -> value).
+
+        The compute path (training, sampling, checkpoints) reads the warehouse through
+        this, not `query`, so it runs where polars is not installed (a GPU node with
+        only a CUDA jax stack and a few extra wheels)."""
+        def rows(rel):
+            names = rel.columns
+            return [dict(zip(names, r)) for r in rel.fetchall()]
+        return self._fetch(sql, params, rows)
+
+    def _fetch(self, sql: str, params, convert):
         con = self.connect()
         try:
-            return execute_readonly(con, sql, params).pl()
+            return convert(execute_readonly(con, sql, params))
         except duckdb.Error as exc:  # raised while the rows are fetched
             raise query_error(exc) from None
         finally:
