@@ -23,6 +23,7 @@ import polars as pl
 from . import charts
 from .analysis_charts import failure_blocks, interpolation_blocks, landscape_blocks
 from .blocks import Block, Figure, Note, Table
+from .compare_charts import compare_blocks
 from .context import ReportContext
 from .stabilize_charts import stabilize_blocks
 
@@ -245,3 +246,9 @@ def _cvar_rankings(ctx: ReportContext, dists: pl.DataFrame) -> pl.DataFrame:
         rank=pl.col("alpha_cvar").rank("min", descending=True).over("env", "operator", "alpha").cast(pl.Int32),
         policies=pl.len().over("env", "operator", "alpha").cast(pl.Int32),
     )
+
+
+@section("compare", "Comparisons", "Algorithms compared across environments with rliable's interval estimates "
+         "and probability of improvement (`retland compare`).")
+def comparisons(ctx: ReportContext) -> list[Block]:
+    return compare_blocks(ctx)
