@@ -12,7 +12,6 @@ import typer
 
 from retland.cli.app import (
     CliError,
-    OutputOpt,
     WarehouseOpt,
     app,
     check_output_file,
@@ -54,10 +53,12 @@ def compare(
         help="Bootstrap resamples of every CI (0: no CIs).")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of every bootstrap (each CI draws from it anew).")] = 0,
     fmt: Annotated[CompareFormat, typer.Option(
-        "--format", "-f", help="table; csv or json: both result tables at full precision; rliable-json: the "
-                               "score matrices {group: [[score per env] per run]} with the env order, for rliable.")
+        "--format", "-f", help="table; csv or json: both result tables at full precision; rliable-json: each "
+                               "group's score matrix (a row per run, a column per env) with the env order, to feed "
+                               "rliable.")
     ] = CompareFormat.table,
-    output: OutputOpt = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Write the result to this file instead of the terminal.")] = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Compare algorithms across envs as rliable does (Agarwal et al. 2021): IQM per env and

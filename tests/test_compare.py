@@ -278,7 +278,7 @@ def test_rliable_json_is_a_score_matrix_per_algo_with_the_env_order(wh, capsys, 
 BAD = {
     "unknown metric": (["--metric", "skewness"], "--metric 'skewness': choose from ltp, cvar, mean, std"),
     "by not a column": (["--by", "colour"], "--by 'colour' is not a column; choose from algo, variant, source"),
-    "by a distribution column": (["--by", "step"], "--by 'step' is a column, but not a run attribute"),
+    "by a distribution column": (["--by", "step"], "--by 'step' is a column, but not one that compare groups runs by"),
     "one algo": (["--where", "algo = 'td3'"], "the selection has scores of 1 algo (td3); a comparison needs at "
                                               "least 2 values of --by algo"),
     "one algo, rliable-json": (["--where", "algo = 'td3'", "-f", "rliable-json"], "needs at least 2 values"),

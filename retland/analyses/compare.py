@@ -143,7 +143,7 @@ def check_by(by: str) -> str:
     """`by` when it is a run attribute in `BY`; the message says whether a refused name
     is a column of the statistics at all."""
     if by not in BY:
-        what = ("is a column, but not a run attribute to group runs by" if by in STATS_COLUMNS
+        what = ("is a column, but not one that compare groups runs by" if by in STATS_COLUMNS
                 else "is not a column")
         raise CompareError(f"--by {by!r} {what}; choose from {', '.join(BY)}")
     return by
