@@ -177,10 +177,12 @@ def test_sections_with_data_draw_and_the_others_name_their_command(study):
     from retland.report import Figure, Note
 
     built = section_blocks(study)
-    assert list(built) == ["contents", "learning-curves", "map", "landscape", "failures", "interpolation", "stabilize"]
+    assert list(built) == ["contents", "learning-curves", "map", "landscape", "failures", "interpolation", "stabilize",
+                           "compare"]
     figures = {k: [b.name for b in v if isinstance(b, Figure)] for k, v in built.items()}
     assert figures == {"contents": ["contents-coverage"], "learning-curves": ["learning-curves"], "map": ["map"],
-                       "landscape": [], "failures": [], "interpolation": [], "stabilize": ["cvar-ranking"]}
+                       "landscape": [], "failures": [], "interpolation": [], "stabilize": ["cvar-ranking"],
+                       "compare": ["compare-iqm"]}
     notes = {k: " ".join(b.text for b in v if isinstance(b, Note)) for k, v in built.items()}
     for key, command in [("landscape", "retland landscape"), ("failures", "retland failures"),
                          ("interpolation", "retland interpolate"), ("stabilize", "retland stabilize")]:
@@ -453,7 +455,8 @@ def test_report_renders_in_chromium_offline_without_errors(chromium, report_page
     sections = {s["section"]: s for s in json.loads(page.evaluate(COUNT_MARKS))}
     drawn = {k: [f["name"] for f in s["figures"] if f["marks"] > 0] for k, s in sections.items()}
     assert drawn == {"contents": ["contents-coverage"], "learning-curves": ["learning-curves"], "map": ["map"],
-                     "landscape": [], "failures": [], "interpolation": [], "stabilize": ["cvar-ranking"]}
+                     "landscape": [], "failures": [], "interpolation": [], "stabilize": ["cvar-ranking"],
+                     "compare": ["compare-iqm"]}
     assert all(s["notes"] for k, s in sections.items() if k in ("landscape", "failures", "interpolation"))
 
 
