@@ -27,6 +27,7 @@ import contextlib
 import functools
 import io
 import json
+import logging
 import pickle
 import warnings
 from dataclasses import dataclass
@@ -393,6 +394,9 @@ def _restore(folder: Path):
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from brax.training import checkpoint
+    absl = logging.getLogger("absl")  # orbax logs a missing file as a warning, then raises
+    level = absl.level
+    absl.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -401,6 +405,8 @@ def _restore(folder: Path):
         text = " ".join(str(exc).split())[:200]
         raise BraxImportError(f"{folder}: cannot read the orbax data brax saved there ({type(exc).__name__}: "
                               f"{text})") from None
+    finally:
+        absl.setLevel(level)
 
 
 def read(path, *, kind: str | None = None, hidden_sizes=None, activation: str | None = None,
