@@ -400,7 +400,7 @@ def _restore(folder: Path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return checkpoint.load(folder)
+            return checkpoint.load(folder.absolute())  # orbax refuses relative paths
     except Exception as exc:  # orbax raises many types for a folder it cannot read
         text = " ".join(str(exc).split())[:200]
         raise BraxImportError(f"{folder}: cannot read the orbax data brax saved there ({type(exc).__name__}: "

@@ -262,9 +262,13 @@ def imported(brax_saved, tmp_path_factory):
 
     wh = tmp_path_factory.mktemp("wh") / "wh"
     for label, options in CLI_OPTIONS.items():
-        argv = ["retland", "import-policy", "brax", str(brax_saved[label][0]), "--env", ENV, "--backend",
+        path = brax_saved[label][0]
+        if label == "sac_ckpt":  # a relative path (orbax itself takes only absolute ones)
+            path = path.relative_to(brax_saved["root"])
+        argv = ["retland", "import-policy", "brax", str(path), "--env", ENV, "--backend",
                 "positional", "-w", str(wh), *options]
         with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(brax_saved["root"])
             mp.setattr(sys, "argv", argv)
             try:
                 main()
