@@ -22,10 +22,11 @@ CKPT_STEP = 40
 
 @pytest.fixture(scope="module")
 def brax_saved(tmp_path_factory):
-    """Four saved policies of hopper's sizes (11 observations, 3 actions):
-    ppo checkpoint (hidden 16,16, normalised) and ppo params file (brax's default sizes,
-    normalised); sac checkpoint (hidden 16,16, not normalised) and sac params file
-    (the same network). Also observations from hopper resets for comparisons."""
+    """Saved policies of hopper's sizes (11 observations, 3 actions): ppo checkpoint
+    (hidden 16,16, normalised) and ppo params file (brax's default sizes, normalised);
+    sac checkpoint (hidden 16,16, not normalised) and sac params file (the same
+    network); a ppo params file with brax's plain normal distribution and log std; a
+    sac checkpoint with layer norm. Also observations from hopper resets and wider."""
     import jax
     import jax.numpy as jnp
     from brax.io import model
@@ -78,6 +79,22 @@ def brax_saved(tmp_path_factory):
     out["sac_ckpt"] = (root / "sac_ckpts" / f"{CKPT_STEP:012d}", sac_networks.make_inference_fn(net), params)
     model.save_params(root / "sac.params", params)
     out["sac_file"] = (root / "sac.params", sac_networks.make_inference_fn(net), params)
+    # brax's other options that change the policy: the plain normal distribution (mode =
+    # mean, no tanh) with a log std, and SAC's layer norm
+    factory = functools.partial(ppo_networks.make_ppo_networks, policy_hidden_layer_sizes=(16,),
+                                value_hidden_layer_sizes=(8,), distribution_type="normal", noise_std_type="log")
+    net = factory(obs_size, action_size, preprocess_observations_fn=running_statistics.normalize)
+    params = (statistics(), net.policy_network.init(key), net.value_network.init(key))
+    model.save_params(root / "ppo_normal.params", params)
+    out["ppo_normal_file"] = (root / "ppo_normal.params", ppo_networks.make_inference_fn(net), params)
+    factory = functools.partial(sac_networks.make_sac_networks, hidden_layer_sizes=(16, 16),
+                                policy_network_layer_norm=True)
+    net = factory(obs_size, action_size, preprocess_observations_fn=running_statistics.normalize)
+    params = (statistics(), net.policy_network.init(key))
+    config = sac_checkpoint.network_config(observation_size=obs_size, action_size=action_size,
+                                           normalize_observations=True, network_factory=factory)
+    sac_checkpoint.save(root / "sac_ln_ckpts", CKPT_STEP, params, config)
+    out["sac_ln_ckpt"] = (root / "sac_ln_ckpts" / f"{CKPT_STEP:012d}", sac_networks.make_inference_fn(net), params)
     return out
 
 
@@ -87,6 +104,8 @@ READ_OPTIONS = {
     "ppo_file": {"kind": "ppo", "normalize": True},
     "sac_ckpt": {},
     "sac_file": {"kind": "sac", "hidden_sizes": (16, 16), "normalize": False},
+    "ppo_normal_file": {"kind": "ppo", "hidden_sizes": (16,), "normalize": True},
+    "sac_ln_ckpt": {},
 }
 
 
