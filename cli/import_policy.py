@@ -81,7 +81,8 @@ def import_policy(
 
     retland keeps brax's deterministic policy: observations normalised with the agent's
     running statistics (if it normalised them), the policy network, and the mode of the
-    action distribution (tanh of its mean), as brax's make_inference_fn(params,
+    action distribution (tanh of its mean; the mean itself for brax's plain normal one),
+    as brax's make_inference_fn(params,
     deterministic=True) computes it, bit for bit. The policy network's weights are the
     parameters θ that update operators move; the observation statistics stay fixed.
 
