@@ -1,4 +1,4 @@
-"""Which runs a command works on: by source (trained, imported, derived) and by run id,
+"""Which runs a command works on: by source (trained, imported, derived, added) and by run id,
 a unique prefix of one, or a prefix plus --seed.
 
 Derived runs (the final policies `retland stabilize` writes, runs.source = 'derived')
@@ -6,7 +6,8 @@ share algo, env and seed with the run they came from, so a selection by --algo/-
 that took every run would silently double the work and show rows that look like
 duplicates. Selections therefore take only the sources a command means by default
 (trained runs to sample, trained and imported returns to summarise), and `--source`
-chooses others.
+chooses others. Added runs are policies stored with `retland.add_policy` (a user's own
+JAX policy): sampled with --run ID or --source added.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import typer
 
 from retland.cli.app import CliError
 
-SOURCES = ("trained", "imported", "derived")
+SOURCES = ("trained", "imported", "derived", "added")
 
 
 def source_option(what: str):
@@ -25,7 +26,8 @@ def source_option(what: str):
     return Annotated[str, typer.Option(
         "--source",
         help=f"Runs of these sources ({', '.join(SOURCES)}, comma-separated, or all) {what}. "
-             "Derived runs are the final policies `retland stabilize` writes.")]
+             "Derived runs are the final policies `retland stabilize` writes; added runs, policies stored "
+             "with retland.add_policy.")]
 
 
 def parse_sources(text: str | None, option: str = "--source") -> tuple[str, ...]:

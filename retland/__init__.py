@@ -7,9 +7,11 @@
     df = retland.distribution_stats(wh, where="env = 'hopper'", bootstrap=True)
     retland.stats.cvar(returns, alpha=0.1)          # the NumPy twin of the SQL macros
     ckpt = retland.load_checkpoint(wh, run_id, step)  # loads jax, brax and orbax
+    run_id = retland.add_policy(wh, env="hopper", apply="pkg.mod:apply", params=p, name="mine")
+    retland.sample_update(wh, run_id, 0, update="pkg.mod:step", state=s, n=256)   # your own update
 
-The public names are `__all__`. `stats`, `distribution_stats` and `load_checkpoint` are
-imported on first use, so that `import retland` for queries stays fast and never
+The public names are `__all__`. `stats`, `distribution_stats`, `load_checkpoint`,
+`add_policy` and `sample_update` (retland.policies) are imported on first use, so that `import retland` for queries stays fast and never
 imports jax.
 """
 from __future__ import annotations
@@ -25,16 +27,20 @@ _LAZY = {
     "stats": ("retland.stats", None),
     "distribution_stats": ("retland.analyses.distributions", "distribution_stats"),
     "load_checkpoint": ("retland.train.checkpoints", "load_checkpoint"),
+    "add_policy": ("retland.policies", "add_policy"),
+    "sample_update": ("retland.policies", "sample_update"),
 }
 
 __all__ = [
     "Warehouse",
+    "add_policy",
     "WarehouseError",
     "connect",
     "distribution_stats",
     "load_checkpoint",
     "query",
     "resolve_root",
+    "sample_update",
     "stats",
 ]
 

@@ -11,11 +11,16 @@ Agent (one frozen dataclass per algorithm, in retland.agents.<algo>):
     actor_params(train_state) -> θ
     operator_state(checkpoint) -> pytree of arrays U needs
     update(op_state, key) -> θ'                              docs/method.md §5 Update operators
+
+A run added with `retland.add_policy` (a user's own policy) has a `PolicyConfig` as its
+config; `get_agent(ckpt.algo, ckpt.config)` returns its `PolicyAgent`
+(retland.agents.policy), which evaluates the stored apply function and has no update.
 """
 from __future__ import annotations
 
 from typing import Protocol
 
+from retland.agents.policy import PolicyAgent, PolicyConfig
 from retland.agents.ppo import PPOAgent
 from retland.agents.sac import SACAgent
 from retland.agents.td3 import TD3Agent
@@ -37,7 +42,11 @@ class Agent(Protocol):
 def get_agent(algo: str, config=None) -> Agent:
     """The agent for `algo` with `config` (its agent config, a TrainConfig, or None for
     the defaults of docs/method.md §4 Training). For PPO pass the TrainConfig (e.g.
-    `checkpoint.config`): its update operator collects a rollout in the run's env."""
+    `checkpoint.config`): its update operator collects a rollout in the run's env.
+    For an added run (config a PolicyConfig) `algo` is the name it was added under and
+    the agent is its PolicyAgent."""
+    if isinstance(config, PolicyConfig):
+        return PolicyAgent.of(config, algo)
     if algo not in ALGOS:
         raise ValueError(f"unknown algo {algo!r}: choose one of {', '.join(ALGOS)}")
     train_cfg = config if hasattr(config, "agent") else None

@@ -15,6 +15,10 @@ one bit for bit (as float32), otherwise nothing is written.
 Torso height and pitch come from the observation the action of step t was computed from
 (hopper, walker2d, halfcheetah: qpos[1], qpos[2]; ant: z and the pitch of the torso
 quaternion).
+
+Added runs (`retland.add_policy`) are re-rolled like any other, with their gaussian,
+action or init_state distributions; a user update's (`retland.sample_update`) is refused:
+its state lives in the user's process, not in the warehouse.
 """
 from __future__ import annotations
 
@@ -57,6 +61,9 @@ def spec_of(wh, operator_id: str) -> OperatorSpec:
     if not rows:
         raise FailureError(f"operator {operator_id!r} is not in the operators table")
     kind = rows[0]["kind"]
+    if kind == "update":
+        raise FailureError(f"operator {operator_id} is a user update sampled with retland.sample_update; its state "
+                           "is not stored, so its samples cannot be re-rolled here")
     if kind not in ("td3", "sac", "ppo", "gaussian", "action", "init_state"):
         raise FailureError(f"operator {operator_id} ({kind}) cannot be re-rolled: it was not sampled by retland")
     spec = OperatorSpec.from_row(kind, rows[0]["params"])  # string parameters too (ppo rows=first)

@@ -18,6 +18,9 @@ env's trained runs of one algorithm, with a recorded seed.
   repetitions of one algorithm, as the paper's "different runs" are. Runs of other
   configs are not paired (their networks or dynamics may differ), nor derived
   (stabilize) runs, which share their parent's history.
+Policies stored with `retland.add_policy` (added runs) are paired explicitly (--a/--b):
+two added policies with the same apply function, keywords and parameter shapes, their
+names (algo) free; an added run is never paired with a trained one.
 The below-threshold proportion (BTP) is computed in SQL (schema/30_interpolation.sql);
 `btp_summary` aggregates it with the IQM and stratified bootstrap CIs (strata = envs),
 split by pair kind.
@@ -38,6 +41,7 @@ import polars as pl
 
 from retland import stats
 from retland.agents import get_agent
+from retland.agents.policy import PolicyConfig, describe_mismatch
 from retland.purd import sampling
 from retland.purd.engine import FLUSH_SECONDS, AgentPolicy, SampleProgram, fill
 from retland.purd.operators import gaussian_perturb, sample_key
@@ -291,13 +295,16 @@ def plan(wh, pairs: list[Pair], s: InterpolationSettings, batch_size: int | str 
             if step not in steps_of[run]:
                 raise InterpolationError(f"run {run} has no checkpoint at step {step}; it has {sorted(steps_of[run])}")
         ra, rb = recs[pair.run_a], recs[pair.run_b]
-        for col in ("env", "algo", "backend"):
+        added = [isinstance(r["train_config"], PolicyConfig) for r in (ra, rb)]
+        for col in ("env", "backend") if all(added) else ("env", "algo", "backend"):
             if ra[col] != rb[col]:
                 raise InterpolationError(f"pair {pair.label}: {col} differs ({ra[col]} vs {rb[col]})")
         if ra["train_config"].variant != rb["train_config"].variant:
             raise InterpolationError(f"pair {pair.label}: task variant differs ({ra['train_config'].variant} vs "
                                      f"{rb['train_config'].variant})")
-        if ra["train_config"].agent != rb["train_config"].agent:
+        if any(added):
+            _check_added_pair(pair, ra, rb, added)
+        elif ra["train_config"].agent != rb["train_config"].agent:
             raise InterpolationError(f"pair {pair.label}: the runs' agent configs differ (network shapes must match)")
         if pair.run_a == pair.run_b and pair.step_a == pair.step_b:
             raise InterpolationError(f"pair {pair.label}: a checkpoint with itself")
@@ -321,6 +328,23 @@ def plan(wh, pairs: list[Pair], s: InterpolationSettings, batch_size: int | str 
         plans.append(PairPlan(pair, pid, ra["env"], ra["algo"], ra["backend"], int(horizon), b, present,
                               bool(stored.height), pair_seed, variant=ra["train_config"].variant))
     return plans
+
+
+def _check_added_pair(pair: Pair, ra: dict, rb: dict, added: list[bool]) -> None:
+    """Added policies interpolate only with one another, through one policy function."""
+    if not all(added):
+        which, other = (pair.run_a, pair.run_b) if added[0] else (pair.run_b, pair.run_a)
+        raise InterpolationError(f"pair {pair.label}: {which} is an added policy and {other} a trained run; "
+                                 "θ(λ) needs one policy function for both endpoints")
+    ca, cb = ra["train_config"], rb["train_config"]
+    if ca.apply != cb.apply or ca.apply_kwargs != cb.apply_kwargs:
+        raise InterpolationError(f"pair {pair.label}: the policies' apply functions differ ({ca.apply} "
+                                 f"{json.dumps(ca.apply_kwargs, sort_keys=True):.60} vs {cb.apply} "
+                                 f"{json.dumps(cb.apply_kwargs, sort_keys=True):.60}); θ(λ) needs the same function "
+                                 "and keywords")
+    wrong = describe_mismatch(cb.params_target(), ca.params_target(), what=f"{pair.run_b}'s params")
+    if wrong:
+        raise InterpolationError(f"pair {pair.label}: {wrong.replace('the run', pair.run_a)}")
 
 
 def _actor(wh, run_id: str, step: int):

@@ -20,6 +20,10 @@ their sha256 in `landscape_grids`, so a grid can be re-rendered, zoomed or exten
 with the very same directions. A grid is identified by what defines it (run, step,
 direction kind and seed, operator, window, resolution, K, σ, horizon), so a rerun finds
 it without recomputing the directions.
+
+A policy stored with `retland.add_policy` (an added run) has no training update: its
+landscapes take gaussian or filter-normalized directions, or update directions of the
+gaussian operator.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from retland.agents import get_agent
+from retland.agents.policy import PolicyConfig
 from retland.purd import sampling
 from retland.purd.engine import FLUSH_SECONDS, AgentPolicy, SampleProgram, fill
 from retland.purd.operators import gaussian_perturb, parse_operator, sample_key
@@ -210,6 +215,10 @@ def plan(wh, req: LandscapeRequest, batch_size: int | str | None = "auto") -> La
         if not spec.changes_params:
             raise LandscapeError(f"--operator {req.operator}: update directions need an operator that changes θ "
                                  "(td3, sac, ppo or gaussian)")
+        if spec.kind in ("td3", "sac", "ppo") and isinstance(train_cfg, PolicyConfig):
+            raise LandscapeError(f"--operator {spec.kind}: {req.run_id} is an added policy ({rec['algo']}), which "
+                                 "has no training update; use --directions gaussian or filter-normalized, or "
+                                 "--operator gaussian")
         if spec.kind in ("td3", "sac", "ppo") and spec.kind != rec["algo"]:
             raise LandscapeError(f"--operator {spec.kind} needs a {spec.kind} run; {req.run_id} is {rec['algo']}")
         operator_id = spec.operator_id

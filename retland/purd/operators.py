@@ -14,6 +14,7 @@ holds every parameter the distribution depends on, e.g.
     action[sigma=0.1,h=1000,seed=0]
     init_state[factor=0.5,abs=0.0025,h=1000,seed=0]
     init_state[abs=0.0025,h=1000,seed=0]
+    update[fn=mypkg.updates:adam_step,state=3f2a9c01d4e5b6a7,h=1000,seed=0]
 
 Numbers are written with Python's shortest round-trip `repr`, so `gaussian:3e-4` and
 `gaussian:0.0003` are the same operator. A parameter left at its default is left out
@@ -45,24 +46,35 @@ Kinds (docs/method.md §5 Update operators):
   with A absolute. They still parse and mean exactly that (`init_state:scale=A` names
   one again, so an old distribution can be extended); new distributions use
   `factor`/`abs`.
+- update (Python only, `retland.sample_update`): a user's own pure update
+  θ' = fn(state, key_i), with the state pytree they pass. The id records fn's import
+  path and `state`, the first 16 hex digits of the sha256 of the state's structure and
+  leaves (`state_digest`), so a call with another state is another distribution. The
+  command line cannot rebuild the state, so `parse_operator` refuses the kind.
 
 Key use per sample i: key_i = fold_in(PRNGKey(seed), i). The parameter operator gets
 key_i itself; a rollout perturbation draws from fold_in(key_i, 1).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
 import jax
+import numpy as np
 
 from retland.core.envs import standard_reset_noise
+from retland.core.importpath import PATH as IMPORT_PATH
+from retland.core.importpath import resolve
 from retland.settings import ACTION_SIGMA, GAUSSIAN_SIGMA
 
 AGENT_KINDS = ("td3", "sac", "ppo")
-PARAM_KINDS = AGENT_KINDS + ("gaussian",)
+USER_KINDS = ("update",)  # sampled from Python with the user's state (retland.sample_update)
+PARAM_KINDS = AGENT_KINDS + ("gaussian",) + USER_KINDS
 ROLLOUT_KINDS = ("action", "init_state")
 KINDS = PARAM_KINDS + ROLLOUT_KINDS
 
@@ -72,7 +84,11 @@ SYNTAX = ("td3 | sac | ppo[:clip=C,rows=random|first] | gaussian[:sigma] | actio
 # Each kind's parameters in id order. init_state holds (factor, abs) or (abs,), or the
 # legacy (scale,) of ids written before the units were explicit.
 _PARAM_ORDER = {"ppo": ("clip", "rows"), "gaussian": ("sigma",), "action": ("sigma",),
-                "init_state": ("factor", "abs", "scale")}
+                "init_state": ("factor", "abs", "scale"), "update": ("fn", "state")}
+STATE_DIGEST = re.compile(r"^[0-9a-f]{16}$")
+SAMPLE_UPDATE = ("operator update is your own update function with its own state, which the command line "
+                 "cannot rebuild: sample it from Python with retland.sample_update(warehouse, run, step, "
+                 "update=..., state=..., n=...)")
 _INIT_STATE_FORMS = ({"factor", "abs"}, {"abs"}, {"scale"})
 PPO_ROWS = ("random", "first")
 # Left out of the id: the value means the same as leaving the parameter out.
@@ -116,7 +132,12 @@ class OperatorSpec:
             takes = f"takes {', '.join(order)}" if order else "takes no parameters"
             raise ValueError(f"operator {self.kind} {takes}; got {', '.join(map(repr, unknown))}")
         for name, value in given.items():
-            if self.kind == "ppo" and name == "rows":
+            if self.kind == "update":
+                if name == "fn" and not (isinstance(value, str) and IMPORT_PATH.match(value)):
+                    raise ValueError(f"operator update: fn={value!r} must be an import path 'package.module:function'")
+                if name == "state" and not (isinstance(value, str) and STATE_DIGEST.match(value)):
+                    raise ValueError(f"operator update: state={value!r} must be 16 hex digits (state_digest)")
+            elif self.kind == "ppo" and name == "rows":
                 if value not in PPO_ROWS:
                     raise ValueError(f"operator ppo: rows={value!r} must be one of {', '.join(PPO_ROWS)}")
             elif not _finite(value):
@@ -125,6 +146,8 @@ class OperatorSpec:
                 raise ValueError(f"operator ppo: {name}={value!r} must be > 0 (a grad-norm clip)")
             elif value < 0:
                 raise ValueError(f"operator {self.kind}: {name}={value!r} must be >= 0")
+        if self.kind == "update" and set(given) != {"fn", "state"}:
+            raise ValueError(f"operator update needs fn and state; got {', '.join(given) or 'none'}")
         if self.kind in ("gaussian", "action") and not given:
             raise ValueError(f"operator {self.kind} needs sigma")
         if self.kind == "init_state" and set(given) not in _INIT_STATE_FORMS:
@@ -210,6 +233,8 @@ def _number(text: str, name: str, value: str) -> float:
 def _build(text: str, horizon: int, seed: int, reset_range: Callable[[], float]) -> OperatorSpec:
     kind, sep, body = text.strip().partition(":")
     kind, body = kind.strip(), body.strip()
+    if kind.split("[", 1)[0] in USER_KINDS:
+        raise ValueError(SAMPLE_UPDATE)
     if kind not in KINDS:
         raise ValueError(f"unknown operator {text!r}: expected {SYNTAX}")
     bare, named = _split_items(kind, body, text) if sep and body else ([], {})
@@ -299,6 +324,20 @@ def gaussian_perturb(params, key: jax.Array, sigma: float):
     return jax.tree.unflatten(treedef, noisy)
 
 
+def state_digest(state) -> str:
+    """16 hex digits of the sha256 of a pytree's structure and of every leaf's dtype,
+    shape and bytes: what tells two states of a user update apart in its operator id."""
+    leaves, treedef = jax.tree.flatten(state)
+    h = hashlib.sha256(str(treedef).encode())
+    for leaf in leaves:
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        arr = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()[:16]
+
+
 # Parameter functions for the sampling engine: (op_state, key_i, i) -> actor params.
 # Frozen dataclasses (not closures) so equal operators compare equal and share one
 # compiled chunk program per process.
@@ -333,8 +372,20 @@ class AgentUpdate:
         return self.agent.update(op_state, key, **dict(self.options))
 
 
+@dataclass(frozen=True)
+class UserUpdate:
+    """update: op_state is the user's state; θ' = fn(state, key_i), fn imported by path."""
+    fn: str
+
+    def __call__(self, op_state, key, index):
+        return resolve(self.fn, "update")(op_state, key)
+
+
 def params_function(spec: OperatorSpec, agent=None):
-    """The engine's (op_state, key_i, i) -> θ_i for this operator."""
+    """The engine's (op_state, key_i, i) -> θ_i for this operator. A user update's
+    program is built by `retland.sample_update`, which holds its state."""
+    if spec.kind in USER_KINDS:
+        raise ValueError(f"{spec.operator_id}: {SAMPLE_UPDATE}")
     if spec.kind in AGENT_KINDS:
         if agent is None or agent.algo != spec.kind:
             raise ValueError(f"operator {spec.kind} needs a {spec.kind} agent, got {getattr(agent, 'algo', None)!r}")

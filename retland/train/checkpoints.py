@@ -24,6 +24,11 @@ a replay temporary folder (`.tmp-rows_…`) or finished but unpublished folders.
 `orphan_runs` lists them; `retland train --resume JOB` restarts such a job from step 0
 after `discard_orphan_artifacts`, which never touches a run that has a checkpoint row.
 
+A run added with `retland.add_policy` (runs.source = 'added') has one checkpoint whose
+orbax folder holds the user's policy params instead of a TrainState (same layout, no
+replay); its config is a `retland.agents.policy.PolicyConfig`, which records the
+params' tree structure to restore them onto.
+
 The state is saved as a nested dict keyed by its pytree path (`agent/actor_params/...`),
 readable without retland; restoring maps it back onto the structure that `init` of the
 run's config builds, so a checkpoint that does not fit its config (another env's shapes)
@@ -43,6 +48,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from retland.agents.policy import PolicyConfig, is_policy_config
 from retland.core.replay import Transition
 from retland.train.config import TrainConfig
 from retland.train.program import abstract_seed_state
@@ -61,9 +67,9 @@ class Checkpoint:
     env: str
     backend: str
     seed: int
-    config: TrainConfig
-    state: Any  # retland.agents.base.TrainState of this seed (numpy leaves)
-    replay: Transition | None  # [capacity, ...] arrays (rows >= replay_size are zero); None for PPO
+    config: TrainConfig | PolicyConfig  # PolicyConfig for an added run
+    state: Any  # retland.agents.base.TrainState of this seed (numpy leaves); an added run's params
+    replay: Transition | None  # [capacity, ...] arrays (rows >= replay_size are zero); None for PPO and added runs
     replay_size: int
     artifact_path: str
     eval_return: float | None = None
@@ -209,8 +215,11 @@ def run_record(wh_or_root, run_id: str) -> dict:
     return rows[0]
 
 
-def run_config(record: dict) -> TrainConfig:
+def run_config(record: dict) -> TrainConfig | PolicyConfig:
+    """The config model of a `runs` row: a TrainConfig, or an added run's PolicyConfig."""
     data = json.loads(record["config"])
+    if is_policy_config(data):
+        return PolicyConfig.from_stored(data)
     data.pop("job_id", None)
     data.pop("seed_index", None)
     return TrainConfig.from_stored(data)
@@ -237,15 +246,21 @@ def load_checkpoint(wh_or_root, run_id: str, step: int, *, env: str | None = Non
         raise ValueError(f"run {run_id!r} has no checkpoint at step {step}; it has "
                          f"{', '.join(map(str, steps)) if steps else 'none'}")
     row = rows[0]
+    if row["artifact_path"] is None:
+        raise ValueError(f"checkpoint {run_id}@{step} has no stored parameters (its returns were imported)")
     cfg = run_config(record)
-    state_target, capacity = abstract_seed_state(cfg)
+    if isinstance(cfg, PolicyConfig):
+        state_target, capacity = cfg.params_target(), 0
+    else:
+        state_target, capacity = abstract_seed_state(cfg)
     path = wh.root / row["artifact_path"]
     if not path.is_dir():
         raise ValueError(f"checkpoint {run_id}@{step}: artifact {path} is missing")
     nested = _checkpointer().restore(path.resolve())
     state = from_nested(nested, state_target, where=f"checkpoint {run_id}@{step}")
     size = int(row["replay_size"] or 0)
-    replay = load_replay(wh, run_id, size, capacity) if cfg.algo in ("td3", "sac") else None
+    off_policy = not isinstance(cfg, PolicyConfig) and cfg.algo in ("td3", "sac")
+    replay = load_replay(wh, run_id, size, capacity) if off_policy else None
     return Checkpoint(
         run_id=run_id, step=int(step), algo=record["algo"], env=record["env"],
         backend=record["backend"], seed=int(record["seed"]), config=cfg, state=state,
@@ -284,8 +299,8 @@ def clear_temp_folders(wh, run_id: str) -> list[str]:
 
 @dataclass(frozen=True)
 class OrphanRun:
-    """A trained run with a `runs` row but no `checkpoints` row: its job was killed
-    before publishing its first checkpoint (or is still running towards it).
+    """A trained (or added) run with a `runs` row but no `checkpoints` row: its job was
+    killed before publishing its first checkpoint (or is still running towards it).
 
     temp_paths: interrupted saves (orbax and replay temporary folders); unpublished_paths:
     finished step or replay folders that no checkpoint row refers to. Both relative to
@@ -298,11 +313,11 @@ class OrphanRun:
 
 
 def orphan_runs(wh_or_root, job_id: str | None = None) -> list[OrphanRun]:
-    """Trained runs that have no checkpoint (of one job if `job_id`), by run id, with
+    """Trained and added runs that have no checkpoint (of one job if `job_id`), by run id, with
     the folders they left under artifacts/. Reads only. A job still before its first
     checkpoint looks the same: compare `created_at` with the job's expected pace."""
     wh = _open(wh_or_root)
-    sql = ("SELECT r.run_id, r.config, r.created_at FROM runs r WHERE r.source = 'trained' AND NOT EXISTS "
+    sql = ("SELECT r.run_id, r.config, r.created_at FROM runs r WHERE r.source IN ('trained', 'added') AND NOT EXISTS "
            "(SELECT 1 FROM checkpoints c WHERE c.run_id = r.run_id)")
     params: list = []
     if job_id is not None:
