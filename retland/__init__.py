@@ -11,8 +11,8 @@
     retland.sample_update(wh, run_id, 0, update="pkg.mod:step", state=s, n=256)   # your own update
 
 The public names are `__all__`. `stats`, `distribution_stats`, `load_checkpoint`,
-`add_policy` and `sample_update` (retland.policies) are imported on first use, so that `import retland` for queries stays fast and never
-imports jax.
+`add_policy` and `sample_update` (retland.policies) are imported on first use, so that
+`import retland` for queries stays fast and never imports jax.
 """
 from __future__ import annotations
 
