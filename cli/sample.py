@@ -1,6 +1,7 @@
 """`retland sample`: fill the warehouse with post-update return distributions."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -112,8 +113,37 @@ def sample(
     horizon: Annotated[int, typer.Option(help=help_of(SampleSettings, "horizon"))] = default_of(SampleSettings, "horizon"),
     key_seed: Annotated[int, typer.Option(help=help_of(SampleSettings, "key_seed"))] = default_of(SampleSettings, "key_seed"),
     batch_size: Annotated[str, typer.Option(help=help_of(SampleSettings, "batch_size"))] = default_of(SampleSettings, "batch_size"),
-    shard: Annotated[str, typer.Option(help=help_of(SampleSettings, "shard"))] = default_of(SampleSettings, "shard"),
+    shard: Annotated[str, typer.Option(
+        help="i/N: this job's share of the work, for N independent jobs; auto: i and N of this SLURM array task "
+             "(SLURM_ARRAY_TASK_ID/_MIN/_COUNT).")] = default_of(SampleSettings, "shard"),
     devices: Annotated[str, typer.Option(help=help_of(SampleSettings, "devices"))] = default_of(SampleSettings, "devices"),
+    executor: Annotated[str, typer.Option(
+        help="none: sample in this process. slurm: submit ONE SLURM array of --jobs shard tasks (through submitit) "
+             "and return; local: run the same tasks as local processes and wait for them.",
+        rich_help_panel="Clusters")] = "none",
+    jobs: Annotated[Optional[int], typer.Option(
+        help="Number of shard tasks for --executor slurm/local.", rich_help_panel="Clusters")] = None,
+    partition: Annotated[Optional[str], typer.Option(help="SLURM partition.", rich_help_panel="Clusters")] = None,
+    gpus_per_job: Annotated[Optional[int], typer.Option(help="GPUs per task.", rich_help_panel="Clusters")] = None,
+    cpus_per_job: Annotated[Optional[int], typer.Option(help="CPUs per task.", rich_help_panel="Clusters")] = None,
+    time: Annotated[Optional[str], typer.Option(
+        help="Wall-time limit per task: minutes, H:MM:SS or D-HH:MM:SS. A task that reaches it is requeued and "
+             "continues where it stopped.", rich_help_panel="Clusters")] = None,
+    mem: Annotated[Optional[str], typer.Option(help="Memory per task, e.g. 32G.", rich_help_panel="Clusters")] = None,
+    slurm_folder: Annotated[Optional[Path], typer.Option(
+        help="Folder for the tasks' files and logs, on a filesystem every node mounts (default: WAREHOUSE/jobs).",
+        rich_help_panel="Clusters", show_default=False)] = None,
+    target_ci: Annotated[Optional[str], typer.Option(
+        help="Sample to a precision: METRIC=HALF_WIDTH pairs (metrics ltp, cvar, mean, std), e.g. "
+             "'ltp=0.01,cvar=5'. Each distribution is sampled in rounds of whole chunks until every 95% bootstrap "
+             "CI half-width is at most its target, or --max-samples.", rich_help_panel="Precision",
+        show_default=False)] = None,
+    max_samples: Annotated[Optional[int], typer.Option(
+        help="With --target-ci: the most samples a distribution gets (default --samples).",
+        rich_help_panel="Precision", show_default=False)] = None,
+    round_samples: Annotated[int, typer.Option(
+        help="With --target-ci: samples added per round, rounded up to whole chunks.",
+        rich_help_panel="Precision")] = 250,
     progress: Annotated[bool, typer.Option(
         "--progress/--no-progress",
         help="Show progress: a live bar on a terminal, one plain line at most every 10 s when piped.")] = True,
@@ -128,9 +158,11 @@ def sample(
     Rows are bit-identical however the work is split, on one platform; across platforms
     or chunk sizes the distributions agree statistically, not bit for bit.
     """
+    from retland.cluster import EXECUTORS, JobSpec, Resources, parse_time, run_shard, submit, wait
+    from retland.purd.adaptive import parse_targets
     from retland.purd.engine import resolve_devices
     from retland.purd.operators import check_operator, parse_operator
-    from retland.purd.sampling import SamplingError, parse_shard, plan_job, sample_checkpoint
+    from retland.purd.sampling import SamplingError, parse_shard, plan_job
     from retland.warehouse import Warehouse
 
     # Options first, then the warehouse: nothing is read, compiled or written for bad input.
@@ -143,6 +175,39 @@ def sample(
     n_devices = count_or_keyword(devices, "--devices", "all")
     seed_list, step_list = _int_list(seeds, "seeds"), _int_list(steps, "steps")
     sources = parse_sources(source)
+    if executor not in EXECUTORS:
+        raise CliError(f"--executor {executor!r}: choose from {', '.join(EXECUTORS)}")
+    cluster_opts = {"--jobs": jobs, "--partition": partition, "--gpus-per-job": gpus_per_job,
+                    "--cpus-per-job": cpus_per_job, "--time": time, "--mem": mem, "--slurm-folder": slurm_folder}
+    if executor == "none":
+        given = [k for k, v in cluster_opts.items() if v is not None]
+        if given:
+            raise CliError(f"{given[0]} is for --executor slurm or local; add one, or leave {given[0]} out")
+    else:
+        if jobs is None or jobs < 1:
+            raise CliError(f"--executor {executor} needs --jobs N (N >= 1 shard tasks)")
+        if shard != default_of(SampleSettings, "shard"):
+            raise CliError(f"--shard {shard}: --executor {executor} gives each of its --jobs tasks its own shard; "
+                           "leave --shard out")
+    targets = None
+    if target_ci is not None:
+        try:
+            targets = parse_targets(target_ci)
+        except SamplingError as exc:
+            raise CliError(str(exc)) from None
+        if max_samples is not None and max_samples < 1:
+            raise CliError(f"--max-samples {max_samples}: give a whole number >= 1")
+        if round_samples < 1:
+            raise CliError(f"--round-samples {round_samples}: give a whole number >= 1")
+    elif max_samples is not None:
+        raise CliError("--max-samples goes with --target-ci (a fixed job takes --samples N)")
+    try:
+        resources = Resources(partition, gpus_per_job, cpus_per_job, time, mem)
+        parse_time(time)
+        if executor == "slurm":
+            resources.slurm_parameters(jobs)
+    except SamplingError as exc:
+        raise CliError(str(exc)) from None
     try:  # init_state as a factor resolves per checkpoint's env below; its syntax is checked here
         check_operator(operator, horizon=horizon, seed=key_seed)
     except ValueError as exc:
@@ -151,26 +216,133 @@ def sample(
     require_writable(wh.root)
     try:
         shard_ij = parse_shard(shard)
-        devs = resolve_devices(n_devices)
+        devs = resolve_devices(n_devices) if executor == "none" else None
         chosen = select_checkpoints(wh, run, algo, env, seed_list, step_list, sources)
         specs = {e: parse_operator(operator, env=e, horizon=horizon, seed=key_seed) for _, _, e in chosen}
-        plans = plan_job(wh, [(r, s, specs[e]) for r, s, e in chosen], samples, batch_size=batch, shard=shard_ij)
+        dists = [(r, s, specs[e]) for r, s, e in chosen]
+        n_plan = (max_samples or samples) if targets else samples
+        plans = plan_job(wh, dists, n_plan, batch_size=batch, shard=shard_ij)
     except SamplingError as exc:
         raise CliError(str(exc)) from None
+    job = JobSpec(str(wh.root), tuple((r, int(s), e) for r, s, e in chosen), operator, horizon, key_seed, batch,
+                  samples=None if targets else samples, targets=tuple((targets or {}).items()),
+                  max_samples=(max_samples or samples) if targets else None,
+                  round_samples=round_samples if targets else None, devices=n_devices)
+    operator_ids = ", ".join(sorted({spec.operator_id for spec in specs.values()}))
+
+    def say(text: str) -> None:
+        err_console.print(escape(text), highlight=False, soft_wrap=True)
+
+    if executor != "none":
+        _submit(wh, job, plans, executor, jobs, resources, slurm_folder, operator_ids, say, submit, wait)
+        return
+    if targets:
+        _adaptive(wh, job, chosen, shard_ij, operator_ids, progress, say, run_shard)
+        return
+
+    from retland.purd.leases import Leases
+    from retland.purd.sampling import sample_checkpoint
 
     total = sum(p.new_rows for p in plans)
     work = [p for p in plans if p.todo]
-    operator_ids = ", ".join(sorted({spec.operator_id for spec in specs.values()}))
-    err_console.print(escape(
-        f"{len(chosen)} distribution(s), operator {operator_ids}, N={samples}, "
+    say(f"{len(chosen)} distribution(s), operator {operator_ids}, N={samples}, "
         f"shard {shard_ij[0]}/{shard_ij[1]}: {total} new samples in {sum(len(p.todo) for p in work)} "
-        f"chunk(s) on {len(devs)} device(s)"), highlight=False, soft_wrap=True)
+        f"chunk(s) on {len(devs)} device(s)")
     results = []
+    leases = Leases(wh.root)
     with progress_bar(total, "sample", unit="samples", rate_scale=horizon, rate_unit="env-steps",
                       enabled=progress and bool(work)) as advance:
         for p in work:
-            results.append(sample_checkpoint(wh, p, devices=devs, progress=advance))
+            results.append(sample_checkpoint(wh, p, devices=devs, progress=advance, leases=leases))
     written = sum(x.rows_written for x in results)
+    busy = [b for x in results for b in x.busy]
+    if busy:
+        say(f"{len(busy)} chunk(s) left to other live jobs that lease them "
+            f"({', '.join(sorted({b.holder for b in busy}))}); rerun after they end to fill any gap")
     console.print(escape(f"wrote {written} rows ({len(results)} distribution(s) computed, "
                          f"{len(plans) - len(work)} already complete for this shard) into {wh.root}"),
                   highlight=False, soft_wrap=True)
+
+
+def _submit(wh, job, plans, executor, jobs, resources, folder, operator_ids, say, submit, wait) -> None:
+    """--executor slurm/local: submit the array (and, local, wait and report)."""
+    from retland.purd.sampling import SamplingError
+
+    if not job.targets:
+        total = sum(p.new_rows for p in plans)
+        if total == 0:
+            console.print(escape(f"all {job.samples} samples of {len(plans)} distribution(s) are stored in "
+                                 f"{wh.root}; nothing submitted"), highlight=False, soft_wrap=True)
+            return
+        what = f"{total} new samples of {len(plans)} distribution(s), N={job.samples}"
+    else:
+        what = (f"{len(plans)} distribution(s) to a precision ({', '.join(f'{k}=±{v:g}' for k, v in job.targets)}, "
+                f"at most {job.max_samples} samples each)")
+    try:
+        sub = submit(job, jobs, executor, resources, folder)
+    except SamplingError as exc:
+        raise CliError(str(exc)) from None
+    status = f"retland status -w {wh.root} --operator '{operator_ids}'" + (
+        f" --samples {job.samples}" if job.samples else "")
+    if executor == "slurm":
+        console.print(escape(
+            f"submitted SLURM array {sub.array_id}: {jobs} task(s) sampling {what}, operator {operator_ids}"),
+            highlight=False, soft_wrap=True)
+        console.print(escape(f"watch it:  squeue -j {sub.array_id}   |   {status}   |   logs in {sub.folder}/"),
+                      highlight=False, soft_wrap=True)
+        console.print(escape(f"a task that failed can simply be run again: the same command with --executor none "
+                             f"--shard i/{jobs} (it computes only what is missing)"), highlight=False, soft_wrap=True)
+        return
+    say(f"running {jobs} local task(s) sampling {what}, operator {operator_ids}; logs in {sub.folder}/")
+    done, failed = wait(sub)
+    written = sum(d["rows_written"] for d in done)
+    busy = sum(d.get("busy_chunks", 0) for d in done)
+    for d in sorted(done, key=lambda d: d["shard"]):
+        say(f"shard {d['shard']}: {d['rows_written']} rows in {d['seconds']:.0f} s"
+            + (f", {d['busy_chunks']} chunk(s) left to {', '.join(d['busy_holders'])}" if d.get("busy_chunks") else ""))
+    for line in failed[1:]:
+        err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    if failed:
+        raise CliError(failed[0])
+    console.print(escape(f"wrote {written} rows with {len(done)} task(s) into {wh.root}"
+                         + (f" ({busy} chunk(s) left to other jobs)" if busy else "")), highlight=False, soft_wrap=True)
+    if job.targets:
+        _print_adaptive([r for d in done for r in d.get("adaptive", [])])
+
+
+def _adaptive(wh, job, chosen, shard_ij, operator_ids, progress, say, run_shard) -> None:
+    """--target-ci in this process: rounds per distribution, a line per round, a summary."""
+    from retland.purd.sampling import SamplingError
+
+    say(f"{len(chosen)} distribution(s), operator {operator_ids}, to a precision "
+        f"({', '.join(f'{k}=±{v:g}' for k, v in job.targets)}), at most {job.max_samples} samples each, rounds of "
+        f"{job.round_samples}, shard {shard_ij[0]}/{shard_ij[1]} (whole distributions)")
+
+    def on_round(res) -> None:
+        if progress:
+            say(f"run {res.run_id} step {res.step}: n={res.n} " + ", ".join(_ci_text(iv) for iv in res.intervals)
+                + (" -> target met" if res.met else ""))
+
+    try:
+        summary = run_shard(job, shard_ij, on_round=on_round)
+    except SamplingError as exc:
+        raise CliError(str(exc)) from None
+    _print_adaptive(summary["adaptive"])
+    console.print(escape(f"wrote {summary['rows_written']} rows into {wh.root}"), highlight=False, soft_wrap=True)
+
+
+def _ci_text(iv) -> str:
+    from retland.cli.app import rounded
+
+    if iv.half_width != iv.half_width:
+        return f"{iv.metric} undefined in some resample (target ±{iv.target:g})"
+    return f"{iv.metric} {rounded(iv.value)} ±{rounded(iv.half_width, iv.value)} (target ±{iv.target:g})"
+
+
+def _print_adaptive(results) -> None:
+    """One line per distribution: n used, the CIs reached, whether the targets were met."""
+    for res in results:
+        cis = ", ".join(_ci_text(iv) for iv in res.intervals) or "no CI"
+        flag = "met" if res.met else "NOT met"
+        console.print(escape(f"run {res.run_id} step {res.step} {res.operator_id}: n={res.n} {cis}: target {flag} "
+                             f"({res.stopped})"), highlight=False, soft_wrap=True)

@@ -14,6 +14,10 @@ distribution keeps its chunking) and decides which chunks this job computes:
 - Shards: `--shard i/N` takes the i-th of N contiguous, equal ranges of all the job's
   chunks, done or not, in (run, step, chunk) order, so N independent jobs cover the
   work exactly once with no coordination; a finished shard's rerun computes nothing.
+  `--shard auto` reads i and N from a SLURM array task's environment.
+- Leases (`retland.purd.leases`): jobs that overlap anyway (the same array submitted
+  twice) take a lease per chunk before computing it and leave chunks leased by a live
+  job to that job.
 
 Running (`sample_checkpoint`) loads the checkpoint only when its plan has work, builds
 the operator's program and hands it to the engine, which appends rows to
@@ -23,8 +27,9 @@ platform; across chunk sizes or platforms the distributions agree statistically.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
 
 import jax
 
@@ -42,12 +47,13 @@ from retland.purd.engine import (
     program_for,
     resolve_devices,
 )
+from retland.purd.leases import LeaseInfo, Leases, claim
 from retland.purd.operators import OperatorSpec
 from retland.train.checkpoints import load_checkpoint
 
 __all__ = ["Plan", "SampleResult", "SamplingError", "NonFiniteReturnError", "plan_job", "plan_distribution",
            "run_plan", "sample_checkpoint", "sample_distribution", "checkpoint_program", "auto_batch_size",
-           "parse_shard", "take_shard", "FLUSH_SECONDS"]
+           "parse_shard", "shard_from_env", "take_shard", "sample_job", "stored_indices", "FLUSH_SECONDS"]
 
 # Chunk size for --batch-size auto, per platform. On CPU throughput is flat for
 # B = 32..1024 (per-sample weight reads dominate) so a small B keeps padding and the
@@ -63,20 +69,47 @@ def auto_batch_size(n_samples: int, platform: str | None = None) -> int:
     return max(1, min(b, 8 * math.ceil(n_samples / 8)))
 
 
-def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int]:
-    """'i/N' -> (i, N), 0 <= i < N."""
+def parse_shard(text: str | tuple[int, int] | None, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """'i/N' -> (i, N), 0 <= i < N; 'auto' -> this SLURM array task's (i, N)."""
     if text is None:
         return 0, 1
     if isinstance(text, tuple):
         i, n = text
+    elif str(text).strip().lower() == "auto":
+        return shard_from_env(os.environ if environ is None else environ)
     else:
         try:
             i, n = (int(x) for x in str(text).split("/"))
         except ValueError:
-            raise SamplingError(f"--shard {text!r}: expected i/N, e.g. 0/4") from None
+            raise SamplingError(f"--shard {text!r}: expected i/N, e.g. 0/4, or auto in a SLURM array task") from None
     if n < 1 or not 0 <= i < n:
         raise SamplingError(f"--shard {i}/{n}: need 0 <= i < N")
     return i, n
+
+
+def shard_from_env(environ: Mapping[str, str]) -> tuple[int, int]:
+    """(i, N) of a SLURM array task: N = SLURM_ARRAY_TASK_COUNT tasks whose ids run
+    from SLURM_ARRAY_TASK_MIN to _MAX in steps of SLURM_ARRAY_TASK_STEP (1 unless
+    --array=LO-HI:STEP), so i = (id - min) / step. Arrays whose ids are not such a range
+    (--array=1,4,9) cannot be mapped to shards and are refused."""
+    tid = environ.get("SLURM_ARRAY_TASK_ID")
+    if tid in (None, ""):
+        raise SamplingError("--shard auto: not inside a SLURM array task (SLURM_ARRAY_TASK_ID is not set); "
+                            "submit with sbatch --array=0-M, or pass --shard i/N")
+    try:
+        task = int(tid)
+        count = int(environ["SLURM_ARRAY_TASK_COUNT"])
+        lo = int(environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+        hi = int(environ.get("SLURM_ARRAY_TASK_MAX", str(lo + count - 1)))
+        step = int(environ.get("SLURM_ARRAY_TASK_STEP") or 1)
+    except (KeyError, ValueError):
+        raise SamplingError("--shard auto: SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT/_MIN/_MAX/_STEP "
+                            "are missing or not integers; pass --shard i/N") from None
+    if count < 1 or step < 1 or hi - lo != (count - 1) * step or (task - lo) % step or not lo <= task <= hi:
+        raise SamplingError(
+            f"--shard auto: array task {task} of ids {lo}..{hi} (count {count}, step {step}) is not one of a "
+            "regular range of ids; submit with --array=LO-HI (optionally :STEP), or pass --shard i/N")
+    return (task - lo) // step, count
 
 
 def take_shard(units: Sequence, shard: tuple[int, int]) -> list:
@@ -90,12 +123,21 @@ def stored_rows(wh, operator_ids: Iterable[str]) -> dict[tuple[str, int, str], t
     """(update indices present, chunk sizes recorded) of every stored distribution of
     these operators, keyed by (run_id, step, operator_id), in one query."""
     ids = sorted(set(operator_ids))
-    df = wh.query(
+    if not ids:
+        return {}
+    rows = wh.records(
         "SELECT run_id, step, operator_id, list(update_index) AS idx, list(DISTINCT chunk_size) AS b "
         f"FROM post_update_returns WHERE operator_id IN ({', '.join('?' for _ in ids)}) "
         "GROUP BY ALL", ids)
-    return {(r, int(s), o): (set(idx), {int(b) for b in bs if b is not None})
-            for r, s, o, idx, bs in df.iter_rows()}
+    return {(r["run_id"], int(r["step"]), r["operator_id"]): (set(r["idx"]), {int(b) for b in r["b"] if b is not None})
+            for r in rows}
+
+
+def stored_indices(wh, run_id: str, step: int, operator_id: str) -> set[int]:
+    """The update indices of one distribution stored now."""
+    rows = wh.records("SELECT list(update_index) AS idx FROM post_update_returns "
+                      "WHERE run_id = ? AND step = ? AND operator_id = ?", [run_id, int(step), operator_id])
+    return set(rows[0]["idx"] or []) if rows else set()
 
 
 def resolve_batch_size(recorded: set[int], requested: int | str | None, n_samples: int,
@@ -191,6 +233,7 @@ class SampleResult:
     devices: int = 1
     seconds: float = 0.0
     chunk_devices: dict[int, int] | None = None  # chunk -> device position
+    busy: list[LeaseInfo] = field(default_factory=list)  # chunks left to live jobs that lease them
 
 
 def ensure_operator(wh, spec: OperatorSpec) -> None:
@@ -249,12 +292,32 @@ def checkpoint_program(spec: OperatorSpec, ckpt) -> tuple[SampleProgram, Any]:
     return program, op_state
 
 
-def sample_checkpoint(wh, plan: Plan, *, checkpoint=None, **run_kwargs) -> SampleResult:
+def sample_checkpoint(wh, plan: Plan, *, checkpoint=None, leases: Leases | None = None, **run_kwargs) -> SampleResult:
     """Run a plan of a stored checkpoint's distribution; the checkpoint (and its replay
-    buffer) is loaded only when the plan has chunks to compute."""
-    if not plan.todo:
-        return run_plan(wh, plan, None, None, **run_kwargs)
-    if checkpoint is None:
-        checkpoint = load_checkpoint(wh, plan.run_id, plan.step)
-    program, op_state = checkpoint_program(plan.spec, checkpoint)
-    return run_plan(wh, plan, program, op_state, **run_kwargs)
+    buffer) is loaded only when the plan has chunks to compute.
+
+    With `leases`, only the chunks this job can lease are computed (`leases.claim`);
+    the others are listed in the result's `busy`."""
+    with claim(wh, plan, leases, lambda p: stored_indices(wh, p.run_id, p.step, p.spec.operator_id)) as (mine, busy):
+        if not mine.todo:
+            result = run_plan(wh, mine, None, None, **run_kwargs)
+        else:
+            if checkpoint is None:
+                checkpoint = load_checkpoint(wh, mine.run_id, mine.step)
+            program, op_state = checkpoint_program(mine.spec, checkpoint)
+            result = run_plan(wh, mine, program, op_state, **run_kwargs)
+    result.busy = busy
+    return result
+
+
+def sample_job(wh, distributions: Sequence[tuple[str, int, OperatorSpec]], n_samples: int, *,
+               batch_size: int | str | None = "auto", shard: tuple[int, int] | str | None = None,
+               leases: Leases | None = None, on_plans=None, **run_kwargs) -> list[SampleResult]:
+    """Plan a whole job (shard i of N) and run every plan with work, in order.
+
+    on_plans(plans) is called once with the plans before anything is computed (the CLI
+    prints what the job will do and sizes its progress bar from them)."""
+    plans = plan_job(wh, distributions, n_samples, batch_size=batch_size, shard=shard)
+    if on_plans is not None:
+        on_plans(plans)
+    return [sample_checkpoint(wh, p, leases=leases, **run_kwargs) for p in plans if p.todo]

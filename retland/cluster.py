@@ -1,0 +1,256 @@
+"""Sampling on a cluster: one SLURM job array of shard jobs, through submitit.
+
+`retland sample --executor slurm --jobs N` resolves the chosen checkpoints once, then
+submits one array of N tasks; task i runs `ShardJob()(root, distributions, ..., shard=(i, N))`
+on its node. The job opens the shared warehouse, plans again (`sampling.plan_job`: what is
+stored now, chunk sizes, this shard's chunks) and samples, so a task that died or was
+preempted is simply run again: it computes what is still missing of its shard. On a
+timeout or preemption submitit calls `ShardJob.checkpoint`, which requeues the same call.
+
+The checkpoints are resolved at submission, not in each task, so every task splits the
+same list of distributions into the same shards even if a training job adds checkpoints
+meanwhile. `--executor local` runs the same tasks as local processes (submitit's
+LocalExecutor) and waits for them. Every task takes chunk leases (`retland.purd.leases`),
+so an array submitted twice does not compute anything twice.
+
+submitit is imported only here, and only when jobs are submitted.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retland.purd.engine import SamplingError
+
+EXECUTORS = ("none", "local", "slurm")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a shard job needs, as plain values (pickled into the job's file)."""
+
+    root: str
+    distributions: tuple[tuple[str, int, str], ...]  # (run_id, step, env)
+    operator: str
+    horizon: int
+    key_seed: int
+    batch_size: int | str
+    samples: int | None = None  # fixed N, or
+    targets: tuple[tuple[str, float], ...] = ()  # --target-ci half-widths, with
+    max_samples: int | None = None
+    round_samples: int | None = None
+    devices: int | str = "all"
+
+
+def specs_by_env(job: JobSpec) -> dict:
+    from retland.purd.operators import parse_operator
+
+    return {e: parse_operator(job.operator, env=e, horizon=job.horizon, seed=job.key_seed)
+            for _, _, e in job.distributions}
+
+
+def run_shard(job: JobSpec, shard: tuple[int, int], *, leases=True, progress=None, on_plans=None,
+              on_round=None) -> dict[str, Any]:
+    """Run shard i/N of `job` in this process; a summary of what it did.
+
+    This is the body of every task of an array, and of `retland sample` without an
+    executor (shard 0/1 unless --shard)."""
+    from retland.purd.leases import Leases
+    from retland.purd.sampling import sample_job
+    from retland.warehouse import Warehouse
+
+    wh = Warehouse.open(job.root, create=False)
+    specs = specs_by_env(job)
+    dists = [(r, int(s), specs[e]) for r, s, e in job.distributions]
+    lease_book = Leases(wh.root) if leases is True else (leases or None)
+    t0 = time.monotonic()
+    summary: dict[str, Any] = {"shard": f"{shard[0]}/{shard[1]}", "rows_written": 0, "busy_chunks": 0,
+                               "busy_holders": [], "distributions": 0}
+    if job.targets:
+        from retland.purd.adaptive import sample_adaptive
+
+        results = sample_adaptive(wh, dists, dict(job.targets), job.max_samples,
+                                  round_samples=job.round_samples, batch_size=job.batch_size, shard=shard,
+                                  leases=lease_book, devices=job.devices, progress=progress, on_round=on_round)
+        summary["adaptive"] = results
+        summary["rows_written"] = sum(r.rows_written for r in results)
+        summary["distributions"] = len(results)
+    else:
+        results = sample_job(wh, dists, job.samples, batch_size=job.batch_size, shard=shard, leases=lease_book,
+                             devices=job.devices, progress=progress, on_plans=on_plans)
+        summary["rows_written"] = sum(r.rows_written for r in results)
+        summary["distributions"] = len(results)
+        busy = [b for r in results for b in r.busy]
+        summary["busy_chunks"] = len(busy)
+        summary["busy_holders"] = sorted({b.holder for b in busy})
+    summary["seconds"] = time.monotonic() - t0
+    return summary
+
+
+class ShardJob:
+    """The callable submitted for each task: `ShardJob()(job, shard)` runs `run_shard`.
+
+    Its `checkpoint` makes submitit requeue the same call after a timeout or a
+    preemption (the rerun plans again and computes only what is missing)."""
+
+    def __call__(self, job: JobSpec, shard: tuple[int, int]) -> dict[str, Any]:
+        return run_shard(job, shard)
+
+    def checkpoint(self, *args, **kwargs):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(type(self)(), *args, **kwargs)
+
+
+def parse_time(text: str | None) -> int | None:
+    """SLURM --time as minutes: MIN, H:MM:SS, or D-HH[:MM[:SS]]."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?\s*", str(text))
+    if not m:
+        raise SamplingError(f"--time {text!r}: expected minutes, H:MM:SS or D-HH:MM:SS")
+    days, a, b, c = (int(x) if x else None for x in m.groups())
+    if days is None and b is None:
+        minutes = a  # MIN
+    elif days is None and c is None:
+        minutes = a + (b or 0) / 60  # MM:SS
+    elif days is None:
+        minutes = a * 60 + b + c / 60  # H:MM:SS
+    else:
+        minutes = days * 1440 + a * 60 + (b or 0) + (c or 0) / 60
+    minutes = max(1, round(minutes))
+    return int(minutes)
+
+
+@dataclass
+class Resources:
+    """What each task asks the scheduler for (None: the cluster's default)."""
+
+    partition: str | None = None
+    gpus_per_job: int | None = None
+    cpus_per_job: int | None = None
+    time: str | None = None
+    mem: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def slurm_parameters(self, jobs: int) -> dict[str, Any]:
+        """SlurmExecutor parameters of an array of `jobs` tasks."""
+        params: dict[str, Any] = {"job_name": "retland-sample", "array_parallelism": jobs}
+        if self.partition:
+            params["partition"] = self.partition
+        if self.gpus_per_job is not None:
+            params["gpus_per_node"] = self.gpus_per_job
+        if self.cpus_per_job is not None:
+            params["cpus_per_task"] = self.cpus_per_job
+        minutes = parse_time(self.time)
+        if minutes is not None:
+            params["time"] = minutes
+        if self.mem:
+            if not re.fullmatch(r"\d+[KMGT]?B?", self.mem.strip().upper()):
+                raise SamplingError(f"--mem {self.mem!r}: expected a SLURM size such as 16G or 32000M")
+            params["mem"] = self.mem.strip().upper().removesuffix("B")
+        return params
+
+
+def default_folder(root: str | Path) -> Path:
+    """Where job files and logs go unless --slurm-folder: beside the rows, on the
+    filesystem every task mounts anyway."""
+    return Path(root) / "jobs"
+
+
+@dataclass
+class Submitted:
+    executor: str
+    jobs: list  # submitit Job objects
+    folder: Path
+
+    @property
+    def array_id(self) -> str:
+        return str(self.jobs[0].job_id).split("_")[0]
+
+
+def submit(job: JobSpec, jobs: int, executor: str, resources: Resources, folder: str | Path | None = None) -> Submitted:
+    """Submit `jobs` shard tasks of `job` as one array (slurm) or as local processes."""
+    if executor not in ("local", "slurm"):
+        raise SamplingError(f"--executor {executor!r}: choose from {', '.join(EXECUTORS)}")
+    if jobs < 1:
+        raise SamplingError(f"--jobs {jobs}: give a whole number >= 1")
+    submitit = import_submitit(executor)
+    folder = Path(folder) if folder is not None else default_folder(job.root)
+    log_folder = folder / "%j"
+    if executor == "slurm":
+        params = resources.slurm_parameters(jobs)
+        try:
+            ex = submitit.SlurmExecutor(folder=log_folder)
+        except RuntimeError:
+            raise SamplingError("--executor slurm: no SLURM here (srun not found); submit from a login node of "
+                                "the cluster, or use --executor local") from None
+        ex.update_parameters(**params)
+    else:
+        ex = submitit.LocalExecutor(folder=log_folder)
+        minutes = parse_time(resources.time) or 7 * 24 * 60
+        local: dict[str, Any] = {"timeout_min": minutes}
+        if resources.gpus_per_job:
+            local["gpus_per_node"] = resources.gpus_per_job
+        else:
+            # LocalExecutor sets CUDA_VISIBLE_DEVICES to the GPUs it was asked for (none):
+            # without --gpus-per-job the tasks see what this shell sees.
+            seen = os.environ.get("CUDA_VISIBLE_DEVICES")
+            local["setup"] = ["unset CUDA_VISIBLE_DEVICES" if seen is None
+                              else f"export CUDA_VISIBLE_DEVICES={shlex.quote(seen)}"]
+        ex.update_parameters(**local)
+    shards = [(i, jobs) for i in range(jobs)]
+    submitted = ex.map_array(ShardJob(), [job] * jobs, shards)
+    return Submitted(executor, list(submitted), folder)
+
+
+def import_submitit(executor: str = "slurm"):
+    """submitit, imported without its logging set-up: at import it runs
+    logging.config.dictConfig, which closes every handler the host program installed
+    (pytest's, an application's). Its messages in this process go through Python's
+    logging; the tasks it starts configure their own and log to their files."""
+    import sys
+
+    if "submitit" not in sys.modules:
+        prev = os.environ.get("SUBMITIT_LOG_LEVEL")
+        os.environ["SUBMITIT_LOG_LEVEL"] = "NOCONFIG"
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            raise SamplingError(f"--executor {executor} needs the submitit package (pip install submitit)") from None
+        finally:
+            if prev is None:
+                os.environ.pop("SUBMITIT_LOG_LEVEL", None)
+            else:
+                os.environ["SUBMITIT_LOG_LEVEL"] = prev
+    return sys.modules["submitit"]
+
+
+def wait(sub: Submitted) -> tuple[list[dict], list[str]]:
+    """Wait for every task; (summaries of those that finished, one line per failure
+    naming the task's log)."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    done, failed = [], []
+    for i, j in enumerate(sub.jobs):
+        try:
+            done.append(j.result())
+        except (FailedJobError, UncompletedJobError) as exc:
+            failed.append(f"shard {i}/{len(sub.jobs)} (job {j.job_id}) failed: {last_error_line(str(exc))}; "
+                          f"log: {j.paths.stderr}")
+    return done, failed
+
+
+def last_error_line(text: str) -> str:
+    """The exception line of a traceback (the last line naming an Error/Exception)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if re.match(r"^[\w.]+(Error|Exception|Exit|Interrupt)\b", ln):
+            return ln
+    return lines[-1] if lines else "no error text"
+

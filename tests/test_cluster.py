@@ -1,0 +1,277 @@
+"""Sampling on clusters: submitit shard tasks, --shard auto, `retland status`, chunk leases.
+
+Everything samples the shipped example checkpoint (no training) with gaussian(0.05) at
+horizon 20 and B = 8, so one small chunk program is compiled once for the module (the
+local executor's tasks find it in the persistent compile cache).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import run_cli, tree_digest
+from retland import examples
+from retland.purd import sampling
+from retland.purd.leases import Leases, lease_path, live_leases
+from retland.purd.operators import parse_operator
+from retland.purd.sampling import SamplingError, parse_shard
+from retland.warehouse import Warehouse
+
+OP, H, N, B = "gaussian:0.05", 20, 24, 8
+COLS = ["update_index", "return", "discounted_return", "episode_length", "terminated", "chunk_size"]
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    """(warehouse root holding the example checkpoint, run_id, step); tests copy it."""
+    root = tmp_path_factory.mktemp("cluster") / "base"
+    run_id, step = examples.add(root, examples.DEFAULT)
+    return root, run_id, step
+
+
+def copy_of(example, tmp_path, name="wh"):
+    root = tmp_path / name
+    shutil.copytree(example[0], root)
+    return root
+
+
+def sample_args(root, *extra, n=N):
+    return ["sample", "-w", root, "--algo", "td3", "--env", "hopper", "--operator", OP, "--samples", n,
+            "--horizon", H, "--batch-size", B, "--no-progress", *extra]
+
+
+def rows(root):
+    return Warehouse.open(root, create=False).query(
+        f"SELECT {', '.join(COLS)} FROM post_update_returns ORDER BY update_index")
+
+
+def raw_row_count(root) -> int:
+    """Rows in the Parquet parts themselves: duplicates the views hide are counted."""
+    return sum(pq.read_metadata(p).num_rows for p in (root / "tables" / "post_update_returns").rglob("*.parquet"))
+
+
+@pytest.fixture(scope="module")
+def one_job(example, tmp_path_factory):
+    """The reference: all N samples in one in-process job, without leases."""
+    root = tmp_path_factory.mktemp("one") / "wh"
+    shutil.copytree(example[0], root)
+    (res,) = run_job(root, example, None)
+    assert res.rows_written == N
+    return root
+
+
+def test_local_executor_two_shards_give_the_rows_of_one_job(example, one_job, tmp_path, capsys, monkeypatch):
+    root = copy_of(example, tmp_path)
+    code, out, err = run_cli(capsys, monkeypatch, *sample_args(root, "--executor", "local", "--jobs", 2))
+    assert code == 0, err
+    assert "shard 0/2: 8 rows" in err and "shard 1/2: 16 rows" in err
+    assert f"wrote {N} rows with 2 task(s)" in out
+    got, want = rows(root), rows(one_job)
+    assert got.height == N and raw_row_count(root) == N
+    assert got.equals(want)  # bit-identical: same floats, lengths, flags
+    assert list((root / "jobs").glob("*/*_log.err"))  # the tasks' logs are kept
+    # a rerun submits nothing
+    code, out, err = run_cli(capsys, monkeypatch, *sample_args(root, "--executor", "local", "--jobs", 2))
+    assert code == 0 and "nothing submitted" in out
+    # status: every index of N, all chunks complete, nothing being computed
+    code, out, err = run_cli(capsys, monkeypatch, "status", "-w", root, "--samples", N, "-f", "json")
+    assert code == 0, err
+    import json
+
+    (row,) = json.loads(out)
+    assert row["rows"] == N and row["below_n"] == N and row["chunks"] == "3/3" and row["computing"] == 0
+    assert row["chunk_size"] == str(B) and row["operator"].startswith("gaussian[sigma=0.05,h=20")
+
+
+def test_a_failing_task_is_one_line_with_its_log(tmp_path):
+    from retland.cluster import JobSpec, Resources, submit, wait
+
+    job = JobSpec(str(tmp_path / "nowhere"), (("r", 1, "hopper"),), OP, H, 0, B, samples=N)
+    sub = submit(job, 1, "local", Resources(), tmp_path / "jobs")
+    done, failed = wait(sub)
+    assert done == [] and len(failed) == 1
+    line = failed[0]
+    assert "\n" not in line and "no warehouse at" in line and "log: " in line
+    assert os.path.exists(line.split("log: ")[1])
+
+
+def test_executor_options_are_checked_before_anything_runs(example, tmp_path, capsys, monkeypatch):
+    root = copy_of(example, tmp_path)
+    before = tree_digest(root)
+    for extra, text in [(["--executor", "local"], "needs --jobs N"),
+                        (["--executor", "slurm", "--jobs", "2", "--shard", "0/2"], "leave --shard out"),
+                        (["--jobs", "2"], "--jobs is for --executor slurm or local"),
+                        (["--executor", "cloud", "--jobs", "2"], "choose from none, local, slurm"),
+                        (["--executor", "slurm", "--jobs", "2", "--time", "soon"], "--time 'soon'"),
+                        (["--executor", "slurm", "--jobs", "2", "--mem", "lots"], "--mem 'lots'")]:
+        code, out, err = run_cli(capsys, monkeypatch, *sample_args(root, *extra))
+        assert code == 2 and text in err, (extra, err)
+        assert len(err.strip().splitlines()) == 1
+    if shutil.which("srun") is None:
+        code, out, err = run_cli(capsys, monkeypatch, *sample_args(root, "--executor", "slurm", "--jobs", "2"))
+        assert code == 2 and "no SLURM here" in err
+    assert tree_digest(root) == before
+
+
+def test_slurm_array_parameters():
+    from retland.cluster import Resources, import_submitit, parse_time
+
+    import_submitit()
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    assert [parse_time(t) for t in ("90", "1:30:00", "2-00:00:00", "2-3", "05:30")] == [90, 90, 2880, 3060, 6]
+    params = Resources("gpu", 1, 8, "4:00:00", "32G").slurm_parameters(16)
+    text = _make_sbatch_string(command="python -m x", folder="/shared/jobs/%j", **params, map_count=16)
+    for flag in ("--array=0-15%16", "--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--time=240",
+                 "--mem=32G", "--job-name=retland-sample"):
+        assert f"#SBATCH {flag}" in text, flag
+
+
+def test_shard_auto_reads_the_slurm_array_task():
+    env = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0",
+           "SLURM_ARRAY_TASK_MAX": "3"}
+    assert parse_shard("auto", env) == (3, 4)
+    # ids 1..8: task 1 is shard 0, task 8 shard 7
+    one_based = dict(env, SLURM_ARRAY_TASK_MIN="1", SLURM_ARRAY_TASK_MAX="8", SLURM_ARRAY_TASK_COUNT="8")
+    assert parse_shard("auto", dict(one_based, SLURM_ARRAY_TASK_ID="1")) == (0, 8)
+    assert parse_shard("auto", dict(one_based, SLURM_ARRAY_TASK_ID="8")) == (7, 8)
+    # --array=10-20:5 -> ids 10, 15, 20
+    stepped = {"SLURM_ARRAY_TASK_ID": "15", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "10",
+               "SLURM_ARRAY_TASK_MAX": "20", "SLURM_ARRAY_TASK_STEP": "5"}
+    assert parse_shard("auto", stepped) == (1, 3)
+    with pytest.raises(SamplingError, match="not inside a SLURM array task"):
+        parse_shard("auto", {})
+    with pytest.raises(SamplingError, match="not one of a regular range"):  # --array=1,4,9
+        parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "3",
+                             "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "9"})
+
+
+def test_shard_auto_on_the_command_line(example, one_job, tmp_path, capsys, monkeypatch):
+    root = copy_of(example, tmp_path)
+    for key in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX"):
+        monkeypatch.delenv(key, raising=False)
+    before = tree_digest(root)
+    code, out, err = run_cli(capsys, monkeypatch, *sample_args(root, "--shard", "auto"))
+    assert code == 2 and "not inside a SLURM array task" in err and tree_digest(root) == before
+    for task in (1, 2):  # --array=1-2
+        monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(task))
+        monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
+        monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
+        monkeypatch.setenv("SLURM_ARRAY_TASK_MAX", "2")
+        code, out, err = run_cli(capsys, monkeypatch, *sample_args(root, "--shard", "auto"))
+        assert code == 0, err
+        assert f"shard {task - 1}/2" in err
+    assert rows(root).equals(rows(one_job))
+
+
+# ---------------------------------------------------------------------------- leases
+
+def distribution(example):
+    _, run_id, step = example
+    return run_id, step, parse_operator(OP, env="hopper", horizon=H)
+
+
+def run_job(root, example, leases, **kw):
+    return sampling.sample_job(Warehouse.open(root, create=False), [distribution(example)], N, batch_size=B,
+                               leases=leases, flush_seconds=0, **kw)
+
+
+def write_lease(root, example, chunk, host, pid, age=0.0):
+    run_id, step, spec = distribution(example)
+    path = lease_path(root, run_id, step, spec.operator_id, B, chunk)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import json
+
+    path.write_text(json.dumps({"run_id": run_id, "step": step, "operator_id": spec.operator_id, "batch_size": B,
+                                "chunk": chunk, "host": host, "pid": pid, "job": None, "started": time.time() - age,
+                                "token": f"other-{chunk}"}))
+    os.utime(path, (time.time() - age, time.time() - age))
+    return path
+
+
+def test_a_chunk_leased_by_a_live_job_is_left_to_it_and_taken_over_when_it_dies(example, one_job, tmp_path,
+                                                                               capsys, monkeypatch):
+    root = copy_of(example, tmp_path)
+    holder = subprocess.Popen(["sleep", "300"])
+    try:
+        path = write_lease(root, example, 1, socket.gethostname(), holder.pid)
+        code, out, err = run_cli(capsys, monkeypatch, *sample_args(root))
+        assert code == 0, err
+        assert f"1 chunk(s) left to other live jobs that lease them ({socket.gethostname()}:{holder.pid})" in err
+        got = rows(root)
+        assert sorted(got["update_index"]) == [*range(0, 8), *range(16, 24)]  # chunk 1 left to its holder
+        code, out, err = run_cli(capsys, monkeypatch, "status", "-w", root, "--samples", N, "-f", "json")
+        import json
+
+        (row,) = json.loads(out)
+        assert row["computing"] == 1 and row["chunks"] == "2/3" and str(holder.pid) in row["by"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert path.exists()  # the dead holder's lease is still there, and stale: taken over at once
+    code, out, err = run_cli(capsys, monkeypatch, *sample_args(root))
+    assert code == 0 and "wrote 8 rows" in out, out + err
+    assert rows(root).equals(rows(one_job)) and raw_row_count(root) == N
+    assert not path.exists() and live_leases(root) == []  # released after the rows were flushed
+
+
+def test_a_lease_without_heartbeat_goes_stale_and_a_fresh_one_does_not(example, tmp_path):
+    root = copy_of(example, tmp_path)
+    fresh = write_lease(root, example, 0, "other-host", 1, age=0)
+    old = write_lease(root, example, 2, "other-host", 1, age=120)
+    (res,) = run_job(root, example, Leases(root, stale_after=60))
+    assert [b.chunk for b in res.busy] == [0]  # the fresh lease of another host is respected
+    assert sorted(rows(root)["update_index"]) == list(range(8, 24))  # chunk 2's old lease was taken over
+    assert fresh.exists() and not old.exists()
+
+
+def test_two_identical_jobs_at_once_do_not_double_the_rows(example, one_job, tmp_path):
+    """Job A holds its leases (blocked after its first chunk) while job B, identical,
+    runs: B leaves A's chunks alone; afterwards every index is stored once."""
+    root = copy_of(example, tmp_path)
+    first_chunk, go_on = threading.Event(), threading.Event()
+    out: dict = {}
+
+    def progress(n, **info):
+        first_chunk.set()
+        assert go_on.wait(120)
+
+    def job_a():
+        out["a"] = run_job(root, example, Leases(root), progress=progress)
+
+    a = threading.Thread(target=job_a)
+    a.start()
+    try:
+        assert first_chunk.wait(300)
+        (res_b,) = run_job(root, example, Leases(root))
+        # A flushed chunk 0 before its progress call, so B plans chunks 1 and 2: both A's
+        assert res_b.rows_written == 0 and sorted(b.chunk for b in res_b.busy) == [1, 2]
+    finally:
+        go_on.set()
+        a.join()
+    (res_a,) = out["a"]
+    assert res_a.rows_written == N
+    assert raw_row_count(root) == N and rows(root).equals(rows(one_job))
+    assert not any((root / "leases").rglob("*.lease"))
+
+
+def test_rows_flushed_by_another_job_after_planning_are_not_computed_again(example, tmp_path):
+    """A plan made before another job flushed chunk 0 computes only the rest: the
+    stored rows are read again once the leases are taken."""
+    root = copy_of(example, tmp_path)
+    wh = Warehouse.open(root, create=False)
+    (stale_plan,) = sampling.plan_job(wh, [distribution(example)], N, batch_size=B)
+    assert stale_plan.todo == [0, 1, 2]
+    (early,) = sampling.plan_job(wh, [distribution(example)], 8, batch_size=B)
+    sampling.sample_checkpoint(wh, early, leases=Leases(root), flush_seconds=0)  # "another job" flushes chunk 0
+    res = sampling.sample_checkpoint(wh, stale_plan, leases=Leases(root), flush_seconds=0)
+    assert res.rows_written == 16 and raw_row_count(root) == N
+    assert np.array_equal(np.sort(rows(root)["update_index"].to_numpy()), np.arange(N))
