@@ -46,7 +46,7 @@ def compare(
              "operators is refused: give the full id.")] = "own",
     step: Annotated[str, typer.Option(
         help="Which checkpoints of a run make its score: all (the mean over them), last, or one step.")] = "all",
-    source: source_option("to compare; default trained,imported") = "trained,imported",
+    source: source_option("to compare; default trained,imported,added") = "trained,imported,added",
     alpha: Annotated[float, typer.Option(help="CVaR level α in (0, 1].")] = 0.1,
     beta: Annotated[float, typer.Option(help="LTP threshold β: share of returns below β × mode.")] = 0.5,
     reps: Annotated[int, typer.Option(

@@ -85,7 +85,7 @@ def stats(
     where: Annotated[Optional[str], typer.Option(
         help="SQL condition on algo, env, variant, seed, step, operator, run_id, source, n or a statistic, "
              "e.g. \"env = 'hopper' AND step >= 500000\" or \"ltp > 0\".")] = None,
-    source: source_option("to summarise; default trained,imported") = "trained,imported",
+    source: source_option("to summarise; default trained,imported,added") = "trained,imported,added",
     bootstrap: Annotated[bool, typer.Option(help="Add 95% bootstrap CIs (1000 resamples) as <stat>_lo/<stat>_hi; "
                                                  "a terminal table shows them as `value [lo, hi]`.")] = False,
     columns: Annotated[Optional[str], typer.Option(

@@ -16,11 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 RETLAND_API = {
     "Warehouse",
     "WarehouseError",
+    "add_policy",
     "connect",
     "distribution_stats",
     "load_checkpoint",
     "query",
     "resolve_root",
+    "sample_update",
     "stats",
 }
 STATS_API = {

@@ -56,7 +56,7 @@ BY = ("algo", "variant", "source")
 # The columns of `read_stats` (what --where can name).
 STATS_COLUMNS = ("algo", "env", "variant", "seed", "step", "operator", "n", "mean", "std", "skewness", "mode", "ltp",
                  "cvar", "ltp_note", "run_id", "source")
-DEFAULT_SOURCES = ("trained", "imported")
+DEFAULT_SOURCES = ("trained", "imported", "added")
 DEFAULT_REPS = 2000
 MAX_REPS = 1_000_000
 CONFIDENCE = 0.95

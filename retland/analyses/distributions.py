@@ -25,7 +25,7 @@ def _check_alpha_beta(alpha: float, beta: float) -> None:
         raise WarehouseError(f"--beta must be in (0, 1], got {beta}")
 
 
-SOURCES = ("trained", "imported", "derived")
+SOURCES = ("trained", "imported", "derived", "added")
 
 
 def stats_relation(con: duckdb.DuckDBPyConnection, alpha: float = 0.1, beta: float = 0.5,

@@ -121,7 +121,7 @@ register(TableSpec(
         _f("backend", pa.string(), doc="brax physics backend; NULL when imported"),
         _f("variant", pa.string(), doc="task rules: paper (Brax 0.0.13's, as the paper) | brax (brax 0.14's); "
            "NULL for runs recorded before variants existed (brax) and for imported runs"),
-        _f("source", pa.string(), False, "trained | imported | derived"),
+        _f("source", pa.string(), False, "trained | imported | derived | added"),
         _f("parent_run_id", pa.string(), doc="for derived runs (e.g. stabilize): the source run"),
         _f("parent_step", pa.int64()),
         _f("config", pa.string(), doc="JSON of the run's config model"),
