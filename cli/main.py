@@ -20,8 +20,9 @@ from retland.cli import stabilize  # noqa: F401
 from retland.cli import examples  # noqa: F401
 from retland.cli import explore  # noqa: F401
 from retland.cli import study  # noqa: F401
-from retland.cli import compare  # noqa: F401
+from retland.cli import status  # noqa: F401
 from retland.cli import import_policy  # noqa: F401
+from retland.cli import compare  # noqa: F401
 
 unwrap_all_help(app)
 
