@@ -141,29 +141,30 @@ CREATE OR REPLACE MACRO purd_cvar(returns, alpha := 0.1) AS (
     FROM (SELECT unnest(returns) AS x, list_aggregate(returns, 'quantile_cont', alpha) AS q)
 );
 
--- Set-based over the whole table (no per-distribution lists): three scans of
--- post_update_returns, each a hash join on the distribution key plus a hash aggregate.
+-- One read of post_update_returns: `dists` groups it into one row per distribution (key,
+-- range, a centre for the moments, the alpha-quantile and the list of its returns) and is
+-- MATERIALIZED, so the later passes read that buffer, never the view again. Reading the
+-- view once is cheaper (its dedupe runs once) and makes every statistic of a row come
+-- from the same snapshot of a warehouse that is being written to. The key is stored once
+-- per distribution; the passes over returns group by a small integer id instead.
 CREATE OR REPLACE MACRO purd_stats(alpha := 0.1, beta := 0.5) AS TABLE
 WITH
--- Scan 1: range, a centre for the moments (the plain mean) and the alpha-quantile.
-ranged AS (
+dists AS MATERIALIZED (
     SELECT run_id, step, operator_id,
+           row_number() OVER () AS dist,
            count(*) AS n,
            min("return") AS lo,
            max("return") AS hi,
            avg("return") AS c,
-           quantile_cont("return", alpha) AS q
+           quantile_cont("return", alpha) AS q,
+           list("return") AS returns
     FROM post_update_returns
     GROUP BY run_id, step, operator_id
 ),
--- Scan 2: each return's histogram bin and its deviation from the centre.
+-- Each return's histogram bin and its deviation from the centre.
 deviations AS (
-    SELECT run_id, step, operator_id, q, lo, hi,
-           p."return" AS x,
-           p."return" - c AS d,
-           purd_bin_guess(p."return", lo, hi) AS guess
-    FROM post_update_returns AS p
-    JOIN ranged USING (run_id, step, operator_id)
+    SELECT dist, q, lo, hi, x, x - c AS d, purd_bin_guess(x, lo, hi) AS guess
+    FROM (SELECT dist, q, lo, hi, c, unnest(returns) AS x FROM dists)
 ),
 lowered AS (
     SELECT *, purd_bin_lowered(x, guess, lo, hi) AS lowered FROM deviations
@@ -174,47 +175,40 @@ binned AS (
 -- Aggregated per (distribution, bin) first, so one hash aggregate yields both the bin
 -- counts for the mode and partial sums that roll up to the distribution.
 per_bin AS (
-    SELECT run_id, step, operator_id, bin,
+    SELECT dist, bin,
            count(*) AS bin_count,
            sum(d) AS s1, sum(d * d) AS s2, sum(d * d * d) AS s3,
            sum(least(x - q, 0)) AS tail_sum
     FROM binned
-    GROUP BY run_id, step, operator_id, bin
+    GROUP BY dist, bin
 ),
 per_distribution AS (
-    SELECT run_id, step, operator_id,
+    SELECT dist,
            max(purd_bin_rank(bin_count, bin)) AS top_rank,
            sum(s1) AS s1, sum(s2) AS s2, sum(s3) AS s3, sum(tail_sum) AS tail_sum
     FROM per_bin
-    GROUP BY run_id, step, operator_id
+    GROUP BY dist
 ),
 summarized AS (
-    SELECT run_id, step, operator_id, n, q, tail_sum,
+    SELECT run_id, step, operator_id, n, q, tail_sum, returns,
            purd_mean_of(n, lo, hi, c, s1) AS mean,
            purd_m2_of(n, lo, hi, s1, s2) AS m2,
            purd_m3_of(n, s1, s2, s3) AS m3,
            purd_mode_of(top_rank, lo, hi) AS mode
-    FROM ranged JOIN per_distribution USING (run_id, step, operator_id)
-),
--- Scan 3: LTP needs the mode, and the mode needs every return binned first.
-below AS (
-    SELECT run_id, step, operator_id, count(*) AS n_below
-    FROM post_update_returns AS p
-    JOIN summarized AS s USING (run_id, step, operator_id)
-    WHERE s.mode > 0 AND p."return" < beta * s.mode
-    GROUP BY run_id, step, operator_id
+    FROM dists JOIN per_distribution USING (dist)
 )
+-- LTP needs the mode, and the mode needs every return binned first: counted in the list.
 SELECT s.run_id, r.algo, r.env, run_variant(r.variant, r.source) AS variant, r.seed, s.step, s.operator_id,
        s.n,
        s.mean,
        purd_std_of(s.m2) AS std,
        purd_skewness_of(s.m2, s.m3) AS skewness,
        s.mode,
-       purd_ltp_of(coalesce(b.n_below, 0), s.n, s.mode) AS ltp,
+       purd_ltp_of(CASE WHEN s.mode > 0 THEN len(list_filter(s.returns, lambda x: x < beta * s.mode)) END,
+                   s.n, s.mode) AS ltp,
        purd_ltp_note(s.mode) AS ltp_note,
        purd_cvar_of(s.q, s.tail_sum, s.n, alpha) AS cvar
 FROM summarized AS s
-LEFT JOIN below AS b USING (run_id, step, operator_id)
 LEFT JOIN runs AS r USING (run_id)
 ORDER BY s.run_id, s.step, s.operator_id;
 
