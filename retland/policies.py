@@ -179,7 +179,7 @@ def add_policy(warehouse, *, env: str, apply: str | Callable, params, name: str,
 
     wh = _open(warehouse, create=True)
     run_id = new_run_id(name, env, seed)
-    while wh.query("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).height:  # same second, same 4 hex digits
+    while wh.records("SELECT 1 FROM runs WHERE run_id = ?", [run_id]):  # same second, same 4 hex digits
         run_id = new_run_id(name, env, seed)
     stored = config.model_dump(mode="json")
     now = datetime.now(timezone.utc)

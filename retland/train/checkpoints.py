@@ -209,7 +209,7 @@ def load_replay(wh, run_id: str, size: int, capacity: int) -> Transition:
 
 def run_record(wh_or_root, run_id: str) -> dict:
     wh = _open(wh_or_root)
-    rows = wh.query("SELECT * FROM runs WHERE run_id = ?", [run_id]).to_dicts()
+    rows = wh.records("SELECT * FROM runs WHERE run_id = ?", [run_id])
     if not rows:
         raise ValueError(f"no run {run_id!r} in the warehouse at {wh.root}")
     return rows[0]
@@ -228,8 +228,8 @@ def run_config(record: dict) -> TrainConfig | PolicyConfig:
 def list_checkpoints(wh_or_root, run_id: str) -> list[int]:
     """Env steps of the run's recorded checkpoints, ascending."""
     wh = _open(wh_or_root)
-    df = wh.query("SELECT step FROM checkpoints WHERE run_id = ? ORDER BY step", [run_id])
-    return [int(s) for s in df["step"].to_list()]
+    rows = wh.records("SELECT step FROM checkpoints WHERE run_id = ? ORDER BY step", [run_id])
+    return [int(r["step"]) for r in rows]
 
 
 def load_checkpoint(wh_or_root, run_id: str, step: int, *, env: str | None = None) -> Checkpoint:
@@ -240,7 +240,7 @@ def load_checkpoint(wh_or_root, run_id: str, step: int, *, env: str | None = Non
     record = run_record(wh, run_id)
     if env is not None and record["env"] != env:
         raise ValueError(f"run {run_id!r} was trained on {record['env']!r}, not {env!r}")
-    rows = wh.query("SELECT * FROM checkpoints WHERE run_id = ? AND step = ?", [run_id, int(step)]).to_dicts()
+    rows = wh.records("SELECT * FROM checkpoints WHERE run_id = ? AND step = ?", [run_id, int(step)])
     if not rows:
         steps = list_checkpoints(wh, run_id)
         raise ValueError(f"run {run_id!r} has no checkpoint at step {step}; it has "
@@ -324,7 +324,7 @@ def orphan_runs(wh_or_root, job_id: str | None = None) -> list[OrphanRun]:
         sql += " AND starts_with(r.run_id, ?)"
         params.append(job_id + "-s")
     out = []
-    for row in wh.query(sql + " ORDER BY r.run_id", params).iter_rows(named=True):
+    for row in wh.records(sql + " ORDER BY r.run_id", params):
         rid = row["run_id"]
         try:
             job = json.loads(row["config"] or "{}").get("job_id")

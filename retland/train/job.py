@@ -163,10 +163,10 @@ def _save_checkpoints(wh, ids, step, ts, rb, rets):
 def resume_config(warehouse, job_id: str) -> TrainConfig:
     """The config a job was started with (from its runs rows)."""
     wh = warehouse if isinstance(warehouse, Warehouse) else Warehouse.open(warehouse, create=False)
-    df = wh.query("SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY seed", [job_id + "-s"])
-    if df.height == 0:
+    rows = wh.records("SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY seed", [job_id + "-s"])
+    if not rows:
         raise ValueError(f"no training job {job_id!r} in the warehouse at {wh.root}")
-    return ck.run_config(ck.run_record(wh, df["run_id"][0]))
+    return ck.run_config(ck.run_record(wh, rows[0]["run_id"]))
 
 
 def _resume_state(wh, cfg: TrainConfig, ids: list[str]):

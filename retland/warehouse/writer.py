@@ -175,11 +175,13 @@ def _first_duplicate(data: pa.Table, key: tuple[str, ...]) -> int | None:
     for name in key:
         encoded = pc.dictionary_encode(data.column(name)).combine_chunks()
         size = max(len(encoded.dictionary), 1)
-        if capacity * size >= 2**62:
-            import polars as pl
-
-            dup = pl.from_arrow(data.select(list(key))).is_duplicated()
-            return int(dup.arg_true()[1]) if dup.any() else None
+        if capacity * size >= 2**62:  # too many distinct keys to pack: compare the tuples
+            seen = set()
+            for i, row in enumerate(zip(*(data.column(k).to_pylist() for k in key))):
+                if row in seen:
+                    return i
+                seen.add(row)
+            return None
         packed = packed * size + encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         capacity *= size
     order = np.argsort(packed, kind="stable")
