@@ -18,13 +18,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["VARIANTS", "DEFAULT_VARIANT", "LEGACY_VARIANT", "GAUSSIAN_SIGMA", "ACTION_SIGMA", "DIRECTIONS", "SampleSettings", "LandscapeRequest",
+__all__ = ["VARIANTS", "BRAX_VARIANTS", "DMC_VARIANT", "DEFAULT_VARIANT", "LEGACY_VARIANT", "GAUSSIAN_SIGMA", "ACTION_SIGMA", "DIRECTIONS", "SampleSettings", "LandscapeRequest",
            "InterpolationSettings", "StabilizeConfig", "LandscapeError", "InterpolationError", "default_of",
            "help_of"]
 
 # Task rules (termination, reward, observation, reset noise): "paper" restores Brax
 # 0.0.13's, which the paper used (retland.core.paper_tasks); "brax" is brax 0.14's own.
-VARIANTS: tuple[str, ...] = ("paper", "brax")
+# Both are for the brax tasks; a DeepMind Control task has only its own rules, as MuJoCo
+# Playground implements them, recorded as "dmc" (retland.core.dmc).
+BRAX_VARIANTS: tuple[str, ...] = ("paper", "brax")
+DMC_VARIANT = "dmc"
+VARIANTS: tuple[str, ...] = BRAX_VARIANTS + (DMC_VARIANT,)
 DEFAULT_VARIANT = "paper"
 # Runs recorded before variants existed were trained on brax's own rules.
 LEGACY_VARIANT = "brax"

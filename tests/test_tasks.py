@@ -113,7 +113,7 @@ def test_paper_ant_contacts_match_brax_physics_and_are_observed_and_paid():
 
 
 def test_variant_is_checked_recorded_and_legacy_configs_read_as_brax():
-    assert VARIANTS == ("paper", "brax")
+    assert VARIANTS == ("paper", "brax", "dmc")  # dmc: DeepMind Control tasks only (tests/test_dmc.py)
     with pytest.raises(ValueError, match="unknown task variant 'gym'"):
         check_variant("gym")
     assert TrainConfig().variant == "paper"

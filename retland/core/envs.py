@@ -1,10 +1,16 @@
-"""Brax tasks studied by retland, and the fixed reference state s0.
+"""The tasks studied by retland, and the fixed reference state s0.
 
 Every consumer (training, sampling, analyses) builds its environment here so the
 backend, the task rules (`variant`: "paper" = Brax 0.0.13's rules as the paper used,
-retland.core.paper_tasks; "brax" = brax 0.14's own), reset noise and the reference
+retland.core.paper_tasks; "brax" = brax 0.14's own; "dmc" = a DeepMind Control task
+as MuJoCo Playground implements it, retland.core.dmc), reset noise and the reference
 state are decided in one place. The variant is always the run's own: these functions
 have no default for it, so no caller can silently roll out other rules.
+
+The brax tasks (ant, halfcheetah, hopper, walker2d) take variant paper or brax and any
+brax backend; the DeepMind Control tasks (cheetah-run, walker-walk, …) take variant dmc
+and backend mjx only, and need the `dmc` extra (MuJoCo Playground), which is imported
+only when one of them is built.
 """
 from __future__ import annotations
 
@@ -17,9 +23,13 @@ import warnings
 
 import jax
 
-from retland.settings import DEFAULT_VARIANT, LEGACY_VARIANT, VARIANTS  # noqa: F401  (re-exported)
+from retland.core import dmc
+from retland.core.dmc import DMC_BACKEND, DMC_TASKS, is_dmc  # noqa: F401  (re-exported)
+from retland.settings import (BRAX_VARIANTS, DEFAULT_VARIANT, DMC_VARIANT, LEGACY_VARIANT,  # noqa: F401
+                              VARIANTS)
 
-ENVS: tuple[str, ...] = ("ant", "halfcheetah", "hopper", "walker2d")
+BRAX_ENVS: tuple[str, ...] = ("ant", "halfcheetah", "hopper", "walker2d")
+ENVS: tuple[str, ...] = BRAX_ENVS + DMC_TASKS
 BACKENDS: tuple[str, ...] = ("positional", "generalized", "spring", "mjx")
 # positional: 2-3x faster than brax's default `generalized` on CPU for a vmapped
 # 1000-step rollout (see BENCHMARKS.md), and unlike `spring` it keeps joint limits
@@ -45,44 +55,93 @@ _BRAX_CLASSES = {"ant": ("brax.envs.ant", "Ant"), "halfcheetah": ("brax.envs.hal
 
 def brax_task_class(name: str):
     """brax 0.14's environment class for task `name`."""
+    if is_dmc(check_env(name)):
+        raise ValueError(f"{name} is a DeepMind Control task, not a brax one")
     _import_brax_envs()
-    module, cls = _BRAX_CLASSES[check_env(name)]
+    module, cls = _BRAX_CLASSES[name]
     return getattr(importlib.import_module(module), cls)
 
 
 def check_env(name: str) -> str:
-    if name not in ENVS:
-        raise ValueError(f"unknown env {name!r}: choose one of {', '.join(ENVS)}")
-    return name
+    """`name` if retland knows the task (and, for a DeepMind Control task, MuJoCo
+    Playground is installed); else ValueError, one line."""
+    if name in BRAX_ENVS:
+        return name
+    if is_dmc(name):
+        dmc.require_playground()
+        return name
+    hint = dmc.unknown_task_hint(name) if isinstance(name, str) else None
+    raise ValueError(hint or f"unknown env {name!r}: choose one of {', '.join(BRAX_ENVS)} (brax) or "
+                             f"{', '.join(DMC_TASKS)} (DeepMind Control)")
 
 
-def check_variant(variant: str) -> str:
+def check_variant(variant: str, env: str | None = None) -> str:
+    """`variant` if it names task rules, and (given `env`) rules that task has: paper or
+    brax for a brax task, dmc for a DeepMind Control task."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown task variant {variant!r}: choose one of {', '.join(VARIANTS)} "
-                         "(paper = the paper's Brax 0.0.13 task rules, brax = brax 0.14's)")
+                         "(paper = the paper's Brax 0.0.13 task rules, brax = brax 0.14's, "
+                         "dmc = a DeepMind Control task's own)")
+    if env is not None and is_dmc(env) and variant != DMC_VARIANT:
+        raise ValueError(f"variant {variant!r} is a brax task's rules; the DeepMind Control task {env} runs "
+                         f"its own (MuJoCo Playground's): variant {DMC_VARIANT}")
+    if env is not None and not is_dmc(env) and variant == DMC_VARIANT:
+        raise ValueError(f"variant {DMC_VARIANT!r} is for the DeepMind Control tasks ({', '.join(DMC_TASKS)}); "
+                         f"{env} takes {' or '.join(BRAX_VARIANTS)}")
     return variant
 
 
-def check_backend(backend: str) -> str:
+def check_backend(backend: str, env: str | None = None) -> str:
+    """`backend` if it is a physics backend, and (given `env`) one that task runs on:
+    any brax backend for a brax task, mjx for a DeepMind Control task."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if env is not None and is_dmc(env) and backend != DMC_BACKEND:
+        raise ValueError(f"the DeepMind Control task {env} runs on MuJoCo Playground's MJX (JAX) physics: "
+                         f"backend {DMC_BACKEND}, not {backend!r}")
     return backend
 
 
-def make_env(name: str, backend: str = DEFAULT_BACKEND, reset_noise_scale: float | None = None, *,
-             variant: str):
-    """A raw brax env (no episode or auto-reset wrapper) with the given task rules.
+def default_backend(name: str) -> str:
+    """The backend a task runs on when none is named: positional (brax), mjx (DMC)."""
+    return DMC_BACKEND if is_dmc(name) else DEFAULT_BACKEND
 
+
+def default_variant(name: str) -> str:
+    """The task rules a new run of task `name` gets when none are named."""
+    return DMC_VARIANT if is_dmc(name) else DEFAULT_VARIANT
+
+
+def default_horizon(name: str) -> int:
+    """Episode length in env steps: 1000 for the brax tasks (the paper's); a DeepMind
+    Control task's own `episode_length` (1000 control steps)."""
+    return dmc.task_info(check_env(name)).episode_length if is_dmc(name) else DEFAULT_HORIZON
+
+
+def _check_task(name: str, backend: str | None, variant: str) -> tuple[str, str, str]:
+    name = check_env(name)
+    backend = default_backend(name) if backend is None else backend
+    return name, check_backend(backend, name), check_variant(variant, name)
+
+
+def make_env(name: str, backend: str | None = None, reset_noise_scale: float | None = None, *,
+             variant: str):
+    """A raw env (no episode or auto-reset wrapper) with the given task rules.
+
+    backend=None: the task's default (positional for brax, mjx for DeepMind Control).
     reset_noise_scale=None keeps the task's standard reset noise (hopper/walker2d
-    5e-3, ant/halfcheetah 0.1); 0.0 makes `reset` return the reference state s0.
-    Cached: brax env construction parses MJCF and takes seconds.
+    5e-3, ant/halfcheetah 0.1; DeepMind Control: `dmc.standard_reset_noise`); 0.0 makes
+    `reset` return the reference state s0. Cached: construction parses MJCF and takes
+    seconds.
     """
-    return _make_env(check_env(name), check_backend(backend),
-                     None if reset_noise_scale is None else float(reset_noise_scale), check_variant(variant))
+    name, backend, variant = _check_task(name, backend, variant)
+    return _make_env(name, backend, None if reset_noise_scale is None else float(reset_noise_scale), variant)
 
 
 @functools.lru_cache(maxsize=None)
 def _make_env(name: str, backend: str, reset_noise_scale: float | None, variant: str):
+    if is_dmc(name):
+        return dmc.dmc_env(name, standard_reset_noise(name) if reset_noise_scale is None else reset_noise_scale)
     brax_envs = _import_brax_envs()
     # Cached across calls, so it must hold concrete arrays even when first built
     # inside a jit trace.
@@ -99,23 +158,28 @@ def _make_env(name: str, backend: str, reset_noise_scale: float | None, variant:
 @functools.lru_cache(maxsize=None)
 def standard_reset_noise(name: str) -> float:
     """The task's standard reset noise scale (what training uses); the same in both
-    variants: hopper/walker2d 5e-3, ant/halfcheetah 0.1."""
+    brax variants: hopper/walker2d 5e-3, ant/halfcheetah 0.1. DeepMind Control tasks:
+    1 (Playground's own draw over the joint ranges), humanoid 0 (`dmc.standard_reset_noise`)."""
+    if is_dmc(check_env(name)):
+        return dmc.standard_reset_noise(name)
     env_cls = brax_task_class(name)
     return float(inspect.signature(env_cls.__init__).parameters["reset_noise_scale"].default)
 
 
-def reference_env(name: str, backend: str = DEFAULT_BACKEND, *, variant: str):
+def reference_env(name: str, backend: str | None = None, *, variant: str):
     """The env whose reset is deterministic: reset noise 0."""
     return make_env(name, backend, 0.0, variant=variant)
 
 
-def reference_state(name: str, backend: str = DEFAULT_BACKEND, *, variant: str):
-    """s0: the fixed start state every return J(θ) is measured from.
+def reference_state(name: str, backend: str | None = None, *, variant: str):
+    """s0: the fixed start state every return J(θ) is measured from: the reset with
+    noise 0 (brax: the model's initial pose at rest; DeepMind Control: the reference
+    pose of `retland.core.dmc`, which no key changes; cheetah settled for 200 steps).
 
     Computed once per process and held on the host (tracing brax's reset takes
     seconds); callers that need it on a device put it there, and must not mutate it.
     """
-    return _reference_state(check_env(name), check_backend(backend), check_variant(variant))
+    return _reference_state(*_check_task(name, backend, variant))
 
 
 @functools.lru_cache(maxsize=None)
@@ -124,7 +188,7 @@ def _reference_state(name: str, backend: str, variant: str):
     return jax.device_get(jax.jit(env.reset)(jax.random.PRNGKey(0)))
 
 
-def env_dims(name: str, backend: str = DEFAULT_BACKEND, *, variant: str) -> tuple[int, int]:
+def env_dims(name: str, backend: str | None = None, *, variant: str) -> tuple[int, int]:
     """(observation size, action size)."""
     env = make_env(name, backend, variant=variant)
     return int(env.observation_size), int(env.action_size)

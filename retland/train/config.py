@@ -13,8 +13,9 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from retland.core import dmc
 from retland.core.envs import (DEFAULT_BACKEND, DEFAULT_HORIZON, DEFAULT_VARIANT, LEGACY_VARIANT, check_backend,
-                               check_env, check_variant)
+                               check_env, check_variant, default_backend, default_horizon, default_variant)
 
 ALGOS: tuple[str, ...] = ("td3", "sac", "ppo")
 
@@ -149,12 +150,29 @@ def default_checkpoints(algo: str, total_steps: int, granularity: int = 1) -> tu
     return tuple(sorted(set(steps)))
 
 
+class DMCTask(_Model):
+    """What a DeepMind Control run records about its task, read from MuJoCo Playground
+    (`retland.core.dmc.task_info`): the episode length, time steps and reward range."""
+
+    source: str  # "mujoco_playground <version> dm_control_suite.<Name>"
+    episode_length: Size  # control steps per episode
+    ctrl_dt: Rate  # seconds per control step (one env step)
+    sim_dt: Rate  # seconds per physics step
+    reward_min: Finite
+    reward_max: Finite
+
+
 class TrainConfig(_Model):
-    """One training job: `seeds` runs of one algorithm on one env, vmapped together."""
+    """One training job: `seeds` runs of one algorithm on one env, vmapped together.
+
+    A DeepMind Control env (cheetah-run, …) defaults to its own rules (variant dmc),
+    backend mjx and its episode length as horizon, and records its `task`."""
 
     env: str = "hopper"
+    # Brax physics backend; a DeepMind Control task: mjx (MuJoCo Playground's MJX, JAX).
     backend: str = DEFAULT_BACKEND
-    # Task rules: "paper" = Brax 0.0.13's, as the paper trained on; "brax" = brax 0.14's.
+    # Task rules: "paper" = Brax 0.0.13's, as the paper trained on; "brax" = brax 0.14's;
+    # "dmc" = a DeepMind Control task's own (the only rules those tasks take).
     variant: str = DEFAULT_VARIANT
     seeds: Size = 20
     seed: Count = 0  # seed index i of the job's runs uses PRNGKey(seed + i)
@@ -163,16 +181,47 @@ class TrainConfig(_Model):
     eval_every: Size | None = None  # env steps between learning-curve points; None = total/50
     horizon: Size = DEFAULT_HORIZON  # episode length (time-limit truncation) and eval horizon
     agent: AgentConfig = Field(default_factory=TD3Config)
+    # DeepMind Control tasks: the task's record (filled in from Playground); None for brax.
+    task: DMCTask | None = None
 
     @property
     def algo(self) -> str:
         return self.agent.algo
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data):
+        """A DeepMind Control env brings its own defaults: backend mjx, variant dmc, the
+        task's episode length as horizon, and its task record (kept as stored if given)."""
+        if not isinstance(data, dict):
+            return data
+        env = data.get("env", cls.model_fields["env"].default)
+        if not (isinstance(env, str) and dmc.is_dmc(env) and dmc.have_playground()):
+            return data  # a brax task, or an error the env check reports
+        data = dict(data)
+        data.setdefault("backend", default_backend(env))
+        data.setdefault("variant", default_variant(env))
+        data.setdefault("horizon", default_horizon(env))
+        if data.get("task") is None:
+            data["task"] = dmc.task_info(env)._asdict()
+        return data
+
     @field_validator("env", "backend", "variant")
     @classmethod
     def _task(cls, v, info):
-        checks = {"env": check_env, "backend": check_backend, "variant": check_variant}
-        return checks[info.field_name](v)
+        if info.field_name == "env":
+            return check_env(v)
+        env = info.data.get("env")  # absent if the env was refused
+        check = check_backend if info.field_name == "backend" else check_variant
+        return check(v, env)
+
+    @field_validator("task")
+    @classmethod
+    def _task_record(cls, v, info):
+        env = info.data.get("env")
+        if v is not None and env is not None and not dmc.is_dmc(env):
+            raise ValueError(f"a task record is for DeepMind Control envs; {env} is a brax task")
+        return v
 
     @property
     def granularity(self) -> int:
