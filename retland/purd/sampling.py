@@ -238,8 +238,7 @@ class SampleResult:
 
 def ensure_operator(wh, spec: OperatorSpec) -> None:
     """Record the operator once (a race may write it twice; the view deduplicates)."""
-    df = wh.query("SELECT count(*) AS n FROM operators WHERE operator_id = ?", [spec.operator_id])
-    if df["n"][0] == 0:
+    if not wh.records("SELECT 1 FROM operators WHERE operator_id = ?", [spec.operator_id]):
         wh.append("operators", [spec.operators_row()])
 
 
