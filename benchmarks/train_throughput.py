@@ -5,6 +5,7 @@ one gradient update per env step, replay prefilled. Timings exclude compilation 
 program runs once before it is timed) and are the median of `--repeats` timed chunks
 (brax: of its post-compile training epochs), because a shared 2-core machine drifts by
 ±15% between minutes. Prints env-steps/s (all seeds together) and the ratios to brax SAC.
+Runs on JAX 0.9.2 through 0.12 (brax.training needs the shim in brax_sac_rate from 0.10 on).
 Run: python benchmarks/train_throughput.py
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from retland.core.envs import DEFAULT_BACKEND, make_env
@@ -42,9 +44,22 @@ def retland_rate(agent, seeds: int, steps: int, prefill: int = 1000, repeats: in
     return float(np.median(rates))
 
 
+def _device_put_replicated(x, devices):
+    """jax.device_put_replicated as JAX <= 0.9 defined it, from public APIs: every leaf
+    stacked along a new leading axis of len(devices), slice i on devices[i] (a
+    NamedSharding over a one-axis mesh, the replacement the JAX pmap migration guide gives)."""
+    mesh = jax.sharding.Mesh(np.array(devices), ("replica",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("replica"))
+    return jax.tree.map(lambda leaf: jax.device_put(jnp.stack([jnp.asarray(leaf)] * len(devices)), sharding), x)
+
+
 def brax_sac_rate(steps: int, prefill: int = 1000, repeats: int = 3) -> float:
+    # Compatibility shim, benchmark only: brax.training (0.14) still calls
+    # jax.device_put_replicated, which JAX 0.10 removed. On older JAX the original stays.
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if not hasattr(jax, "device_put_replicated"):
+            jax.device_put_replicated = _device_put_replicated
         from brax.training.agents.sac import train as brax_sac
     rates = []
 
