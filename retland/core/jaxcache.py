@@ -7,6 +7,10 @@ host CPU's instruction set: an executable compiled on an AVX-512 node and loaded
 node without it can crash with SIGILL (XLA only warns). So the folder holds one
 sub-folder per CPU feature set (`host_tag`), and a home folder shared by a cluster's
 mixed nodes gives each kind of node its own executables.
+
+The cache skips XLA's compilation, not Python's tracing of the program; the program
+store (`retland.core.programs`, in `programs/` beside the per-host folders) keeps the
+traced programs too, so a later process skips both.
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ _enabled: Path | None = None
 
 
 def default_path() -> Path:
-    """$RETLAND_JAX_CACHE, else ~/.cache/retland/jax."""
+    """$RETLAND_JAX_CACHE, else ~/.cache/retland/jax (the program store's default
+    folder is `programs/` inside it)."""
     env = os.environ.get(ENV_VAR)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "retland" / "jax"
 

@@ -20,6 +20,14 @@ there, several chunks in flight (async dispatch), results collected in order: th
 executable on every device (on one platform this was measured bit-identical to one
 device; `pmap`/`shard_map` of the same code are not).
 
+Start-up. A chunk program is traced once and kept in the program store
+(`retland.core.programs`, beside the compile cache), keyed by the program, the argument
+shapes, the platform and the code and package versions; a later process loads it
+instead of tracing the rollout again (the slow part of a second process's start), and
+compiles it through the persistent compilation cache. The reference state s0 is kept
+there too. The stored program is the traced one exported by `jax.export`: rows are the
+same bit for bit. RETLAND_PROGRAM_CACHE=0 turns the store off.
+
 Storing (`compute`). For each chunk, the rows of indices that are new and inside [0, N)
 (`Work.keep`) are checked against the target table's declared rules (finite returns, …)
 and against the horizon, then buffered; the buffer is appended as one atomic Parquet
@@ -41,7 +49,7 @@ import jax
 import numpy as np
 import pyarrow as pa
 
-from retland.core import jaxcache
+from retland.core import jaxcache, programs
 from retland.core.envs import make_env, reference_env, reference_state
 from retland.core.networks import DeterministicActor
 from retland.core.rollout import rollout
@@ -127,10 +135,10 @@ def sample_rollout(program: SampleProgram, op_state, start_state, base_key, j, p
                    action_noise=program.action_noise, key=rkey, per_step=per_step)
 
 
-_COMPILED: dict[tuple[SampleProgram, bool], Callable] = {}
+_COMPILED: dict[tuple[SampleProgram, bool], programs.StoredJit] = {}
 
 
-def chunk_function(program: SampleProgram, per_step: bool = False) -> Callable:
+def chunk_function(program: SampleProgram, per_step: bool = False) -> programs.StoredJit:
     """jit(fn(op_state, start_state, base_key, indices [B]) -> Rollout [B]).
 
     op_state and the start state are arguments, never closed-over constants, so one
@@ -138,6 +146,10 @@ def chunk_function(program: SampleProgram, per_step: bool = False) -> Callable:
     per_step=True also returns the `Steps` record [B, T] (trajectory analyses); it is a
     different program, so whether its returns match the summary program's bit for bit
     is for the caller to check.
+
+    The traced program of each argument signature is kept in the program store
+    (`retland.core.programs.StoredJit`): a later process loads it instead of tracing.
+    start_state may be `reference_start(program)`.
     """
     fn = _COMPILED.get((program, per_step))
     if fn is None:
@@ -146,8 +158,24 @@ def chunk_function(program: SampleProgram, per_step: bool = False) -> Callable:
         def chunk(op_state, start_state, base_key, indices):
             return jax.vmap(lambda j: sample_rollout(program, op_state, start_state, base_key, j, per_step))(indices)
 
-        fn = _COMPILED[(program, per_step)] = jax.jit(chunk)
+        fn = _COMPILED[(program, per_step)] = programs.StoredJit(
+            chunk, ("retland.purd.engine.chunk_function", program, per_step), name="chunk")
     return fn
+
+
+def forget_compiled() -> None:
+    """Drop this process's chunk functions, so the next call of each program looks it up
+    in the program store as a new process would (tests; a long-lived session)."""
+    _COMPILED.clear()
+
+
+def reference_start(program: SampleProgram):
+    """The program's reference state s0 for a chunk function, kept in the program store
+    (a `programs.StoredValue`: building the env and tracing its reset are skipped when
+    it is stored), or the state itself when the store is off."""
+    env, backend, variant = program.env, program.backend, program.variant
+    return programs.stored_value(("retland.core.envs.reference_state", env, backend, variant),
+                                 lambda: reference_state(env, backend, variant=variant))
 
 
 # --------------------------------------------------------------------------- chunks
@@ -211,7 +239,7 @@ def run_chunks(
     fn = chunk_function(program)
     devs = resolve_devices(devices)
     if start_state is None:
-        start_state = reference_state(program.env, program.backend, variant=program.variant)
+        start_state = reference_start(program)
     placed = [
         (jax.device_put(op_state, d), jax.device_put(start_state, d), jax.device_put(base_key, d))
         for d in devs
