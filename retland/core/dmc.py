@@ -345,10 +345,10 @@ def body_state(name: str, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     an uprightness), so its height is NaN; humanoid observes its head height after its
     21 joint angles, and the world's z axis in the torso frame after the extremities."""
     obs = np.asarray(obs, np.float64)
-    family = _TASKS[name][1]
-    if family in ("cheetah", "planar") and not name.startswith("walker"):
+    domain = name.split("-")[0]
+    if domain in ("cheetah", "hopper"):
         return obs[:, 0], obs[:, 1]
-    if name.startswith("walker"):
+    if domain == "walker":
         return np.full(len(obs), np.nan), np.arctan2(obs[:, 1], obs[:, 0])
     # humanoid: 21 joint angles, head height, 4 extremities x 3, the world z axis in the
     # torso frame (zx, zy, zz): a pitch θ about y gives zx = −sin θ.
