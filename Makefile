@@ -2,14 +2,34 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# Extras installed with the package, comma-separated: `make install EXTRAS=test,dmc` adds
+# the DeepMind Control tasks (constraints.txt pins them too). Each set gets its own stamp.
+EXTRAS ?= test
+comma  := ,
+STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: install demo test test-slow bench clean-demo
+# The newest JAX pip gives for this interpreter (inside pyproject's range), in a second
+# venv, for the engine's tests: `make test-newest-jax`; on Python 3.12 (where pip gives
+# jax 0.12): `make test-newest-jax PYTHON=python3.12 NEWJAX_VENV=.venv-newjax312`.
+# `rm -r .venv-newjax` to pick up a newer release.
+NEWJAX_VENV  ?= .venv-newjax
+NEWJAX_PY    := $(NEWJAX_VENV)/bin/python
+NEWJAX_STAMP := $(NEWJAX_VENV)/.installed
+# Environments and tasks, rollouts, update operators, sampling (warehouse rows, resume),
+# and training smoke runs of every agent: the parts whose results JAX computes. Left out
+# for time (make test runs them): walker2d's and ant's task rules, which compile their own
+# physics (hopper's stay), and the two-chunk-size distribution comparison.
+NEWJAX_TESTS ?= tests/test_tasks.py tests/test_rollout.py tests/test_operators.py tests/test_sampling.py \
+                tests/test_agents.py tests/test_agents_sac_ppo.py
+NEWJAX_K ?= not walker2d and not ant_contacts and not another_chunk_size
+NEWJAX_PYTEST_ARGS ?= -n 2 --dist loadfile
+
+.PHONY: install demo test test-newest-jax test-slow bench clean-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,6 +44,24 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# The second tested set: constraints.txt with jax and jaxlib left free.
+constraints-newest-jax.txt: constraints.txt
+	{ echo "# Made by make from constraints.txt: the same pins, jax and jaxlib left free, so pip takes"; \
+	  echo "# the newest JAX inside pyproject's range for the interpreter (make test-newest-jax)."; \
+	  grep -v -E '^(#|jax==|jaxlib==)' constraints.txt; } > $@
+
+$(NEWJAX_STAMP): pyproject.toml constraints-newest-jax.txt
+	test -x $(NEWJAX_PY) || $(PYTHON) -m venv $(NEWJAX_VENV)
+	echo '*' > $(NEWJAX_VENV)/.gitignore
+	$(NEWJAX_PY) -m pip install -q --upgrade pip
+	$(NEWJAX_PY) -m pip install -q --upgrade -c constraints-newest-jax.txt -e '.[$(EXTRAS)]' jax jaxlib
+	$(NEWJAX_PY) -m pip freeze --exclude-editable > $(NEWJAX_VENV)/installed-set.txt
+	touch $(NEWJAX_STAMP)
+
+test-newest-jax: $(NEWJAX_STAMP)
+	@$(NEWJAX_PY) -c "import sys, jax, jaxlib; print(f'newest JAX: jax {jax.__version__}, jaxlib {jaxlib.__version__}, Python {sys.version.split()[0]}')"
+	RETLAND_JAX_CACHE=$(abspath $(NEWJAX_VENV))/jax-cache-tests $(NEWJAX_PY) -m pytest -q $(NEWJAX_PYTEST_ARGS) -k "$(NEWJAX_K)" $(NEWJAX_TESTS)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
