@@ -6,6 +6,9 @@ then built anew and looks its program up in the store, as a fresh process does
 (benchmarks/startup.py measures real fresh processes of `retland sample`)."""
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pytest
 
@@ -142,3 +145,37 @@ def test_keys_hash_a_user_modules_source_and_refuse_what_cannot_be_named(tmp_pat
     # equal values, equal keys: a float's text is exact, a tuple is not a list
     assert key(Gaussian(0.05)) == key(Gaussian(0.05)) and key(Gaussian(0.05)) != key(Gaussian(0.05000001))
     assert key((1, 2)) != key([1, 2])
+
+
+def test_stored_values_are_kept_and_the_least_recently_used_entries_pruned(tmp_path, monkeypatch):
+    monkeypatch.setenv(programs.ENV_VAR, str(tmp_path))
+    monkeypatch.setattr(programs, "MAX_ENTRIES", 2)
+    computed = []
+
+    def value(i):
+        def compute():
+            computed.append(i)
+            return {"a": np.arange(3, dtype=np.float32) + i, "b": (np.int32(i), None)}
+        return programs.stored_value(("test_startup.value", i), compute)
+
+    def age_all():  # every entry used a minute ago
+        old = time.time() - 60
+        for p in entries(tmp_path):
+            os.utime(p, (old, old))
+
+    first = value(0)
+    assert isinstance(first, programs.StoredValue) and computed == [0]
+    value(1)
+    age_all()
+    programs.reset_stats()
+    again = value(0)  # read back (not computed) and so used last
+    assert programs.stats()["value_hits"] == 1 and computed == [0, 1]
+    assert [np.asarray(x).tolist() for x in again.leaves] == [[0, 1, 2], 0]
+    np.testing.assert_array_equal(again.tree()["a"], [0, 1, 2])  # the real tree around the stored leaves
+    value(2)  # a third entry: the least recently used one (1) goes
+    assert len(entries(tmp_path)) == 2 and computed == [0, 1, 2]
+    programs.reset_stats()
+    value(0), value(2)
+    assert programs.stats()["value_hits"] == 2 and computed == [0, 1, 2]
+    value(1)
+    assert computed == [0, 1, 2, 1]

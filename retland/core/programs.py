@@ -35,8 +35,9 @@ cache ($RETLAND_JAX_CACHE, else ~/.cache/retland/jax). RETLAND_PROGRAM_CACHE=0 (
 false, no) turns the store off: every process traces, as before. An entry is written to
 a temporary file and renamed into place, so readers see whole files; it holds its full
 key and a checksum, and an entry that cannot be read, is damaged or was written for
-another key is ignored and rewritten: never an error. Entries are not pruned; deleting
-the folder is always safe.
+another key is ignored and rewritten: never an error. A hit touches its entry; past
+`MAX_ENTRIES` entries the least recently used are deleted (code edits make new keys, so
+old entries pile up in a development tree). Deleting the folder is always safe.
 
 Saving a program needs the `flatbuffers` package (jax's serializer); without it the
 store is off and `stats()["reason"]` says so.
@@ -80,6 +81,7 @@ ON = ("", "1", "on", "true", "yes")
 FORMAT = 1  # layout of an entry file and of its key
 MAGIC = b"retland-program-store\n"
 SUFFIX = ".rlp"
+MAX_ENTRIES = 500  # a 1000-step rollout's entry is ~0.2 MB
 # retland's code a chunk program depends on: every source file under these packages.
 CODE_PACKAGES = ("core", "purd", "agents")
 # Distributions whose version is part of every key; their modules' files are not hashed.
@@ -352,7 +354,7 @@ def _write(root: Path, digest: str, key: str, meta: dict, payload: bytes) -> Non
     tmp = None
     try:
         root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=".tmp-", suffix=SUFFIX)
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".tmp-", suffix=".part")
         with os.fdopen(fd, "wb") as f:
             f.write(MAGIC + len(header).to_bytes(8, "little") + header + payload)
             f.flush()
@@ -360,14 +362,38 @@ def _write(root: Path, digest: str, key: str, meta: dict, payload: bytes) -> Non
         os.replace(tmp, _entry_path(root, digest))
         tmp = None
         _stats["stored"] += 1
+        _prune(root)
     except OSError:
         _stats["write_errors"] += 1
     finally:
         if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            _unlink(Path(tmp))
+
+
+def _prune(root: Path, keep: int | None = None) -> None:
+    """Delete the least recently used entries beyond `keep` (MAX_ENTRIES), and partial
+    files an interrupted writer left more than an hour ago."""
+    keep = MAX_ENTRIES if keep is None else keep
+    found = []
+    now = time.time()
+    for path in root.iterdir():
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            continue
+        if path.suffix == SUFFIX:
+            found.append((mtime, path))
+        elif path.name.startswith(".tmp-") and now - mtime > 3600:
+            _unlink(path)
+    for _, path in sorted(found)[:max(0, len(found) - keep)]:
+        _unlink(path)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def _read(root: Path, digest: str, key: str) -> tuple[dict, bytes] | None:
@@ -390,10 +416,14 @@ def _read(root: Path, digest: str, key: str) -> tuple[dict, bytes] | None:
         if (header["format"] != FORMAT or header["key"] != key or header["size"] != len(payload)
                 or header["sha256"] != hashlib.sha256(payload).hexdigest()):
             raise ValueError("damaged or of another key")
-        return header["meta"], payload
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         _stats["ignored"] += 1
         return None
+    try:
+        os.utime(path)  # recently used: kept by `_prune`
+    except OSError:
+        pass
+    return header["meta"], payload
 
 
 # ------------------------------------------------------------------------ tree specs
