@@ -45,22 +45,24 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
-# The second tested set: constraints.txt with jax and jaxlib left free.
+# The second tested set: constraints.txt with jax, jaxlib and flax left free. flax is freed
+# with JAX: the pinned 0.12.6 (the newest that runs on jax 0.9.2) calls
+# jax.core.get_opaque_trace_state, which jax 0.12 removed; later flax needs jax >= 0.10.
 constraints-newest-jax.txt: constraints.txt
-	{ echo "# Made by make from constraints.txt: the same pins, jax and jaxlib left free, so pip takes"; \
-	  echo "# the newest JAX inside pyproject's range for the interpreter (make test-newest-jax)."; \
-	  grep -v -E '^(#|jax==|jaxlib==)' constraints.txt; } > $@
+	{ echo "# Made by make from constraints.txt: the same pins, jax, jaxlib and flax left free, so pip"; \
+	  echo "# takes the newest JAX inside pyproject's range for the interpreter (make test-newest-jax)."; \
+	  grep -v -E '^(#|jax==|jaxlib==|flax==)' constraints.txt; } > $@
 
 $(NEWJAX_STAMP): pyproject.toml constraints-newest-jax.txt
 	test -x $(NEWJAX_PY) || $(PYTHON) -m venv $(NEWJAX_VENV)
 	echo '*' > $(NEWJAX_VENV)/.gitignore
 	$(NEWJAX_PY) -m pip install -q --upgrade pip
-	$(NEWJAX_PY) -m pip install -q --upgrade -c constraints-newest-jax.txt -e '.[$(EXTRAS)]' jax jaxlib
+	$(NEWJAX_PY) -m pip install -q --upgrade -c constraints-newest-jax.txt -e '.[$(EXTRAS)]' jax jaxlib flax
 	$(NEWJAX_PY) -m pip freeze --exclude-editable > $(NEWJAX_VENV)/installed-set.txt
 	touch $(NEWJAX_STAMP)
 
 test-newest-jax: $(NEWJAX_STAMP)
-	@$(NEWJAX_PY) -c "import sys, jax, jaxlib; print(f'newest JAX: jax {jax.__version__}, jaxlib {jaxlib.__version__}, Python {sys.version.split()[0]}')"
+	@$(NEWJAX_PY) -c "import sys, jax, jaxlib, flax; print(f'newest JAX: jax {jax.__version__}, jaxlib {jaxlib.__version__}, flax {flax.__version__}, Python {sys.version.split()[0]}')"
 	RETLAND_JAX_CACHE=$(abspath $(NEWJAX_VENV))/jax-cache-tests $(NEWJAX_PY) -m pytest -q $(NEWJAX_PYTEST_ARGS) -k "$(NEWJAX_K)" $(NEWJAX_TESTS)
 
 test-slow: $(STAMP)
