@@ -69,18 +69,22 @@ def config_error(exc, given: set[str] = frozenset(), source: str | None = None) 
 @app.command()
 def train(
     algo: Annotated[Optional[Algo], typer.Option(help="Algorithm (default td3, or the config file's).")] = None,
-    env: Annotated[Optional[str], typer.Option(help="ant | halfcheetah | hopper | walker2d (default hopper).")] = None,
+    env: Annotated[Optional[str], typer.Option(
+        help="ant | halfcheetah | hopper | walker2d (default hopper), or a DeepMind Control task with the dmc "
+             "extra: cheetah-run, hopper-hop, hopper-stand, walker-stand, walker-walk, walker-run, "
+             "humanoid-stand, humanoid-walk, humanoid-run.")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="Seeds trained together, vmapped (default 20).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="First seed; seed i uses PRNGKey(seed + i).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Env steps per seed (default: td3/sac 1e6, ppo 6e7).")] = None,
     checkpoints: Annotated[Optional[str], typer.Option(
         help="Comma-separated env steps to checkpoint at (default 50k,150k,…,950k; ppo: 10 evenly spaced).")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Env steps between learning-curve points.")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="Brax physics backend (default positional).")] = None,
+    backend: Annotated[Optional[str], typer.Option(
+        help="Brax physics backend (default positional); DeepMind Control tasks run on mjx (MuJoCo's JAX physics).")] = None,
     variant: Annotated[Optional[str], typer.Option(
         help="Task rules: paper (default; the paper's Brax 0.0.13 terminations, rewards and observations, "
              "e.g. hopper ends only when its torso drops below 0.7) or brax (brax 0.14's own: hopper also "
-             "ends when tilted past 0.2 rad).")] = None,
+             "ends when tilted past 0.2 rad). DeepMind Control tasks: dmc, their own rules (the default for them).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with TrainConfig fields and an \\[agent] table.")] = None,
     resume: Annotated[Optional[str], typer.Option(
         help="Job id (run id without -s<seed>) to continue from its last checkpoint "

@@ -132,6 +132,10 @@ def plan(wh, run_id: str, step: int, operator: str | None = None, pairs: int = 1
 
 def body_state(env: str, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(torso height, torso pitch) [T] from observations [T, O]."""
+    from retland.core import dmc
+
+    if dmc.is_dmc(env):
+        return dmc.body_state(env, obs)
     if env == "ant":
         w, x, y, z = obs[:, 1], obs[:, 2], obs[:, 3], obs[:, 4]
         return obs[:, 0], np.arcsin(np.clip(2 * (w * y - z * x), -1.0, 1.0))

@@ -7,7 +7,7 @@ import sys
 from importlib import metadata
 
 PACKAGES = ("retland", "jax", "jaxlib", "flax", "optax", "brax", "mujoco", "orbax-checkpoint",
-            "numpy", "duckdb", "pyarrow", "polars", "scipy")
+            "numpy", "duckdb", "pyarrow", "polars", "scipy", "playground", "mujoco-mjx")
 
 
 def package_versions() -> dict[str, str | None]:

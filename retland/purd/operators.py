@@ -295,7 +295,12 @@ def parse_operator(text: str, *, env: str | None = None, horizon: int = 1000, se
         if env is None:
             raise ValueError(f"operator {text!r}: init_state as a factor of the standard reset range "
                              "needs the env (its standard reset noise)")
-        return standard_reset_noise(env)
+        standard = standard_reset_noise(env)
+        if standard == 0:  # e.g. Playground starts humanoid at its default pose
+            raise ValueError(f"operator {text!r}: {env}'s standard reset noise is 0 (it starts from a fixed pose), "
+                             "so a factor of it is no noise; give init_state:abs=A, for DeepMind Control tasks a "
+                             "fraction A in (0, 1] of the joint ranges")
+        return standard
 
     return _build(text, horizon, seed, reset_range)
 

@@ -44,7 +44,9 @@ def _build(wh: Warehouse, where: str | None, alpha: float, beta: float, n_resamp
 
 
 _VARIANT_TEXT = {"paper": "the paper's (Brax 0.0.13) termination, reward and observation rules",
-                 "brax": "brax 0.14's own rules (hopper and walker2d also end on torso angle; ant without contacts)"}
+                 "brax": "brax 0.14's own rules (hopper and walker2d also end on torso angle; ant without contacts)",
+                 "dmc": "the DeepMind Control task's own rules as MuJoCo Playground implements them (rewards in [0, 1], "
+                        "1000 steps, no termination)"}
 
 
 def tasks_line(ctx: ReportContext) -> str:
@@ -61,7 +63,8 @@ def tasks_line(ctx: ReportContext) -> str:
     parts = []
     for variant, backend, n in rows:
         rules = _VARIANT_TEXT.get(variant, "task rules unknown (imported)")
-        physics = f"brax 0.14 `{backend}` physics" if backend else "physics unknown"
+        physics = ("MuJoCo MJX (JAX) physics" if variant == "dmc" else
+                   f"brax 0.14 `{backend}` physics" if backend else "physics unknown")
         parts.append(f"{n} run{'s' if n != 1 else ''}: variant `{variant or 'NULL'}`, {rules}, on {physics}")
     return ("tasks: " + "; ".join(parts) + ". The simulator is not the paper's Brax 0.0.13 engine, so returns are "
             "not comparable with the paper's number for number (docs/method.md §3).")

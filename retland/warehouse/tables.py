@@ -119,7 +119,8 @@ register(TableSpec(
         _f("env", pa.string(), False),
         _f("seed", pa.int32(), False),
         _f("backend", pa.string(), doc="brax physics backend; NULL when imported"),
-        _f("variant", pa.string(), doc="task rules: paper (Brax 0.0.13's, as the paper) | brax (brax 0.14's); "
+        _f("variant", pa.string(), doc="task rules: paper (Brax 0.0.13's, as the paper) | brax (brax 0.14's) | dmc (DeepMind Control, "
+           "MuJoCo Playground); "
            "NULL for runs recorded before variants existed (brax) and for imported runs"),
         _f("source", pa.string(), False, "trained | imported | derived | added"),
         _f("parent_run_id", pa.string(), doc="for derived runs (e.g. stabilize): the source run"),
