@@ -571,6 +571,7 @@ class StoredJit:
         self.fn, self.identity, self.name = fn, identity, name
         self._traced: Callable | None = None
         self._calls: dict[Any, Callable] = {}
+        self._proven: set = set()  # signatures whose stored program has run once
         self._identity_key: tuple[str, dict] | Unstorable | None = None
 
     def traced(self) -> Callable:
@@ -585,7 +586,17 @@ class StoredJit:
         call = self._calls.get(signature)
         if call is None:
             call = self._calls[signature] = self._prepare(args, leaves)
-        out = call(args, leaves)
+        if call == self._run_traced or signature in self._proven:
+            out = call(args, leaves)
+        else:
+            try:  # the first call of a loaded or exported program lowers and compiles it
+                out = call(args, leaves)
+            except Exception as exc:  # noqa: BLE001 - e.g. a JAX that cannot call this export: trace instead
+                _stats["traced"] += 1
+                _stats["reason"] = f"{self.name}: the stored program failed ({type(exc).__name__}: {str(exc)[:200]})"
+                call = self._calls[signature] = self._run_traced
+                out = call(args, leaves)
+            self._proven.add(signature)
         if _stats["first_dispatch"] is None:
             _stats["first_dispatch"] = time.time()
         return out
