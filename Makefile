@@ -24,7 +24,7 @@ NEWJAX_TESTS ?= tests/test_tasks.py tests/test_rollout.py tests/test_operators.p
 NEWJAX_K ?= not walker2d and not ant_contacts and not another_chunk_size
 NEWJAX_PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: install demo test test-newest-jax test-slow bench clean-demo
+.PHONY: install demo test test-newest-jax test-dmc test-slow bench clean-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,13 @@ $(NEWJAX_STAMP): pyproject.toml constraints-newest-jax.txt
 test-newest-jax: $(NEWJAX_STAMP)
 	@$(NEWJAX_PY) -c "import sys, jax, jaxlib, flax; print(f'newest JAX: jax {jax.__version__}, jaxlib {jaxlib.__version__}, flax {flax.__version__}, Python {sys.version.split()[0]}')"
 	RETLAND_JAX_CACHE=$(abspath $(NEWJAX_VENV))/jax-cache-tests $(NEWJAX_PY) -m pytest -q $(NEWJAX_PYTEST_ARGS) -k "$(NEWJAX_K)" $(NEWJAX_TESTS)
+
+# The DeepMind Control tasks: installs the dmc extra (MuJoCo Playground) into .venv and runs
+# every test of tests/test_dmc.py, slow ones included (a TD3 train/sample/stats run on
+# cheetah-run). CI runs it after make test; `make test` skips them while the extra is absent.
+test-dmc:
+	$(MAKE) install EXTRAS=test,dmc
+	$(PY) -m pytest -q -m "slow or not slow" tests/test_dmc.py
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -124,6 +124,7 @@ def test_every_task_steps_with_matching_shapes(playground, monkeypatch):
     _check_tasks(playground, monkeypatch, traced=dmc.DMC_TASKS)
 
 
+@pytest.mark.slow  # eager MJX resets, ~80 s on 2 cores; `make test-dmc` (CI) runs it
 def test_reset_noise_scale(playground):
     """Scale 1 is Playground's reset bit for bit; 0 is s0 for every key; 0.5 draws
     within half the ranges around the reference pose (hopper: knee reference 0.087)."""

@@ -223,6 +223,7 @@ def test_sample_update_refuses_bad_updates(added):
     assert tree_digest(wh.root) == before
 
 
+@pytest.mark.slow  # ~70 s on 2 cores: its own compile of the line program
 def test_interpolation_between_added_policies(added, capsys, monkeypatch):
     wh, ra, rb, _, _ = added
     code, out, err = run_cli(capsys, monkeypatch, "interpolate", "--a", f"{ra}:0", "--b", f"{rb}:7",
@@ -245,6 +246,7 @@ def test_interpolation_between_added_policies(added, capsys, monkeypatch):
     assert tree_digest(wh.root) == before
 
 
+@pytest.mark.slow  # ~75 s on 2 cores: its own compile of the grid program
 def test_landscape_of_an_added_policy(added, capsys, monkeypatch):
     wh, ra = added[0], added[1]
     for directions in ("gaussian", "filter-normalized"):
