@@ -96,21 +96,13 @@ def study(wh: Path) -> dict[str, str]:
     return out
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def platform_key() -> str:
     """Where recorded hashes hold: CPU model and architecture, jax/jaxlib, backend."""
     from importlib.metadata import version
 
     import jax
+
+    from retland.core.repro import cpu_name
 
     return (f"{platform.machine()} {cpu_name()}, jax {version('jax')}, jaxlib {version('jaxlib')}, "
             f"{jax.default_backend()}")

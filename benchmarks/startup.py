@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import pstats
 import resource
 import shutil
@@ -40,16 +39,6 @@ import time
 from pathlib import Path
 
 RUN_ENV = "hopper"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def retland(args: list[str], env: dict, profile: Path | None = None) -> tuple[float, float, float, dict | None]:
@@ -121,6 +110,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--breakdown", action="store_true", help="profile one more warm stored start")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
+
+    from retland.core.repro import cpu_name
 
     tmp = Path(tempfile.mkdtemp(prefix="retland-startup-"))
     try:

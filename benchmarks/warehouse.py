@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -27,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from retland import stats
+from retland.core.repro import cpu_name
 from retland.warehouse import Warehouse
 
 
@@ -64,15 +64,6 @@ def baseline_views(root: Path) -> dict[str, str]:
     }
 
 
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def timed_medians(cons: dict, sql: str, repeats: int) -> tuple[dict[str, tuple[float, float]], dict]:

@@ -20,6 +20,19 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows: the
+    machine line of a benchmark."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def devices() -> list[str]:
     try:
         import jax  # inside the try: a record must never break the job it describes

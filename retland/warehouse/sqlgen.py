@@ -120,8 +120,8 @@ def view_sql(spec: TableSpec, prefix: str = "") -> str:
     Concurrency: both table functions glob when the query is bound; a part published
     between the two globs of one query is scanned as non-overlapping, so a query racing
     the very write that duplicates a key may show that key twice; the next query does
-    not. (purd_stats() reads the view three times, so it was never a snapshot of a
-    warehouse being written to.)
+    not. (purd_stats() reads the view once, in one materialized step, so its statistics
+    all come from the same read.)
     """
     opts = ["union_by_name = true", "filename = true"]
     if spec.partition_by:
