@@ -49,7 +49,8 @@ import numpy as np
 
 from retland.agents import get_agent
 from retland.agents.policy import PolicyAgent, PolicyConfig, describe_mismatch, host_tree, tree_spec
-from retland.core.envs import DEFAULT_BACKEND, DEFAULT_HORIZON, check_backend, check_env, check_variant, env_dims
+from retland.core.envs import (check_backend, check_env, check_variant, default_backend, default_horizon,
+                               default_variant, env_dims, is_dmc)
 from retland.core.importpath import function_path
 from retland.core.repro import reproducibility_record
 from retland.purd.engine import AgentPolicy, SampleProgram
@@ -143,17 +144,19 @@ def new_run_id(name: str, env: str, seed: int) -> str:
 
 
 def add_policy(warehouse, *, env: str, apply: str | Callable, params, name: str, step: int = 0,
-               apply_kwargs: dict | None = None, variant: str = ADDED_VARIANT, backend: str = DEFAULT_BACKEND,
-               seed: int = 0, horizon: int = DEFAULT_HORIZON) -> str:
+               apply_kwargs: dict | None = None, variant: str | None = None, backend: str | None = None,
+               seed: int = 0, horizon: int | None = None) -> str:
     """Store a deterministic JAX policy as an added run with one checkpoint; returns its run id.
 
     env, backend, variant: the task the policy acts in (variant default "brax", brax
-    0.14's rules; "paper" for the paper's). apply: "package.module:function" or an
+    0.14's rules, "paper" for the paper's; backend default positional; a DeepMind Control
+    task defaults to its own: variant dmc, backend mjx). apply: "package.module:function" or an
     importable function, called as apply(params, obs [O], **apply_kwargs) -> action [A].
     params: nested dicts/lists/tuples of float arrays. name: the run's algo label (a
     letter, then letters, digits, '_' or '.'; not td3/sac/ppo). step: the checkpoint's
     env step (e.g. how long the policy trained). seed: the policy's training seed, as
-    recorded. horizon: rollout length of its distributions by default.
+    recorded. horizon: rollout length of its distributions by default (the task's episode
+    length: 1000).
 
     Every check runs before anything is written (ValueError/WarehouseError, one line)."""
     if not isinstance(name, str) or not NAME.match(name):
@@ -162,7 +165,12 @@ def add_policy(warehouse, *, env: str, apply: str | Callable, params, name: str,
     if name.lower() in RESERVED:
         raise ValueError(f"name {name!r} is one of retland's trained algorithms ({', '.join(RESERVED)}); "
                          "give your policy another name")
-    check_env(env), check_backend(backend), check_variant(variant)
+    check_env(env)
+    dmc_task = is_dmc(env)
+    variant = variant if variant is not None else (default_variant(env) if dmc_task else ADDED_VARIANT)
+    backend = backend if backend is not None else default_backend(env)
+    horizon = horizon if horizon is not None else default_horizon(env)
+    check_backend(backend, env), check_variant(variant, env)
     step = _check_int(step, "step")
     seed = _check_int(seed, "seed", 0, 2**31 - 1)
     horizon = _check_int(horizon, "horizon", 1)
