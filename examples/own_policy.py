@@ -22,8 +22,13 @@ Takes about 1-2 minutes on a CPU, mostly compiling.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+# XLA's C++ log lines (slow-compile alarms, cache notes) are not for this example's reader;
+# set before jax loads, as the retland command does. Your own setting wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import jax
 import jax.numpy as jnp
