@@ -15,9 +15,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from retland.analyses.distributions import SOURCES
 from retland.cli.app import CliError
-
-SOURCES = ("trained", "imported", "derived", "added")
 
 
 def source_option(what: str):

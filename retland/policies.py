@@ -166,8 +166,7 @@ def add_policy(warehouse, *, env: str, apply: str | Callable, params, name: str,
         raise ValueError(f"name {name!r} is one of retland's trained algorithms ({', '.join(RESERVED)}); "
                          "give your policy another name")
     check_env(env)
-    dmc_task = is_dmc(env)
-    variant = variant if variant is not None else (default_variant(env) if dmc_task else ADDED_VARIANT)
+    variant = variant if variant is not None else (default_variant(env) if is_dmc(env) else ADDED_VARIANT)
     backend = backend if backend is not None else default_backend(env)
     horizon = horizon if horizon is not None else default_horizon(env)
     check_backend(backend, env), check_variant(variant, env)
