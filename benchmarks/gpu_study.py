@@ -105,6 +105,26 @@ def bare_rollout_rate(program, actor_params, start_state, batch_size: int, repea
     return repeats * batch_size * program.horizon / (time.perf_counter() - t)
 
 
+def training_memory(cfg, result) -> dict | None:
+    """XLA's memory figures of the training chunk program just run (its compile is in the
+    cache, so this costs a cache hit): bytes per seed, and how many seeds fit this device."""
+    from retland.core import sizing
+    from retland.train.job import boundaries
+    from retland.train.program import make_chunk_fn
+
+    fn = make_chunk_fn(cfg, cfg.steps, boundaries(cfg)[2])
+    fp = sizing.footprint(fn.func, result.state, result.replay, fn.keywords["warmup"])
+    if fp is None:
+        return None
+    room = sizing.budget()
+    per_seed = fp.total / cfg.seeds
+    out = {"need": fp.total, "arguments": fp.arguments, "temporaries": fp.temporaries, "aliased": fp.aliased,
+           "per_seed": per_seed, "budget": room, "seeds_that_fit": None if room is None else int(room // per_seed)}
+    print(f"train memory (XLA): {sizing.gib(fp.total)} for {cfg.seeds} seeds ({sizing.gib(per_seed)} per seed, "
+          f"buffers of {cfg.agent.buffer_size:,} rows); seeds that fit this device: {out['seeds_that_fit']}", flush=True)
+    return out
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.forbid:
@@ -129,12 +149,23 @@ def main(argv=None) -> dict:
           f"checkpoints {list(cfg.checkpoint_steps)}, horizon {cfg.horizon}", flush=True)
 
     t0 = time.perf_counter()
-    result = train(cfg, wh)
+    done = {"steps": 0, "printed": t0}
+
+    def progress(n=0, **info):  # a line every ~20 s: a run cut short still shows its rate
+        done["steps"] += n
+        now = time.perf_counter()
+        if now - done["printed"] > 20 or info:
+            done["printed"] = now
+            print(f"  train: {done['steps']:,} of {cfg.steps:,} steps per seed after {now - t0:.0f} s"
+                  + (f" ({info['eval']})" if "eval" in info else ""), flush=True)
+
+    result = train(cfg, wh, progress=progress)
     train_s = time.perf_counter() - t0
     train_rate = cfg.seeds * cfg.steps / train_s
     print(f"train: {train_s:.1f} s wall, {train_rate:,.0f} env-steps/s over all seeds incl. compile "
           f"({result.env_steps_per_s:,.0f} in the training loop)", flush=True)
 
+    train_memory = training_memory(cfg, result)
     spec = parse_operator("td3", horizon=cfg.horizon, seed=0)
     run0 = result.run_ids[0]
     n = args.samples or (32 if args.tiny else 1000)
@@ -172,7 +203,7 @@ def main(argv=None) -> dict:
         "train_loop_env_steps_per_s": round(result.env_steps_per_s, 1),
         "samples_per_checkpoint": n, "sampling": per_ckpt, "sample_seconds": round(sample_s, 2),
         "sample_env_steps_per_s": round(sample_rate, 1), "bare_rollout_env_steps_per_s": round(bare_rate, 1),
-        "sample_to_bare_ratio": round(ratio, 3), "warehouse": str(wh.root),
+        "sample_to_bare_ratio": round(ratio, 3), "warehouse": str(wh.root), "train_memory": train_memory,
         "polars_imported": "polars" in sys.modules,
     }
     print(f"sample: {sample_rate:,.0f} env-steps/s (td3 operator, after the first checkpoint's compile); "

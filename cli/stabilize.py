@@ -130,7 +130,9 @@ def stabilize(
     seeds: Annotated[str, typer.Option(help="Rejection seeds: 0..9, 0,3,5 or 2-4.")] = "0..9",
     chunk: Annotated[Optional[int], typer.Option(
         help="PURD samples per lane computed at once; memory grows with lanes × chunk. "
-             "Default: 256 on CPU, 512 on a GPU (recorded with the experiment).", show_default=False)] = None,
+             "Default: 256 on CPU; on a GPU 512, or the largest chunk whose compiled program fits "
+             "80% of the free device memory (XLA's memory analysis). Recorded with the experiment.",
+        show_default=False)] = None,
     skip_done: Annotated[bool, typer.Option(
         "--skip-done/--redo", help="Skip sources whose experiment with these settings is already stored "
                                    "(rerun a killed command to resume); --redo runs them again.")] = True,

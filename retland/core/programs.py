@@ -601,6 +601,20 @@ class StoredJit:
             _stats["first_dispatch"] = time.time()
         return out
 
+    def lower(self, *args):
+        """The `jax.stages.Lowered` program a call with these arguments runs (the stored
+        one when the store has it), e.g. to read its memory before running it
+        (`retland.core.sizing.footprint`). Nothing runs."""
+        leaves, treedef = jax.tree.flatten(args)
+        signature = (treedef, tuple(_aval(x) for x in leaves))
+        call = self._calls.get(signature)
+        if call is None:
+            call = self._calls[signature] = self._prepare(args, leaves)
+        lower = getattr(call, "lower", None)
+        if lower is None:  # the traced program
+            return self.traced().lower(*(_real(a) for a in args))
+        return lower(args, leaves)
+
     # -- building the call for one signature
 
     def _run_traced(self, args, leaves):
@@ -685,6 +699,7 @@ class StoredJit:
         def call(args, leaves):
             return jax.tree.unflatten(out_tree, jitted(*leaves))
 
+        call.lower = lambda args, leaves: jitted.lower(*leaves)
         return call
 
     def _export(self, root: Path, digest: str, key: str, args, avals, platform: str) -> Callable:

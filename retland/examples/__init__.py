@@ -170,11 +170,12 @@ def add(wh_or_root, name: str | Example = DEFAULT) -> tuple[str, int]:
     run_id, step = run_row["run_id"], int(point["step"])
     wh = _open_warehouse(wh_or_root)
 
-    have = wh.query("SELECT config FROM runs WHERE run_id = ?", [run_id])
-    if have.height and json.loads(have["config"][0]) != json.loads(run_row["config"]):
+    # records(), not query(): adding an example is on the compute path (no polars needed)
+    have = wh.records("SELECT config FROM runs WHERE run_id = ?", [run_id])
+    if have and json.loads(have[0]["config"]) != json.loads(run_row["config"]):
         raise ValueError(f"example {name}: the warehouse at {wh.root} already has a run {run_id} "
                          "with another config; add the example to another warehouse")
-    if wh.query("SELECT 1 FROM checkpoints WHERE run_id = ? AND step = ?", [run_id, step]).height:
+    if wh.records("SELECT 1 FROM checkpoints WHERE run_id = ? AND step = ?", [run_id, step]):
         return run_id, step
 
     # Check everything before the first write: the bytes, then the shapes against the config.
@@ -197,11 +198,11 @@ def add(wh_or_root, name: str | Example = DEFAULT) -> tuple[str, int]:
     if data is not None:
         ck.save_replay(wh, run_id, data, size)
     path = ck.save_state(wh, run_id, step, state)
-    if not have.height:
+    if not have:
         wh.append("runs", [dict(run_row, created_at=_when(run_row["created_at"]))])
     evals = meta.get("evaluations") or []
     if evals:
-        stored = set(wh.query("SELECT step FROM evaluations WHERE run_id = ?", [run_id])["step"].to_list())
+        stored = {r["step"] for r in wh.records("SELECT step FROM evaluations WHERE run_id = ?", [run_id])}
         new = [dict(e, run_id=run_id) for e in evals if int(e["step"]) not in stored]
         if new:
             wh.append("evaluations", new)

@@ -49,7 +49,7 @@ import jax
 import numpy as np
 import pyarrow as pa
 
-from retland.core import jaxcache, programs
+from retland.core import jaxcache, programs, sizing
 from retland.core.envs import make_env, reference_env, reference_state
 from retland.core.networks import DeterministicActor
 from retland.core.rollout import rollout
@@ -194,6 +194,36 @@ def resolve_devices(devices: str | int | Sequence | None = None) -> list:
     return list(devices)
 
 
+_FITS: set = set()
+
+
+def chunk_fits(fn, placed_args, batch_size: int, device, room: int | None = None) -> None:
+    """On a device with a memory limit (an accelerator), refuse a chunk size whose
+    compiled chunk program would not fit, before running it (`retland.core.sizing`):
+    the message names the largest --batch-size that does. Once per program, size and
+    device kind in a process; nothing is checked on CPU. room: the budget in bytes
+    (default `sizing.budget(device)`)."""
+    room = sizing.budget(device) if room is None else room
+    if room is None:
+        return
+    key = (id(fn), batch_size, getattr(device, "device_kind", device.platform))
+    if key in _FITS:
+        return
+    idx = jax.device_put(chunk_indices(0, batch_size), device)
+    fp = sizing.footprint(fn, *placed_args, idx)
+    need = None if fp is None else fp.scaling - fp.aliased
+    if need is not None and need > room:
+        per_sample = fp.scaling / batch_size
+        fits = max(1, int(room / per_sample) // 8 * 8)
+        raise SamplingError(
+            f"a chunk of {batch_size} samples needs {sizing.gib(need)} on this "
+            f"{getattr(device, 'device_kind', device.platform)} (XLA's memory analysis of the chunk program; "
+            f"about {sizing.gib(per_sample)} per sample), more than its budget of {sizing.gib(room)} "
+            f"({int(sizing.HEADROOM * 100)}% of the free memory). A new distribution: pass --batch-size {fits} "
+            "or less. A started one keeps its chunk size: resume it on a device with more memory.")
+    _FITS.add(key)
+
+
 def chunk_indices(k: int, batch_size: int) -> np.ndarray:
     """[B] int32: the indices of chunk k."""
     return np.arange(k * batch_size, (k + 1) * batch_size, dtype=np.int32)
@@ -244,6 +274,7 @@ def run_chunks(
         (jax.device_put(op_state, d), jax.device_put(start_state, d), jax.device_put(base_key, d))
         for d in devs
     ]
+    chunk_fits(fn, placed[0], batch_size, devs[0])
     pending: collections.deque = collections.deque()
 
     def fetch(item) -> ChunkResult:

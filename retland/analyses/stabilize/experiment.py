@@ -15,7 +15,7 @@ import numpy as np
 from retland import stats
 from retland.analyses.stabilize.config import AUTO_CHUNK, AUTO_CHUNK_ACCELERATOR, StabilizeConfig, accepts
 from retland.analyses.stabilize.program import Lane, commit, initial_lanes, program_config, propose_fn, purd_fn
-from retland.core import jaxcache
+from retland.core import jaxcache, sizing
 from retland.core.repro import reproducibility_record
 from retland.train import checkpoints as ck
 from retland.train.checkpoints import load_checkpoint
@@ -70,9 +70,6 @@ def run_experiment(scfg: StabilizeConfig, wh=None, *, checkpoint=None, progress:
     capacity: replay rows per lane (see `initial_lanes`); several sources given one
     capacity share one compiled program (`run_sources`)."""
     jaxcache.enable()
-    if scfg.chunk is None:
-        auto = AUTO_CHUNK.get(jax.default_backend(), AUTO_CHUNK_ACCELERATOR)
-        scfg = scfg.model_copy(update={"chunk": min(auto, scfg.samples + 1)})
     ckpt = checkpoint if checkpoint is not None else load_source(wh, scfg)
     cfg: TrainConfig = ckpt.config
     experiment_id = experiment_id or new_experiment_id(cfg.env)
@@ -83,6 +80,8 @@ def run_experiment(scfg: StabilizeConfig, wh=None, *, checkpoint=None, progress:
     t0 = time.perf_counter()
     lanes, purd_keys = initial_lanes(ckpt, scfg, capacity)
     pcfg = program_config(cfg)
+    if scfg.chunk is None:
+        scfg = scfg.model_copy(update={"chunk": auto_chunk(pcfg, scfg, lanes, purd_keys).size})
     propose = propose_fn(pcfg, scfg.exploration_noise, scfg.reset_noise_fraction)
     estimate = purd_fn(pcfg, N, scfg.chunk)
 
@@ -127,6 +126,25 @@ def run_experiment(scfg: StabilizeConfig, wh=None, *, checkpoint=None, progress:
     if write:
         write_result(wh, result, ckpt)
     return result
+
+
+def auto_chunk(pcfg: TrainConfig, scfg: StabilizeConfig, lanes: Lane, purd_keys,
+               room: int | None = None) -> sizing.Fit:
+    """`--chunk auto`: the platform's preferred chunk (AUTO_CHUNK), capped by N + 1, and on
+    a device with a memory limit the largest chunk whose PURD program fits its budget
+    (`retland.core.sizing`: XLA's memory analysis of the compiled program; the lanes and
+    their buffers are already on the device). room: the budget in bytes (default
+    `sizing.budget()`; None on CPU)."""
+    preferred = min(AUTO_CHUNK.get(jax.default_backend(), AUTO_CHUNK_ACCELERATOR), scfg.samples + 1)
+    room = sizing.budget() if room is None else room
+    if room is None:
+        return sizing.Fit(preferred, preferred, None, None, None)
+    try:
+        return sizing.fit(lambda c: sizing.footprint(purd_fn(pcfg, scfg.samples, c), lanes, purd_keys),
+                          preferred, room)
+    except MemoryError as exc:
+        raise ValueError(f"stabilize: {len(scfg.lanes)} lanes do not fit this device with any chunk ({exc}); "
+                         "run fewer --seeds or one --arm per job") from None
 
 
 def _lanes_info(last: list[stats.Summary]) -> str:

@@ -142,7 +142,13 @@ def purd_fn(cfg: TrainConfig, n_samples: int, chunk: int):
         return ret, own
 
     f = jax.jit(jax.vmap(lane_purd, in_axes=(0, 0, 0, None)))
-    return lambda lanes, base_keys: f(lanes.train, lanes.replay, base_keys, s0)
+
+    def estimate(lanes, base_keys):
+        return f(lanes.train, lanes.replay, base_keys, s0)
+
+    # the compiled program without running it (`retland.core.sizing.footprint`)
+    estimate.lower = lambda lanes, base_keys: f.lower(lanes.train, lanes.replay, base_keys, s0)
+    return estimate
 
 
 @jax.jit
