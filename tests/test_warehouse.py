@@ -409,3 +409,71 @@ def test_compact_cli_dry_run_changes_nothing_then_compacts(warehouse, capsys, mo
     assert [r[2] for r in _returns(warehouse)] == [0, 1, 2]
     code, _, err = run_cli(capsys, monkeypatch, "compact", "--table", "nope", "--warehouse", str(warehouse.root))
     assert code == 2 and "unknown table" in err
+
+
+# ----- the connection `query`/`records` keep -------------------------------------------------
+
+def test_queries_reuse_one_connection_and_see_parts_committed_since(warehouse):
+    """One DuckDB connection serves every query of a Warehouse object; its views glob the
+    folders at each query, so parts written since (here by another Warehouse object, as
+    another process would) are read."""
+    warehouse.append("post_update_returns", returns_rows(idx=range(3)))
+    assert warehouse.records("SELECT count(*) AS n FROM post_update_returns") == [{"n": 3}]
+    kept = warehouse._reader_state.con
+    other = Warehouse.open(warehouse.root, create=False)
+    other.append("post_update_returns", returns_rows(idx=range(3, 7)))
+    other.append("post_update_returns", returns_rows(run="r2", idx=range(2)))
+    assert warehouse.records("SELECT count(*) AS n FROM post_update_returns") == [{"n": 9}]
+    assert warehouse.query("SELECT count(DISTINCT run_id) AS n FROM post_update_returns")["n"][0] == 2
+    assert warehouse._reader_state.con is kept
+    warehouse.close()
+    assert warehouse._reader_state is None
+    assert warehouse.records("SELECT count(*) AS n FROM post_update_returns") == [{"n": 9}]
+
+
+def test_the_kept_connection_gets_the_schema_sql_when_a_query_names_it(warehouse):
+    warehouse.append("post_update_returns", returns_rows(idx=range(4)))
+    warehouse.records("SELECT count(*) AS n FROM post_update_returns")
+    assert not warehouse._reader_state.schema  # a query of tables only builds no macros
+    rows = warehouse.records("SELECT n, mean FROM distribution_stats")
+    assert rows == [{"n": 4, "mean": 1.5}] and warehouse._reader_state.schema
+    # user SQL stays read-only on the kept connection
+    with pytest.raises(WarehouseError, match="refused"):
+        warehouse.records(f"COPY (SELECT 1) TO '{warehouse.root / 'x.csv'}'")
+    assert not (warehouse.root / "x.csv").exists()
+
+
+def test_a_table_whose_schema_part_appears_later_is_read(warehouse):
+    """A warehouse written before a table existed has no schema part for it (an empty
+    view); once a writer creates the table, the kept connection is rebuilt and reads it."""
+    from retland.warehouse.sqlgen import schema_part_path
+    from retland.warehouse.tables import TABLES
+
+    (warehouse.root / schema_part_path(TABLES["operators"])).unlink()
+    assert warehouse.records("SELECT count(*) AS n FROM operators") == [{"n": 0}]
+    Warehouse.open(warehouse.root)  # a newer writer lays out every table
+    assert (warehouse.root / schema_part_path(TABLES["operators"])).exists()
+    warehouse.append("post_update_returns", returns_rows(idx=range(1)))
+    assert warehouse.records("SELECT count(*) AS n FROM post_update_returns") == [{"n": 1}]
+
+
+def test_a_part_damaged_after_the_connection_was_kept_is_named(warehouse):
+    warehouse.append("post_update_returns", returns_rows(idx=range(3)))
+    assert warehouse.records("SELECT count(*) AS n FROM post_update_returns") == [{"n": 3}]
+    part = next(p for p in (warehouse.root / "tables" / "post_update_returns").rglob("part-*.parquet")
+                if "schema" not in p.name)
+    part.write_bytes(part.read_bytes()[:40])  # truncated
+    # named as a fresh connection names it: the part and the fix
+    with pytest.raises(WarehouseError, match=r"table post_update_returns has 1 damaged part\(s\): tables/.*retland check --quarantine"):
+        warehouse.records("SELECT count(*) AS n FROM post_update_returns")
+    assert warehouse._reader_state is None  # not kept while a table is unreadable
+    assert warehouse.records("SELECT count(*) AS n FROM runs") == [{"n": 0}]
+
+
+def test_run_sources_are_the_ones_the_distributions_module_reads():
+    """cli.selection takes the runs.source values from the warehouse (importing them from
+    retland.analyses.distributions would import scipy and polars into every command)."""
+    from retland.analyses.distributions import SOURCES
+    from retland.warehouse import RUN_SOURCES
+
+    assert SOURCES == RUN_SOURCES

@@ -10,27 +10,39 @@ Layout under the root:
 `schema/` on a DuckDB connection that can read this folder and nothing else
 (`readonly.lock_down`); user SQL also passes `readonly.check_readonly`. Every process
 that connects or appends shares an advisory lock that compaction takes alone (`lock`).
+`Warehouse.query`/`records` run on one such connection per `Warehouse` object, built at
+the first query and kept (building one took ~0.3 s a query): its views glob the table
+folders each time a query is bound, so every query sees the parts committed before it.
+It gets the SQL of `schema/` (half of that time) at the first query naming one of its
+views or macros.
 A table with an unreadable part still gets a view, one that fails naming the part and
 the fix, so commands that do not read that table keep working (`health`).
 """
 from __future__ import annotations
 
+import functools
 import os
+import re
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
 from .health import damaged_parts
 from .lock import create_lock_file, hold_shared
-from .readonly import GLOB_CHARS, execute_readonly, lock_down, query_error
-from .sqlgen import METADATA_CACHE_SQL, TABLES_DIR, table_view_sql, unreadable_view_sql, views_sql
+from .readonly import GLOB_CHARS, check_readonly, execute_readonly, lock_down, query_error
+from .sqlgen import (METADATA_CACHE_SQL, TABLES_DIR, schema_part_path, table_view_sql, unreadable_view_sql,
+                     views_sql)
 from .tables import TABLES, TableSpec
 from .writer import WarehouseError, append_rows, write_schema_part
 
 DEFAULT_ROOT = Path("data") / "warehouse"
 ENV_VAR = "RETLAND_WAREHOUSE"
+# The values of runs.source: how a run came into the warehouse (see tables.py).
+RUN_SOURCES = ("trained", "imported", "derived", "added")
 
-__all__ = ["Warehouse", "WarehouseError", "TABLES", "TableSpec", "resolve_root", "connect"]
+__all__ = ["Warehouse", "WarehouseError", "TABLES", "TableSpec", "RUN_SOURCES", "resolve_root", "connect"]
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
@@ -85,6 +97,43 @@ def _init_sql_text() -> str:
     return header + views_sql() + "\n" + macros
 
 
+_CREATED = re.compile(r"\bCREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP(?:ORARY)?\s+)?(?:MACRO|VIEW|TABLE|FUNCTION)\s+"
+                      r"(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=None)
+def _schema_names() -> re.Pattern:
+    """A pattern matching any name the SQL of `schema/` creates, as a whole word."""
+    names = sorted({m.group(1).lower() for _, text in schema_sql_files() for m in _CREATED.finditer(text)})
+    return re.compile(r"\b(?:" + "|".join(map(re.escape, names)) + r")\b", re.IGNORECASE)
+
+
+def _names_schema_object(sql: str) -> bool:
+    """Whether `sql` mentions a view or macro of `schema/` (a query that does not cannot use
+    one: the table views do not refer to them)."""
+    return _schema_names().search(sql) is not None
+
+
+def _run(con, sql: str, params, convert):
+    try:
+        return convert(execute_readonly(con, sql, params))
+    except duckdb.Error as exc:  # raised while the rows are fetched
+        raise query_error(exc) from None
+
+
+def _install_schema(con) -> None:
+    for _name, text in schema_sql_files():
+        con.execute(text)
+
+
+@dataclass
+class _Reader:
+    con: duckdb.DuckDBPyConnection
+    pid: int
+    missing: tuple[str, ...]  # tables without a schema part when it was built (their views are empty)
+    schema: bool  # whether the SQL of schema/ is installed
+
+
 class Warehouse:
     """A warehouse folder. Cheap to construct; `open` creates the layout if missing."""
 
@@ -92,6 +141,15 @@ class Warehouse:
         self.root = root
         # Tables whose view could not be built at the last connect: name -> why.
         self.unreadable: dict[str, str] = {}
+        self._reader_state: _Reader | None = None  # the connection `query`/`records` keep
+        self._reader_lock = threading.Lock()
+
+    def __getstate__(self):
+        return {"root": self.root, "unreadable": dict(self.unreadable)}
+
+    def __setstate__(self, state):
+        self.__init__(state["root"])
+        self.unreadable = state["unreadable"]
 
     @classmethod
     def open(cls, root: str | os.PathLike | None = None, create: bool = True,
@@ -172,6 +230,10 @@ class Warehouse:
         A table with an unreadable part gets a view that fails, naming the part, when
         read; `self.unreadable` lists such tables.
         """
+        return self._connect(threads)
+
+    def _connect(self, threads: int | None = None, schema: bool = True):
+        """`connect`; schema=False leaves out the SQL of `schema/` (`_install_schema`)."""
         if not self.exists:
             raise WarehouseError(f"no warehouse at {self.root}")
         if GLOB_CHARS & set(str(self.root)):
@@ -192,8 +254,8 @@ class Warehouse:
                 why = self._unreadable_message(spec.name, exc)
                 self.unreadable[spec.name] = why
                 con.execute(unreadable_view_sql(spec, why))
-        for _name, text in schema_sql_files():
-            con.execute(text)
+        if schema:
+            _install_schema(con)
         return con
 
     def _unreadable_message(self, table: str, exc: Exception) -> str:
@@ -221,13 +283,56 @@ class Warehouse:
         return self._fetch(sql, params, rows)
 
     def _fetch(self, sql: str, params, convert):
-        con = self.connect()
-        try:
-            return convert(execute_readonly(con, sql, params))
-        except duckdb.Error as exc:  # raised while the rows are fetched
-            raise query_error(exc) from None
-        finally:
-            con.close()
+        with self._reader_lock:
+            reader, reused = self._reader()
+            check_readonly(reader.con, sql)  # refused on any connection: no second try
+            if not reader.schema and _names_schema_object(sql):
+                _install_schema(reader.con)
+                reader.schema = True
+            try:
+                return _run(reader.con, sql, params, convert)
+            except WarehouseError:
+                self._drop_reader()
+                if not reused and reader.schema:
+                    raise
+            # It failed on the kept connection (or one without the schema SQL): once more on a
+            # fresh, complete one, whose views name any part damaged since the kept one was
+            # built. A plain SQL error fails the same way again.
+            reader, _ = self._reader(schema=True)
+            try:
+                return _run(reader.con, sql, params, convert)
+            except WarehouseError:
+                self._drop_reader()
+                raise
+
+    def _reader(self, schema: bool = False) -> tuple["_Reader", bool]:
+        """(this object's read connection, whether it was kept from an earlier query).
+
+        Built by `_connect` (without the SQL of `schema/` unless `schema`) and kept while
+        it stays exact: not across a fork (a child builds its own), not while a table is
+        unreadable (every query rebuilds, so a repaired table reads again), and not once
+        a table that had no schema part when it was built (an empty view) has one."""
+        reader = self._reader_state
+        if reader is not None:
+            if reader.pid == os.getpid() and not any(
+                    (self.root / schema_part_path(TABLES[t])).exists() for t in reader.missing):
+                return reader, True
+            self._drop_reader()
+        missing = tuple(t for t, spec in TABLES.items() if not (self.root / schema_part_path(spec)).exists())
+        reader = _Reader(self._connect(schema=schema), os.getpid(), missing, schema)
+        if not self.unreadable:
+            self._reader_state = reader
+        return reader, False
+
+    def _drop_reader(self) -> None:
+        reader, self._reader_state = self._reader_state, None
+        if reader is not None and reader.pid == os.getpid():  # a forked child leaves its parent's alone
+            reader.con.close()
+
+    def close(self) -> None:
+        """Close the connection `query`/`records` keep (the next query builds a new one)."""
+        with self._reader_lock:
+            self._drop_reader()
 
 
 def connect(root: str | os.PathLike | None = None):
