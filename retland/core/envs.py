@@ -22,6 +22,7 @@ import io
 import warnings
 
 import jax
+import numpy as np
 
 from retland.core import dmc
 from retland.core.dmc import DMC_BACKEND, DMC_TASKS, is_dmc  # noqa: F401  (re-exported)
@@ -192,3 +193,17 @@ def env_dims(name: str, backend: str | None = None, *, variant: str) -> tuple[in
     """(observation size, action size)."""
     env = make_env(name, backend, variant=variant)
     return int(env.observation_size), int(env.action_size)
+
+
+def known_env_dims(name: str, backend: str | None = None, *, variant: str) -> tuple[int, int]:
+    """`env_dims`, kept in the program store (`retland.core.programs.stored_value`, keyed
+    like the reference state): when the store holds them no env is built, and brax is
+    not even imported. With the store off they are computed, as `env_dims`."""
+    from retland.core import programs
+
+    name, backend, variant = _check_task(name, backend, variant)
+    value = programs.stored_value(("retland.core.envs.env_dims", name, backend, variant),
+                                  lambda: np.asarray(env_dims(name, backend, variant=variant), np.int64))
+    dims = value.leaves[0] if isinstance(value, programs.StoredValue) else value
+    obs_size, action_size = (int(x) for x in np.asarray(dims).reshape(-1))
+    return obs_size, action_size

@@ -33,6 +33,14 @@ The state is saved as a nested dict keyed by its pytree path (`agent/actor_param
 readable without retland; restoring maps it back onto the structure that `init` of the
 run's config builds, so a checkpoint that does not fit its config (another env's shapes)
 is refused with the offending field named.
+
+Loading is lazy where it can be. `load_checkpoint` restores the agent's part of the state
+(networks, targets, optimizer states: `Checkpoint.agent_state`) onto the structure of the
+algorithm's `init` for the env's observation and action sizes, which it takes from the
+program store (`retland.core.envs.known_env_dims`) when that holds them, so sampling a
+checkpoint builds no env. The whole TrainState (`Checkpoint.state`, whose env state has
+brax's structure and so needs the env built) and the replay prefix (`Checkpoint.replay`)
+are restored on first use; the replay's segments are checked at load.
 """
 from __future__ import annotations
 
@@ -40,7 +48,7 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -51,7 +59,7 @@ import numpy as np
 from retland.agents.policy import PolicyConfig, is_policy_config
 from retland.core.replay import Transition
 from retland.train.config import TrainConfig
-from retland.train.program import abstract_seed_state
+from retland.train.program import abstract_seed_state, algo_module, replay_capacity
 from retland.warehouse import Warehouse
 
 SEGMENT = re.compile(r"^rows_(\d{10})_(\d{10})$")
@@ -61,6 +69,9 @@ REPLAY_TMP = ".tmp-"  # save_replay's temporary folders
 
 @dataclass(frozen=True)
 class Checkpoint:
+    """One seed's checkpoint. `agent_state` is restored at load; `state` and `replay` on
+    first use (see the module doc)."""
+
     run_id: str
     step: int
     algo: str
@@ -68,16 +79,43 @@ class Checkpoint:
     backend: str
     seed: int
     config: TrainConfig | PolicyConfig  # PolicyConfig for an added run
-    state: Any  # retland.agents.base.TrainState of this seed (numpy leaves); an added run's params
-    replay: Transition | None  # [capacity, ...] arrays (rows >= replay_size are zero); None for PPO and added runs
+    agent_state: Any  # TrainState.agent of this seed (networks, targets, optimizers; numpy leaves); an added run's params
     replay_size: int
     artifact_path: str
     eval_return: float | None = None
+    _stored: Any = field(default=None, repr=False, compare=False)  # the restored nested dict
+    _warehouse: Any = field(default=None, repr=False, compare=False)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def variant(self) -> str:
         """The task rules the run was trained with (see retland.core.envs.VARIANTS)."""
         return self.config.variant
+
+    @property
+    def state(self):
+        """retland.agents.base.TrainState of this seed (numpy leaves), its env state
+        included; an added run's params. Restored on first use: it builds the env (brax's
+        env state has the env's structure). Its `agent` leaves are `agent_state`'s."""
+        if "state" not in self._cache:
+            if isinstance(self.config, PolicyConfig):
+                state = self.agent_state
+            else:
+                target, _ = abstract_seed_state(self.config)
+                state = from_nested(self._stored, target, where=f"checkpoint {self.run_id}@{self.step}")
+            self._cache["state"] = state
+        return self._cache["state"]
+
+    @property
+    def replay(self) -> Transition | None:
+        """[capacity, ...] arrays (rows >= replay_size are zero); None for PPO and added
+        runs. Read on first use."""
+        if "replay" not in self._cache:
+            cfg = self.config
+            off_policy = not isinstance(cfg, PolicyConfig) and cfg.algo in ("td3", "sac")
+            self._cache["replay"] = (load_replay(self._warehouse, self.run_id, self.replay_size, replay_capacity(cfg))
+                                     if off_policy else None)
+        return self._cache["replay"]
 
 
 def _open(wh_or_root):
@@ -179,21 +217,29 @@ def save_replay(wh, run_id: str, data: Transition, size: int) -> None:
     os.replace(tmp, final)
 
 
-def load_replay(wh, run_id: str, size: int, capacity: int) -> Transition:
-    """Rows [0, size) from the run's segments, zero-padded to [capacity, ...]."""
-    parts: dict[str, list[np.ndarray]] = {f: [] for f in Transition._fields}
+def replay_segments(wh, run_id: str, size: int) -> list[tuple[int, int, Path]]:
+    """The segments (first row, end row, folder) holding rows [0, size) of the run's
+    buffer; ValueError if they do not cover them. Lists folders, reads no rows."""
+    out = []
     end = 0
-    for a, b, p in _segments(run_dir(wh, run_id) / "replay"):
+    for a, b, p in _segments(_run_artifacts(wh, run_id) / "replay"):
         if end >= size:
             break
         if a != end:
             raise ValueError(f"replay of {run_id}: segments are not contiguous at row {end}")
-        take = min(b, size) - a
-        for f in Transition._fields:
-            parts[f].append(np.load(p / f"{f}.npy", mmap_mode="r")[:take])
-        end = a + take
+        out.append((a, min(b, size), p))
+        end = min(b, size)
     if end < size:
         raise ValueError(f"replay of {run_id}: only {end} rows stored, checkpoint needs {size}")
+    return out
+
+
+def load_replay(wh, run_id: str, size: int, capacity: int) -> Transition:
+    """Rows [0, size) from the run's segments, zero-padded to [capacity, ...]."""
+    parts: dict[str, list[np.ndarray]] = {f: [] for f in Transition._fields}
+    for a, end, p in replay_segments(wh, run_id, size):
+        for f in Transition._fields:
+            parts[f].append(np.load(p / f"{f}.npy", mmap_mode="r")[:end - a])
     out = []
     for f in Transition._fields:
         rows = np.concatenate(parts[f]) if parts[f] else None
@@ -232,8 +278,21 @@ def list_checkpoints(wh_or_root, run_id: str) -> list[int]:
     return [int(r["step"]) for r in rows]
 
 
+def abstract_agent_state(cfg: TrainConfig, dims: tuple[int, int] | None = None):
+    """ShapeDtypeStruct tree of a TrainState's `agent` for a run with this config: the
+    algorithm's `init` for the env's (observation size, action size), shaped without
+    running it. dims default to `known_env_dims` (no env built when the program store
+    holds them)."""
+    from retland.core.envs import known_env_dims
+
+    obs_size, action_size = dims if dims is not None else known_env_dims(cfg.env, cfg.backend, variant=cfg.variant)
+    init = algo_module(cfg.algo).init
+    return jax.eval_shape(lambda key: init(cfg.agent, key, obs_size, action_size), jax.random.PRNGKey(0))
+
+
 def load_checkpoint(wh_or_root, run_id: str, step: int, *, env: str | None = None) -> Checkpoint:
-    """The checkpoint of `run_id` at env step `step`, with its replay prefix.
+    """The checkpoint of `run_id` at env step `step`: its agent state restored, its whole
+    TrainState and replay prefix on first use (see the module doc).
 
     env: if given, refuse (ValueError) a checkpoint trained on another env."""
     wh = _open(wh_or_root)
@@ -249,23 +308,23 @@ def load_checkpoint(wh_or_root, run_id: str, step: int, *, env: str | None = Non
     if row["artifact_path"] is None:
         raise ValueError(f"checkpoint {run_id}@{step} has no stored parameters (its returns were imported)")
     cfg = run_config(record)
-    if isinstance(cfg, PolicyConfig):
-        state_target, capacity = cfg.params_target(), 0
-    else:
-        state_target, capacity = abstract_seed_state(cfg)
     path = wh.root / row["artifact_path"]
     if not path.is_dir():
         raise ValueError(f"checkpoint {run_id}@{step}: artifact {path} is missing")
     nested = _checkpointer().restore(path.resolve())
-    state = from_nested(nested, state_target, where=f"checkpoint {run_id}@{step}")
+    where = f"checkpoint {run_id}@{step}"
+    if isinstance(cfg, PolicyConfig):
+        agent_state = from_nested(nested, cfg.params_target(), where=where)
+    else:
+        agent_state = from_nested(nested, {"agent": abstract_agent_state(cfg)}, where=where)["agent"]
     size = int(row["replay_size"] or 0)
-    off_policy = not isinstance(cfg, PolicyConfig) and cfg.algo in ("td3", "sac")
-    replay = load_replay(wh, run_id, size, capacity) if off_policy else None
+    if not isinstance(cfg, PolicyConfig) and cfg.algo in ("td3", "sac"):
+        replay_segments(wh, run_id, size)  # refuse a missing prefix now; rows are read on first use
     return Checkpoint(
         run_id=run_id, step=int(step), algo=record["algo"], env=record["env"],
-        backend=record["backend"], seed=int(record["seed"]), config=cfg, state=state,
-        replay=replay, replay_size=size, artifact_path=row["artifact_path"],
-        eval_return=row.get("eval_return"))
+        backend=record["backend"], seed=int(record["seed"]), config=cfg, agent_state=agent_state,
+        replay_size=size, artifact_path=row["artifact_path"], eval_return=row.get("eval_return"),
+        _stored=nested, _warehouse=wh)
 
 
 # ---- interrupted saves and orphan runs ------------------------------------------------
