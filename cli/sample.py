@@ -52,7 +52,7 @@ def select_checkpoints(wh, runs, algo, env, seeds, steps, sources=("trained",)) 
     have none, and are refused by name (--run) or left out (--algo/--env)."""
     where, params = [], []
     if runs:
-        if seeds and len(runs) == 1 and not wh.query("SELECT 1 FROM runs WHERE run_id = ?", [runs[0]]).height:
+        if seeds and len(runs) == 1 and not wh.records("SELECT 1 FROM runs WHERE run_id = ?", [runs[0]]):
             runs = [resolve_run(wh, runs[0], s, seed_option="--seeds") for s in seeds]
         else:
             runs = [resolve_run(wh, r, seed_option="--seeds") for r in runs]
@@ -69,10 +69,9 @@ def select_checkpoints(wh, runs, algo, env, seeds, steps, sources=("trained",)) 
     if steps:
         where.append(f"c.step IN ({', '.join('?' for _ in steps)})")
         params += steps
-    df = wh.query(
+    rows = [(r["run_id"], r["step"], r["env"], r["stored"]) for r in wh.records(
         "SELECT c.run_id, c.step, r.env, c.artifact_path IS NOT NULL AS stored FROM checkpoints c "
-        f"JOIN runs r USING (run_id) WHERE {' AND '.join(where)} ORDER BY c.run_id, c.step", params)
-    rows = list(df.iter_rows())
+        f"JOIN runs r USING (run_id) WHERE {' AND '.join(where)} ORDER BY c.run_id, c.step", params)]
     found = [(r, int(s), e) for r, s, e, stored in rows if stored]
     bare = [(r, int(s)) for r, s, _, stored in rows if not stored]
     if runs and bare:

@@ -15,8 +15,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from retland.analyses.distributions import SOURCES
 from retland.cli.app import CliError
+from retland.warehouse import RUN_SOURCES as SOURCES  # not analyses.distributions: it imports scipy and polars
 
 
 def source_option(what: str):
@@ -54,11 +54,11 @@ def resolve_run(wh, text: str, seed: int | None = None, option: str = "--run",
     `seed` when given). An exact id always wins; several matches are refused, naming
     them and how to choose."""
     if seed is not None:
-        df = wh.query("SELECT run_id, seed, source FROM runs WHERE starts_with(run_id, ?) AND seed = ? "
-                      "ORDER BY run_id", [text, int(seed)])
+        rows = wh.records("SELECT run_id, seed, source FROM runs WHERE starts_with(run_id, ?) AND seed = ? "
+                          "ORDER BY run_id", [text, int(seed)])
     else:
-        df = wh.query("SELECT run_id, seed, source FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id", [text])
-    ids = df["run_id"].to_list()
+        rows = wh.records("SELECT run_id, seed, source FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id", [text])
+    ids = [r["run_id"] for r in rows]
     if text in ids:
         return text
     seed_text = f" with {seed_option} {seed}" if seed is not None else ""
@@ -66,7 +66,7 @@ def resolve_run(wh, text: str, seed: int | None = None, option: str = "--run",
         raise CliError(f"{option} {text!r}: no run id starts with it{seed_text}; `retland runs` lists them")
     if len(ids) == 1:
         return ids[0]
-    shown = ", ".join(f"{r} (seed {s}, {src})" for r, s, src in df.head(8).iter_rows())
+    shown = ", ".join(f"{r['run_id']} (seed {r['seed']}, {r['source']})" for r in rows[:8])
     more = f" and {len(ids) - 8} more" if len(ids) > 8 else ""
     hint = "give more of the id" + ("" if seed is not None or seed_option is None else f" or add {seed_option} N")
     raise CliError(f"{option} {text!r}{seed_text} matches {len(ids)} runs: {shown}{more}; {hint}")
