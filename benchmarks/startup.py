@@ -21,8 +21,9 @@ RETLAND_PROGRAM_STATS), "total" the whole command, "CPU" the child's user + syst
 key seeds into their own warehouse, and every row is compared bit for bit.
 
 --breakdown runs one more warm stored start under cProfile and prints where its time went
-(imports, loading the checkpoint, planning, the program store) — cProfile slows Python, so
-read those as shares, not as times.
+(imports, warehouse connections, loading the checkpoint, planning, the program store; an
+entry at 0 did not run, e.g. building the env) — cProfile slows Python, so read those as
+shares, not as times.
 """
 from __future__ import annotations
 
@@ -82,23 +83,28 @@ def rows(warehouse: Path, operator_ids: list[str]) -> dict:
 
 BREAKDOWN = [  # (label, function name as cProfile lists it: file suffix, function)
     ("imports (all modules)", ("<frozen importlib._bootstrap>", "_find_and_load")),
-    ("select + plan (warehouse queries)", ("retland/purd/sampling.py", "plan_job")),
+    ("DuckDB connections built (warehouse views)", ("retland/warehouse/__init__.py", "_connect")),
+    ("select checkpoints (warehouse queries)", ("cli/sample.py", "select_checkpoints")),
+    ("plan (warehouse queries)", ("retland/purd/sampling.py", "plan_job")),
     ("load_checkpoint", ("retland/train/checkpoints.py", "load_checkpoint")),
-    ("  of which abstract_seed_state (builds the env)", ("retland/train/program.py", "abstract_seed_state")),
-    ("  of which importing brax.envs", ("retland/core/envs.py", "_import_brax_envs")),
+    ("  of which the agent state's shapes (no env)", ("retland/train/checkpoints.py", "abstract_agent_state")),
+    ("  of which importing orbax", ("retland/train/checkpoints.py", "_checkpointer")),
+    ("whole TrainState (abstract_seed_state: builds the env)", ("retland/train/program.py", "abstract_seed_state")),
+    ("importing brax.envs", ("retland/core/envs.py", "_import_brax_envs")),
     ("reference state s0 (store)", ("retland/purd/engine.py", "reference_start")),
     ("chunk program: load + lower + compile cache + dispatch", ("retland/core/programs.py", "__call__")),
     ("rollouts (waiting for the results)", ("retland/purd/engine.py", "fetch")),
 ]
 
 
-def breakdown(profile: Path) -> list[tuple[str, float]]:
+def breakdown(profile: Path) -> list[tuple[str, float, int]]:
+    """(label, cumulative seconds, calls) of each BREAKDOWN entry in a cProfile file."""
     st = pstats.Stats(str(profile)).stats  # {(file, line, func): (cc, nc, tt, ct, callers)}
     total = max(v[3] for v in st.values())
-    out = [("whole command (under cProfile)", total)]
+    out = [("whole command (under cProfile)", total, 1)]
     for label, (suffix, func) in BREAKDOWN:
-        times = [v[3] for (f, _, fn), v in st.items() if f.endswith(suffix) and fn == func]
-        out.append((label, max(times) if times else 0.0))
+        hits = [v for (f, _, fn), v in st.items() if f.endswith(suffix) and fn == func]
+        out.append((label, max(v[3] for v in hits) if hits else 0.0, max(v[0] for v in hits) if hits else 0))
     return out
 
 
@@ -169,8 +175,8 @@ def main(argv=None) -> dict:
             print(f"breakdown of one more warm stored start under cProfile (first chunk {first:.1f} s, "
                   f"total {total:.1f} s):")
             results["breakdown"] = breakdown(prof)
-            for label, seconds in results["breakdown"]:
-                print(f"  {label:<58} {seconds:>7.1f} s")
+            for label, seconds, calls in results["breakdown"]:
+                print(f"  {label:<58} {seconds:>7.2f} s" + (f"  ({calls} calls)" if calls > 1 else ""))
         if args.json:
             args.json.write_text(json.dumps(results, indent=1, default=str))
         if not same:
