@@ -101,3 +101,16 @@ def test_a_chunk_that_does_not_fit_is_refused_with_the_size_that_does(chunk):
         engine.chunk_fits(fn, args, 64, device, room=room)
     engine.chunk_fits(fn, args, 16, device, room=room)  # fits: no error
     engine.chunk_fits(fn, args, 64, device)  # CPU: no limit, nothing checked
+
+
+def test_export_platform_names_cuda_and_rocm():
+    """jax.export wants "cuda"/"rocm" where a device says "gpu" (a stored program exported
+    for "gpu" could not be called on an H200); CPUs keep their name."""
+    from types import SimpleNamespace
+
+    from retland.core.programs import export_platform
+
+    gpu = lambda version: SimpleNamespace(platform="gpu", client=SimpleNamespace(platform_version=version))  # noqa: E731
+    assert export_platform(gpu("PJRT C API\ncuda 13000")) == "cuda"
+    assert export_platform(gpu("rocm 6.2")) == "rocm"
+    assert export_platform(jax.devices("cpu")[0]) == "cpu"

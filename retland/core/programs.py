@@ -330,7 +330,17 @@ def _platform(leaves) -> tuple[str, str]:
                 device = next(iter(devices))
                 break
     device = device or jax.devices()[0]
-    return device.platform, getattr(device, "device_kind", "")
+    return export_platform(device), getattr(device, "device_kind", "")
+
+
+def export_platform(device) -> str:
+    """jax.export's name of a device's platform. JAX calls every GPU "gpu", jax.export
+    wants "cuda" or "rocm": a program exported for "gpu" cannot be called on a CUDA
+    device (seen on an H200 with jax 0.11)."""
+    if device.platform != "gpu":
+        return device.platform
+    version = str(getattr(getattr(device, "client", None), "platform_version", "")).lower()
+    return "rocm" if "rocm" in version or "hip" in version else "cuda"
 
 
 def _key_text(kind: str, identity_text: str, modules: dict[str, str], extra: dict) -> str:
@@ -611,9 +621,14 @@ class StoredJit:
         if call is None:
             call = self._calls[signature] = self._prepare(args, leaves)
         lower = getattr(call, "lower", None)
-        if lower is None:  # the traced program
-            return self.traced().lower(*(_real(a) for a in args))
-        return lower(args, leaves)
+        if lower is not None:
+            try:
+                return lower(args, leaves)
+            except Exception as exc:  # noqa: BLE001 - as in __call__: a stored program that fails is traced
+                _stats["reason"] = f"{self.name}: the stored program failed to lower ({type(exc).__name__}: " \
+                                   f"{str(exc)[:200]})"
+                self._calls[signature] = self._run_traced
+        return self.traced().lower(*(_real(a) for a in args))
 
     # -- building the call for one signature
 
