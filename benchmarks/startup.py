@@ -176,7 +176,7 @@ def main(argv=None) -> dict:
                   f"total {total:.1f} s):")
             results["breakdown"] = breakdown(prof)
             for label, seconds, calls in results["breakdown"]:
-                print(f"  {label:<58} {seconds:>7.2f} s" + (f"  ({calls} calls)" if calls > 1 else ""))
+                print(f"  {label:<58} {seconds:>7.2f} s" + (f"  ({calls} built)" if label.startswith("DuckDB") else ""))
         if args.json:
             args.json.write_text(json.dumps(results, indent=1, default=str))
         if not same:

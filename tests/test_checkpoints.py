@@ -24,7 +24,7 @@ from retland.warehouse import Warehouse
 @pytest.fixture(scope="module")
 def example(tmp_path_factory):
     """(warehouse root, run id, step, program store) with the example checkpoint added
-    and the env's dims kept in the store."""
+    and the env's dims and the agent state's shapes kept in the store."""
     from retland.examples import add
 
     tmp = tmp_path_factory.mktemp("ckpt")
@@ -32,8 +32,9 @@ def example(tmp_path_factory):
     with pytest.MonkeyPatch.context() as m:
         m.setenv(programs.ENV_VAR, str(store))
         run_id, step = add(Warehouse.open(tmp / "wh"), "td3-hopper")
-        cfg = ck.run_config(ck.run_record(tmp / "wh", run_id))
-        envs.known_env_dims(cfg.env, cfg.backend, variant=cfg.variant)  # builds the env once: a miss
+        programs.reset_stats()
+        ck.load_checkpoint(tmp / "wh", run_id, step)  # builds the env once for its dims: misses
+        assert programs.stats()["value_misses"] == 2
     return tmp / "wh", run_id, step, store
 
 
@@ -74,7 +75,8 @@ def test_the_agent_state_is_restored_without_building_the_env(stored, monkeypatc
     monkeypatch.setattr(ck, "abstract_seed_state", refuse)
     programs.reset_stats()
     ckpt = ck.load_checkpoint(root, run_id, step)
-    assert programs.stats()["value_hits"] == 1  # the dims came from the store
+    st = programs.stats()
+    assert st["value_hits"] == 2 and st["value_misses"] == 0  # the dims and init's shapes came from the store
     monkeypatch.undo()
 
     state, replay = old_restore(root, run_id, step)

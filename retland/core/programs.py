@@ -27,7 +27,9 @@ Key. An entry is used only by a call that would have traced the same program:
   A name whose module has no readable source file makes the program unstorable.
   Code a user module imports from elsewhere is not hashed: change its module file (or
   clear the store) after editing such a helper.
-Values kept with `stored_value` (the reference state s0) are keyed the same way.
+Values kept with `stored_value` (the reference state s0, an env's dims) and the shapes
+kept with `stored_shapes` (the agent state a checkpoint restores into) are keyed the
+same way.
 
 Files. One file per entry, `<sha256 of the key>.rlp`, under `default_path()`:
 $RETLAND_PROGRAM_CACHE when it names a folder, else `programs/` next to the compile
@@ -552,6 +554,46 @@ def stored_value(identity, compute: Callable[[], Any]):
     np.savez(buffer, **{f"a{i}": x for i, x in enumerate(leaves)})
     _write(root, digest, key, {"leaves": len(leaves), "structure": structure}, buffer.getvalue())
     return StoredValue(leaves, structure, digest)
+
+
+def stored_shapes(identity, compute: Callable[[], Any]):
+    """compute() (a pytree of `jax.ShapeDtypeStruct`s, e.g. from `jax.eval_shape`), kept
+    in the store under `identity` (keyed like `stored_value`) as its structure and leaf
+    shapes, so a later process skips tracing it. Computed as usual when the store is off
+    or the tree has nodes the store cannot name (only tuples, lists, dicts, None and named
+    tuples are kept)."""
+    root = _active_root()
+    if root is None:
+        return compute()
+    try:
+        modules: dict[str, str] = {}
+        text = describe(identity, modules)
+        platform, device_kind = _platform([])
+        key = _key_text("shapes", text, modules, {"platform": platform, "device_kind": device_kind})
+    except Unstorable:
+        return compute()
+    digest = _digest(key)
+    found = _read(root, digest, key)
+    if found is not None:
+        meta, _ = found
+        try:
+            treedef = jax.tree.structure(_spec_example(meta["tree"]))
+            leaves = [jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype)) for shape, dtype in meta["leaves"]]
+            value = jax.tree.unflatten(treedef, leaves)
+            _stats["value_hits"] += 1
+            return value
+        except (ValueError, KeyError, TypeError, ImportError, AttributeError):
+            _stats["ignored"] += 1
+    _stats["value_misses"] += 1
+    value = compute()
+    leaves, treedef = jax.tree.flatten(value)
+    try:
+        tree = _tree_spec(treedef)
+    except Unstorable:
+        return value
+    meta = {"tree": tree, "leaves": [[list(map(int, x.shape)), np.dtype(x.dtype).str] for x in leaves]}
+    _write(root, digest, key, meta, b"")
+    return value
 
 
 def _real(arg):

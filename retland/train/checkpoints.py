@@ -281,13 +281,17 @@ def list_checkpoints(wh_or_root, run_id: str) -> list[int]:
 def abstract_agent_state(cfg: TrainConfig, dims: tuple[int, int] | None = None):
     """ShapeDtypeStruct tree of a TrainState's `agent` for a run with this config: the
     algorithm's `init` for the env's (observation size, action size), shaped without
-    running it. dims default to `known_env_dims` (no env built when the program store
-    holds them)."""
+    running it (and kept in the program store: `programs.stored_shapes`). dims default
+    to `known_env_dims` (no env built when the program store holds them)."""
     from retland.core.envs import known_env_dims
+
+    from retland.core.programs import stored_shapes
 
     obs_size, action_size = dims if dims is not None else known_env_dims(cfg.env, cfg.backend, variant=cfg.variant)
     init = algo_module(cfg.algo).init
-    return jax.eval_shape(lambda key: init(cfg.agent, key, obs_size, action_size), jax.random.PRNGKey(0))
+    return stored_shapes(  # tracing init takes ~0.15 s; the store keeps its shapes
+        ("retland.train.checkpoints.abstract_agent_state", cfg.algo, cfg.agent, obs_size, action_size),
+        lambda: jax.eval_shape(lambda key: init(cfg.agent, key, obs_size, action_size), jax.random.PRNGKey(0)))
 
 
 def load_checkpoint(wh_or_root, run_id: str, step: int, *, env: str | None = None) -> Checkpoint:
