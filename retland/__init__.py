@@ -6,7 +6,7 @@
     wh = retland.Warehouse.open("data/warehouse", create=False)
     df = retland.distribution_stats(wh, where="env = 'hopper'", bootstrap=True)
     retland.stats.cvar(returns, alpha=0.1)          # the NumPy twin of the SQL macros
-    ckpt = retland.load_checkpoint(wh, run_id, step)  # loads jax, brax and orbax
+    ckpt = retland.load_checkpoint(wh, run_id, step)  # loads jax and orbax (brax only when .state is read)
     run_id = retland.add_policy(wh, env="hopper", apply="pkg.mod:apply", params=p, name="mine")
     retland.sample_update(wh, run_id, 0, update="pkg.mod:step", state=s, n=256)   # your own update
 

@@ -236,7 +236,7 @@ def sample_update(warehouse, run: str, step: int, *, update: str | Callable, sta
     spec = update_spec(update, state, horizon, seed)
     ckpt = ck.load_checkpoint(wh, record["run_id"], step)
     agent = get_agent(ckpt.algo, ckpt.config)
-    theta = agent.actor_params(ckpt.state)
+    theta = agent.actor_params(ckpt.agent_state)
     make_params = UserUpdate(spec.param("fn"))
     try:
         out = jax.eval_shape(make_params, state, sample_key(spec.base_key, 0), jnp.int32(0))

@@ -77,7 +77,7 @@ class ReplayAgent:
 
     def operator_state(self, checkpoint):
         operator_state = self.algorithm.OperatorState
-        s = checkpoint.state.agent
+        s = checkpoint.agent_state
         agent_fields = operator_state._fields[:-2]
         return operator_state(*(getattr(s, f) for f in agent_fields),
                               checkpoint.replay, jnp.asarray(checkpoint.replay_size, jnp.int32))

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from .. import stats
-from ..warehouse import Warehouse, WarehouseError
+from ..warehouse import RUN_SOURCES, Warehouse, WarehouseError
 from ..warehouse.readonly import filtered, query_error
 
 STAT_COLUMNS = ("mean", "std", "skewness", "mode", "ltp", "cvar")
@@ -25,7 +25,7 @@ def _check_alpha_beta(alpha: float, beta: float) -> None:
         raise WarehouseError(f"--beta must be in (0, 1], got {beta}")
 
 
-SOURCES = ("trained", "imported", "derived", "added")
+SOURCES = RUN_SOURCES  # one spelling, in retland.warehouse
 
 
 def stats_relation(con: duckdb.DuckDBPyConnection, alpha: float = 0.1, beta: float = 0.5,

@@ -246,7 +246,7 @@ def plan(wh, req: LandscapeRequest, batch_size: int | str | None = "auto") -> La
 def compute_directions(req: LandscapeRequest, ckpt, operator_id: str | None):
     """(agent, θ, d1, d2) of the request at a loaded checkpoint."""
     agent = get_agent(ckpt.algo, ckpt.config)
-    theta = agent.actor_params(ckpt.state)
+    theta = agent.actor_params(ckpt.agent_state)
     base = jax.random.PRNGKey(req.seed)
     if req.directions == "update":
         spec = parse_operator(req.operator, env=ckpt.env, seed=req.seed)
