@@ -112,6 +112,8 @@ def training_memory(cfg, result) -> dict | None:
     from retland.train.job import boundaries
     from retland.train.program import make_chunk_fn
 
+    if result.state is None:  # trained in seed groups (the device could not hold all seeds)
+        return {"seed_group": result.seed_group}
     fn = make_chunk_fn(cfg, cfg.steps, boundaries(cfg)[2])
     fp = sizing.footprint(fn.func, result.state, result.replay, fn.keywords["warmup"])
     if fp is None:
@@ -119,7 +121,7 @@ def training_memory(cfg, result) -> dict | None:
     room = sizing.budget()
     per_seed = fp.total / cfg.seeds
     out = {"need": fp.total, "arguments": fp.arguments, "temporaries": fp.temporaries, "aliased": fp.aliased,
-           "per_seed": per_seed, "budget": room, "seeds_that_fit": None if room is None else int(room // per_seed)}
+           "per_seed": per_seed, "budget": room, "seed_group": result.seed_group, "seeds_that_fit": None if room is None else int(room // per_seed)}
     print(f"train memory (XLA): {sizing.gib(fp.total)} for {cfg.seeds} seeds ({sizing.gib(per_seed)} per seed, "
           f"buffers of {cfg.agent.buffer_size:,} rows); seeds that fit this device: {out['seeds_that_fit']}", flush=True)
     return out

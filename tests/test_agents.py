@@ -91,6 +91,40 @@ def test_resumed_training_equals_uninterrupted(wh, td3_job):
     assert leaves_equal(resumed.replay, td3_job.replay)
 
 
+def test_seed_groups_train_each_seed_from_its_own_keys_and_resume_per_group(wh, td3_job):
+    """Seeds trained one group at a time (as on a device that cannot hold them all) get
+    the same keys, hence the same runs up to float reassociation across vmap widths; a
+    grouped job killed mid-way resumes each group from its own last checkpoint."""
+    first = train(TINY_TD3, wh, seed_group=1, stop_at=60)
+    assert first.seed_group == 1 and first.state is None  # groups' states are not kept
+    resumed = train(TINY_TD3, wh, resume=first.job_id, seed_group=1)
+    assert resumed.steps == 120 and resumed.resumed_from == 60 and resumed.curve[120].shape == (2,)
+    for i, rid in enumerate(first.run_ids):
+        assert list_checkpoints(wh, rid) == [60, 120]
+        steps = wh.records("SELECT step FROM evaluations WHERE run_id = ? ORDER BY step", [rid])
+        assert [r["step"] for r in steps] == [0, 60, 120]
+        ck = load_checkpoint(wh, rid, 120)
+        assert ck.seed == i and int(ck.state.agent.update_count) == 120 - 40
+        want = seed_slice(td3_job.state, i)
+        for a, b in zip(jax.tree.leaves(ck.state.agent), jax.tree.leaves(want.agent)):
+            np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-4, atol=1e-5)
+
+
+def test_seed_group_size_is_what_fits_the_budget():
+    from retland.core import sizing
+    from retland.train.job import boundaries, seed_group_size
+
+    assert seed_group_size(TINY_TD3) == 2  # CPU: no allocator limit, all seeds together
+    one = TINY_TD3.model_copy(update={"seeds": 1})
+    ts, rb = jax.eval_shape(lambda: init_states(one))
+    fn = make_chunk_fn(one, 0, boundaries(one)[2])
+    need = sizing.footprint(fn.func, ts, rb, fn.keywords["warmup"]).total
+    assert seed_group_size(TINY_TD3, room=int(need * 1.5)) == 1
+    assert seed_group_size(TINY_TD3, room=need * 10) == 2
+    with pytest.raises(ValueError, match="one seed of td3 on hopper does not fit"):
+        seed_group_size(TINY_TD3, room=16)
+
+
 class _Killed(BaseException):
     """Stands in for SIGKILL: no `except Exception` in retland or orbax stops it."""
 

@@ -55,11 +55,16 @@ __all__ = ["Plan", "SampleResult", "SamplingError", "NonFiniteReturnError", "pla
            "run_plan", "sample_checkpoint", "sample_distribution", "checkpoint_program", "auto_batch_size",
            "parse_shard", "shard_from_env", "take_shard", "sample_job", "stored_indices", "FLUSH_SECONDS"]
 
-# Chunk size for --batch-size auto, per platform. On CPU throughput is flat for
-# B = 32..1024 (per-sample weight reads dominate) so a small B keeps padding and the
-# work lost to a kill small; accelerators need wide batches to be busy.
+# Chunk size for --batch-size auto, per platform (BENCHMARKS.md "Scale"). On CPU
+# throughput is flat for B = 32..1024 (per-sample weight reads dominate), so a small B
+# keeps padding and the work lost to a kill small. Accelerators need wide batches: on an
+# H200, td3-operator samples of hopper (H = 1000) ran at 0.17 / 0.63 / 1.83 M env-steps/s
+# for B = 256 / 1024 / 4096, at about 1.8 MiB of device memory per sample (7.1 GiB at
+# 4096, XLA's memory analysis). So accelerators take 4096, shrunk to N; before the first
+# chunk runs, `engine.chunk_fits` checks the compiled program against the device's
+# memory and, if it does not fit, refuses naming the --batch-size that does.
 AUTO_BATCH = {"cpu": 64}
-AUTO_BATCH_ACCELERATOR = 512
+AUTO_BATCH_ACCELERATOR = 4096
 
 
 def auto_batch_size(n_samples: int, platform: str | None = None) -> int:
@@ -286,7 +291,7 @@ def checkpoint_program(spec: OperatorSpec, ckpt) -> tuple[SampleProgram, Any]:
                 f"operator {spec.kind} needs a {spec.kind} checkpoint; run {ckpt.run_id} is {ckpt.algo}")
         op_state = agent.operator_state(ckpt)
     else:
-        op_state = agent.actor_params(ckpt.state)
+        op_state = agent.actor_params(ckpt.agent_state)
     program = program_for(spec, ckpt.env, ckpt.backend, AgentPolicy(agent), agent, variant=ckpt.variant)
     return program, op_state
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from retland.agents import get_agent
 from retland.agents.base import TrainState
-from retland.core import jaxcache, replay
+from retland.core import jaxcache, replay, sizing
 from retland.core.repro import reproducibility_record
 from retland.train import checkpoints as ck
 from retland.train.config import TrainConfig
@@ -59,8 +59,9 @@ class TrainResult:
     curve: dict[int, np.ndarray] = field(default_factory=dict)
     checkpoints: list[int] = field(default_factory=list)
     env_steps_per_s: float = 0.0
-    state: TrainState | None = None  # final training state, leading [seeds] axis
+    state: TrainState | None = None  # final training state, leading [seeds] axis (None: seed groups)
     replay: replay.Replay | None = None
+    seed_group: int = 0  # seeds vmapped together (`seed_group_size`)
     resumed_from: int | None = None  # with resume: the checkpoint step (0: restarted, it had none)
 
 
@@ -83,38 +84,100 @@ def _run_rows(cfg: TrainConfig, job_id: str, ids: list[str]) -> list[dict]:
 
 
 def train(cfg: TrainConfig, warehouse=None, *, progress: Callable[..., None] | None = None,
-          resume: str | None = None, stop_at: int | None = None) -> TrainResult:
+          resume: str | None = None, stop_at: int | None = None, seed_group: int | None = None) -> TrainResult:
     """Train `cfg.seeds` seeds; write runs, evaluations, checkpoints to the warehouse.
 
     resume: a job id (the run ids without "-s<seed>") to continue from its last
     checkpoint common to all seeds; `cfg` must then be the job's config (see
     `resume_config`). A job killed before its first checkpoint was published restarts
     from step 0 under the same run ids. stop_at: stop after this env step (for tests
-    and time-boxed runs; the run can be resumed later)."""
+    and time-boxed runs; the run can be resumed later).
+
+    seed_group: seeds vmapped together (default `seed_group_size(cfg)`: all of them,
+    unless an accelerator's memory cannot hold their compiled program). Groups run one
+    after another, each from its own seeds' keys, so a seed's run does not depend on
+    the grouping; a resumed job resumes each group from its own last checkpoint.
+    progress(n) counts env steps per seed of the whole job (a group of g of S seeds
+    advances it by n * g / S)."""
     jaxcache.enable()  # compiles of the chunk take tens of seconds
     wh = warehouse if isinstance(warehouse, Warehouse) else Warehouse.open(warehouse)
     if resume is None:
         job_id = new_job_id(cfg)
         ids = run_ids(job_id, cfg)
         wh.append("runs", _run_rows(cfg, job_id, ids))
-        ts, rb = init_states(cfg)
-        step = 0
     else:
         job_id, ids = resume, run_ids(resume, cfg)
-        ts, rb, step = _resume_state(wh, cfg, ids)
+    size = seed_group_size(cfg) if seed_group is None else seed_group
+    if size < 1:
+        raise ValueError(f"seed_group must be >= 1, got {size}")
+    result = TrainResult(job_id, ids, 0, seed_group=min(size, cfg.seeds))
+    report = progress or (lambda n=0, **info: None)
+    firsts, seed_steps, loop_seconds, last = [], 0, 0.0, 0
+    for g0 in range(0, cfg.seeds, size):
+        g = min(size, cfg.seeds - g0)
+        sub = cfg if g == cfg.seeds else cfg.model_copy(update={"seed": cfg.seed + g0, "seeds": g})
+        scale = g / cfg.seeds
+        first, last, seconds, ts, rb = _train_group(sub, wh, ids[g0:g0 + g], result, resume is not None, stop_at,
+                                                    lambda n=0, scale=scale, **info: report(n * scale, **info))
+        seed_steps += (last - first) * g
+        loop_seconds += seconds
+        firsts.append(first)
+        if g == cfg.seeds:  # groups exist to bound device memory: their states are not kept
+            result.state, result.replay = ts, rb
+    result.env_steps_per_s = seed_steps / max(loop_seconds, 1e-9)
+    result.steps = last
+    result.resumed_from = None if resume is None else min(firsts)
+    return result
 
+
+def seed_group_size(cfg: TrainConfig, device=None, room: int | None = None) -> int:
+    """How many seeds to vmap in one training program: all of them where the platform
+    has no allocator limit (CPU), else the most whose compiled chunk program fits the
+    device's budget (`retland.core.sizing`: XLA's memory analysis of the program for the
+    seeds' shapes, state and replay buffers included; nothing is allocated to find out).
+    On a GPU the seeds are nearly free (a TD3 step is latency-bound), so the most that
+    fit is also the fastest. room: the budget in bytes (default `sizing.budget(device)`)."""
+    room = sizing.budget(device) if room is None else room
+    if room is None or cfg.seeds == 1:
+        return cfg.seeds
+    _, _, n_steps = boundaries(cfg)
+
+    def at(s: int):
+        sub = cfg.model_copy(update={"seeds": s})
+        ts, rb = jax.eval_shape(lambda: init_states(sub))
+        fn = make_chunk_fn(sub, 0, n_steps)
+        return sizing.footprint(fn.func, ts, rb, fn.keywords["warmup"])
+
+    try:
+        return sizing.fit(at, cfg.seeds, room, resident=False, multiple=1).size
+    except MemoryError as exc:
+        raise ValueError(f"training: one seed of {cfg.algo} on {cfg.env} does not fit this device ({exc}); "
+                         "lower agent.buffer_size") from None
+
+
+def _train_group(cfg: TrainConfig, wh, ids: list[str], result: TrainResult, resuming: bool,
+                 stop_at: int | None, report: Callable[..., None]):
+    """Train the seeds `ids` of `cfg` (its seeds, from cfg.seed) to the end (or stop_at);
+    their rows go to the warehouse, their curve and checkpoints into `result`.
+    Returns (first step, last step, seconds in the training loop, final state, final replay)."""
+    if resuming:
+        ts, rb, step = _resume_state(wh, cfg, ids)
+    else:
+        ts, rb = init_states(cfg)
+        step = 0
+    first = step
     stops, evals, chunk = boundaries(cfg, step)
     if stop_at is not None:
         stops = [s for s in stops if s <= stop_at]
     evaluate = make_evaluator(cfg)
     agent = get_agent(cfg.algo, cfg.agent)
-    result = TrainResult(job_id, ids, step, resumed_from=None if resume is None else step)
     t_start = time.perf_counter()
 
     def do_eval(step):
         r = evaluate(agent.actor_params(ts))
         rets, lens = np.asarray(r.ret, np.float64), np.asarray(r.episode_length)
-        result.curve[step] = rets
+        have = result.curve.get(step)
+        result.curve[step] = rets if have is None else np.concatenate([have, rets])
         wall = time.perf_counter() - t_start
         wh.append("evaluations", [dict(run_id=rid, step=step, eval_return=float(rets[i]),
                                        episode_length=int(lens[i]), wall_seconds=wall)
@@ -123,7 +186,6 @@ def train(cfg: TrainConfig, warehouse=None, *, progress: Callable[..., None] | N
 
     if step == 0:
         do_eval(0)
-    report = progress or (lambda n=0, **info: None)
     t_loop = time.perf_counter()
     for stop in stops:
         while step < stop:
@@ -136,11 +198,9 @@ def train(cfg: TrainConfig, warehouse=None, *, progress: Callable[..., None] | N
             report(0, eval=f"eval {float(np.mean(rets)):,.1f}")
         if step in cfg.checkpoint_steps:
             _save_checkpoints(wh, ids, step, ts, rb, rets)
-            result.checkpoints.append(step)
-    result.env_steps_per_s = (step - result.steps) * cfg.seeds / max(time.perf_counter() - t_loop, 1e-9)
-    result.steps = step
-    result.state, result.replay = ts, rb
-    return result
+            if step not in result.checkpoints:
+                result.checkpoints.append(step)
+    return first, step, time.perf_counter() - t_loop, ts, rb
 
 
 def _save_checkpoints(wh, ids, step, ts, rb, rets):
