@@ -117,3 +117,19 @@ def test_rounds_are_whole_chunks_and_the_ltp_rule_of_three():
     assert iv.value == 0 and iv.lo == iv.hi == 0 and iv.half_width == pytest.approx(1.5 / 200) and iv.met
     (iv,) = intervals(r[:100], {"ltp": 0.01})
     assert not iv.met  # 1.5 / 100 > 0.01
+
+
+def test_auto_chunks_of_a_new_distribution_are_at_most_a_round(fixed, tmp_path, capsys, monkeypatch):
+    """--batch-size auto would take min(64, N) = 16 here (4096 on an accelerator): the
+    first round would be the whole job. A new adaptive distribution takes chunks of at
+    most a round instead."""
+    base, _ = fixed
+    root = tmp_path / "wh"
+    shutil.copytree(base, root)
+    cmd = [a for a in args(root, "--target-ci", "ltp=1e-9", "--max-samples", 16, "--round-samples", 8)]
+    i = cmd.index("--batch-size")
+    del cmd[i:i + 2]
+    code, out, err = run_cli(capsys, monkeypatch, *cmd)
+    assert code == 0, err
+    got = returns(root)
+    assert got.height == 16 and set(got["chunk_size"]) == {8}

@@ -150,8 +150,12 @@ def sample_adaptive(wh, distributions: Sequence[tuple[str, int, OperatorSpec]], 
         raise SamplingError(f"targets {sorted(bad) or 'none'}: choose from {', '.join(METRICS)}")
     mine = take_shard(list(distributions), parse_shard(shard))
     # The chunk size of each distribution as a job of max_samples would choose it (the
-    # recorded one if it has rows); checked for all before anything is computed.
-    sizes = [p.batch_size for p in plan_job(wh, mine, max_samples, batch_size=batch_size)]
+    # recorded one if it has rows); checked for all before anything is computed. A new
+    # distribution under --batch-size auto takes at most a round (rounded up to a multiple
+    # of 8): an accelerator's auto size (4096) would make the first round the whole job.
+    cap = 8 * math.ceil(round_samples / 8) if round_samples >= 1 else None
+    sizes = [p.batch_size if (p.present or batch_size not in (None, "auto") or cap is None) else min(p.batch_size, cap)
+             for p in plan_job(wh, mine, max_samples, batch_size=batch_size)]
     results = []
     for (run_id, step, spec), b in zip(mine, sizes):
         res = AdaptiveResult(run_id, int(step), spec.operator_id, b)
