@@ -9,6 +9,9 @@ exactly the n an adaptive job would stop at. Targets: the worst half-width a fix
 gives over all distributions (the precision a fixed-N job guarantees for every one of
 them), for N = the stored N and smaller N.
 
+--rows FILE... reads post_update_returns parquet files instead (e.g. rows sampled on a
+GPU and copied back), --chunk sets the rounds' chunk size.
+
 Real part (--real): one adaptive run on the shipped example checkpoint (TD3 hopper,
 horizon 1000) in a temporary warehouse, timed.
 
@@ -31,7 +34,16 @@ from retland.warehouse import Warehouse
 METRICS = ("ltp", "cvar")
 
 
-def load(root: str) -> tuple[list[tuple], list[np.ndarray], int]:
+def load(root: str, parquet: list[str] | None = None) -> tuple[list[tuple], list[np.ndarray], int]:
+    if parquet:  # post_update_returns rows exported from another machine's warehouse
+        import duckdb
+
+        rel = duckdb.sql('SELECT run_id, step, operator_id, list("return" ORDER BY update_index) AS r, '
+                         f"min(chunk_size) AS b FROM read_parquet({list(parquet)!r}) GROUP BY ALL "
+                         "ORDER BY run_id, step")
+        rows = [dict(zip(rel.columns, t)) for t in rel.fetchall()]
+        return ([(r["run_id"], r["step"], r["operator_id"]) for r in rows],
+                [np.asarray(r["r"], dtype=np.float64) for r in rows], min(int(r["b"]) for r in rows))
     wh = Warehouse.open(root, create=False)
     rows = wh.records('SELECT run_id, step, operator_id, list("return" ORDER BY update_index) AS r, '
                       "min(chunk_size) AS b FROM post_update_returns GROUP BY ALL ORDER BY run_id, step")
@@ -50,8 +62,9 @@ def stop_n(r: np.ndarray, targets: dict[str, float], sizes: list[int]) -> tuple[
     return sizes[-1], False
 
 
-def offline(root: str, round_samples: int) -> None:
-    keys, data, b = load(root)
+def offline(root: str, round_samples: int, parquet: list[str] | None = None, chunk: int | None = None) -> None:
+    keys, data, b = load(root, parquet)
+    b = chunk or b
     n_max = min(r.size for r in data)
     sizes = round_sizes(n_max, round_samples, b)
     print(f"{len(data)} distributions of {n_max} stored samples, B = {b}, rounds {sizes}")
@@ -103,11 +116,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--warehouse", default="/work/wh13")
     ap.add_argument("--round-samples", type=int, default=64)
+    ap.add_argument("--rows", nargs="+", help="read post_update_returns parquet files instead of --warehouse")
+    ap.add_argument("--chunk", type=int, help="chunk size of the rounds (default: the stored rows' smallest)")
     ap.add_argument("--real", action="store_true", help="also one real adaptive run on the example checkpoint")
     ap.add_argument("--target", default="ltp=0.03")
     ap.add_argument("--max-samples", type=int, default=1000)
     args = ap.parse_args()
-    offline(args.warehouse, args.round_samples)
+    offline(args.warehouse, args.round_samples, args.rows, args.chunk)
     if args.real:
         real(args.target, args.max_samples, 128)
 
