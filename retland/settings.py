@@ -159,8 +159,10 @@ class InterpolationSettings:
 ARMS = ("reject", "baseline")
 # Default PURD chunk per lane. CPU, 6 lanes x 200 samples (BENCHMARKS.md "Stabilize"): all
 # 201 in one chunk took 617 s at 5.5 GB peak, chunks of 64 took 745 s at 3.4 GB, so CPU
-# keeps big chunks and is bounded only for large N. On a GPU, 20 lanes x 512 is about
-# 40 GB of update temporaries (≈ 4 MB per sample for 256x256 critics, batch 256).
+# keeps big chunks and is bounded only for large N. On a GPU, 512 is the preferred chunk,
+# shrunk to what fits the device (`stabilize.experiment.auto_chunk`): on an H200 limited to
+# an 80 GB card's 59 GiB, the paper's 20 lanes x N = 1000 with 1M-row buffers needed
+# 17.7 GiB at 512 (XLA's analysis; 20.2 GiB peak), one PURD estimate in 6.0 s.
 AUTO_CHUNK = {"cpu": 256}
 AUTO_CHUNK_ACCELERATOR = 512
 CRITERIA = ("cvar", "ltp", "mean")
