@@ -85,21 +85,23 @@ def top_ltp_sources(wh, k: int, *, env: str | None = None, where: str | None = N
 def check_source(wh, run_id: str, step: int) -> None:
     """Refuse, before any work and without loading it, a source that is not a stored TD3
     checkpoint with a replay buffer (the same rules as `load_source`)."""
-    runs = wh.query("SELECT algo FROM runs WHERE run_id = ?", [run_id])
-    if not runs.height:
+    # records(), not query(): running Algorithm 1 on given sources needs no polars (GPU nodes)
+    runs = wh.records("SELECT algo FROM runs WHERE run_id = ?", [run_id])
+    if not runs:
         raise ValueError(f"no run {run_id!r} in the warehouse at {wh.root}")
-    if runs["algo"][0] != "td3":
-        raise ValueError(f"stabilize needs a td3 checkpoint; run {run_id!r} is {runs['algo'][0]}")
-    ck = wh.query("SELECT artifact_path, replay_size FROM checkpoints WHERE run_id = ? AND step = ?",
-                  [run_id, int(step)])
-    if not ck.height:
-        steps = wh.query("SELECT step FROM checkpoints WHERE run_id = ? ORDER BY step", [run_id])["step"].to_list()
+    if runs[0]["algo"] != "td3":
+        raise ValueError(f"stabilize needs a td3 checkpoint; run {run_id!r} is {runs[0]['algo']}")
+    ck = wh.records("SELECT artifact_path, replay_size FROM checkpoints WHERE run_id = ? AND step = ?",
+                    [run_id, int(step)])
+    if not ck:
+        steps = [r["step"] for r in wh.records("SELECT step FROM checkpoints WHERE run_id = ? ORDER BY step",
+                                               [run_id])]
         raise ValueError(f"run {run_id!r} has no checkpoint at step {step}; it has "
                          f"{', '.join(map(str, steps)) if steps else 'none'}")
-    if ck["artifact_path"][0] is None:
+    if ck[0]["artifact_path"] is None:
         raise ValueError(f"run {run_id} step {step} has no stored checkpoint (its returns were imported); "
                          "stabilize needs a trained run")
-    if not (ck["replay_size"][0] or 0) >= 1:
+    if not (ck[0]["replay_size"] or 0) >= 1:
         raise ValueError(f"checkpoint {run_id}@{step} has an empty replay buffer")
 
 
@@ -108,7 +110,7 @@ def completed_experiment(wh, scfg: StabilizeConfig) -> str | None:
     settings (criterion, α, β, tolerance, N, P, the same arms x seeds lanes, exploration
     and collection reset noise; the PURD chunk only changes rounding and is ignored), or
     None. Complete = every lane's P + 1 rows and their samples are stored."""
-    cand = wh.query(
+    cand = wh.records(
         "SELECT experiment_id, list(DISTINCT arm || ':' || seed) AS lanes, max(proposal) AS p, count(*) AS n_rows, "
         "any_value(derived_run_id) AS derived "
         "FROM stabilize_steps WHERE run_id = ? AND step = ? AND criterion = ? AND alpha = ? AND beta = ? "
@@ -116,16 +118,16 @@ def completed_experiment(wh, scfg: StabilizeConfig) -> str | None:
         [scfg.run_id, int(scfg.step), scfg.criterion, scfg.alpha, scfg.beta, scfg.tolerance, scfg.samples])
     want = {f"{a}:{s}" for a, s in scfg.lanes}
     L, P1 = len(want), scfg.proposals + 1
-    for row in cand.iter_rows(named=True):
+    for row in cand:
         if set(row["lanes"]) != want or row["p"] != scfg.proposals or row["n_rows"] != L * P1:
             continue
-        n = wh.query("SELECT count(*) AS n FROM stabilize_returns WHERE experiment_id = ?", [row["experiment_id"]])
-        if n["n"][0] != L * P1 * scfg.samples:
+        n = wh.records("SELECT count(*) AS n FROM stabilize_returns WHERE experiment_id = ?", [row["experiment_id"]])
+        if n[0]["n"] != L * P1 * scfg.samples:
             continue
-        repro = wh.query("SELECT repro FROM runs WHERE run_id = ?", [row["derived"]])
-        if not repro.height:
+        repro = wh.records("SELECT repro FROM runs WHERE run_id = ?", [row["derived"]])
+        if not repro:
             continue
-        stored = (json.loads(repro["repro"][0]).get("config") or {}).get("stabilize") or {}
+        stored = (json.loads(repro[0]["repro"]).get("config") or {}).get("stabilize") or {}
         if all(stored.get(f) == getattr(scfg, f) for f in ("exploration_noise", "reset_noise_fraction")):
             return row["experiment_id"]
     return None
@@ -161,8 +163,8 @@ def plan_sources(wh, base: StabilizeConfig, sources: Sequence[tuple[str, int]], 
         check_source(wh, r, s)
     configs = [base.model_copy(update=dict(run_id=r, step=s)) for r, s in keys]
     done = [completed_experiment(wh, c) if skip_done else None for c in configs]
-    sizes = {(r, s): int(wh.query("SELECT replay_size FROM checkpoints WHERE run_id = ? AND step = ?",
-                                  [r, s])["replay_size"][0]) for r, s in keys}
+    sizes = {(r, s): int(wh.records("SELECT replay_size FROM checkpoints WHERE run_id = ? AND step = ?",
+                                    [r, s])[0]["replay_size"]) for r, s in keys}
     group = {r: program_config(run_config(run_record(wh, r))) for r in {r for r, _ in keys}}
     cap: dict = {}
     for r, s in keys:  # all sources given, done or not: the capacity does not depend on what is left
