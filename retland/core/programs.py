@@ -514,20 +514,28 @@ def _real_structure(digest: str):
     return jax.tree.structure(_REAL[digest]())
 
 
+def _value_key(kind: str, identity) -> tuple[Path | None, str | None]:
+    """(store root, key text) of a stored value or tree of shapes, or (root, None) when
+    the store is off or `identity` cannot be keyed."""
+    root = _active_root()
+    if root is None:
+        return None, None
+    try:
+        modules: dict[str, str] = {}
+        text = describe(identity, modules)
+        platform, device_kind = _platform([])
+        return root, _key_text(kind, text, modules, {"platform": platform, "device_kind": device_kind})
+    except Unstorable:
+        return root, None
+
+
 def stored_value(identity, compute: Callable[[], Any]):
     """compute() (a pytree of host arrays), kept in the store under `identity` (described
     like a program's, with the platform): a `StoredValue` standing for it, or the value
     itself when the store is off or the value cannot be keyed. The value must be a pure
     function of `identity` and the code."""
-    root = _active_root()
-    if root is None:
-        return compute()
-    try:
-        modules: dict[str, str] = {}
-        text = describe(identity, modules)
-        platform, device_kind = _platform([])
-        key = _key_text("value", text, modules, {"platform": platform, "device_kind": device_kind})
-    except Unstorable:
+    root, key = _value_key("value", identity)
+    if key is None:
         return compute()
     digest = _digest(key)
     once = functools.lru_cache(maxsize=None)(compute)
@@ -562,15 +570,8 @@ def stored_shapes(identity, compute: Callable[[], Any]):
     shapes, so a later process skips tracing it. Computed as usual when the store is off
     or the tree has nodes the store cannot name (only tuples, lists, dicts, None and named
     tuples are kept)."""
-    root = _active_root()
-    if root is None:
-        return compute()
-    try:
-        modules: dict[str, str] = {}
-        text = describe(identity, modules)
-        platform, device_kind = _platform([])
-        key = _key_text("shapes", text, modules, {"platform": platform, "device_kind": device_kind})
-    except Unstorable:
+    root, key = _value_key("shapes", identity)
+    if key is None:
         return compute()
     digest = _digest(key)
     found = _read(root, digest, key)
