@@ -633,12 +633,18 @@ class StoredJit:
             self._traced = jax.jit(self.fn)
         return self._traced
 
-    def __call__(self, *args):
+    def _call_for(self, args) -> tuple[Any, list, Callable]:
+        """(signature, leaves, call) of these arguments; the call is prepared (loaded,
+        exported or traced) at the signature's first use."""
         leaves, treedef = jax.tree.flatten(args)
         signature = (treedef, tuple(_aval(x) for x in leaves))
         call = self._calls.get(signature)
         if call is None:
             call = self._calls[signature] = self._prepare(args, leaves)
+        return signature, leaves, call
+
+    def __call__(self, *args):
+        signature, leaves, call = self._call_for(args)
         if call == self._run_traced or signature in self._proven:
             out = call(args, leaves)
         else:
@@ -658,11 +664,7 @@ class StoredJit:
         """The `jax.stages.Lowered` program a call with these arguments runs (the stored
         one when the store has it), e.g. to read its memory before running it
         (`retland.core.sizing.footprint`). Nothing runs."""
-        leaves, treedef = jax.tree.flatten(args)
-        signature = (treedef, tuple(_aval(x) for x in leaves))
-        call = self._calls.get(signature)
-        if call is None:
-            call = self._calls[signature] = self._prepare(args, leaves)
+        signature, leaves, call = self._call_for(args)
         lower = getattr(call, "lower", None)
         if lower is not None:
             try:

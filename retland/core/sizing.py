@@ -71,6 +71,19 @@ class Footprint:
         """The bytes that grow with the batch: outputs and temporaries."""
         return self.outputs + self.temporaries
 
+    def need(self, resident: bool = True) -> int:
+        """The bytes the program allocates when it runs: outputs and temporaries less the
+        donated bytes, plus the arguments unless they are already on the device."""
+        return self.scaling - self.aliased + (0 if resident else self.arguments)
+
+    def largest_fitting(self, size: int, budget_bytes: int, *, resident: bool = True, multiple: int = 8) -> int:
+        """The size whose need the linear rule puts at `budget_bytes`, from this footprint
+        at `size`: the bytes that do not grow with the size stay, the rest scales; rounded
+        down to a multiple of `multiple` (when at least that)."""
+        fixed = self.need(resident) - self.scaling
+        guess = int((budget_bytes - fixed) / max(self.scaling / size, 1.0))
+        return (guess // multiple) * multiple if guess >= multiple else guess
+
 
 def footprint(jitted, *args) -> Footprint | None:
     """The memory of `jitted` (a `jax.jit` function, or anything with `.lower`) compiled
@@ -114,29 +127,21 @@ def fit(bytes_at: Callable[[int], Footprint | None], preferred: int, budget_byte
     Raises MemoryError naming the figures when even `minimum` does not fit."""
     if budget_bytes is None:
         return Fit(preferred, preferred, None, None, None)
-
-    def need(fp: Footprint) -> int:
-        return fp.scaling - fp.aliased + (0 if resident else fp.arguments)
-
     tried: list[tuple[int, int]] = []
     size = preferred
     fp = bytes_at(size)
     if fp is None:
         return Fit(preferred, preferred, budget_bytes, None, None)
-    tried.append((size, need(fp)))
-    per_unit = fp.scaling / size
-    while need(fp) > budget_bytes:
+    tried.append((size, fp.need(resident)))
+    while fp.need(resident) > budget_bytes:
         if size <= minimum:
             raise MemoryError(
-                f"even {size} does not fit: XLA needs {gib(need(fp))} ({gib(fp.arguments)} of inputs"
+                f"even {size} does not fit: XLA needs {gib(fp.need(resident))} ({gib(fp.arguments)} of inputs"
                 f"{' already placed' if resident else ''}, {gib(fp.scaling)} of outputs and temporaries); "
                 f"the device's budget is {gib(budget_bytes)}")
-        fixed = need(fp) - fp.scaling  # what does not grow with the size
-        guess = int((budget_bytes - fixed) / max(per_unit, 1.0))
-        guess = (guess // multiple) * multiple if guess >= multiple else guess
+        guess = fp.largest_fitting(size, budget_bytes, resident=resident, multiple=multiple)
         # the linear model said `size` fits, and it did not: halve instead
         size = max(minimum, guess if guess < size else size // 2)
         fp = bytes_at(size)
-        tried.append((size, need(fp)))
-        per_unit = fp.scaling / size
-    return Fit(size, preferred, budget_bytes, need(fp), per_unit, tuple(tried))
+        tried.append((size, fp.need(resident)))
+    return Fit(size, preferred, budget_bytes, fp.need(resident), fp.scaling / size, tuple(tried))

@@ -153,8 +153,8 @@ def sample_adaptive(wh, distributions: Sequence[tuple[str, int, OperatorSpec]], 
     # recorded one if it has rows); checked for all before anything is computed. A new
     # distribution under --batch-size auto takes at most a round (rounded up to a multiple
     # of 8): an accelerator's auto size (4096) would make the first round the whole job.
-    cap = 8 * math.ceil(round_samples / 8) if round_samples >= 1 else None
-    sizes = [p.batch_size if (p.present or batch_size not in (None, "auto") or cap is None) else min(p.batch_size, cap)
+    cap = 8 * math.ceil(round_samples / 8)
+    sizes = [p.batch_size if p.present or batch_size not in (None, "auto") else min(p.batch_size, cap)
              for p in plan_job(wh, mine, max_samples, batch_size=batch_size)]
     results = []
     for (run_id, step, spec), b in zip(mine, sizes):

@@ -211,10 +211,9 @@ def chunk_fits(fn, placed_args, batch_size: int, device, room: int | None = None
         return
     idx = jax.device_put(chunk_indices(0, batch_size), device)
     fp = sizing.footprint(fn, *placed_args, idx)
-    need = None if fp is None else fp.scaling - fp.aliased
-    if need is not None and need > room:
-        per_sample = fp.scaling / batch_size
-        fits = max(1, int(room / per_sample) // 8 * 8)
+    if fp is not None and fp.need() > room:
+        need, per_sample = fp.need(), fp.scaling / batch_size
+        fits = max(1, fp.largest_fitting(batch_size, room))
         raise SamplingError(
             f"a chunk of {batch_size} samples needs {sizing.gib(need)} on this "
             f"{getattr(device, 'device_kind', device.platform)} (XLA's memory analysis of the chunk program; "

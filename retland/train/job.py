@@ -138,8 +138,6 @@ def seed_group_size(cfg: TrainConfig, device=None, room: int | None = None) -> i
     On a GPU the seeds are nearly free (a TD3 step is latency-bound), so the most that
     fit is also the fastest. room: the budget in bytes (default `sizing.budget(device)`)."""
     room = sizing.budget(device) if room is None else room
-    if room is None or cfg.seeds == 1:
-        return cfg.seeds
     _, _, n_steps = boundaries(cfg)
 
     def at(s: int):

@@ -137,8 +137,6 @@ def auto_chunk(pcfg: TrainConfig, scfg: StabilizeConfig, lanes: Lane, purd_keys,
     `sizing.budget()`; None on CPU)."""
     preferred = min(AUTO_CHUNK.get(jax.default_backend(), AUTO_CHUNK_ACCELERATOR), scfg.samples + 1)
     room = sizing.budget() if room is None else room
-    if room is None:
-        return sizing.Fit(preferred, preferred, None, None, None)
     try:
         return sizing.fit(lambda c: sizing.footprint(purd_fn(pcfg, scfg.samples, c), lanes, purd_keys),
                           preferred, room)
