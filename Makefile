@@ -24,7 +24,7 @@ NEWJAX_TESTS ?= tests/test_tasks.py tests/test_rollout.py tests/test_operators.p
 NEWJAX_K ?= not walker2d and not ant_contacts and not another_chunk_size
 NEWJAX_PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: install demo test test-newest-jax test-dmc test-slow bench clean-demo
+.PHONY: install demo test test-newest-jax test-dmc test-oracle test-slow bench clean-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,32 @@ test-newest-jax: $(NEWJAX_STAMP)
 test-dmc:
 	$(MAKE) install EXTRAS=test,dmc
 	$(PY) -m pytest -q -m "slow or not slow" tests/test_dmc.py
+
+# Brax 0.0.13 itself as an oracle for retland's brax0013 simulator (the paper variant's
+# physics): a separate venv (tests/oracle/requirements.txt), the policies to roll out,
+# recordings of 0.0.13's behaviour made there (float32 and float64), tests/test_oracle.py
+# against each, and the table of residuals (benchmarks/oracle.py).
+ORACLE_VENV  ?= .venv-oracle
+ORACLE_DIR   ?= .oracle
+ORACLE_STAMP := $(ORACLE_VENV)/.installed
+
+$(ORACLE_STAMP): tests/oracle/requirements.txt
+	test -x $(ORACLE_VENV)/bin/python || $(PYTHON) -m venv $(ORACLE_VENV)
+	echo '*' > $(ORACLE_VENV)/.gitignore
+	$(ORACLE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(ORACLE_VENV)/bin/python -m pip install -q -r tests/oracle/requirements.txt
+	$(ORACLE_VENV)/bin/python -m pip install -q --no-deps brax==0.0.13
+	touch $(ORACLE_STAMP)
+
+test-oracle: $(STAMP) $(ORACLE_STAMP)
+	rm -rf $(ORACLE_DIR) && mkdir -p $(ORACLE_DIR)
+	echo '*' > $(ORACLE_DIR)/.gitignore
+	$(PY) tests/oracle/export_policies.py --out $(ORACLE_DIR)/policies
+	$(ORACLE_VENV)/bin/python -W ignore tests/oracle/record.py --policies $(ORACLE_DIR)/policies --out $(ORACLE_DIR)/reference
+	$(ORACLE_VENV)/bin/python -W ignore tests/oracle/record.py --x64 --out $(ORACLE_DIR)/reference
+	RETLAND_ORACLE_DIR=$(abspath $(ORACLE_DIR)) $(PY) -m pytest -q -p no:cacheprovider tests/test_oracle.py
+	RETLAND_ORACLE_DIR=$(abspath $(ORACLE_DIR)) JAX_ENABLE_X64=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_oracle.py
+	$(PY) benchmarks/oracle.py $(ORACLE_DIR)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -26,7 +26,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from retland.core.envs import DEFAULT_BACKEND, DEFAULT_VARIANT, env_dims, reference_env, reference_state  # noqa: E402
+from retland.core.envs import DEFAULT_VARIANT, default_backend, env_dims, reference_env, reference_state  # noqa: E402
 from retland.core.networks import DeterministicActor, init_params  # noqa: E402
 from retland.core.rollout import rollout  # noqa: E402
 from retland.purd.operators import Gaussian, parse_operator, sample_key  # noqa: E402
@@ -36,15 +36,16 @@ from retland.warehouse import Warehouse  # noqa: E402
 
 
 def bench_env(env: str, n: int, horizon: int, repeats: int) -> dict:
-    obs_size, action_size = env_dims(env, variant=DEFAULT_VARIANT)
+    backend = default_backend(env, DEFAULT_VARIANT)
+    obs_size, action_size = env_dims(env, backend, variant=DEFAULT_VARIANT)
     policy = ActorPolicy(action_size)
     theta = init_params(DeterministicActor(action_size), jax.random.PRNGKey(0), jnp.zeros(obs_size))
     spec = parse_operator("gaussian", horizon=horizon)
-    program = program_for(spec, env, DEFAULT_BACKEND, policy, variant=DEFAULT_VARIANT)
+    program = program_for(spec, env, backend, policy, variant=DEFAULT_VARIANT)
     b = auto_batch_size(n)
     n_chunks = -(-n // b)
-    s0 = reference_state(env, DEFAULT_BACKEND, variant=DEFAULT_VARIANT)
-    renv = reference_env(env, variant=DEFAULT_VARIANT)
+    s0 = reference_state(env, backend, variant=DEFAULT_VARIANT)
+    renv = reference_env(env, backend, variant=DEFAULT_VARIANT)
 
     # floor: explicit stacked parameters of the same distinct policies
     perturb = jax.jit(jax.vmap(lambda i: Gaussian(spec.param("sigma"))(theta, sample_key(spec.base_key, i), i)))
@@ -90,7 +91,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{jax.local_device_count()}, "
-          f"backend {DEFAULT_BACKEND}")
+          f"variant {DEFAULT_VARIANT} (backend {default_backend('hopper', DEFAULT_VARIANT)})")
     print(f"{'env':12} {'N':>5} {'B':>4} {'T':>5} {'floor samples/s':>16} {'full samples/s':>15} "
           f"{'full env-steps/s':>17} {'ratio':>6} {'CPU-time ratio':>15}")
     for env in args.envs.split(","):

@@ -80,11 +80,14 @@ def train(
         help="Comma-separated env steps to checkpoint at (default 50k,150k,…,950k; ppo: 10 evenly spaced).")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Env steps between learning-curve points.")] = None,
     backend: Annotated[Optional[str], typer.Option(
-        help="Brax physics backend (default positional); DeepMind Control tasks run on mjx (MuJoCo's JAX physics).")] = None,
+        help="Physics: brax0013 (Brax 0.0.13's simulator; the paper variant's, and its default) or, for variant "
+             "brax, one of brax 0.14's positional (default), generalized, spring, mjx. DeepMind Control tasks run "
+             "on mjx (MuJoCo's JAX physics).")] = None,
     variant: Annotated[Optional[str], typer.Option(
-        help="Task rules: paper (default; the paper's Brax 0.0.13 terminations, rewards and observations, "
-             "e.g. hopper ends only when its torso drops below 0.7) or brax (brax 0.14's own: hopper also "
-             "ends when tilted past 0.2 rad). DeepMind Control tasks: dmc, their own rules (the default for them).")] = None,
+        help="Task: paper (default; the paper's Brax 0.0.13 robots, simulator, terminations, rewards and "
+             "observations, e.g. hopper ends only when its torso drops below 0.7) or brax (brax 0.14's own "
+             "robots and rules: hopper also ends when tilted past 0.2 rad). DeepMind Control tasks: dmc, their "
+             "own rules (the default for them).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with TrainConfig fields and an \\[agent] table.")] = None,
     resume: Annotated[Optional[str], typer.Option(
         help="Job id (run id without -s<seed>) to continue from its last checkpoint "

@@ -49,7 +49,7 @@ import numpy as np
 
 from retland.agents import get_agent
 from retland.agents.policy import PolicyAgent, PolicyConfig, describe_mismatch, host_tree, tree_spec
-from retland.core.envs import (check_backend, check_env, check_variant, default_backend, default_horizon,
+from retland.core.envs import (check_backend, check_env, check_new_task, check_variant, default_backend, default_horizon,
                                default_variant, env_dims, is_dmc)
 from retland.core.importpath import function_path
 from retland.core.repro import reproducibility_record
@@ -149,8 +149,9 @@ def add_policy(warehouse, *, env: str, apply: str | Callable, params, name: str,
     """Store a deterministic JAX policy as an added run with one checkpoint; returns its run id.
 
     env, backend, variant: the task the policy acts in (variant default "brax", brax
-    0.14's rules, "paper" for the paper's; backend default positional; a DeepMind Control
-    task defaults to its own: variant dmc, backend mjx). apply: "package.module:function" or an
+    0.14's tasks, backend default positional; "paper" for the paper's tasks, on Brax
+    0.0.13's simulator, backend brax0013; a DeepMind Control task defaults to its own:
+    variant dmc, backend mjx). apply: "package.module:function" or an
     importable function, called as apply(params, obs [O], **apply_kwargs) -> action [A].
     params: nested dicts/lists/tuples of float arrays. name: the run's algo label (a
     letter, then letters, digits, '_' or '.'; not td3/sac/ppo). step: the checkpoint's
@@ -167,9 +168,10 @@ def add_policy(warehouse, *, env: str, apply: str | Callable, params, name: str,
                          "give your policy another name")
     check_env(env)
     variant = variant if variant is not None else (default_variant(env) if is_dmc(env) else ADDED_VARIANT)
-    backend = backend if backend is not None else default_backend(env)
+    check_variant(variant, env)
+    backend = backend if backend is not None else default_backend(env, variant)
     horizon = horizon if horizon is not None else default_horizon(env)
-    check_backend(backend, env), check_variant(variant, env)
+    check_backend(backend, env, variant), check_new_task(env, backend, variant)
     step = _check_int(step, "step")
     seed = _check_int(seed, "seed", 0, 2**31 - 1)
     horizon = _check_int(horizon, "horizon", 1)

@@ -6,7 +6,7 @@
 --
 -- Defines
 --   run_checkpoint_summary   view, one row per run:
---       run_id, algo, env, variant, seed, source,
+--       run_id, algo, env, variant, simulator (run_simulator(backend, variant)), seed, source,
 --       checkpoints (distinct checkpoint steps, 0 if none),
 --       best_eval_return (highest checkpoint eval_return; NULL if none)
 --   run_summary              view, one row per run (what `retland runs` lists):
@@ -21,7 +21,9 @@
 -- and samples) then.
 
 CREATE OR REPLACE VIEW run_checkpoint_summary AS
-SELECT r.run_id, r.algo, r.env, run_variant(r.variant, r.source) AS variant, r.seed, r.source,
+SELECT r.run_id, r.algo, r.env, run_variant(r.variant, r.source) AS variant,
+       run_simulator(r.backend, r.variant) AS simulator,
+       r.seed, r.source,
        count(DISTINCT c.step) AS checkpoints,
        max(c.eval_return) AS best_eval_return
 FROM runs r

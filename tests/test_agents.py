@@ -51,7 +51,7 @@ def test_training_records_runs_curve_and_checkpoints(wh, td3_job):
     runs = wh.query("SELECT run_id, algo, env, backend, seed FROM runs WHERE run_id LIKE ? ORDER BY seed",
                     [td3_job.job_id + "%"])
     assert runs["run_id"].to_list() == td3_job.run_ids
-    assert set(runs["backend"]) == {"positional"} and runs["seed"].to_list() == [0, 1]
+    assert set(runs["backend"]) == {"brax0013"} and runs["seed"].to_list() == [0, 1]
     for rid in td3_job.run_ids:
         assert list_checkpoints(wh, rid) == [60, 120]
         steps = wh.query("SELECT step FROM evaluations WHERE run_id = ? ORDER BY step", [rid])["step"]

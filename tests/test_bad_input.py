@@ -134,8 +134,10 @@ CASES: list[tuple] = [
     ("train resume unknown", ["train", "--resume", "nope"], "'nope'"),
     ("train resume with options", ["train", "--resume", "nope", "--seeds", "2"], "--resume"),
     ("train unknown variant", ["train", "--variant", "gym", "-w", "{fresh}"], "--variant: unknown task variant 'gym'"),
-    ("train paper ant off positional", ["train", "--env", "ant", "--backend", "generalized", "-w", "{fresh}"],
-     "the paper variant of ant needs backend positional"),
+    ("train paper off its simulator", ["train", "--env", "ant", "--backend", "generalized", "-w", "{fresh}"],
+     "the paper variant runs on Brax 0.0.13's simulator: backend brax0013, not 'generalized'"),
+    ("train brax0013 with brax rules", ["train", "--variant", "brax", "--backend", "brax0013", "-w", "{fresh}"],
+     "backend brax0013 (Brax 0.0.13's simulator) runs the paper's tasks"),
     ("train unwritable", ["train", "--seeds", "1"], "no permission to write", "unwritable"),
     ("train warehouse under a file", ["train", "-w", "{files}/good.csv/wh"], "good.csv is a file"),
     # ---- sample: options parsed before the warehouse is read

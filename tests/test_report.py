@@ -357,8 +357,9 @@ def test_page_is_one_offline_file_with_the_libraries_once(report_page):
 
 
 def test_header_names_each_runs_task_rules_and_physics(tmp_path):
-    """Trained runs say which rules (a row stored before variants existed reads as brax)
-    and that the simulator is not the paper's."""
+    """Trained runs say which rules and simulator they used (a row stored before variants
+    existed reads as brax; a paper-variant run on a brax 0.14 backend predates retland's
+    Brax 0.0.13 simulator), and that brax 0.14 physics is not the paper's."""
     from datetime import datetime, timezone
 
     from retland.report import tasks_line
@@ -367,16 +368,23 @@ def test_header_names_each_runs_task_rules_and_physics(tmp_path):
 
     wh = Warehouse.open(tmp_path / "wh")
     now = datetime.now(timezone.utc)
-    wh.append("runs", [dict(run_id=f"r{i}", algo="td3", env="hopper", seed=i, backend="positional", variant=v,
-                            source="trained", created_at=now) for i, v in enumerate(["paper", "paper", None])])
-    wh.append("checkpoints", [dict(run_id=f"r{i}", step=10, created_at=now) for i in range(3)])
+    rows = [("paper", "positional"), ("paper", "positional"), (None, "positional"), ("paper", "brax0013")]
+    wh.append("runs", [dict(run_id=f"r{i}", algo="td3", env="hopper", seed=i, backend=b, variant=v,
+                            source="trained", created_at=now) for i, (v, b) in enumerate(rows)])
+    wh.append("checkpoints", [dict(run_id=f"r{i}", step=10, created_at=now) for i in range(len(rows))])
     con = wh.connect()
     try:
         line = tasks_line(ReportContext(con))
         assert line.startswith("tasks: 1 run: variant `brax`, brax 0.14's own rules")
-        assert "2 runs: variant `paper`, the paper's (Brax 0.0.13) termination, reward and observation rules, " \
-               "on brax 0.14 `positional` physics" in line
-        assert "not the paper's Brax 0.0.13 engine" in line
+        assert "2 runs: variant `paper`, the paper's task rules on brax 0.14's robots (a run from before retland " \
+               "had Brax 0.0.13's simulator), on brax 0.14 positional physics" in line
+        assert "1 run: variant `paper`, the paper's tasks (Brax 0.0.13's robots, terminations, rewards and " \
+               "observations), on Brax 0.0.13 physics" in line
+        assert "not comparable with the paper's number for number" in line
+        assert wh.query("SELECT simulator FROM run_summary ORDER BY run_id")["simulator"].to_list() == \
+            ["brax 0.14 positional"] * 3 + ["Brax 0.0.13"]
+        only_paper = tasks_line(ReportContext(con, where="run_id = 'r3'"))
+        assert "comparable" not in only_paper
         assert tasks_line(ReportContext(con, where="env = 'ant'")) == "tasks: no runs selected"
     finally:
         con.close()

@@ -1,4 +1,9 @@
-"""Task variants: the paper's Brax 0.0.13 rules against brax 0.14's own (retland.core.paper_tasks)."""
+"""Task variants: the paper's Brax 0.0.13 rules against brax 0.14's own.
+
+Most tests here hold the paper's rules on brax 0.14's robots (retland.core.paper_tasks,
+backend positional): what paper-variant runs made before retland had Brax 0.0.13's
+simulator still roll out on. The simulator itself is tests/test_brax0013.py's and, against
+Brax 0.0.13, tests/test_oracle.py's."""
 from __future__ import annotations
 
 import jax
@@ -18,7 +23,7 @@ def _posed(env, z: float, angle: float):
 
 
 def _step_from(name: str, variant: str, z: float, angle: float):
-    env = make_env(name, variant=variant)
+    env = make_env(name, "positional", variant=variant)
     state = jax.jit(env.reset)(jax.random.PRNGKey(0))
     ps = _posed(env, z, angle)
     state = state.replace(pipeline_state=ps)
@@ -68,30 +73,33 @@ def test_paper_observations_have_the_brax_0_0_13_layouts():
     assert env_dims("walker2d", variant="paper") == (1 + 4 + 6 + 3 + 6, 6)
     assert env_dims("halfcheetah", variant="paper") == (1 + 2 + 6 + 2 + 1 + 6, 6)
     assert env_dims("hopper", variant="brax") == (11, 3)
+    assert env_dims("hopper", "positional", variant="paper") == env_dims("hopper", variant="paper")
 
 
 def test_paper_control_steps_are_brax_0_0_13s():
     # 1000 steps of hopper/walker2d cover 20 s as in the paper, not brax 0.14's 8 s
     for name, paper_dt, brax_dt in (("hopper", 0.02, 0.008), ("walker2d", 0.02, 0.008), ("halfcheetah", 0.05, 0.05)):
         assert float(make_env(name, variant="paper").dt) == pytest.approx(paper_dt, rel=1e-6)
+        assert float(make_env(name, "positional", variant="paper").dt) == pytest.approx(paper_dt, rel=1e-6)
         assert float(make_env(name, variant="brax").dt) == pytest.approx(brax_dt, rel=1e-6)
 
 
 def test_paper_reset_perturbs_joints_only_and_noise_zero_is_s0():
-    env = make_env("hopper", reset_noise_scale=0.005, variant="paper")
+    env = make_env("hopper", "positional", reset_noise_scale=0.005, variant="paper")
     s = jax.jit(env.reset)(jax.random.PRNGKey(3))
     q, qd = s.pipeline_state.q, s.pipeline_state.qd
     assert jnp.all(q[:3] == env.sys.init_q[:3]) and jnp.all(qd[:3] == 0)  # root at rest
     assert 0 < float(jnp.abs(q[3:]).max()) <= 0.005 and 0 < float(jnp.abs(qd[3:]).max()) <= 0.005
-    s0 = reference_state("hopper", variant="paper")
+    s0 = reference_state("hopper", "positional", variant="paper")
     assert jnp.all(s0.pipeline_state.q == env.sys.init_q) and jnp.all(s0.pipeline_state.qd == 0)
 
 
 def test_paper_ant_contacts_match_brax_physics_and_are_observed_and_paid():
     from retland.core.paper_tasks import _positional_step
 
-    env = make_env("ant", variant="paper")
-    assert env_dims("ant", variant="paper") == (87, 8)  # 27 + 10 bodies x (3 + 3) contact values
+    env = make_env("ant", "positional", variant="paper")
+    assert env_dims("ant", "positional", variant="paper") == (87, 8)
+    assert env_dims("ant", variant="paper") == (87, 8)  # Brax 0.0.13's simulator: the same layout  # 27 + 10 bodies x (3 + 3) contact values
 
     def run(state, act):
         def body(s, _):
@@ -119,10 +127,16 @@ def test_variant_is_checked_recorded_and_legacy_configs_read_as_brax():
     assert TrainConfig().variant == "paper"
     with pytest.raises(ValueError, match="variant"):
         TrainConfig(variant="gym")
-    with pytest.raises(ValueError, match="paper variant of ant needs backend positional"):
-        TrainConfig(env="ant", backend="generalized")
+    assert TrainConfig().backend == "brax0013" and TrainConfig(variant="brax").backend == "positional"
+    with pytest.raises(ValueError, match="paper variant runs on Brax 0.0.13's simulator: backend brax0013"):
+        TrainConfig(env="ant", backend="positional")
+    with pytest.raises(ValueError, match="backend brax0013 .* runs the paper's tasks"):
+        TrainConfig(variant="brax", backend="brax0013")
+    # A paper run from before retland had Brax 0.0.13's simulator still loads.
+    old = TrainConfig(variant="brax").model_dump(mode="json")
+    assert TrainConfig.from_stored(dict(old, variant="paper")).backend == "positional"
     # A config stored before variants existed: brax 0.14's rules, whatever today's default.
-    legacy = TrainConfig().model_dump(mode="json")
+    legacy = TrainConfig(variant="brax").model_dump(mode="json")
     del legacy["variant"]
     assert TrainConfig.from_stored(legacy).variant == "brax"
     assert TrainConfig.from_stored(dict(legacy, variant="paper")).variant == "paper"

@@ -1,16 +1,20 @@
 """The tasks studied by retland, and the fixed reference state s0.
 
 Every consumer (training, sampling, analyses) builds its environment here so the
-backend, the task rules (`variant`: "paper" = Brax 0.0.13's rules as the paper used,
-retland.core.paper_tasks; "brax" = brax 0.14's own; "dmc" = a DeepMind Control task
-as MuJoCo Playground implements it, retland.core.dmc), reset noise and the reference
-state are decided in one place. The variant is always the run's own: these functions
-have no default for it, so no caller can silently roll out other rules.
+backend, the task rules (`variant`), reset noise and the reference state are decided in
+one place. The variant is always the run's own: these functions have no default for it,
+so no caller can silently roll out other rules.
 
-The brax tasks (ant, halfcheetah, hopper, walker2d) take variant paper or brax and any
-brax backend; the DeepMind Control tasks (cheetah-run, walker-walk, …) take variant dmc
-and backend mjx only, and need the `dmc` extra (MuJoCo Playground), which is imported
-only when one of them is built.
+| variant | backend | what runs |
+| --- | --- | --- |
+| paper | brax0013 | the paper's tasks: Brax 0.0.13's robots, rules and position-based simulator, written in current JAX (retland.core.brax0013) |
+| brax | positional, generalized, spring, mjx | brax 0.14's own tasks on one of its physics backends |
+| dmc | mjx | a DeepMind Control task as MuJoCo Playground implements it (retland.core.dmc; the `dmc` extra) |
+
+The brax tasks are ant, halfcheetah, hopper and walker2d. Runs made before the paper
+variant had its own simulator recorded variant paper with a brax 0.14 backend: Brax
+0.0.13's task rules on brax 0.14's robots (retland.core.paper_tasks). They still load and
+sample, labelled as such, but no new run is made that way (`check_new_task`).
 """
 from __future__ import annotations
 
@@ -31,9 +35,12 @@ from retland.settings import (BRAX_VARIANTS, DEFAULT_VARIANT, DMC_VARIANT, LEGAC
 
 BRAX_ENVS: tuple[str, ...] = ("ant", "halfcheetah", "hopper", "walker2d")
 ENVS: tuple[str, ...] = BRAX_ENVS + DMC_TASKS
-BACKENDS: tuple[str, ...] = ("positional", "generalized", "spring", "mjx")
-# positional: 2-3x faster than brax's default `generalized` on CPU for a vmapped
-# 1000-step rollout (see BENCHMARKS.md), and unlike `spring` it keeps joint limits
+# Brax 0.0.13's simulator, the paper variant's physics.
+PAPER_BACKEND = "brax0013"
+BRAX_BACKENDS: tuple[str, ...] = ("positional", "generalized", "spring", "mjx")
+BACKENDS: tuple[str, ...] = (PAPER_BACKEND,) + BRAX_BACKENDS
+# The brax variant's default: 2-3x faster than brax's default `generalized` on CPU for a
+# vmapped 1000-step rollout (see BENCHMARKS.md), and unlike `spring` it keeps joint limits
 # and contacts close to MuJoCo's behaviour.
 DEFAULT_BACKEND = "positional"
 # The paper's tasks are 1000-step episodes.
@@ -92,20 +99,47 @@ def check_variant(variant: str, env: str | None = None) -> str:
     return variant
 
 
-def check_backend(backend: str, env: str | None = None) -> str:
-    """`backend` if it is a physics backend, and (given `env`) one that task runs on:
-    any brax backend for a brax task, mjx for a DeepMind Control task."""
+def check_backend(backend: str, env: str | None = None, variant: str | None = None) -> str:
+    """`backend` if it is a physics backend, and (given `env`, `variant`) one that task
+    and those rules run on: brax0013 for the paper variant (older runs: a brax 0.14
+    backend too, see `check_new_task`), a brax 0.14 backend for the brax variant, mjx
+    for a DeepMind Control task."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if env is not None and is_dmc(env) and backend != DMC_BACKEND:
         raise ValueError(f"the DeepMind Control task {env} runs on MuJoCo Playground's MJX (JAX) physics: "
                          f"backend {DMC_BACKEND}, not {backend!r}")
+    if backend == PAPER_BACKEND and variant is not None and variant != "paper":
+        raise ValueError(f"backend {PAPER_BACKEND} (Brax 0.0.13's simulator) runs the paper's tasks: use it with "
+                         f"variant paper, not {variant!r}")
     return backend
 
 
-def default_backend(name: str) -> str:
-    """The backend a task runs on when none is named: positional (brax), mjx (DMC)."""
-    return DMC_BACKEND if is_dmc(name) else DEFAULT_BACKEND
+def check_new_task(env: str, backend: str, variant: str) -> None:
+    """What a new run (training, an added policy) may use on top of `_check_task`: the
+    paper variant only on its own simulator. Runs recorded before it had one (variant
+    paper on a brax 0.14 backend) still load and sample; none is made any more."""
+    if variant == "paper" and backend != PAPER_BACKEND:
+        raise ValueError(f"the paper variant runs on Brax 0.0.13's simulator: backend {PAPER_BACKEND}, not "
+                         f"{backend!r} (for brax 0.14's robots use variant brax)")
+
+
+def default_backend(name: str, variant: str | None = None) -> str:
+    """The backend a task runs on when none is named: brax0013 for the paper variant
+    (and a brax task with no variant named, whose default is paper), positional for the
+    brax variant, mjx for a DeepMind Control task."""
+    if is_dmc(name):
+        return DMC_BACKEND
+    return DEFAULT_BACKEND if (variant or DEFAULT_VARIANT) == "brax" else PAPER_BACKEND
+
+
+def simulator(backend: str, variant: str | None = None) -> str:
+    """A person's name for the physics a run used (the SQL macro run_simulator's twin)."""
+    if variant == DMC_VARIANT:
+        return "MuJoCo MJX"
+    if backend == PAPER_BACKEND:
+        return "Brax 0.0.13"
+    return f"brax 0.14 {backend}"
 
 
 def default_variant(name: str) -> str:
@@ -121,19 +155,20 @@ def default_horizon(name: str) -> int:
 
 def _check_task(name: str, backend: str | None, variant: str) -> tuple[str, str, str]:
     name = check_env(name)
-    backend = default_backend(name) if backend is None else backend
-    return name, check_backend(backend, name), check_variant(variant, name)
+    variant = check_variant(variant, name)
+    backend = default_backend(name, variant) if backend is None else backend
+    return name, check_backend(backend, name, variant), variant
 
 
 def make_env(name: str, backend: str | None = None, reset_noise_scale: float | None = None, *,
              variant: str):
     """A raw env (no episode or auto-reset wrapper) with the given task rules.
 
-    backend=None: the task's default (positional for brax, mjx for DeepMind Control).
+    backend=None: the default of the task and variant (`default_backend`).
     reset_noise_scale=None keeps the task's standard reset noise (hopper/walker2d
     5e-3, ant/halfcheetah 0.1; DeepMind Control: `dmc.standard_reset_noise`); 0.0 makes
-    `reset` return the reference state s0. Cached: construction parses MJCF and takes
-    seconds.
+    `reset` return the reference state s0. Cached: construction of a brax 0.14 task
+    parses MJCF and takes seconds.
     """
     name, backend, variant = _check_task(name, backend, variant)
     return _make_env(name, backend, None if reset_noise_scale is None else float(reset_noise_scale), variant)
@@ -143,6 +178,9 @@ def make_env(name: str, backend: str | None = None, reset_noise_scale: float | N
 def _make_env(name: str, backend: str, reset_noise_scale: float | None, variant: str):
     if is_dmc(name):
         return dmc.dmc_env(name, standard_reset_noise(name) if reset_noise_scale is None else reset_noise_scale)
+    if backend == PAPER_BACKEND:
+        from retland.core import brax0013
+        return brax0013.make_task(name, reset_noise_scale)
     brax_envs = _import_brax_envs()
     # Cached across calls, so it must hold concrete arrays even when first built
     # inside a jit trace.
@@ -163,6 +201,9 @@ def standard_reset_noise(name: str) -> float:
     1 (Playground's own draw over the joint ranges), humanoid 0 (`dmc.standard_reset_noise`)."""
     if is_dmc(check_env(name)):
         return dmc.standard_reset_noise(name)
+    from retland.core import brax0013
+    if name in brax0013.STANDARD_RESET_NOISE:  # the same bounds as brax 0.14's, without importing brax
+        return float(brax0013.STANDARD_RESET_NOISE[name])
     env_cls = brax_task_class(name)
     return float(inspect.signature(env_cls.__init__).parameters["reset_noise_scale"].default)
 

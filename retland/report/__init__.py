@@ -43,7 +43,7 @@ def _build(wh: Warehouse, where: str | None, alpha: float, beta: float, n_resamp
         con.close()
 
 
-_VARIANT_TEXT = {"paper": "the paper's (Brax 0.0.13) termination, reward and observation rules",
+_VARIANT_TEXT = {"paper": "the paper's tasks (Brax 0.0.13's robots, terminations, rewards and observations)",
                  "brax": "brax 0.14's own rules (hopper and walker2d also end on torso angle; ant without contacts)",
                  "dmc": "the DeepMind Control task's own rules as MuJoCo Playground implements them (rewards in [0, 1], "
                         "1000 steps, no termination)"}
@@ -60,14 +60,20 @@ def tasks_line(ctx: ReportContext) -> str:
     rows = ctx.con.execute(
         "SELECT run_variant(variant, source) AS variant, backend, count(*) AS n FROM runs "
         "WHERE run_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY ALL ORDER BY ALL", [ids]).fetchall()
-    parts = []
+    from retland.core.envs import PAPER_BACKEND, simulator
+
+    parts, legacy = [], False
     for variant, backend, n in rows:
         rules = _VARIANT_TEXT.get(variant, "task rules unknown (imported)")
         physics = ("MuJoCo MJX (JAX) physics" if variant == "dmc" else
-                   f"brax 0.14 `{backend}` physics" if backend else "physics unknown")
+                   f"{simulator(backend, variant)} physics" if backend else "physics unknown")
+        if variant == "paper" and backend and backend != PAPER_BACKEND:
+            legacy = True
+            rules = "the paper's task rules on brax 0.14's robots (a run from before retland had Brax 0.0.13's simulator)"
         parts.append(f"{n} run{'s' if n != 1 else ''}: variant `{variant or 'NULL'}`, {rules}, on {physics}")
-    return ("tasks: " + "; ".join(parts) + ". The simulator is not the paper's Brax 0.0.13 engine, so returns are "
-            "not comparable with the paper's number for number (docs/method.md §3).")
+    note = (" Runs on brax 0.14's physics are not comparable with the paper's number for number (docs/method.md §3)."
+            if legacy or any(v == "brax" for v, _, _ in rows) else "")
+    return "tasks: " + "; ".join(parts) + "." + note
 
 
 def build_sections(wh: Warehouse, where: str | None = None, alpha: float = 0.1, beta: float = 0.5,

@@ -11,11 +11,13 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator,
+                      model_validator)
 
 from retland.core import dmc
-from retland.core.envs import (DEFAULT_BACKEND, DEFAULT_HORIZON, DEFAULT_VARIANT, LEGACY_VARIANT, check_backend,
-                               check_env, check_variant, default_backend, default_horizon, default_variant)
+from retland.core.envs import (BRAX_ENVS, DEFAULT_HORIZON, DEFAULT_VARIANT, LEGACY_VARIANT, PAPER_BACKEND, check_backend,
+                               check_env, check_new_task, check_variant, default_backend, default_horizon,
+                               default_variant)
 
 ALGOS: tuple[str, ...] = ("td3", "sac", "ppo")
 
@@ -169,11 +171,13 @@ class TrainConfig(_Model):
     backend mjx and its episode length as horizon, and records its `task`."""
 
     env: str = "hopper"
-    # Brax physics backend; a DeepMind Control task: mjx (MuJoCo Playground's MJX, JAX).
-    backend: str = DEFAULT_BACKEND
-    # Task rules: "paper" = Brax 0.0.13's, as the paper trained on; "brax" = brax 0.14's;
-    # "dmc" = a DeepMind Control task's own (the only rules those tasks take).
+    # Task rules: "paper" = Brax 0.0.13's tasks, as the paper trained on; "brax" = brax
+    # 0.14's; "dmc" = a DeepMind Control task's own (the only rules those tasks take).
     variant: str = DEFAULT_VARIANT
+    # Physics: brax0013 (Brax 0.0.13's simulator) for the paper variant; a brax 0.14
+    # backend for the brax variant (default positional); mjx for a DeepMind Control task.
+    # None = the default of the env and variant.
+    backend: str = PAPER_BACKEND
     seeds: Size = 20
     seed: Count = 0  # seed index i of the job's runs uses PRNGKey(seed + i)
     total_steps: Size | None = None  # env steps per seed; None = the algo's default
@@ -196,6 +200,8 @@ class TrainConfig(_Model):
         if not isinstance(data, dict):
             return data
         env = data.get("env", cls.model_fields["env"].default)
+        if data.get("backend") is None and isinstance(env, str) and env in BRAX_ENVS:
+            data = {**data, "backend": default_backend(env, data.get("variant") or DEFAULT_VARIANT)}
         if not (isinstance(env, str) and dmc.is_dmc(env) and dmc.have_playground()):
             return data  # a brax task, or an error the env check reports
         data = dict(data)
@@ -212,8 +218,9 @@ class TrainConfig(_Model):
         if info.field_name == "env":
             return check_env(v)
         env = info.data.get("env")  # absent if the env was refused
-        check = check_backend if info.field_name == "backend" else check_variant
-        return check(v, env)
+        if info.field_name == "variant":
+            return check_variant(v, env)
+        return check_backend(v, env, info.data.get("variant"))
 
     @field_validator("task")
     @classmethod
@@ -249,7 +256,7 @@ class TrainConfig(_Model):
         return max(g, self.steps // 50 // g * g)
 
     @model_validator(mode="after")
-    def _consistent(self):
+    def _consistent(self, info: ValidationInfo):
         if self.seed + self.seeds - 1 > 2**31 - 1:
             raise ValueError(f"seed={self.seed} with seeds={self.seeds}: run seeds go up to seed + seeds - 1, "
                              f"which must be <= {2**31 - 1} (the runs table stores them as int32)")
@@ -264,9 +271,8 @@ class TrainConfig(_Model):
             raise ValueError(f"checkpoint steps {off} are not multiples of {g} (env steps per {self.algo} iteration)")
         if self.eval_interval <= 0 or self.eval_interval % g:
             raise ValueError(f"eval_every={self.eval_interval} must be a positive multiple of {g}")
-        if self.variant == "paper" and self.env == "ant" and self.backend != "positional":
-            raise ValueError(f"the paper variant of ant needs backend positional (its contact observations and "
-                             f"cost come from that solver), not {self.backend!r}; or use variant brax")
+        if not (info.context or {}).get("stored"):
+            check_new_task(self.env, self.backend, self.variant)
         if self.algo in ("td3", "sac"):
             if self.agent.buffer_size < total:
                 raise ValueError(
@@ -295,7 +301,9 @@ class TrainConfig(_Model):
         if isinstance(agent, dict) and agent.get("algo") == "ppo":
             # PPO runs recorded before the head gains were fields used √2 on every layer.
             data["agent"] = {"actor_head_scale": 2.0**0.5, "critic_head_scale": 2.0**0.5, **agent}
-        return cls.model_validate(data)
+        # Stored runs are read as they were made: a paper-variant run from before the paper
+        # variant had Brax 0.0.13's simulator names a brax 0.14 backend, and still loads.
+        return cls.model_validate(data, context={"stored": True})
 
 
 def load_train_config(path: str | Path | None = None, **overrides) -> TrainConfig:

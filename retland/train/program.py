@@ -154,13 +154,16 @@ def _ppo_chunk_fn(cfg: TrainConfig, n_iters: int):
 
 
 def _program_key(cfg: TrainConfig) -> TrainConfig:
-    """The part of a config the compiled programs depend on (not seeds, steps, schedule)."""
-    return TrainConfig(env=cfg.env, backend=cfg.backend, variant=cfg.variant, horizon=cfg.horizon, agent=cfg.agent,
-                       seeds=1, total_steps=cfg.granularity * 2, checkpoints=(cfg.granularity,),
-                       eval_every=cfg.granularity) if cfg.algo == "ppo" else \
-        TrainConfig(env=cfg.env, backend=cfg.backend, variant=cfg.variant, horizon=cfg.horizon,
-                    agent=cfg.agent.model_copy(update=dict(learning_starts=0)),
-                    seeds=1, total_steps=cfg.agent.buffer_size, checkpoints=(1,), eval_every=1)
+    """The part of a config the compiled programs depend on (not seeds, steps, schedule).
+    Validated as stored: a run's own task is never refused here (older paper runs)."""
+    task = dict(env=cfg.env, backend=cfg.backend, variant=cfg.variant, horizon=cfg.horizon)
+    if cfg.algo == "ppo":
+        fields = dict(agent=cfg.agent, seeds=1, total_steps=cfg.granularity * 2, checkpoints=(cfg.granularity,),
+                      eval_every=cfg.granularity)
+    else:
+        fields = dict(agent=cfg.agent.model_copy(update=dict(learning_starts=0)), seeds=1,
+                      total_steps=cfg.agent.buffer_size, checkpoints=(1,), eval_every=1)
+    return TrainConfig.model_validate({**task, **fields}, context={"stored": True})
 
 
 @functools.lru_cache(maxsize=32)

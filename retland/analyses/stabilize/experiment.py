@@ -184,7 +184,7 @@ def write_result(wh, result: StabilizeResult, ckpt) -> None:
         dcfg = cfg.model_copy(update=dict(
             seeds=1, seed=ckpt.seed, total_steps=step, checkpoints=(step,), eval_every=step,
             agent=cfg.agent.model_copy(update=dict(buffer_size=max(cfg.agent.buffer_size, step)))))
-        TrainConfig.model_validate(dcfg.model_dump())  # the derived run must load like any other
+        TrainConfig.from_stored(dcfg.model_dump())  # the derived run must load like any other
         ck.save_replay(wh, rid, jax.tree.map(lambda x: x[i], host.replay.data), size)
         path = ck.save_state(wh, rid, step, ts)
         provenance = dict(stabilize=scfg.model_dump(mode="json"), experiment_id=result.experiment_id,
