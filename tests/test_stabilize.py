@@ -539,3 +539,20 @@ def test_report_shows_fig7_a10_and_the_trajectories(hand_wh):
     assert table["walker2d"]["ltp_change"] == pytest.approx(-0.1) and table["hopper"]["sources"] == 4
     for fig in (blocks[0], blocks[2], blocks[3]):
         fig.chart.to_dict()  # a valid Vega-Lite spec
+
+
+def test_purd_keys_are_not_common_random_numbers_once_the_buffer_grows():
+    """docs/method.md §6.4: the proposal and the state it is compared with use the same
+    sample keys, but the td3 operator's minibatch is randint(key, 0, size) and the
+    proposal's buffer holds one more row, which remaps (almost) every index, so the two
+    PURD estimates are independent draws, not common random numbers."""
+    from retland.core.replay import Transition, sample
+
+    size = 1000
+    rows = jnp.arange(size + 1, dtype=jnp.float32)
+    data = Transition(rows[:, None], rows[:, None], rows, rows[:, None], rows)
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(0), 1), 7)
+    same_size = np.asarray(sample(data, jnp.int32(size), key, 256).reward)
+    assert np.array_equal(same_size, np.asarray(sample(data, jnp.int32(size), key, 256).reward))  # same key, same rows
+    grown = np.asarray(sample(data, jnp.int32(size + 1), key, 256).reward)
+    assert np.mean(same_size == grown) < 0.05  # one more row: the same key draws other rows
