@@ -123,3 +123,37 @@ def test_a_checkpoint_without_failures_is_refused_with_the_reason(sampled, tmp_p
         err = capsys.readouterr().err
         assert exc.value.code == 2 and msg in " ".join(err.split()), (args, err)
     assert tree_digest(wh.root) == before
+
+
+def test_body_state_reads_the_pitch_in_the_variants_observation_layout():
+    """brax: obs = q without x, obs[:, 1] is the pitch; paper: obs = [z, quaternion, ...]
+    (hopper, walker2d) or [z, w, y, ...] (halfcheetah): the pitch is the quaternion's
+    rotation about y, not its w."""
+    theta = np.array([0.0, 0.3, -1.2, 2.5, -3.0])
+    w, y = np.cos(theta / 2), np.sin(theta / 2)
+    zeros = np.zeros_like(theta)
+    z = np.full_like(theta, 1.25)
+    joints = np.ones((len(theta), 3))
+    planar = np.column_stack([z, w, zeros, y, zeros, joints])
+    for env in ("hopper", "walker2d"):
+        height, pitch = fl.body_state(env, planar, "paper")
+        np.testing.assert_allclose(height, 1.25)
+        np.testing.assert_allclose(pitch, theta, atol=1e-12)
+        # -q is the same rotation
+        np.testing.assert_allclose(fl.body_state(env, np.column_stack([z, -w, zeros, -y, zeros, joints]), "paper")[1],
+                                   theta, atol=1e-12)
+    np.testing.assert_allclose(fl.body_state("halfcheetah", np.column_stack([z, w, y, joints]), "paper")[1], theta,
+                               atol=1e-12)
+    brax_obs = np.column_stack([z, theta, joints])  # q without x: z, rooty angle, joints
+    for variant in ("brax", None):  # None: runs stored before variants were brax's
+        np.testing.assert_allclose(fl.body_state("hopper", brax_obs, variant)[1], theta)
+
+
+def test_body_state_of_the_paper_hoppers_reference_state_is_upright():
+    from retland.core.envs import reference_state
+
+    for env in ("hopper", "walker2d"):
+        obs = np.asarray(reference_state(env, "positional", variant="paper").obs, np.float64)[None]
+        assert obs[0, 1] == pytest.approx(1.0)  # quaternion w: what obs[:, 1] read as a pitch before
+        height, pitch = fl.body_state(env, obs, "paper")
+        assert pitch[0] == pytest.approx(0.0, abs=1e-6) and height[0] > 1.0

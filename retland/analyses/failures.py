@@ -12,9 +12,10 @@ distribution's recorded size B holding the same indices as when it was sampled, 
 XLA's arithmetic depends on the batch shape and returns are chaotic in θ. The re-rolled return must equal the stored
 one bit for bit (as float32), otherwise nothing is written.
 
-Torso height and pitch come from the observation the action of step t was computed from
-(hopper, walker2d, halfcheetah: qpos[1], qpos[2]; ant: z and the pitch of the torso
-quaternion).
+Torso height and pitch come from the observation the action of step t was computed from,
+read in the run's task variant's layout (`body_state`): variant brax, hopper, walker2d and
+halfcheetah: qpos[1], qpos[2]; variant paper, z and the rotation about y of the torso
+quaternion; ant (both): z and the pitch of the torso quaternion.
 
 Added runs (`retland.add_policy`) are re-rolled like any other, with their gaussian,
 action or init_state distributions; a user update's (`retland.sample_update`) is refused:
@@ -130,8 +131,21 @@ def plan(wh, run_id: str, step: int, operator: str | None = None, pairs: int = 1
 
 # ------------------------------------------------------------------------- re-roll
 
-def body_state(env: str, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(torso height, torso pitch) [T] from observations [T, O]."""
+def _planar_pitch(w: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The angle θ of a rotation about the y axis from its quaternion (cos θ/2, 0, sin θ/2, 0),
+    in (−π, π] (q and −q are one rotation)."""
+    return np.angle(np.exp(2j * np.arctan2(y, w)))
+
+
+def body_state(env: str, obs: np.ndarray, variant: str | None = "brax") -> tuple[np.ndarray, np.ndarray]:
+    """(torso height, torso pitch) [T] from observations [T, O] of the run's task variant.
+
+    brax variant (and runs stored before variants, `None`): hopper, walker2d and
+    halfcheetah observe q without x, so obs[:, 1] is the root's pitch angle. paper
+    variant (Brax 0.0.13's observations, docs/method.md §3): hopper and walker2d observe
+    [z, torso quaternion w, x, y, z, ...], halfcheetah [z, quaternion w, y, ...]; the
+    pitch is the quaternion's rotation about y. ant (both variants): [z, quaternion, ...],
+    pitch = asin(2(wy − zx))."""
     from retland.core import dmc
 
     if dmc.is_dmc(env):
@@ -139,6 +153,12 @@ def body_state(env: str, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if env == "ant":
         w, x, y, z = obs[:, 1], obs[:, 2], obs[:, 3], obs[:, 4]
         return obs[:, 0], np.arcsin(np.clip(2 * (w * y - z * x), -1.0, 1.0))
+    if variant == "paper":
+        if env == "halfcheetah":
+            return obs[:, 0], _planar_pitch(obs[:, 1], obs[:, 2])
+        if env in ("hopper", "walker2d"):
+            return obs[:, 0], _planar_pitch(obs[:, 1], obs[:, 3])
+        raise ValueError(f"body_state: no paper observation layout known for env {env!r}")
     return obs[:, 0], obs[:, 1]
 
 
@@ -167,7 +187,7 @@ def reroll(wh, target: FailurePlan, checkpoint=None) -> dict[int, dict[str, np.n
             alive = np.asarray(steps.alive[j])
             reward = np.where(alive, np.asarray(steps.reward[j], np.float64), 0.0)
             ended = np.logical_or.accumulate(np.asarray(steps.done[j]) & alive)
-            height, pitch = body_state(ckpt.env, np.asarray(steps.obs[j], np.float64))
+            height, pitch = body_state(ckpt.env, np.asarray(steps.obs[j], np.float64), ckpt.variant)
             out[int(i)] = {"reward": reward, "cumulative_return": np.cumsum(reward), "done": ended,
                            "torso_height": height, "torso_pitch": pitch, "ret": got}
     return out
