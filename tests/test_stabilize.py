@@ -121,14 +121,14 @@ def test_cvar_criterion_compares_lower_tail_means():
     assert accepts("cvar", ten, shifted, 0.5) and not accepts("cvar", ten, shifted, 0.49)
 
 
-def test_ltp_criterion_prefers_fewer_failures_and_treats_undefined_as_worst():
+def test_ltp_criterion_prefers_fewer_failures_and_treats_a_non_positive_mode_as_worst():
     two_fail = summary([100.0] * 8 + [10.0, 20.0])  # mode 99.55: LTP = 2/10
     one_fail = summary([100.0] * 9 + [10.0])  # LTP = 1/10
     assert (two_fail.ltp, one_fail.ltp) == (0.2, 0.1)
     assert accepts("ltp", one_fail, two_fail, 0.0) and not accepts("ltp", two_fail, one_fail, 0.0)
     assert accepts("ltp", two_fail, one_fail, 0.1)  # 0.2 <= 0.1 + 0.1
-    dead = summary([-5.0, -4.0, -1.0])  # mode <= 0: LTP undefined, counts as 1
-    assert dead.ltp is None
+    dead = summary([-5.0, -4.0, -1.0])  # mode -4.98 <= 0: its LTP is computed (2/3) but counts as 1
+    assert dead.mode_nonpositive and dead.ltp == pytest.approx(2 / 3)
     assert not accepts("ltp", dead, two_fail, 0.0) and accepts("ltp", two_fail, dead, 0.0)
 
 

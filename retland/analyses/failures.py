@@ -107,10 +107,12 @@ def plan(wh, run_id: str, step: int, operator: str | None = None, pairs: int = 1
         raise FailureError(f"run {run_id} step {step} has several distributions ({', '.join(ops)}); "
                            "pick one with --operator OPERATOR_ID")
     (operator_id,) = ops
-    st = wh.query("SELECT n, mean, mode, ltp, ltp_note FROM distribution_stats WHERE run_id = ? AND step = ? "
+    st = wh.query("SELECT n, mean, mode, ltp, mode_nonpositive FROM distribution_stats WHERE run_id = ? AND step = ? "
                   "AND operator_id = ?", [run_id, int(step), operator_id]).to_dicts()[0]
-    if st["ltp"] is None or st["ltp"] <= 0:
-        why = st["ltp_note"] or f"LTP = {st['ltp']}"
+    if st["mode_nonpositive"] or st["ltp"] <= 0:
+        # mode <= 0: "below half the mode" is not a failure of a policy that usually does well
+        why = "mode <= 0, so returns below half of it are not failures" if st["mode_nonpositive"] else \
+            f"LTP = {st['ltp']}"
         raise FailureError(f"run {run_id} step {step} {operator_id}: no failures to explain ({why}; "
                            f"n = {st['n']}, mean = {st['mean']:.1f}, mode = {st['mode']:.1f}); "
                            "failure pairs need a checkpoint with LTP > 0")

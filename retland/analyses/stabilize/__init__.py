@@ -35,7 +35,7 @@ Choices (docs/method.md §6.4 leaves them open):
   independent (as in the authors' code, which draws fresh minibatches).
 - The decision is made on the host from `retland.stats` (float64, the same numbers
   the table records and `schema/10_stats.sql` recomputes), so a stored row replays its
-  own decision exactly. An undefined LTP (mode ≤ 0) counts as 1 for the ltp criterion.
+  own decision exactly. For the ltp criterion a PURD with mode ≤ 0 counts as LTP 1.
 
 All lanes run in one vmapped program per phase (propose, estimate, commit); Python
 loops only over the P proposals, each of which is N + 1 full rollouts per lane.
