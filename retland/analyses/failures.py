@@ -1,5 +1,9 @@
 """Failure trajectories (docs/method.md §6.2 Failures; §3.2, Fig. 3, A.8).
 
+Which checkpoints: given (`plan(run, step)`), or chosen by a selector among the sampled
+ones with LTP > 0 and a positive mode (`choose`): `top-ltp:K` or `random:K` (seeded, the
+paper's §3.2 random choice), overall or per env.
+
 For a checkpoint whose post-update return distribution has LTP > 0, pick by update index
 a *successful* sample (return within 10% of the PURD mean) and a *failing* one (return
 < 50% of the PURD mode), the lowest qualifying indices first, and re-roll both with the
@@ -129,6 +133,129 @@ def plan(wh, run_id: str, step: int, operator: str | None = None, pairs: int = 1
     stored = dict(zip(rows["update_index"].to_list(), rows["return"].to_list()))
     return FailurePlan(run_id, int(step), operator_id, int(st["n"]), float(st["mean"]), float(st["mode"]),
                   float(st["ltp"]), int(sizes.pop()), chosen, stored)
+
+
+# ------------------------------------------------------------- choosing checkpoints
+
+SELECTOR_KINDS = ("top-ltp", "random")
+
+
+@dataclass(frozen=True)
+class Selector:
+    """How to choose checkpoints with failures: `top-ltp:K`, the K with the highest LTP
+    (ties by run id, step), or `random:K`, K drawn uniformly without replacement with a
+    recorded seed (the paper's §3.2 takes random policies with LTP > 0)."""
+    kind: str
+    k: int
+
+    @property
+    def text(self) -> str:
+        return f"{self.kind}:{self.k}"
+
+
+def parse_selector(text: str) -> Selector:
+    """'top-ltp:K' or 'random:K' (K >= 1); anything else is a one-line ValueError."""
+    kind, sep, k = str(text).strip().partition(":")
+    kind, k = kind.strip(), k.strip()
+    if not sep or kind not in SELECTOR_KINDS or not k.isdigit() or int(k) < 1:
+        raise ValueError(f"{text!r}: expected top-ltp:K or random:K with K >= 1, e.g. random:10")
+    return Selector(kind, int(k))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A checkpoint whose distribution (under `operator_id`) has failures to explain."""
+    env: str
+    run_id: str
+    step: int
+    operator_id: str
+    ltp: float
+
+
+def _env_seed(seed: int, env: str) -> list[int]:
+    import zlib
+
+    return [int(seed), zlib.crc32(env.encode())]
+
+
+def order_candidates(candidates: list[Candidate], selector: Selector, seed: int = 0,
+                     per_env: bool = False) -> list[list[Candidate]]:
+    """Every candidate in the order the selector prefers them, as one list (or one per
+    env, in env order, with `per_env`). A caller takes the first K of each list that it
+    can use (e.g. that has a success/failure pair), so skipping one never changes which
+    others are chosen.
+
+    top-ltp: highest LTP first, ties by run id, step. random: a uniformly random
+    permutation of the candidates sorted canonically (env, run id, step, operator), drawn
+    with numpy.random.default_rng(seed), or default_rng([seed, crc32(env)]) per env, so
+    the seed and the stored distributions fix the draw, whatever order rows are read in."""
+    canonical = sorted(candidates, key=lambda c: (c.env, c.run_id, c.step, c.operator_id))
+    groups = ([[c for c in canonical if c.env == env] for env in sorted({c.env for c in canonical})]
+              if per_env else [canonical])
+    out = []
+    for group in groups:
+        if selector.kind == "top-ltp":
+            out.append(sorted(group, key=lambda c: (-c.ltp, c.run_id, c.step, c.operator_id)))
+        else:
+            rng = np.random.default_rng(_env_seed(seed, group[0].env) if per_env and group else int(seed))
+            out.append([group[i] for i in rng.permutation(len(group))])
+    return out
+
+
+def candidates(wh, *, env: str | None = None, algo: str | None = None, operator: str | None = None,
+               where: str | None = None, sources: tuple[str, ...] = ("trained",)) -> list[Candidate]:
+    """Stored checkpoints whose distribution has LTP > 0 and a positive mode (a mode <= 0
+    has no "failures": every return is below half of a usual one), under `operator` (an
+    operator id or kind; default each run's own update: id = algo or algo[...]), among
+    runs of `sources`, `env`, `algo` and the SQL condition `where` (over the columns of
+    `retland stats`). A checkpoint with several matching operator ids is refused: name one."""
+    from retland.analyses.distributions import distribution_stats
+
+    df = distribution_stats(wh, where=where, sources=sources)
+    rows = []
+    for r in df.iter_rows(named=True):
+        if env is not None and r["env"] != env or algo is not None and r["algo"] != algo:
+            continue
+        if not r["ltp"] or r["ltp"] <= 0 or r["mode_nonpositive"]:
+            continue
+        op, want = r["operator"], operator if operator is not None else (r["algo"] or "")
+        if not (op == want or op.startswith(want + "[")):
+            continue
+        rows.append(Candidate(r["env"] or "", r["run_id"], int(r["step"]), op, float(r["ltp"])))
+    seen: dict[tuple[str, int], str] = {}
+    for c in rows:
+        other = seen.setdefault((c.run_id, c.step), c.operator_id)
+        if other != c.operator_id:
+            which = f"operator {operator!r}" if operator else "its own update"
+            raise FailureError(f"run {c.run_id} step {c.step} has several distributions matching {which} "
+                               f"({other}, {c.operator_id}); choose one with --operator OPERATOR_ID")
+    return rows
+
+
+def choose(wh, selector: Selector | str, *, seed: int = 0, per_env: bool = False, pairs: int = 1,
+           **filters) -> tuple[list[FailurePlan], list[Candidate]]:
+    """The plans of the checkpoints a selector chooses among `candidates(wh, **filters)`:
+    the first K in the selector's order (per env with `per_env`) that have a
+    success/failure pair; also returns the candidates passed over (no sample within 10%
+    of the mean, e.g. a bimodal distribution). Nothing is computed."""
+    selector = parse_selector(selector) if isinstance(selector, str) else selector
+    found = candidates(wh, **filters)
+    if not found:
+        scope = ", ".join(f"{k} {v!r}" for k, v in filters.items() if v is not None and k != "sources") or "the warehouse"
+        raise FailureError(f"{selector.text}: no sampled checkpoint with LTP > 0 (and a positive mode) in {scope}; "
+                           "nothing to explain (retland stats --where \"ltp > 0\" lists them)")
+    plans, passed = [], []
+    for group in order_candidates(found, selector, seed, per_env):
+        taken = 0
+        for c in group:
+            if taken == selector.k:
+                break
+            try:
+                plans.append(plan(wh, c.run_id, c.step, c.operator_id, pairs))
+                taken += 1
+            except FailureError:
+                passed.append(c)
+    return plans, passed
 
 
 # ------------------------------------------------------------------------- re-roll
