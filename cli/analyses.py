@@ -285,7 +285,8 @@ def failures(
                 targets = [fl.plan(wh, run, step, operator, pairs)]
             except fl.FailureError as exc:
                 if "no failures to explain" in str(exc):
-                    raise fl.FailureError(f"{exc}. Checkpoints with LTP > 0: retland stats --where \"ltp > 0\" "
+                    raise fl.FailureError(f"{exc}. Checkpoints with LTP > 0: retland stats --where "
+                                          "\"ltp > 0 AND NOT mode_nonpositive\" "
                                           f"-w {shlex.quote(str(wh.root))}; or sample this one with a stronger "
                                           f"perturbation (larger σ fails more often), e.g. retland sample --run {run} "
                                           f"--steps {step} --operator gaussian:0.01, then failures --operator "

@@ -243,7 +243,8 @@ def choose(wh, selector: Selector | str, *, seed: int = 0, per_env: bool = False
     if not found:
         scope = ", ".join(f"{k} {v!r}" for k, v in filters.items() if v is not None and k != "sources") or "the warehouse"
         raise FailureError(f"{selector.text}: no sampled checkpoint with LTP > 0 (and a positive mode) in {scope}; "
-                           "nothing to explain (retland stats --where \"ltp > 0\" lists them)")
+                           "nothing to explain (retland stats --where \"ltp > 0 AND NOT mode_nonpositive\" "
+                           "lists the candidates)")
     plans, passed = [], []
     for group in order_candidates(found, selector, seed, per_env):
         taken = 0
