@@ -21,9 +21,9 @@ checkpoints with the highest left-tail probability (LTP > 0 with a positive mode
 under the analysis's operator, or give `["RUN_ID:STEP", ...]`. [failures] also takes
 `random:K` (K drawn uniformly with its `seed`, as the paper's §3.2 does), `per_env` (K per
 env) and `algo` (one algorithm's runs). [sample] `own` says which update "own" means per
-algorithm, e.g. `own = { ppo = "ppo:clip=0.1,rows=first" }` (the authors' PPO operator). Interpolation pairs every trained
-checkpoint of the study's (algo, env) in the warehouse, as `retland interpolate --env`
-does.
+algorithm, e.g. `own = { ppo = "ppo:clip=0.1,rows=first" }` (the authors' PPO operator).
+Interpolation pairs every trained checkpoint of the study's (algo, env) in the warehouse,
+as `retland interpolate --env` does.
 
 The file is validated before the warehouse is opened: unknown keys, impossible
 combinations and steps that are not checkpoints are refused, one line each.

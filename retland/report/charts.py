@@ -321,7 +321,7 @@ def landscape_map(dists: pl.DataFrame, hist: pl.DataFrame, beta: float = 0.5, al
     caption = (selected
                .transform_calculate(caption=f"datum.label + '  ·  n = ' + datum.n + '  ·  {ltp_name} = ' + "
                                             "(isValid(datum.ltp) ? format(datum.ltp, '.3f') : 'none') + "
-                                            "(datum.threshold <= 0 ? ' (mode ≤ 0)' : '')")
+                                            "(datum.mode <= 0 ? ' (mode ≤ 0)' : '')")
                .mark_text(align="left", baseline="bottom", dy=-6, fontSize=11, fontWeight="bold")
                .encode(text="caption:N", x=alt.value(0), y=alt.value(0)))
     # the rules under the bars: the mode's line runs through the tallest bin, which stays
