@@ -122,3 +122,21 @@ def test_a_checkpoint_recorded_before_the_field_still_loads(tmp_path):
     assert today.log_std_head == "separate"
     assert jax.tree.structure(sac.init(today, jax.random.PRNGKey(0), 14, 3).actor_params) != \
         jax.tree.structure(agent.actor_params)
+
+
+def test_landscape_directions_and_interpolation_act_on_the_separate_tree():
+    """Landscapes and interpolation map over the actor's parameter tree: with the separate
+    head the log-std layer is one more kernel/bias pair, normalised per output unit like
+    the others, and θ(λ) applies through the same policy."""
+    from retland.analyses.landscape import filter_normalize, gaussian_direction
+
+    cfg = SACConfig(log_std_head="separate", hidden=(16, 16))
+    a = sac.init(cfg, jax.random.PRNGKey(0), 14, 3).actor_params
+    b = sac.init(cfg, jax.random.PRNGKey(1), 14, 3).actor_params
+    d = filter_normalize(gaussian_direction(a, jax.random.PRNGKey(2)), a)
+    assert jax.tree.structure(d) == jax.tree.structure(a)
+    assert not np.any(np.asarray(d["log_std"]["bias"]))  # biases zeroed
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(d["log_std"]["kernel"]), axis=0),
+                               np.linalg.norm(np.asarray(a["log_std"]["kernel"]), axis=0), rtol=1e-5)
+    mid = jax.tree.map(lambda x, y: 0.5 * x + 0.5 * y, a, b)
+    assert sac.policy(cfg, mid, jnp.zeros((2, 14))).shape == (2, 3)
