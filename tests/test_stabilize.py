@@ -556,3 +556,37 @@ def test_purd_keys_are_not_common_random_numbers_once_the_buffer_grows():
     assert np.array_equal(same_size, np.asarray(sample(data, jnp.int32(size), key, 256).reward))  # same key, same rows
     grown = np.asarray(sample(data, jnp.int32(size + 1), key, 256).reward)
     assert np.mean(same_size == grown) < 0.05  # one more row: the same key draws other rows
+
+
+def test_sql_replay_of_the_ltp_criterion_counts_a_non_positive_mode_as_worst(tmp_path):
+    """stabilize_replay(at_criterion := 'ltp') decides as `accepts`: a proposal whose PURD
+    mode is <= 0 has an LTP (here 0.3, better than the source's 0.4) but counts as 1."""
+    from datetime import datetime, timezone
+
+    from retland.warehouse import Warehouse
+
+    wh = Warehouse.open(tmp_path / "wh")
+    now = datetime.now(timezone.utc)
+    # LTP 0.4; mode -9.92 with LTP 0.3; LTP 0.1
+    dists = [[100.0] * 6 + [10.0] * 4, [-10.0] * 3 + [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [100.0] * 9 + [10.0]]
+    sums = [summary(r) for r in dists]
+    assert sums[1].mode_nonpositive and sums[1].ltp < sums[0].ltp
+    last = [0, 0, 0]
+    steps, returns = [], []
+    for p, (s, r) in enumerate(zip(sums, dists)):
+        accepted = p == 0 or accepts("ltp", s, sums[last[p]], 0.0)
+        steps.append(dict(experiment_id="e", arm="reject", seed=0, proposal=p, run_id="src", step=1000,
+                          derived_run_id="e-reject-r0", criterion="ltp", alpha=0.1, beta=0.5, tolerance=0.0,
+                          n_samples=10, accepted=accepted, last_accepted=last[p], update_count=0, replay_size=1000,
+                          eval_return=0.0, mean=s.mean, std=s.std, mode=s.mode, ltp=s.ltp, cvar=s.cvar,
+                          last_mean=sums[0].mean, last_std=sums[0].std, last_mode=sums[0].mode,
+                          last_ltp=sums[0].ltp, last_cvar=sums[0].cvar, created_at=now))
+        returns += [dict(experiment_id="e", arm="reject", seed=0, proposal=p, update_index=i, **{"return": x})
+                    for i, x in enumerate(r)]
+    assert [row["accepted"] for row in steps] == [True, False, True]
+    wh.append("runs", [dict(run_id="src", algo="td3", env="hopper", seed=0, source="trained", created_at=now)])
+    wh.append("stabilize_steps", steps)
+    wh.append("stabilize_returns", returns)
+    replay = wh.query("SELECT * FROM stabilize_replay(at_criterion := 'ltp') ORDER BY proposal").to_dicts()
+    assert [(r["proposal"], r["new_value"], r["would_accept"]) for r in replay] == [(1, 1.0, False), (2, 0.1, True)]
+    assert all(r["would_accept"] == r["accepted"] for r in replay)
