@@ -221,7 +221,8 @@ def failures(
     checkpoints: Annotated[Optional[str], typer.Option(
         "--checkpoints", help="Choose the checkpoints instead of --run/--step: top-ltp:K (the K with the highest "
         "LTP) or random:K (K drawn at random, seeded by --selection-seed; the paper's §3.2 takes 10 random TD3 "
-        "policies), among sampled checkpoints with LTP > 0 and a positive mode, narrowed by --env, --algo, "
+        "policies), among trained runs' sampled checkpoints with LTP > 0 and a positive mode, narrowed by --env, "
+        "--algo, "
         "--operator and --where. Checkpoints without a sample near the mean are passed over.",
         show_default=False)] = None,
     env: Annotated[Optional[str], typer.Option(help="With --checkpoints: only this env.", show_default=False)] = None,
