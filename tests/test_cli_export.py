@@ -250,7 +250,7 @@ def test_failures_refusal_at_ltp_zero_says_what_to_do(mixed, capsys, monkeypatch
     before = tree_digest(mixed)
     code, _, err = run_cli(capsys, monkeypatch, "failures", "--run", "td3-hopper-2026", "--step", "100", "-w", mixed)
     assert code == 2
-    assert "no failures to explain" in err and 'retland stats --where "ltp > 0"' in err
+    assert "no failures to explain" in err and 'retland stats --where "ltp > 0 AND NOT mode_nonpositive"' in err
     assert "--operator gaussian" in err and TRAINED in err
     assert tree_digest(mixed) == before
 
