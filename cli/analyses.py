@@ -213,12 +213,34 @@ def landscape(
 
 @app.command()
 def failures(
-    run: Annotated[str, typer.Option(help="Run id of the checkpoint, or a unique prefix of one.")],
-    step: Annotated[int, typer.Option(help="Env step of the checkpoint (`retland runs` lists them).")],
+    run: Annotated[Optional[str], typer.Option(
+        help="Run id of the checkpoint, or a unique prefix of one (with --step).", show_default=False)] = None,
+    step: Annotated[Optional[int], typer.Option(
+        help="Env step of the checkpoint (`retland runs` lists them).", show_default=False)] = None,
     seed: SeedOpt = None,
+    checkpoints: Annotated[Optional[str], typer.Option(
+        "--checkpoints", help="Choose the checkpoints instead of --run/--step: top-ltp:K (the K with the highest "
+        "LTP) or random:K (K drawn at random, seeded by --selection-seed; the paper's §3.2 takes 10 random TD3 "
+        "policies), among trained runs' sampled checkpoints with LTP > 0 and a positive mode, narrowed by --env, "
+        "--algo, "
+        "--operator and --where. Checkpoints without a sample near the mean are passed over.",
+        show_default=False)] = None,
+    env: Annotated[Optional[str], typer.Option(help="With --checkpoints: only this env.", show_default=False)] = None,
+    algo: Annotated[Optional[str], typer.Option(help="With --checkpoints: only runs of this algorithm.",
+                                                show_default=False)] = None,
+    where: Annotated[Optional[str], typer.Option(
+        help="With --checkpoints: SQL condition on the columns of `retland stats` (env, seed, step, operator, "
+             "mean, ltp, …).", show_default=False)] = None,
+    per_env: Annotated[bool, typer.Option(
+        "--per-env/--overall", help="With --checkpoints: K per env, or K over everything selected.")] = False,
+    selection_seed: Annotated[int, typer.Option(
+        help="With --checkpoints random:K: the seed of the draw (the same seed and stored distributions give "
+             "the same checkpoints).")] = 0,
     operator: Annotated[Optional[str], typer.Option(
-        help="Operator id or kind of the distribution (needed when the checkpoint has several).")] = None,
-    pairs: Annotated[int, typer.Option(help="Success/failure pairs to re-roll.")] = 1,
+        help="Operator id or kind of the distribution (needed when a checkpoint has several; with --checkpoints "
+             "the default is each run's own update).")] = None,
+    pairs: Annotated[int, typer.Option(help="Success/failure pairs to re-roll per checkpoint (the lowest "
+                                            "qualifying update indices; the paper shows 1).")] = 1,
     progress: Annotated[bool, typer.Option(help="Show progress: a live bar on a terminal, plain lines when piped.")] = True,
     warehouse: WarehouseOpt = None,
 ) -> None:
@@ -227,34 +249,78 @@ def failures(
     the same keys (same θ_i, checked against the stored return), and store per-step
     reward, cumulative return, done, torso height and pitch in `trajectories`. Prints
     view `failure_divergence`: the step where the two cumulative returns part, and
-    whether the failure is a termination or a low-reward stretch (Fig. 3)."""
+    whether the failure is a termination or a low-reward stretch (Fig. 3).
+
+    One checkpoint with --run/--step, or several chosen with --checkpoints top-ltp:K |
+    random:K (e.g. the paper's §3.2: --checkpoints random:10 --algo td3 --per-env).
+    Everything is checked before anything is re-rolled; pairs already stored are kept."""
     from retland.analyses import failures as fl
     from retland.warehouse import Warehouse
 
     if pairs < 1:
         raise CliError(f"--pairs must be >= 1, got {pairs}")
+    if checkpoints is not None and (run is not None or step is not None):
+        raise CliError("give either --run/--step or --checkpoints top-ltp:K|random:K, not both")
+    if checkpoints is None:
+        if run is None or step is None:
+            raise CliError("say which checkpoint: --run RUN --step STEP, or choose with --checkpoints top-ltp:K "
+                           "or random:K")
+        given = [n for n, v in (("--env", env), ("--algo", algo), ("--where", where)) if v is not None]
+        if given or per_env or selection_seed != 0:
+            raise CliError(f"{', '.join(given) or '--per-env/--selection-seed'} only narrow a --checkpoints selection")
+    else:
+        try:
+            selector = fl.parse_selector(checkpoints)
+        except ValueError as exc:
+            raise CliError(f"--checkpoints {exc}") from None
+        check_seed(selection_seed, "--selection-seed")
     wh = Warehouse.open(warehouse, create=False)
     require_writable(wh.root)
-    run = resolve_run(wh, run, seed)
-    require_stored_checkpoint(wh, run, step, "re-rolling failures")
-    with _user_errors(fl.FailureError):
-        try:
-            target = fl.plan(wh, run, step, operator, pairs)
-        except fl.FailureError as exc:
-            if "no failures to explain" in str(exc):
-                raise fl.FailureError(f"{exc}. Checkpoints with LTP > 0: retland stats --where \"ltp > 0\" "
-                                      f"-w {shlex.quote(str(wh.root))}; or sample this one with a stronger perturbation "
-                                      f"(larger σ fails more often), e.g. retland sample --run {run} --steps {step} "
-                                      "--operator gaussian:0.01, then failures --operator gaussian") from None
-            raise
-        todo = len(fl.missing_pairs(wh, target))
-        err_console.print(f"{len(target.pairs)} pair(s) of {target.operator_id}, {todo} to re-roll", highlight=False,
-                          soft_wrap=True)
-        with progress_bar(todo, "failures", unit="pairs", enabled=progress and todo > 0) as advance:
-            fl.run(wh, target)
-            advance(todo)
-    ids = [fl.pair_id(target.run_id, target.step, target.operator_id, *p) for p in fl.plan(wh, run, step, operator, pairs).pairs]
-    df = wh.query(f"SELECT * FROM failure_divergence WHERE pair_id IN ({', '.join('?' for _ in ids)}) ORDER BY pair_id", ids)
-    # pair ids hold operator ids, whose brackets the table would read as markup
-    emit(df.drop("pair_id", "run_id", "step", "operator_id"), OutputFormat.table, None,
-         f"failure pairs of {run} step {step} {target.operator_id} (LTP {target.ltp:.3f})")
+    from retland.warehouse.writer import WarehouseError
+
+    with _user_errors(fl.FailureError, WarehouseError):
+        if checkpoints is None:
+            run = resolve_run(wh, run, seed)
+            require_stored_checkpoint(wh, run, step, "re-rolling failures")
+            try:
+                targets = [fl.plan(wh, run, step, operator, pairs)]
+            except fl.FailureError as exc:
+                if "no failures to explain" in str(exc):
+                    raise fl.FailureError(f"{exc}. Checkpoints with LTP > 0: retland stats --where "
+                                          "\"ltp > 0 AND NOT mode_nonpositive\" "
+                                          f"-w {shlex.quote(str(wh.root))}; or sample this one with a stronger "
+                                          f"perturbation (larger σ fails more often), e.g. retland sample --run {run} "
+                                          f"--steps {step} --operator gaussian:0.01, then failures --operator "
+                                          "gaussian") from None
+                raise
+        else:
+            try:
+                targets, passed = fl.choose(wh, selector, seed=selection_seed, per_env=per_env, pairs=pairs, env=env,
+                                            algo=algo, operator=operator, where=where)
+            except WarehouseError as exc:  # a --where that does not parse
+                raise CliError(f"--where: {exc}") from None
+            how = (f"seed {selection_seed}" if selector.kind == "random" else "highest LTP first")
+            err_console.print(f"{selector.text}{' per env' if per_env else ''} ({how}): "
+                              + ", ".join(f"{t.run_id}@{t.step}" for t in targets), highlight=False, soft_wrap=True)
+            if passed:
+                err_console.print("passed over (no sample within 10% of the mean): "
+                                  + ", ".join(f"{c.run_id}@{c.step}" for c in passed), highlight=False,
+                                  soft_wrap=True)
+            for t in targets:
+                require_stored_checkpoint(wh, t.run_id, t.step, "re-rolling failures")
+        todo = {id(t): len(fl.missing_pairs(wh, t)) for t in targets}
+        shown = {id(t): [fl.pair_id(t.run_id, t.step, t.operator_id, *p) for p in t.pairs] for t in targets}
+        err_console.print(f"{sum(len(t.pairs) for t in targets)} pair(s) in {len(targets)} checkpoint(s), "
+                          f"{sum(todo.values())} to re-roll", highlight=False, soft_wrap=True)
+        with progress_bar(sum(todo.values()), "failures", unit="pairs",
+                          enabled=progress and sum(todo.values()) > 0) as advance:
+            for t in targets:
+                fl.run(wh, t)
+                advance(todo[id(t)])
+    for t in targets:
+        ids = shown[id(t)]
+        df = wh.query(f"SELECT * FROM failure_divergence WHERE pair_id IN ({', '.join('?' for _ in ids)}) "
+                      "ORDER BY pair_id", ids)
+        # pair ids hold operator ids, whose brackets the table would read as markup
+        emit(df.drop("pair_id", "run_id", "step", "operator_id"), OutputFormat.table, None,
+             f"failure pairs of {t.run_id} step {t.step} {t.operator_id} (LTP {t.ltp:.3f})")

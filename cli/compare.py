@@ -66,8 +66,8 @@ def compare(
 
     A score is one number per run and env: the --metric of the run's post-update return
     distributions under one operator (--operator), averaged over its checkpoints (--step).
-    Distributions where the metric is undefined (LTP with mode ≤ 0) are left out and
-    counted. The IQM is the mean of the middle 50% of the scores (per env: of its runs;
+    LTP is computed for every distribution; those whose mode is ≤ 0 (flag
+    mode_nonpositive) are included and counted in a note. The IQM is the mean of the middle 50% of the scores (per env: of its runs;
     'all': of the runs × envs scores pooled over the envs every group has). Its CI
     redraws runs with replacement within each env. P(A better than B) is, per env, the
     share of (A run, B run) pairs where A's score is better in the metric's direction
@@ -202,8 +202,11 @@ def _print_tables(result, alpha: float, beta: float, output: Path | None) -> Non
         ptable.add_row(label, *cells)
     notes = []
     if s.undefined:
-        notes.append(f"{s.undefined} distribution{'s' if s.undefined != 1 else ''} with undefined {s.metric} "
-                     "(mode ≤ 0) left out of the scores.")
+        notes.append(f"{s.undefined} distribution{'s' if s.undefined != 1 else ''} without a {s.metric} "
+                     "left out of the scores.")
+    if s.mode_nonpositive:
+        notes.append(f"{s.mode_nonpositive} distribution{'s' if s.mode_nonpositive != 1 else ''} with mode ≤ 0 "
+                     "included: their LTP counts returns below a threshold ≤ 0 (column mode_nonpositive).")
     left = [e for e in s.envs if e not in result.common_envs]
     if left:
         notes.append(f"Not in 'all' (not every {s.by} has scores there): {', '.join(left)}.")

@@ -100,7 +100,7 @@ def show(
                      "ORDER BY step", [rid])
     lit = rid.replace("'", "''")
     dists = distribution_stats(wh, alpha=alpha, beta=beta, where=f"run_id = '{lit}'").select(
-        "step", "operator", "n", "mean", "std", "skewness", "mode", "ltp", "cvar", "ltp_note")
+        "step", "operator", "n", "mean", "std", "skewness", "mode", "ltp", "mode_nonpositive", "cvar")
     if fmt is OutputFormat.json:
         typer.echo(json.dumps({
             "run": info.drop("config").to_dicts()[0], "config": config, "checkpoints": ckpts.to_dicts(),
@@ -124,7 +124,7 @@ def show(
     else:
         console.print("no evaluations during training (imported or derived run)", highlight=False)
     if dists.height:
-        shown = dists.drop("ltp_note").with_columns(
+        shown = dists.with_columns(
             pl.Series(c, [rounded(v) for v in dists[c].to_list()], dtype=pl.String)
             for c in ("mean", "std", "skewness", "mode", "ltp", "cvar"))
         emit(shown, OutputFormat.table, None, f"post-update return distributions (α={alpha}, β={beta})",

@@ -144,8 +144,11 @@ def stabilize(
     appends it to the replay buffer and does one full TD3 update; the proposal's
     post-update return distribution (N td3-operator samples) decides: the reject arm
     keeps it only if the criterion holds against the last accepted state, else restores
-    everything. All seeds and arms of a source run vmapped in one program; sources run
-    one after another (one compile for sources of one training config).
+    everything. The two PURDs compared are independent estimates: they use the same
+    sample keys, but the proposal's buffer holds one more row, which remaps every
+    minibatch index (no common random numbers; as in the authors' code). All seeds and
+    arms of a source run vmapped in one program; sources run one after another (one
+    compile for sources of one training config).
 
     Sources: --run R --step S (repeatable, paired in order), --source R:S, and/or
     --sources top-ltp:K. Each source is one experiment, written when it finishes: one

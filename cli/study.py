@@ -83,7 +83,9 @@ def study(
     same `retland` commands a user would type, and a stage whose results the warehouse
     already holds is skipped, so rerunning after a kill, or from another machine on the
     same warehouse, continues where it stopped. Analyses pick checkpoints after
-    sampling (top-ltp:K: the highest left-tail probabilities). The file is checked
+    sampling (top-ltp:K: the highest left-tail probabilities; \\[failures] also
+    random:K, seeded, as the paper's §3.2). \\[sample] own = { ppo = "..." } says which
+    update "own" means per algorithm. The file is checked
     before anything runs; `--plan` shows the stages without running them.
     """
     from retland.purd.sampling import parse_shard

@@ -57,8 +57,9 @@ def _columns(text: str | None, bootstrap: bool) -> tuple[str, ...]:
 
 def stats_display(df, columns, bootstrap: bool):
     """The terminal table of `stats`: keys, n, each chosen statistic rounded (as
-    `value [lo, hi]` with a bootstrap), and the run's source. run_id is shown only where
-    two rows would otherwise look the same (e.g. derived runs of one seed)."""
+    `value [lo, hi]` with a bootstrap), `mode≤0` (yes where mode_nonpositive; shown when
+    any row has it) next to the LTP, and the run's source. run_id is shown only where two rows would otherwise
+    look the same (e.g. derived runs of one seed)."""
     import polars as pl
 
     from retland.cli.app import ci_cell, rounded
@@ -72,6 +73,10 @@ def stats_display(df, columns, bootstrap: bool):
         else:
             values = [rounded(v) for v in df[c].to_list()]
         cells.append(pl.Series(f"{c} [95% CI]" if bootstrap else c, values, dtype=pl.String))
+        if c == "ltp" and "mode_nonpositive" in df.columns and df["mode_nonpositive"].any():
+            # the column mode_nonpositive: the LTP's threshold is <= 0 there
+            cells.append(pl.Series("mode≤0", ["yes" if v else "" for v in df["mode_nonpositive"].to_list()],
+                                   dtype=pl.String))
     out = df.select(*keys[:-1], "n").with_columns(cells).with_columns(df["source"])
     if dup:
         out = out.with_columns(df["run_id"])
@@ -99,8 +104,12 @@ def stats(
     """Statistics of every post-update return distribution: n, mean, std, skewness,
     mode, LTP and CVaR, one row per (run, step, operator), with the run's source.
 
-    The terminal table rounds (1 decimal from 100 up, 2 from 1, 3 below); csv, json and
-    parquet keep full precision and every column, including run_id and ltp_note."""
+    LTP is the share of returns below β × mode for every mode; where the mode is ≤ 0
+    (a policy that mostly fails; the paper's Fig. 2 puts these on the right border) the
+    threshold is ≤ 0, and the column mode_nonpositive is true (the terminal table's
+    mode≤0 says yes; --where "NOT mode_nonpositive" leaves them out). The terminal table
+    rounds (1 decimal from 100 up, 2 from 1, 3 below); csv, json and parquet keep full
+    precision and every column, including run_id and mode_nonpositive."""
     from retland.analyses.distributions import distribution_stats
     from retland.warehouse import Warehouse
 

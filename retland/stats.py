@@ -20,8 +20,12 @@ Conventions (kept identical in SQL):
   constant sample's mode is its value. The arithmetic is numpy's, re-done here row-wise,
   so it also covers ranges too narrow for 101 distinct edges, where numpy.histogram
   refuses.
-- ``ltp``: share of returns strictly below beta * mode, undefined (None, NaN in
-  kernels) when mode <= 0.
+- ``ltp``: share of returns strictly below beta * mode, for every mode, as the
+  definition gives it (the authors compute it too). When mode <= 0 the threshold is not
+  "a fraction of the usual return", so ``Summary.mode_nonpositive`` (SQL: the boolean
+  column ``mode_nonpositive``) flags those distributions; the value is kept, so
+  aggregates and the landscape map count them (paper Fig. 2, footnote: they sit on the
+  right border).
 - ``cvar``: q + mean(min(r - q, 0)) / alpha with q the linear-interpolation
   alpha-quantile: the mean of the lower alpha tail.
 """
@@ -34,10 +38,8 @@ import scipy.stats
 
 N_BINS = 100
 STATISTICS = ("mean", "std", "skewness", "mode", "ltp", "cvar")
-LTP_UNDEFINED = "mode <= 0: LTP undefined"
 
 __all__ = [
-    "LTP_UNDEFINED",
     "N_BINS",
     "STATISTICS",
     "Kernel",
@@ -60,15 +62,16 @@ Kernel = Callable[[np.ndarray], np.ndarray]  # [B, N] -> [B]
 
 @dataclass(frozen=True)
 class Summary:
-    """The statistics of one sample; ``ltp_note`` says why ``ltp`` is None."""
+    """The statistics of one sample; ``mode_nonpositive`` flags mode <= 0, where ``ltp``
+    counts returns below a non-positive threshold."""
 
     n: int
     mean: float
     std: float
     skewness: float
     mode: float
-    ltp: float | None
-    ltp_note: str | None
+    ltp: float
+    mode_nonpositive: bool
     cvar: float
 
 
@@ -171,7 +174,7 @@ def _mode(x: np.ndarray) -> np.ndarray:
 def _ltp(x: np.ndarray, beta: float) -> np.ndarray:
     m = _mode(x)
     below = (x < (beta * m)[:, None]).sum(axis=1)
-    return np.where(m > 0, below / x.shape[1], np.nan)
+    return below / x.shape[1]
 
 
 def _cvar(x: np.ndarray, alpha: float) -> np.ndarray:
@@ -211,10 +214,10 @@ def mode(r) -> float:
     return float(_mode(_sample(r)[None])[0])
 
 
-def ltp(r, beta: float = 0.5) -> float | None:
-    """Share of ``r: [N]`` strictly below ``beta * mode(r)``; None when mode <= 0."""
-    value = _ltp(_sample(r)[None], _check_beta(beta))[0]
-    return None if np.isnan(value) else float(value)
+def ltp(r, beta: float = 0.5) -> float:
+    """Share of ``r: [N]`` strictly below ``beta * mode(r)``, whatever the mode's sign
+    (when mode <= 0 the threshold is <= 0: see ``Summary.mode_nonpositive``)."""
+    return float(_ltp(_sample(r)[None], _check_beta(beta))[0])
 
 
 def cvar(r, alpha: float = 0.1) -> float:
@@ -227,15 +230,14 @@ def summarize(r, alpha: float = 0.1, beta: float = 0.5) -> Summary:
     x = _sample(r)[None]
     kernels = _kernels(_check_alpha(alpha), _check_beta(beta))
     values = {name: float(k(x)[0]) for name, k in kernels.items()}
-    defined = not np.isnan(values["ltp"])
     return Summary(
         n=x.shape[1],
         mean=values["mean"],
         std=values["std"],
         skewness=values["skewness"],
         mode=values["mode"],
-        ltp=values["ltp"] if defined else None,
-        ltp_note=None if defined else LTP_UNDEFINED,
+        ltp=values["ltp"],
+        mode_nonpositive=not values["mode"] > 0,
         cvar=values["cvar"],
     )
 
@@ -274,7 +276,7 @@ def bootstrap_ci(
     ``statistic`` is a name in ``STATISTICS`` (``alpha``/``beta`` parametrise cvar/ltp)
     or a vectorised function ``[B, N] -> [B]`` evaluated along axis 1, e.g.
     ``lambda x: np.median(x, axis=1)``. The interval is NaN when the statistic is
-    undefined (NaN) in any resample, e.g. ltp when some resample's mode is <= 0.
+    undefined (NaN) in any resample, e.g. skewness when a resample is constant.
     """
     x = _sample(r)
     _check_bootstrap(n_resamples, confidence)

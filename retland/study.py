@@ -17,10 +17,13 @@ where the warehouse stands; the commands themselves resume inside a stage.
 Scope. The study's policies are the trained jobs whose recorded configuration equals a
 `[[train]]` entry (any job id; the first complete one, else one to resume) and its
 examples. Analyses choose among the study's checkpoints: `top-ltp:K` takes the K
-checkpoints with the highest left-tail probability (LTP > 0, β = 0.5) under the
-analysis's operator, or give `["RUN_ID:STEP", ...]`. Interpolation pairs every trained
-checkpoint of the study's (algo, env) in the warehouse, as `retland interpolate --env`
-does.
+checkpoints with the highest left-tail probability (LTP > 0 with a positive mode, β = 0.5)
+under the analysis's operator, or give `["RUN_ID:STEP", ...]`. [failures] also takes
+`random:K` (K drawn uniformly with its `seed`, as the paper's §3.2 does), `per_env` (K per
+env) and `algo` (one algorithm's runs). [sample] `own` says which update "own" means per
+algorithm, e.g. `own = { ppo = "ppo:clip=0.1,rows=first" }` (the authors' PPO operator).
+Interpolation pairs every trained checkpoint of the study's (algo, env) in the warehouse,
+as `retland interpolate --env` does.
 
 The file is validated before the warehouse is opened: unknown keys, impossible
 combinations and steps that are not checkpoints are refused, one line each.
@@ -77,6 +80,9 @@ def _positive(v, info):
 def _check_selection(v):
     """'top-ltp:K' or a list of 'RUN_ID:STEP'."""
     if isinstance(v, str):
+        if v.strip().startswith("random:"):
+            raise ValueError(f"{v!r}: random:K chooses [failures] checkpoints only; here use top-ltp:K or a list "
+                             "of \"RUN_ID:STEP\"")
         m = _SELECTION.match(v.strip())
         if not m or int(m.group(1)) < 1:
             raise ValueError(f"{v!r}: expected top-ltp:K with K >= 1, or a list of \"RUN_ID:STEP\"")
@@ -139,12 +145,33 @@ class TrainSpec(_Strict):
 class SampleSpec(_Strict):
     """`retland sample` on every checkpoint of the study (or those at `steps`)."""
     operators: tuple[str, ...] = Field((OWN,), description="operators; 'own' = each run's training update")
+    own: dict[str, str] = Field(default_factory=dict, description="which update 'own' means per algorithm, e.g. "
+                                "{ ppo = \"ppo:clip=0.1,rows=first\" } (the authors' PPO operator); "
+                                "default: the plain td3 / sac / ppo")
     samples: int = 1000
     horizon: int = 1000
     key_seed: int = 0
     steps: tuple[int, ...] | None = Field(None, description="only these checkpoint steps")
 
     _pos = field_validator("samples", "horizon")(_positive)
+
+    @field_validator("own")
+    @classmethod
+    def _own(cls, v):
+        from retland.purd.operators import check_operator
+
+        for algo, text in v.items():
+            if algo not in ALGOS:
+                raise ValueError(f"own.{algo}: not an algorithm; choose from {', '.join(ALGOS)}")
+            kind = str(text).split(":", 1)[0].split("[", 1)[0].strip()
+            if kind != algo:
+                raise ValueError(f"own.{algo} = {text!r}: must be a {algo} operator, e.g. {algo!r}")
+            check_operator(text)
+        return v
+
+    def own_operator(self, algo: str) -> str:
+        """The operator text 'own' means on runs of `algo`."""
+        return self.own.get(algo, algo)
 
     @field_validator("operators")
     @classmethod
@@ -161,14 +188,36 @@ class SampleSpec(_Strict):
         return v
 
 
+def _check_failure_selection(v):
+    """'top-ltp:K', 'random:K' or a list of 'RUN_ID:STEP'."""
+    if isinstance(v, str):
+        from retland.analyses.failures import parse_selector
+
+        return parse_selector(v).text
+    return _check_selection(v)
+
+
 class FailuresSpec(_Strict):
     """`retland failures`: re-roll successful/failing pairs of the chosen checkpoints."""
-    checkpoints: str | tuple[str, ...] = "top-ltp:3"
+    checkpoints: str | tuple[str, ...] = Field("top-ltp:3", description="top-ltp:K, random:K (seeded by `seed`; "
+                                               "the paper's §3.2) or [\"RUN_ID:STEP\", ...]")
     pairs: int = 1
     operator: str | None = Field(None, description="one of sample.operators (default: the first)")
+    algo: Literal["td3", "sac", "ppo"] | None = Field(None, description="choose among this algorithm's runs only")
+    per_env: bool = Field(False, description="K checkpoints per env (else K over the study)")
+    seed: int = Field(0, description="the seed of a random:K draw")
 
     _pos = field_validator("pairs")(_positive)
-    _sel = field_validator("checkpoints")(_check_selection)
+    _sel = field_validator("checkpoints")(_check_failure_selection)
+
+    @model_validator(mode="after")
+    def _chosen_only(self):
+        if not isinstance(self.checkpoints, str) and (self.algo or self.per_env or self.seed):
+            raise ValueError("algo, per_env and seed narrow a top-ltp:K or random:K selection, not a list of "
+                             "checkpoints")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        return self
 
 
 class LandscapeSpec(_Strict):
@@ -323,6 +372,13 @@ class Study(_Strict):
                 if kind in ALGOS and algos != {kind}:
                     raise ValueError(f"sample.operators: {op!r} is the {kind} update, but the study has "
                                      f"{', '.join(sorted(algos))} runs; use \"own\" (each run's own update)")
+            if s.own and OWN not in s.operators:
+                raise ValueError(f"sample.own is set ({', '.join(sorted(s.own))}) but sample.operators has no "
+                                 "\"own\" for it to apply to")
+            unused = sorted(set(s.own) - algos)
+            if unused:
+                raise ValueError(f"sample.own.{unused[0]}: the study has no {unused[0]} policy "
+                                 f"(it has {', '.join(sorted(algos))})")
             bad = sorted(set(s.steps or ()) - steps)
             if bad:
                 raise ValueError(f"sample.steps: {bad} are not checkpoints of any [[train]] entry or example "
@@ -338,6 +394,9 @@ class Study(_Strict):
             if op is not None and (s is None or op not in s.operators):
                 raise ValueError(f"{name}.operator {op!r} is not one of sample.operators "
                                  f"{list(s.operators) if s else []}")
+        if self.failures is not None and self.failures.algo is not None and self.failures.algo not in algos:
+            raise ValueError(f"failures.algo {self.failures.algo!r}: the study has no {self.failures.algo} policy "
+                             f"(it has {', '.join(sorted(algos))})")
         if self.stabilize is not None:
             if "td3" not in algos:
                 raise ValueError("[stabilize] runs Algorithm 1 on TD3 checkpoints; the study has no td3 policy")
@@ -540,8 +599,12 @@ def _fmt_steps(steps) -> str:
     return ",".join(str(int(s)) for s in sorted(steps))
 
 
-def _operator_text(op: str, algo: str) -> str:
-    return algo if op == OWN else op
+def _operator_text(op: str, algo: str, sample: SampleSpec | None = None) -> str:
+    """Operator text for `retland sample --operator`: 'own' is the run's training update
+    (or the study's [sample] own.<algo>)."""
+    if op != OWN:
+        return op
+    return sample.own_operator(algo) if sample is not None else algo
 
 
 def study_operator_id(study: Study, op: str, algo: str, env: str) -> str:
@@ -550,7 +613,7 @@ def study_operator_id(study: Study, op: str, algo: str, env: str) -> str:
     from retland.purd.operators import parse_operator
 
     s = study.sample
-    return parse_operator(_operator_text(op, algo), env=env, horizon=s.horizon, seed=s.key_seed).operator_id
+    return parse_operator(_operator_text(op, algo, s), env=env, horizon=s.horizon, seed=s.key_seed).operator_id
 
 
 def _train_stage(study: Study, i: int, wh, base: Path) -> Stage:
@@ -620,7 +683,7 @@ def _sample_stage(study: Study, wh, scope: Scope) -> Stage:
             cmd = ["sample"]
             for r in runs:
                 cmd += ["--run", r]
-            commands.append(cmd + ["--steps", _fmt_steps(steps), "--operator", _operator_text(op, algo),
+            commands.append(cmd + ["--steps", _fmt_steps(steps), "--operator", _operator_text(op, algo, s),
                                    "--samples", str(s.samples), "--horizon", str(s.horizon),
                                    "--key-seed", str(s.key_seed)])
     pending = _expected_runs(study) * len(s.operators) * s.samples - total
@@ -638,6 +701,23 @@ def _sampled(study: Study, wh, scope: Scope) -> bool:
     return st.done
 
 
+def _candidates(study: Study, op: str, wh, scope: Scope, algo: str | None = None):
+    """The study's sampled checkpoints (of `algo`'s runs) whose distribution under `op`
+    has LTP > 0 and a positive mode: failures.Candidate rows."""
+    from retland.analyses.failures import Candidate
+
+    out = []
+    for run in scope.runs:
+        if algo is not None and scope.algo[run] != algo:
+            continue
+        oid = study_operator_id(study, op, scope.algo[run], scope.env[run])
+        for r in wh.query("SELECT run_id, step, ltp FROM purd_stats() WHERE run_id = ? AND operator_id = ? "
+                          "AND ltp > 0 AND NOT mode_nonpositive", [run, oid]).to_dicts():
+            if r["step"] in scope.steps[run]:
+                out.append(Candidate(scope.env[run], r["run_id"], int(r["step"]), oid, float(r["ltp"])))
+    return out
+
+
 def _chosen(study: Study, spec_sel, op: str, wh, scope: Scope, *, td3_only: bool = False) -> list[tuple[str, int]]:
     """The checkpoints an analysis runs on: explicit refs, or top-ltp:K of the study's
     sampled checkpoints under operator `op` (per env for Algorithm 1's sources)."""
@@ -648,15 +728,7 @@ def _chosen(study: Study, spec_sel, op: str, wh, scope: Scope, *, td3_only: bool
             out.append((m.group(1), int(m.group(2))))
         return out
     k = int(_SELECTION.match(spec_sel).group(1))
-    rows = []
-    for run in scope.runs:
-        if td3_only and scope.algo[run] != "td3":
-            continue
-        oid = study_operator_id(study, op, scope.algo[run], scope.env[run])
-        for r in wh.query("SELECT run_id, step, ltp FROM purd_stats() WHERE run_id = ? AND operator_id = ? "
-                          "AND ltp > 0", [run, oid]).to_dicts():
-            if r["step"] in scope.steps[run]:
-                rows.append((scope.env[run], -r["ltp"], r["run_id"], int(r["step"])))
+    rows = [(c.env, -c.ltp, c.run_id, c.step) for c in _candidates(study, op, wh, scope, "td3" if td3_only else None)]
     rows.sort()
     if td3_only:  # Algorithm 1: K per env
         out, per_env = [], {}
@@ -691,31 +763,41 @@ def _failures_stage(study: Study, wh, scope: Scope) -> Stage:
         return _waiting("failures", f"chooses {spec.checkpoints} once sampling is done")
     op = study.operator_of(spec)
     ranked = isinstance(spec.checkpoints, str)
-    # top-ltp:K: the K highest-LTP checkpoints that have a pair to show (a bimodal
-    # distribution may have no sample within 10% of its mean); explicit ones must have one
-    candidates = _chosen(study, "top-ltp:1000000" if ranked else spec.checkpoints, op, wh, scope)
-    k = int(_SELECTION.match(spec.checkpoints).group(1)) if ranked else len(candidates)
-    if not candidates:
+    # top-ltp:K / random:K: the first K checkpoints in the selector's order (per env with
+    # per_env) that have a pair to show (a bimodal distribution may have no sample within
+    # 10% of its mean); explicit ones must have one
+    if ranked:
+        selector = failures.parse_selector(spec.checkpoints)
+        groups = failures.order_candidates(_candidates(study, op, wh, scope, spec.algo), selector, spec.seed,
+                                           spec.per_env)
+        k = selector.k
+    else:
+        groups, k = [[(run, step) for run, step in _chosen(study, spec.checkpoints, op, wh, scope)]], None
+    groups = [[(c.run_id, c.step) if ranked else c for c in g] for g in groups]
+    if not any(groups):
         return Stage("failures", "nothing", "no sampled checkpoint of the study has LTP > 0: no failure to explain")
     commands, pairs, todo, picked, passed = [], 0, 0, [], []
-    for run, step in candidates:
-        if len(picked) == k:
-            break
-        oid = study_operator_id(study, op, *_run_info(wh, scope, run))
-        try:
-            plan = failures.plan(wh, run, step, oid, spec.pairs)
-        except failures.FailureError as exc:
-            if not ranked:
-                raise StudyError(f"failures.checkpoints {run}:{step}: {exc}") from None
-            passed.append(f"{run}@{step:,}")
-            continue
-        picked.append((run, step))
-        miss = failures.missing_pairs(wh, plan)
-        pairs += len(plan.pairs)
-        if miss:
-            todo += len(miss)
-            commands.append(["failures", "--run", run, "--step", str(step), "--operator", oid,
-                             "--pairs", str(spec.pairs)])
+    for group in groups:
+        taken = 0
+        for run, step in group:
+            if k is not None and taken == k:
+                break
+            oid = study_operator_id(study, op, *_run_info(wh, scope, run))
+            try:
+                plan = failures.plan(wh, run, step, oid, spec.pairs)
+            except failures.FailureError as exc:
+                if not ranked:
+                    raise StudyError(f"failures.checkpoints {run}:{step}: {exc}") from None
+                passed.append(f"{run}@{step:,}")
+                continue
+            taken += 1
+            picked.append((run, step))
+            miss = failures.missing_pairs(wh, plan)
+            pairs += len(plan.pairs)
+            if miss:
+                todo += len(miss)
+                commands.append(["failures", "--run", run, "--step", str(step), "--operator", oid,
+                                 "--pairs", str(spec.pairs)])
     horizon = study.sample.horizon
     where = ", ".join(f"{r}@{s:,}" for r, s in picked)
     if passed:
@@ -739,7 +821,7 @@ def _landscape_stage(study: Study, wh, scope: Scope) -> Stage:
     commands, todo, total = [], 0, 0
     for run, step in picked:
         algo, _ = _run_info(wh, scope, run)
-        req = spec.request(run, step, _operator_text(op, algo))
+        req = spec.request(run, step, _operator_text(op, algo, study.sample))
         p = landscape.plan(wh, req)
         total += req.n * len(req.zoom)
         if p.todo:
@@ -796,7 +878,7 @@ def _stabilize_stage(study: Study, wh, scope: Scope) -> Stage:
     spec = study.stabilize
     if isinstance(spec.sources, str) and not _sampled(study, wh, scope):
         return _waiting("stabilize", f"chooses sources {spec.sources} per env once sampling is done")
-    op = "td3" if study.sample is None or OWN in study.sample.operators else next(
+    op = "td3" if study.sample is None else OWN if OWN in study.sample.operators else next(
         o for o in study.sample.operators if o == "td3" or o.startswith("td3:"))
     picked = _chosen(study, spec.sources, op, wh, scope, td3_only=True)
     if not picked:

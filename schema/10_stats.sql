@@ -9,7 +9,7 @@
 -- Defines
 --   purd_stats(alpha := 0.1, beta := 0.5)   table macro, one row per distribution:
 --       run_id, algo, env, variant, seed, step, operator_id,
---       n, mean, std, skewness, mode, ltp, ltp_note, cvar
+--       n, mean, std, skewness, mode, ltp, mode_nonpositive, cvar
 --     (algo/env/variant/seed come from `runs`, variant through run_variant; NULL if the
 --     run is not registered there)
 --   distribution_stats                       view: purd_stats() at the paper's defaults
@@ -31,9 +31,11 @@
 --   mode is the midpoint of the fullest of 100 equal bins over [min, max], with values
 --   assigned to bins exactly as numpy.histogram(returns, bins=100) assigns them; the
 --   lowest bin wins ties; a constant distribution's mode is its value.
---   ltp is the share of returns strictly below beta * mode. It is NULL when mode <= 0,
---   and ltp_note says so: a threshold at a fraction of a non-positive mode does not
---   mean "a return much lower than usual".
+--   ltp is the share of returns strictly below beta * mode, for every mode (as the
+--   definition gives it, and as the authors compute it). mode_nonpositive (BOOLEAN)
+--   flags mode <= 0: there the threshold is <= 0, not "a fraction of the usual return";
+--   the paper's Fig. 2 puts such policies on the right border. The value is kept, so
+--   every aggregate counts them; filter on mode_nonpositive to leave them out.
 --   cvar = q + avg(least(r - q, 0)) / alpha with q = quantile_cont(r, alpha), numpy's
 --   default (linear) quantile: the mean of the lower alpha tail, higher is better.
 --   alpha must be in (0, 1].
@@ -90,11 +92,9 @@ CREATE OR REPLACE MACRO purd_std_of(m2) AS sqrt(greatest(m2, 0.0));
 CREATE OR REPLACE MACRO purd_skewness_of(m2, m3) AS
     CASE WHEN m2 > 0 THEN m3 / (m2 * sqrt(m2)) END;
 
-CREATE OR REPLACE MACRO purd_ltp_of(n_below, n, mode) AS
-    CASE WHEN mode > 0 THEN n_below / n END;
+CREATE OR REPLACE MACRO purd_ltp_of(n_below, n) AS n_below / n;
 
-CREATE OR REPLACE MACRO purd_ltp_note(mode) AS
-    CASE WHEN NOT mode > 0 THEN 'mode <= 0: LTP undefined' END;
+CREATE OR REPLACE MACRO purd_mode_nonpositive(mode) AS NOT mode > 0;
 
 CREATE OR REPLACE MACRO purd_cvar_of(q, tail_sum, n, alpha) AS
     q + tail_sum / n / CASE WHEN alpha > 0 AND alpha <= 1 THEN alpha
@@ -132,7 +132,7 @@ CREATE OR REPLACE MACRO purd_mode(returns) AS (
 );
 
 CREATE OR REPLACE MACRO purd_ltp(returns, beta := 0.5) AS (
-    SELECT purd_ltp_of(count_if(x < beta * mode), count(*), any_value(mode))
+    SELECT purd_ltp_of(count_if(x < beta * mode), count(*))
     FROM (SELECT unnest(returns) AS x, purd_mode(returns) AS mode)
 );
 
@@ -204,9 +204,8 @@ SELECT s.run_id, r.algo, r.env, run_variant(r.variant, r.source) AS variant, r.s
        purd_std_of(s.m2) AS std,
        purd_skewness_of(s.m2, s.m3) AS skewness,
        s.mode,
-       purd_ltp_of(CASE WHEN s.mode > 0 THEN len(list_filter(s.returns, lambda x: x < beta * s.mode)) END,
-                   s.n, s.mode) AS ltp,
-       purd_ltp_note(s.mode) AS ltp_note,
+       purd_ltp_of(len(list_filter(s.returns, lambda x: x < beta * s.mode)), s.n) AS ltp,
+       purd_mode_nonpositive(s.mode) AS mode_nonpositive,
        purd_cvar_of(s.q, s.tail_sum, s.n, alpha) AS cvar
 FROM summarized AS s
 LEFT JOIN runs AS r USING (run_id)

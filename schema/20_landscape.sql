@@ -9,8 +9,9 @@
 -- Defines
 --   landscape_values   view, one row per (grid, point):
 --       grid_id, run_id, step, directions, zoom, resolution, ix, iy, a, b,
---       n, mean, std (ddof 0), min, ltp (purd_ltp, NULL when mode <= 0 or n = 1),
---       cvar (purd_cvar at alpha 0.1; NULL when n = 1)
+--       n, mean, std (ddof 0), min, ltp (purd_ltp; NULL when n = 1),
+--       mode_nonpositive (the point's mode <= 0, where ltp counts returns below a
+--       non-positive threshold; NULL when n = 1), cvar (purd_cvar at alpha 0.1; NULL when n = 1)
 --     With one sample per point, mean is the return of θ + a·d1 + b·d2 itself.
 
 CREATE OR REPLACE VIEW landscape_values AS
@@ -22,6 +23,7 @@ SELECT
     stddev_pop(p."return") AS std,
     min(p."return") AS min,
     CASE WHEN count(*) > 1 THEN purd_ltp(list(p."return")) END AS ltp,
+    CASE WHEN count(*) > 1 THEN purd_mode_nonpositive(purd_mode(list(p."return"))) END AS mode_nonpositive,
     CASE WHEN count(*) > 1 THEN purd_cvar(list(p."return")) END AS cvar
 FROM landscape_points p
 JOIN landscape_grids g USING (grid_id)

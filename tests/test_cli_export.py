@@ -52,6 +52,9 @@ def test_stats_bootstrap_table_shows_rounded_ci_cells_and_few_columns(filled, ca
     # seed 0: returns 1000..1190 -> mean 1095.0 with a CI, 1 decimal from 100 up
     assert re.search(r"1095\.0 \[\d{4}\.\d, \d{4}\.\d\]", out), out
     assert re.search(r"0\.000 \[0\.000, 0\.000\]", out), out  # LTP: 3 decimals
+    # seed 1's returns are all negative: mode <= 0, its LTP computed (1.00) and flagged
+    assert "mode≤0" in header
+    assert re.search(r"1\.00 \[1\.00, 1\.00\] │ +yes │", out), out
     assert all(len(line) <= 160 for line in out.splitlines())
 
 
@@ -65,7 +68,7 @@ def test_stats_columns_option_and_full_precision_elsewhere(filled, tmp_path, cap
     df = pl.read_csv(io.StringIO(out))
     for s in ("mean", "std", "skewness", "mode", "ltp", "cvar"):
         assert {s, f"{s}_lo", f"{s}_hi"} <= set(df.columns)
-    assert {"run_id", "source", "ltp_note"} <= set(df.columns)
+    assert {"run_id", "source", "mode_nonpositive"} <= set(df.columns)
     std = df.filter(pl.col("seed") == 0)["std"][0]
     assert abs(std - 57.662812973353983) < 1e-9  # population std of 1000, 1010, …, 1190: not rounded
     code, _, err = run_cli(capsys, monkeypatch, "stats", "--columns", "median", "-w", filled)
@@ -247,7 +250,7 @@ def test_failures_refusal_at_ltp_zero_says_what_to_do(mixed, capsys, monkeypatch
     before = tree_digest(mixed)
     code, _, err = run_cli(capsys, monkeypatch, "failures", "--run", "td3-hopper-2026", "--step", "100", "-w", mixed)
     assert code == 2
-    assert "no failures to explain" in err and 'retland stats --where "ltp > 0"' in err
+    assert "no failures to explain" in err and 'retland stats --where "ltp > 0 AND NOT mode_nonpositive"' in err
     assert "--operator gaussian" in err and TRAINED in err
     assert tree_digest(mixed) == before
 

@@ -17,6 +17,7 @@ import pytest
 import scipy.stats
 
 from conftest import run_cli, tree_digest
+from retland import stats as purd_stats
 
 STEPS = (100, 200)
 # (algo, env) -> k failures at (step 100, step 200), one pair per seed
@@ -27,7 +28,8 @@ FAILURES = {
     ("sac", "walker2d"): [(2, 3), (4, 4), (3, 3), (1, 2)],
     ("td3", "ant"): [(1, 1), (2, 2)],  # only td3 has ant: not in the aggregate
 }
-# sac walker2d seed 4 falls at both checkpoints: every return negative, mode < 0, LTP undefined
+# sac walker2d seed 4 falls at both checkpoints: every return negative, mode < 0; its LTP is
+# the formula's value (flagged mode_nonpositive) and counts in the scores like any other
 FALLEN = ("sac", "walker2d", 4)
 # two other operators on one td3 run: neither is the run's own update
 GAUSSIANS = {"gaussian[sigma=0.0003]": (("td3", "hopper", 0), 200, 3),
@@ -46,9 +48,8 @@ def expected_scores(metric: str) -> dict[tuple[str, str], np.ndarray]:
     """Run scores by (algo, env) in seed order, from the construction alone."""
     value = {"ltp": lambda k: k / 10, "mean": lambda k: (100 * k + 1000 * (10 - k)) / 10}[metric]
     out = {key: np.array([(value(a) + value(b)) / 2 for a, b in ks]) for key, ks in FAILURES.items()}
-    if metric == "mean":
-        fallen = np.mean(fallen_returns())
-        out[("sac", "walker2d")] = np.append(out[("sac", "walker2d")], fallen)
+    fallen = np.mean(fallen_returns()) if metric == "mean" else purd_stats.ltp(fallen_returns())
+    out[("sac", "walker2d")] = np.append(out[("sac", "walker2d")], fallen)
     return out
 
 
@@ -166,7 +167,8 @@ def test_scores_are_each_runs_own_update_averaged_over_checkpoints(wh):
         con.close()
     scores = run_scores(stats, "ltp")
     assert scores.groups == ["sac", "td3"] and scores.envs == ["ant", "hopper", "walker2d"]
-    assert scores.undefined == 2  # the fallen run's two distributions
+    assert scores.undefined == 0 and scores.mode_nonpositive == 2  # the fallen run's two distributions, included
+    assert purd_stats.ltp(fallen_returns()) == 0.6  # mode -45.82: 6 of 10 returns below -22.91
     for (algo, env), want in expected_scores("ltp").items():
         np.testing.assert_allclose(scores.runs(algo, env), want, rtol=1e-12)
     assert scores.common_envs() == ["hopper", "walker2d"]
@@ -191,7 +193,8 @@ def test_json_matches_an_independent_computation(wh, capsys, monkeypatch, metric
     doc = json.loads(out)
     assert doc["better"] == ("lower" if metric == "ltp" else "higher")
     assert doc["groups"] == ["sac", "td3"] and doc["aggregate_envs"] == ["hopper", "walker2d"]
-    assert doc["undefined_distributions"] == (2 if metric == "ltp" else 0)
+    assert doc["undefined_distributions"] == 0
+    assert doc["mode_nonpositive_distributions"] == (2 if metric == "ltp" else 0)
     want = expected_scores(metric)
     est = {(r["env"], r["group"]): r for r in doc["estimates"]}
     assert set(est) == {("ant", "td3"), ("hopper", "sac"), ("hopper", "td3"), ("walker2d", "sac"),
@@ -227,7 +230,7 @@ def test_table_states_the_direction_and_what_was_left_out(wh, capsys, monkeypatc
     assert "IQM of ltp over runs (lower is better)" in text
     assert "P(sac better than td3)" in text
     assert "all (hopper, walker2d)" in text
-    assert "2 distributions with undefined ltp (mode ≤ 0) left out" in text
+    assert "2 distributions with mode ≤ 0 included" in text
     assert "Not in 'all' (not every algo has scores there): ant." in text
     # hopper's IQMs with their run counts: sac (.05, .1, .2, .25) -> .15; td3 (0, .05, .1, .15, .4) -> .1
     hopper = next(line for line in out.splitlines() if line.strip("│ ").startswith("hopper"))

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from analysis_jobs import tiny_job
 
-from conftest import tree_digest
+from conftest import run_cli, tree_digest
 from retland.analyses import failures as fl
 from retland.purd.operators import parse_operator
 
@@ -123,3 +123,142 @@ def test_a_checkpoint_without_failures_is_refused_with_the_reason(sampled, tmp_p
         err = capsys.readouterr().err
         assert exc.value.code == 2 and msg in " ".join(err.split()), (args, err)
     assert tree_digest(wh.root) == before
+
+
+def test_body_state_reads_the_pitch_in_the_variants_observation_layout():
+    """brax: obs = q without x, obs[:, 1] is the pitch; paper: obs = [z, quaternion, ...]
+    (hopper, walker2d) or [z, w, y, ...] (halfcheetah): the pitch is the quaternion's
+    rotation about y, not its w."""
+    theta = np.array([0.0, 0.3, -1.2, 2.5, -3.0])
+    w, y = np.cos(theta / 2), np.sin(theta / 2)
+    zeros = np.zeros_like(theta)
+    z = np.full_like(theta, 1.25)
+    joints = np.ones((len(theta), 3))
+    planar = np.column_stack([z, w, zeros, y, zeros, joints])
+    for env in ("hopper", "walker2d"):
+        height, pitch = fl.body_state(env, planar, "paper")
+        np.testing.assert_allclose(height, 1.25)
+        np.testing.assert_allclose(pitch, theta, atol=1e-12)
+        # -q is the same rotation
+        np.testing.assert_allclose(fl.body_state(env, np.column_stack([z, -w, zeros, -y, zeros, joints]), "paper")[1],
+                                   theta, atol=1e-12)
+    np.testing.assert_allclose(fl.body_state("halfcheetah", np.column_stack([z, w, y, joints]), "paper")[1], theta,
+                               atol=1e-12)
+    brax_obs = np.column_stack([z, theta, joints])  # q without x: z, rooty angle, joints
+    for variant in ("brax", None):  # None: runs stored before variants were brax's
+        np.testing.assert_allclose(fl.body_state("hopper", brax_obs, variant)[1], theta)
+
+
+def test_body_state_of_the_paper_hoppers_reference_state_is_upright():
+    from retland.core.envs import reference_state
+
+    for env in ("hopper", "walker2d"):
+        obs = np.asarray(reference_state(env, "positional", variant="paper").obs, np.float64)[None]
+        assert obs[0, 1] == pytest.approx(1.0)  # quaternion w: what obs[:, 1] read as a pitch before
+        height, pitch = fl.body_state(env, obs, "paper")
+        assert pitch[0] == pytest.approx(0.0, abs=1e-6) and height[0] > 1.0
+
+
+# --- choosing checkpoints: top-ltp:K and random:K ------------------------------------------
+
+def _cands(n: int) -> list:
+    return [fl.Candidate("hopper" if i % 2 else "walker2d", f"run{i:02d}", 100 * (i + 1), "td3[h=1000,seed=0]",
+                         0.01 * (i + 1)) for i in range(n)]
+
+
+def test_selectors_parse_and_refuse_in_one_line():
+    assert fl.parse_selector("random:10") == fl.Selector("random", 10)
+    assert fl.parse_selector(" top-ltp:3 ").text == "top-ltp:3"
+    for bad in ("best:3", "random:0", "random", "random:-1", "top-ltp:x", ""):
+        with pytest.raises(ValueError, match="expected top-ltp:K or random:K with K >= 1"):
+            fl.parse_selector(bad)
+
+
+def test_random_order_is_seeded_uniform_and_independent_of_row_order():
+    cands = _cands(12)
+    rand = fl.parse_selector("random:3")
+    (a,) = fl.order_candidates(cands, rand, seed=0)
+    (b,) = fl.order_candidates(list(reversed(cands)), rand, seed=0)
+    assert a == b and sorted(a, key=lambda c: c.run_id) == sorted(cands, key=lambda c: c.run_id)
+    assert fl.order_candidates(cands, rand, seed=1)[0] != a
+    # every candidate is drawn into the first 3 about 3/12 of the time: not biased to high LTP
+    firsts = [c.run_id for s in range(400) for c in fl.order_candidates(cands, rand, seed=s)[0][:3]]
+    counts = np.array([firsts.count(c.run_id) for c in cands])
+    assert counts.min() > 60 and counts.max() < 140  # expected 100 each
+    (top,) = fl.order_candidates(cands, fl.parse_selector("top-ltp:3"), seed=0)
+    assert [c.run_id for c in top[:3]] == ["run11", "run10", "run09"]
+    per_env = fl.order_candidates(cands, rand, seed=0, per_env=True)
+    assert [{c.env for c in g} for g in per_env] == [{"hopper"}, {"walker2d"}]
+    assert per_env == fl.order_candidates(list(reversed(cands)), rand, seed=0, per_env=True)
+
+
+@pytest.fixture()
+def several(sampled, tmp_path):
+    """A copy of the shared warehouse with three more gaussian distributions with LTP > 0
+    (one bimodal, without a sample near its mean) and one with mode <= 0."""
+    import shutil
+
+    from retland.warehouse import Warehouse
+
+    shared, res, spec = sampled
+    shutil.copytree(shared.root, tmp_path / "wh")
+    wh = Warehouse.open(tmp_path / "wh", create=False)
+    rows = {(res.run_ids[0], 120): [100.0] * 7 + [80.0, 80.0, 10.0],  # mean 87, mode 99.55: a pair, LTP 0.1
+            (res.run_ids[1], 60): [100.0] * 6 + [80.0, 80.0, 10.0, 10.0],  # LTP 0.2
+            (res.run_ids[1], 120): [100.0] * 6 + [10.0] * 4,  # mean 64: nothing within 10%, passed over
+            (res.run_ids[0], 30): [-10.0] * 8 + [-40.0, -40.0]}  # mode <= 0: never a candidate
+    for (run, step), r in rows.items():
+        wh.append("post_update_returns", {"run_id": [run] * 10, "step": [step] * 10,
+                                          "operator_id": [spec.operator_id] * 10, "update_index": list(range(10)),
+                                          "return": r, "chunk_size": [8] * 10})
+    return wh, res, spec
+
+
+def test_choose_takes_k_with_a_pair_and_passes_over_the_rest(several):
+    wh, res, spec = several
+    found = fl.candidates(wh, operator="gaussian")
+    assert len(found) == 4 and all(c.operator_id == spec.operator_id for c in found)
+    assert (res.run_ids[0], 30) not in {(c.run_id, c.step) for c in found}  # mode <= 0
+    plans, passed = fl.choose(wh, "top-ltp:4", operator="gaussian")
+    assert [(p.run_id, p.step) for p in plans] == [(c.run_id, c.step) for c in sorted(
+        found, key=lambda c: (-c.ltp, c.run_id, c.step)) if (c.run_id, c.step) != (res.run_ids[1], 120)]
+    assert [(c.run_id, c.step) for c in passed] == [(res.run_ids[1], 120)]
+    picks = {tuple((p.run_id, p.step) for p in fl.choose(wh, "random:2", seed=s, operator="gaussian")[0])
+             for s in range(12)}
+    assert all(len(set(p)) == 2 for p in picks) and len(picks) > 1  # two distinct, and the seed matters
+    first = fl.choose(wh, "random:2", seed=3, operator="gaussian")[0]
+    assert [(p.run_id, p.step) for p in first] == [(p.run_id, p.step) for p in
+                                                   fl.choose(wh, "random:2", seed=3, operator="gaussian")[0]]
+    with pytest.raises(fl.FailureError, match="no sampled checkpoint with LTP > 0"):
+        fl.choose(wh, "random:2", env="ant")
+
+
+def test_cli_chooses_random_checkpoints_and_refuses_bad_selectors(several, capsys, monkeypatch):
+    from retland.cli.main import main
+
+    wh, res, spec = several
+    before = tree_digest(wh.root)
+    for args, msg in [
+        (["--checkpoints", "best:3"], "--checkpoints 'best:3': expected top-ltp:K or random:K with K >= 1"),
+        (["--checkpoints", "random:0"], "expected top-ltp:K or random:K with K >= 1"),
+        (["--checkpoints", "random:2", "--run", res.run_ids[0], "--step", "60"], "not both"),
+        ([], "say which checkpoint"),
+        (["--run", res.run_ids[0], "--step", "60", "--env", "hopper"], "--env only narrow a --checkpoints"),
+        (["--checkpoints", "random:2", "--env", "ant"], "no sampled checkpoint with LTP > 0"),
+        (["--checkpoints", "random:2", "--where", "nonsense ((("], "--where"),
+        (["--checkpoints", "random:2", "--selection-seed", "-1"], "--selection-seed"),
+    ]:
+        monkeypatch.setattr(sys, "argv", ["retland", "failures", *args, "-w", str(wh.root)])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and msg in " ".join(err.split()), (args, err)
+    assert tree_digest(wh.root) == before
+    # the real distribution only (the hand-made ones were not sampled, so cannot be re-rolled)
+    code, out, err = run_cli(capsys, monkeypatch, "failures", "--checkpoints", "random:1", "--operator", "gaussian",
+                             "--where", f"step = 60 AND run_id = '{res.run_ids[0]}'", "--selection-seed", "7",
+                             "--no-progress", "-w", wh.root)
+    assert code == 0, err
+    assert f"random:1 (seed 7): {res.run_ids[0]}@60" in " ".join(err.split())
+    assert "failure pairs of" in out and "failure_kind" in " ".join(out.split())
+    assert wh.query("SELECT count(DISTINCT pair_id) AS n FROM trajectories")["n"][0] >= 1

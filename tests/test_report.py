@@ -3,7 +3,7 @@
 The warehouse here is synthetic but shaped like the study: two algorithms on two
 environments, two seeds, three checkpoints each, returns that grow with training and
 a left tail of failures in some checkpoints (so LTP > 0), one checkpoint with negative
-returns (LTP undefined), one gaussian-operator distribution beside the algorithms' own
+returns (mode ≤ 0: flagged mode_nonpositive), one gaussian-operator distribution beside the algorithms' own
 updates, and learning curves in `evaluations`.
 """
 from __future__ import annotations
@@ -188,7 +188,7 @@ def test_sections_with_data_draw_and_the_others_name_their_command(study):
                          ("interpolation", "retland interpolate"), ("stabilize", "retland stabilize")]:
         assert f"`{command}`" in notes[key]
     caption = next(b for b in built["map"] if isinstance(b, Figure)).caption
-    assert "1 distribution with mode ≤ 0 (LTP undefined) is drawn on the right border of the LTP column" in caption
+    assert "1 distribution with mode ≤ 0 is drawn as a triangle at its LTP" in caption
 
 
 def test_an_empty_warehouse_gives_a_page_of_notes(tmp_path):
@@ -240,13 +240,14 @@ def test_map_starts_on_the_widest_left_tail_and_carries_bootstrap_cis(report_pag
 
 
 def hand_made_dists(rows: list[tuple[str, float, float, float | None]]) -> pl.DataFrame:
-    """Map rows (env, mean, mode, ltp) with the other columns the map reads filled in."""
+    """Map rows (env, mean, mode, ltp) with the other columns the map reads filled in
+    (mode_nonpositive from the mode)."""
     n = len(rows)
     return pl.DataFrame({
         "d": list(range(n)), "algo": ["td3"] * n, "env": [r[0] for r in rows], "seed": list(range(n)),
         "step": [100_000] * n, "operator": ["td3"] * n, "n": [100] * n, "mean": [r[1] for r in rows],
         "std": [10.0 + i for i in range(n)], "skewness": [-1.0] * n, "mode": [r[2] for r in rows],
-        "ltp": [r[3] for r in rows], "cvar": [r[1] - 50 for r in rows], "lo": [r[1] - 100 for r in rows],
+        "ltp": [r[3] for r in rows], "mode_nonpositive": [not r[2] > 0 for r in rows], "cvar": [r[1] - 50 for r in rows], "lo": [r[1] - 100 for r in rows],
         "hi": [r[1] + 100 for r in rows], "label": [f"policy {i}" for i in range(n)]},
         schema_overrides={"ltp": pl.Float64})
 
@@ -261,22 +262,24 @@ def spec_nodes(node):
             yield from spec_nodes(child)
 
 
-def test_map_draws_distributions_without_ltp_on_the_right_border_of_the_ltp_axis():
-    """Paper Fig. 2, footnote 1: policies with mode ≤ 0 have no LTP and are drawn on the
-    right border of the scatter plot; here with their own marker and counted in the caption."""
+def test_map_draws_distributions_with_a_non_positive_mode_at_their_ltp_with_their_own_marker():
+    """Paper Fig. 2, footnote 1: policies with mode ≤ 0 sit on the right border, where the
+    authors' computed LTP puts them. The map draws them at their LTP (the value every
+    aggregate counts), with their own marker, counted in the caption."""
     from retland.report import charts
     from retland.report.sections import map_caption
 
     dists = hand_made_dists([("hopper", 3000.0, 3050.0, 0.12), ("hopper", 2900.0, 2950.0, 0.31),
-                             ("hopper", -40.0, -35.0, None), ("walker2d", -10.0, -12.0, None),
-                             ("walker2d", -20.0, 0.0, None)])
+                             ("hopper", -40.0, -35.0, 0.9), ("walker2d", -10.0, -12.0, 0.7),
+                             ("walker2d", -20.0, 0.0, 1.0)])
     hist = pl.DataFrame({"d": [0], "b": [0], "c": [100]})
     spec = charts.landscape_map(dists, hist).to_dict()
     rows = next(v for v in spec["datasets"].values() if v and "ltp_status" in v[0])
-    # hopper's LTP axis ends at the first multiple of 0.05 above its largest LTP; walker2d has no LTP: [0, 1]
+    # each LTP axis ends at the first multiple of 0.05 above its panel's largest LTP, at most 1
     assert [(r["ltp"], r["ltp_x"], r["ltp_status"]) for r in rows] == [
-        (0.12, 0.12, charts.LTP_DEFINED), (0.31, 0.31, charts.LTP_DEFINED), (None, 0.35, charts.LTP_BORDER),
-        (None, 1.0, charts.LTP_BORDER), (None, 1.0, charts.LTP_BORDER)]
+        (0.12, 0.12, charts.LTP_DEFINED), (0.31, 0.31, charts.LTP_DEFINED), (0.9, 0.9, charts.LTP_BORDER),
+        (0.7, 0.7, charts.LTP_BORDER), (1.0, 1.0, charts.LTP_BORDER)]
+    assert rows[2]["ltp_text"] == "0.900 (mode ≤ 0)" and rows[0]["ltp_text"] == "0.120"
     ltp_cells = {}
     for node in spec_nodes(spec):
         x = node.get("encoding", {}).get("x", {})
@@ -284,19 +287,19 @@ def test_map_draws_distributions_without_ltp_on_the_right_border_of_the_ltp_axis
             panel = re.search(r"datum\.panel === '([^']+)'", json.dumps(node["transform"], ensure_ascii=False)).group(1)
             ltp_cells[panel] = x["scale"]
     # a panel's title names its operator (here each algorithm's own update, td3)
-    assert ltp_cells == {"hopper · td3": {"domain": [0, 0.35], "nice": False},
+    assert ltp_cells == {"hopper · td3": {"domain": [0, 0.95], "nice": False},
                          "walker2d · td3": {"domain": [0, 1.0], "nice": False}}
     shapes = [n["shape"] for n in spec_nodes(spec) if isinstance(n.get("shape"), dict) and "field" in n["shape"]]
     assert shapes and all(s["field"] == "ltp_status" and s["scale"] == {
         "domain": [charts.LTP_DEFINED, charts.LTP_BORDER], "range": ["circle", "triangle-right"]} for s in shapes)
     caption = map_caption(dists, 0.5, 0.1, 0)
-    assert "3 distributions with mode ≤ 0 (LTP undefined) are drawn on the right border of the LTP column" in caption
+    assert "3 distributions with mode ≤ 0 are drawn as triangles at their LTP" in caption
 
-    # every LTP defined: plain points, the axis's own range, nothing said about a border
+    # every mode positive: plain points, nothing said about mode ≤ 0
     defined = dists.head(2)
     spec = charts.landscape_map(defined, hist).to_dict()
     assert not [n for n in spec_nodes(spec) if isinstance(n.get("shape"), dict)]
-    assert "right border" not in map_caption(defined, 0.5, 0.1, 0)
+    assert "mode ≤ 0" not in map_caption(defined, 0.5, 0.1, 0)
 
 
 def test_ltp_border_is_the_next_multiple_of_0_05_above_the_largest_ltp():

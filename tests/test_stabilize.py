@@ -121,14 +121,14 @@ def test_cvar_criterion_compares_lower_tail_means():
     assert accepts("cvar", ten, shifted, 0.5) and not accepts("cvar", ten, shifted, 0.49)
 
 
-def test_ltp_criterion_prefers_fewer_failures_and_treats_undefined_as_worst():
+def test_ltp_criterion_prefers_fewer_failures_and_treats_a_non_positive_mode_as_worst():
     two_fail = summary([100.0] * 8 + [10.0, 20.0])  # mode 99.55: LTP = 2/10
     one_fail = summary([100.0] * 9 + [10.0])  # LTP = 1/10
     assert (two_fail.ltp, one_fail.ltp) == (0.2, 0.1)
     assert accepts("ltp", one_fail, two_fail, 0.0) and not accepts("ltp", two_fail, one_fail, 0.0)
     assert accepts("ltp", two_fail, one_fail, 0.1)  # 0.2 <= 0.1 + 0.1
-    dead = summary([-5.0, -4.0, -1.0])  # mode <= 0: LTP undefined, counts as 1
-    assert dead.ltp is None
+    dead = summary([-5.0, -4.0, -1.0])  # mode -4.98 <= 0: its LTP is computed (2/3) but counts as 1
+    assert dead.mode_nonpositive and dead.ltp == pytest.approx(2 / 3)
     assert not accepts("ltp", dead, two_fail, 0.0) and accepts("ltp", two_fail, dead, 0.0)
 
 
@@ -539,3 +539,54 @@ def test_report_shows_fig7_a10_and_the_trajectories(hand_wh):
     assert table["walker2d"]["ltp_change"] == pytest.approx(-0.1) and table["hopper"]["sources"] == 4
     for fig in (blocks[0], blocks[2], blocks[3]):
         fig.chart.to_dict()  # a valid Vega-Lite spec
+
+
+def test_purd_keys_are_not_common_random_numbers_once_the_buffer_grows():
+    """docs/method.md §6.4: the proposal and the state it is compared with use the same
+    sample keys, but the td3 operator's minibatch is randint(key, 0, size) and the
+    proposal's buffer holds one more row, which remaps (almost) every index, so the two
+    PURD estimates are independent draws, not common random numbers."""
+    from retland.core.replay import Transition, sample
+
+    size = 1000
+    rows = jnp.arange(size + 1, dtype=jnp.float32)
+    data = Transition(rows[:, None], rows[:, None], rows, rows[:, None], rows)
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(0), 1), 7)
+    same_size = np.asarray(sample(data, jnp.int32(size), key, 256).reward)
+    assert np.array_equal(same_size, np.asarray(sample(data, jnp.int32(size), key, 256).reward))  # same key, same rows
+    grown = np.asarray(sample(data, jnp.int32(size + 1), key, 256).reward)
+    assert np.mean(same_size == grown) < 0.05  # one more row: the same key draws other rows
+
+
+def test_sql_replay_of_the_ltp_criterion_counts_a_non_positive_mode_as_worst(tmp_path):
+    """stabilize_replay(at_criterion := 'ltp') decides as `accepts`: a proposal whose PURD
+    mode is <= 0 has an LTP (here 0.3, better than the source's 0.4) but counts as 1."""
+    from datetime import datetime, timezone
+
+    from retland.warehouse import Warehouse
+
+    wh = Warehouse.open(tmp_path / "wh")
+    now = datetime.now(timezone.utc)
+    # LTP 0.4; mode -9.92 with LTP 0.3; LTP 0.1
+    dists = [[100.0] * 6 + [10.0] * 4, [-10.0] * 3 + [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [100.0] * 9 + [10.0]]
+    sums = [summary(r) for r in dists]
+    assert sums[1].mode_nonpositive and sums[1].ltp < sums[0].ltp
+    last = [0, 0, 0]
+    steps, returns = [], []
+    for p, (s, r) in enumerate(zip(sums, dists)):
+        accepted = p == 0 or accepts("ltp", s, sums[last[p]], 0.0)
+        steps.append(dict(experiment_id="e", arm="reject", seed=0, proposal=p, run_id="src", step=1000,
+                          derived_run_id="e-reject-r0", criterion="ltp", alpha=0.1, beta=0.5, tolerance=0.0,
+                          n_samples=10, accepted=accepted, last_accepted=last[p], update_count=0, replay_size=1000,
+                          eval_return=0.0, mean=s.mean, std=s.std, mode=s.mode, ltp=s.ltp, cvar=s.cvar,
+                          last_mean=sums[0].mean, last_std=sums[0].std, last_mode=sums[0].mode,
+                          last_ltp=sums[0].ltp, last_cvar=sums[0].cvar, created_at=now))
+        returns += [dict(experiment_id="e", arm="reject", seed=0, proposal=p, update_index=i, **{"return": x})
+                    for i, x in enumerate(r)]
+    assert [row["accepted"] for row in steps] == [True, False, True]
+    wh.append("runs", [dict(run_id="src", algo="td3", env="hopper", seed=0, source="trained", created_at=now)])
+    wh.append("stabilize_steps", steps)
+    wh.append("stabilize_returns", returns)
+    replay = wh.query("SELECT * FROM stabilize_replay(at_criterion := 'ltp') ORDER BY proposal").to_dicts()
+    assert [(r["proposal"], r["new_value"], r["would_accept"]) for r in replay] == [(1, 1.0, False), (2, 0.1, True)]
+    assert all(r["would_accept"] == r["accepted"] for r in replay)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from retland import stats
 
 SCHEMA = Path(__file__).parents[1] / "schema" / "10_stats.sql"
-FIELDS = ("n", "mean", "std", "skewness", "mode", "ltp", "ltp_note", "cvar")
+FIELDS = ("n", "mean", "std", "skewness", "mode", "ltp", "mode_nonpositive", "cvar")
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -114,7 +114,7 @@ def assert_close(sql: dict, ref: stats.Summary, scale: float) -> None:
     assert sql["n"] == ref.n
     assert sql["mode"] == ref.mode
     assert sql["ltp"] == ref.ltp
-    assert sql["ltp_note"] == ref.ltp_note
+    assert sql["mode_nonpositive"] is ref.mode_nonpositive
     for name in ("mean", "std", "cvar"):
         assert sql[name] == pytest.approx(getattr(ref, name), rel=1e-9, abs=1e-9 * scale), name
     if math.isnan(ref.skewness):
@@ -150,7 +150,7 @@ def test_sql_list_macros_match_numpy(con, r, alpha):
     ).fetchone()
     ref = stats.summarize(r, alpha=alpha)
     as_sql = dict(zip(("mean", "std", "skewness", "mode", "ltp", "cvar"), row))
-    assert_close({**as_sql, "n": r.size, "ltp_note": ref.ltp_note}, ref, np.abs(r).max())
+    assert_close({**as_sql, "n": r.size, "mode_nonpositive": ref.mode_nonpositive}, ref, np.abs(r).max())
 
 
 @SETTINGS
@@ -242,7 +242,7 @@ def test_sql_many_distributions_one_row_each(con):
 def test_hand_example():
     # Bins over [1, 3] are 0.02 wide; both 2s fall in bin 50 = [2.00, 2.02).
     s = stats.summarize([1.0, 2.0, 2.0, 3.0], alpha=0.25, beta=0.5)
-    assert (s.n, s.mean, s.mode, s.ltp, s.ltp_note) == (4, 2.0, 2.01, 0.25, None)
+    assert (s.n, s.mean, s.mode, s.ltp, s.mode_nonpositive) == (4, 2.0, 2.01, 0.25, False)
     assert s.std == pytest.approx(math.sqrt(0.5))
     assert s.skewness == 0.0
     # q = 1.75, and the lower 25% of four returns is exactly the 1.0: 1.75 - 0.75 / 4 / 0.25.
@@ -261,16 +261,36 @@ def test_mode_ties_go_to_the_lowest_bin_and_constant_sample_is_its_value():
     assert stats.mode([7.0, 7.0]) == 7.0
 
 
-def test_ltp_is_strict_and_undefined_for_non_positive_mode():
+def test_ltp_is_strict_and_computed_and_flagged_for_non_positive_mode():
     # Bins over [0, 100] are [k, k + 1); the fullest is [99, 100], so mode = 99.5 and the
     # threshold 0.5 * 99.5 = 49.75 is itself a return, which does not count as below.
     r = [0.0, 49.75, 100.0, 100.0, 100.0]
     assert stats.mode(r) == 99.5
     assert stats.ltp(r, beta=0.5) == 0.2
     assert stats.ltp(r, beta=0.51) == 0.4
+    # mode <= 0: the definition still gives a value (the authors compute it; paper Fig. 2
+    # puts these policies on the right border), flagged by mode_nonpositive.
+    # Bins over [-3, -1] are 0.02 wide; both -1s fall in the last bin, mode = -1.01, and
+    # the threshold 0.5 * -1.01 = -0.505 has all three returns below it.
     s = stats.summarize([-3.0, -1.0, -1.0])
-    assert s.ltp is None and s.ltp_note == stats.LTP_UNDEFINED
-    assert stats.ltp([0.0, 0.0]) is None
+    assert s.mode == pytest.approx(-1.01) and s.ltp == 1.0 and s.mode_nonpositive is True
+    assert stats.ltp([0.0, 0.0]) == 0.0 and stats.summarize([0.0, 0.0]).mode_nonpositive is True
+    # a negative mode with returns above its half: -10 is the mode, -5 the threshold
+    r = [-10.0] * 8 + [-4.0, 20.0]
+    assert stats.mode(r) < 0 and stats.ltp(r) == 0.8
+    assert stats.summarize([0.0, 1.0, 1.0]).mode_nonpositive is False
+
+
+def test_sql_flags_non_positive_modes_and_keeps_their_ltp(con):
+    """What every aggregate over purd_stats sees: a mode <= 0 distribution has its LTP
+    (not NULL) and mode_nonpositive = true, the same numbers as the NumPy twin."""
+    dists = [np.array([-3.0, -1.0, -1.0]), np.array([0.0, 49.75, 100.0, 100.0, 100.0]), np.array([0.0, 0.0])]
+    load(con, dists)
+    rows = sql_stats(con)
+    assert [(r["ltp"], r["mode_nonpositive"]) for r in rows] == [(1.0, True), (0.2, False), (0.0, True)]
+    for row, r in zip(rows, dists):
+        assert_close(row, stats.summarize(r), np.abs(r).max() or 1.0)
+    assert con.execute("SELECT count(ltp), avg(ltp) FROM purd_stats()").fetchone() == (3, pytest.approx(1.2 / 3))
 
 
 def test_constant_and_single_samples():
@@ -397,9 +417,11 @@ def test_bootstrap_ci_of_a_custom_statistic_and_interval_width():
     assert 40 < stats.bootstrap_ci(RETURNS, "mean")[1] - stats.bootstrap_ci(RETURNS, "mean")[0] < 80
 
 
-def test_bootstrap_ci_of_ltp_is_nan_when_some_resample_has_no_ltp():
+def test_bootstrap_ci_of_ltp_is_finite_when_some_resample_has_a_non_positive_mode():
+    # resamples whose mode is <= 0 keep their LTP (before: NULL, and the interval NaN)
     r = np.array([-1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 2.0])
-    assert all(math.isnan(v) for v in stats.bootstrap_ci(r, "ltp"))
+    lo, hi = stats.bootstrap_ci(r, "ltp")
+    assert 0.0 <= lo <= stats.ltp(r) <= hi <= 1.0
 
 
 def test_bootstrap_rejects_bad_arguments():

@@ -201,3 +201,68 @@ def test_a_shard_waits_for_the_policies(tmp_path, capsys, monkeypatch):
     assert code == 0 and "stopped after example" in " ".join(out.split()), err
     code, out, err = run_cli(capsys, monkeypatch, "study", "demo", "--plan", "-w", wh)
     assert "--samples 256 --horizon 1000 --key-seed 0" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("body, message", [
+    ('[sample]\nown = { sac = "sac" }\n', "sample.own.sac: the study has no sac policy"),
+    ('[sample]\nown = { td3 = "ppo:clip=0.1" }\n', "own.td3 = 'ppo:clip=0.1': must be a td3 operator"),
+    ('[sample]\nown = { bc = "td3" }\n', "own.bc: not an algorithm"),
+    ('[sample]\nown = { ppo = "ppo:clip=x" }\n', "clip"),
+    ('[sample]\noperators = ["td3"]\nown = { td3 = "td3" }\n', "sample.operators has no \"own\""),
+    ('[sample]\n[failures]\ncheckpoints = "random:0"\n', "expected top-ltp:K or random:K with K >= 1"),
+    ('[sample]\n[landscape]\ncheckpoints = "random:2"\n', "random:K chooses [failures] checkpoints only"),
+    ('[sample]\n[failures]\ncheckpoints = ["r:1"]\nseed = 3\n', "narrow a top-ltp:K or random:K selection"),
+    ('[sample]\n[failures]\ncheckpoints = "random:2"\nalgo = "sac"\n', "failures.algo 'sac': the study has no sac"),
+    ('[sample]\n[failures]\ncheckpoints = "random:2"\nseed = -1\n', "seed must be >= 0"),
+])
+def test_own_operators_and_failure_selectors_are_checked(tmp_path, capsys, monkeypatch, body, message):
+    wh = tmp_path / "wh"
+    text = 'name = "x"\nexamples = ["td3-hopper"]\n' + body
+    code, _, err = run_cli(capsys, monkeypatch, "study", _write(tmp_path, text), "-w", wh)
+    assert code == 2 and message in " ".join(err.split()), err
+    assert not wh.exists()
+
+
+def test_paper_preset_samples_the_authors_ppo_operator_and_random_failures():
+    from retland.study import load_study, preset_path, study_operator_id
+
+    study, _ = load_study(preset_path("paper"))
+    assert study_operator_id(study, "own", "ppo", "hopper") == "ppo[clip=0.1,rows=first,h=1000,seed=0]"
+    assert study_operator_id(study, "own", "td3", "hopper") == "td3[h=1000,seed=0]"
+    assert study_operator_id(study, "own", "sac", "ant") == "sac[h=1000,seed=0]"
+    f = study.failures
+    assert (f.checkpoints, f.algo, f.per_env, f.seed, f.pairs) == ("random:10", "td3", True, 0, 1)
+
+
+def test_failures_stage_takes_the_first_k_usable_of_a_seeded_random_order_per_env(tmp_path, monkeypatch):
+    """The stage (no warehouse: candidates and plans stubbed) takes, per env, the first K
+    checkpoints of failures.order_candidates's seeded order that have a pair; one without
+    a pair is passed over, and the next one takes its place."""
+    import types
+
+    from retland import study as st
+    from retland.analyses import failures
+
+    text = ('name = "x"\nexamples = ["td3-hopper"]\n[sample]\n[failures]\ncheckpoints = "random:2"\n'
+            'per_env = true\nseed = 5\n')
+    study, _ = st.load_study(_write(tmp_path, text))
+    cands = [failures.Candidate(env, f"{env}-{i}", 1000 * i, "td3[h=1000,seed=0]", 0.1 * (i + 1))
+             for env in ("hopper", "walker2d") for i in range(5)]
+    order = failures.order_candidates(cands, failures.parse_selector("random:2"), 5, per_env=True)
+    no_pair = order[0][1]  # hopper's second: passed over, its third is taken instead
+
+    def plan(wh, run, step, oid, pairs):
+        if (run, step) == (no_pair.run_id, no_pair.step):
+            raise failures.FailureError("no sample within 10% of the mean")
+        return types.SimpleNamespace(pairs=[(0, 1)])
+
+    monkeypatch.setattr(st, "_sampled", lambda *a: True)
+    monkeypatch.setattr(st, "_candidates", lambda study, op, wh, scope, algo: cands)
+    monkeypatch.setattr(st, "_run_info", lambda wh, scope, run: ("td3", run.split("-")[0]))
+    monkeypatch.setattr(failures, "plan", plan)
+    monkeypatch.setattr(failures, "missing_pairs", lambda wh, p: p.pairs)
+    stage = st._failures_stage(study, None, None)
+    chosen = [(c[2], int(c[4])) for c in stage.commands]
+    want = [order[0][0], order[0][2], order[1][0], order[1][1]]
+    assert chosen == [(c.run_id, c.step) for c in want]
+    assert f"passed over, no sample near the mean: {no_pair.run_id}@{no_pair.step:,}" in stage.detail

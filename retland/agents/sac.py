@@ -1,6 +1,7 @@
 """SAC (Haarnoja et al. 2018), docs/method.md §4 Training and §5 Update operators.
 
-Tanh-Gaussian actor (log-std squashed into [-10, 2]), twin critics with Polyak
+Tanh-Gaussian actor (log-std squashed into [-10, 2]; its head a separate layer or half of
+one joint output layer, `SACConfig.log_std_head`), twin critics with Polyak
 targets, learned temperature α (initial 1, target entropy -|A|/2). Evaluation action:
 tanh(mean). Training and the operator U call the same `actor_step`.
 """
@@ -33,7 +34,8 @@ LOG2 = math.log(2.0)
 
 
 def actor_net(cfg: SACConfig, action_size: int) -> networks.TanhGaussianActor:
-    return networks.TanhGaussianActor(action_size, tuple(cfg.hidden), cfg.log_std_min, cfg.log_std_max)
+    return networks.TanhGaussianActor(action_size, tuple(cfg.hidden), cfg.log_std_min, cfg.log_std_max,
+                                      cfg.log_std_head)
 
 
 class SACState(NamedTuple):
@@ -56,10 +58,10 @@ def init(cfg: SACConfig, key: jax.Array, obs_size: int, action_size: int) -> SAC
 
 
 def distribution(cfg: SACConfig, actor_params, obs):
-    """(mean, log_std), each [..., A], of the pre-tanh Gaussian (network shape read
-    from the parameters)."""
-    hidden, out = networks.mlp_sizes(actor_params["MLP_0"])
-    net = networks.TanhGaussianActor(out // 2, hidden, cfg.log_std_min, cfg.log_std_max)
+    """(mean, log_std), each [..., A], of the pre-tanh Gaussian (network shape and
+    log-std layout read from the parameters, so runs of either layout apply)."""
+    hidden, action_size, head = networks.tanh_gaussian_layout(actor_params)
+    net = networks.TanhGaussianActor(action_size, hidden, cfg.log_std_min, cfg.log_std_max, head)
     return net.apply({"params": actor_params}, obs)
 
 

@@ -20,8 +20,9 @@ What a score is (docs/method.md, "Comparing algorithms"): one value per (run, en
 chosen statistic (`METRICS`) of the run's post-update return distributions under ONE
 operator (the run's own update by default: an operator id equal to the algo or starting
 with `<algo>[`, e.g. td3[h=1000,seed=0] for a TD3 run), averaged over the run's selected
-checkpoints (all by default, the last, or one step). Distributions where the statistic is
-undefined (LTP with mode ≤ 0) are left out of that mean and counted.
+checkpoints (all by default, the last, or one step). LTP is computed for every mode; the
+distributions whose mode is ≤ 0 (flag `mode_nonpositive`) are included and counted. A
+statistic that is NULL (none of the metrics today) is left out of the mean and counted.
 
 Every interval draws from `numpy.random.default_rng(seed)` anew, so an interval does not
 depend on which other intervals were computed: strata in env order, and for P(X > Y) in
@@ -55,7 +56,7 @@ METRIC_TEXT = {"ltp": "left-tail probability: share of post-update returns below
 BY = ("algo", "variant", "source")
 # The columns of `read_stats` (what --where can name).
 STATS_COLUMNS = ("algo", "env", "variant", "seed", "step", "operator", "n", "mean", "std", "skewness", "mode", "ltp",
-                 "cvar", "ltp_note", "run_id", "source")
+                 "mode_nonpositive", "cvar", "run_id", "source")
 DEFAULT_SOURCES = ("trained", "imported", "added")
 DEFAULT_REPS = 2000
 MAX_REPS = 1_000_000
@@ -196,7 +197,8 @@ class RunScores:
     operator: str
     step: str | int
     frame: pl.DataFrame
-    undefined: int  # distributions left out because the metric is undefined there
+    undefined: int  # distributions left out because the metric is NULL there
+    mode_nonpositive: int = 0  # LTP scores only: distributions included whose mode is <= 0
 
     @property
     def groups(self) -> list[str]:
@@ -232,8 +234,9 @@ def run_scores(stats: pl.DataFrame, metric: str, by: str = "algo", operator: str
     with `<algo>[`), or an operator id, or a kind name matching ids `<name>[…]`. A run
     left with distributions under more than one operator is refused (name one id).
     step: 'all' (the mean over every checkpoint left), 'last' (each run's last
-    checkpoint) or one step. Distributions whose metric is undefined (NULL) are left out
-    and counted in `undefined`."""
+    checkpoint) or one step. Distributions whose metric is NULL are left out and counted
+    in `undefined`; for LTP, those with mode <= 0 are included and counted in
+    `mode_nonpositive`."""
     check_metric(metric)
     check_by(by)
     step = parse_step(step)
@@ -255,6 +258,8 @@ def run_scores(stats: pl.DataFrame, metric: str, by: str = "algo", operator: str
         df = df.filter(pl.col("step") == step)
     undefined = int(df[metric].is_null().sum()) if df.height else 0
     df = df.filter(pl.col(metric).is_not_null()) if df.height else df
+    nonpositive = (int(df["mode_nonpositive"].fill_null(False).sum())
+                   if metric == "ltp" and df.height and "mode_nonpositive" in df.columns else 0)
     schema = {"group": pl.String, "env": pl.String, "run_id": pl.String, "seed": pl.Int64, "score": pl.Float64,
               "checkpoints": pl.UInt32}
     if df.height == 0:
@@ -267,7 +272,8 @@ def run_scores(stats: pl.DataFrame, metric: str, by: str = "algo", operator: str
                       checkpoints=pl.len())
                  .sort("group", "env", "seed", "run_id", nulls_last=True)
                  .cast(schema))
-    return RunScores(metric=metric, by=by, operator=operator, step=step, frame=frame, undefined=undefined)
+    return RunScores(metric=metric, by=by, operator=operator, step=step, frame=frame, undefined=undefined,
+                     mode_nonpositive=nonpositive)
 
 
 # ---------------------------------------------------------------------------------------
@@ -303,7 +309,7 @@ class Comparison:
         return {"metric": s.metric, "better": self.direction, "by": s.by, "operator": s.operator,
                 "step": s.step, "reps": self.reps, "seed": self.seed, "confidence": CONFIDENCE,
                 "groups": self.groups, "envs": s.envs, "aggregate_envs": self.common_envs,
-                "undefined_distributions": s.undefined,
+                "undefined_distributions": s.undefined, "mode_nonpositive_distributions": s.mode_nonpositive,
                 "estimates": self.estimates.to_dicts(), "improvements": self.improvements.to_dicts()}
 
 

@@ -46,7 +46,7 @@ def stats_relation(con: duckdb.DuckDBPyConnection, alpha: float = 0.1, beta: flo
         keep = "WHERE r.source IN (" + ", ".join(f"'{s}'" for s in sources) + ")"
     sql = (
         "SELECT p.algo, p.env, p.variant, p.seed, p.step, p.operator_id AS operator, p.n, p.mean, p.std, "
-        "p.skewness, p.mode, p.ltp, p.cvar, p.ltp_note, p.run_id, r.source "
+        "p.skewness, p.mode, p.ltp, p.mode_nonpositive, p.cvar, p.run_id, r.source "
         f"FROM purd_stats(alpha := {float(alpha)!r}, beta := {float(beta)!r}) p "
         f"LEFT JOIN runs r USING (run_id) {keep}"
     )

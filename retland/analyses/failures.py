@@ -1,5 +1,9 @@
 """Failure trajectories (docs/method.md §6.2 Failures; §3.2, Fig. 3, A.8).
 
+Which checkpoints: given (`plan(run, step)`), or chosen by a selector among the sampled
+ones with LTP > 0 and a positive mode (`choose`): `top-ltp:K` or `random:K` (seeded, the
+paper's §3.2 random choice), overall or per env.
+
 For a checkpoint whose post-update return distribution has LTP > 0, pick by update index
 a *successful* sample (return within 10% of the PURD mean) and a *failing* one (return
 < 50% of the PURD mode), the lowest qualifying indices first, and re-roll both with the
@@ -12,9 +16,10 @@ distribution's recorded size B holding the same indices as when it was sampled, 
 XLA's arithmetic depends on the batch shape and returns are chaotic in θ. The re-rolled return must equal the stored
 one bit for bit (as float32), otherwise nothing is written.
 
-Torso height and pitch come from the observation the action of step t was computed from
-(hopper, walker2d, halfcheetah: qpos[1], qpos[2]; ant: z and the pitch of the torso
-quaternion).
+Torso height and pitch come from the observation the action of step t was computed from,
+read in the run's task variant's layout (`body_state`): variant brax, hopper, walker2d and
+halfcheetah: qpos[1], qpos[2]; variant paper, z and the rotation about y of the torso
+quaternion; ant (both): z and the pitch of the torso quaternion.
 
 Added runs (`retland.add_policy`) are re-rolled like any other, with their gaussian,
 action or init_state distributions; a user update's (`retland.sample_update`) is refused:
@@ -106,10 +111,12 @@ def plan(wh, run_id: str, step: int, operator: str | None = None, pairs: int = 1
         raise FailureError(f"run {run_id} step {step} has several distributions ({', '.join(ops)}); "
                            "pick one with --operator OPERATOR_ID")
     (operator_id,) = ops
-    st = wh.query("SELECT n, mean, mode, ltp, ltp_note FROM distribution_stats WHERE run_id = ? AND step = ? "
+    st = wh.query("SELECT n, mean, mode, ltp, mode_nonpositive FROM distribution_stats WHERE run_id = ? AND step = ? "
                   "AND operator_id = ?", [run_id, int(step), operator_id]).to_dicts()[0]
-    if st["ltp"] is None or st["ltp"] <= 0:
-        why = st["ltp_note"] or f"LTP = {st['ltp']}"
+    if st["mode_nonpositive"] or st["ltp"] <= 0:
+        # mode <= 0: "below half the mode" is not a failure of a policy that usually does well
+        why = "mode <= 0, so returns below half of it are not failures" if st["mode_nonpositive"] else \
+            f"LTP = {st['ltp']}"
         raise FailureError(f"run {run_id} step {step} {operator_id}: no failures to explain ({why}; "
                            f"n = {st['n']}, mean = {st['mean']:.1f}, mode = {st['mode']:.1f}); "
                            "failure pairs need a checkpoint with LTP > 0")
@@ -128,10 +135,147 @@ def plan(wh, run_id: str, step: int, operator: str | None = None, pairs: int = 1
                   float(st["ltp"]), int(sizes.pop()), chosen, stored)
 
 
+# ------------------------------------------------------------- choosing checkpoints
+
+SELECTOR_KINDS = ("top-ltp", "random")
+
+
+@dataclass(frozen=True)
+class Selector:
+    """How to choose checkpoints with failures: `top-ltp:K`, the K with the highest LTP
+    (ties by run id, step), or `random:K`, K drawn uniformly without replacement with a
+    recorded seed (the paper's §3.2 takes random policies with LTP > 0)."""
+    kind: str
+    k: int
+
+    @property
+    def text(self) -> str:
+        return f"{self.kind}:{self.k}"
+
+
+def parse_selector(text: str) -> Selector:
+    """'top-ltp:K' or 'random:K' (K >= 1); anything else is a one-line ValueError."""
+    kind, sep, k = str(text).strip().partition(":")
+    kind, k = kind.strip(), k.strip()
+    if not sep or kind not in SELECTOR_KINDS or not k.isdigit() or int(k) < 1:
+        raise ValueError(f"{text!r}: expected top-ltp:K or random:K with K >= 1, e.g. random:10")
+    return Selector(kind, int(k))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A checkpoint whose distribution (under `operator_id`) has failures to explain."""
+    env: str
+    run_id: str
+    step: int
+    operator_id: str
+    ltp: float
+
+
+def _env_seed(seed: int, env: str) -> list[int]:
+    import zlib
+
+    return [int(seed), zlib.crc32(env.encode())]
+
+
+def order_candidates(candidates: list[Candidate], selector: Selector, seed: int = 0,
+                     per_env: bool = False) -> list[list[Candidate]]:
+    """Every candidate in the order the selector prefers them, as one list (or one per
+    env, in env order, with `per_env`). A caller takes the first K of each list that it
+    can use (e.g. that has a success/failure pair), so skipping one never changes which
+    others are chosen.
+
+    top-ltp: highest LTP first, ties by run id, step. random: a uniformly random
+    permutation of the candidates sorted canonically (env, run id, step, operator), drawn
+    with numpy.random.default_rng(seed), or default_rng([seed, crc32(env)]) per env, so
+    the seed and the stored distributions fix the draw, whatever order rows are read in."""
+    canonical = sorted(candidates, key=lambda c: (c.env, c.run_id, c.step, c.operator_id))
+    groups = ([[c for c in canonical if c.env == env] for env in sorted({c.env for c in canonical})]
+              if per_env else [canonical])
+    out = []
+    for group in groups:
+        if selector.kind == "top-ltp":
+            out.append(sorted(group, key=lambda c: (-c.ltp, c.run_id, c.step, c.operator_id)))
+        else:
+            rng = np.random.default_rng(_env_seed(seed, group[0].env) if per_env and group else int(seed))
+            out.append([group[i] for i in rng.permutation(len(group))])
+    return out
+
+
+def candidates(wh, *, env: str | None = None, algo: str | None = None, operator: str | None = None,
+               where: str | None = None, sources: tuple[str, ...] = ("trained",)) -> list[Candidate]:
+    """Stored checkpoints whose distribution has LTP > 0 and a positive mode (a mode <= 0
+    has no "failures": every return is below half of a usual one), under `operator` (an
+    operator id or kind; default each run's own update: id = algo or algo[...]), among
+    runs of `sources`, `env`, `algo` and the SQL condition `where` (over the columns of
+    `retland stats`). A checkpoint with several matching operator ids is refused: name one."""
+    from retland.analyses.distributions import distribution_stats
+
+    df = distribution_stats(wh, where=where, sources=sources)
+    rows = []
+    for r in df.iter_rows(named=True):
+        if env is not None and r["env"] != env or algo is not None and r["algo"] != algo:
+            continue
+        if not r["ltp"] or r["ltp"] <= 0 or r["mode_nonpositive"]:
+            continue
+        op, want = r["operator"], operator if operator is not None else (r["algo"] or "")
+        if not (op == want or op.startswith(want + "[")):
+            continue
+        rows.append(Candidate(r["env"] or "", r["run_id"], int(r["step"]), op, float(r["ltp"])))
+    seen: dict[tuple[str, int], str] = {}
+    for c in rows:
+        other = seen.setdefault((c.run_id, c.step), c.operator_id)
+        if other != c.operator_id:
+            which = f"operator {operator!r}" if operator else "its own update"
+            raise FailureError(f"run {c.run_id} step {c.step} has several distributions matching {which} "
+                               f"({other}, {c.operator_id}); choose one with --operator OPERATOR_ID")
+    return rows
+
+
+def choose(wh, selector: Selector | str, *, seed: int = 0, per_env: bool = False, pairs: int = 1,
+           **filters) -> tuple[list[FailurePlan], list[Candidate]]:
+    """The plans of the checkpoints a selector chooses among `candidates(wh, **filters)`:
+    the first K in the selector's order (per env with `per_env`) that have a
+    success/failure pair; also returns the candidates passed over (no sample within 10%
+    of the mean, e.g. a bimodal distribution). Nothing is computed."""
+    selector = parse_selector(selector) if isinstance(selector, str) else selector
+    found = candidates(wh, **filters)
+    if not found:
+        scope = ", ".join(f"{k} {v!r}" for k, v in filters.items() if v is not None and k != "sources") or "the warehouse"
+        raise FailureError(f"{selector.text}: no sampled checkpoint with LTP > 0 (and a positive mode) in {scope}; "
+                           "nothing to explain (retland stats --where \"ltp > 0 AND NOT mode_nonpositive\" "
+                           "lists the candidates)")
+    plans, passed = [], []
+    for group in order_candidates(found, selector, seed, per_env):
+        taken = 0
+        for c in group:
+            if taken == selector.k:
+                break
+            try:
+                plans.append(plan(wh, c.run_id, c.step, c.operator_id, pairs))
+                taken += 1
+            except FailureError:
+                passed.append(c)
+    return plans, passed
+
+
 # ------------------------------------------------------------------------- re-roll
 
-def body_state(env: str, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(torso height, torso pitch) [T] from observations [T, O]."""
+def _planar_pitch(w: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The angle θ of a rotation about the y axis from its quaternion (cos θ/2, 0, sin θ/2, 0),
+    in (−π, π] (q and −q are one rotation)."""
+    return np.angle(np.exp(2j * np.arctan2(y, w)))
+
+
+def body_state(env: str, obs: np.ndarray, variant: str | None = "brax") -> tuple[np.ndarray, np.ndarray]:
+    """(torso height, torso pitch) [T] from observations [T, O] of the run's task variant.
+
+    brax variant (and runs stored before variants, `None`): hopper, walker2d and
+    halfcheetah observe q without x, so obs[:, 1] is the root's pitch angle. paper
+    variant (Brax 0.0.13's observations, docs/method.md §3): hopper and walker2d observe
+    [z, torso quaternion w, x, y, z, ...], halfcheetah [z, quaternion w, y, ...]; the
+    pitch is the quaternion's rotation about y. ant (both variants): [z, quaternion, ...],
+    pitch = asin(2(wy − zx))."""
     from retland.core import dmc
 
     if dmc.is_dmc(env):
@@ -139,6 +283,12 @@ def body_state(env: str, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if env == "ant":
         w, x, y, z = obs[:, 1], obs[:, 2], obs[:, 3], obs[:, 4]
         return obs[:, 0], np.arcsin(np.clip(2 * (w * y - z * x), -1.0, 1.0))
+    if variant == "paper":
+        if env == "halfcheetah":
+            return obs[:, 0], _planar_pitch(obs[:, 1], obs[:, 2])
+        if env in ("hopper", "walker2d"):
+            return obs[:, 0], _planar_pitch(obs[:, 1], obs[:, 3])
+        raise ValueError(f"body_state: no paper observation layout known for env {env!r}")
     return obs[:, 0], obs[:, 1]
 
 
@@ -167,7 +317,7 @@ def reroll(wh, target: FailurePlan, checkpoint=None) -> dict[int, dict[str, np.n
             alive = np.asarray(steps.alive[j])
             reward = np.where(alive, np.asarray(steps.reward[j], np.float64), 0.0)
             ended = np.logical_or.accumulate(np.asarray(steps.done[j]) & alive)
-            height, pitch = body_state(ckpt.env, np.asarray(steps.obs[j], np.float64))
+            height, pitch = body_state(ckpt.env, np.asarray(steps.obs[j], np.float64), ckpt.variant)
             out[int(i)] = {"reward": reward, "cumulative_return": np.cumsum(reward), "done": ended,
                            "torso_height": height, "torso_pitch": pitch, "ret": got}
     return out

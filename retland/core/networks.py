@@ -17,11 +17,12 @@ PPO_HIDDEN = (64, 64)
 ORTHO_SCALE = 2.0**0.5
 
 
-def dense(features: int, scale: float = ORTHO_SCALE) -> nn.Dense:
+def dense(features: int, scale: float = ORTHO_SCALE, name: str | None = None) -> nn.Dense:
     return nn.Dense(
         features,
         kernel_init=nn.initializers.orthogonal(scale),
         bias_init=nn.initializers.zeros,
+        name=name,
     )
 
 
@@ -68,22 +69,53 @@ def init_params(module: nn.Module, key: jax.Array, *example_inputs):
     return module.init(key, *example_inputs)["params"]
 
 
+LOG_STD_HEADS = ("separate", "joint")
+LOG_STD_SCALE = 1.0  # orthogonal gain of the separate log-std head (jaxrl's log_std_scale)
+
+
 class TanhGaussianActor(nn.Module):
     """SAC actor: obs [..., O] -> (mean [..., A], log_std [..., A]) of a Gaussian whose
     samples are squashed by tanh. log_std is squashed smoothly into [log_std_min,
-    log_std_max] (docs/method.md: [-10, 2]) rather than clipped, so it keeps a gradient."""
+    log_std_max] (docs/method.md: [-10, 2]) rather than clipped, so it keeps a gradient.
+
+    log_std_head "separate" (the authors' jaxrl NormalTanhPolicy): hidden layers
+    `hidden_i`, then two heads on the last hidden layer, `mean` (orthogonal √2) and
+    `log_std` (orthogonal 1.0). "joint" (retland before): one MLP (`MLP_0`) whose last
+    layer has 2A outputs at √2, split into mean and log-std. Both give the same policy
+    class; they differ in parameters, and so in θ, its init and every update of it."""
 
     action_size: int
     hidden: Sequence[int] = HIDDEN
     log_std_min: float = -10.0
     log_std_max: float = 2.0
+    log_std_head: str = "joint"
 
     @nn.compact
     def __call__(self, obs):
-        out = MLP(self.hidden, 2 * self.action_size)(obs)
-        mean, raw = jnp.split(out, 2, axis=-1)
+        if self.log_std_head == "joint":
+            out = MLP(self.hidden, 2 * self.action_size)(obs)
+            mean, raw = jnp.split(out, 2, axis=-1)
+        elif self.log_std_head == "separate":
+            x = obs
+            for i, h in enumerate(self.hidden):
+                x = nn.relu(dense(h, name=f"hidden_{i}")(x))
+            mean = dense(self.action_size, name="mean")(x)
+            raw = dense(self.action_size, LOG_STD_SCALE, name="log_std")(x)
+        else:
+            raise ValueError(f"log_std_head {self.log_std_head!r}: choose one of {', '.join(LOG_STD_HEADS)}")
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (jnp.tanh(raw) + 1.0)
         return mean, log_std
+
+
+def tanh_gaussian_layout(params) -> tuple[tuple[int, ...], int, str]:
+    """(hidden sizes, action size, log_std_head) of a `TanhGaussianActor`'s parameters,
+    so the policy applies to parameters of either layout without their config."""
+    if "MLP_0" in params:
+        hidden, out = mlp_sizes(params["MLP_0"])
+        return hidden, out // 2, "joint"
+    names = sorted((n for n in params if n.startswith("hidden_")), key=lambda n: int(n.split("_")[-1]))
+    return (tuple(int(params[n]["bias"].shape[-1]) for n in names), int(params["mean"]["bias"].shape[-1]),
+            "separate")
 
 
 class GaussianActor(nn.Module):

@@ -76,7 +76,7 @@ class Interval:
     """The CI of one targeted statistic at n samples."""
 
     metric: str
-    value: float  # NaN when undefined (ltp with mode <= 0)
+    value: float  # NaN when undefined (no metric today: ltp is defined for every mode)
     lo: float
     hi: float
     half_width: float  # NaN when the statistic is undefined in some resample

@@ -3,8 +3,11 @@
 A distribution is (run, checkpoint step, operator); its sample i is
     key_i = fold_in(PRNGKey(operator seed), i),  θ_i = U(state, key_i),  row_i = J(θ_i)
 computed by the chunk engine (`retland.purd.engine`). The base key is the operator seed
-alone, so sample i of two checkpoints uses the same key (common random numbers across
-checkpoints; no correlation within a distribution).
+alone, so sample i of two checkpoints uses the same key, and no two samples of one
+distribution share one. The key is common, the draw is not always: td3/sac minibatches are
+randint(key, 0, n) over the checkpoint's buffer size n, which a different n remaps, so only
+the gaussian/action/init_state perturbations (and SAC's reparameterisation noise) are
+common random numbers across checkpoints (docs/method.md §1).
 
 Planning (`plan_job`) reads once what the warehouse holds for every chosen distribution,
 fixes each distribution's chunk size B (the recorded one when it has rows: a resumed

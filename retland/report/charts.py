@@ -201,18 +201,18 @@ def learning_curves(curves: pl.DataFrame, n_resamples: int = 1000, seed: int = 0
     return config(chart.properties(title="Learning curves"))
 
 
-# The map's LTP column: distributions whose mode is <= 0 have no LTP (stats.LTP_UNDEFINED);
-# as in the paper's Fig. 2 (footnote 1) they are drawn on the right border of the LTP
-# axis, and with their own marker in every column.
+# The map's marker: distributions whose mode is <= 0 (column mode_nonpositive) have an LTP
+# counted against a threshold <= 0. They are drawn at that LTP, as the authors computed it
+# (the paper's Fig. 2, footnote 1: such policies sit on the right border), with their own
+# marker in every column.
 LTP_DEFINED = "> 0"
-LTP_BORDER = "≤ 0: no LTP, drawn on the LTP axis's right border"
+LTP_BORDER = "≤ 0: LTP against a threshold ≤ 0"
 LTP_SHAPES = {LTP_DEFINED: "circle", LTP_BORDER: "triangle-right"}
 
 
 def ltp_border(panel_ltp: pl.Series) -> float:
     """Right end of a panel's LTP axis: the first multiple of 0.05 above its largest
-    defined LTP (so no defined LTP sits on the border), at most 1; 1 when the panel has
-    no defined LTP."""
+    LTP (so no LTP sits on the border), at most 1; 1 when the panel has no LTP."""
     top = panel_ltp.drop_nulls().max()
     if top is None:
         return 1.0
@@ -226,18 +226,21 @@ def landscape_map(dists: pl.DataFrame, hist: pl.DataFrame, beta: float = 0.5, al
     statistics, lo, hi, label, optional <stat>_lo/_hi CIs). hist: d, b, c binned
     counts. Clicking a point (the nearest one) shows that checkpoint's histogram; the
     initial one is the distribution with the largest LTP. A distribution with mode <= 0
-    (LTP NULL) sits on the right border of its panel's LTP axis (`ltp_border`) as a
-    triangle, the marker a legend entry names (the paper's Fig. 2 footnote).
+    (mode_nonpositive) is drawn at its LTP as a triangle, the marker a legend entry names
+    (the paper's Fig. 2 footnote puts these on the right border; their LTP is high).
     """
     ltp_name = f"LTP (β = {beta:g})"
     metrics = {"std": "std of return", "skewness": "skewness of return", "ltp": ltp_name}
     df = (_tooltip_frame(dists)
-          .with_columns(panel=_panel(dists), threshold=pl.when(pl.col("mode") > 0).then(beta * pl.col("mode"))))
+          .with_columns(panel=_panel(dists), threshold=beta * pl.col("mode")))
     borders = {panel: ltp_border(g["ltp"]) for (panel,), g in df.group_by(["panel"])}
+    nonpositive = (pl.col("mode_nonpositive") if "mode_nonpositive" in df.columns else ~(pl.col("mode") > 0))
     df = df.with_columns(
         ltp_x=pl.col("ltp").fill_null(pl.col("panel").replace_strict(borders, return_dtype=pl.Float64)),
-        ltp_status=pl.when(pl.col("ltp").is_null()).then(pl.lit(LTP_BORDER)).otherwise(pl.lit(LTP_DEFINED)))
-    on_border = df.filter(pl.col("ltp").is_null()).height
+        ltp_status=pl.when(nonpositive).then(pl.lit(LTP_BORDER)).otherwise(pl.lit(LTP_DEFINED)),
+        ltp_text=pl.when(nonpositive).then(pl.concat_str([pl.col("ltp_text"), pl.lit(" (mode ≤ 0)")]))
+        .otherwise(pl.col("ltp_text")))
+    on_border = df.filter(pl.col("ltp_status") == LTP_BORDER).height
     # Vega-Lite reads dots and brackets in field names as paths: fields keep plain names,
     # headers and legends show the long ones.
     keep = ["d", "algo", "env", "seed", "step", "operator", "panel", "label", "n", "mean", "mode", "cvar", "threshold",
@@ -317,8 +320,8 @@ def landscape_map(dists: pl.DataFrame, hist: pl.DataFrame, beta: float = 0.5, al
                      tooltip=[alt.Tooltip("marker:N"), alt.Tooltip("value:Q", format=".1f")]))
     caption = (selected
                .transform_calculate(caption=f"datum.label + '  ·  n = ' + datum.n + '  ·  {ltp_name} = ' + "
-                                            "(isValid(datum.threshold) ? format(datum.ltp, '.3f') "
-                                            ": 'none (mode ≤ 0)')")
+                                            "(isValid(datum.ltp) ? format(datum.ltp, '.3f') : 'none') + "
+                                            "(datum.mode <= 0 ? ' (mode ≤ 0)' : '')")
                .mark_text(align="left", baseline="bottom", dy=-6, fontSize=11, fontWeight="bold")
                .encode(text="caption:N", x=alt.value(0), y=alt.value(0)))
     # the rules under the bars: the mode's line runs through the tallest bin, which stays
@@ -336,7 +339,7 @@ def cvar_ranking(ranked: pl.DataFrame, beta: float = 0.5):
     """A.9: policies on (LTP, mean), coloured by their rank under α-CVaR, one column per α.
 
     ranked: d, algo, env, seed, step, operator, label, mean, ltp, alpha, alpha_cvar, rank, policies."""
-    df = (ranked.with_columns(panel=_panel(ranked)).filter(pl.col("ltp").is_not_null())
+    df = (ranked.with_columns(panel=_panel(ranked))
           .with_columns(
                         position=pl.when(pl.col("policies") > 1)
                         .then((pl.col("rank") - 1) / (pl.col("policies") - 1)).otherwise(0.0),

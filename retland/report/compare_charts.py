@@ -56,10 +56,11 @@ def compare_blocks(ctx: ReportContext) -> list[Block]:
         "P(A better than B): the share of (A run, B run) pairs in which A's score is better in the metric's "
         "direction (ties count ½), per env and averaged over the pooled envs, with its 95% stratified bootstrap "
         "CI (A's and B's runs redrawn independently within each env).")))
-    undefined = next((r.scores.undefined for r in results if r.metric == "ltp"), 0)
-    if undefined:
-        notes.append(Note(f"{undefined} distribution{'s' if undefined != 1 else ''} with mode ≤ 0 (LTP undefined) "
-                          f"{'is' if undefined == 1 else 'are'} left out of the LTP scores."))
+    nonpositive = next((r.scores.mode_nonpositive for r in results if r.metric == "ltp"), 0)
+    if nonpositive:
+        notes.append(Note(f"{nonpositive} distribution{'s' if nonpositive != 1 else ''} with mode ≤ 0 "
+                          f"{'is' if nonpositive == 1 else 'are'} included in the LTP scores (their LTP counts "
+                          "returns below a threshold ≤ 0, as the paper computes it)."))
     return blocks + notes
 
 

@@ -82,6 +82,12 @@ class SACConfig(_Model):
     target_entropy_scale: NonNegative = 0.5  # target entropy = -scale * |A|
     log_std_min: Finite = -10.0
     log_std_max: Finite = 2.0
+    # The actor's log-std: "separate", its own layer on the last hidden layer (orthogonal
+    # gain 1.0), as the authors' jaxrl NormalTanhPolicy; "joint", the second half of one
+    # output layer of 2A units at gain √2 (retland before). Unset in a TrainConfig it
+    # follows the variant: separate under paper, joint otherwise; runs recorded before the
+    # field existed read joint (TrainConfig.from_stored), which they were trained with.
+    log_std_head: Literal["separate", "joint"] = "separate"
     learning_starts: Count = 10_000
     buffer_size: Size = 1_000_000
     hidden: Hidden = (256, 256)
@@ -212,6 +218,26 @@ class TrainConfig(_Model):
             data["task"] = dmc.task_info(env)._asdict()
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sac_log_std_head(cls, data):
+        """A SAC agent whose log_std_head is not given follows the task variant: the
+        authors' separate head under paper, retland's former joint head otherwise."""
+        if not isinstance(data, dict):
+            return data
+        agent = data.get("agent")
+        is_sac = (isinstance(agent, dict) and agent.get("algo") == "sac") or isinstance(agent, SACConfig)
+        if not is_sac or (isinstance(agent, dict) and "log_std_head" in agent) or (
+                isinstance(agent, SACConfig) and "log_std_head" in agent.model_fields_set):
+            return data
+        env = data.get("env", cls.model_fields["env"].default)
+        variant = data.get("variant") or (default_variant(env) if isinstance(env, str) else DEFAULT_VARIANT)
+        head = "separate" if variant == "paper" else "joint"
+        data = dict(data)
+        data["agent"] = ({**agent, "log_std_head": head} if isinstance(agent, dict)
+                         else agent.model_copy(update={"log_std_head": head}))
+        return data
+
     @field_validator("env", "backend", "variant")
     @classmethod
     def _task(cls, v, info):
@@ -294,13 +320,17 @@ class TrainConfig(_Model):
     def from_stored(cls, data: dict) -> "TrainConfig":
         """A config as recorded in a `runs` row. Runs recorded before task variants
         existed were trained with brax's own task rules, so a missing variant reads as
-        "brax", never as today's default."""
+        "brax", never as today's default; likewise a SAC agent without log_std_head
+        reads "joint", the layout its checkpoints hold."""
         data = dict(data)
         data.setdefault("variant", LEGACY_VARIANT)
         agent = data.get("agent")
         if isinstance(agent, dict) and agent.get("algo") == "ppo":
             # PPO runs recorded before the head gains were fields used √2 on every layer.
             data["agent"] = {"actor_head_scale": 2.0**0.5, "critic_head_scale": 2.0**0.5, **agent}
+        if isinstance(agent, dict) and agent.get("algo") == "sac":
+            # SAC runs recorded before log_std_head existed had one joint output layer.
+            data["agent"] = {"log_std_head": "joint", **agent}
         # Stored runs are read as they were made: a paper-variant run from before the paper
         # variant had Brax 0.0.13's simulator names a brax 0.14 backend, and still loads.
         return cls.model_validate(data, context={"stored": True})

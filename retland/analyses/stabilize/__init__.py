@@ -29,11 +29,13 @@ Choices (docs/method.md §6.4 leaves them open):
   from fold_in(PRNGKey(s), 2). Both arms of a seed therefore use the same keys, and the
   baseline arm *is* plain TD3 training continued from the checkpoint. The PURD of every
   proposal of seed s uses base key fold_in(PRNGKey(s), 1), so sample i of two states
-  shares its key (common random numbers between the proposal and the state it is
-  compared with, as `retland sample` does across checkpoints).
+  shares its key. That is *not* common random numbers: the td3 operator's minibatch is
+  randint(key, 0, size), and the proposal's buffer holds one row more, which remaps
+  every index, so the proposal's estimate and the one it is compared with are
+  independent (as in the authors' code, which draws fresh minibatches).
 - The decision is made on the host from `retland.stats` (float64, the same numbers
   the table records and `schema/10_stats.sql` recomputes), so a stored row replays its
-  own decision exactly. An undefined LTP (mode ≤ 0) counts as 1 for the ltp criterion.
+  own decision exactly. For the ltp criterion a PURD with mode ≤ 0 counts as LTP 1.
 
 All lanes run in one vmapped program per phase (propose, estimate, commit); Python
 loops only over the P proposals, each of which is N + 1 full rollouts per lane.

@@ -11,13 +11,14 @@ __all__ = ["ARMS", "AUTO_CHUNK", "AUTO_CHUNK_ACCELERATOR", "CRITERIA", "Stabiliz
 # ---- the criterion ----------------------------------------------------------------------
 
 def criterion_value(criterion: str, summary: stats.Summary) -> float:
-    """The number the criterion compares; LTP undefined (mode <= 0) counts as 1."""
+    """The number the criterion compares; for ltp, a PURD whose mode is <= 0 counts as
+    LTP 1 (the worst): its LTP is computed against a non-positive threshold."""
     if criterion == "cvar":
         return summary.cvar
     if criterion == "mean":
         return summary.mean
     if criterion == "ltp":
-        return 1.0 if summary.ltp is None else summary.ltp
+        return 1.0 if summary.mode_nonpositive else summary.ltp
     raise ValueError(f"unknown criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")
 
 

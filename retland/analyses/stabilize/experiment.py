@@ -147,7 +147,7 @@ def auto_chunk(pcfg: TrainConfig, scfg: StabilizeConfig, lanes: Lane, purd_keys,
 
 def _lanes_info(last: list[stats.Summary]) -> str:
     """The lanes' current mean return and LTP, for progress displays."""
-    ltps = [s.ltp for s in last if s.ltp is not None]
+    ltps = [s.ltp for s in last]
     return f"mean {np.mean([s.mean for s in last]):,.1f}" + (f" · LTP {np.mean(ltps):.3f}" if ltps else "")
 
 

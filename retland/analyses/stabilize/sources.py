@@ -23,8 +23,9 @@ from retland.analyses.stabilize.program import program_config
 
 # The candidates of a top-LTP selection: TD3-operator distributions of trained TD3 runs'
 # checkpoints that stabilize can start from (parameters and a non-empty replay buffer
-# stored) and whose LTP is defined and > 0. `stabilize_candidates` is purd_stats at the
-# experiment's β, filtered by --where.
+# stored) and whose LTP is > 0 with a positive mode (a PURD whose mode is <= 0 has an
+# LTP, but against a non-positive threshold: not a failure-prone good policy).
+# `stabilize_candidates` is purd_stats at the experiment's β, filtered by --where.
 CANDIDATES_SQL = """
 SELECT s.env, s.run_id, s.seed, s.step, s.operator, s.n, s.mean, s.ltp, s.cvar, c.replay_size
 FROM stabilize_candidates s
@@ -33,6 +34,7 @@ JOIN runs r ON r.run_id = s.run_id
 JOIN checkpoints c ON c.run_id = s.run_id AND c.step = s.step
 WHERE o.kind = 'td3' AND r.algo = 'td3' AND r.source = 'trained'
   AND c.artifact_path IS NOT NULL AND coalesce(c.replay_size, 0) > 0 AND s.ltp > 0
+  AND NOT s.mode_nonpositive
 """
 
 
