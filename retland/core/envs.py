@@ -180,7 +180,8 @@ def _make_env(name: str, backend: str, reset_noise_scale: float | None, variant:
         return dmc.dmc_env(name, standard_reset_noise(name) if reset_noise_scale is None else reset_noise_scale)
     if backend == PAPER_BACKEND:
         from retland.core import brax0013
-        return brax0013.make_task(name, reset_noise_scale)
+        with jax.ensure_compile_time_eval():  # cached: concrete arrays even when first built inside a trace
+            return brax0013.make_task(name, reset_noise_scale)
     brax_envs = _import_brax_envs()
     # Cached across calls, so it must hold concrete arrays even when first built
     # inside a jit trace.

@@ -18,11 +18,14 @@ What it records, per task (ant, halfcheetah, hopper, walker2d), into one .npz pe
   the first policy, from every noisy start.
 
 Brax 0.0.13 against itself: `single/self/*`, `open/<name>/self/*` and
-`policy/s0_self_return` repeat the same computations from inputs moved by one unit in
+`policy/s0_self_return`, `policy/starts_self_return` repeat the same computations from inputs moved by one unit in
 the last place (every state value to the next float up); `open/<name>/jitter/*` moves
-the state by one unit in the last place after every step, up or down at random (a fixed
-numpy draw): round-off of the size a reimplementation that orders its float operations
-differently makes at each step. How far 0.0.13's own outputs move then is how far any
+the state by one unit in the last place after every step, up or down at random, in
+JITTERS independent draws (fixed numpy draws; `[JITTERS, T, ...]`): round-off of the size
+a reimplementation that orders its float operations differently makes at each step. One
+draw is not enough: a discrete event (a joint reaching its limit, a foot sticking or
+slipping) that round-off flips one way in some draws and not in others moves a whole
+trajectory. How far 0.0.13's own outputs move then is how far any
 float32 reimplementation can be held to it: its position-based velocity update divides
 position changes by the substep (5 ms for hopper), which turns round-off into velocity
 differences of ~1e-5, and some tasks (halfcheetah) amplify that over steps.
@@ -75,6 +78,7 @@ RESET_BOUND = {"ant": 0.1, "halfcheetah": 0.1, "hopper": 0.005, "walker2d": 0.00
 # Tasks whose observation reads the contact info of sys.info at reset.
 INFO_OBS = ("ant", "halfcheetah")
 N_STARTS = 20
+JITTERS = 10
 HORIZON = 1000
 
 
@@ -147,7 +151,7 @@ def record_task(name: str, policies: dict[str, np.ndarray] | None, seed: int) ->
 
     angles = (o.default_angle + rng.uniform(-b, b, (N_STARTS, n))).astype(FLOAT)
     vels = rng.uniform(-b, b, (N_STARTS, n)).astype(FLOAT)
-    out["starts/angle"], out["starts/vel"] = angles, vels
+    out["starts/joint_angle"], out["starts/joint_vel"] = angles, vels
     starts = jax.vmap(o.from_joints)(jnp.asarray(angles), jnp.asarray(vels))
     out.update(qp_dict(starts.qp, "starts"))
     out["starts/obs"] = np.asarray(starts.obs, FLOAT)
@@ -196,15 +200,15 @@ def record_task(name: str, policies: dict[str, np.ndarray] | None, seed: int) ->
         return s.replace(qp=ulp_signed(s.qp, signs)), y
 
     trajectory = jax.jit(lambda s, a: jax.lax.scan(body, s, a)[1])
-    jittered = jax.jit(lambda s, a, signs: jax.lax.scan(jitter_body, s, (a, signs))[1])
+    jittered = lambda s, a, signs: jax.lax.scan(jitter_body, s, (a, signs))[1]  # noqa: E731
     for plan, actions in plans.items():
         qps, obs, rew, done = trajectory(s0m, jnp.asarray(actions))
         self_qps, self_obs, _, _ = trajectory(s0m.replace(qp=ulp_up(s0m.qp)), jnp.asarray(actions))
         out.update(qp_dict(self_qps, f"open/{plan}/self"))
         out[f"open/{plan}/self/obs"] = np.asarray(self_obs, FLOAT)
-        signs = jax.tree_util.tree_map(lambda a: jnp.asarray(rng.choice([-1.0, 1.0], (len(actions),) + a.shape), FLOAT),
-                                       s0m.qp)
-        jit_qps, jit_obs, _, _ = jittered(s0m, jnp.asarray(actions), signs)
+        signs = jax.tree_util.tree_map(
+            lambda a: jnp.asarray(rng.choice([-1.0, 1.0], (JITTERS, len(actions)) + a.shape), FLOAT), s0m.qp)
+        jit_qps, jit_obs, _, _ = jax.jit(jax.vmap(jittered, in_axes=(None, None, 0)))(s0m, jnp.asarray(actions), signs)
         out.update(qp_dict(jit_qps, f"open/{plan}/jitter"))
         out[f"open/{plan}/jitter/obs"] = np.asarray(jit_obs, FLOAT)
         out[f"open/{plan}/action"] = actions
@@ -214,7 +218,8 @@ def record_task(name: str, policies: dict[str, np.ndarray] | None, seed: int) ->
         out[f"open/{plan}/done"] = np.asarray(done, FLOAT)
 
     if policies and not X64:
-        out.update(record_policies(o, policies, s0m, starts.replace(metrics=metrics)))
+        batched = {k: jnp.broadcast_to(v, (N_STARTS,)) for k, v in metrics.items()}
+        out.update(record_policies(o, policies, s0m, as_float(starts.replace(metrics=batched))))
     return out
 
 
@@ -251,9 +256,11 @@ def record_policies(o: Oracle, policies: dict[str, np.ndarray], s0, starts) -> d
     first = [(w[0], b[0]) for w, b in stacked]
     noisy = jax.jit(jax.vmap(lambda s: episode(o.env, first, s)))
     nret, nlength = noisy(starts)
+    self_nret, _ = noisy(starts.replace(qp=ulp_up(starts.qp)))
     return {"policy/s0_return": np.asarray(ret, FLOAT), "policy/s0_length": np.asarray(length, np.int32),
             "policy/s0_self_return": np.asarray(self_ret, FLOAT),
             "policy/starts_return": np.asarray(nret, FLOAT),
+            "policy/starts_self_return": np.asarray(self_nret, FLOAT),
             "policy/starts_length": np.asarray(nlength, np.int32)}
 
 
