@@ -36,7 +36,9 @@ def _flat(nested, prefix=""):
 
 def test_shipped_files_are_small_and_intact():
     ex = examples.EXAMPLES[NAME]
-    assert ex.data_path.stat().st_size < 10_000_000
+    # 120k replay rows of hopper: on Brax 0.0.13's physics TD3 first hops through the
+    # episode after ~100k steps, and the td3 operator needs the whole replay prefix.
+    assert ex.data_path.stat().st_size < 16_000_000
     assert examples.file_sha256(ex.data_path) == ex.meta["data"]["sha256"]
     meta = ex.meta
     assert meta["run"]["source"] == "trained" and meta["run"]["parent_run_id"] is None

@@ -1,4 +1,8 @@
-"""The paper's tasks (Brax 0.0.13 rules) rebuilt on brax 0.14's robots and physics.
+"""The paper's task rules (Brax 0.0.13's) on brax 0.14's robots and physics: older runs only.
+
+New runs of the paper variant run Brax 0.0.13's own simulator (retland.core.brax0013,
+backend brax0013). This module keeps rolling out paper-variant runs made before that,
+which recorded a brax 0.14 backend (positional and the others); what follows describes it.
 
 The paper trained and measured on Brax 0.0.13's ant, halfcheetah, hopper and walker2d.
 brax 0.14 keeps the robots but changed the task rules around them, and failures of a

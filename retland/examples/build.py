@@ -134,20 +134,22 @@ def verify(example: Example, source) -> None:
 
     from retland.train.checkpoints import load_checkpoint
 
+    # Everything is compared inside the with: the checkpoint reads its replay rows on
+    # first use, from the temporary warehouse.
     with tempfile.TemporaryDirectory() as tmp:
         run_id, step = add(Path(tmp) / "wh", example)
         back = load_checkpoint(Path(tmp) / "wh", run_id, step)
-    ref_leaves = jax.tree_util.tree_leaves_with_path(source.state)
-    got_leaves = jax.tree_util.tree_leaves(back.state)
-    for (path, ref), got in zip(ref_leaves, got_leaves, strict=True):
-        if not _same_bits(ref, got):
-            raise AssertionError(f"state leaf {jax.tree_util.keystr(path)} differs after the round trip")
-    if source.replay is not None:
-        for field, ref, got in zip(source.replay._fields, source.replay, back.replay):
+        ref_leaves = jax.tree_util.tree_leaves_with_path(source.state)
+        got_leaves = jax.tree_util.tree_leaves(back.state)
+        for (path, ref), got in zip(ref_leaves, got_leaves, strict=True):
             if not _same_bits(ref, got):
-                raise AssertionError(f"replay field {field} differs after the round trip")
-    if back.replay_size != source.replay_size or back.eval_return != source.eval_return:
-        raise AssertionError("replay_size or eval_return differs after the round trip")
+                raise AssertionError(f"state leaf {jax.tree_util.keystr(path)} differs after the round trip")
+        if source.replay is not None:
+            for field, ref, got in zip(source.replay._fields, source.replay, back.replay):
+                if not _same_bits(ref, got):
+                    raise AssertionError(f"replay field {field} differs after the round trip")
+        if back.replay_size != source.replay_size or back.eval_return != source.eval_return:
+            raise AssertionError("replay_size or eval_return differs after the round trip")
 
 
 def build(warehouse, run_id: str, step: int, *, name: str, operator_id: str = DEFAULT_OPERATOR,
@@ -177,10 +179,13 @@ def build(warehouse, run_id: str, step: int, *, name: str, operator_id: str = DE
         repro = json.loads(record["repro"] or "{}")
         from importlib import metadata
 
+        from retland.core.envs import simulator
+
         meta = {
             "format": FORMAT,
             "name": name,
-            "description": (f"{record['algo'].upper()} on {record['env']} ({record['variant']} task rules), "
+            "description": (f"{record['algo'].upper()} on {record['env']} ({record['variant']} task, "
+                            f"{simulator(record['backend'], record['variant'])} physics), "
                             f"seed {record['seed']} at {step:,} env steps, trained by retland; its "
                             f"post-update returns under {operator_id} have a left tail "
                             f"(LTP {purd['ltp']:.2g} of {purd['n']} samples)."),
