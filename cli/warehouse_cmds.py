@@ -199,12 +199,15 @@ def ls(warehouse: WarehouseOpt = None) -> None:
 
     from retland.warehouse import TABLES, Warehouse
 
+    from retland.warehouse.log import committed_paths
+
     wh = Warehouse.open(warehouse, create=False)
     con = wh.connect()
+    state = wh.committed()
     rows = []
     try:
         for name, spec in TABLES.items():
-            files = [p for p in wh.table_dir(name).rglob("*.parquet") if not p.name.startswith("part-00000000000000000000")]
+            files = [wh.root / rel for rel in committed_paths(state, name) if (wh.root / rel).is_file()]
             n = None if name in wh.unreadable else con.sql(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]
             rows.append({"table": name, "rows": n, "parts": len(files),
                          "MiB": round(sum(p.stat().st_size for p in files) / 2**20, 3), "about": spec.doc})
@@ -250,7 +253,7 @@ def compact(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from retland.warehouse import Warehouse
-    from retland.warehouse.compact import compact_folder, plan
+    from retland.warehouse.compact import checkpoint_log, compact_folder, plan
     from retland.warehouse.health import quarantine, stray_temp_files
     from retland.warehouse.lock import exclusive
 
@@ -264,7 +267,7 @@ def compact(
         return
     results = []
     with exclusive(wh.root, "compaction"):
-        strays = stray_temp_files(wh.root)
+        strays = stray_temp_files(wh.root, exclusive=True)
         for src, dst in quarantine(wh.root, strays):
             console.print(f"moved stray temp file {wh.relative(src)} -> {wh.relative(dst)}")
         items = plan(wh.root, table, min_parts)
@@ -277,6 +280,7 @@ def compact(
             for item in items:
                 results.append(compact_folder(item))
                 bar.advance(task)
+        checkpoint_log(wh.root)
     before = sum(r.parts_before for r in results)
     dropped = sum(r.rows_before - r.rows_after for r in results)
     mib = (sum(r.bytes_before for r in results) - sum(r.bytes_after for r in results)) / 2**20
@@ -312,7 +316,7 @@ def check(
     wh = Warehouse.open(warehouse, create=False)
     if quarantine_found:
         with exclusive(wh.root, "check --quarantine"):
-            findings = scan(wh.root, deep=deep)
+            findings = scan(wh.root, deep=deep, exclusive=True)
             moved = quarantine(wh.root, findings)
         for src, dst in moved:
             console.print(f"moved {wh.relative(src)} -> {wh.relative(dst)}")
