@@ -87,7 +87,11 @@ class CliError(Exception):
 
 
 def check_output_file(output: Path, option: str = "--output") -> None:
-    """Refuse an output path that cannot become a file, before any work is done."""
+    """Refuse an output path that cannot become a file, or that lies inside a warehouse,
+    before any work is done."""
+    from retland.warehouse import refuse_inside_warehouse
+
+    refuse_inside_warehouse(output, option)
     if output.is_dir():
         raise CliError(f"{option} {output} is a folder; give a file path, e.g. {output / 'result.csv'}")
     parent = output.parent

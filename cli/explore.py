@@ -168,6 +168,9 @@ def export(
 
     if output.exists() and not output.is_dir():
         raise CliError(f"--output {output} is a file; give a folder to write the files into")
+    from retland.warehouse import refuse_inside_warehouse
+
+    refuse_inside_warehouse(output)
     wh = Warehouse.open(warehouse, create=False)
     con = wh.connect()
     try:

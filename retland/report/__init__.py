@@ -124,6 +124,9 @@ def write_report(wh: Warehouse, out: str | os.PathLike | None = None, where: str
     if fmt not in FORMATS:
         raise WarehouseError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if out is not None:  # before any work: a report takes minutes to build
+        from retland.warehouse import refuse_inside_warehouse
+
+        refuse_inside_warehouse(out, "--out")
         if fmt == "html" and Path(out).is_dir():
             raise WarehouseError(f"--out {out} is a folder; give the HTML file's path")
         if fmt != "html" and Path(out).exists() and not Path(out).is_dir():

@@ -31,7 +31,7 @@ import duckdb
 
 from .health import damaged_parts
 from .lock import create_lock_file, hold_shared
-from .readonly import GLOB_CHARS, check_readonly, execute_readonly, lock_down, query_error
+from .readonly import GLOB_CHARS, GuardedConnection, check_readonly, execute_readonly, lock_down, query_error
 from .log import LOG_DIR, clean_stale, migrate, part_schema_problem, read_log
 from .log import committed_paths as _committed_paths
 from .sqlgen import (METADATA_CACHE_SQL, TABLES_DIR, _lit, empty_view_sql, parts_var, schema_part_path, table_view_sql,
@@ -45,7 +45,8 @@ ENV_VAR = "RETLAND_WAREHOUSE"
 # The values of runs.source: how a run came into the warehouse (see tables.py).
 RUN_SOURCES = ("trained", "imported", "derived", "added")
 
-__all__ = ["Warehouse", "WarehouseError", "TABLES", "TableSpec", "RUN_SOURCES", "resolve_root", "connect"]
+__all__ = ["Warehouse", "WarehouseError", "TABLES", "TableSpec", "RUN_SOURCES", "resolve_root", "connect",
+           "refuse_inside_warehouse", "warehouse_containing"]
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
@@ -53,6 +54,30 @@ def resolve_root(root: str | os.PathLike | None = None) -> Path:
     if root is None or str(root) == "":
         root = os.environ.get(ENV_VAR) or DEFAULT_ROOT
     return Path(root).expanduser().resolve()
+
+
+def warehouse_containing(path: str | os.PathLike) -> Path | None:
+    """The warehouse folder that `path` (a file or folder, existing or not) lies in, or None.
+
+    A folder is a warehouse when it holds tables/ and one of log/, the lock file or
+    init.sql: what every retland writer lays out."""
+    from .lock import LOCK_FILE
+
+    p = Path(path).expanduser().resolve()
+    for folder in (p, *p.parents):
+        if (folder / TABLES_DIR).is_dir() and any(
+                (folder / name).exists() for name in (LOG_DIR, LOCK_FILE, "init.sql")):
+            return folder
+    return None
+
+
+def refuse_inside_warehouse(path: str | os.PathLike, option: str = "--output") -> None:
+    """Raise WarehouseError when an output path lies inside a warehouse: the warehouse
+    holds only what its writer commits, so nothing else may write files there."""
+    root = warehouse_containing(path)
+    if root is not None:
+        raise WarehouseError(f"{option} {path} is inside the warehouse {root}; write outputs outside it "
+                             "(the warehouse holds only what retland's writer commits)")
 
 
 def schema_sql_files() -> list[tuple[str, str]]:
@@ -321,8 +346,18 @@ class Warehouse:
         `execute_readonly` (used by `query`) also refuses statements that could write.
         A table with an unreadable part gets a view that fails, naming the part, when
         read; `self.unreadable` lists such tables.
+
+        It is a `readonly.GuardedConnection`: statements that could write files (COPY,
+        EXPORT, ATTACH, …) and relation writers (to_parquet, …) are refused, since DuckDB
+        itself must be allowed to read (and so could write) the warehouse folder. Its
+        views read the parts committed when it was made (`refresh` picks up later ones).
         """
-        return self._connect(threads)
+        return GuardedConnection(self._connect(threads))
+
+    def refresh(self, con) -> None:
+        """Point a connection from `connect` at the parts committed since it was made."""
+        raw = getattr(con, "duckdb", con)
+        self._set_parts(raw, {t: v for t, v in self._part_lists().items() if v is not None})
 
     def _connect(self, threads: int | None = None, schema: bool = True):
         """`connect`; schema=False leaves out the SQL of `schema/` (`_install_schema`)."""

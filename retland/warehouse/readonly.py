@@ -150,3 +150,137 @@ def _first_line(exc: Exception) -> str:
         if line.strip():
             kept.append(line.strip())
     return " ".join(kept) or type(exc).__name__
+
+
+# ----- the connection handed to Python code --------------------------------------------------
+
+# What a Python caller's statements may be: reads, and changes to the in-memory catalog
+# (temp views, tables, macros: nothing reaches the disk). COPY, EXPORT, ATTACH, LOAD,
+# INSTALL, PRAGMA and SET are refused: fence 1 must let DuckDB read the warehouse folder,
+# which would also let a COPY … TO or an ATTACH create files in it.
+_PYTHON_ALLOWED = _ALLOWED | {duckdb.StatementType.CREATE, duckdb.StatementType.DROP,
+                              duckdb.StatementType.INSERT, duckdb.StatementType.UPDATE,
+                              duckdb.StatementType.DELETE, duckdb.StatementType.CREATE_FUNC,
+                              duckdb.StatementType.VARIABLE_SET, duckdb.StatementType.TRANSACTION,
+                              duckdb.StatementType.ALTER}
+# Relation methods that write a file or persist: refused (reading is everything else).
+_RELATION_WRITES = frozenset({"to_parquet", "write_parquet", "to_csv", "write_csv"})
+
+
+def check_python_sql(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Raise WarehouseError unless every statement of `sql` only reads or changes the
+    in-memory catalog (see `_PYTHON_ALLOWED`); EXPLAIN is checked as `check_readonly` does."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise WarehouseError(f"SQL does not parse: {_first_line(exc)}") from None
+    for st in statements:
+        if st.type == duckdb.StatementType.EXPLAIN:
+            check_readonly(con, st.query)
+        elif st.type not in _PYTHON_ALLOWED:
+            name = getattr(st.type, "name", str(st.type))
+            raise WarehouseError(f"refused: {name} statements could write files; a retland connection only "
+                                 "reads the warehouse (export results with polars/pyarrow outside it)")
+
+
+class _Guard:
+    """Delegates to a DuckDB object; what it returns is guarded too."""
+
+    __slots__ = ("_obj", "_raw")
+
+    def __init__(self, obj, raw):
+        object.__setattr__(self, "_obj", obj)
+        object.__setattr__(self, "_raw", raw)
+
+    def __getattr__(self, name):
+        value = getattr(self._obj, name)
+        if not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            return _wrap(value(*args, **kwargs), self._raw)
+        return call
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._obj.close()
+        return False
+
+    def __repr__(self):
+        return f"<retland read-only {self._obj!r}>"
+
+
+def _wrap(value, raw):
+    if isinstance(value, duckdb.DuckDBPyRelation):
+        return GuardedRelation(value, raw)
+    if isinstance(value, duckdb.DuckDBPyConnection):
+        return GuardedConnection(value)
+    return value
+
+
+class GuardedRelation(_Guard):
+    """A relation of a `GuardedConnection`: its file writers are refused, its SQL checked."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        if name in _RELATION_WRITES:
+            raise WarehouseError(f"refused: relation.{name} writes a file; a retland connection only reads the "
+                                 "warehouse (fetch with .pl()/.arrow() and write the result outside it)")
+        return super().__getattr__(name)
+
+    def query(self, virtual_table_name: str, sql_query: str):
+        check_python_sql(self._raw, sql_query)
+        return _wrap(self._obj.query(virtual_table_name, sql_query), self._raw)
+
+    def __len__(self):
+        return len(self._obj)
+
+    def __iter__(self):
+        return iter(self._obj.fetchall())
+
+    def __str__(self):
+        return str(self._obj)
+
+
+class GuardedConnection(_Guard):
+    """What `retland.connect()` and `Warehouse.connect()` return: a DuckDB connection
+    (every method of one) whose statements pass `check_python_sql` first, and whose
+    relations cannot write files. The underlying connection is `.duckdb`."""
+
+    __slots__ = ()
+
+    def __init__(self, con):
+        super().__init__(con, con)
+
+    @property
+    def duckdb(self) -> duckdb.DuckDBPyConnection:
+        return self._obj
+
+    def execute(self, query, parameters=None):
+        if isinstance(query, str):
+            check_python_sql(self._obj, query)
+        self._obj.execute(query, parameters)
+        return self
+
+    def executemany(self, query, parameters=None):
+        if isinstance(query, str):
+            check_python_sql(self._obj, query)
+        self._obj.executemany(query, parameters)
+        return self
+
+    def sql(self, query, *args, **kwargs):
+        if isinstance(query, str):
+            check_python_sql(self._obj, query)
+        return _wrap(self._obj.sql(query, *args, **kwargs), self._obj)
+
+    query = sql
+
+    def cursor(self):
+        return GuardedConnection(self._obj.cursor())
+
+    def from_query(self, query, *args, **kwargs):
+        check_python_sql(self._obj, query)
+        return _wrap(self._obj.from_query(query, *args, **kwargs), self._obj)
