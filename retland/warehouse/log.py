@@ -92,6 +92,24 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_points = 0
+
+
+def crash_point() -> None:
+    """Fault injection for the crash tests: with RETLAND_CRASH_AT=N in the environment,
+    the process kills itself (SIGKILL: no cleanup runs) at the N-th write point it passes
+    (before and after each rename of a part, an intent or a log entry)."""
+    global _points
+    at = os.environ.get("RETLAND_CRASH_AT")
+    if not at:
+        return
+    _points += 1
+    if _points == int(at):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _write_atomic(folder: Path, name: str, text: str) -> Path:
     tmp = folder / temp_name(name)
     try:
@@ -99,7 +117,9 @@ def _write_atomic(folder: Path, name: str, text: str) -> Path:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        crash_point()
         os.rename(tmp, folder / name)
+        crash_point()
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

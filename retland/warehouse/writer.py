@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .log import _fsync_dir as _log_fsync_dir
-from .log import PARTITION_VALUE, _partition_ok, _safe_path, new_id, part_schema_problem, temp_name, write_entry, write_intent
+from .log import PARTITION_VALUE, crash_point, _partition_ok, _safe_path, new_id, part_schema_problem, temp_name, write_entry, write_intent
 from .sqlgen import SCHEMA_PART, TABLES_DIR, schema_part_path
 from .tables import TABLES, TableSpec
 
@@ -204,7 +204,9 @@ def _publish(table: pa.Table, folder: Path, name: str) -> Path:
             pq.write_table(table, fh, compression="zstd")
             fh.flush()
             os.fsync(fh.fileno())
+        crash_point()
         os.rename(tmp, folder / name)
+        crash_point()
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
