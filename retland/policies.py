@@ -153,7 +153,7 @@ def _check_finite(tree, path: tuple = ()) -> None:
         if bad.any():
             first = np.argwhere(bad)[0] if arr.ndim else ()
             raise ValueError(f"params at {_where(path)} hold {int(bad.sum())} non-finite value(s) "
-                             f"(first {arr[tuple(first)]!r} at index {tuple(int(i) for i in first)}); "
+                             f"(first {float(arr[tuple(first)])!r} at index {tuple(int(i) for i in first)}); "
                              "parameters must be finite")
 
 
