@@ -72,6 +72,7 @@ def main() -> None:
     from typer._click import exceptions as click
 
     from retland.warehouse import WarehouseError
+    from retland.warehouse.readonly import QueryInterrupted
 
     try:
         code = app(standalone_mode=False)
@@ -84,9 +85,21 @@ def main() -> None:
         _fail(one_line(exc) + hint)
     except click.ClickException as exc:
         _fail(one_line(exc))
-    except typer.Abort:
+    except typer.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            err_console.print("[bold red]interrupted:[/] stopped by Ctrl-C", highlight=False)
+            sys.exit(130)
         err_console.print("Aborted.")
         sys.exit(1)
+    except QueryInterrupted as exc:
+        err_console.print(f"[bold red]interrupted:[/] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted:[/] stopped by Ctrl-C", highlight=False)
+        sys.exit(130)
+    except MemoryError:
+        _fail("out of memory: the result or computation does not fit (a --where, a --limit or a smaller query "
+              "needs less; $RETLAND_DUCKDB_MEMORY bounds what DuckDB holds before it spills)")
     except (CliError, WarehouseError, ValueError, *_PATH_ERRORS) as exc:
         _fail(one_line(exc))
     except OSError as exc:

@@ -43,6 +43,15 @@ def lock_down(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     spill = Path(tempfile.gettempdir()) / f"retland-duckdb-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     dirs = [str(root).rstrip("/") + "/", str(spill) + "/"]
     con.execute("SET temp_directory = ?", [str(spill)])
+    con.execute("SET enable_progress_bar = false")  # it writes to stdout, into a command's output
+    # Bounded memory: past this, sorts, joins and aggregates spill to `spill` instead of
+    # growing until the process is killed (under `ulimit -v` DuckDB's default would).
+    limit = os.environ.get("RETLAND_DUCKDB_MEMORY", "").strip() or memory_limit_bytes()
+    if limit:
+        try:
+            con.execute("SET memory_limit = ?", [f"{limit}B" if isinstance(limit, int) else limit])
+        except duckdb.Error as exc:
+            raise WarehouseError(f"$RETLAND_DUCKDB_MEMORY={limit!r}: {_first_line(exc)}") from None
     con.execute("SET allowed_directories = ?", [dirs])
     con.execute("SET enable_external_access = false")
     con.execute("SET autoinstall_known_extensions = false")
@@ -284,3 +293,90 @@ class GuardedConnection(_Guard):
     def from_query(self, query, *args, **kwargs):
         check_python_sql(self._obj, query)
         return _wrap(self._obj.from_query(query, *args, **kwargs), self._obj)
+
+
+# ----- queries that can be stopped -----------------------------------------------------------
+
+class QueryInterrupted(WarehouseError):
+    """Ctrl-C stopped a running query (DuckDB's interrupt); the CLI exits 130."""
+
+
+class QueryTimeout(WarehouseError):
+    """A query ran past its --timeout and was interrupted."""
+
+
+def run_cancellable(con, fn, timeout: float | None = None, lift: str = "--timeout 0"):
+    """Run fn() (which executes and fetches on `con`) in a worker thread; the calling
+    (main) thread waits, so Ctrl-C reaches it at once and becomes `con.interrupt()`: DuckDB
+    stops the query within milliseconds. A `timeout` (seconds, None or 0: none) interrupts
+    it the same way. Returns fn()'s value; raises QueryInterrupted / QueryTimeout (one line),
+    or fn()'s own error."""
+    import threading
+    import time
+
+    raw = getattr(con, "duckdb", con)
+    box: dict = {}
+
+    def work():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    import signal
+
+    stopped: list[str] = []
+
+    def on_sigint(signum, frame):  # runs in the main thread, between two joins
+        stopped.append("Ctrl-C")
+        raw.interrupt()
+
+    worker = threading.Thread(target=work, name="retland-query", daemon=True)
+    start = time.monotonic()
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main else None
+    try:
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.05)
+            if timeout and not stopped and worker.is_alive() and time.monotonic() - start > timeout:
+                stopped.append("timeout")
+                raw.interrupt()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+    if stopped and stopped[0] == "timeout":
+        raise QueryTimeout(f"query stopped after --timeout {timeout:g} s; a longer --timeout, or {lift}, lets it run")
+    if stopped:
+        raise QueryInterrupted(f"query interrupted (Ctrl-C) after {time.monotonic() - start:.1f} s")
+    if "error" in box:
+        exc = box["error"]
+        if isinstance(exc, duckdb.InterruptException):
+            raise QueryInterrupted("query interrupted") from None
+        if isinstance(exc, duckdb.Error):
+            raise query_error(exc) from None
+        raise exc
+    return box.get("value")
+
+
+def memory_limit_bytes() -> int | None:
+    """What DuckDB may hold in memory before it spills: $RETLAND_DUCKDB_MEMORY (bytes, or
+    e.g. '4GB') wins; else half of the physical memory, and at most half of the address
+    space limit (`ulimit -v`), which DuckDB's own default (80% of RAM) ignores."""
+    text = os.environ.get("RETLAND_DUCKDB_MEMORY", "").strip()
+    if text:
+        return None  # passed to DuckDB as given
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft not in (resource.RLIM_INFINITY, -1) and soft > 0:
+            limits.append(soft // 2)
+    except (ImportError, OSError, ValueError):
+        pass
+    return max(min(limits), 64 * 2**20) if limits else None
