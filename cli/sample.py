@@ -208,6 +208,11 @@ def sample(
         parse_time(time)
         if executor == "slurm":
             resources.slurm_parameters(jobs)
+            import shutil
+
+            if shutil.which("sbatch") is None:  # before any job file is written
+                raise SamplingError("--executor slurm: no SLURM here (sbatch not found on PATH); submit from a "
+                                    "login node of the cluster, or use --executor local")
     except SamplingError as exc:
         raise CliError(str(exc)) from None
     try:  # init_state as a factor resolves per checkpoint's env below; its syntax is checked here

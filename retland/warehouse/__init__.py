@@ -416,6 +416,8 @@ class Warehouse:
         return self._fetch(sql, params, rows)
 
     def _fetch(self, sql: str, params, convert):
+        if not isinstance(sql, str):
+            raise WarehouseError(f"SQL must be a string (one SELECT statement), got {type(sql).__name__} {sql!r:.60}")
         with self._reader_lock:
             reader, reused = self._reader()
             check_readonly(reader.con, sql)  # refused on any connection: no second try
