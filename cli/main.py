@@ -103,6 +103,9 @@ def main() -> None:
     except (CliError, WarehouseError, ValueError, *_PATH_ERRORS) as exc:
         _fail(one_line(exc))
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" writing {exc.filename}" if exc.filename else ""
+            _fail(f"no space left on the device{where} ({exc.strerror}); free some space and rerun")
         if exc.errno != errno.EROFS:
             raise
         _fail(one_line(exc))

@@ -283,7 +283,7 @@ def test_a_failed_commit_deletes_its_parts(tmp_path, monkeypatch):
     monkeypatch.setattr(writer, "write_entry", boom)
     from retland.warehouse import WarehouseError
 
-    with pytest.raises(WarehouseError, match="no space left to write into .*needs about"):
+    with pytest.raises(WarehouseError, match="no space left to write into .*needs up to about"):
         wh.append_many({"runs": [{"run_id": "r", "algo": "a", "env": "e", "seed": 0, "source": "trained"}],
                         "post_update_returns": [{"run_id": "r", "step": 0, "operator_id": "o", "update_index": 0,
                                                  "return": 1.0}]})

@@ -220,6 +220,8 @@ class Warehouse:
         return wh
 
     def _ensure_layout(self) -> None:
+        existing = next((p for p in (self.root, *self.root.parents) if p.exists()), None)
+        new = existing != self.root  # the folders this call creates are removed again if it fails
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             create_lock_file(self.root)
@@ -243,6 +245,13 @@ class Warehouse:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 from .writer import no_space_error
 
+                if new:  # a warehouse that could not be laid out is not left half made
+                    import shutil
+
+                    top = self.root  # the first folder this call created
+                    while top.parent != existing and top.parent != top:
+                        top = top.parent
+                    shutil.rmtree(top, ignore_errors=True)
                 raise no_space_error(exc, self.root, 64 * 1024) from None
             raise
 

@@ -227,7 +227,7 @@ def no_space_error(exc: OSError, folder: Path, need: int) -> WarehouseError:
         free_text = f", {free / 2**20:.1f} MiB free"
     except OSError:
         free_text = ""
-    return WarehouseError(f"no space left to write into {folder}: needs about {max(need, 1) / 2**20:.1f} MiB"
+    return WarehouseError(f"no space left to write into {folder}: needs up to about {max(need, 1) / 2**20:.1f} MiB"
                           f"{free_text} ({exc.strerror or exc}); nothing was written, free some space and rerun")
 
 
@@ -294,7 +294,7 @@ class Commit:
                 intent.unlink(missing_ok=True)
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 need = sum(d.nbytes for *_, d in parts)
-                raise no_space_error(exc, parts[0][1], need) from None
+                raise no_space_error(exc, self.root, need) from None
             raise
         intent.unlink(missing_ok=True)
         return counts
