@@ -100,3 +100,31 @@ def test_duckdb_memory_is_bounded_and_settable(filled, monkeypatch):
         assert n.fetchall()[0][0] == 5_000_000  # spilled, not killed
     finally:
         con.close()
+
+
+def _limited(gib: float):
+    def preexec():
+        import resource
+
+        limit = int(gib * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return preexec
+
+
+@pytest.mark.parametrize("args", [
+    ["report", "-o", "{tmp}/r.html"],
+    ["query", "SELECT count(*) FROM (SELECT range % 7 AS a, random() AS b FROM range(20000000) ORDER BY b)"],
+], ids=["report", "big-sort"])
+def test_under_an_address_space_limit_commands_end_in_one_line(filled, tmp_path, args):
+    """`ulimit -v 3G`: a command either completes (DuckDB spills) or says why in one line,
+    never dies with a signal (the report's V8 renderer would)."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    out = subprocess.run([sys.executable, "-c", CLI_MAIN, *args, "-w", str(filled)], capture_output=True, text=True,
+                         env=env, timeout=300, preexec_fn=_limited(3))
+    assert out.returncode in (0, 2), (out.returncode, out.stderr[-2000:])
+    if out.returncode == 2:
+        err = out.stderr.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("error:"), err
+    if args[0] == "report":
+        assert out.returncode == 2 and "ulimit -v" in out.stderr
