@@ -132,7 +132,7 @@ def committed_set_sql() -> str:
         "-- The committed parts: add paths of live log entries (not superseded) minus their removes.",
         "-- Files under tables/ that no entry names are never read.",
         f"CREATE OR REPLACE TEMP VIEW retland_log AS SELECT * FROM read_json('{LOG_DIR}/*.json', "
-        "format = 'newline_delimited', columns = {id: 'VARCHAR', \"add\": 'STRUCT(\"table\" VARCHAR, path VARCHAR)[]', "
+        "format = 'newline_delimited', ignore_errors = true, columns = {id: 'VARCHAR', \"add\": 'STRUCT(\"table\" VARCHAR, path VARCHAR)[]', "
         "remove: 'VARCHAR[]', supersedes: 'VARCHAR[]'});",
         "CREATE OR REPLACE TEMP VIEW retland_committed AS WITH live AS (SELECT * FROM retland_log WHERE id NOT IN "
         "(SELECT unnest(supersedes) FROM retland_log)) SELECT a.\"table\" AS tbl, a.path FROM "
