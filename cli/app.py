@@ -128,6 +128,12 @@ def require_writable(root: Path | None) -> None:
         if not os.access(folder, os.W_OK | os.X_OK):
             raise CliError(f"--warehouse {root}: no permission to write in {folder}; "
                            "fix its permissions or choose another --warehouse")
+    if probe == root and (root / "log").is_dir():
+        # A write command run again after a crash: what dead writers of this host left
+        # (temp files, intents, uncommitted parts) goes, even if this run writes nothing.
+        from retland.warehouse.log import clean_stale
+
+        clean_stale(root)
 
 
 def count_or_keyword(text: str, option: str, word: str) -> int | str:
