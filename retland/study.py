@@ -75,7 +75,7 @@ MAX_COUNT = 10**9
 
 def _positive(v, info):
     if v is not None and not 1 <= v <= MAX_COUNT:
-        raise ValueError(f"must be a whole number in [1, {MAX_COUNT:.0e}], got {v}")
+        raise ValueError(f"must be >= 1 and <= {MAX_COUNT:_}, got {v}")
     return v
 
 

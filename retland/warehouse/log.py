@@ -152,7 +152,7 @@ def _parse(path: Path) -> dict | None:
         return None
     for item in add:
         if not (isinstance(item, dict) and isinstance(item.get("table"), str) and isinstance(item.get("path"), str)
-                and _safe_path(item["path"])):
+                and _safe_path(item["path"]) and item["path"].split("/")[1] == item["table"]):
             return None
     if not all(isinstance(p, str) for p in remove) or not all(isinstance(s, str) for s in sup):
         return None
