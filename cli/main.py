@@ -97,6 +97,13 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted:[/] stopped by Ctrl-C", highlight=False)
         sys.exit(130)
+    except RuntimeError as exc:
+        # DuckDB's own SIGINT check (a query run on the main thread, e.g. by stats or export)
+        # ends the query with RuntimeError("Query interrupted").
+        if "query interrupted" not in str(exc).lower():
+            raise
+        err_console.print("[bold red]interrupted:[/] query stopped by Ctrl-C", highlight=False)
+        sys.exit(130)
     except MemoryError:
         _fail("out of memory: the result or computation does not fit (a --where, a --limit or a smaller query "
               "needs less; $RETLAND_DUCKDB_MEMORY bounds what DuckDB holds before it spills)")

@@ -26,9 +26,17 @@ def _start(args, stdin=None):
     return proc
 
 
-def _wait_until_running(proc, seconds=3.0):
-    """Give the command time to start its query (imports take about a second)."""
-    time.sleep(seconds)
+def _wait_until_running(proc, settle=3.0, limit=60.0):
+    """Wait until the command has started DuckDB (its thread pool is up: a dozen threads),
+    then `settle` seconds more for the query itself: imports take 1-5 s on a loaded
+    machine, and a Ctrl-C during them is not what these tests measure."""
+    t0 = time.monotonic()
+    task = f"/proc/{proc.pid}/task"
+    while time.monotonic() - t0 < limit and proc.poll() is None:
+        if not os.path.isdir(task) or len(os.listdir(task)) >= 10:
+            break
+        time.sleep(0.1)
+    time.sleep(settle)
     assert proc.poll() is None, proc.communicate()
 
 
@@ -128,3 +136,17 @@ def test_under_an_address_space_limit_commands_end_in_one_line(filled, tmp_path,
         assert len(err.splitlines()) == 1 and err.startswith("error:"), err
     if args[0] == "report":
         assert out.returncode == 2 and "ulimit -v" in out.stderr
+
+
+def test_ctrl_c_stops_other_reading_commands_in_one_line(filled, tmp_path):
+    """Commands that query on the main thread (here `stats --where` with a slow condition)
+    stop on Ctrl-C too: DuckDB's own signal check, reported in one line, exit 130."""
+    slow = "n > 0 AND (SELECT sum(range) FROM range(1000000000000)) > 0"
+    proc = _start(["stats", "--where", slow, "-w", filled])
+    _wait_until_running(proc, settle=6.0)  # stats imports more (polars, the analyses) before its query
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 130, (out, err)
+    assert time.monotonic() - t0 < 2.0
+    assert len(err.strip().splitlines()) == 1 and "interrupted" in err, err

@@ -31,7 +31,7 @@ import duckdb
 
 from .health import damaged_parts
 from .lock import create_lock_file, hold_shared
-from .readonly import GLOB_CHARS, GuardedConnection, check_readonly, execute_readonly, lock_down, query_error
+from .readonly import GLOB_CHARS, GuardedConnection, check_readonly, run_cancellable, execute_readonly, lock_down, query_error
 from .log import LOG_DIR, clean_stale, migrate, part_schema_problem, read_log
 from .log import committed_paths as _committed_paths
 from .sqlgen import (METADATA_CACHE_SQL, TABLES_DIR, _lit, empty_view_sql, parts_var, schema_part_path, table_view_sql,
@@ -164,8 +164,8 @@ def _names_schema_object(sql: str) -> bool:
 
 
 def _run(con, sql: str, params, convert):
-    try:
-        return convert(execute_readonly(con, sql, params))
+    try:  # Ctrl-C stops the query at once (see readonly.run_cancellable)
+        return run_cancellable(con, lambda: convert(execute_readonly(con, sql, params)))
     except duckdb.Error as exc:  # raised while the rows are fetched
         raise query_error(exc) from None
 

@@ -192,6 +192,13 @@ def check_python_sql(con: duckdb.DuckDBPyConnection, sql: str) -> None:
                                  "reads the warehouse (export results with polars/pyarrow outside it)")
 
 
+# Methods that run a query and fetch its rows: on the main thread they run through
+# `run_cancellable`, so Ctrl-C stops them at once (DuckDB's own signal check does not
+# reach a query whose rows are being converted, e.g. by .pl()).
+_RUNS_QUERY = frozenset({"pl", "df", "fetchdf", "to_df", "fetchall", "fetchone", "fetchmany", "fetchnumpy",
+                         "arrow", "fetch_arrow_table", "to_arrow_table", "to_dicts", "tf", "torch"})
+
+
 class _Guard:
     """Delegates to a DuckDB object; what it returns is guarded too."""
 
@@ -205,6 +212,10 @@ class _Guard:
         value = getattr(self._obj, name)
         if not callable(value):
             return value
+        if name in _RUNS_QUERY:
+            def fetch(*args, **kwargs):
+                return _wrap(run_cancellable(self._raw, lambda: value(*args, **kwargs)), self._raw)
+            return fetch
 
         def call(*args, **kwargs):
             return _wrap(value(*args, **kwargs), self._raw)
@@ -271,7 +282,7 @@ class GuardedConnection(_Guard):
     def execute(self, query, parameters=None):
         if isinstance(query, str):
             check_python_sql(self._obj, query)
-        self._obj.execute(query, parameters)
+        run_cancellable(self._obj, lambda: self._obj.execute(query, parameters))
         return self
 
     def executemany(self, query, parameters=None):
