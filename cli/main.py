@@ -58,6 +58,20 @@ def one_line(exc: BaseException) -> str:
 _PATH_ERRORS = (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError)
 
 
+def _interrupted(text: str) -> None:
+    """A query stopped by Ctrl-C: one line, exit 130, at once (only a query: a job's own
+    Ctrl-C handling, e.g. a sampler flushing its chunks, has run before this). Tearing the interpreter down (DuckDB's thread
+    pools, polars, pyarrow) took seconds on a loaded machine, so the process ends here:
+    the OS releases the warehouse lock, and DuckDB's spill folders are removed first."""
+    from retland.warehouse.readonly import remove_spill_dirs
+
+    err_console.print(f"[bold red]interrupted:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    remove_spill_dirs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def _fail(text: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
     sys.exit(2)
@@ -92,8 +106,7 @@ def main() -> None:
         err_console.print("Aborted.")
         sys.exit(1)
     except QueryInterrupted as exc:
-        err_console.print(f"[bold red]interrupted:[/] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(130)
+        _interrupted(one_line(exc))
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted:[/] stopped by Ctrl-C", highlight=False)
         sys.exit(130)
@@ -102,8 +115,7 @@ def main() -> None:
         # ends the query with RuntimeError("Query interrupted").
         if "query interrupted" not in str(exc).lower():
             raise
-        err_console.print("[bold red]interrupted:[/] query stopped by Ctrl-C", highlight=False)
-        sys.exit(130)
+        _interrupted("query stopped by Ctrl-C")
     except MemoryError:
         _fail("out of memory: the result or computation does not fit (a --where, a --limit or a smaller query "
               "needs less; $RETLAND_DUCKDB_MEMORY bounds what DuckDB holds before it spills)")

@@ -33,6 +33,19 @@ _WHAT_RUNS = "only SELECT, WITH … SELECT, DESCRIBE/SHOW/SUMMARIZE and EXPLAIN 
 GLOB_CHARS = set("*?[]{}")
 
 
+# Spill folders of this process's connections (DuckDB removes each when its connection
+# closes; `remove_spill_dirs` does it for a process that exits without closing them).
+SPILL_DIRS: list[Path] = []
+
+
+def remove_spill_dirs() -> None:
+    import shutil
+
+    for path in SPILL_DIRS:
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def lock_down(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     """Confine `con` to reading `root`: no other files, no extensions, locked settings.
 
@@ -41,6 +54,7 @@ def lock_down(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     removes it when the connection closes); it is the only other path DuckDB may touch.
     """
     spill = Path(tempfile.gettempdir()) / f"retland-duckdb-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    SPILL_DIRS.append(spill)
     dirs = [str(root).rstrip("/") + "/", str(spill) + "/"]
     con.execute("SET temp_directory = ?", [str(spill)])
     con.execute("SET enable_progress_bar = false")  # it writes to stdout, into a command's output
