@@ -87,7 +87,11 @@ class CliError(Exception):
 
 
 def check_output_file(output: Path, option: str = "--output") -> None:
-    """Refuse an output path that cannot become a file, before any work is done."""
+    """Refuse an output path that cannot become a file, or that lies inside a warehouse,
+    before any work is done."""
+    from retland.warehouse import refuse_inside_warehouse
+
+    refuse_inside_warehouse(output, option)
     if output.is_dir():
         raise CliError(f"{option} {output} is a folder; give a file path, e.g. {output / 'result.csv'}")
     parent = output.parent
@@ -124,6 +128,12 @@ def require_writable(root: Path | None) -> None:
         if not os.access(folder, os.W_OK | os.X_OK):
             raise CliError(f"--warehouse {root}: no permission to write in {folder}; "
                            "fix its permissions or choose another --warehouse")
+    if probe == root and (root / "log").is_dir():
+        # A write command run again after a crash: what dead writers of this host left
+        # (temp files, intents, uncommitted parts) goes, even if this run writes nothing.
+        from retland.warehouse.log import clean_stale
+
+        clean_stale(root)
 
 
 def count_or_keyword(text: str, option: str, word: str) -> int | str:

@@ -168,6 +168,9 @@ def export(
 
     if output.exists() and not output.is_dir():
         raise CliError(f"--output {output} is a file; give a folder to write the files into")
+    from retland.warehouse import refuse_inside_warehouse
+
+    refuse_inside_warehouse(output)
     wh = Warehouse.open(warehouse, create=False)
     con = wh.connect()
     try:
@@ -213,16 +216,29 @@ Statements that could write are refused; the warehouse is never changed."""
 
 
 @app.command()
-def sql(warehouse: WarehouseOpt = None) -> None:
+def sql(
+    limit: Annotated[Optional[int], typer.Option(
+        "--limit", help="Rows shown per statement at most (0: all). Default 10000.", show_default=False)] = None,
+    timeout: Annotated[Optional[float], typer.Option(
+        "--timeout", help="Stop a statement that runs longer than this many seconds (0 or unset: no limit).",
+        show_default=False)] = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
     """An interactive read-only SQL shell on the warehouse: the views and macros of
     `retland query` (runs, checkpoints, post_update_returns, distribution_stats, …), one
     statement per `;`, results as tables. Needs no duckdb CLI. Reads statements from
-    stdin too, e.g. `retland sql < queries.sql`. Exits on Ctrl-D, .quit or .exit."""
+    stdin too, e.g. `retland sql < queries.sql`. Exits on Ctrl-D, .quit or .exit.
+
+    Ctrl-C stops a running statement at once: the shell goes on; reading from stdin, it
+    exits 130."""
     import duckdb
 
+    from retland.cli.warehouse_cmds import TERMINAL_ROWS, check_limits
     from retland.warehouse import Warehouse, WarehouseError
-    from retland.warehouse.readonly import execute_readonly, query_error
+    from retland.warehouse.readonly import QueryInterrupted, execute_readonly, query_error, run_cancellable
 
+    check_limits(limit, timeout)
+    limit = TERMINAL_ROWS if limit is None else limit
     wh = Warehouse.open(warehouse, create=False)
     interactive = sys.stdin.isatty()
     if interactive:
@@ -274,7 +290,14 @@ def sql(warehouse: WarehouseOpt = None) -> None:
                 continue
             statement, buffer = "\n".join(buffer), []
             try:
-                df = execute_readonly(con, statement).pl()
+                rel = execute_readonly(con, statement)
+                df = run_cancellable(con, lambda: (rel.limit(limit + 1) if limit else rel).pl(), timeout)
+            except QueryInterrupted as exc:
+                if not interactive:
+                    raise
+                err_console.print(f"[bold red]interrupted:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                failed = True
+                continue
             except WarehouseError as exc:
                 err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
                 failed = True
@@ -284,7 +307,11 @@ def sql(warehouse: WarehouseOpt = None) -> None:
                                   soft_wrap=True)
                 failed = True
                 continue
-            emit(df, OutputFormat.table, None)
+            cut = bool(limit) and df.height > limit
+            emit(df.head(limit) if cut else df, OutputFormat.table, None)
+            if cut:
+                err_console.print(f"[yellow]note:[/] showing the first {limit} rows; `retland sql --limit 0` "
+                                  "shows all", highlight=False, soft_wrap=True)
         if buffer:
             err_console.print("[bold red]error:[/] the last statement has no closing ';' and was not run")
             failed = True

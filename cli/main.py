@@ -58,6 +58,20 @@ def one_line(exc: BaseException) -> str:
 _PATH_ERRORS = (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError)
 
 
+def _interrupted(text: str) -> None:
+    """A query stopped by Ctrl-C: one line, exit 130, at once (only a query: a job's own
+    Ctrl-C handling, e.g. a sampler flushing its chunks, has run before this). Tearing the interpreter down (DuckDB's thread
+    pools, polars, pyarrow) took seconds on a loaded machine, so the process ends here:
+    the OS releases the warehouse lock, and DuckDB's spill folders are removed first."""
+    from retland.warehouse.readonly import remove_spill_dirs
+
+    err_console.print(f"[bold red]interrupted:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    remove_spill_dirs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def _fail(text: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
     sys.exit(2)
@@ -72,6 +86,7 @@ def main() -> None:
     from typer._click import exceptions as click
 
     from retland.warehouse import WarehouseError
+    from retland.warehouse.readonly import QueryInterrupted
 
     try:
         code = app(standalone_mode=False)
@@ -84,12 +99,32 @@ def main() -> None:
         _fail(one_line(exc) + hint)
     except click.ClickException as exc:
         _fail(one_line(exc))
-    except typer.Abort:
+    except typer.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            err_console.print("[bold red]interrupted:[/] stopped by Ctrl-C", highlight=False)
+            sys.exit(130)
         err_console.print("Aborted.")
         sys.exit(1)
+    except QueryInterrupted as exc:
+        _interrupted(one_line(exc))
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted:[/] stopped by Ctrl-C", highlight=False)
+        sys.exit(130)
+    except RuntimeError as exc:
+        # DuckDB's own SIGINT check (a query run on the main thread, e.g. by stats or export)
+        # ends the query with RuntimeError("Query interrupted").
+        if "query interrupted" not in str(exc).lower():
+            raise
+        _interrupted("query stopped by Ctrl-C")
+    except MemoryError:
+        _fail("out of memory: the result or computation does not fit (a --where, a --limit or a smaller query "
+              "needs less; $RETLAND_DUCKDB_MEMORY bounds what DuckDB holds before it spills)")
     except (CliError, WarehouseError, ValueError, *_PATH_ERRORS) as exc:
         _fail(one_line(exc))
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" writing {exc.filename}" if exc.filename else ""
+            _fail(f"no space left on the device{where} ({exc.strerror}); free some space and rerun")
         if exc.errno != errno.EROFS:
             raise
         _fail(one_line(exc))

@@ -36,6 +36,9 @@ def _int_list(text: str | None, what: str) -> list[int] | None:
             raise CliError(f"--{what} {text!r}: expected integers >= 0 and ranges like 0,2,5-7") from None
         if hi < lo:
             raise CliError(f"--{what} {text!r}: range {part!r} is empty (LO-HI needs LO <= HI)")
+        if lo < 0 or hi > 2**63 - 1 or hi - lo >= 100_000:
+            raise CliError(f"--{what} {text!r}: {part!r} is out of range (values in [0, 2^63-1], "
+                           "at most 100000 in one range)")
         out.extend(range(lo, hi + 1))
     if not out:
         raise CliError(f"--{what} {text!r}: no values given; e.g. 0,2,5-7")
@@ -165,10 +168,10 @@ def sample(
     from retland.warehouse import Warehouse
 
     # Options first, then the warehouse: nothing is read, compiled or written for bad input.
-    if samples < 1:
-        raise CliError(f"--samples {samples}: give a whole number >= 1")
-    if horizon < 1:
-        raise CliError(f"--horizon {horizon}: give a whole number of env steps >= 1")
+    if not 1 <= samples <= 10**9:
+        raise CliError(f"--samples {samples}: give a whole number in [1, 1e9]")
+    if not 1 <= horizon <= 2**31 - 1:  # episode lengths are int32 columns
+        raise CliError(f"--horizon {horizon}: give a whole number of env steps in [1, {2**31 - 1}]")
     check_seed(key_seed, "--key-seed")
     batch = count_or_keyword(batch_size, "--batch-size", "auto")
     n_devices = count_or_keyword(devices, "--devices", "all")
@@ -205,6 +208,11 @@ def sample(
         parse_time(time)
         if executor == "slurm":
             resources.slurm_parameters(jobs)
+            import shutil
+
+            if shutil.which("sbatch") is None:  # before any job file is written
+                raise SamplingError("--executor slurm: no SLURM here (sbatch not found on PATH); submit from a "
+                                    "login node of the cluster, or use --executor local")
     except SamplingError as exc:
         raise CliError(str(exc)) from None
     try:  # init_state as a factor resolves per checkpoint's env below; its syntax is checked here

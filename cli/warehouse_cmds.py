@@ -126,20 +126,120 @@ def stats(
         emit(df, fmt, output, title=title)
 
 
+# Rows a terminal shows by default: a query that returns millions stops here (--limit 0 lifts it).
+TERMINAL_ROWS = 10_000
+
+LimitOpt = Annotated[Optional[int], typer.Option(
+    "--limit", help=f"Return at most this many rows (0: no limit). Default: {TERMINAL_ROWS} when printing to the "
+                    "terminal, no limit with --output (written as it streams).", show_default=False)]
+TimeoutOpt = Annotated[Optional[float], typer.Option(
+    "--timeout", help="Stop a query that runs longer than this many seconds (0 or unset: no limit). "
+                      "Ctrl-C always stops it.", show_default=False)]
+
+
+def check_limits(limit: int | None, timeout: float | None) -> None:
+    import math
+
+    from retland.cli.app import CliError
+
+    if limit is not None and not 0 <= limit <= 2**62:
+        raise CliError(f"--limit {limit}: give a whole number >= 0 (0: no limit)")
+    if timeout is not None and not (math.isfinite(timeout) and timeout >= 0):
+        raise CliError(f"--timeout {timeout}: give a number of seconds >= 0 (0: no limit)")
+
+
+def run_user_query(con, sql: str, fmt: OutputFormat, output: Path | None, limit: int | None,
+                   timeout: float | None) -> None:
+    """One read-only statement of a user, stoppable (Ctrl-C, --timeout), with the row limit
+    of a terminal; results for a file stream to it (parquet/csv) in Arrow batches."""
+    from retland.cli.app import CliError, check_output_file
+    from retland.warehouse.readonly import execute_readonly, run_cancellable
+
+    if fmt is OutputFormat.parquet and output is None:
+        raise CliError("--format parquet needs --output FILE")
+    if output is not None:
+        check_output_file(output)
+    if limit is None:
+        limit = TERMINAL_ROWS if output is None else 0
+    rel = execute_readonly(con, sql)  # checked and bound, not run yet
+    if output is not None and fmt in (OutputFormat.parquet, OutputFormat.csv):
+        src = rel.limit(limit) if limit else rel
+        n = run_cancellable(con, lambda: _stream_to_file(src, fmt, output), timeout)
+        err_console.print(f"wrote {n} rows to {output}")
+        return
+    df = run_cancellable(con, lambda: (rel.limit(limit + 1) if limit else rel).pl(), timeout)
+    cut = bool(limit) and df.height > limit
+    if cut:
+        df = df.head(limit)
+    emit(df, fmt, output)
+    if cut:
+        err_console.print(f"[yellow]note:[/] showing the first {limit} rows; --limit 0 shows all, "
+                          "--output FILE -f parquet writes all as they stream", highlight=False, soft_wrap=True)
+
+
+def _stream_to_file(rel, fmt: OutputFormat, output: Path) -> int:
+    """Write a relation's rows batch by batch (memory stays at one batch) to a hidden temp
+    file next to `output`, renamed into place when complete."""
+    import os
+
+    import pyarrow as pa
+
+    from retland.cli.app import CliError
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    n = 0
+    try:
+        reader = rel.to_arrow_reader(1 << 16)
+        schema = reader.schema
+        if fmt is OutputFormat.parquet:
+            import pyarrow.parquet as pq
+
+            writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+        else:
+            import pyarrow.csv as pcsv
+
+            nested = [f.name for f in schema if pa.types.is_nested(f.type)]
+            if nested:
+                raise CliError(f"columns {', '.join(nested)} are lists or structs, which CSV cannot hold; "
+                               "use -f parquet or -f json")
+            writer = pcsv.CSVWriter(tmp, schema)
+        with writer:
+            for batch in reader:
+                writer.write_batch(batch)
+                n += batch.num_rows
+        os.replace(tmp, output)
+    except OSError as exc:
+        raise CliError(f"--output {output}: cannot write it: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return n
+
+
 @app.command()
 def query(
     sql: Annotated[str, typer.Argument(help="One read-only SQL statement (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN).")],
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    limit: LimitOpt = None,
+    timeout: TimeoutOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Run SQL over the warehouse views (runs, checkpoints, operators,
     post_update_returns, evaluations, distribution_stats, …). Statements that could
-    write are refused and nothing is touched."""
+    write are refused and nothing is touched.
+
+    Ctrl-C stops a running query at once (exit 130). The terminal shows at most 10000
+    rows unless --limit says otherwise; with --output every row is written as it streams."""
     from retland.warehouse import Warehouse
 
-    df = Warehouse.open(warehouse, create=False).query(sql)
-    emit(df, fmt, output)
+    check_limits(limit, timeout)
+    wh = Warehouse.open(warehouse, create=False)
+    con = wh.connect()
+    try:
+        run_user_query(con, sql, fmt, output, limit, timeout)
+    finally:
+        con.close()
 
 
 def steps_text(steps: list[int]) -> str:
@@ -208,12 +308,15 @@ def ls(warehouse: WarehouseOpt = None) -> None:
 
     from retland.warehouse import TABLES, Warehouse
 
+    from retland.warehouse.log import committed_paths
+
     wh = Warehouse.open(warehouse, create=False)
     con = wh.connect()
+    state = wh.committed()
     rows = []
     try:
         for name, spec in TABLES.items():
-            files = [p for p in wh.table_dir(name).rglob("*.parquet") if not p.name.startswith("part-00000000000000000000")]
+            files = [wh.root / rel for rel in committed_paths(state, name) if (wh.root / rel).is_file()]
             n = None if name in wh.unreadable else con.sql(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]
             rows.append({"table": name, "rows": n, "parts": len(files),
                          "MiB": round(sum(p.stat().st_size for p in files) / 2**20, 3), "about": spec.doc})
@@ -259,7 +362,7 @@ def compact(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from retland.warehouse import Warehouse
-    from retland.warehouse.compact import compact_folder, plan
+    from retland.warehouse.compact import checkpoint_log, compact_folder, plan
     from retland.warehouse.health import quarantine, stray_temp_files
     from retland.warehouse.lock import exclusive
 
@@ -273,7 +376,7 @@ def compact(
         return
     results = []
     with exclusive(wh.root, "compaction"):
-        strays = stray_temp_files(wh.root)
+        strays = stray_temp_files(wh.root, exclusive=True)
         for src, dst in quarantine(wh.root, strays):
             console.print(f"moved stray temp file {wh.relative(src)} -> {wh.relative(dst)}")
         items = plan(wh.root, table, min_parts)
@@ -286,6 +389,7 @@ def compact(
             for item in items:
                 results.append(compact_folder(item))
                 bar.advance(task)
+        checkpoint_log(wh.root)
     before = sum(r.parts_before for r in results)
     dropped = sum(r.rows_before - r.rows_after for r in results)
     mib = (sum(r.bytes_before for r in results) - sum(r.bytes_after for r in results)) / 2**20
@@ -321,7 +425,7 @@ def check(
     wh = Warehouse.open(warehouse, create=False)
     if quarantine_found:
         with exclusive(wh.root, "check --quarantine"):
-            findings = scan(wh.root, deep=deep)
+            findings = scan(wh.root, deep=deep, exclusive=True)
             moved = quarantine(wh.root, findings)
         for src, dst in moved:
             console.print(f"moved {wh.relative(src)} -> {wh.relative(dst)}")

@@ -180,6 +180,12 @@ def submit(job: JobSpec, jobs: int, executor: str, resources: Resources, folder:
         raise SamplingError(f"--executor {executor!r}: choose from {', '.join(EXECUTORS)}")
     if jobs < 1:
         raise SamplingError(f"--jobs {jobs}: give a whole number >= 1")
+    if executor == "slurm":
+        import shutil
+
+        if shutil.which("sbatch") is None:  # before submitit writes any job file
+            raise SamplingError("--executor slurm: no SLURM here (sbatch not found on PATH); submit from a login "
+                                "node of the cluster, or use --executor local")
     submitit = import_submitit(executor)
     folder = Path(folder) if folder is not None else default_folder(job.root)
     log_folder = folder / "%j"

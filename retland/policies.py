@@ -137,6 +137,26 @@ def check_policy(agent: PolicyAgent, params, obs_size: int, action_size: int, en
         raise ValueError(f"apply {agent.apply} returns a non-finite action on a zero observation of {env}: {out}")
 
 
+def _check_finite(tree, path: tuple = ()) -> None:
+    """Refuse a parameter leaf holding inf or NaN, naming the leaf, before anything is stored."""
+    from retland.agents.policy import _where
+
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            _check_finite(v, path + (k,))
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            _check_finite(v, path + (i,))
+    else:
+        arr = np.asarray(tree, dtype=np.float64)
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            first = np.argwhere(bad)[0] if arr.ndim else ()
+            raise ValueError(f"params at {_where(path)} hold {int(bad.sum())} non-finite value(s) "
+                             f"(first {float(arr[tuple(first)])!r} at index {tuple(int(i) for i in first)}); "
+                             "parameters must be finite")
+
+
 def new_run_id(name: str, env: str, seed: int) -> str:
     """<name>-<env>-<UTC time>-<4 hex>-s<seed>, like a trained run's id."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -181,6 +201,7 @@ def add_policy(warehouse, *, env: str, apply: str | Callable, params, name: str,
     if not jax.tree.leaves(params):
         raise ValueError("params hold no arrays")
     host = host_tree(params)
+    _check_finite(host)
     obs_size, action_size = env_dims(env, backend, variant=variant)
     config = PolicyConfig(apply=path, apply_kwargs=kwargs, env=env, backend=backend, variant=variant,
                           horizon=horizon, obs_size=obs_size, action_size=action_size, params=spec)
@@ -195,11 +216,12 @@ def add_policy(warehouse, *, env: str, apply: str | Callable, params, name: str,
     # Files first, then the rows: the checkpoints row publishes them (a kill in between
     # leaves an orphan run, listed by `retland check`, never a row without its files).
     artifact = ck.save_state(wh, run_id, step, host)
-    wh.append("runs", [dict(run_id=run_id, algo=name, env=env, seed=seed, backend=backend, variant=variant,
-                            source="added", parent_run_id=None, parent_step=None, config=json.dumps(stored),
-                            repro=reproducibility_record(stored), created_at=now)])
-    wh.append("checkpoints", [dict(run_id=run_id, step=step, artifact_path=artifact, eval_return=None,
-                                   replay_size=None, created_at=now)])
+    wh.append_many({  # one commit: the run and its checkpoint appear together or not at all
+        "runs": [dict(run_id=run_id, algo=name, env=env, seed=seed, backend=backend, variant=variant,
+                      source="added", parent_run_id=None, parent_step=None, config=json.dumps(stored),
+                      repro=reproducibility_record(stored), created_at=now)],
+        "checkpoints": [dict(run_id=run_id, step=step, artifact_path=artifact, eval_return=None,
+                             replay_size=None, created_at=now)]}, command="add_policy")
     return run_id
 
 

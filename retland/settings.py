@@ -58,14 +58,18 @@ def help_of(model, name: str) -> str:
     return {f.name: f for f in dataclasses.fields(model)}[name].metadata["help"]
 
 
+# Horizons and episode lengths are int32 columns of the warehouse.
+MAX_HORIZON = 2**31 - 1
+
+
 def _check_noise_seed_horizon(settings, error: type[ValueError]) -> None:
     """The checks every rollout command shares: σ, seed and horizon."""
     if not (math.isfinite(settings.sigma) and settings.sigma >= 0):
         raise error(f"--sigma must be a finite number >= 0, got {settings.sigma}")
     if settings.seed < 0:
         raise error(f"--seed must be >= 0, got {settings.seed}")
-    if settings.horizon is not None and settings.horizon < 1:
-        raise error(f"--horizon must be >= 1, got {settings.horizon}")
+    if settings.horizon is not None and not 1 <= settings.horizon <= MAX_HORIZON:
+        raise error(f"--horizon must be in [1, {MAX_HORIZON}], got {settings.horizon}")
 
 
 class LandscapeError(ValueError):

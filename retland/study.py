@@ -71,9 +71,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Sample counts, horizons and grid sizes beyond this are typos (1e30), and would overflow
+# the int32/int64 columns and index arrays they become.
+MAX_COUNT = 10**9
+
+
 def _positive(v, info):
-    if v is not None and v < 1:
-        raise ValueError(f"must be >= 1, got {v}")
+    if v is not None and not 1 <= v <= MAX_COUNT:
+        raise ValueError(f"must be >= 1 and <= {MAX_COUNT:_}, got {v}")
     return v
 
 
@@ -676,7 +681,7 @@ def _sample_stage(study: Study, wh, scope: Scope) -> Stage:
         for r in runs:
             for st in steps:
                 have = stored.get((r, st, oid), (set(), set()))[0]
-                todo += s.samples - len(have & set(range(s.samples)))
+                todo += s.samples - sum(1 for i in have if 0 <= i < s.samples)
                 total += s.samples
         if todo:
             missing += todo

@@ -9,6 +9,28 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# `retland.cli`, `retland.schema` and `retland.studies` live in cli/, schema/ and studies/
+# (pyproject's package-dir), which only an install maps. When this checkout's `retland` is
+# imported (PYTHONPATH) while another checkout is installed in editable mode, they would
+# come from that other checkout: bind them to this one's folders first.
+CLI_LAUNCH = f"""
+import importlib.util, sys
+from pathlib import Path
+repo = Path({str(REPO)!r})
+import retland
+if Path(retland.__file__).resolve().parent == repo / "retland":
+    for name, folder in (("retland.cli", "cli"), ("retland.schema", "schema"), ("retland.studies", "studies")):
+        if (repo / folder / "__init__.py").is_file() and name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(name, repo / folder / "__init__.py",
+                                                          submodule_search_locations=[str(repo / folder)])
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[name] = mod
+            spec.loader.exec_module(mod)
+"""
+exec(CLI_LAUNCH)
+# A `retland` command line in a subprocess: [sys.executable, "-c", CLI_MAIN, *args].
+CLI_MAIN = CLI_LAUNCH + "\nsys.argv[0] = 'retland'\nfrom retland.cli.main import main\nmain()\n"
 # Tests never touch a user's default warehouse or cache.
 os.environ.pop("RETLAND_WAREHOUSE", None)
 os.environ.setdefault("RETLAND_JAX_CACHE", str(REPO / ".venv" / "jax-cache-tests"))

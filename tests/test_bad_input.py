@@ -58,6 +58,8 @@ FILES = {
     "minibatches.toml": '[agent]\nalgo = "ppo"\nnum_minibatches = 3\n',
     "horizon.toml": "horizon = 0\n",
     "broken.toml": "seeds = [\n",
+    "study_big.toml": 'name = "big"\nexamples = ["td3-hopper"]\n[sample]\noperators = ["td3"]\nsamples = '
+                      + str(10**30) + "\n",
 }
 
 
@@ -236,6 +238,23 @@ CASES: list[tuple] = [
     ("stabilize arms", ["stabilize", "--run", "{run}", "--step", "100", "--arms", "both"], "--arms"),
     ("stabilize chunk 0", ["stabilize", "--run", "{run}", "--step", "100", "--chunk", "0"], "--chunk"),
     ("stabilize imported run", ["stabilize", "--run", "{run}", "--step", "100"], "no stored checkpoint"),
+    # ---- over-large numbers and what issue #25 found
+    ("sample samples 1e30", ["sample", "--operator", "td3", "--run", "{run}", "--samples", str(10**30)], "--samples"),
+    ("sample seeds 1e30", ["sample", "--operator", "td3", "--algo", "td3", "--env", "hopper", "--seeds", str(10**30)],
+     "--seeds"),
+    ("sample seeds range of 1e12", ["sample", "--operator", "td3", "--algo", "td3", "--env", "hopper", "--seeds",
+                                    "0-1000000000000"], "--seeds"),
+    ("sample horizon 1e12", ["sample", "--operator", "td3", "--run", "{run}", "--horizon", str(10**12)], "--horizon"),
+    ("sample slurm without sbatch", ["sample", "--operator", "td3", "--run", "{run}", "--executor", "slurm",
+                                     "--jobs", "2"], "sbatch not found"),
+    ("study samples overflow", ["study", "{files}/study_big.toml", "--plan"], "sample.samples"),
+    ("study samples overflow run", ["study", "{files}/study_big.toml", "-w", "{fresh}"], "sample.samples"),
+    ("query output into the warehouse", ["query", "SELECT 1 AS x", "-f", "parquet", "-o", "{wh}/tables/runs/a.parquet"],
+     "inside the warehouse"),
+    ("export into the warehouse", ["export", "runs", "-o", "{wh}/tables/runs"], "inside the warehouse"),
+    ("report into the warehouse", ["report", "-o", "{wh}/report.html"], "inside the warehouse"),
+    ("query timeout nan", ["query", "SELECT 1", "--timeout", "nan"], "--timeout"),
+    ("query limit negative", ["query", "SELECT 1", "--limit", "-1"], "--limit"),
 ]
 
 # The work a refused command must never reach.
@@ -280,6 +299,15 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(world, case, capsy
     for fn in setup:
         SETUPS[fn](monkeypatch, world["wh"])
     _compiles.clear()
+    # Refused commands leave no temp folders behind (`/tmp/tmp…`, `/tmp/retland-plan-…`).
+    import tempfile
+
+    private_tmp = world["files"].parent / f"tmp-{abs(hash(name))}"
+    private_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private_tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                                                if not os.path.exists(os.path.join(p, "sbatch"))))
 
     code, out, err = run_cli(capsys, monkeypatch, *args)
 
@@ -290,6 +318,17 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(world, case, capsy
     assert not _compiles, f"JAX compiled {_compiles} before refusing"
     assert tree_digest(world["wh"]) == world["digest"]
     assert not world["fresh"].exists()
+    assert not list(private_tmp.iterdir()), list(private_tmp.iterdir())
+
+
+@pytest.mark.parametrize("sql", [123, None, b"SELECT 1", ["SELECT 1"]])
+def test_python_query_of_a_non_string_is_one_error(world, sql):
+    import retland
+    from retland.warehouse import WarehouseError
+
+    with pytest.raises(WarehouseError, match="SQL must be a string") as err:
+        retland.query(sql, warehouse=world["wh"])
+    assert "\n" not in str(err.value)
 
 
 def test_the_warehouse_rules_hold_on_every_write_path(world):

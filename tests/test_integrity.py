@@ -91,10 +91,14 @@ def test_python_connections_are_confined_too(filled, tmp_path):
         retland.query(f"EXPLAIN ANALYZE COPY (SELECT 1) TO '{tmp_path / 'x.csv'}'", warehouse=filled)
     con = retland.connect(filled)
     try:
-        with pytest.raises(duckdb.PermissionException):
+        with pytest.raises(WarehouseError, match="refused: COPY"):
             con.execute(f"COPY (SELECT 1) TO '{tmp_path / 'x.csv'}'")
-        with pytest.raises(duckdb.InvalidInputException, match="locked"):
+        with pytest.raises(duckdb.PermissionException):  # the second fence, under the first
+            con.duckdb.execute(f"COPY (SELECT 1) TO '{tmp_path / 'x.csv'}'")
+        with pytest.raises(WarehouseError, match="refused: SET"):
             con.execute("SET enable_external_access = true")
+        with pytest.raises(duckdb.InvalidInputException, match="locked"):
+            con.duckdb.execute("SET enable_external_access = true")
         assert con.sql("SELECT count(*) FROM post_update_returns").fetchall()[0][0] == 25
     finally:
         con.close()
@@ -108,7 +112,7 @@ def test_large_queries_can_still_spill(filled):
     con = retland.connect(filled)
     try:
         with pytest.raises(duckdb.InvalidInputException):
-            con.execute("SET memory_limit = '30MB'")  # locked: spill is what makes this work
+            con.duckdb.execute("SET memory_limit = '30MB'")  # locked: spill is what makes this work
         n = con.sql("SELECT count(*) FROM (SELECT range % 7 AS a, random() AS b FROM range(3000000) ORDER BY b)")
         assert n.fetchall()[0][0] == 3_000_000
     finally:

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import tree_digest
+from retland.warehouse.writer import adopt_files
 from retland.warehouse import Warehouse, WarehouseError
 
 
@@ -289,6 +290,8 @@ def test_part_without_footer_statistics_is_still_deduplicated(warehouse):
     table = pa.Table.from_pylist(returns_rows(idx=range(2, 5), offset=100.0)).drop_columns(["run_id"])
     folder = warehouse.table_dir("post_update_returns") / "run_id=r1"
     pq.write_table(table, folder / "part-99999999999999999999-nostats.parquet", write_statistics=False)
+    assert len(_returns(warehouse)) == 3  # not committed: never read
+    adopt_files(warehouse.root, [folder / "part-99999999999999999999-nostats.parquet"])
     assert [r[3] for r in _returns(warehouse)] == [0.0, 1.0, 2.0, 103.0, 104.0]
 
 
@@ -374,6 +377,7 @@ def test_compact_keeps_what_the_views_show(warehouse):
     folder = warehouse.table_dir("post_update_returns") / "run_id=r1"
     old = pa.Table.from_pylist(returns_rows(idx=[9], offset=7.0)).drop_columns(["run_id"])
     pq.write_table(old, folder / "part-99999999999999999998-old.parquet", write_statistics=False)
+    adopt_files(warehouse.root, [folder / "part-99999999999999999998-old.parquet"])
     run = {"run_id": "r1", "algo": "td3", "env": "hopper", "seed": 0, "source": "trained"}
     warehouse.append("runs", [run])
     warehouse.append("runs", [{**run, "algo": "late"}, {**run, "run_id": "r2"}])

@@ -374,13 +374,16 @@ def compute(
     devices=None,
     flush_seconds: float = FLUSH_SECONDS,
     progress: Callable[[int], None] | None = None,
+    with_first: dict | None = None,
 ) -> Computed:
     """Compute `work`'s chunks and append their new rows to `table` (see the module doc).
 
     columns(j [m] int64) -> the table's other columns for indices j (keys, chunk size);
     the results (return, discounted return, episode length, terminated) are added for
     those the table has. label names the job in errors. progress(n) is called after
-    each chunk with the number of new rows it gave.
+    each chunk with the number of new rows it gave. with_first: rows of other tables
+    (table -> rows) committed together with the first flush (e.g. the operators row a
+    sampling job needs), so a crash never leaves them without any of the rows.
     """
     out = Computed()
     if not work.todo:
@@ -395,7 +398,11 @@ def compute(
             first = buffer[0]
             cols = {name: (np.concatenate([b[name] for b in buffer]) if isinstance(first[name], np.ndarray)
                            else [v for b in buffer for v in b[name]]) for name in first}
-            out.rows_written += wh.append(table, cols)
+            if with_first:
+                out.rows_written += wh.append_many({**with_first, table: cols}, command="sample").get(table, 0)
+                with_first.clear()
+            else:
+                out.rows_written += wh.append(table, cols)
             buffer.clear()
         last_flush = time.monotonic()
 

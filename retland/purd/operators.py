@@ -119,8 +119,8 @@ class OperatorSpec:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown operator kind {self.kind!r}: {SYNTAX}")
-        if self.horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+        if not 1 <= self.horizon <= 2**31 - 1:  # an int32 column (operators.horizon, episode lengths)
+            raise ValueError(f"horizon must be in [1, {2**31 - 1}], got {self.horizon}")
         if self.seed < 0:
             raise ValueError(f"operator seed must be >= 0, got {self.seed}")
         given = dict(self.params)

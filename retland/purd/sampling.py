@@ -246,8 +246,18 @@ class SampleResult:
 
 def ensure_operator(wh, spec: OperatorSpec) -> None:
     """Record the operator once (a race may write it twice; the view deduplicates)."""
-    if not wh.records("SELECT 1 FROM operators WHERE operator_id = ?", [spec.operator_id]):
-        wh.append("operators", [spec.operators_row()])
+    if rows := operator_rows(wh, spec):
+        wh.append("operators", rows["operators"])
+
+
+def operator_rows(wh, spec: OperatorSpec) -> dict:
+    """{'operators': [row]} when the operator is not stored yet, else {}: validated now, so
+    a value the table refuses stops the job before it computes anything."""
+    if wh.records("SELECT 1 FROM operators WHERE operator_id = ?", [spec.operator_id]):
+        return {}
+    from retland.warehouse.writer import validate
+
+    return {"operators": validate("operators", [spec.operators_row()])}
 
 
 def run_plan(wh, plan: Plan, program: SampleProgram, op_state, *, devices=None, start_state=None,
@@ -257,7 +267,7 @@ def run_plan(wh, plan: Plan, program: SampleProgram, op_state, *, devices=None, 
     result = SampleResult(plan.run_id, plan.step, plan.spec.operator_id, plan.n, plan.batch_size, plan.n_chunks)
     if not plan.todo:
         return result
-    ensure_operator(wh, plan.spec)
+    first = operator_rows(wh, plan.spec)  # committed with the first rows, never alone
 
     def columns(j):
         return {"run_id": [plan.run_id] * len(j), "step": [plan.step] * len(j),
@@ -266,7 +276,7 @@ def run_plan(wh, plan: Plan, program: SampleProgram, op_state, *, devices=None, 
 
     done: Computed = compute(wh, "post_update_returns", columns, program, op_state, plan.spec.base_key, plan,
                              label=plan.label, start_state=start_state, devices=devices,
-                             flush_seconds=flush_seconds, progress=progress)
+                             flush_seconds=flush_seconds, progress=progress, with_first=first)
     result.chunks_computed, result.rows_written = done.chunks, done.rows_written
     result.seconds, result.chunk_devices = done.seconds, done.chunk_devices
     result.devices = len(resolve_devices(devices))

@@ -129,7 +129,11 @@ def write_report(wh: Warehouse, out: str | os.PathLike | None = None, where: str
     """
     if fmt not in FORMATS:
         raise WarehouseError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    page.check_renderer_room()  # before minutes of work
     if out is not None:  # before any work: a report takes minutes to build
+        from retland.warehouse import refuse_inside_warehouse
+
+        refuse_inside_warehouse(out, "--out")
         if fmt == "html" and Path(out).is_dir():
             raise WarehouseError(f"--out {out} is a folder; give the HTML file's path")
         if fmt != "html" and Path(out).exists() and not Path(out).is_dir():
@@ -158,6 +162,7 @@ def write_report(wh: Warehouse, out: str | os.PathLike | None = None, where: str
 
 def export_chart(chart, path: str | os.PathLike, scale: float = 2.0) -> Path:
     """One chart as PNG or SVG (by the file's suffix), rendered offline by vl-convert."""
+    page.check_renderer_room()
     import vl_convert as vlc  # only PNG/SVG export needs the renderer (an 84 MB native library)
 
     version = page.VL_VERSION

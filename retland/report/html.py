@@ -80,10 +80,36 @@ LOADER = """
 VL_VERSION = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
 
 
+# vl-convert runs V8, which reserves a large cage of virtual address space at start and
+# aborts the whole process (a signal, pages of C++ stack) when `ulimit -v` denies it;
+# measured: dies at 70 GB, works at 140 GB.
+RENDERER_ADDRESS_SPACE = 128 * 2**30
+
+
+def check_renderer_room() -> None:
+    """Refuse, in one line and before any work, to start the chart renderer under an
+    address-space limit it cannot start in."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError):
+        return
+    if soft not in (resource.RLIM_INFINITY, -1) and 0 < soft < RENDERER_ADDRESS_SPACE:
+        from retland.warehouse import WarehouseError
+
+        raise WarehouseError(
+            f"the report's chart renderer (vl-convert, i.e. V8) reserves about 100 GiB of virtual address space "
+            f"and cannot start under this address-space limit (ulimit -v {soft // 1024} KiB); run the report "
+            "without a -v limit (e.g. `ulimit -v unlimited`; resident memory stays small), or read the numbers "
+            "with `retland stats` / `retland export`")
+
+
 @functools.cache
 def vega_bundle() -> str:
     """vega + vega-lite + vega-embed as one script that sets window.vegaEmbed, from
     vl-convert (offline)."""
+    check_renderer_room()
     import vl_convert as vlc  # an 84 MB native library, loaded only when a page is rendered
 
     return vlc.javascript_bundle(vl_version=VL_VERSION)

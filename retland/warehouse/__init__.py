@@ -31,18 +31,22 @@ import duckdb
 
 from .health import damaged_parts
 from .lock import create_lock_file, hold_shared
-from .readonly import GLOB_CHARS, check_readonly, execute_readonly, lock_down, query_error
-from .sqlgen import (METADATA_CACHE_SQL, TABLES_DIR, schema_part_path, table_view_sql, unreadable_view_sql,
-                     views_sql)
+from .readonly import GLOB_CHARS, GuardedConnection, check_readonly, run_cancellable, execute_readonly, lock_down, query_error
+from .log import LOG_DIR, clean_stale, migrate, part_schema_problem, read_log
+from .log import committed_paths as _committed_paths
+from .sqlgen import (METADATA_CACHE_SQL, TABLES_DIR, _lit, empty_view_sql, parts_var, schema_part_path, table_view_sql,
+                     unreadable_view_sql, views_sql)
 from .tables import TABLES, TableSpec
-from .writer import WarehouseError, append_rows, write_schema_part
+from .writer import Commit, WarehouseError, append_rows, write_schema_part
 
 DEFAULT_ROOT = Path("data") / "warehouse"
+_CLEANED: set[tuple[str, int]] = set()
 ENV_VAR = "RETLAND_WAREHOUSE"
 # The values of runs.source: how a run came into the warehouse (see tables.py).
 RUN_SOURCES = ("trained", "imported", "derived", "added")
 
-__all__ = ["Warehouse", "WarehouseError", "TABLES", "TableSpec", "RUN_SOURCES", "resolve_root", "connect"]
+__all__ = ["Warehouse", "WarehouseError", "TABLES", "TableSpec", "RUN_SOURCES", "resolve_root", "connect",
+           "refuse_inside_warehouse", "warehouse_containing"]
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
@@ -50,6 +54,30 @@ def resolve_root(root: str | os.PathLike | None = None) -> Path:
     if root is None or str(root) == "":
         root = os.environ.get(ENV_VAR) or DEFAULT_ROOT
     return Path(root).expanduser().resolve()
+
+
+def warehouse_containing(path: str | os.PathLike) -> Path | None:
+    """The warehouse folder that `path` (a file or folder, existing or not) lies in, or None.
+
+    A folder is a warehouse when it holds tables/ and one of log/, the lock file or
+    init.sql: what every retland writer lays out."""
+    from .lock import LOCK_FILE
+
+    p = Path(path).expanduser().resolve()
+    for folder in (p, *p.parents):
+        if (folder / TABLES_DIR).is_dir() and any(
+                (folder / name).exists() for name in (LOG_DIR, LOCK_FILE, "init.sql")):
+            return folder
+    return None
+
+
+def refuse_inside_warehouse(path: str | os.PathLike, option: str = "--output") -> None:
+    """Raise WarehouseError when an output path lies inside a warehouse: the warehouse
+    holds only what its writer commits, so nothing else may write files there."""
+    root = warehouse_containing(path)
+    if root is not None:
+        raise WarehouseError(f"{option} {path} is inside the warehouse {root}; write outputs outside it "
+                             "(the warehouse holds only what retland's writer commits)")
 
 
 def schema_sql_files() -> list[tuple[str, str]]:
@@ -94,7 +122,28 @@ def _init_sql_text() -> str:
         f"{INIT_SQL_GUARD}{METADATA_CACHE_SQL}\n\n"
     )
     macros = "\n".join(f"-- ===== schema/{name} =====\n{text}" for name, text in schema_sql_files())
-    return header + views_sql() + "\n" + macros
+    return header + committed_set_sql() + "\n" + views_sql() + "\n" + macros
+
+
+def committed_set_sql() -> str:
+    """SQL that sets each table's parts variable from log/ (see log.py), for a stock client:
+    the committed set when init.sql is read (re-read it to see later commits)."""
+    lines = [
+        "-- The committed parts: add paths of live log entries (not superseded) minus their removes.",
+        "-- Files under tables/ that no entry names are never read.",
+        f"CREATE OR REPLACE TEMP VIEW retland_log AS SELECT * FROM read_json('{LOG_DIR}/*.json', "
+        "format = 'newline_delimited', ignore_errors = true, columns = {id: 'VARCHAR', \"add\": 'STRUCT(\"table\" VARCHAR, path VARCHAR)[]', "
+        "remove: 'VARCHAR[]', supersedes: 'VARCHAR[]'});",
+        "CREATE OR REPLACE TEMP VIEW retland_committed AS WITH live AS (SELECT * FROM retland_log WHERE id NOT IN "
+        "(SELECT unnest(supersedes) FROM retland_log)) SELECT a.\"table\" AS tbl, a.path FROM "
+        "(SELECT unnest(\"add\") AS a FROM live) WHERE a.path NOT IN (SELECT unnest(remove) FROM live);",
+    ]
+    for spec in TABLES.values():
+        lines.append(
+            f"SET VARIABLE {parts_var(spec)} = (SELECT list_concat([{_lit(schema_part_path(spec))}], "
+            f"coalesce(list(path ORDER BY parse_filename(path), path), [])) FROM retland_committed "
+            f"WHERE tbl = {_lit(spec.name)});")
+    return "\n".join(lines) + "\n"
 
 
 _CREATED = re.compile(r"\bCREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP(?:ORARY)?\s+)?(?:MACRO|VIEW|TABLE|FUNCTION)\s+"
@@ -115,8 +164,8 @@ def _names_schema_object(sql: str) -> bool:
 
 
 def _run(con, sql: str, params, convert):
-    try:
-        return convert(execute_readonly(con, sql, params))
+    try:  # Ctrl-C stops the query at once (see readonly.run_cancellable)
+        return run_cancellable(con, lambda: convert(execute_readonly(con, sql, params)))
     except duckdb.Error as exc:  # raised while the rows are fetched
         raise query_error(exc) from None
 
@@ -132,6 +181,7 @@ class _Reader:
     pid: int
     missing: tuple[str, ...]  # tables without a schema part when it was built (their views are empty)
     schema: bool  # whether the SQL of schema/ is installed
+    parts: dict  # table -> the paths its parts variable holds (see Warehouse._part_lists)
 
 
 class Warehouse:
@@ -170,15 +220,40 @@ class Warehouse:
         return wh
 
     def _ensure_layout(self) -> None:
+        existing = next((p for p in (self.root, *self.root.parents) if p.exists()), None)
+        new = existing != self.root  # the folders this call creates are removed again if it fails
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             create_lock_file(self.root)
             hold_shared(self.root)
             for spec in TABLES.values():
                 write_schema_part(self.root, spec)
+            adopted = migrate(self.root)
+            if adopted is not None and (adopted[0] or adopted[1]):
+                import sys
+
+                print(f"retland: {self.root} had no commit log; adopted {adopted[0]} existing part(s) into "
+                      f"{LOG_DIR}/" + (f", left out {adopted[1]} file(s) that are not valid parts "
+                                       "(`retland check` lists them)" if adopted[1] else ""), file=sys.stderr)
+            clean_stale(self.root)
             self.write_init_sql()
         except PermissionError as exc:
             raise WarehouseError(f"warehouse {self.root} is not writable: {exc.strerror} ({exc.filename})") from None
+        except OSError as exc:
+            import errno
+
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                from .writer import no_space_error
+
+                if new:  # a warehouse that could not be laid out is not left half made
+                    import shutil
+
+                    top = self.root  # the first folder this call created
+                    while top.parent != existing and top.parent != top:
+                        top = top.parent
+                    shutil.rmtree(top, ignore_errors=True)
+                raise no_space_error(exc, self.root, 64 * 1024) from None
+            raise
 
     def write_init_sql(self) -> Path:
         target = self.root / "init.sql"
@@ -216,10 +291,61 @@ class Warehouse:
         if not self.exists:
             self._ensure_layout()
         hold_shared(self.root)
+        self._clean_once()
         try:
             return append_rows(self.root, table, rows)
         except PermissionError as exc:
             raise WarehouseError(f"warehouse {self.root} is not writable: {exc.strerror} ({exc.filename})") from None
+
+    def append_many(self, batches: dict, command: str | None = None) -> dict[str, int]:
+        """Append rows to several tables as one commit: every batch is validated first,
+        then all parts are written and made visible together by one log entry (or none is,
+        on any failure). batches: table -> rows (as `append`). Returns table -> rows written."""
+        if not self.exists:
+            self._ensure_layout()
+        hold_shared(self.root)
+        self._clean_once()
+        commit = Commit(self.root, command)
+        for table, rows in batches.items():
+            commit.add(table, rows)
+        try:
+            return commit.publish()
+        except PermissionError as exc:
+            raise WarehouseError(f"warehouse {self.root} is not writable: {exc.strerror} ({exc.filename})") from None
+
+    def _clean_once(self) -> None:
+        """Once per process and warehouse: a new writer deletes what dead writers on this
+        host left (their temp files and uncommitted parts, see log.stale_writes), and a
+        warehouse from before the commit log gets one."""
+        key = (str(self.root), os.getpid())
+        if key in _CLEANED:
+            return
+        _CLEANED.add(key)
+        if migrate(self.root) is None:
+            pass
+        clean_stale(self.root)
+
+    def committed(self):
+        """The commit log's view of the warehouse (log.LogState): committed parts per table."""
+        return read_log(self.root)
+
+    def _part_lists(self) -> dict[str, list[str] | None]:
+        """table -> absolute paths the view reads (schema part first, then the committed
+        parts in write order); None for a table without a valid schema part."""
+        state = read_log(self.root)
+        prefix = str(self.root).rstrip("/") + "/"
+        out: dict[str, list[str] | None] = {}
+        for name, spec in TABLES.items():
+            schema_part = self.root / schema_part_path(spec)
+            if not schema_part.exists() or part_schema_problem(schema_part, name):
+                out[name] = None
+                continue
+            out[name] = [prefix + schema_part_path(spec)] + [prefix + p for p in _committed_paths(state, name)]
+        return out
+
+    def _set_parts(self, con, lists: dict[str, list[str] | None]) -> None:
+        for name, paths in lists.items():
+            con.execute(f"SET VARIABLE {parts_var(TABLES[name])} = ?", [paths or []])
 
     def connect(self, threads: int | None = None):
         """An in-memory DuckDB connection with the views and statistics macros.
@@ -229,8 +355,18 @@ class Warehouse:
         `execute_readonly` (used by `query`) also refuses statements that could write.
         A table with an unreadable part gets a view that fails, naming the part, when
         read; `self.unreadable` lists such tables.
+
+        It is a `readonly.GuardedConnection`: statements that could write files (COPY,
+        EXPORT, ATTACH, …) and relation writers (to_parquet, …) are refused, since DuckDB
+        itself must be allowed to read (and so could write) the warehouse folder. Its
+        views read the parts committed when it was made (`refresh` picks up later ones).
         """
-        return self._connect(threads)
+        return GuardedConnection(self._connect(threads))
+
+    def refresh(self, con) -> None:
+        """Point a connection from `connect` at the parts committed since it was made."""
+        raw = getattr(con, "duckdb", con)
+        self._set_parts(raw, {t: v for t, v in self._part_lists().items() if v is not None})
 
     def _connect(self, threads: int | None = None, schema: bool = True):
         """`connect`; schema=False leaves out the SQL of `schema/` (`_install_schema`)."""
@@ -247,7 +383,13 @@ class Warehouse:
         lock_down(con, self.root)
         prefix = str(self.root).rstrip("/") + "/"
         self.unreadable = {}
+        lists = self._part_lists()
+        self._set_parts(con, lists)
+        self._last_lists = lists
         for spec in TABLES.values():
+            if lists[spec.name] is None:
+                con.execute(empty_view_sql(spec))
+                continue
             try:
                 con.execute(table_view_sql(spec, self.root, prefix))
             except duckdb.Error as exc:
@@ -283,6 +425,8 @@ class Warehouse:
         return self._fetch(sql, params, rows)
 
     def _fetch(self, sql: str, params, convert):
+        if not isinstance(sql, str):
+            raise WarehouseError(f"SQL must be a string (one SELECT statement), got {type(sql).__name__} {sql!r:.60}")
         with self._reader_lock:
             reader, reused = self._reader()
             check_readonly(reader.con, sql)  # refused on any connection: no second try
@@ -316,10 +460,18 @@ class Warehouse:
         if reader is not None:
             if reader.pid == os.getpid() and not any(
                     (self.root / schema_part_path(TABLES[t])).exists() for t in reader.missing):
+                lists = self._part_lists()
+                if lists != reader.parts:
+                    if any((lists[t] is None) != (reader.parts[t] is None) for t in lists):
+                        self._drop_reader()
+                        return self._reader(schema)
+                    self._set_parts(reader.con, {t: v for t, v in lists.items() if v != reader.parts[t]})
+                    reader.parts = lists
                 return reader, True
             self._drop_reader()
         missing = tuple(t for t, spec in TABLES.items() if not (self.root / schema_part_path(spec)).exists())
-        reader = _Reader(self._connect(schema=schema), os.getpid(), missing, schema)
+        con = self._connect(schema=schema)
+        reader = _Reader(con, os.getpid(), missing, schema, self._last_lists)
         if not self.unreadable:
             self._reader_state = reader
         return reader, False

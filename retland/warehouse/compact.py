@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from .sqlgen import SCHEMA_PART, TABLES_DIR, _lit, duck_type, quote
 from .tables import TABLES, TableSpec
+from .log import committed_paths, read_log, temp_name, write_entry
 from .writer import WarehouseError, _fsync_dir
 
 _ROW_GROUP = 1 << 20
@@ -57,9 +58,15 @@ class FolderResult:
     bytes_after: int
 
 
-def data_parts(folder: Path) -> list[Path]:
-    """The published data parts of one folder, in write order (name order)."""
-    return sorted(p for p in folder.glob("part-*.parquet") if p.name != SCHEMA_PART and p.is_file())
+def data_parts(folder: Path, root: Path | None = None) -> list[Path]:
+    """The committed data parts of one folder, in write order (name order)."""
+    folder = Path(folder)
+    if root is None:
+        root = next(p.parent for p in folder.parents if p.name == TABLES_DIR)
+    state = read_log(root)
+    table = folder.relative_to(root).parts[1]
+    return [root / rel for rel in committed_paths(state, table)
+            if (root / rel).parent == folder and (root / rel).name != SCHEMA_PART]
 
 
 def plan(root: Path, tables: list[str] | None = None, min_parts: int = 2) -> list[FolderPlan]:
@@ -71,15 +78,14 @@ def plan(root: Path, tables: list[str] | None = None, min_parts: int = 2) -> lis
     if unknown:
         raise WarehouseError(f"unknown table(s) {', '.join(unknown)}; tables: {', '.join(TABLES)}")
     out = []
+    state = read_log(root)
     for name in names:
-        spec = TABLES[name]
-        base = root / TABLES_DIR / name
-        if not base.is_dir():
-            continue
-        folders = [base] if not spec.partition_by else sorted(
-            p for p in base.glob("/".join("*" for _ in spec.partition_by)) if p.is_dir())
-        for folder in folders:
-            parts = data_parts(folder)
+        by_folder: dict[Path, list[Path]] = {}
+        for rel in committed_paths(state, name):
+            path = root / rel
+            by_folder.setdefault(path.parent, []).append(path)
+        for folder in sorted(by_folder):
+            parts = [p for p in by_folder[folder] if p.is_file()]
             if len(parts) >= min_parts:
                 out.append(FolderPlan(name, folder, tuple(parts), sum(p.stat().st_size for p in parts)))
     return out
@@ -109,7 +115,7 @@ def compact_folder(item: FolderPlan) -> FolderResult:
     first = item.parts[0].name  # part-<ts>-<uuid>.parquet
     ts = first.split("-")[1]
     name = f"part-{ts}-{uuid.uuid4().hex[:12]}.parquet"
-    tmp = item.folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = item.folder / temp_name(name)
     con = duckdb.connect(":memory:")
     rows_before = sum(pq.ParquetFile(p).metadata.num_rows for p in item.parts)
     rows_after = 0
@@ -130,8 +136,31 @@ def compact_folder(item: FolderPlan) -> FolderResult:
     finally:
         con.close()
     _fsync_dir(item.folder)
+    root = next(p.parent for p in item.folder.parents if p.name == TABLES_DIR)
+    new = (item.folder / name).relative_to(root).as_posix()
+    write_entry(root, [{"table": item.table, "path": new, "rows": rows_after,
+                        "bytes": (item.folder / name).stat().st_size}],
+                remove=[p.relative_to(root).as_posix() for p in item.parts], command="compact")
     for part in item.parts:
         part.unlink()
     _fsync_dir(item.folder)
     return FolderResult(item.table, item.folder, len(item.parts), rows_before, rows_after, item.bytes,
                         (item.folder / name).stat().st_size)
+
+
+def checkpoint_log(root: Path) -> int:
+    """Shrink the log: one entry listing the whole committed set supersedes every entry,
+    which are then deleted. Only under the warehouse's exclusive lock (no reader may be
+    between listing and reading the log). Returns how many entries it replaced."""
+    from .log import log_dir
+
+    state = read_log(root)
+    if state.legacy or len(state.entries) + len(state.superseded) <= 1:
+        return 0
+    add = [item for table in state.parts.values() for item in table.values()]
+    old = sorted(set(state.entries) | set(state.superseded))
+    write_entry(root, add, supersedes=old, command="checkpoint")
+    for entry_id in old:
+        (log_dir(root) / f"{entry_id}.json").unlink(missing_ok=True)
+    _fsync_dir(log_dir(root))
+    return len(old)

@@ -162,7 +162,6 @@ def import_returns(wh: Warehouse, path: Path, tag: str = "imported") -> ImportSu
     finally:
         con.close()
     # Every table's rows pass the warehouse's validation before the first is written.
-    # Parents before children: a reader never sees returns whose run is unknown.
     batches = {
         "runs": new_runs.with_columns(pl.lit("imported").alias("source"), pl.lit(source).alias("config")),
         "operators": new_ops.with_columns(pl.lit("imported").alias("kind"), pl.lit(source).alias("params")),
@@ -173,8 +172,9 @@ def import_returns(wh: Warehouse, path: Path, tag: str = "imported") -> ImportSu
         checked = {table: validate(table, rows) for table, rows in batches.items()}
     except WarehouseError as exc:
         raise WarehouseError(f"{path}: {exc}") from None
-    counts = {table: wh.append(table, rows) for table, rows in checked.items()}
-    written = counts["post_update_returns"]
+    # One commit for all four tables: a reader (or a crash) sees all of the file's rows or none.
+    counts = wh.append_many(checked, command="import-returns")
+    written = counts.get("post_update_returns", 0)
     return ImportSummary(
         rows_in_file=df.height,
         rows_written=written,

@@ -40,10 +40,20 @@ def duck_type(t: pa.DataType) -> str:
 
 
 def table_glob(spec: TableSpec, prefix: str = "") -> str:
-    """The glob of a table's parts: relative to the warehouse root, or under `prefix`
-    (the root's absolute path with a trailing slash)."""
+    """The glob of every file a table's folders may hold (committed or not): relative to
+    the warehouse root, or under `prefix`. The views do not read it (see `parts_var`)."""
     depth = "/".join("*" for _ in spec.partition_by)
     return f"{prefix}{TABLES_DIR}/{spec.name}/" + (depth + "/" if depth else "") + "*.parquet"
+
+
+def parts_var(spec: TableSpec) -> str:
+    """The DuckDB variable holding the list of a table's committed parts (its schema part
+    first): set by `Warehouse` from the commit log, by init.sql with read_json."""
+    return f"retland_parts_{spec.name}"
+
+
+def parts_source(spec: TableSpec) -> str:
+    return f"getvariable({_lit(parts_var(spec))})"
 
 
 def _lit(text: str) -> str:
@@ -72,7 +82,7 @@ def _parts_sql(spec: TableSpec, prefix: str) -> str:
     return (
         "SELECT file_name AS part, parse_dirpath(file_name) AS folder"
         + "".join(f",\n           {c}" for c in cols)
-        + f"\n    FROM parquet_metadata({_lit(table_glob(spec, prefix))})\n"
+        + f"\n    FROM parquet_metadata({parts_source(spec)})\n"
         "    GROUP BY file_name\n"
         "    HAVING max(row_group_num_rows) > 0"
     )
@@ -133,7 +143,7 @@ def view_sql(spec: TableSpec, prefix: str = "") -> str:
         f"CAST({quote(f.name)} AS {duck_type(f.type)}) AS {quote(f.name)}" for f in spec.schema
     )
     key = ", ".join(quote(c) for c in spec.key)
-    src = f"read_parquet({_lit(table_glob(spec, prefix))}, {', '.join(opts)})"
+    src = f"read_parquet({parts_source(spec)}, {', '.join(opts)})"
     n = _box_count(spec)
     if n == 0:
         # Keyed by partition columns only: every part of a folder holds the same key.

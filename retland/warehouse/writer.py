@@ -10,8 +10,8 @@ the first writer of a duplicated key).
 """
 from __future__ import annotations
 
+import errno
 import os
-import re
 import time
 import uuid
 from datetime import datetime, timezone
@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .log import _fsync_dir as _log_fsync_dir
+from .log import PARTITION_VALUE, crash_point, _partition_ok, _safe_path, new_id, part_schema_problem, temp_name, write_entry, write_intent
 from .sqlgen import SCHEMA_PART, TABLES_DIR, schema_part_path
 from .tables import TABLES, TableSpec
 
@@ -41,8 +43,7 @@ class RowError(WarehouseError):
         self.accepted, self.problem = accepted, problem
 
 
-# Values that become folder names must be safe on every filesystem and in globs.
-_PARTITION_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
+_PARTITION_VALUE = PARTITION_VALUE
 
 
 def _spec(table: str) -> TableSpec:
@@ -192,27 +193,20 @@ def _first_duplicate(data: pa.Table, key: tuple[str, ...]) -> int | None:
 
 
 def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    _log_fsync_dir(path)
 
 
 def _publish(table: pa.Table, folder: Path, name: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = folder / temp_name(name)
     try:
         with open(tmp, "wb") as fh:
             pq.write_table(table, fh, compression="zstd")
             fh.flush()
             os.fsync(fh.fileno())
+        crash_point()
         os.rename(tmp, folder / name)
+        crash_point()
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -224,25 +218,92 @@ def _part_name() -> str:
     return f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.parquet"
 
 
-def append_rows(root: Path, table: str, rows) -> int:
-    spec = _spec(table)
-    data = validate(table, rows)
-    if data.num_rows == 0:
-        return 0
-    base = root / TABLES_DIR / table
-    if not spec.partition_by:
-        _publish(data, base, _part_name())
+def no_space_error(exc: OSError, folder: Path, need: int) -> WarehouseError:
+    """ENOSPC/EDQUOT as one line naming the folder, the space needed and what is free."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
+        free_text = f", {free / 2**20:.1f} MiB free"
+    except OSError:
+        free_text = ""
+    return WarehouseError(f"no space left to write into {folder}: needs up to about {max(need, 1) / 2**20:.1f} MiB"
+                          f"{free_text} ({exc.strerror or exc}); nothing was written, free some space and rerun")
+
+
+class Commit:
+    """The rows of one command, possibly for several tables, made visible together.
+
+    `add` validates rows (nothing is written yet); `publish` writes every part under its
+    final name, then one log entry naming them all (see log.py): readers see all of the
+    command's rows or none. A failure on the way deletes what this commit wrote."""
+
+    def __init__(self, root: Path, command: str | None = None):
+        self.root = Path(root)
+        self.command = command
+        self.batches: list[tuple[str, pa.Table]] = []
+
+    def add(self, table: str, rows) -> int:
+        data = validate(table, rows)
+        if data.num_rows:
+            self.batches.append((table, data))
         return data.num_rows
-    groups = data.select(list(spec.partition_by)).group_by(list(spec.partition_by)).aggregate([])
-    for values in groups.to_pylist():
-        mask = None
-        for col, value in values.items():
-            m = pc.equal(data.column(col), value)
-            mask = m if mask is None else pc.and_(mask, m)
-        part = data.filter(mask).drop_columns(list(spec.partition_by))
-        folder = base.joinpath(*(f"{c}={v}" for c, v in values.items()))
-        _publish(part, folder, _part_name())
-    return data.num_rows
+
+    def _parts(self) -> list[tuple[str, Path, str, pa.Table]]:
+        out = []
+        for table, data in self.batches:
+            spec = _spec(table)
+            base = self.root / TABLES_DIR / table
+            if not spec.partition_by:
+                out.append((table, base, _part_name(), data))
+                continue
+            groups = data.select(list(spec.partition_by)).group_by(list(spec.partition_by)).aggregate([])
+            for values in groups.to_pylist():
+                mask = None
+                for col, value in values.items():
+                    m = pc.equal(data.column(col), value)
+                    mask = m if mask is None else pc.and_(mask, m)
+                part = data.filter(mask).drop_columns(list(spec.partition_by))
+                folder = base.joinpath(*(f"{c}={v}" for c, v in values.items()))
+                out.append((table, folder, _part_name(), part))
+        return out
+
+    def publish(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for table, data in self.batches:
+            counts[table] = counts.get(table, 0) + data.num_rows
+        if not self.batches:
+            return counts
+        parts = self._parts()
+        entry_id = new_id()
+        rels = [(folder / name).relative_to(self.root).as_posix() for _, folder, name, _ in parts]
+        written: list[Path] = []
+        intent = None
+        try:
+            intent = write_intent(self.root, entry_id, rels)
+            add = []
+            for (table, folder, name, data), rel in zip(parts, rels):
+                path = _publish(data, folder, name)
+                written.append(path)
+                add.append({"table": table, "path": rel, "rows": data.num_rows, "bytes": path.stat().st_size})
+            write_entry(self.root, add, command=self.command, entry_id=entry_id)
+        except BaseException as exc:
+            for path in written:
+                path.unlink(missing_ok=True)
+            if intent is not None:
+                intent.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                need = sum(d.nbytes for *_, d in parts)
+                raise no_space_error(exc, self.root, need) from None
+            raise
+        intent.unlink(missing_ok=True)
+        return counts
+
+
+def append_rows(root: Path, table: str, rows, command: str | None = None) -> int:
+    commit = Commit(root, command)
+    commit.add(table, rows)
+    return commit.publish().get(table, 0)
 
 
 def write_schema_part(root: Path, spec: TableSpec) -> None:
@@ -258,3 +319,23 @@ def write_schema_part(root: Path, spec: TableSpec) -> None:
         except (pa.ArrowInvalid, OSError):
             pass
     _publish(schema.empty_table(), folder, SCHEMA_PART)
+
+
+def adopt_files(root: Path, files: list[Path], command: str = "adopt") -> str:
+    """Commit Parquet files already placed in a table's folder (written by another tool,
+    or by hand), after checking each against its table's declared schema. For repairs and
+    tests; the writer never needs it. Raises WarehouseError naming a file that fails."""
+    root = Path(root)
+    add = []
+    for path in files:
+        rel = Path(path).resolve().relative_to(root.resolve()).as_posix()
+        parts = rel.split("/")
+        if len(parts) < 3 or parts[0] != TABLES_DIR or parts[1] not in TABLES or not _safe_path(rel):
+            raise WarehouseError(f"{rel}: not a part path (tables/<table>/[<partition>/]<name>.parquet)")
+        if not _partition_ok(parts, TABLES[parts[1]]):
+            raise WarehouseError(f"{rel}: not in a partition folder of {parts[1]}")
+        problem = part_schema_problem(root / rel, parts[1])
+        if problem:
+            raise WarehouseError(f"{rel}: {problem}")
+        add.append({"table": parts[1], "path": rel, "rows": None, "bytes": (root / rel).stat().st_size})
+    return write_entry(root, add, command=command)
