@@ -89,5 +89,5 @@ def test_ppo_operator_refuses_a_checkpoint_of_another_env(wh, job):
     if algo != "ppo":
         pytest.skip("env-bound operator: PPO only")
     ck = load_checkpoint(wh, result.run_ids[0], 128)
-    with pytest.raises(ValueError, match="is for hopper/positional/paper, but this PPO agent rolls out ant"):
+    with pytest.raises(ValueError, match="is for hopper/brax0013/paper, but this PPO agent rolls out ant"):
         get_agent("ppo", ck.config.model_copy(update={"env": "ant"})).operator_state(ck)

@@ -84,7 +84,7 @@ def test_the_agent_state_is_restored_without_building_the_env(stored, monkeypatc
     assert_same_tree(ckpt.state, state)  # restored on first use: leaf for leaf the old path's
     assert all(x is y for x, y in zip(jax.tree.leaves(ckpt.state.agent), jax.tree.leaves(ckpt.agent_state)))
     assert_same_tree(ckpt.replay, replay)
-    assert ckpt.replay_size == 40000
+    assert ckpt.replay_size == step  # one TD3 transition per env step
 
 
 def test_with_the_store_off_it_builds_the_env_and_restores_the_same(example, monkeypatch):
@@ -98,9 +98,9 @@ def test_with_the_store_off_it_builds_the_env_and_restores_the_same(example, mon
 
 def test_dims_that_do_not_fit_the_checkpoint_are_refused_naming_the_field(stored, monkeypatch):
     root, run_id, step, _ = stored
-    obs_size, action_size = envs.known_env_dims("hopper", "positional", variant="paper")
+    obs_size, action_size = envs.known_env_dims("hopper", "brax0013", variant="paper")
     monkeypatch.setattr(envs, "known_env_dims", lambda *a, **k: (obs_size + 1, action_size))
-    with pytest.raises(ValueError, match=r"checkpoint .*@40000: field agent/.*kernel has shape"):
+    with pytest.raises(ValueError, match=rf"checkpoint .*@{step}: field agent/.*kernel has shape"):
         ck.load_checkpoint(root, run_id, step)
 
 
@@ -112,7 +112,7 @@ def test_a_missing_replay_prefix_is_refused_at_load(stored, tmp_path):
     shutil.copytree(root, copy)
     for seg in (copy / "artifacts" / "runs" / run_id / "replay").iterdir():
         shutil.rmtree(seg)
-    with pytest.raises(ValueError, match=r"replay of .*: only 0 rows stored, checkpoint needs 40000"):
+    with pytest.raises(ValueError, match=rf"replay of .*: only 0 rows stored, checkpoint needs {step}"):
         ck.load_checkpoint(copy, run_id, step)
 
 

@@ -25,7 +25,7 @@ def test_runs_lists_imported_runs(filled, capsys, monkeypatch):
     code, out, _ = run_cli(capsys, monkeypatch, "runs", "-f", "csv", "-w", filled)
     assert code == 0
     lines = out.strip().splitlines()
-    assert lines[0].startswith("run_id,algo,env,variant,seed,source")
+    assert lines[0].startswith("run_id,algo,env,variant,simulator,seed,source")
     assert {l.split(",")[0] for l in lines[1:]} == {"td3-hopper-imported-s0", "td3-hopper-imported-s1"}
 
 

@@ -1,7 +1,8 @@
 """Failure pairs: selection rules, exact re-rolls of stored samples, the divergence view.
 
-A gaussian(σ = 0.3) distribution of 32 samples (B = 8, 20-step episodes) of the tiny
-TD3 job of `analysis_jobs` is spread enough to have LTP > 0.
+A gaussian(σ = 0.3) distribution of 32 samples (B = 8, H = 40-step episodes) of the tiny
+TD3 job of `analysis_jobs` is spread enough to have LTP > 0 (on Brax 0.0.13's hopper a
+perturbed tiny policy falls after 20 steps at the earliest, so shorter episodes have none).
 
 The distribution is sampled through the per-step variant of the sampler's chunk program,
 the program `failures.reroll` runs: the summary program is another compiled program, and
@@ -20,6 +21,8 @@ from analysis_jobs import tiny_job
 from conftest import run_cli, tree_digest
 from retland.analyses import failures as fl
 from retland.purd.operators import parse_operator
+
+H = 40  # episode length of the sampled distribution
 
 
 def test_selection_rules_pick_the_lowest_qualifying_indices():
@@ -43,7 +46,7 @@ def sampled():
         return fn if per_step else (lambda *args: fn(*args)[0])
 
     wh, res = tiny_job()
-    spec = parse_operator("gaussian:0.3", horizon=20, seed=0)
+    spec = parse_operator("gaussian:0.3", horizon=H, seed=0)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(engine, "chunk_function", per_step_program)
         plan = sampling.plan_distribution(wh, res.run_ids[0], 60, spec, 32, batch_size=8)
@@ -57,14 +60,14 @@ def test_a_failure_pair_is_rerolled_exactly_and_stored(sampled):
     target = fl.plan(wh, run, 60, spec.operator_id, pairs=2)
     assert target.ltp > 0 and target.chunk_size == 8 and len(target.pairs) >= 1
     records = fl.reroll(wh, target)  # raises unless every return reproduces bit for bit
-    assert fl.store(wh, target, records) == 2 * 20 * len(target.pairs)
+    assert fl.store(wh, target, records) == 2 * H * len(target.pairs)
     assert fl.store(wh, target, records) == 0 and fl.missing_pairs(wh, target) == []
     s, f = target.pairs[0]
     assert abs(target.stored[s] - target.mean) <= 0.1 * abs(target.mean)
     assert target.stored[f] < 0.5 * target.mode
     traj = wh.query("SELECT * FROM trajectories WHERE pair_id = ? ORDER BY role, t",
                     [fl.pair_id(run, 60, spec.operator_id, s, f)])
-    assert traj.height == 40
+    assert traj.height == 2 * H  # the first pair: success and failure, H steps each
     for role, i in (("success", s), ("failure", f)):
         g = traj.filter(traj["role"] == role)
         assert g["cumulative_return"][-1] == pytest.approx(target.stored[i], rel=1e-5)
@@ -108,7 +111,7 @@ def test_a_checkpoint_without_failures_is_refused_with_the_reason(sampled, tmp_p
     wh = Warehouse.open(tmp_path / "wh", create=False)
     # a constant distribution: mode = its value, LTP = 0
     wh.append("post_update_returns", {"run_id": [res.run_ids[1]] * 4, "step": [60] * 4,
-                                      "operator_id": ["gaussian[sigma=0.3,h=20,seed=0]"] * 4,
+                                      "operator_id": [f"gaussian[sigma=0.3,h={H},seed=0]"] * 4,
                                       "update_index": [0, 1, 2, 3], "return": [5.0] * 4, "chunk_size": [8] * 4})
     before = tree_digest(wh.root)
     for args, msg in [

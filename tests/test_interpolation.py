@@ -191,13 +191,15 @@ def test_pairs_stored_before_the_pair_seed_existed_still_read(warehouse):
     import pyarrow.parquet as pq
 
     from retland.warehouse.tables import TABLES
+    from retland.warehouse.writer import adopt_files
 
     hand_made(warehouse, "new", "same-run", "hopper", [10, 20])
     old_schema = pa.schema([f for f in TABLES["interpolation_pairs"].schema if f.name != "pair_seed"])
     new_row = warehouse.query("SELECT * FROM interpolation_pairs").drop("pair_seed").to_dicts()[0]
     folder = warehouse.root / "tables" / "interpolation_pairs"
-    pq.write_table(pa.Table.from_pylist([dict(new_row, pair_id="old")], schema=old_schema),
-                   folder / "part-00000000000000000001-old.parquet")
+    old_part = folder / "part-00000000000000000001-old.parquet"
+    pq.write_table(pa.Table.from_pylist([dict(new_row, pair_id="old")], schema=old_schema), old_part)
+    adopt_files(warehouse.root, [old_part])  # as the commit log's migration adopts an old warehouse's parts
     warehouse.append("interpolation_points", [
         {"pair_id": "old", "point": p, "sample": k, "lam": float(p), "return": 5.0, "episode_length": 10,
          "terminated": False} for p in range(2) for k in range(2)])

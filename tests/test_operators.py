@@ -174,7 +174,7 @@ def test_init_state_start_is_the_noisy_reset_from_the_rollout_key():
     key_i = sample_key(spec.base_key, 4)
     env = make_env("hopper", "positional", 0.01, variant=DEFAULT_VARIANT)
     s = env.reset(rollout_key(key_i))
-    s0 = reference_state("hopper", variant=DEFAULT_VARIANT)
+    s0 = reference_state("hopper", "positional", variant=DEFAULT_VARIANT)
     dq = np.asarray(s.pipeline_state.q - s0.pipeline_state.q)
     assert 0 < np.abs(dq).max() <= 0.01
     assert np.abs(np.asarray(s.pipeline_state.qd)).max() <= 0.01

@@ -153,7 +153,7 @@ def test_ppo_follows_the_authors_code_where_table_1_is_silent_and_old_runs_keep_
     head = params["MLP_0"]["Dense_2"]["kernel"]
     # an orthogonal 64x3 kernel with gain g has columns of norm g
     assert jnp.allclose(jnp.linalg.norm(head, axis=0), 0.01, rtol=1e-4)
-    legacy = TrainConfig(agent=PPOConfig()).model_dump(mode="json")
+    legacy = TrainConfig(variant="brax", agent=PPOConfig()).model_dump(mode="json")
     for k in ("variant",):
         del legacy[k]
     for k in ("actor_head_scale", "critic_head_scale"):

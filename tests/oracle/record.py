@@ -25,7 +25,8 @@ JITTERS independent draws (fixed numpy draws; `[JITTERS, T, ...]`): round-off of
 a reimplementation that orders its float operations differently makes at each step. One
 draw is not enough: a discrete event (a joint reaching its limit, a foot sticking or
 slipping) that round-off flips one way in some draws and not in others moves a whole
-trajectory. How far 0.0.13's own outputs move then is how far any
+trajectory. `policy/s0_jitter_return` [POLICY_JITTERS, P] does the same to the
+policies' episodes from s0. How far 0.0.13's own outputs move then is how far any
 float32 reimplementation can be held to it: its position-based velocity update divides
 position changes by the substep (5 ms for hopper), which turns round-off into velocity
 differences of ~1e-5, and some tasks (halfcheetah) amplify that over steps.
@@ -79,6 +80,7 @@ RESET_BOUND = {"ant": 0.1, "halfcheetah": 0.1, "hopper": 0.005, "walker2d": 0.00
 INFO_OBS = ("ant", "halfcheetah")
 N_STARTS = 20
 JITTERS = 10
+POLICY_JITTERS = 4
 HORIZON = 1000
 
 
@@ -231,18 +233,24 @@ def actor(params: list[tuple[jnp.ndarray, jnp.ndarray]], obs):
     return x
 
 
-def episode(env, params, state):
+def episode(env, params, state, jitter_key=None):
     """Undiscounted return over HORIZON steps, rewards after the first done not counted
-    (the terminating step's is), and the episode length."""
-    def body(carry, _):
+    (the terminating step's is), and the episode length. With `jitter_key`, the state is
+    moved by one ulp, up or down at random, after every step."""
+    def body(carry, t):
         s, alive, ret, length = carry
         s = env.step(s, actor(params, s.obs))
+        if jitter_key is not None:
+            leaves, tree = jax.tree_util.tree_flatten(s.qp)
+            keys = jax.random.split(jax.random.fold_in(jitter_key, t), len(leaves))
+            signs = [jax.random.rademacher(k, x.shape).astype(x.dtype) for k, x in zip(keys, leaves)]
+            s = s.replace(qp=ulp_signed(s.qp, jax.tree_util.tree_unflatten(tree, signs)))
         ret = ret + jnp.where(alive, s.reward, 0.0)
         length = length + alive.astype(jnp.int32)
         alive = alive & (s.done < 0.5)
         return (s, alive, ret, length), None
     (_, _, ret, length), _ = jax.lax.scan(body, (state, jnp.array(True), jnp.zeros(()), jnp.zeros((), jnp.int32)),
-                                          (), HORIZON)
+                                          jnp.arange(HORIZON))
     return ret, length
 
 
@@ -253,12 +261,15 @@ def record_policies(o: Oracle, policies: dict[str, np.ndarray], s0, starts) -> d
     from_s0 = jax.jit(jax.vmap(lambda p: episode(o.env, p, s0)))
     ret, length = from_s0(stacked)
     self_ret, _ = jax.jit(jax.vmap(lambda p: episode(o.env, p, s0.replace(qp=ulp_up(s0.qp)))))(stacked)
+    jitter = jax.jit(jax.vmap(jax.vmap(lambda p, k: episode(o.env, p, s0, k), in_axes=(0, None)), in_axes=(None, 0)))
+    jitter_ret, _ = jitter(stacked, jax.random.split(jax.random.PRNGKey(7), POLICY_JITTERS))
     first = [(w[0], b[0]) for w, b in stacked]
     noisy = jax.jit(jax.vmap(lambda s: episode(o.env, first, s)))
     nret, nlength = noisy(starts)
     self_nret, _ = noisy(starts.replace(qp=ulp_up(starts.qp)))
     return {"policy/s0_return": np.asarray(ret, FLOAT), "policy/s0_length": np.asarray(length, np.int32),
             "policy/s0_self_return": np.asarray(self_ret, FLOAT),
+            "policy/s0_jitter_return": np.asarray(jitter_ret, FLOAT),
             "policy/starts_return": np.asarray(nret, FLOAT),
             "policy/starts_self_return": np.asarray(self_nret, FLOAT),
             "policy/starts_length": np.asarray(nlength, np.int32)}
