@@ -106,9 +106,17 @@ def test_a_checkpoint_without_failures_is_refused_with_the_reason(sampled, tmp_p
     shared, res, _ = sampled
     # A copy of the shared job's warehouse (other test files add distributions to it, in an
     # order that depends on how tests are spread over workers) without run 1's samples.
+    from retland.warehouse import log
+
     shutil.copytree(shared.root, tmp_path / "wh")
-    shutil.rmtree(tmp_path / "wh" / "tables" / "post_update_returns" / f"run_id={res.run_ids[1]}", ignore_errors=True)
-    wh = Warehouse.open(tmp_path / "wh", create=False)
+    root = tmp_path / "wh"
+    # remove run 1's samples and commit the removal (the commit log names every part read)
+    gone = [p for p in log.committed_paths(log.read_log(root), "post_update_returns")
+            if f"/run_id={res.run_ids[1]}/" in p]
+    if gone:
+        log.write_entry(root, add=[], remove=gone, command="test: drop run 1's samples")
+    shutil.rmtree(root / "tables" / "post_update_returns" / f"run_id={res.run_ids[1]}", ignore_errors=True)
+    wh = Warehouse.open(root, create=False)
     # a constant distribution: mode = its value, LTP = 0
     wh.append("post_update_returns", {"run_id": [res.run_ids[1]] * 4, "step": [60] * 4,
                                       "operator_id": [f"gaussian[sigma=0.3,h={H},seed=0]"] * 4,
