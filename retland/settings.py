@@ -22,8 +22,8 @@ __all__ = ["VARIANTS", "BRAX_VARIANTS", "DMC_VARIANT", "DEFAULT_VARIANT", "LEGAC
            "InterpolationSettings", "StabilizeConfig", "LandscapeError", "InterpolationError", "default_of",
            "help_of"]
 
-# Task rules (termination, reward, observation, reset noise): "paper" restores Brax
-# 0.0.13's, which the paper used (retland.core.paper_tasks); "brax" is brax 0.14's own.
+# Tasks: "paper" is Brax 0.0.13's, which the paper used: its robots, simulator and rules
+# (retland.core.brax0013, backend brax0013); "brax" is brax 0.14's own robots and rules.
 # Both are for the brax tasks; a DeepMind Control task has only its own rules, as MuJoCo
 # Playground implements them, recorded as "dmc" (retland.core.dmc).
 BRAX_VARIANTS: tuple[str, ...] = ("paper", "brax")
