@@ -78,13 +78,14 @@ def _unwritable(monkeypatch, wh):
 
 def _refuse_creating_files(monkeypatch, wh):
     """The OS refusing to create a part file in the warehouse (EACCES), at the one place
-    the writer creates files; what import-returns meets in a read-only folder."""
-    from retland.warehouse import writer
+    the warehouse creates files (log.write_atomic); what import-returns meets in a
+    read-only folder."""
+    from retland.warehouse import log
 
     def denied(path, *args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr(writer, "open", denied, raising=False)
+    monkeypatch.setattr(log, "open", denied, raising=False)
 
 
 SETUPS = {"unwritable": _unwritable, "refuse_files": _refuse_creating_files}

@@ -110,11 +110,13 @@ def crash_point() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _write_atomic(folder: Path, name: str, text: str) -> Path:
+def write_atomic(folder: Path, name: str, write, mode: str = "w") -> Path:
+    """folder/name written by write(file) under a temporary name, fsynced, then renamed into
+    place: readers see the whole file or none (the temporary is removed on any failure)."""
     tmp = folder / temp_name(name)
     try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
+        with open(tmp, mode) as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         crash_point()
@@ -136,7 +138,8 @@ def write_entry(root: Path, add: list[dict], remove=(), supersedes=(), command: 
     folder = log_dir(root)
     if not folder.is_dir():
         migrate(root)  # a warehouse from before the log adopts its parts before the first entry
-    _write_atomic(folder, f"{entry_id}.json", json.dumps(body, separators=(",", ":")) + "\n")
+    text = json.dumps(body, separators=(",", ":")) + "\n"
+    write_atomic(folder, f"{entry_id}.json", lambda fh: fh.write(text))
     return entry_id
 
 
@@ -361,7 +364,8 @@ def write_intent(root: Path, entry_id: str, paths: list[str]) -> Path:
     if not folder.is_dir():
         migrate(root)
     name = f".pending-{entry_id}.{HOST}.{os.getpid()}"
-    return _write_atomic(folder, name, json.dumps({"paths": paths}) + "\n")
+    text = json.dumps({"paths": paths}) + "\n"
+    return write_atomic(folder, name, lambda fh: fh.write(text))
 
 
 def _stale(host: str, pid: int, everything: bool) -> bool:

@@ -11,7 +11,6 @@ the first writer of a duplicated key).
 from __future__ import annotations
 
 import errno
-import os
 import time
 import uuid
 from datetime import datetime, timezone
@@ -23,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .log import _fsync_dir as _log_fsync_dir
-from .log import PARTITION_VALUE, crash_point, _partition_ok, _safe_path, new_id, part_schema_problem, temp_name, write_entry, write_intent
+from .log import PARTITION_VALUE, _partition_ok, _safe_path, new_id, part_schema_problem, write_atomic, write_entry, write_intent
 from .sqlgen import SCHEMA_PART, TABLES_DIR, schema_part_path
 from .tables import TABLES, TableSpec
 
@@ -198,20 +197,7 @@ def _fsync_dir(path: Path) -> None:
 
 def _publish(table: pa.Table, folder: Path, name: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / temp_name(name)
-    try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        crash_point()
-        os.rename(tmp, folder / name)
-        crash_point()
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(folder)
-    return folder / name
+    return write_atomic(folder, name, lambda fh: pq.write_table(table, fh, compression="zstd"), mode="wb")
 
 
 def _part_name() -> str:
