@@ -174,6 +174,15 @@ class Page:
             raise CDPError(f"{expression[:80]}…: {result['exceptionDetails']}")
         return result["result"].get("value")
 
+    def wait_until(self, expression: str, timeout: float = 10.0) -> bool:
+        """Pump events until the JS expression is true; False if it is not within `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while not self.evaluate(f"Boolean({expression})"):
+            if time.monotonic() > deadline:
+                return False
+            self.browser.pump(0.1)
+        return True
+
     @property
     def console_errors(self) -> list[str]:
         """console.error/assert calls, uncaught exceptions, and browser log errors."""
