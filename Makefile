@@ -24,7 +24,7 @@ NEWJAX_TESTS ?= tests/test_tasks.py tests/test_rollout.py tests/test_operators.p
 NEWJAX_K ?= not walker2d and not ant_contacts and not another_chunk_size
 NEWJAX_PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: install demo test test-newest-jax test-dmc test-oracle test-slow bench clean-demo
+.PHONY: install demo test test-newest-jax test-dmc test-oracle test-crash test-slow bench clean-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -97,6 +97,11 @@ test-oracle: $(STAMP) $(ORACLE_STAMP)
 	RETLAND_ORACLE_DIR=$(abspath $(ORACLE_DIR)) $(PY) -m pytest -q -p no:cacheprovider tests/test_oracle.py
 	RETLAND_ORACLE_DIR=$(abspath $(ORACLE_DIR)) JAX_ENABLE_X64=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_oracle.py
 	$(PY) benchmarks/oracle.py $(ORACLE_DIR)
+
+# kill -9 at every write point of `train` and `sample` (each try a process that compiles):
+# the warehouse keeps whole commits only, and resume/rerun finishes. CI runs it after make test.
+test-crash: $(STAMP)
+	$(PY) -m pytest -q -m slow -k kill_9 tests/test_store_trust.py
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -5,3 +5,16 @@ library inside the command function, not at module level: JAX, brax and orbax ta
 seconds to import, and `--help`, `retland query` and a refused option must stay instant.
 Defaults and help texts of sampling and the analyses come from `retland.settings`.
 """
+
+
+def launch() -> None:
+    """The `retland` console script. Loading the command line takes a moment; a Ctrl-C
+    during it ends in one line and exit 130, as one during a command does."""
+    import sys
+
+    try:
+        from retland.cli.main import main
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted: stopped by Ctrl-C\n")
+        raise SystemExit(130) from None
+    main()

@@ -11,8 +11,8 @@
     retland.sample_update(wh, run_id, 0, update="pkg.mod:step", state=s, n=256)   # your own update
 
 The public names are `__all__`. `stats`, `distribution_stats`, `load_checkpoint`,
-`add_policy` and `sample_update` (retland.policies) are imported on first use, so that
-`import retland` for queries stays fast and never imports jax.
+`add_policy` and `sample_update` (retland.policies) are imported on first use (the
+warehouse names too), so that `import retland` for queries stays fast and never imports jax.
 """
 from __future__ import annotations
 
@@ -20,10 +20,14 @@ import importlib
 
 __version__ = "0.1.0"
 
-from .warehouse import Warehouse, WarehouseError, connect, resolve_root
-
-# name -> (module, attribute or None for the module itself), imported on first access
+# name -> (module, attribute or None for the module itself), imported on first access;
+# the warehouse too, so that `import retland.cli` (the command line's first step) imports
+# nothing before it can turn a Ctrl-C into one line
 _LAZY = {
+    "Warehouse": ("retland.warehouse", "Warehouse"),
+    "WarehouseError": ("retland.warehouse", "WarehouseError"),
+    "connect": ("retland.warehouse", "connect"),
+    "resolve_root": ("retland.warehouse", "resolve_root"),
     "stats": ("retland.stats", None),
     "distribution_stats": ("retland.analyses.distributions", "distribution_stats"),
     "load_checkpoint": ("retland.train.checkpoints", "load_checkpoint"),
@@ -47,7 +51,7 @@ __all__ = [
 
 def query(sql: str, warehouse=None, params=None):
     """Run one read-only SQL statement on a warehouse; returns a polars DataFrame."""
-    from .warehouse import PYTHON_HOW
+    from .warehouse import PYTHON_HOW, Warehouse
 
     return Warehouse.open(warehouse, create=False, _how=PYTHON_HOW).query(sql, params)
 

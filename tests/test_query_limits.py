@@ -150,3 +150,25 @@ def test_ctrl_c_stops_other_reading_commands_in_one_line(filled, tmp_path):
     assert proc.returncode == 130, (out, err)
     assert time.monotonic() - t0 < 2.0
     assert len(err.strip().splitlines()) == 1 and "interrupted" in err, err
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line(capsys, monkeypatch):
+    """The console script (`retland.cli:launch`) imports the command line inside its own
+    handler: a Ctrl-C in that first moment is one line and exit 130, not a traceback."""
+    import importlib.abc
+
+    from retland.cli import launch
+
+    class Interrupting(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "retland.cli.main":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "retland.cli.main", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    with pytest.raises(SystemExit) as exit_:
+        launch()
+    assert exit_.value.code == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["interrupted: stopped by Ctrl-C"]

@@ -171,16 +171,19 @@ def _train_group(cfg: TrainConfig, wh, ids: list[str], result: TrainResult, resu
     agent = get_agent(cfg.algo, cfg.agent)
     t_start = time.perf_counter()
 
-    def do_eval(step):
+    def do_eval(step, commit: bool = True):
+        """Evaluate the seeds; their rows are committed now, or (commit=False, a
+        checkpoint step) returned to be committed with the checkpoint's rows."""
         r = evaluate(agent.actor_params(ts))
         rets, lens = np.asarray(r.ret, np.float64), np.asarray(r.episode_length)
         have = result.curve.get(step)
         result.curve[step] = rets if have is None else np.concatenate([have, rets])
         wall = time.perf_counter() - t_start
-        wh.append("evaluations", [dict(run_id=rid, step=step, eval_return=float(rets[i]),
-                                       episode_length=int(lens[i]), wall_seconds=wall)
-                                  for i, rid in enumerate(ids)])
-        return rets
+        rows = [dict(run_id=rid, step=step, eval_return=float(rets[i]), episode_length=int(lens[i]),
+                     wall_seconds=wall) for i, rid in enumerate(ids)]
+        if commit:
+            wh.append("evaluations", rows)
+        return rets, rows
 
     if step == 0:
         do_eval(0)
@@ -191,17 +194,21 @@ def _train_group(cfg: TrainConfig, wh, ids: list[str], result: TrainResult, resu
             step += chunk
             report(chunk)
         jax.block_until_ready(ts)
-        rets = do_eval(step) if step in evals else None
+        at_checkpoint = step in cfg.checkpoint_steps
+        rets, eval_rows = do_eval(step, commit=not at_checkpoint) if step in evals else (None, [])
         if rets is not None:
             report(0, eval=f"eval {float(np.mean(rets)):,.1f}")
-        if step in cfg.checkpoint_steps:
-            _save_checkpoints(wh, ids, step, ts, rb, rets)
+        if at_checkpoint:
+            _save_checkpoints(wh, ids, step, ts, rb, rets, eval_rows)
             if step not in result.checkpoints:
                 result.checkpoints.append(step)
     return first, step, time.perf_counter() - t_loop, ts, rb
 
 
-def _save_checkpoints(wh, ids, step, ts, rb, rets):
+def _save_checkpoints(wh, ids, step, ts, rb, rets, eval_rows=()):
+    """Write every seed's state (and replay) files, then commit their `checkpoints` rows
+    with the step's `evaluations` rows as one entry: a kill leaves the step whole or absent
+    (files without a committed row are an unfinished save that resume replaces)."""
 
     host_ts = jax.device_get(ts)
     host_rb = jax.device_get(rb) if rb is not None else None
@@ -215,7 +222,8 @@ def _save_checkpoints(wh, ids, step, ts, rb, rets):
         rows.append(dict(run_id=rid, step=step, artifact_path=path,
                          eval_return=None if rets is None else float(rets[i]),
                          replay_size=size, created_at=_now()))
-    wh.append("checkpoints", rows)
+    wh.append_many({"evaluations": list(eval_rows), "checkpoints": rows} if eval_rows else {"checkpoints": rows},
+                   command="train")
 
 
 def resume_config(warehouse, job_id: str) -> TrainConfig:

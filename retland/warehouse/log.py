@@ -98,12 +98,21 @@ _points = 0
 def crash_point() -> None:
     """Fault injection for the crash tests: with RETLAND_CRASH_AT=N in the environment,
     the process kills itself (SIGKILL: no cleanup runs) at the N-th write point it passes
-    (before and after each rename of a part, an intent or a log entry)."""
+    (before and after each rename of a part, an intent or a log entry). With
+    RETLAND_CRASH_AT=count it kills nothing and prints `write points: N` to stderr at exit,
+    so a test learns a command's write points from one run."""
     global _points
     at = os.environ.get("RETLAND_CRASH_AT")
     if not at:
         return
     _points += 1
+    if at == "count":
+        if _points == 1:
+            import atexit
+            import sys
+
+            atexit.register(lambda: print(f"write points: {_points}", file=sys.stderr))
+        return
     if _points == int(at):
         import signal
 
