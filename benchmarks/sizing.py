@@ -126,7 +126,7 @@ def part_stabilize(ckpt, args, out: dict):
     from retland.analyses.stabilize.experiment import auto_chunk
     from retland.analyses.stabilize.program import initial_lanes, program_config, purd_fn
     from retland.core import sizing
-    from retland.settings import StabilizeConfig
+    from retland.config.settings import StabilizeConfig
 
     device = jax.local_devices()[0]
     n = 16 if args.tiny else 1000

@@ -27,7 +27,7 @@ from retland.cli.app import (
 )
 from retland.cli.progress import progress_bar
 from retland.cli.selection import SeedOpt, resolve_run
-from retland.settings import (
+from retland.config.settings import (
     DIRECTIONS,
     InterpolationError,
     InterpolationSettings,

@@ -19,7 +19,7 @@ from retland.cli.app import (
 )
 from retland.cli.progress import progress_bar
 from retland.cli.selection import parse_sources, resolve_run, source_option
-from retland.settings import SampleSettings, default_of, help_of
+from retland.config.settings import SampleSettings, default_of, help_of
 
 
 def _int_list(text: str | None, what: str) -> list[int] | None:

@@ -20,7 +20,7 @@ from retland.cli.app import (
 )
 from retland.cli.progress import progress_bar
 from retland.cli.selection import resolve_run
-from retland.settings import ARMS, CRITERIA, StabilizeConfig, default_of, help_of
+from retland.config.settings import ARMS, CRITERIA, StabilizeConfig, default_of, help_of
 
 MAX_SEED = 2**31 - 1
 

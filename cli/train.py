@@ -10,12 +10,10 @@ import typer
 
 from retland.cli.app import CliError, WarehouseOpt, app, console, require_writable
 from retland.cli.progress import progress_bar
+from retland.config.registry import ALGOS
 
 
-class Algo(str, Enum):
-    td3 = "td3"
-    sac = "sac"
-    ppo = "ppo"
+Algo = Enum("Algo", {a: a for a in ALGOS}, type=str)  # the registry's algorithms, as choices
 
 
 def _steps_list(text: str | None) -> tuple[int, ...] | None:
@@ -48,7 +46,7 @@ _OPTION_OF = {"env": "--env", "seeds": "--seeds", "seed": "--seed", "total_steps
 def _error_text(err: dict, given: set[str] = frozenset(), source: str | None = None) -> str:
     """One pydantic error as 'agent.batch_size: Input should be … (got -4)', or with the
     command-line option ('--seeds: …') when the value came from one."""
-    loc = [str(p) for p in err.get("loc", ()) if p not in ("td3", "sac", "ppo")]
+    loc = [str(p) for p in err.get("loc", ()) if p not in ALGOS]
     msg = err["msg"].removeprefix("Value error, ")
     value = err.get("input")
     if loc and err.get("type") != "value_error" and isinstance(value, (int, float, str)):

@@ -39,7 +39,8 @@ from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from retland.settings import DEFAULT_VARIANT, DIRECTIONS, GAUSSIAN_SIGMA, VARIANTS
+from retland.config.registry import ALGOS, check_backend, check_env, check_new_task, check_variant, default_variant
+from retland.config.settings import DIRECTIONS, GAUSSIAN_SIGMA
 
 __all__ = ["KINDS", "Study", "Stage", "StudyError", "study_operator_id", "load_study", "preset_path", "PRESETS_DIR", "stages", "study_scope"]
 
@@ -54,10 +55,8 @@ def _presets_dir() -> Path:
 
 
 PRESETS_DIR = _presets_dir()
-ALGOS = ("td3", "sac", "ppo")
 # Kinds of stage, in the order they run (`--until KIND`).
 KINDS = ("train", "example", "sample", "failures", "landscape", "interpolation", "stabilize", "report")
-ENVS = ("ant", "halfcheetah", "hopper", "walker2d")
 OWN = "own"  # operator "own": each run's own training update (td3 / sac / ppo)
 _SELECTION = re.compile(r"^top-ltp:(\d+)$")
 _REF = re.compile(r"^(.+):(\d+)$")
@@ -102,9 +101,10 @@ def _check_selection(v):
 
 class TrainSpec(_Strict):
     """One `retland train` job: `seeds` runs of one algorithm on one env."""
-    algo: Literal["td3", "sac", "ppo"] = "td3"
-    env: Literal["ant", "halfcheetah", "hopper", "walker2d"] = "hopper"
-    variant: Literal[VARIANTS] = DEFAULT_VARIANT
+    algo: Literal[ALGOS] = "td3"
+    env: str = Field("hopper", description="any task `retland train` takes (a DeepMind Control task needs the "
+                                           "dmc extra)")
+    variant: str = Field(None, description="task rules (default: the task's, as `retland train`)")
     backend: str | None = None
     seeds: int = Field(description="runs trained together (vmapped)")
     seed: int = 0
@@ -115,6 +115,22 @@ class TrainSpec(_Strict):
     config: str | None = Field(None, description="TOML file of agent settings, relative to the study file")
 
     _pos = field_validator("seeds", "steps", "eval_every")(_positive)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_variant(cls, data):
+        if isinstance(data, dict) and data.get("variant") is None and isinstance(data.get("env", "hopper"), str):
+            data = {**data, "variant": default_variant(data.get("env", "hopper"))}
+        return data
+
+    @model_validator(mode="after")
+    def _task(self):
+        """The task checks `retland train` makes, so a study refuses what train would."""
+        check_env(self.env)
+        check_variant(self.variant, self.env)
+        if self.backend is not None:
+            check_new_task(self.env, check_backend(self.backend, self.env, self.variant), self.variant)
+        return self
 
     @model_validator(mode="after")
     def _steps(self):
@@ -139,7 +155,8 @@ class TrainSpec(_Strict):
             return tuple(sorted(set(self.checkpoints)))
         from retland.train.config import TrainConfig, default_checkpoints
 
-        cfg = TrainConfig(agent={"algo": self.algo}, env=self.env, total_steps=self.total)
+        cfg = TrainConfig(agent={"algo": self.algo}, env=self.env, variant=self.variant, backend=self.backend,
+                          total_steps=self.total)
         return default_checkpoints(self.algo, cfg.steps, cfg.granularity)
 
     @property
@@ -208,7 +225,7 @@ class FailuresSpec(_Strict):
                                                "the paper's §3.2) or [\"RUN_ID:STEP\", ...]")
     pairs: int = 1
     operator: str | None = Field(None, description="one of sample.operators (default: the first)")
-    algo: Literal["td3", "sac", "ppo"] | None = Field(None, description="choose among this algorithm's runs only")
+    algo: Literal[ALGOS] | None = Field(None, description="choose among this algorithm's runs only")
     per_env: bool = Field(False, description="K checkpoints per env (else K over the study)")
     seed: int = Field(0, description="the seed of a random:K draw")
 
@@ -242,7 +259,7 @@ class LandscapeSpec(_Strict):
 
     def request(self, run_id: str, step: int, operator: str):
         from retland.analyses.landscape import parse_range
-        from retland.settings import LandscapeRequest
+        from retland.config.settings import LandscapeRequest
 
         lo, hi = parse_range(self.range)
         return LandscapeRequest(run_id, step, directions=self.directions, operator=operator, resolution=self.grid,
@@ -251,7 +268,7 @@ class LandscapeSpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self):
-        from retland.settings import LandscapeError
+        from retland.config.settings import LandscapeError
 
         try:
             self.request("check", 0, "td3").check()
@@ -272,7 +289,7 @@ class InterpolationSpec(_Strict):
     horizon: int | None = None
 
     def settings(self):
-        from retland.settings import InterpolationSettings
+        from retland.config.settings import InterpolationSettings
 
         return InterpolationSettings(points=self.points, samples=self.samples, sigma=self.sigma, seed=self.seed,
                                      horizon=self.horizon, pairs_per_kind=self.pairs_per_kind,
@@ -280,7 +297,7 @@ class InterpolationSpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self):
-        from retland.settings import InterpolationError
+        from retland.config.settings import InterpolationError
 
         try:
             self.settings().check()
@@ -316,7 +333,7 @@ class StabilizeSpec(_Strict):
         return tuple(out)
 
     def base(self):
-        from retland.settings import StabilizeConfig
+        from retland.config.settings import StabilizeConfig
 
         return StabilizeConfig(run_id="", step=0, proposals=self.proposals, samples=self.samples,
                                criterion=self.criterion, alpha=self.alpha, tolerance=self.tolerance,
@@ -846,7 +863,7 @@ def _landscape_stage(study: Study, wh, scope: Scope) -> Stage:
 
 def _interpolation_stage(study: Study, wh, scope: Scope) -> Stage:
     from retland.analyses import interpolation
-    from retland.settings import InterpolationError
+    from retland.config.settings import InterpolationError
 
     spec = study.interpolation
     s = spec.settings()

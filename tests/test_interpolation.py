@@ -23,7 +23,7 @@ from conftest import tree_digest
 from retland import stats
 from retland.analyses import interpolation as ip
 from retland.purd.operators import Gaussian, sample_key
-from retland.settings import InterpolationSettings
+from retland.config.settings import InterpolationSettings
 
 # noise: see the unit tests. Horizon 8, not the runs' 20: returns are chaotic in θ and
 # two compiled programs round differently, so the endpoint check below compares returns

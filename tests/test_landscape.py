@@ -14,7 +14,7 @@ from analysis_jobs import tiny_job
 
 from conftest import tree_digest
 from retland.analyses import landscape as ls
-from retland.settings import LandscapeRequest
+from retland.config.settings import LandscapeRequest
 
 
 def test_grid_arithmetic():

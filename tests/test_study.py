@@ -76,6 +76,34 @@ def test_bad_study_files_are_refused_in_one_line_and_touch_nothing(tmp_path, cap
     assert not wh.exists()
 
 
+DMC_STUDY = 'name = "x"\n[[train]]\nenv = "cheetah-run"\nseeds = 1\nsteps = 20000\ncheckpoints = [20000]\n[sample]\n'
+
+
+def test_a_study_takes_the_tasks_train_takes_or_names_the_extra_they_need(tmp_path, capsys, monkeypatch):
+    """A DeepMind Control task in a study: without MuJoCo Playground, the one line names
+    the dmc extra (as `retland train` says); with it, the study plans train --variant dmc.
+    Unknown tasks and rules a task does not have are refused as train refuses them."""
+    from retland.config import registry
+
+    wh = tmp_path / "wh"
+    with monkeypatch.context() as m:
+        m.setattr(registry, "have_playground", lambda: False)
+        code, _, err = run_cli(capsys, monkeypatch, "study", _write(tmp_path, DMC_STUDY), "--plan", "-w", wh)
+        assert code == 2 and "need the dmc extra: pip install 'retland[dmc]'" in " ".join(err.split()), err
+    for body, message in [(DMC_STUDY.replace("cheetah-run", "Hopper"), "unknown env 'Hopper'"),
+                          (DMC_STUDY.replace('env = "cheetah-run"', 'env = "hopper"\nvariant = "dmc"'),
+                           "variant 'dmc' is for the DeepMind Control tasks"),
+                          (DMC_STUDY.replace('env = "cheetah-run"', 'env = "hopper"\nbackend = "mjx"'),
+                           "the paper variant runs on Brax 0.0.13's simulator")]:
+        code, _, err = run_cli(capsys, monkeypatch, "study", _write(tmp_path, body), "--plan", "-w", wh)
+        assert code == 2 and message in " ".join(err.split()), (message, err)
+    if registry.have_playground():
+        code, out, err = run_cli(capsys, monkeypatch, "study", _write(tmp_path, DMC_STUDY), "--plan", "-w", wh)
+        assert code == 0, err
+        assert "retland train --algo td3 --env cheetah-run --variant dmc" in " ".join(out.split())
+    assert not wh.exists()
+
+
 def test_several_problems_are_one_line_each(tmp_path, capsys, monkeypatch):
     body = 'name = "x"\nexamples = ["td3-hopper"]\ncolour = 1\n[sample]\nsamples = 0\nhorizon = -1\n'
     code, _, err = run_cli(capsys, monkeypatch, "study", _write(tmp_path, body), "-w", tmp_path / "wh")

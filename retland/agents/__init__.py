@@ -18,13 +18,12 @@ config; `get_agent(ckpt.algo, ckpt.config)` returns its `PolicyAgent`
 """
 from __future__ import annotations
 
+import importlib
 from typing import Protocol
 
 from retland.agents.policy import PolicyAgent, PolicyConfig
-from retland.agents.ppo import PPOAgent
-from retland.agents.sac import SACAgent
-from retland.agents.td3 import TD3Agent
-from retland.train.config import ALGOS, agent_config
+from retland.config.agents import agent_config
+from retland.config.registry import AGENT_MODULES, check_algo
 
 
 class Agent(Protocol):
@@ -47,19 +46,17 @@ def get_agent(algo: str, config=None) -> Agent:
     the agent is its PolicyAgent."""
     if isinstance(config, PolicyConfig):
         return PolicyAgent.of(config, algo)
-    if algo not in ALGOS:
-        raise ValueError(f"unknown algo {algo!r}: choose one of {', '.join(ALGOS)}")
+    module = agent_module(algo)
     train_cfg = config if hasattr(config, "agent") else None
     config = getattr(config, "agent", config)  # a TrainConfig carries the agent config
     if config is None:
         config = agent_config(algo)
     if config.algo != algo:
         raise ValueError(f"get_agent({algo!r}) was given a {config.algo} config")
-    if algo == "td3":
-        return TD3Agent(config)
-    if algo == "sac":
-        return SACAgent(config)
-    if train_cfg is None:  # PPO's operator rolls out the env: it must know which
-        return PPOAgent(config)
-    return PPOAgent(config, env=train_cfg.env, backend=train_cfg.backend, horizon=train_cfg.horizon,
-                    variant=train_cfg.variant)
+    return module.make_agent(config, train_cfg)  # PPO's operator rolls out the run's env
+
+
+def agent_module(algo: str):
+    """The module of an algorithm's pure functions (init, explore, train_update, …, and
+    make_agent), as the registry names it; ValueError on an unknown algo."""
+    return importlib.import_module(AGENT_MODULES[check_algo(algo)])

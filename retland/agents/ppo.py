@@ -21,7 +21,7 @@ import optax
 from retland.core import networks
 from retland.core.envs import DEFAULT_VARIANT, make_env
 from retland.core.vec import env_step_with_reset
-from retland.train.config import PPOConfig
+from retland.config.agents import PPOConfig
 
 Params = Any
 
@@ -268,3 +268,13 @@ def update(cfg: PPOConfig, op: OperatorState, key, env_name: str, backend: str, 
     k_collect, k_mb = jax.random.split(key)
     batch, _, _ = _batch(cfg, op.params, env, horizon, op.env_state, op.episode_step, k_collect)
     return operator_step(cfg, op.params, op.opt_state, batch, k_mb, clip=clip, rows=rows)
+
+
+def make_agent(config: PPOConfig, train_cfg=None) -> PPOAgent:
+    """The agent of `config` (retland.agents.get_agent's constructor for this algorithm).
+    PPO's update operator rolls out the run's env: given the run's TrainConfig, the agent
+    rolls out that env, backend, horizon and variant."""
+    if train_cfg is None:
+        return PPOAgent(config)
+    return PPOAgent(config, env=train_cfg.env, backend=train_cfg.backend, horizon=train_cfg.horizon,
+                    variant=train_cfg.variant)

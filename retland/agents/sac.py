@@ -27,7 +27,7 @@ from retland.agents.offpolicy import (
 )
 from retland.core import networks, replay
 from retland.core.replay import Transition
-from retland.train.config import SACConfig
+from retland.config.agents import SACConfig
 
 Params = Any
 LOG2 = math.log(2.0)
@@ -165,3 +165,8 @@ class SACAgent(ReplayAgent):
     config: SACConfig = SACConfig()
     algo: str = "sac"
     algorithm = sys.modules[__name__]
+
+
+def make_agent(config, train_cfg=None) -> SACAgent:
+    """The agent of `config` (retland.agents.get_agent's constructor for this algorithm)."""
+    return SACAgent(config)

@@ -25,7 +25,7 @@ from retland.agents.offpolicy import (
 )
 from retland.core import networks, replay
 from retland.core.replay import Transition
-from retland.train.config import TD3Config
+from retland.config.agents import TD3Config
 
 Params = Any
 
@@ -150,3 +150,8 @@ def update_flags(cfg: TD3Config, agent_batched: TD3State) -> dict:
     """Branch flags of the next `train_update`, from a [seeds]-batched state (all seeds
     share the update counter), so the training loop can keep the branch a real cond."""
     return {"do_actor": (agent_batched.update_count[0] + 1) % cfg.policy_delay == 0}
+
+
+def make_agent(config, train_cfg=None) -> TD3Agent:
+    """The agent of `config` (retland.agents.get_agent's constructor for this algorithm)."""
+    return TD3Agent(config)

@@ -35,7 +35,7 @@ import numpy as np
 
 from retland.core.envs import reference_state
 from retland.purd import engine, sampling
-from retland.purd.operators import OperatorSpec
+from retland.purd.operators import KINDS, OperatorSpec
 from retland.train.checkpoints import load_checkpoint
 
 SUCCESS_TOLERANCE = 0.1  # |R − mean| <= 0.1·|mean|
@@ -69,7 +69,7 @@ def spec_of(wh, operator_id: str) -> OperatorSpec:
     if kind == "update":
         raise FailureError(f"operator {operator_id} is a user update sampled with retland.sample_update; its state "
                            "is not stored, so its samples cannot be re-rolled here")
-    if kind not in ("td3", "sac", "ppo", "gaussian", "action", "init_state"):
+    if kind not in KINDS:
         raise FailureError(f"operator {operator_id} ({kind}) cannot be re-rolled: it was not sampled by retland")
     spec = OperatorSpec.from_row(kind, rows[0]["params"])  # string parameters too (ppo rows=first)
     if spec.operator_id != operator_id:

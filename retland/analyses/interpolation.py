@@ -45,7 +45,7 @@ from retland.agents.policy import PolicyConfig, describe_mismatch
 from retland.purd import sampling
 from retland.purd.engine import FLUSH_SECONDS, AgentPolicy, SampleProgram, fill
 from retland.purd.operators import gaussian_perturb, sample_key
-from retland.settings import InterpolationError, InterpolationSettings, default_of
+from retland.config.settings import InterpolationError, InterpolationSettings, default_of
 from retland.train.checkpoints import load_checkpoint, run_config, run_record
 
 KINDS = ("same-run", "different-run")

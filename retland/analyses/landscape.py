@@ -43,8 +43,8 @@ from retland.agents import get_agent
 from retland.agents.policy import PolicyConfig
 from retland.purd import sampling
 from retland.purd.engine import FLUSH_SECONDS, AgentPolicy, SampleProgram, fill
-from retland.purd.operators import gaussian_perturb, parse_operator, sample_key
-from retland.settings import LandscapeError, LandscapeRequest
+from retland.purd.operators import AGENT_KINDS, gaussian_perturb, parse_operator, sample_key
+from retland.config.settings import LandscapeError, LandscapeRequest
 from retland.train.checkpoints import list_checkpoints, load_checkpoint, run_config, run_record
 
 # ---------------------------------------------------------------------- arithmetic
@@ -215,11 +215,11 @@ def plan(wh, req: LandscapeRequest, batch_size: int | str | None = "auto") -> La
         if not spec.changes_params:
             raise LandscapeError(f"--operator {req.operator}: update directions need an operator that changes θ "
                                  "(td3, sac, ppo or gaussian)")
-        if spec.kind in ("td3", "sac", "ppo") and isinstance(train_cfg, PolicyConfig):
+        if spec.kind in AGENT_KINDS and isinstance(train_cfg, PolicyConfig):
             raise LandscapeError(f"--operator {spec.kind}: {req.run_id} is an added policy ({rec['algo']}), which "
                                  "has no training update; use --directions gaussian or filter-normalized, or "
                                  "--operator gaussian")
-        if spec.kind in ("td3", "sac", "ppo") and spec.kind != rec["algo"]:
+        if spec.kind in AGENT_KINDS and spec.kind != rec["algo"]:
             raise LandscapeError(f"--operator {spec.kind} needs a {spec.kind} run; {req.run_id} is {rec['algo']}")
         operator_id = spec.operator_id
     grids = []

@@ -35,12 +35,7 @@ What retland takes from each task, and what it adds:
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import importlib.util
-import io
-import os
-import warnings
 from typing import NamedTuple
 
 import jax
@@ -48,99 +43,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from retland.settings import DMC_VARIANT
+from retland.config.registry import (DMC_BACKEND, DMC_SUITE, DMC_TASKS, DMC_VARIANT, MISSING_EXTRA,  # noqa: F401
+                                     DMCExtraMissing, have_playground, is_dmc, playground_name,
+                                     playground_suite, require_playground, unknown_task_hint)
+from retland.config.registry import quiet_mujoco as _quiet
 
-DMC_BACKEND = "mjx"
 # DM Control rewards are products of `tolerance` terms, each in [0, 1].
 REWARD_RANGE = (0.0, 1.0)
-MISSING_EXTRA = "DeepMind Control tasks need the dmc extra: pip install 'retland[dmc]'"
-
-# retland name -> (Playground DM Control Suite name, reset family).
-_TASKS: dict[str, tuple[str, str]] = {
-    "cheetah-run": ("CheetahRun", "cheetah"),
-    "hopper-hop": ("HopperHop", "planar"),
-    "hopper-stand": ("HopperStand", "planar"),
-    "walker-stand": ("WalkerStand", "planar"),
-    "walker-walk": ("WalkerWalk", "planar"),
-    "walker-run": ("WalkerRun", "planar"),
-    "humanoid-stand": ("HumanoidStand", "humanoid"),
-    "humanoid-walk": ("HumanoidWalk", "humanoid"),
-    "humanoid-run": ("HumanoidRun", "humanoid"),
-}
-DMC_TASKS: tuple[str, ...] = tuple(_TASKS)
 # cheetah's reset lets the robot settle this many steps with zero action (Playground's reset).
 _CHEETAH_SETTLE_STEPS = 200
-
-
-class DMCExtraMissing(ValueError):
-    """A DeepMind Control task was named but MuJoCo Playground is not installed."""
-
-
-def is_dmc(name: str) -> bool:
-    """Whether `name` is one of retland's DeepMind Control tasks (imports nothing)."""
-    return name in _TASKS
-
-
-def playground_name(name: str) -> str:
-    return _TASKS[name][0]
-
-
-def have_playground() -> bool:
-    return importlib.util.find_spec("mujoco_playground") is not None
-
-
-def require_playground() -> None:
-    """DMCExtraMissing (one line) unless MuJoCo Playground can be imported."""
-    if not have_playground():
-        raise DMCExtraMissing(MISSING_EXTRA)
-
-
-@contextlib.contextmanager
-def _quiet():
-    # mujoco prints "Failed to import warp" on stdout when warp has no GPU, and its XML
-    # compiler warns (through mju_warning, on stderr) that cheetah's `settotalmass` is
-    # deprecated; neither is actionable.
-    import mujoco
-
-    previous = mujoco.get_mju_user_warning()
-    mujoco.set_mju_user_warning(lambda message: None)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        mujoco.set_mju_user_warning(previous)
-
-
-def _suite():
-    require_playground()
-    os.environ.setdefault("MUJOCO_GL", "egl")  # never needed: retland does not render
-    with _quiet():
-        from mujoco_playground import dm_control_suite
-    return dm_control_suite
-
-
-def unknown_task_hint(name: str) -> str | None:
-    """Why a Playground environment retland does not offer is refused, or None if
-    `name` is no Playground environment (or Playground is not installed)."""
-    # Playground's names are CamelCase; anything else is no Playground name, and is
-    # refused without importing Playground.
-    if not (name[:1].isupper() and have_playground()):
-        return None
-    with _quiet():
-        from mujoco_playground import locomotion, manipulation
-        suite = _suite()
-    if name in tuple(locomotion.ALL_ENVS) + tuple(manipulation.ALL_ENVS):
-        return (f"{name!r} is a MuJoCo Playground robot task whose model Playground downloads from MuJoCo "
-                f"Menagerie (git); retland offers only the DeepMind Control tasks that ship with Playground: "
-                f"{', '.join(DMC_TASKS)}")
-    if name in suite.ALL_ENVS:
-        here = [k for k, (v, _) in _TASKS.items() if v == name]
-        if here:
-            return f"{name!r} is Playground's name; retland calls it {here[0]!r}"
-        return (f"{name!r}: retland offers the DeepMind Control locomotion tasks only (their reset noise is "
-                f"defined for them): {', '.join(DMC_TASKS)}")
-    return None
 
 
 class TaskInfo(NamedTuple):
@@ -160,7 +71,7 @@ def task_info(name: str) -> TaskInfo:
     default config of the task (no model is compiled)."""
     from importlib import metadata
 
-    cfg = _suite().get_default_config(playground_name(name))
+    cfg = playground_suite().get_default_config(playground_name(name))
     return TaskInfo(f"mujoco_playground {metadata.version('playground')} dm_control_suite.{playground_name(name)}",
                     int(cfg.episode_length), float(cfg.ctrl_dt), float(cfg.sim_dt), *REWARD_RANGE)
 
@@ -169,7 +80,7 @@ def standard_reset_noise(name: str) -> float:
     """The scale s of the reset training uses: 1 (Playground's draw over the joint
     ranges) for cheetah, hopper and walker; 0 for humanoid, which Playground starts
     at its default pose."""
-    return 0.0 if _TASKS[name][1] == "humanoid" else 1.0
+    return 0.0 if DMC_SUITE[name][1] == "humanoid" else 1.0
 
 
 # The mjx.Data fields a step starts from (MuJoCo's integration state, less the inputs
@@ -191,7 +102,7 @@ class DMCState(struct.PyTreeNode):
 @functools.lru_cache(maxsize=None)
 def _playground_task(name: str):
     """Playground's env of task `name` on MJX's JAX implementation (cached per task)."""
-    suite = _suite()
+    suite = playground_suite()
     with _quiet(), jax.ensure_compile_time_eval():
         return suite.load(playground_name(name), config_overrides={"impl": "jax"})
 
@@ -214,7 +125,7 @@ class DMCEnv:
                              "noise is the fraction of its joint ranges the start pose is drawn from; 1 = "
                              "Playground's own reset)")
         self.task = _playground_task(name)
-        self.name, self.family, self.reset_noise_scale = name, _TASKS[name][1], s
+        self.name, self.family, self.reset_noise_scale = name, DMC_SUITE[name][1], s
         model = self.task.mj_model
         self.info = task_info(name)
         # The coordinates Playground's reset draws, their ranges, and the reference pose.

@@ -70,9 +70,10 @@ import numpy as np
 from retland.core.envs import standard_reset_noise
 from retland.core.importpath import PATH as IMPORT_PATH
 from retland.core.importpath import resolve
-from retland.settings import ACTION_SIGMA, GAUSSIAN_SIGMA
+from retland.config.registry import ALGOS
+from retland.config.settings import ACTION_SIGMA, GAUSSIAN_SIGMA
 
-AGENT_KINDS = ("td3", "sac", "ppo")
+AGENT_KINDS = ALGOS  # each algorithm's own training update
 USER_KINDS = ("update",)  # sampled from Python with the user's state (retland.sample_update)
 PARAM_KINDS = AGENT_KINDS + ("gaussian",) + USER_KINDS
 ROLLOUT_KINDS = ("action", "init_state")

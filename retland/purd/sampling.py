@@ -51,7 +51,7 @@ from retland.purd.engine import (
     resolve_devices,
 )
 from retland.purd.leases import LeaseInfo, Leases, claim
-from retland.purd.operators import OperatorSpec
+from retland.purd.operators import AGENT_KINDS, OperatorSpec
 from retland.train.checkpoints import load_checkpoint
 
 __all__ = ["Plan", "SampleResult", "SamplingError", "NonFiniteReturnError", "plan_job", "plan_distribution",
@@ -298,7 +298,7 @@ def sample_distribution(wh, *, run_id: str, step: int, spec: OperatorSpec, progr
 def checkpoint_program(spec: OperatorSpec, ckpt) -> tuple[SampleProgram, Any]:
     """(program, op_state) for sampling `spec` at a loaded checkpoint."""
     agent = get_agent(ckpt.algo, ckpt.config)
-    if spec.kind in ("td3", "sac", "ppo"):
+    if spec.kind in AGENT_KINDS:
         if spec.kind != ckpt.algo:
             raise SamplingError(
                 f"operator {spec.kind} needs a {spec.kind} checkpoint; run {ckpt.run_id} is {ckpt.algo}")

@@ -59,7 +59,8 @@ import numpy as np
 from retland.agents.policy import PolicyConfig, is_policy_config
 from retland.core.replay import Transition
 from retland.train.config import TrainConfig
-from retland.train.program import abstract_seed_state, algo_module, replay_capacity
+from retland.agents import agent_module
+from retland.train.program import abstract_seed_state, replay_capacity
 from retland.warehouse import Warehouse
 
 SEGMENT = re.compile(r"^rows_(\d{10})_(\d{10})$")
@@ -288,7 +289,7 @@ def abstract_agent_state(cfg: TrainConfig, dims: tuple[int, int] | None = None):
     from retland.core.programs import stored_shapes
 
     obs_size, action_size = dims if dims is not None else known_env_dims(cfg.env, cfg.backend, variant=cfg.variant)
-    init = algo_module(cfg.algo).init
+    init = agent_module(cfg.algo).init
     return stored_shapes(  # tracing init takes ~0.15 s; the store keeps its shapes
         ("retland.train.checkpoints.abstract_agent_state", cfg.algo, cfg.agent, obs_size, action_size),
         lambda: jax.eval_shape(lambda key: init(cfg.agent, key, obs_size, action_size), jax.random.PRNGKey(0)))

@@ -24,7 +24,8 @@ from retland.core import jaxcache, replay, sizing
 from retland.core.repro import reproducibility_record
 from retland.train import checkpoints as ck
 from retland.train.config import TrainConfig
-from retland.train.program import OFF_POLICY, init_states, make_chunk_fn, make_evaluator
+from retland.config.registry import OFF_POLICY
+from retland.train.program import init_states, make_chunk_fn, make_evaluator
 from retland.warehouse import Warehouse
 
 # ---- the job --------------------------------------------------------------------------

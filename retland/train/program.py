@@ -18,7 +18,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from retland.agents import get_agent, ppo, sac, td3
+from retland.agents import agent_module, get_agent
 from retland.agents.base import TrainState
 from retland.core import replay
 from retland.core.envs import env_dims, make_env, reference_env, reference_state
@@ -26,16 +26,8 @@ from retland.core.rollout import rollout
 from retland.core.vec import env_step_with_reset, seed_map
 from retland.train.config import TrainConfig
 
-OFF_POLICY = ("td3", "sac")
-_MODULES = {"td3": td3, "sac": sac, "ppo": ppo}
+from retland.config.registry import OFF_POLICY
 
-
-def algo_module(algo: str):
-    """The module of an algorithm's pure functions (init, explore, train_update, …)."""
-    try:
-        return _MODULES[algo]
-    except KeyError:
-        raise ValueError(f"unknown algo {algo!r}: choose one of td3, sac, ppo") from None
 
 
 # ---- state ----------------------------------------------------------------------------
@@ -48,7 +40,7 @@ def init_seed(cfg: TrainConfig, key) -> tuple[TrainState, replay.Replay | None]:
     """One seed's initial training state (and empty replay buffer for TD3/SAC)."""
     env = make_env(cfg.env, cfg.backend, variant=cfg.variant)
     obs_size, action_size = env_dims(cfg.env, cfg.backend, variant=cfg.variant)
-    mod = algo_module(cfg.algo)
+    mod = agent_module(cfg.algo)
     k_agent, k_env, k_loop = jax.random.split(key, 3)
     agent = mod.init(cfg.agent, k_agent, obs_size, action_size)
     if cfg.algo in OFF_POLICY:
@@ -90,7 +82,7 @@ def offpolicy_collect(cfg: TrainConfig, env, ts: TrainState, rb: replay.Replay, 
     key, act (uniform during warm-up, else `explore`), step the env (resets included)
     and append the transition. Returns (ts with the new env state, episode step, key
     and env-step counter — the agent untouched —, rb, update keys [S])."""
-    mod = algo_module(cfg.algo)
+    mod = agent_module(cfg.algo)
     acfg = cfg.agent
     _, action_size = env_dims(cfg.env, cfg.backend, variant=cfg.variant)
     keys = jax.vmap(lambda k: jax.random.split(k, 4))(ts.key)
@@ -112,7 +104,7 @@ def offpolicy_collect(cfg: TrainConfig, env, ts: TrainState, rb: replay.Replay, 
 def offpolicy_update(cfg: TrainConfig, agent, rb: replay.Replay, k_upd, flags: dict):
     """The update half: one `train_update` per seed [S] on a minibatch of its buffer;
     `flags` (mod.update_flags) are shared by all seeds, so branches stay real conds."""
-    mod = algo_module(cfg.algo)
+    mod = agent_module(cfg.algo)
 
     def seed_update(agent, data, size, key, flags):
         kb, ku = jax.random.split(key)
@@ -124,7 +116,7 @@ def offpolicy_update(cfg: TrainConfig, agent, rb: replay.Replay, k_upd, flags: d
 
 def _offpolicy_chunk_fn(cfg: TrainConfig, n_steps: int):
     env = make_env(cfg.env, cfg.backend, variant=cfg.variant)
-    mod = algo_module(cfg.algo)
+    mod = agent_module(cfg.algo)
 
     def body(carry, _, warmup):
         ts, rb = carry  # leading [S]
@@ -142,7 +134,7 @@ def _offpolicy_chunk_fn(cfg: TrainConfig, n_steps: int):
 
 def _ppo_chunk_fn(cfg: TrainConfig, n_iters: int):
     env = make_env(cfg.env, cfg.backend, variant=cfg.variant)
-    mod = algo_module("ppo")
+    mod = agent_module("ppo")
 
     def chunk(ts, rb, warmup):
         def body(ts, _):

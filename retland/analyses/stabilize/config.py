@@ -1,10 +1,10 @@
-"""Algorithm 1's acceptance criterion; its settings (`StabilizeConfig`) are in retland.settings."""
+"""Algorithm 1's acceptance criterion; its settings (`StabilizeConfig`) are in retland.config.settings."""
 from __future__ import annotations
 
 
 
 from retland import stats
-from retland.settings import ARMS, AUTO_CHUNK, AUTO_CHUNK_ACCELERATOR, CRITERIA, StabilizeConfig
+from retland.config.settings import ARMS, AUTO_CHUNK, AUTO_CHUNK_ACCELERATOR, CRITERIA, StabilizeConfig
 
 __all__ = ["ARMS", "AUTO_CHUNK", "AUTO_CHUNK_ACCELERATOR", "CRITERIA", "StabilizeConfig", "criterion_value", "accepts"]
 

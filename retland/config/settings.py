@@ -3,7 +3,7 @@
 These models are the single source of every default and help text: the library's
 functions take them, and the command line builds its options from their fields
 (`default_of`, `help_of`), so a default is written once. Training's models are in
-`retland.train.config`. This module imports nothing heavy (no JAX), so the command line
+`retland.config.agents` and `retland.train.config`. This module imports nothing heavy (no JAX), so the command line
 can read it at start-up.
 
 Each `check()` refuses values that cannot be honoured with one message naming the
@@ -18,20 +18,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["VARIANTS", "BRAX_VARIANTS", "DMC_VARIANT", "DEFAULT_VARIANT", "LEGACY_VARIANT", "GAUSSIAN_SIGMA", "ACTION_SIGMA", "DIRECTIONS", "SampleSettings", "LandscapeRequest",
+__all__ = ["GAUSSIAN_SIGMA", "ACTION_SIGMA", "DIRECTIONS", "SampleSettings", "LandscapeRequest",
            "InterpolationSettings", "StabilizeConfig", "LandscapeError", "InterpolationError", "default_of",
            "help_of"]
-
-# Tasks: "paper" is Brax 0.0.13's, which the paper used: its robots, simulator and rules
-# (retland.core.brax0013, backend brax0013); "brax" is brax 0.14's own robots and rules.
-# Both are for the brax tasks; a DeepMind Control task has only its own rules, as MuJoCo
-# Playground implements them, recorded as "dmc" (retland.core.dmc).
-BRAX_VARIANTS: tuple[str, ...] = ("paper", "brax")
-DMC_VARIANT = "dmc"
-VARIANTS: tuple[str, ...] = BRAX_VARIANTS + (DMC_VARIANT,)
-DEFAULT_VARIANT = "paper"
-# Runs recorded before variants existed were trained on brax's own rules.
-LEGACY_VARIANT = "brax"
 
 # gaussian(σ): σ = 3e-4 (docs/method.md §5 Update operators)
 GAUSSIAN_SIGMA = 3e-4
