@@ -186,7 +186,7 @@ def emit(df, fmt: OutputFormat, output: Path | None, title: str | None = None, r
                 output.write_text(_json.dumps(df.to_dicts(), default=str, indent=1) + "\n")
             else:
                 with output.open("w") as fh:
-                    Console(file=fh, width=200).print(_rich_table(df, title, right))
+                    print_frame(Console(file=fh), df, title, right, fit=False)
         except OSError as exc:
             raise CliError(f"--output {output}: cannot write it: {exc.strerror or exc}") from None
         err_console.print(f"wrote {df.height} rows to {output}")
@@ -196,7 +196,7 @@ def emit(df, fmt: OutputFormat, output: Path | None, title: str | None = None, r
     elif fmt is OutputFormat.json:
         typer.echo(_json.dumps(df.to_dicts(), default=str, indent=1))
     else:
-        console.print(_rich_table(df, title, right))
+        print_frame(console, df, title, right)
 
 
 def _flat_for_csv(df):
@@ -245,19 +245,12 @@ def ci_cell(value, lo, hi) -> str:
     return f"{rounded(value)} [{rounded(lo, value)}, {rounded(hi, value)}]"
 
 
-def _rich_table(df, title: str | None, right=()):
-    from rich.table import Table
-    from rich.text import Text
+def print_frame(out: Console, df, title: str | None = None, right=(), fit: bool = True) -> None:
+    """A polars DataFrame as a terminal table (cli/tables.py: no value is ever broken
+    across lines); `right` names text columns to right-align (numbers already are)."""
+    from retland.cli.tables import Column, print_table
 
-    table = Table(title=title, show_lines=False, header_style="bold")
-    for name, dtype in zip(df.columns, df.dtypes):
-        justify = "right" if dtype.is_numeric() or name in right else "left"
-        # ids are copied into other commands: never broken across lines
-        ids = name in ("run_id", "run", "pair_id", "grid_id", "experiment_id")
-        table.add_column(name, justify=justify, overflow="fold", no_wrap=ids,
-                         min_width=max((len(str(v)) for v in df[name].to_list()), default=0) if ids else None)
-    for row in df.iter_rows():
-        table.add_row(*(Text(_fmt_cell(v)) for v in row))
-    if df.height == 0:
-        table.caption = "no rows"
-    return table
+    columns = [Column(name, "right" if dtype.is_numeric() or name in right else "left")
+               for name, dtype in zip(df.columns, df.dtypes)]
+    rows = [[_fmt_cell(v) for v in row] for row in df.iter_rows()]
+    print_table(out, columns, rows, title=title, caption="no rows" if df.height == 0 else None, fit=fit)

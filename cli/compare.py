@@ -161,9 +161,9 @@ def _print_tables(result, alpha: float, beta: float, output: Path | None) -> Non
     """Two terminal tables: IQM [95% CI] (runs) per env and group, P(A better than B) [95% CI]
     per env and pair; then what was left out."""
     from rich.console import Console
-    from rich.table import Table
 
     from retland.analyses.compare import ALL, METRIC_TEXT
+    from retland.cli.tables import Column, print_table
 
     s = result.scores
     ci = f"95% stratified bootstrap CI, {result.reps} resamples, seed {result.seed}" if result.reps else "no CIs (--reps 0)"
@@ -176,30 +176,26 @@ def _print_tables(result, alpha: float, beta: float, output: Path | None) -> Non
             f"envs. {ci}.")
     envs = _env_order(result.estimates["env"].unique(maintain_order=True).to_list())
     est = {(r["env"], r["group"]): r for r in result.estimates.iter_rows(named=True)}
-    table = Table(title=f"IQM of {s.metric} over runs ({result.direction} is better)", header_style="bold")
-    table.add_column("env")
-    for g in result.groups:
-        table.add_column(f"{g} [95% CI] (runs)", justify="right")
+    iqm_cols = [Column("env")] + [Column(f"{g} [95% CI] (runs)", "right") for g in result.groups]
+    iqm_rows = []
     for env in envs:
         label = f"all ({', '.join(result.common_envs)})" if env == ALL else env
         cells = []
         for g in result.groups:
             r = est.get((env, g))
             cells.append("—" if r is None else f"{ci_cell(r['iqm'], r['lo'], r['hi'])} ({r['runs']})")
-        table.add_row(label, *cells)
+        iqm_rows.append([label, *cells])
     pairs = [(a, b) for a, b in result.improvements.select("a", "b").unique(maintain_order=True).iter_rows()]
     imp = {(r["env"], r["a"], r["b"]): r for r in result.improvements.iter_rows(named=True)}
-    ptable = Table(title=f"P(A better than B) in {s.metric}", header_style="bold")
-    ptable.add_column("env")
-    for a, b in pairs:
-        ptable.add_column(f"P({a} better than {b})", justify="right")
+    p_cols = [Column("env")] + [Column(f"P({a} better than {b})", "right") for a, b in pairs]
+    p_rows = []
     for env in _env_order(result.improvements["env"].unique(maintain_order=True).to_list()):
         label = f"all ({', '.join(result.common_envs)})" if env == ALL else env
         cells = []
         for a, b in pairs:
             r = imp.get((env, a, b))
             cells.append("—" if r is None else ci_cell(r["p"], r["lo"], r["hi"]))
-        ptable.add_row(label, *cells)
+        p_rows.append([label, *cells])
     notes = []
     if s.undefined:
         notes.append(f"{s.undefined} distribution{'s' if s.undefined != 1 else ''} without a {s.metric} "
@@ -218,10 +214,11 @@ def _print_tables(result, alpha: float, beta: float, output: Path | None) -> Non
         if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
             fh = output.open("w")
-            out = Console(file=fh, width=200)
+            out = Console(file=fh, width=200)  # prose lines; the tables are never capped
         out.print(head, highlight=False, soft_wrap=True)
-        out.print(table)
-        out.print(ptable)
+        print_table(out, iqm_cols, iqm_rows, title=f"IQM of {s.metric} over runs ({result.direction} is better)",
+                    fit=output is None)
+        print_table(out, p_cols, p_rows, title=f"P(A better than B) in {s.metric}", fit=output is None)
         for line in notes:
             out.print(line, highlight=False, soft_wrap=True)
     except OSError as exc:

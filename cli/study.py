@@ -33,20 +33,19 @@ def run_command(argv: list[str]) -> None:
 
 
 def _print_plan(study, rows, root: Path) -> None:
-    from rich.table import Table
+    from rich.text import Text
 
+    from retland.cli.tables import Column, print_table
     from retland.study import fmt_env_steps
 
     console.print(f"study [bold]{escape(study.name)}[/]" + (f": {escape(study.description)}" if study.description
                                                             else ""), highlight=False)
     console.print(f"warehouse {root}", highlight=False)
-    table = Table(show_lines=False, header_style="bold")
-    for col, just in (("#", "right"), ("stage", "left"), ("status", "left"), ("env steps left", "right"),
-                      ("what", "left")):
-        table.add_column(col, justify=just, overflow="fold")
-    for i, st in enumerate(rows, 1):
-        table.add_row(str(i), st.name, _MARK[st.status], fmt_env_steps(st.env_steps), escape(st.detail))
-    console.print(table)
+    columns = [Column("#", "right"), Column("stage"), Column("status"), Column("env steps left", "right"),
+               Column("what")]
+    print_table(console, columns, [[str(i), st.name, Text.from_markup(_MARK[st.status]),
+                                    fmt_env_steps(st.env_steps), st.detail]
+                                   for i, st in enumerate(rows, 1)])
     total = sum(st.env_steps for st in rows)
     console.print(f"env steps left (estimate, rollouts and training; stages that wait are estimated from the file): "
                   f"{fmt_env_steps(total)}", highlight=False)

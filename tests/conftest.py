@@ -33,6 +33,9 @@ exec(CLI_LAUNCH)
 CLI_MAIN = CLI_LAUNCH + "\nsys.argv[0] = 'retland'\nfrom retland.cli.main import main\nmain()\n"
 # Tests never touch a user's default warehouse or cache.
 os.environ.pop("RETLAND_WAREHOUSE", None)
+# pytest-xdist's workers set COLUMNS=80; commands' tables fit $COLUMNS (cli/tables.py), so
+# every test would see an 80-column terminal. Tests print as if piped unless they set it.
+os.environ.pop("COLUMNS", None)
 os.environ.setdefault("RETLAND_JAX_CACHE", str(REPO / ".venv" / "jax-cache-tests"))
 
 
