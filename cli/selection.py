@@ -42,12 +42,6 @@ def parse_sources(text: str | None, option: str = "--source") -> tuple[str, ...]
     return parts
 
 
-def in_list(column: str, values) -> tuple[str, list]:
-    """An SQL `column IN (?, …)` and its parameters."""
-    values = list(values)
-    return f"{column} IN ({', '.join('?' for _ in values)})", values
-
-
 def resolve_run(wh, text: str, seed: int | None = None, option: str = "--run",
                 seed_option: str | None = "--seed") -> str:
     """The one run whose id is `text`, or starts with `text` (and has training seed

@@ -268,7 +268,7 @@ def runs(
     without their distribution counts, and a warning names the fix."""
     import duckdb
 
-    from retland.cli.selection import in_list
+    from retland.warehouse.sqlgen import in_list
     from retland.warehouse import Warehouse
     from retland.warehouse.readonly import query_error
 
