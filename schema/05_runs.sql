@@ -13,6 +13,10 @@
 --       the columns of run_checkpoint_summary, then
 --       distributions (distinct (step, operator_id) of its post-update returns, 0 if none),
 --       samples (its post-update return rows, 0 if none)
+--   distribution_progress    view, one row per stored distribution (what `retland status` shows):
+--       run_id, step, operator_id, rows (its post-update return rows),
+--       chunk_sizes (the distinct chunk_size values of its rows, a list; one unless a
+--       job was resumed with another --batch-size), indices (its update_index values, a list)
 --
 -- variant is run_variant(runs.variant, runs.source) of 00_common.sql.
 --
@@ -40,3 +44,11 @@ LEFT JOIN (
     FROM post_update_returns
     GROUP BY run_id
 ) d USING (run_id);
+
+CREATE OR REPLACE VIEW distribution_progress AS
+SELECT run_id, step, operator_id,
+       count(*) AS rows,
+       list(DISTINCT chunk_size) AS chunk_sizes,
+       list(update_index) AS indices
+FROM post_update_returns
+GROUP BY run_id, step, operator_id;

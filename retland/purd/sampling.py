@@ -46,10 +46,10 @@ from retland.purd.engine import (
     SamplingError,
     Work,
     compute,
-    missing_chunks,
     program_for,
     resolve_devices,
 )
+from retland.purd.chunks import missing_chunks
 from retland.purd.leases import LeaseInfo, Leases, claim
 from retland.purd.operators import OperatorSpec
 from retland.train.checkpoints import load_checkpoint
