@@ -218,7 +218,8 @@ def _stream_to_file(rel, fmt: OutputFormat, output: Path) -> int:
 
 @app.command()
 def query(
-    sql: Annotated[str, typer.Argument(help="One read-only SQL statement (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN).")],
+    sql: Annotated[str, typer.Argument(help="One read-only SQL statement: a query (plain or WITH …), DESCRIBE, "
+                                            "SHOW, SUMMARIZE or EXPLAIN.")],
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
     limit: LimitOpt = None,
