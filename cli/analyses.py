@@ -142,8 +142,7 @@ def interpolate(
                 err_console.print(f"{plan.pair.kind} {plan.pair.label}: {res.rows_written} rows in "
                                   f"{res.seconds:.1f} s", highlight=False, soft_wrap=True)
     ids = [p.pair_id for p in plans]
-    btp = wh.query(f"SELECT * FROM interpolation_btp WHERE pair_id IN ({', '.join('?' for _ in ids)}) "
-                   "ORDER BY kind, run_a, step_a, run_b", ids)
+    btp = ip.pair_btp(wh, ids)
     emit(btp.select("kind", "run_a", "step_a", "run_b", "step_b", "value_a", "value_b", "btp", "complete"),
          fmt, None, "below-threshold proportion per pair")
     complete = btp.filter(btp["complete"])
@@ -202,10 +201,7 @@ def landscape(
     with progress_bar(p.todo, "landscape", unit="rollouts", enabled=progress and p.todo > 0) as advance, _user_errors(LandscapeError):
         results = ls.run(wh, p, progress=advance)
     ids = [r.grid_id for r in results]
-    summary = wh.query(
-        "SELECT grid_id, zoom, any_value(resolution) AS resolution, count(*) AS points, min(mean) AS min, "
-        "max(mean) AS max, max(mean) FILTER (WHERE a = 0 AND b = 0) AS at_origin FROM landscape_values "
-        f"WHERE grid_id IN ({', '.join('?' for _ in ids)}) GROUP BY grid_id, zoom ORDER BY zoom DESC", ids)
+    summary = ls.grid_summary(wh, ids)
     emit(summary, OutputFormat.table, None, f"landscape of {run} at step {step} ({directions.value} directions)")
 
 
@@ -319,8 +315,7 @@ def failures(
                 advance(todo[id(t)])
     for t in targets:
         ids = shown[id(t)]
-        df = wh.query(f"SELECT * FROM failure_divergence WHERE pair_id IN ({', '.join('?' for _ in ids)}) "
-                      "ORDER BY pair_id", ids)
+        df = fl.divergence(wh, ids)
         # pair ids hold operator ids, whose brackets the table would read as markup
         emit(df.drop("pair_id", "run_id", "step", "operator_id"), OutputFormat.table, None,
              f"failure pairs of {t.run_id} step {t.step} {t.operator_id} (LTP {t.ltp:.3f})")

@@ -161,8 +161,9 @@ def check_seed(value: int, option: str, limit: int = MAX_SEED) -> None:
 def require_stored_checkpoint(wh, run_id: str, step: int, what: str) -> None:
     """Refuse a checkpoint row without parameters (a run whose returns were imported)
     before any work; unknown runs and steps are left to the command's own message."""
-    df = wh.query("SELECT artifact_path FROM checkpoints WHERE run_id = ? AND step = ?", [run_id, int(step)])
-    if df.height and df["artifact_path"][0] is None:
+    from retland.warehouse.runs import checkpoint_stored
+
+    if checkpoint_stored(wh, run_id, step) is False:
         raise CliError(f"run {run_id} step {step} has no stored checkpoint (its returns were imported); "
                        f"{what} needs a trained run")
 

@@ -40,10 +40,11 @@ def add_example(
                        "(see `retland add-example --list`)")
     require_writable(warehouse)
     from retland.warehouse import Warehouse
+    from retland.warehouse.runs import checkpoint_stored
 
     wh = Warehouse.open(warehouse)
     ex = examples.EXAMPLES[name]
-    present = wh.query("SELECT 1 FROM checkpoints WHERE run_id = ? AND step = ?", [ex.run_id, ex.step]).height > 0
+    present = checkpoint_stored(wh, ex.run_id, ex.step) is not None
     run_id, step = examples.add(wh, name)
     what = "already in" if present else "added to"
     console.print(escape(f"example {name}: run {run_id} step {step} {what} {wh.root}"), highlight=False,

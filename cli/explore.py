@@ -42,7 +42,9 @@ def config_columns(con, run_ids: list[str]):
     holds it too."""
     import polars as pl
 
-    rows = con.sql("SELECT run_id, config FROM runs").pl()
+    from retland.warehouse.runs import run_configs
+
+    rows = run_configs(con)
     wanted = set(run_ids)
     flat = {r: flatten(json.loads(c)) if c else {} for r, c in rows.iter_rows() if r in wanted}
     keys = sorted({k for d in flat.values() for k in d})
@@ -60,12 +62,6 @@ def config_columns(con, run_ids: list[str]):
                                dtype=pl.String)
         cols.append(series)
     return pl.DataFrame(cols)
-
-
-def relations(con) -> list[str]:
-    """Every table and view a user can read (the warehouse's tables and schema/ views)."""
-    return sorted(con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal UNION "
-                          "SELECT table_name FROM duckdb_tables() WHERE NOT internal").pl().to_series().to_list())
 
 
 # ----------------------------------------------------------------------------- show
@@ -86,18 +82,15 @@ def show(
     sampled from it with their headline statistics."""
     from retland.analyses.distributions import distribution_stats
     from retland.warehouse import Warehouse
+    from retland.warehouse.runs import run_checkpoints, run_evaluations, run_info
 
     if fmt not in (OutputFormat.table, OutputFormat.json):
         raise CliError(f"--format {fmt.value}: show prints table or json; `retland export` writes csv and parquet")
     wh = Warehouse.open(warehouse, create=False)
     rid = resolve_run(wh, run, seed)
-    info = wh.query("SELECT run_id, algo, env, variant, seed, source, parent_run_id, parent_step, backend, "
-                    "created_at, config FROM runs WHERE run_id = ?", [rid])
+    info = run_info(wh, rid)
     config = flatten(json.loads(info["config"][0])) if info["config"][0] else {}
-    ckpts = wh.query("SELECT step, eval_return, replay_size, artifact_path IS NOT NULL AS stored FROM checkpoints "
-                     "WHERE run_id = ? ORDER BY step", [rid])
-    evals = wh.query("SELECT step, eval_return, episode_length, wall_seconds FROM evaluations WHERE run_id = ? "
-                     "ORDER BY step", [rid])
+    ckpts, evals = run_checkpoints(wh, rid), run_evaluations(wh, rid)
     lit = rid.replace("'", "''")
     dists = distribution_stats(wh, alpha=alpha, beta=beta, where=f"run_id = '{lit}'").select(
         "step", "operator", "n", "mean", "std", "skewness", "mode", "ltp", "mode_nonpositive", "cvar")
@@ -164,7 +157,8 @@ def export(
 
     from retland.cli.app import _flat_for_csv, check_output_file
     from retland.warehouse import Warehouse
-    from retland.warehouse.readonly import filtered, query_error
+    from retland.warehouse.catalog import relation_rows, relations
+    from retland.warehouse.readonly import query_error
 
     if output.exists() and not output.is_dir():
         raise CliError(f"--output {output} is a file; give a folder to write the files into")
@@ -182,7 +176,7 @@ def export(
         frames = {}
         for name in wanted:
             try:
-                df = filtered(con, f'SELECT * FROM "{name}"', where).pl()
+                df = relation_rows(con, name, where).pl()
             except duckdb.Error as exc:
                 raise query_error(exc) from None
             if config and "run_id" in df.columns and df.height:
@@ -235,6 +229,7 @@ def sql(
 
     from retland.cli.warehouse_cmds import TERMINAL_ROWS, check_limits
     from retland.warehouse import Warehouse, WarehouseError
+    from retland.warehouse.catalog import columns, relations
     from retland.warehouse.readonly import QueryInterrupted, execute_readonly, query_error, run_cancellable
 
     check_limits(limit, timeout)
@@ -277,8 +272,7 @@ def sql(
                         err_console.print(f"[bold red]error:[/] no table or view {escape(arg.strip())!r}")
                         failed = True
                     else:
-                        emit(con.sql(f'DESCRIBE "{arg.strip()}"').pl().select("column_name", "column_type"),
-                             OutputFormat.table, None)
+                        emit(columns(con, arg.strip()), OutputFormat.table, None)
                 else:
                     err_console.print(f"[bold red]error:[/] unknown command {escape(text)}; .help lists them")
                     failed = True

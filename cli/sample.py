@@ -53,28 +53,18 @@ def select_checkpoints(wh, runs, algo, env, seeds, steps, sources=("trained",)) 
     share algo, env and seed with their source run and would double the work). Only
     checkpoints with stored parameters can be sampled: runs whose returns were imported
     have none, and are refused by name (--run) or left out (--algo/--env)."""
-    where, params = [], []
+    from retland.purd.selection import candidate_checkpoints
+    from retland.warehouse.runs import run_exists
+
     if runs:
-        if seeds and len(runs) == 1 and not wh.records("SELECT 1 FROM runs WHERE run_id = ?", [runs[0]]):
+        if seeds and len(runs) == 1 and not run_exists(wh, runs[0]):
             runs = [resolve_run(wh, runs[0], s, seed_option="--seeds") for s in seeds]
         else:
             runs = [resolve_run(wh, r, seed_option="--seeds") for r in runs]
-        where.append(f"c.run_id IN ({', '.join('?' for _ in runs)})")
-        params += list(runs)
-    else:
-        if not (algo and env):
-            raise CliError("choose checkpoints with --run RUN_ID, or with --algo and --env")
-        where += ["r.algo = ?", "r.env = ?", f"r.source IN ({', '.join('?' for _ in sources)})"]
-        params += [algo, env, *sources]
-    if seeds:
-        where.append(f"r.seed IN ({', '.join('?' for _ in seeds)})")
-        params += seeds
-    if steps:
-        where.append(f"c.step IN ({', '.join('?' for _ in steps)})")
-        params += steps
-    rows = [(r["run_id"], r["step"], r["env"], r["stored"]) for r in wh.records(
-        "SELECT c.run_id, c.step, r.env, c.artifact_path IS NOT NULL AS stored FROM checkpoints c "
-        f"JOIN runs r USING (run_id) WHERE {' AND '.join(where)} ORDER BY c.run_id, c.step", params)]
+    elif not (algo and env):
+        raise CliError("choose checkpoints with --run RUN_ID, or with --algo and --env")
+    rows = [(r["run_id"], r["step"], r["env"], r["stored"])
+            for r in candidate_checkpoints(wh, runs, algo, env, seeds, steps, sources)]
     found = [(r, int(s), e) for r, s, e, stored in rows if stored]
     bare = [(r, int(s)) for r, s, _, stored in rows if not stored]
     if runs and bare:

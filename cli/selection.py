@@ -42,22 +42,14 @@ def parse_sources(text: str | None, option: str = "--source") -> tuple[str, ...]
     return parts
 
 
-def in_list(column: str, values) -> tuple[str, list]:
-    """An SQL `column IN (?, …)` and its parameters."""
-    values = list(values)
-    return f"{column} IN ({', '.join('?' for _ in values)})", values
-
-
 def resolve_run(wh, text: str, seed: int | None = None, option: str = "--run",
                 seed_option: str | None = "--seed") -> str:
     """The one run whose id is `text`, or starts with `text` (and has training seed
     `seed` when given). An exact id always wins; several matches are refused, naming
     them and how to choose."""
-    if seed is not None:
-        rows = wh.records("SELECT run_id, seed, source FROM runs WHERE starts_with(run_id, ?) AND seed = ? "
-                          "ORDER BY run_id", [text, int(seed)])
-    else:
-        rows = wh.records("SELECT run_id, seed, source FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id", [text])
+    from retland.warehouse.runs import runs_with_prefix
+
+    rows = runs_with_prefix(wh, text, seed)
     ids = [r["run_id"] for r in rows]
     if text in ids:
         return text

@@ -214,11 +214,9 @@ def _print_fig7(wh, base: StabilizeConfig, picked: list[tuple[str, int]]) -> Non
     experiments of the same settings, if any)."""
     import polars as pl
 
-    from retland.analyses.stabilize import fig7_table
+    from retland.analyses.stabilize import fig7_table, sources_at
 
-    df = wh.query("SELECT * FROM stabilize_sources WHERE criterion = ? AND alpha = ? AND beta = ? AND tolerance = ? "
-                  "AND proposals = ? AND n_samples = ?",
-                  [base.criterion, base.alpha, base.beta, base.tolerance, base.proposals, base.samples])
+    df = sources_at(wh, base)
     keys = pl.DataFrame({"run_id": [r for r, _ in picked], "step": [s for _, s in picked]},
                         schema={"run_id": pl.String, "step": df.schema["step"]})
     table = fig7_table(df.join(keys, on=["run_id", "step"], how="semi"))
@@ -266,23 +264,13 @@ def stabilize_effect(
     paper's); mean_*: mean post-update return, to check "at similar return";
     retland_ltp_source_*: LTP against the source checkpoint's mode, retland's extra, not
     the paper's. --per-source prints the view stabilize_sources (A.10)."""
-    import duckdb
-
-    from retland.analyses.stabilize import fig7_table
+    from retland.analyses.stabilize import fig7_table, source_rows
     from retland.warehouse import Warehouse
-    from retland.warehouse.readonly import filtered, query_error
 
     if not 1 <= bootstrap <= 1_000_000:
         raise CliError(f"--bootstrap {bootstrap}: give a whole number in [1, 1000000]")
     wh = Warehouse.open(warehouse, create=False)
-    con = wh.connect()
-    try:
-        df = filtered(con, "SELECT * FROM stabilize_sources", where).order(
-            "env, criterion, alpha, beta, tolerance, proposals, n_samples, run_id, step").pl()
-    except duckdb.Error as exc:
-        raise query_error(exc) from None
-    finally:
-        con.close()
+    df = source_rows(wh, where)
     if per_source:
         emit(df, fmt, output, title="Algorithm 1 per source policy (A.10): after the last proposal, mean over "
                                     "rejection seeds")

@@ -17,20 +17,10 @@ def status_table(wh, samples: int | None = None, operator: str | None = None, ru
 
     import polars as pl
 
+    from retland.purd.chunks import chunk_complete, stored_distributions
     from retland.purd.leases import STALE_AFTER, live_leases
 
-    where, params = [], []
-    if operator:
-        where.append("starts_with(operator_id, ?)")
-        params.append(operator)
-    if run:
-        where.append("starts_with(run_id, ?)")
-        params.append(run)
-    rows = wh.records(
-        "SELECT run_id, step, operator_id, count(*) AS n, max(update_index) + 1 AS span, "
-        "list(DISTINCT chunk_size) AS b, list(update_index) AS idx FROM post_update_returns "
-        + (f"WHERE {' AND '.join(where)} " if where else "") + "GROUP BY ALL ORDER BY run_id, step, operator_id",
-        params)
+    rows = stored_distributions(wh, operator, run)
     leases = [x for x in live_leases(wh.root, STALE_AFTER if stale_after is None else stale_after)
               if (not operator or x.operator_id.startswith(operator)) and (not run or x.run_id.startswith(run))]
     by_key: dict[tuple, dict] = {}
@@ -39,14 +29,14 @@ def status_table(wh, samples: int | None = None, operator: str | None = None, ru
     busy: dict[tuple, list] = {}
     for x in leases:
         busy.setdefault((x.run_id, x.step, x.operator_id), []).append(x)
-        by_key.setdefault((x.run_id, x.step, x.operator_id), {"n": 0, "span": 0, "b": [x.batch_size], "idx": []})
+        by_key.setdefault((x.run_id, x.step, x.operator_id), {"rows": 0, "chunk_sizes": [x.batch_size], "indices": []})
     out = []
     for key in sorted(by_key):
         r = by_key[key]
-        sizes = sorted(int(b) for b in r["b"] if b is not None)
+        sizes = sorted(int(b) for b in r["chunk_sizes"] if b is not None)
         b = sizes[0] if len(sizes) == 1 else None
-        present = set(r["idx"])
-        row = {"run_id": key[0], "step": key[1], "operator": key[2], "rows": int(r["n"]),
+        present = set(r["indices"])
+        row = {"run_id": key[0], "step": key[1], "operator": key[2], "rows": int(r["rows"]),
                "chunk_size": b if b is not None else ",".join(map(str, sizes)) or None}
         if samples:
             below = sum(1 for i in present if i < samples)
@@ -54,8 +44,7 @@ def status_table(wh, samples: int | None = None, operator: str | None = None, ru
             row["done"] = f"{100 * below / samples:.0f}%"
             if b:
                 chunks = math.ceil(samples / b)
-                full = sum(1 for k in range(chunks)
-                           if all(i in present for i in range(k * b, min((k + 1) * b, samples))))
+                full = sum(1 for k in range(chunks) if chunk_complete(k, b, samples, present))
                 row["chunks"] = f"{full}/{chunks}"
         held = busy.get(key, [])
         row["computing"] = len(held)

@@ -218,7 +218,8 @@ def _stream_to_file(rel, fmt: OutputFormat, output: Path) -> int:
 
 @app.command()
 def query(
-    sql: Annotated[str, typer.Argument(help="One read-only SQL statement (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN).")],
+    sql: Annotated[str, typer.Argument(help="One read-only SQL statement: a query (plain or WITH …), DESCRIBE, "
+                                            "SHOW, SUMMARIZE or EXPLAIN.")],
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
     limit: LimitOpt = None,
@@ -266,31 +267,13 @@ def runs(
 
     When post_update_returns cannot be read (a damaged part), the runs are still listed,
     without their distribution counts, and a warning names the fix."""
-    import duckdb
-
-    from retland.cli.selection import in_list
     from retland.warehouse import Warehouse
-    from retland.warehouse.readonly import query_error
+    from retland.warehouse.runs import list_runs
 
     sources = parse_sources(source)
     wh = Warehouse.open(warehouse, create=False)
-    con = wh.connect()
-    # schema/05_runs.sql; without readable post_update_returns, the runs and checkpoints alone
-    base = ("run_summary" if "post_update_returns" not in wh.unreadable else
-            "(SELECT *, 0::BIGINT AS distributions, 0::BIGINT AS samples FROM run_checkpoint_summary)")
-    cond, params = in_list("s.source", sources)
-    if run is not None:
-        cond, params = cond + " AND starts_with(s.run_id, ?)", params + [run]
-    if seed is not None:
-        cond, params = cond + " AND s.seed = ?", params + [seed]
-    sql = (f"SELECT s.*, (SELECT list(DISTINCT c.step ORDER BY c.step) FROM checkpoints c WHERE c.run_id = s.run_id) "
-           f"AS steps FROM {base} s WHERE {cond} ORDER BY s.algo, s.env, s.seed, s.run_id")
-    try:
-        df = con.sql(sql, params=params).pl()
-    except duckdb.Error as exc:
-        raise query_error(exc) from None
-    finally:
-        con.close()
+    # without readable post_update_returns, the runs and checkpoints alone
+    df = list_runs(wh, sources, run, seed)
     if fmt is OutputFormat.table and output is None:
         import polars as pl
 
@@ -307,7 +290,7 @@ def ls(warehouse: WarehouseOpt = None) -> None:
     import polars as pl
 
     from retland.warehouse import TABLES, Warehouse
-
+    from retland.warehouse.catalog import row_count
     from retland.warehouse.log import committed_paths
 
     wh = Warehouse.open(warehouse, create=False)
@@ -317,7 +300,7 @@ def ls(warehouse: WarehouseOpt = None) -> None:
     try:
         for name, spec in TABLES.items():
             files = [wh.root / rel for rel in committed_paths(state, name) if (wh.root / rel).is_file()]
-            n = None if name in wh.unreadable else con.sql(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]
+            n = None if name in wh.unreadable else row_count(con, name)
             rows.append({"table": name, "rows": n, "parts": len(files),
                          "MiB": round(sum(p.stat().st_size for p in files) / 2**20, 3), "about": spec.doc})
     finally:

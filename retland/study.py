@@ -647,8 +647,11 @@ def _train_stage(study: Study, i: int, wh, base: Path) -> Stage:
         return Stage(name, "done", f"job {found[0]}: {spec.seeds} runs x {len(cfg.checkpoint_steps)} checkpoints")
     if found:
         job = found[0]
-        last = wh.query(f"SELECT min(m) AS m FROM (SELECT max(step) AS m FROM checkpoints WHERE run_id IN "
-                        f"({', '.join('?' for _ in found[1])}) GROUP BY run_id)", found[1])["m"][0] or 0
+        from retland.warehouse.sqlgen import in_list
+
+        cond, params = in_list("run_id", found[1])
+        last = wh.query(f"SELECT min(m) AS m FROM (SELECT max(step) AS m FROM checkpoints WHERE {cond} "
+                        "GROUP BY run_id)", params)["m"][0] or 0
         return Stage(name, "todo", f"resume job {job} from step {int(last):,} ({spec.label})",
                      [["train", "--resume", job]], (cfg.steps - int(last)) * cfg.seeds)
     cmd = ["train", "--algo", spec.algo, "--env", spec.env, "--variant", spec.variant, "--seeds", str(spec.seeds),

@@ -13,12 +13,20 @@
 --       the columns of run_checkpoint_summary, then
 --       distributions (distinct (step, operator_id) of its post-update returns, 0 if none),
 --       samples (its post-update return rows, 0 if none)
+--   run_listing              view, one row per run (what `retland runs` prints): the columns
+--       of run_summary, then steps (its distinct checkpoint steps, ascending; NULL if none)
+--   run_checkpoint_listing   view: run_listing without reading post_update_returns
+--       (distributions and samples 0), what `retland runs` lists when that table is damaged
+--   distribution_progress    view, one row per stored distribution (what `retland status` shows):
+--       run_id, step, operator_id, rows (its post-update return rows),
+--       chunk_sizes (the distinct chunk_size values of its rows, a list; one unless a
+--       job was resumed with another --batch-size), indices (its update_index values, a list)
 --
 -- variant is run_variant(runs.variant, runs.source) of 00_common.sql.
 --
 -- run_checkpoint_summary does not read post_update_returns, so it still answers when a
--- part of that table is damaged; `retland runs` falls back to it (with 0 distributions
--- and samples) then.
+-- part of that table is damaged; `retland runs` falls back to it (through
+-- run_checkpoint_listing, with 0 distributions and samples) then.
 
 CREATE OR REPLACE VIEW run_checkpoint_summary AS
 SELECT r.run_id, r.algo, r.env, run_variant(r.variant, r.source) AS variant,
@@ -40,3 +48,23 @@ LEFT JOIN (
     FROM post_update_returns
     GROUP BY run_id
 ) d USING (run_id);
+
+CREATE OR REPLACE VIEW distribution_progress AS
+SELECT run_id, step, operator_id,
+       count(*) AS rows,
+       list(DISTINCT chunk_size) AS chunk_sizes,
+       list(update_index) AS indices
+FROM post_update_returns
+GROUP BY run_id, step, operator_id;
+
+-- What `retland runs` lists: run_summary (or, when post_update_returns cannot be read,
+-- run_checkpoint_summary with 0 distributions and samples) with each run's checkpoint steps.
+CREATE OR REPLACE VIEW run_listing AS
+SELECT s.*,
+       (SELECT list(DISTINCT c.step ORDER BY c.step) FROM checkpoints c WHERE c.run_id = s.run_id) AS steps
+FROM run_summary s;
+
+CREATE OR REPLACE VIEW run_checkpoint_listing AS
+SELECT s.*, 0::BIGINT AS distributions, 0::BIGINT AS samples,
+       (SELECT list(DISTINCT c.step ORDER BY c.step) FROM checkpoints c WHERE c.run_id = s.run_id) AS steps
+FROM run_checkpoint_summary s;

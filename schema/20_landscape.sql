@@ -13,6 +13,9 @@
 --       mode_nonpositive (the point's mode <= 0, where ltp counts returns below a
 --       non-positive threshold; NULL when n = 1), cvar (purd_cvar at alpha 0.1; NULL when n = 1)
 --     With one sample per point, mean is the return of θ + a·d1 + b·d2 itself.
+--   landscape_summary   view, one row per grid (what `retland landscape` prints):
+--       grid_id, zoom, resolution, points (grid points with samples), min and max
+--       (of the points' mean), at_origin (the mean at a = b = 0, the checkpoint itself)
 
 CREATE OR REPLACE VIEW landscape_values AS
 SELECT
@@ -28,3 +31,10 @@ SELECT
 FROM landscape_points p
 JOIN landscape_grids g USING (grid_id)
 GROUP BY g.grid_id, g.run_id, g.step, g.directions, g.zoom, g.resolution, p.point;
+
+CREATE OR REPLACE VIEW landscape_summary AS
+SELECT grid_id, zoom, any_value(resolution) AS resolution, count(*) AS points,
+       min(mean) AS min, max(mean) AS max,
+       max(mean) FILTER (WHERE a = 0 AND b = 0) AS at_origin
+FROM landscape_values
+GROUP BY grid_id, zoom;

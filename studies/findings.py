@@ -34,6 +34,7 @@ import numpy as np
 
 from retland import stats
 from retland.warehouse import Warehouse
+from retland.warehouse.sqlgen import in_list
 
 SIMILAR_MEAN = 0.05  # |mean_a - mean_b| <= 5% of the larger mean
 LAST_STEPS = 50  # F2: the window before termination excluded from the "kept up" ratio
@@ -51,10 +52,11 @@ def _fmt(v, lo, hi, f="{:.3f}") -> str:
 
 
 def distributions(wh, runs: list[str], operator_id: str) -> list[dict]:
+    cond, params = in_list("run_id", runs)
     df = wh.query("SELECT run_id, step, list(\"return\" ORDER BY update_index) AS r, "
                   "list(terminated ORDER BY update_index) AS term FROM post_update_returns "
-                  f"WHERE operator_id = ? AND run_id IN ({', '.join('?' for _ in runs)}) GROUP BY ALL "
-                  "ORDER BY run_id, step", [operator_id, *runs])
+                  f"WHERE operator_id = ? AND {cond} GROUP BY ALL "
+                  "ORDER BY run_id, step", [operator_id, *params])
     out = []
     for run, step, r, term in df.iter_rows():
         r = np.asarray(r, np.float64)
@@ -110,16 +112,17 @@ def f2(wh, ds: list[dict], runs: list[str]) -> None:
         lo, hi = np.percentile(boot, [2.5, 97.5])
         print(f"(a) failing samples (return < 0.5 x mode) that terminated early: {pooled:.3f} [{lo:.3f}, {hi:.3f}] "
               f"({int(counts.sum())} failing samples in {len(counts)} distributions; CI resamples distributions)")
+    cond, params = in_list("run_id", runs)
     q = wh.query(
         "WITH p AS (SELECT pair_id, min(t) FILTER (WHERE role = 'failure' AND done) AS t_end, "
         "                  min(torso_height) FILTER (WHERE role = 'success') AS s_min_z "
-        "           FROM trajectories WHERE run_id IN (" + ", ".join("?" for _ in runs) + ") GROUP BY pair_id) "
+        "           FROM trajectories WHERE " + cond + " GROUP BY pair_id) "
         "SELECT p.pair_id, p.t_end, "
         "  avg(j.reward) FILTER (WHERE j.role = 'failure' AND j.t < p.t_end - ?) AS f_rate, "
         "  avg(j.reward) FILTER (WHERE j.role = 'success' AND j.t < p.t_end - ?) AS s_rate, "
         "  min(j.t) FILTER (WHERE j.role = 'failure' AND j.torso_height < p.s_min_z) AS t_low "
         "FROM p JOIN trajectories j USING (pair_id) GROUP BY ALL ORDER BY p.pair_id",
-        [*runs, LAST_STEPS, LAST_STEPS])
+        [*params, LAST_STEPS, LAST_STEPS])
     rows = q.to_dicts()
     if not rows:
         print("(b) no failure pairs re-rolled")
@@ -134,7 +137,7 @@ def f2(wh, ds: list[dict], runs: list[str]) -> None:
               f"{_fmt(float(np.median(ratio)), *_ci(ratio, np.median), '{:.2f}')} over {len(ratio)} pairs "
               f"(range {ratio.min():.2f}-{ratio.max():.2f})")
     div = wh.query("SELECT diverge_step, failure_end_step FROM failure_divergence WHERE failure_end_step IS NOT NULL "
-                   f"AND run_id IN ({', '.join('?' for _ in runs)})", runs).to_dicts()
+                   f"AND {cond}", params).to_dicts()
     if div:
         gap = np.asarray([(d["diverge_step"] if d["diverge_step"] is not None else d["failure_end_step"])
                           - d["failure_end_step"] for d in div], np.float64)
@@ -188,9 +191,10 @@ def f4(wh, runs: list[str], study) -> None:
 
     print("\n## F4: Algorithm 1 (reject - baseline after the last proposal)")
     base = study.stabilize.base()
-    df = wh.query(f"SELECT * FROM stabilize_sources WHERE run_id IN ({', '.join('?' for _ in runs)}) "
+    cond, params = in_list("run_id", runs)
+    df = wh.query(f"SELECT * FROM stabilize_sources WHERE {cond} "
                   "AND criterion = ? AND proposals = ? AND n_samples = ? ORDER BY env, run_id, step",
-                  [*runs, base.criterion, base.proposals, base.samples])
+                  [*params, base.criterion, base.proposals, base.samples])
     if df.height == 0:
         print("no Algorithm 1 experiment stored")
         return

@@ -32,6 +32,7 @@ from retland.train.checkpoints import load_checkpoint
 from retland.train.config import TD3Config, TrainConfig
 from retland.train.job import train
 from retland.train.program import make_chunk_fn
+from retland.warehouse.sqlgen import in_list
 
 TINY = TrainConfig(
     env="hopper", seeds=1, total_steps=60, checkpoints=(45, 60), eval_every=60, horizon=6,
@@ -270,9 +271,9 @@ def test_every_proposal_is_a_row_and_sql_replays_the_decisions(wh, experiment):
 
 @pytest.mark.slow
 def test_final_states_are_derived_runs_that_load_like_any_other(wh, source, experiment):
-    runs = wh.query("SELECT run_id, source, parent_run_id, parent_step FROM runs WHERE run_id IN "
-                    f"({', '.join('?' for _ in experiment.derived_run_ids)}) ORDER BY run_id",
-                    experiment.derived_run_ids)
+    cond, params = in_list("run_id", experiment.derived_run_ids)
+    runs = wh.query(f"SELECT run_id, source, parent_run_id, parent_step FROM runs WHERE {cond} ORDER BY run_id",
+                    params)
     assert runs.height == 4 and set(runs["source"]) == {"derived"}
     assert set(runs["parent_run_id"]) == {source.run_id} and set(runs["parent_step"]) == {STEP}
     for i, rid in enumerate(experiment.derived_run_ids):

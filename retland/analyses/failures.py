@@ -37,6 +37,7 @@ from retland.core.envs import reference_state
 from retland.purd import engine, sampling
 from retland.purd.operators import KINDS, OperatorSpec
 from retland.train.checkpoints import load_checkpoint
+from retland.warehouse.sqlgen import in_list
 
 SUCCESS_TOLERANCE = 0.1  # |R − mean| <= 0.1·|mean|
 FAILURE_BETA = 0.5  # R < 0.5·mode
@@ -361,3 +362,10 @@ def run(wh, plan: FailurePlan, checkpoint=None) -> int:
         return 0
     plan.pairs = todo
     return store(wh, plan, reroll(wh, plan, checkpoint))
+
+
+def divergence(wh, pair_ids: list[str]):
+    """Rows of the view `failure_divergence` (schema/40_failures.sql) for these pairs, in
+    pair_id order."""
+    cond, params = in_list("pair_id", pair_ids)
+    return wh.query(f"SELECT * FROM failure_divergence WHERE {cond} ORDER BY pair_id", params)

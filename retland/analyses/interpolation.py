@@ -47,6 +47,7 @@ from retland.purd.engine import FLUSH_SECONDS, AgentPolicy, SampleProgram, fill
 from retland.purd.operators import gaussian_perturb, sample_key
 from retland.config.settings import InterpolationError, InterpolationSettings, default_of
 from retland.train.checkpoints import load_checkpoint, run_config, run_record
+from retland.warehouse.sqlgen import in_list
 
 KINDS = ("same-run", "different-run")
 BTP_THRESHOLD = 0.1
@@ -408,6 +409,13 @@ def btp_table(wh, env: str | None = None, algo: str | None = None) -> pl.DataFra
             cond.append(f"{col} = ?")
             params.append(val)
     return wh.query(f"SELECT * FROM interpolation_btp WHERE {' AND '.join(cond)} ORDER BY kind, pair_id", params)
+
+
+def pair_btp(wh, pair_ids: list[str]) -> pl.DataFrame:
+    """`interpolation_btp` rows of these pairs, complete or not, ordered by kind, run_a,
+    step_a, run_b."""
+    cond, params = in_list("pair_id", pair_ids)
+    return wh.query(f"SELECT * FROM interpolation_btp WHERE {cond} ORDER BY kind, run_a, step_a, run_b", params)
 
 
 def btp_summary(btp: pl.DataFrame, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> pl.DataFrame:

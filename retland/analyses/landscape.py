@@ -46,6 +46,7 @@ from retland.purd.engine import FLUSH_SECONDS, AgentPolicy, SampleProgram, fill
 from retland.purd.operators import AGENT_KINDS, gaussian_perturb, parse_operator, sample_key
 from retland.config.settings import LandscapeError, LandscapeRequest
 from retland.train.checkpoints import list_checkpoints, load_checkpoint, run_config, run_record
+from retland.warehouse.sqlgen import in_list
 
 # ---------------------------------------------------------------------- arithmetic
 
@@ -313,3 +314,10 @@ def run(wh, p: LandscapePlan, *, devices=None, progress: Callable[[int], None] |
         finally:
             res.seconds = time.monotonic() - t0
     return results
+
+
+def grid_summary(wh, grid_ids: list[str]):
+    """Rows of the view `landscape_summary` (schema/20_landscape.sql) for these grids,
+    the widest zoom first."""
+    cond, params = in_list("grid_id", grid_ids)
+    return wh.query(f"SELECT * FROM landscape_summary WHERE {cond} ORDER BY zoom DESC", params)

@@ -53,6 +53,7 @@ from retland.core import jaxcache, programs, sizing
 from retland.core.envs import make_env, reference_env, reference_state
 from retland.core.networks import DeterministicActor
 from retland.core.rollout import rollout
+from retland.purd.chunks import missing_chunks
 from retland.purd.operators import OperatorSpec, params_function, rollout_key, rollout_perturbation, sample_key
 from retland.warehouse.tables import TABLES
 from retland.warehouse.writer import RowError, check_rows
@@ -226,16 +227,6 @@ def chunk_fits(fn, placed_args, batch_size: int, device, room: int | None = None
 def chunk_indices(k: int, batch_size: int) -> np.ndarray:
     """[B] int32: the indices of chunk k."""
     return np.arange(k * batch_size, (k + 1) * batch_size, dtype=np.int32)
-
-
-def missing_chunks(n: int, batch_size: int, present: set[int]) -> list[int]:
-    """Chunks with at least one index < n not yet stored."""
-    out = []
-    for k in range(math.ceil(n / batch_size)):
-        hi = min((k + 1) * batch_size, n)
-        if any(i not in present for i in range(k * batch_size, hi)):
-            out.append(k)
-    return out
 
 
 @dataclass

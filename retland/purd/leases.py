@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from retland.purd.chunks import chunk_complete
+
 LEASE_DIR = "leases"
 STALE_AFTER = 600.0  # seconds without a heartbeat after which a lease is taken over
 
@@ -269,8 +271,7 @@ def claim(wh, plan, leases: Leases | None, refresh) -> Iterator[tuple[object, li
             holder = leases.acquire(plan.run_id, plan.step, oid, plan.batch_size, k)
             (busy.append(holder) if holder is not None else mine.append(k))
         present = set(refresh(plan)) if mine else set(plan.present)
-        todo = [k for k in mine if any(i not in present for i in range(k * plan.batch_size,
-                                                                      min((k + 1) * plan.batch_size, plan.n)))]
+        todo = [k for k in mine if not chunk_complete(k, plan.batch_size, plan.n, present)]
         leases.release([path(k) for k in mine if k not in todo])  # flushed by another job meanwhile
         with leases.heartbeat():
             yield dataclasses.replace(plan, todo=todo, present=present), busy

@@ -46,13 +46,14 @@ from retland.purd.engine import (
     SamplingError,
     Work,
     compute,
-    missing_chunks,
     program_for,
     resolve_devices,
 )
+from retland.purd.chunks import missing_chunks
 from retland.purd.leases import LeaseInfo, Leases, claim
 from retland.purd.operators import AGENT_KINDS, OperatorSpec
 from retland.train.checkpoints import load_checkpoint
+from retland.warehouse.sqlgen import in_list
 
 __all__ = ["Plan", "SampleResult", "SamplingError", "NonFiniteReturnError", "plan_job", "plan_distribution",
            "run_plan", "sample_checkpoint", "sample_distribution", "checkpoint_program", "auto_batch_size",
@@ -133,10 +134,10 @@ def stored_rows(wh, operator_ids: Iterable[str]) -> dict[tuple[str, int, str], t
     ids = sorted(set(operator_ids))
     if not ids:
         return {}
+    cond, params = in_list("operator_id", ids)
     rows = wh.records(
         "SELECT run_id, step, operator_id, list(update_index) AS idx, list(DISTINCT chunk_size) AS b "
-        f"FROM post_update_returns WHERE operator_id IN ({', '.join('?' for _ in ids)}) "
-        "GROUP BY ALL", ids)
+        f"FROM post_update_returns WHERE {cond} GROUP BY ALL", params)
     return {(r["run_id"], int(r["step"]), r["operator_id"]): (set(r["idx"]), {int(b) for b in r["b"] if b is not None})
             for r in rows}
 

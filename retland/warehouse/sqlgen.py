@@ -60,6 +60,14 @@ def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def in_list(column: str, values) -> tuple[str, list]:
+    """An SQL `column IN (?, …)` and its parameters: the one way retland writes a
+    parameterised list (never the values themselves into the text). DuckDB reads the
+    `IN ()` of an empty `values` as keeping no row."""
+    values = list(values)
+    return f"{column} IN ({', '.join('?' for _ in values)})", values
+
+
 # Key column types whose footer min/max DuckDB reports as text that casts back exactly
 # (and that compare in the Parquet writer's order). A key column of another type makes
 # every part of its folder "overlapping": still exact, only slower.

@@ -56,7 +56,7 @@ run (runs.source = 'derived', parent_run_id, parent_step) with one checkpoint, w
 `retland sample` and the report treat like any other.
 """
 from retland.analyses.stabilize.config import ARMS, AUTO_CHUNK, CRITERIA, StabilizeConfig, accepts, criterion_value
-from retland.analyses.stabilize.effect import arm_effect, fig7_table
+from retland.analyses.stabilize.effect import arm_effect, fig7_table, source_rows, sources_at
 from retland.analyses.stabilize.experiment import (
     StabilizeResult,
     derived_run_id,
@@ -86,7 +86,7 @@ from retland.analyses.stabilize.sources import (
 )
 
 __all__ = ["ARMS", "AUTO_CHUNK", "CRITERIA", "StabilizeConfig", "accepts", "criterion_value", "arm_effect",
-           "fig7_table", "StabilizeResult", "derived_run_id", "load_source", "new_experiment_id", "run_experiment",
-           "write_result", "Lane", "OwnOrUpdate", "commit", "initial_lanes", "program_config", "propose_fn",
-           "purd_fn", "SourceOutcome", "SourcePlan", "check_source", "completed_experiment", "parse_selection",
-           "plan_sources", "run_sources", "top_ltp_sources"]
+           "fig7_table", "source_rows", "sources_at", "StabilizeResult", "derived_run_id", "load_source",
+           "new_experiment_id", "run_experiment", "write_result", "Lane", "OwnOrUpdate", "commit", "initial_lanes",
+           "program_config", "propose_fn", "purd_fn", "SourceOutcome", "SourcePlan", "check_source",
+           "completed_experiment", "parse_selection", "plan_sources", "run_sources", "top_ltp_sources"]

@@ -93,3 +93,28 @@ def fig7_table(sources, n_resamples: int = 1000, confidence: float = 0.95, seed:
             row.update({k: sub[k].mean() for k in levels})
             rows.append(row)
     return pl.DataFrame(rows, schema=schema)
+
+
+def sources_at(wh, config):
+    """Rows of the view stabilize_sources (schema/50_stabilize.sql) at the settings of a
+    StabilizeConfig: its criterion, alpha, beta, tolerance, proposals and samples."""
+    return wh.query("SELECT * FROM stabilize_sources WHERE criterion = ? AND alpha = ? AND beta = ? AND tolerance = ? "
+                    "AND proposals = ? AND n_samples = ?",
+                    [config.criterion, config.alpha, config.beta, config.tolerance, config.proposals, config.samples])
+
+
+def source_rows(wh, where: str | None = None):
+    """Rows of the view stabilize_sources that `where` (one SQL condition, parsed as an
+    expression) keeps, ordered by env, setting, run_id and step."""
+    import duckdb
+
+    from retland.warehouse.readonly import filtered, query_error
+
+    con = wh.connect()
+    try:
+        return filtered(con, "SELECT * FROM stabilize_sources", where).order(
+            "env, criterion, alpha, beta, tolerance, proposals, n_samples, run_id, step").pl()
+    except duckdb.Error as exc:
+        raise query_error(exc) from None
+    finally:
+        con.close()
