@@ -214,13 +214,14 @@ def sample(
                   samples=None if targets else samples, targets=tuple((targets or {}).items()),
                   max_samples=(max_samples or samples) if targets else None,
                   round_samples=round_samples if targets else None, devices=n_devices)
-    operator_ids = ", ".join(sorted({spec.operator_id for spec in specs.values()}))
+    ids = sorted({spec.operator_id for spec in specs.values()})
+    operator_ids = ", ".join(ids)
 
     def say(text: str) -> None:
         err_console.print(escape(text), highlight=False, soft_wrap=True)
 
     if executor != "none":
-        _submit(wh, job, plans, executor, jobs, resources, slurm_folder, operator_ids, say, submit, wait)
+        _submit(wh, job, plans, executor, jobs, resources, slurm_folder, ids, say, submit, wait)
         return
     if targets:
         _adaptive(wh, job, chosen, shard_ij, operator_ids, progress, say, run_shard)
@@ -250,9 +251,21 @@ def sample(
                   highlight=False, soft_wrap=True)
 
 
-def _submit(wh, job, plans, executor, jobs, resources, folder, operator_ids, say, submit, wait) -> None:
+def status_hints(root, operator_ids, samples: int | None) -> list[str]:
+    """`retland status` command lines that show a submitted job's distributions: one per
+    operator id, as `status --operator` takes one prefix (a job over several envs can
+    have several ids, e.g. init_state's factor resolves per env), quoted for a shell."""
+    import shlex
+
+    return [f"retland status -w {shlex.quote(str(root))} --operator {shlex.quote(op)}"
+            + (f" --samples {samples}" if samples else "") for op in operator_ids]
+
+
+def _submit(wh, job, plans, executor, jobs, resources, folder, ids, say, submit, wait) -> None:
     """--executor slurm/local: submit the array (and, local, wait and report)."""
     from retland.purd.sampling import SamplingError
+
+    operator_ids = ", ".join(ids)
 
     if not job.targets:
         total = sum(p.new_rows for p in plans)
@@ -268,14 +281,14 @@ def _submit(wh, job, plans, executor, jobs, resources, folder, operator_ids, say
         sub = submit(job, jobs, executor, resources, folder)
     except SamplingError as exc:
         raise CliError(str(exc)) from None
-    status = f"retland status -w {wh.root} --operator '{operator_ids}'" + (
-        f" --samples {job.samples}" if job.samples else "")
     if executor == "slurm":
         console.print(escape(
             f"submitted SLURM array {sub.array_id}: {jobs} task(s) sampling {what}, operator {operator_ids}"),
             highlight=False, soft_wrap=True)
-        console.print(escape(f"watch it:  squeue -j {sub.array_id}   |   {status}   |   logs in {sub.folder}/"),
+        console.print(escape(f"watch it:  squeue -j {sub.array_id}   |   logs in {sub.folder}/"),
                       highlight=False, soft_wrap=True)
+        for hint in status_hints(wh.root, ids, job.samples):
+            console.print(escape(f"progress:  {hint}"), highlight=False, soft_wrap=True)
         console.print(escape(f"a task that failed can simply be run again: the same command with --executor none "
                              f"--shard i/{jobs} (it computes only what is missing)"), highlight=False, soft_wrap=True)
         return
