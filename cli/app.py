@@ -158,6 +158,20 @@ def check_seed(value: int, option: str, limit: int = MAX_SEED) -> None:
         raise CliError(f"{option} {value}: give a whole number in [0, {limit}]")
 
 
+def int_list(text: str | None, option: str, **bounds) -> tuple[int, ...] | None:
+    """A --seeds/--steps/--checkpoints list ('0,2,5..7') in the syntax a study file's
+    lists share (retland.config.intlist.parse_int_list; `bounds` are its minimum, maximum);
+    None when the option was not given."""
+    from retland.config.intlist import IntListError, parse_int_list
+
+    if text is None:
+        return None
+    try:
+        return parse_int_list(text, option, **bounds)
+    except IntListError as exc:
+        raise CliError(str(exc)) from None
+
+
 def require_stored_checkpoint(wh, run_id: str, step: int, what: str) -> None:
     """Refuse a checkpoint row without parameters (a run whose returns were imported)
     before any work; unknown runs and steps are left to the command's own message."""

@@ -15,34 +15,12 @@ from retland.cli.app import (
     console,
     count_or_keyword,
     err_console,
+    int_list,
     require_writable,
 )
 from retland.cli.progress import progress_bar
 from retland.cli.selection import parse_sources, resolve_run, source_option
 from retland.config.settings import SampleSettings, default_of, help_of
-
-
-def _int_list(text: str | None, what: str) -> list[int] | None:
-    """'0,2,5-7' -> [0, 2, 5, 6, 7]: integers >= 0 and inclusive ranges LO-HI."""
-    if text is None:
-        return None
-    out: list[int] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            lo, hi = (int(x) for x in part.split("-", 1)) if "-" in part else (int(part), int(part))
-        except ValueError:
-            raise CliError(f"--{what} {text!r}: expected integers >= 0 and ranges like 0,2,5-7") from None
-        if hi < lo:
-            raise CliError(f"--{what} {text!r}: range {part!r} is empty (LO-HI needs LO <= HI)")
-        if lo < 0 or hi > 2**63 - 1 or hi - lo >= 100_000:
-            raise CliError(f"--{what} {text!r}: {part!r} is out of range (values in [0, 2^63-1], "
-                           "at most 100000 in one range)")
-        out.extend(range(lo, hi + 1))
-    if not out:
-        raise CliError(f"--{what} {text!r}: no values given; e.g. 0,2,5-7")
-    return out
 
 
 def select_checkpoints(wh, runs, algo, env, seeds, steps, sources=("trained",)) -> list[tuple[str, int, str]]:
@@ -97,10 +75,10 @@ def sample(
              "--seeds picks that prefix's run of each seed.")] = None,
     algo: Annotated[Optional[str], typer.Option(help="Select runs by algorithm (with --env).")] = None,
     env: Annotated[Optional[str], typer.Option(help="Select runs by env (with --algo).")] = None,
-    seeds: Annotated[Optional[str], typer.Option(help="Training seeds of the runs, e.g. 0,1,5-9.")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Training seeds of the runs, e.g. 0,1,5..9.")] = None,
     source: source_option("that --algo/--env select; default trained (derived: stabilize's final policies; "
                           "imported runs have no parameters to sample)") = "trained",
-    steps: Annotated[Optional[str], typer.Option(help="Checkpoint env steps, e.g. 50000,150000.")] = None,
+    steps: Annotated[Optional[str], typer.Option(help="Checkpoint env steps, e.g. 50000,150000 or 5e4,1.5e5.")] = None,
     samples: Annotated[int, typer.Option(help=help_of(SampleSettings, "samples"))] = default_of(SampleSettings, "samples"),
     horizon: Annotated[int, typer.Option(help=help_of(SampleSettings, "horizon"))] = default_of(SampleSettings, "horizon"),
     key_seed: Annotated[int, typer.Option(help=help_of(SampleSettings, "key_seed"))] = default_of(SampleSettings, "key_seed"),
@@ -165,7 +143,8 @@ def sample(
     check_seed(key_seed, "--key-seed")
     batch = count_or_keyword(batch_size, "--batch-size", "auto")
     n_devices = count_or_keyword(devices, "--devices", "all")
-    seed_list, step_list = _int_list(seeds, "seeds"), _int_list(steps, "steps")
+    seed_list, step_list = (None if x is None else list(x)
+                            for x in (int_list(seeds, "--seeds"), int_list(steps, "--steps")))
     sources = parse_sources(source)
     if executor not in EXECUTORS:
         raise CliError(f"--executor {executor!r}: choose from {', '.join(EXECUTORS)}")
@@ -225,13 +204,14 @@ def sample(
                   samples=None if targets else samples, targets=tuple((targets or {}).items()),
                   max_samples=(max_samples or samples) if targets else None,
                   round_samples=round_samples if targets else None, devices=n_devices)
-    operator_ids = ", ".join(sorted({spec.operator_id for spec in specs.values()}))
+    ids = sorted({spec.operator_id for spec in specs.values()})
+    operator_ids = ", ".join(ids)
 
     def say(text: str) -> None:
         err_console.print(escape(text), highlight=False, soft_wrap=True)
 
     if executor != "none":
-        _submit(wh, job, plans, executor, jobs, resources, slurm_folder, operator_ids, say, submit, wait)
+        _submit(wh, job, plans, executor, jobs, resources, slurm_folder, ids, say, submit, wait)
         return
     if targets:
         _adaptive(wh, job, chosen, shard_ij, operator_ids, progress, say, run_shard)
@@ -261,9 +241,21 @@ def sample(
                   highlight=False, soft_wrap=True)
 
 
-def _submit(wh, job, plans, executor, jobs, resources, folder, operator_ids, say, submit, wait) -> None:
+def status_hints(root, operator_ids, samples: int | None) -> list[str]:
+    """`retland status` command lines that show a submitted job's distributions: one per
+    operator id, as `status --operator` takes one prefix (a job over several envs can
+    have several ids, e.g. init_state's factor resolves per env), quoted for a shell."""
+    import shlex
+
+    return [f"retland status -w {shlex.quote(str(root))} --operator {shlex.quote(op)}"
+            + (f" --samples {samples}" if samples else "") for op in operator_ids]
+
+
+def _submit(wh, job, plans, executor, jobs, resources, folder, ids, say, submit, wait) -> None:
     """--executor slurm/local: submit the array (and, local, wait and report)."""
     from retland.purd.sampling import SamplingError
+
+    operator_ids = ", ".join(ids)
 
     if not job.targets:
         total = sum(p.new_rows for p in plans)
@@ -279,14 +271,14 @@ def _submit(wh, job, plans, executor, jobs, resources, folder, operator_ids, say
         sub = submit(job, jobs, executor, resources, folder)
     except SamplingError as exc:
         raise CliError(str(exc)) from None
-    status = f"retland status -w {wh.root} --operator '{operator_ids}'" + (
-        f" --samples {job.samples}" if job.samples else "")
     if executor == "slurm":
         console.print(escape(
             f"submitted SLURM array {sub.array_id}: {jobs} task(s) sampling {what}, operator {operator_ids}"),
             highlight=False, soft_wrap=True)
-        console.print(escape(f"watch it:  squeue -j {sub.array_id}   |   {status}   |   logs in {sub.folder}/"),
+        console.print(escape(f"watch it:  squeue -j {sub.array_id}   |   logs in {sub.folder}/"),
                       highlight=False, soft_wrap=True)
+        for hint in status_hints(wh.root, ids, job.samples):
+            console.print(escape(f"progress:  {hint}"), highlight=False, soft_wrap=True)
         console.print(escape(f"a task that failed can simply be run again: the same command with --executor none "
                              f"--shard i/{jobs} (it computes only what is missing)"), highlight=False, soft_wrap=True)
         return

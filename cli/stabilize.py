@@ -16,40 +16,16 @@ from retland.cli.app import (
     app,
     console,
     emit,
+    int_list,
     require_writable,
 )
 from retland.cli.progress import progress_bar
 from retland.cli.selection import resolve_run
+from retland.config.intlist import INT32_MAX
 from retland.config.settings import ARMS, CRITERIA, StabilizeConfig, default_of, help_of
-
-MAX_SEED = 2**31 - 1
 
 
 Criterion = Enum("Criterion", {c: c for c in CRITERIA}, type=str)
-
-
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """'0..9' -> 0, 1, …, 9 (inclusive); also '0,3,5' and '2-4'."""
-    out: list[int] = []
-    try:
-        for part in (p.strip() for p in text.split(",")):
-            if not part:
-                continue
-            sep = ".." if ".." in part else ("-" if "-" in part[1:] else None)
-            if sep:
-                lo, hi = (int(x) for x in part.split(sep, 1))
-                if hi < lo:
-                    raise CliError(f"--seeds {text!r}: range {part!r} is empty")
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-    except ValueError:
-        raise CliError(f"--seeds {text!r}: expected integers like 0..9, 0,3,5 or 2-4") from None
-    if not out:
-        raise CliError(f"--seeds {text!r}: no seeds given")
-    if max(out) > MAX_SEED:  # stabilize_steps.seed is int32; a failure there would come after the whole run
-        raise CliError(f"--seeds {text!r}: seeds must be <= {MAX_SEED}")
-    return tuple(out)
 
 
 def parse_arms(text: str) -> tuple[str, ...]:
@@ -127,7 +103,7 @@ def stabilize(
         default_of(StabilizeConfig, "criterion")),
     arms: Annotated[str, typer.Option(help="reject (Algorithm 1) and/or baseline (never rejects, same keys).")]
     = "reject,baseline",
-    seeds: Annotated[str, typer.Option(help="Rejection seeds: 0..9, 0,3,5 or 2-4.")] = "0..9",
+    seeds: Annotated[str, typer.Option(help="Rejection seeds: 0..9, 0,3,5 or 2..4.")] = "0..9",
     chunk: Annotated[Optional[int], typer.Option(
         help="PURD samples per lane computed at once; memory grows with lanes × chunk. "
              "Default: 256 on CPU; on a GPU 512, or the largest chunk whose compiled program fits "
@@ -165,7 +141,7 @@ def stabilize(
     try:
         base = StabilizeConfig(run_id="-", step=0, proposals=proposals, samples=samples, alpha=alpha,
                                tolerance=tolerance, criterion=criterion.value, arms=parse_arms(arms),
-                               seeds=parse_seeds(seeds), chunk=chunk)
+                               seeds=int_list(seeds, "--seeds", maximum=INT32_MAX), chunk=chunk)
     except ValidationError as exc:
         msgs = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg'].removeprefix('Value error, ')}"
                          for e in exc.errors())

@@ -1,40 +1,18 @@
 """`retland train`: TD3/SAC/PPO checkpoints on Brax tasks, N seeds in one job."""
 from __future__ import annotations
 
-import math
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from retland.cli.app import CliError, WarehouseOpt, app, console, require_writable
+from retland.cli.app import CliError, WarehouseOpt, app, console, int_list, require_writable
 from retland.cli.progress import progress_bar
 from retland.config.registry import ALGOS
 
 
 Algo = Enum("Algo", {a: a for a in ALGOS}, type=str)  # the registry's algorithms, as choices
-
-
-def _steps_list(text: str | None) -> tuple[int, ...] | None:
-    """'50000,1.5e5' -> (50000, 150000): whole env steps, >= 1."""
-    if text is None:
-        return None
-    out = []
-    for part in (x.strip() for x in text.split(",")):
-        if not part:
-            continue
-        try:
-            value = float(part)
-        except ValueError:
-            value = float("nan")
-        if not math.isfinite(value) or value != int(value) or value < 1:
-            raise CliError(f"--checkpoints {text!r}: {part!r} is not a whole number of env steps >= 1; "
-                           "give comma-separated steps like 50000,150000 or 5e4,1.5e5")
-        out.append(int(value))
-    if not out:
-        raise CliError(f"--checkpoints {text!r}: no steps given; e.g. 50000,150000")
-    return tuple(out)
 
 
 # TrainConfig fields set by a command-line option: errors in them name the option.
@@ -75,7 +53,8 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="First seed; seed i uses PRNGKey(seed + i).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Env steps per seed (default: td3/sac 1e6, ppo 6e7).")] = None,
     checkpoints: Annotated[Optional[str], typer.Option(
-        help="Comma-separated env steps to checkpoint at (default 50k,150k,…,950k; ppo: 10 evenly spaced).")] = None,
+        help="Env steps to checkpoint at, e.g. 50000,150000 or 5e4,1.5e5 (default 50k,150k,…,950k; ppo: 10 "
+             "evenly spaced).")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Env steps between learning-curve points.")] = None,
     backend: Annotated[Optional[str], typer.Option(
         help="Physics: brax0013 (Brax 0.0.13's simulator; the paper variant's, and its default) or, for variant "
@@ -117,7 +96,8 @@ def train(
     else:
         if config is not None and not config.is_file():
             raise CliError(f"--config {config}: no such file")
-        options = dict(env=env, seeds=seeds, seed=seed, total_steps=steps, checkpoints=_steps_list(checkpoints),
+        options = dict(env=env, seeds=seeds, seed=seed, total_steps=steps,
+                       checkpoints=int_list(checkpoints, "--checkpoints", minimum=1),
                        eval_every=eval_every, backend=backend, variant=variant)
         try:
             cfg = load_train_config(config, algo=algo.value if algo else None, **options)

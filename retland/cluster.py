@@ -58,8 +58,12 @@ def run_shard(job: JobSpec, shard: tuple[int, int], *, leases=True, progress=Non
               on_round=None) -> dict[str, Any]:
     """Run shard i/N of `job` in this process; a summary of what it did.
 
-    This is the body of every task of an array, and of `retland sample` without an
-    executor (shard 0/1 unless --shard)."""
+    Callers: `ShardJob`, the body of every task of an `--executor slurm/local` array, and
+    `retland sample --target-ci` without an executor (this process, shard 0/1 unless
+    --shard, with `on_round` printing each round; benchmarks/adaptive.py does the same).
+    `retland sample` with a fixed N and no executor does not come here: it plans and runs
+    `sampling.sample_checkpoint` per checkpoint itself. `progress` goes to either sampler,
+    `on_plans` to `sample_job` (fixed N), `on_round` to `sample_adaptive` (--target-ci)."""
     from retland.purd.leases import Leases
     from retland.purd.sampling import sample_job
     from retland.warehouse import Warehouse

@@ -81,6 +81,18 @@ def _positive(v, info):
     return v
 
 
+def _int_list_text(**bounds):
+    """A before-validator: a list of integers may also be written as the command line
+    takes it, "50000,150000" or "0..9" (retland.config.intlist); arrays pass through."""
+    def parse(v, info):
+        if isinstance(v, str):
+            from retland.config.intlist import parse_int_list
+
+            return parse_int_list(v, info.field_name, **bounds)
+        return v
+    return parse
+
+
 def _check_selection(v):
     """'top-ltp:K' or a list of 'RUN_ID:STEP'."""
     if isinstance(v, str):
@@ -115,6 +127,7 @@ class TrainSpec(_Strict):
     config: str | None = Field(None, description="TOML file of agent settings, relative to the study file")
 
     _pos = field_validator("seeds", "steps", "eval_every")(_positive)
+    _ckpts = field_validator("checkpoints", mode="before")(_int_list_text(minimum=1))  # as train --checkpoints
 
     @model_validator(mode="before")
     @classmethod
@@ -176,6 +189,7 @@ class SampleSpec(_Strict):
     steps: tuple[int, ...] | None = Field(None, description="only these checkpoint steps")
 
     _pos = field_validator("samples", "horizon")(_positive)
+    _steps = field_validator("steps", mode="before")(_int_list_text())  # as sample --steps
 
     @field_validator("own")
     @classmethod
@@ -319,18 +333,10 @@ class StabilizeSpec(_Strict):
     _sel = field_validator("sources")(_check_selection)
 
     def seed_list(self) -> tuple[int, ...]:
-        out: list[int] = []
-        for part in (p.strip() for p in self.seeds.split(",") if p.strip()):
-            sep = ".." if ".." in part else ("-" if "-" in part[1:] else None)
-            try:
-                if sep:
-                    lo, hi = (int(x) for x in part.split(sep, 1))
-                    out.extend(range(lo, hi + 1))
-                else:
-                    out.append(int(part))
-            except ValueError:
-                raise ValueError(f"seeds {self.seeds!r}: expected integers like 0..9, 0,3,5 or 2-4") from None
-        return tuple(out)
+        """`seeds` as `retland stabilize --seeds` reads it (retland.config.intlist)."""
+        from retland.config.intlist import INT32_MAX, parse_int_list
+
+        return parse_int_list(self.seeds, "seeds", maximum=INT32_MAX)
 
     def base(self):
         from retland.config.settings import StabilizeConfig

@@ -275,3 +275,52 @@ def test_rows_flushed_by_another_job_after_planning_are_not_computed_again(examp
     res = sampling.sample_checkpoint(wh, stale_plan, leases=Leases(root), flush_seconds=0)
     assert res.rows_written == 16 and raw_row_count(root) == N
     assert np.array_equal(np.sort(rows(root)["update_index"].to_numpy()), np.arange(N))
+
+
+def test_the_status_hint_of_a_submitted_job_finds_each_of_its_distributions(tmp_path, capsys, monkeypatch):
+    """A job whose distributions have different operator ids (here: two, as init_state's
+    factor resolves to each env's own reset noise) is watched with commands `retland status` runs as printed:
+    once the hint was one `--operator 'id1, id2'`, a prefix no id starts with."""
+    import json
+    import re
+    import shlex
+    from types import SimpleNamespace
+
+    from retland.cli.sample import _submit
+    from retland.cluster import JobSpec, Resources
+
+    envs = ["hopper", "ant"]
+    ids = [parse_operator("init_state:factor=0.5", env=e, horizon=H, seed=0).operator_id for e in envs]
+    assert len(set(ids)) == 2
+    csv = tmp_path / "returns.csv"
+    csv.write_text("algo,env,seed,step,operator,update_index,return\n" + "".join(
+        f'td3,{env},0,100,"{op}",{i},{10 + i}\n' for env, op in zip(envs, ids) for i in range(N)))
+    root = tmp_path / "my wh"  # a space: the hint must quote it
+    code, out, err = run_cli(capsys, monkeypatch, "import-returns", csv, "-w", root)
+    assert code == 0, err
+    # someone else's distributions under another operator, that the hints must not show
+    csv.write_text("algo,env,seed,step,operator,update_index,return\n" + "".join(
+        f"td3,hopper,1,100,other[h=20],{i},1\n" for i in range(N)))
+    code, out, err = run_cli(capsys, monkeypatch, "import-returns", csv, "-w", root)
+    assert code == 0, err
+
+    wh = Warehouse.open(root, create=False)
+    job = JobSpec(str(root), (("r0", 100, "hopper"), ("r1", 100, "ant")), "init_state:factor=0.5", H, 0, B,
+                  samples=N)
+    submitted = SimpleNamespace(array_id="4242", folder=tmp_path / "jobs")
+    _submit(wh, job, [SimpleNamespace(new_rows=N)] * 2, "slurm", 2, Resources(), None, sorted(ids), print,
+            lambda *a: submitted, None)
+    printed = capsys.readouterr().out
+    hints = [h.strip() for h in re.findall(r"retland status [^|\n]*", printed)]
+    assert hints, printed
+    found = set()
+    for hint in hints:
+        args = shlex.split(hint)
+        assert args[:2] == ["retland", "status"], hint
+        code, out, err = run_cli(capsys, monkeypatch, *args[1:], "-f", "json")
+        assert code == 0, (hint, err)
+        rows = json.loads(out) if out.strip().startswith("[") else []
+        assert rows, f"{hint!r} finds nothing: {out}"
+        assert all(r["below_n"] == N for r in rows)
+        found |= {r["operator"] for r in rows}
+    assert found == set(ids), (found, printed)

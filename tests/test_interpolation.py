@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 import time
 from datetime import datetime, timezone
 
@@ -19,7 +18,7 @@ import polars as pl
 import pytest
 from analysis_jobs import TINY_TD3, tiny_job
 
-from conftest import tree_digest
+from conftest import run_cli, tree_digest
 from retland import stats
 from retland.analyses import interpolation as ip
 from retland.purd.operators import Gaussian, sample_key
@@ -227,19 +226,6 @@ def test_btp_summary_is_the_iqm_with_a_stratified_ci():
     assert d["btp_iqm"] == pytest.approx(stats.iqm([0.9, 0.5, 0.6, 0.8, 0.0, 0.7]))
     assert d["ci_lo"] <= d["btp_iqm"] <= d["ci_hi"] and d["ci_lo"] < d["ci_hi"]
     assert s.row(0, named=True)["ci_hi"] <= 0.01
-
-
-def run_cli(capsys, monkeypatch, *args):
-    from retland.cli.main import main
-
-    monkeypatch.setattr(sys, "argv", ["retland", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_cli_refuses_bad_input_and_leaves_the_warehouse_untouched(job, capsys, monkeypatch):

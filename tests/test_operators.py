@@ -73,6 +73,17 @@ def test_operator_id_holds_horizon_and_seed_and_params_json_everything():
     assert params["sigma"] == 1e-5 and params["horizon"] == 300 and params["seed"] == 7
 
 
+def test_params_json_records_the_rollouts_discount(monkeypatch):
+    """The γ an operators row records is the one rollouts discount with (rollout.GAMMA),
+    not a copy of its value."""
+    from retland.core import rollout
+
+    spec = parse_operator("gaussian:1e-5", horizon=300, seed=7)
+    assert json.loads(spec.params_json)["gamma"] == rollout.GAMMA
+    monkeypatch.setattr(rollout, "GAMMA", 0.5)
+    assert json.loads(spec.params_json)["gamma"] == 0.5
+
+
 def test_init_state_default_is_the_tasks_reset_noise():
     assert parse_operator("init_state", env="hopper").operator_id == "init_state[factor=1.0,abs=0.005,h=1000,seed=0]"
     for text in ("init_state", "init_state:x0.5"):

@@ -17,6 +17,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from conftest import run_cli
+
 N_SAMPLES = 200
 STEPS = (50_000, 450_000, 950_000)
 BASE = {"hopper": 3000.0, "walker2d": 4200.0}
@@ -394,19 +396,6 @@ def test_header_names_each_runs_task_rules_and_physics(tmp_path):
 
 
 # --- the command ------------------------------------------------------------------------
-def run_cli(capsys, monkeypatch, *args):
-    from retland.cli.main import main
-
-    monkeypatch.setattr("sys.argv", ["retland", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_cli_writes_html_and_one_svg_per_chart(study, tmp_path, capsys, monkeypatch):
     code, out, err = run_cli(capsys, monkeypatch, "report", "-w", study.root, "--bootstrap", "0",
                              "--out", tmp_path / "r.html")

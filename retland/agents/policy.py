@@ -94,10 +94,6 @@ def spec_target(spec: dict):
     raise ValueError(f"tree spec: unknown node {kind!r}")
 
 
-def spec_leaves(spec: dict) -> int:
-    return len(jax.tree.leaves(spec_target(spec)))
-
-
 def describe_mismatch(got, want, what: str = "tree") -> str | None:
     """None when two trees (arrays or ShapeDtypeStructs) have the same structure, shapes
     and dtypes; else one line naming the first difference."""

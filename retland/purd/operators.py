@@ -19,8 +19,8 @@ holds every parameter the distribution depends on, e.g.
 Numbers are written with Python's shortest round-trip `repr`, so `gaussian:3e-4` and
 `gaussian:0.0003` are the same operator. A parameter left at its default is left out
 of the id, so `ppo` and `ppo:rows=random` are both `ppo[h=1000,seed=0]`. The env,
-backend and discount are properties of the run (and γ = 0.99 is fixed), so they are not
-part of the id.
+backend and discount are properties of the run (and γ is fixed, `rollout.GAMMA`), so they
+are not part of the id.
 
 Kinds (docs/method.md §5 Update operators):
 - td3 / sac: one update of the agent (`retland.agents`), θ' = U(state, key_i).
@@ -67,6 +67,7 @@ from typing import Any, Callable, Union
 import jax
 import numpy as np
 
+from retland.core import rollout
 from retland.core.envs import standard_reset_noise
 from retland.core.importpath import PATH as IMPORT_PATH
 from retland.core.importpath import resolve
@@ -171,7 +172,7 @@ class OperatorSpec:
     def params_json(self) -> str:
         """The `params` column of the `operators` table."""
         doc: dict[str, Any] = dict(self.params)
-        doc.update(horizon=self.horizon, seed=self.seed, gamma=0.99,
+        doc.update(horizon=self.horizon, seed=self.seed, gamma=rollout.GAMMA,
                    key="key_i = fold_in(PRNGKey(seed), i)")
         return json.dumps(doc, sort_keys=True)
 

@@ -333,8 +333,11 @@ def sample_job(wh, distributions: Sequence[tuple[str, int, OperatorSpec]], n_sam
                leases: Leases | None = None, on_plans=None, **run_kwargs) -> list[SampleResult]:
     """Plan a whole job (shard i of N) and run every plan with work, in order.
 
-    on_plans(plans) is called once with the plans before anything is computed (the CLI
-    prints what the job will do and sizes its progress bar from them)."""
+    Called by `cluster.run_shard` for a fixed-N job: every task of an `--executor
+    slurm/local` array. on_plans(plans), when given, is called once with the plans
+    before anything is computed (e.g. to size a progress bar); run_shard passes its own
+    through, and no caller in retland sets one today: array tasks run without, and
+    `retland sample` without an executor plans and runs `sample_checkpoint` itself."""
     plans = plan_job(wh, distributions, n_samples, batch_size=batch_size, shard=shard)
     if on_plans is not None:
         on_plans(plans)

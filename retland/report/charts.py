@@ -107,12 +107,6 @@ STEP_LABELS = ("datum.value >= 1e6 ? format(datum.value / 1e6, '~g') + 'M' : "
                "datum.value >= 1e3 ? format(datum.value / 1e3, '~g') + 'k' : format(datum.value, '~g')")
 
 
-def _row_header() -> alt.Header:
-    """Facet row labels on the left, one line per ' · ' part, so long panel names fit."""
-    return alt.Header(labelAngle=0, labelAlign="right", labelOrient="left", labelFontWeight="bold",
-                      labelExpr="split(datum.value, ' · ')", labelLimit=180)
-
-
 def _grid(rows: list[str], columns: list, cell) -> alt.VConcatChart:
     """Small multiples with one y scale per row (a row is one panel: env[, operator]) and
     x per column: `cell(row, column, left=, top=, bottom=)` draws one, told whether it is

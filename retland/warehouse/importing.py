@@ -113,10 +113,6 @@ def _check(df: pl.DataFrame, path: Path) -> None:
         raise WarehouseError(f"{path}: row {row}: duplicate key {df.select(key).row(row, named=True)}")
 
 
-def imported_run_id(algo: str, env: str, seed: int, tag: str) -> str:
-    return f"{algo}-{env}-{tag}-s{seed}"
-
-
 def import_returns(wh: Warehouse, path: Path, tag: str = "imported") -> ImportSummary:
     path = Path(path)
     if not _NAME.match(tag):
