@@ -87,7 +87,7 @@ def study(wh: Path) -> dict[str, str]:
     run = rl.query("SELECT run_id FROM runs WHERE seed = 0", warehouse=wh).item()
     retland("landscape", "--run", run, "--step", "120", "--grid", "3", "--horizon", "20", "--batch-size", "8",
             "--no-progress", "-w", str(wh))
-    retland("interpolate", "--env", "hopper", "--algo", "td3", "--pairs", "both", "--points", "3", "--samples", "2",
+    retland("interpolate", "--env", "hopper", "--algo", "td3", "--pair-kind", "both", "--points", "3", "--samples", "2",
             "--horizon", "20", "--batch-size", "8", "--no-progress", "-w", str(wh))
     out = {}
     for table, sql in HASHED.items():

@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from retland.cli.app import (
+    MAX_BOOTSTRAP,
     CliError,
     OutputFormat,
     WarehouseOpt,
@@ -22,6 +23,7 @@ from retland.cli.app import (
     count_or_keyword,
     emit,
     err_console,
+    renamed,
     require_stored_checkpoint,
     require_writable,
 )
@@ -55,7 +57,6 @@ def _user_errors(*types):
 
 # Bootstrap resamples: the CIs are computed after every rollout, so a count numpy cannot
 # allocate must be refused before them.
-MAX_BOOTSTRAP = 1_000_000
 
 class PairKind(str, Enum):
     same_run = "same-run"
@@ -65,14 +66,17 @@ class PairKind(str, Enum):
 
 @app.command()
 def interpolate(
-    env: Annotated[Optional[str], typer.Option(help="Env whose checkpoints to pair (with --pairs).")] = None,
+    env: Annotated[Optional[str], typer.Option(help="Env whose checkpoints to pair (with --pair-kind).")] = None,
     algo: Annotated[str, typer.Option(help="Algorithm of the runs to pair.")] = "td3",
     pairs: Annotated[Optional[PairKind], typer.Option(
+        "--pair-kind",
         help="same-run: any two checkpoints of one run; different-run: any checkpoints of two runs of one "
              "training config with different seeds; both. Trained runs of --env/--algo only.")] = None,
+    old_pairs: Annotated[Optional[PairKind], typer.Option("--pairs", hidden=True)] = None,
     pairs_per_kind: Annotated[int, typer.Option(
-        "--pairs-per-kind", "--max-pairs", help=help_of(InterpolationSettings, "pairs_per_kind")
-        + " --max-pairs is the old name.")] = default_of(InterpolationSettings, "pairs_per_kind"),
+        "--pairs-per-kind", help=help_of(InterpolationSettings, "pairs_per_kind"))] = default_of(
+        InterpolationSettings, "pairs_per_kind"),
+    max_pairs: Annotated[Optional[int], typer.Option("--max-pairs", hidden=True)] = None,
     pair_seed: Annotated[int, typer.Option(help=help_of(InterpolationSettings, "pair_seed"))] = default_of(
         InterpolationSettings, "pair_seed"),
     a: Annotated[Optional[str], typer.Option("--a", help="Explicit pair: endpoint λ=0 as RUN_ID:STEP.")] = None,
@@ -80,7 +84,9 @@ def interpolate(
     points: Annotated[int, typer.Option(help=help_of(InterpolationSettings, "points"))] = default_of(InterpolationSettings, "points"),
     samples: Annotated[int, typer.Option(help=help_of(InterpolationSettings, "samples"))] = default_of(InterpolationSettings, "samples"),
     sigma: Annotated[float, typer.Option(help=help_of(InterpolationSettings, "sigma"))] = default_of(InterpolationSettings, "sigma"),
-    seed: Annotated[int, typer.Option(help=help_of(InterpolationSettings, "seed"))] = default_of(InterpolationSettings, "seed"),
+    seed: Annotated[int, typer.Option("--noise-seed", help=help_of(InterpolationSettings, "seed"))] = default_of(
+        InterpolationSettings, "seed"),
+    old_seed: Annotated[Optional[int], typer.Option("--seed", hidden=True)] = None,
     horizon: Annotated[Optional[int], typer.Option(help=help_of(InterpolationSettings, "horizon"))] = default_of(InterpolationSettings, "horizon"),
     batch_size: Annotated[str, typer.Option(help="Rollouts per chunk, or auto (recorded per pair, reused).")] = "auto",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the BTP CIs.")] = 1000,
@@ -92,7 +98,7 @@ def interpolate(
     only) and print each pair's below-threshold proportion (BTP: share of points whose
     mean return < 0.1 × the lower endpoint's) and the IQM of BTP by pair kind with
     stratified bootstrap 95% CIs. Pairs are drawn at random from --env's checkpoints
-    (--pairs, --pairs-per-kind, --pair-seed; the paper's 500 of each kind), or one
+    (--pair-kind, --pairs-per-kind, --pair-seed; the paper's 500 of each kind), or one
     explicit pair is given with --a/--b. Stored in interpolation_pairs /
     interpolation_points; a pair already complete is not recomputed. See
     docs/method.md §6.3."""
@@ -101,14 +107,19 @@ def interpolate(
 
     if (a is None) != (b is None):
         raise CliError("an explicit pair needs both --a RUN:STEP and --b RUN:STEP")
+    pairs = renamed(pairs, old_pairs, None, "--pair-kind", "--pairs")
     if a is not None and pairs is not None:
-        raise CliError("give either --a/--b or --pairs, not both")
+        raise CliError("give either --a/--b or --pair-kind, not both")
     if a is None and (pairs is None or env is None):
-        raise CliError("say which pairs: --env ENV --pairs same-run|different-run|both, or --a RUN:STEP --b RUN:STEP")
+        raise CliError("say which pairs: --env ENV --pair-kind same-run|different-run|both, or --a RUN:STEP "
+                       "--b RUN:STEP")
+    seed = renamed(seed, old_seed, default_of(InterpolationSettings, "seed"), "--noise-seed", "--seed")
+    pairs_per_kind = renamed(pairs_per_kind, max_pairs, default_of(InterpolationSettings, "pairs_per_kind"),
+                             "--pairs-per-kind", "--max-pairs")
     batch = count_or_keyword(batch_size, "--batch-size", "auto")
     if not 1 <= bootstrap <= MAX_BOOTSTRAP:
         raise CliError(f"--bootstrap {bootstrap}: give a whole number of resamples in [1, {MAX_BOOTSTRAP}]")
-    check_seed(seed, "--seed")
+    check_seed(seed, "--noise-seed")
     check_seed(pair_seed, "--pair-seed")
     with _user_errors(InterpolationError):
         settings = InterpolationSettings(points=points, samples=samples, sigma=sigma, seed=seed, horizon=horizon,
@@ -170,7 +181,9 @@ def landscape(
     samples_per_point: Annotated[int, typer.Option(help=help_of(LandscapeRequest, "samples_per_point"))] = default_of(
         LandscapeRequest, "samples_per_point"),
     sigma: Annotated[float, typer.Option(help=help_of(LandscapeRequest, "sigma"))] = default_of(LandscapeRequest, "sigma"),
-    seed: Annotated[int, typer.Option(help=help_of(LandscapeRequest, "seed"))] = default_of(LandscapeRequest, "seed"),
+    seed: Annotated[int, typer.Option("--noise-seed", help=help_of(LandscapeRequest, "seed"))] = default_of(
+        LandscapeRequest, "seed"),
+    old_seed: Annotated[Optional[int], typer.Option("--seed", hidden=True)] = None,
     horizon: Annotated[Optional[int], typer.Option(help=help_of(LandscapeRequest, "horizon"))] = default_of(LandscapeRequest, "horizon"),
     batch_size: Annotated[str, typer.Option(help="Rollouts per chunk, or auto (recorded per grid, reused).")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -183,15 +196,16 @@ def landscape(
     from retland.analyses import landscape as ls
     from retland.warehouse import Warehouse
 
+    seed = renamed(seed, old_seed, default_of(LandscapeRequest, "seed"), "--noise-seed", "--seed")
     batch = count_or_keyword(batch_size, "--batch-size", "auto")
-    check_seed(seed, "--seed")
+    check_seed(seed, "--noise-seed")
     with _user_errors(LandscapeError):
         lo, hi = ls.parse_range(range_)
         req = LandscapeRequest(run, step, directions.value, operator, grid, lo, hi, ls.parse_zoom(zoom),
                          samples_per_point, sigma, seed, horizon).check()
     wh = Warehouse.open(warehouse, create=False)
     require_writable(wh.root)
-    run = resolve_run(wh, run, seed_option=None)  # --seed here is the landscape's own seed
+    run = resolve_run(wh, run, seed_option=None)  # a landscape names its run whole
     req = dataclasses.replace(req, run_id=run)
     require_stored_checkpoint(wh, run, step, "a landscape")
     with _user_errors(LandscapeError):

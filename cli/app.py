@@ -149,6 +149,9 @@ def count_or_keyword(text: str, option: str, word: str) -> int | str:
     return n
 
 
+# Bootstrap resamples any command takes (--bootstrap N).
+MAX_BOOTSTRAP = 1_000_000
+
 # Seeds become PRNGKey(seed) (a signed 64-bit integer) and int64 warehouse columns.
 MAX_SEED = 2**63 - 1
 
@@ -156,6 +159,19 @@ MAX_SEED = 2**63 - 1
 def check_seed(value: int, option: str, limit: int = MAX_SEED) -> None:
     if not 0 <= value <= limit:
         raise CliError(f"{option} {value}: give a whole number in [0, {limit}]")
+
+
+def renamed(value, old_value, default, option: str, old: str):
+    """The value of an option whose former spelling `old` is still accepted for a release
+    (a hidden option): one of the two, with a note on stderr when the old one was used;
+    both given is an error. docs/options.md lists every option and the old spellings."""
+    if old_value is None:
+        return value
+    if value != default:
+        raise CliError(f"{option} and {old} are the same option ({old} is its former name): give one")
+    err_console.print(f"note: {old} is now {option}; the old spelling works until the next release",
+                      highlight=False, soft_wrap=True)
+    return old_value
 
 
 def int_list(text: str | None, option: str, **bounds) -> tuple[int, ...] | None:

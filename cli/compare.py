@@ -19,6 +19,7 @@ from retland.cli.app import (
     ci_cell,
     console,
     err_console,
+    renamed,
 )
 from retland.cli.selection import parse_sources, source_option
 
@@ -50,8 +51,11 @@ def compare(
     alpha: Annotated[float, typer.Option(help="CVaR level α in (0, 1].")] = 0.1,
     beta: Annotated[float, typer.Option(help="LTP threshold β: share of returns below β × mode.")] = 0.5,
     reps: Annotated[int, typer.Option(
-        help="Bootstrap resamples of every CI (0: no CIs).")] = 2000,
-    seed: Annotated[int, typer.Option(help="Seed of every bootstrap (each CI draws from it anew).")] = 0,
+        "--bootstrap", help="Bootstrap resamples of every CI (0: no CIs).")] = 2000,
+    seed: Annotated[int, typer.Option(
+        "--bootstrap-seed", help="Seed of every bootstrap (each CI draws from it anew).")] = 0,
+    old_reps: Annotated[Optional[int], typer.Option("--reps", hidden=True)] = None,
+    old_seed: Annotated[Optional[int], typer.Option("--seed", hidden=True)] = None,
     fmt: Annotated[CompareFormat, typer.Option(
         "--format", "-f", help="table; csv or json: both result tables at full precision; rliable-json: each "
                                "group's score matrix (a row per run, a column per env) with the env order, to feed "
@@ -81,9 +85,11 @@ def compare(
     cmp.check_by(by)
     steps = cmp.parse_step(step)
     sources = parse_sources(source)
+    reps = renamed(reps, old_reps, 2000, "--bootstrap", "--reps")
+    seed = renamed(seed, old_seed, 0, "--bootstrap-seed", "--seed")
     if not 0 <= reps <= cmp.MAX_REPS:
-        raise CliError(f"--reps {reps}: give a whole number in [0, {cmp.MAX_REPS}]")
-    check_seed(seed, "--seed", 2**32 - 1)
+        raise CliError(f"--bootstrap {reps}: give a whole number in [0, {cmp.MAX_REPS}]")
+    check_seed(seed, "--bootstrap-seed", 2**32 - 1)
     if output is not None:
         check_output_file(output)
 
@@ -166,7 +172,7 @@ def _print_tables(result, alpha: float, beta: float, output: Path | None) -> Non
     from retland.cli.tables import Column, print_table
 
     s = result.scores
-    ci = f"95% stratified bootstrap CI, {result.reps} resamples, seed {result.seed}" if result.reps else "no CIs (--reps 0)"
+    ci = f"95% stratified bootstrap CI, {result.reps} resamples, seed {result.seed}" if result.reps else "no CIs (--bootstrap 0)"
     param = {"ltp": f", β = {beta:g}", "cvar": f", α = {alpha:g}"}.get(s.metric, "")
     step = {"all": "mean over its checkpoints", "last": "its last checkpoint"}.get(s.step, f"step {s.step}")
     operator = "its own update" if s.operator == "own" else f"operator {s.operator}"

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from retland.cli.app import CliError, OutputFormat, WarehouseOpt, app, console, emit, err_console
+from retland.cli.app import CliError, OutputFormat, WarehouseOpt, app, console, emit, err_console, renamed
 from retland.cli.selection import SeedOpt, resolve_run
 
 CONFIG_PREFIX = "config."
@@ -87,7 +87,7 @@ def show(
     if fmt not in (OutputFormat.table, OutputFormat.json):
         raise CliError(f"--format {fmt.value}: show prints table or json; `retland export` writes csv and parquet")
     wh = Warehouse.open(warehouse, create=False)
-    rid = resolve_run(wh, run, seed)
+    rid = resolve_run(wh, run, seed, option="run")  # the positional RUN argument
     info = run_info(wh, rid)
     config = flatten(json.loads(info["config"][0])) if info["config"][0] else {}
     ckpts, evals = run_checkpoints(wh, rid), run_evaluations(wh, rid)
@@ -145,8 +145,10 @@ def export(
     where: Annotated[Optional[str], typer.Option(
         help="SQL condition on the exported columns, e.g. \"env = 'hopper'\" (applied to every name).")] = None,
     config: Annotated[bool, typer.Option(
+        "--with-config/--without-config",
         help="For tables and views with a run_id column, add the run's training config flattened into "
              "config.<key> columns (nested keys dotted, e.g. config.agent.batch_size).")] = True,
+    old_config: Annotated[Optional[bool], typer.Option("--config/--no-config", hidden=True)] = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Write tables or views as Parquet or CSV files, for pandas or polars users who
@@ -160,6 +162,7 @@ def export(
     from retland.warehouse.catalog import relation_rows, relations
     from retland.warehouse.readonly import query_error
 
+    config = renamed(config, old_config, True, "--with-config/--without-config", "--config/--no-config")
     if output.exists() and not output.is_dir():
         raise CliError(f"--output {output} is a file; give a folder to write the files into")
     from retland.warehouse import refuse_inside_warehouse

@@ -77,6 +77,25 @@ def _fail(text: str) -> None:
     sys.exit(2)
 
 
+# Options that take a count, and the count they mean when given alone (`stats --bootstrap`
+# was a flag before it took a count). Typer has no optional option values.
+OPTIONAL_COUNTS = {("stats", "--bootstrap"): "1000"}
+
+
+def optional_counts(args: list[str]) -> list[str]:
+    """`args` with the count filled in after an OPTIONAL_COUNTS option given alone (at the
+    end, or followed by another option)."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    out = []
+    for i, a in enumerate(args):
+        out.append(a)
+        count = OPTIONAL_COUNTS.get((command, a))
+        nxt = args[i + 1] if i + 1 < len(args) else None
+        if count is not None and (nxt is None or (nxt.startswith("-") and not nxt.lstrip("-").isdigit())):
+            out.append(count)
+    return out
+
+
 def main() -> None:
     """Run the app; every user error is one line on stderr and exit status 2."""
     import errno
@@ -88,6 +107,7 @@ def main() -> None:
     from retland.warehouse import WarehouseError
     from retland.warehouse.readonly import QueryInterrupted
 
+    sys.argv[1:] = optional_counts(sys.argv[1:])
     try:
         code = app(standalone_mode=False)
     except click.NoArgsIsHelpError as exc:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from retland.cli.app import WarehouseOpt, app, console
+from retland.cli.app import WarehouseOpt, app, console, renamed
 
 
 class ReportFormat(str, Enum):
@@ -21,9 +21,10 @@ def report(
     where: Annotated[Optional[str], typer.Option(
         help="SQL condition on algo, env, seed, step, operator, run_id, n or a statistic, as in "
              "`retland stats`, e.g. \"env = 'hopper' AND step >= 500000\".")] = None,
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", help="HTML file, or folder for png/svg. Default: reports/<what it covers>[.html].",
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="HTML file, or folder for png/svg. Default: reports/<what it covers>[.html].",
         show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", hidden=True)] = None,
     fmt: Annotated[ReportFormat, typer.Option(
         "--format", "-f", help="html: one self-contained page; png/svg: one file per chart, for papers.")] = ReportFormat.html,
     alpha: Annotated[float, typer.Option(help="CVaR level α in (0, 1].")] = 0.1,
@@ -38,8 +39,9 @@ def report(
     from retland.report import write_report
     from retland.warehouse import Warehouse
 
+    output = renamed(output, out, None, "--output", "--out")
     wh = Warehouse.open(warehouse, create=False)
-    path = write_report(wh, out=out, where=where, fmt=fmt.value, alpha=alpha, beta=beta, n_resamples=bootstrap)
+    path = write_report(wh, out=output, where=where, fmt=fmt.value, alpha=alpha, beta=beta, n_resamples=bootstrap)
     path = Path(path).resolve()
     console.print(str(path), highlight=False, soft_wrap=True)
     if path.is_file():

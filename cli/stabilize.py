@@ -17,6 +17,7 @@ from retland.cli.app import (
     console,
     emit,
     int_list,
+    renamed,
     require_writable,
 )
 from retland.cli.progress import progress_bar
@@ -227,7 +228,8 @@ def stabilize_effect(
     per_source: Annotated[bool, typer.Option(
         "--per-source", help="One row per source policy instead (A.10: LTP before and after, per arm).")] = False,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    seed: Annotated[int, typer.Option("--bootstrap-seed", help="Bootstrap seed.")] = 0,
+    old_seed: Annotated[Optional[int], typer.Option("--seed", hidden=True)] = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
     warehouse: WarehouseOpt = None,
@@ -251,6 +253,7 @@ def stabilize_effect(
         emit(df, fmt, output, title="Algorithm 1 per source policy (A.10): after the last proposal, mean over "
                                     "rejection seeds")
         return
+    seed = renamed(seed, old_seed, 0, "--bootstrap-seed", "--seed")
     table = fig7_table(df, n_resamples=bootstrap, seed=seed)
     if fmt is OutputFormat.table and output is None:
         table = table.drop("beta", "retland_ltp_source_sources")

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from retland.cli.app import CliError, WarehouseOpt, app, console, int_list, require_writable
+from retland.cli.app import CliError, WarehouseOpt, app, console, int_list, renamed, require_writable
 from retland.cli.progress import progress_bar
 from retland.config.registry import ALGOS
 
@@ -16,7 +16,7 @@ Algo = Enum("Algo", {a: a for a in ALGOS}, type=str)  # the registry's algorithm
 
 
 # TrainConfig fields set by a command-line option: errors in them name the option.
-_OPTION_OF = {"env": "--env", "seeds": "--seeds", "seed": "--seed", "total_steps": "--steps",
+_OPTION_OF = {"env": "--env", "seeds": "--seeds", "seed": "--seed", "total_steps": "--total-steps",
               "checkpoints": "--checkpoints", "eval_every": "--eval-every", "backend": "--backend",
               "variant": "--variant"}
 
@@ -51,7 +51,9 @@ def train(
              "humanoid-stand, humanoid-walk, humanoid-run.")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="Seeds trained together, vmapped (default 20).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="First seed; seed i uses PRNGKey(seed + i).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Env steps per seed (default: td3/sac 1e6, ppo 6e7).")] = None,
+    steps: Annotated[Optional[int], typer.Option(
+        "--total-steps", help="Env steps per seed (default: td3/sac 1e6, ppo 6e7).")] = None,
+    old_steps: Annotated[Optional[int], typer.Option("--steps", hidden=True)] = None,
     checkpoints: Annotated[Optional[str], typer.Option(
         help="Env steps to checkpoint at, e.g. 50000,150000 or 5e4,1.5e5 (default 50k,150k,…,950k; ppo: 10 "
              "evenly spaced).")] = None,
@@ -83,11 +85,12 @@ def train(
     from retland.train.job import train as run_training
     from retland.warehouse import Warehouse
 
+    steps = renamed(steps, old_steps, None, "--total-steps", "--steps")
     # Everything given is checked before the warehouse is opened or anything compiled.
     if resume is not None:
-        given = [n for n, v in dict(algo=algo, env=env, seeds=seeds, seed=seed, steps=steps, checkpoints=checkpoints,
-                                    eval_every=eval_every, backend=backend, variant=variant,
-                                    config=config).items() if v is not None]
+        given = [n.replace("_", "-") for n, v in dict(
+            algo=algo, env=env, seeds=seeds, seed=seed, total_steps=steps, checkpoints=checkpoints,
+            eval_every=eval_every, backend=backend, variant=variant, config=config).items() if v is not None]
         if given:
             raise CliError(f"--resume continues a job with its recorded config; drop {', '.join('--' + g for g in given)}")
         cfg = resume_config(Warehouse.open(warehouse, create=False), resume)  # an unknown job changes nothing

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from retland.cli.app import FormatOpt, OutputFormat, OutputOpt, WarehouseOpt, app, console, emit, err_console
+from retland.cli.app import (MAX_BOOTSTRAP, CliError, FormatOpt, OutputFormat, OutputOpt, WarehouseOpt, app, console, emit,
+                             err_console)
 from retland.cli.selection import parse_sources, source_option
 
 
@@ -91,8 +92,10 @@ def stats(
         help="SQL condition on algo, env, variant, seed, step, operator, run_id, source, n or a statistic, "
              "e.g. \"env = 'hopper' AND step >= 500000\" or \"ltp > 0\".")] = None,
     source: source_option("to summarise; default trained,imported,added") = "trained,imported,added",
-    bootstrap: Annotated[bool, typer.Option(help="Add 95% bootstrap CIs (1000 resamples) as <stat>_lo/<stat>_hi; "
-                                                 "a terminal table shows them as `value [lo, hi]`.")] = False,
+    bootstrap: Annotated[int, typer.Option(
+        "--bootstrap", metavar="[N]",
+        help="Add 95% bootstrap CIs from N resamples (--bootstrap alone: 1000; 0: none) as <stat>_lo/<stat>_hi; "
+             "a terminal table shows them as `value \\[lo, hi]`.")] = 0,
     columns: Annotated[Optional[str], typer.Option(
         help="Statistics in the terminal table (comma-separated from mean, std, skewness, mode, ltp, cvar, or "
              "all). Default: all six, or mean,ltp,cvar with --bootstrap. csv/json/parquet always hold every "
@@ -114,13 +117,16 @@ def stats(
     from retland.warehouse import Warehouse
 
     sources = parse_sources(source)
+    if not 0 <= bootstrap <= MAX_BOOTSTRAP:
+        raise CliError(f"--bootstrap {bootstrap}: give a whole number of resamples in [0, {MAX_BOOTSTRAP}]")
     table = fmt is OutputFormat.table
-    cols = _columns(columns, bootstrap) if table else STATISTICS
+    cols = _columns(columns, bool(bootstrap)) if table else STATISTICS
     wh = Warehouse.open(warehouse, create=False)
-    df = distribution_stats(wh, alpha=alpha, beta=beta, where=where, bootstrap=bootstrap, sources=sources)
+    df = distribution_stats(wh, alpha=alpha, beta=beta, where=where, bootstrap=bootstrap > 0,
+                            n_resamples=max(bootstrap, 1), sources=sources)
     title = f"post-update return distributions (α={alpha}, β={beta}; sources {', '.join(sources)})"
     if table:
-        df, right = stats_display(df, cols, bootstrap)
+        df, right = stats_display(df, cols, bootstrap > 0)
         emit(df, fmt, output, title=title, right=right)
     else:
         emit(df, fmt, output, title=title)

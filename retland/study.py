@@ -662,7 +662,7 @@ def _train_stage(study: Study, i: int, wh, base: Path) -> Stage:
                      [["train", "--resume", job]], (cfg.steps - int(last)) * cfg.seeds)
     cmd = ["train", "--algo", spec.algo, "--env", spec.env, "--variant", spec.variant, "--seeds", str(spec.seeds),
            "--seed", str(spec.seed)]
-    for opt, v in (("--steps", spec.steps), ("--checkpoints", _fmt_steps(spec.checkpoints) if spec.checkpoints else None),
+    for opt, v in (("--total-steps", spec.steps), ("--checkpoints", _fmt_steps(spec.checkpoints) if spec.checkpoints else None),
                    ("--backend", spec.backend), ("--eval-every", spec.eval_every),
                    ("--config", str(base / spec.config) if spec.config else None)):
         if v is not None:
@@ -861,7 +861,7 @@ def _landscape_stage(study: Study, wh, scope: Scope) -> Stage:
                              "--grid", str(spec.grid), "--range", spec.range, "--zoom",
                              ",".join(repr(float(z)) for z in spec.zoom), "--directions", spec.directions,
                              "--samples-per-point", str(spec.samples_per_point), "--sigma", repr(spec.sigma),
-                             "--seed", str(spec.seed)] + (["--horizon", str(spec.horizon)] if spec.horizon else []))
+                             "--noise-seed", str(spec.seed)] + (["--horizon", str(spec.horizon)] if spec.horizon else []))
             horizon = p.horizon
     where = ", ".join(f"{r}@{s:,}" for r, s in picked)
     if not commands:
@@ -893,10 +893,10 @@ def _interpolation_stage(study: Study, wh, scope: Scope) -> Stage:
         if miss:
             todo += miss
             horizon = plans[0].horizon
-            commands.append(["interpolate", "--env", env, "--algo", algo, "--pairs", spec.pairs,
+            commands.append(["interpolate", "--env", env, "--algo", algo, "--pair-kind", spec.pairs,
                              "--pairs-per-kind", str(spec.pairs_per_kind), "--pair-seed", str(spec.pair_seed),
                              "--points", str(s.points), "--samples", str(s.samples), "--sigma", repr(s.sigma),
-                             "--seed", str(s.seed)] + (["--horizon", str(s.horizon)] if s.horizon else []))
+                             "--noise-seed", str(s.seed)] + (["--horizon", str(s.horizon)] if s.horizon else []))
     if not commands:
         return Stage("interpolation", "done", f"{npairs} pairs x {s.points} points x {s.samples} samples stored")
     return Stage("interpolation", "todo", f"{todo:,} of {total:,} rollouts over {npairs} pairs to compute",
@@ -939,7 +939,7 @@ def _report_stage(study: Study, wh, scope: Scope) -> Stage:
     where = scope.where()
     return Stage("report", "todo", f"statistics, and the report written to {out} (every run)",
                  [["stats", "--where", where],
-                  ["report", "--where", where, "--out", str(out), "--bootstrap", str(study.report.bootstrap)]])
+                  ["report", "--where", where, "--output", str(out), "--bootstrap", str(study.report.bootstrap)]])
 
 
 def stages(study: Study, base: Path) -> list[tuple[str, Callable[[object], Stage]]]:

@@ -189,7 +189,7 @@ def test_export_flattens_the_run_config_into_columns(mixed, tmp_path, capsys, mo
     assert json.loads(row["config.agent.hidden"]) == [16, 16]
     assert (out_dir / "checkpoints.parquet").is_file()
     code, _, err = run_cli(capsys, monkeypatch, "export", "runs", "-f", "csv", "-o", out_dir,
-                           "--where", "source = 'derived'", "--no-config", "-w", mixed)
+                           "--where", "source = 'derived'", "--without-config", "-w", mixed)
     assert code == 0, err
     runs = pl.read_csv(out_dir / "runs.csv")
     assert runs["run_id"].to_list() == [DERIVED] and not [c for c in runs.columns if c.startswith("config.")]

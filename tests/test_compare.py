@@ -187,8 +187,8 @@ def test_scores_are_each_runs_own_update_averaged_over_checkpoints(wh):
 # --- the command --------------------------------------------------------------------------
 @pytest.mark.parametrize("metric", ["ltp", "mean"])
 def test_json_matches_an_independent_computation(wh, capsys, monkeypatch, metric):
-    code, out, err = compare_cli(capsys, monkeypatch, wh, "--metric", metric, "-f", "json", "--reps", "200",
-                                 "--seed", "7")
+    code, out, err = compare_cli(capsys, monkeypatch, wh, "--metric", metric, "-f", "json", "--bootstrap", "200",
+                                 "--bootstrap-seed", "7")
     assert code == 0, err
     doc = json.loads(out)
     assert doc["better"] == ("lower" if metric == "ltp" else "higher")
@@ -223,7 +223,7 @@ def test_json_matches_an_independent_computation(wh, capsys, monkeypatch, metric
 
 def test_table_states_the_direction_and_what_was_left_out(wh, capsys, monkeypatch):
     before = tree_digest(wh.root)
-    code, out, err = compare_cli(capsys, monkeypatch, wh, "--reps", "50")
+    code, out, err = compare_cli(capsys, monkeypatch, wh, "--bootstrap", "50")
     assert code == 0, err
     text = " ".join(out.split())
     assert "ltp (left-tail probability" in text and "lower is better" in text
@@ -235,13 +235,13 @@ def test_table_states_the_direction_and_what_was_left_out(wh, capsys, monkeypatc
     # hopper's IQMs with their run counts: sac (.05, .1, .2, .25) -> .15; td3 (0, .05, .1, .15, .4) -> .1
     hopper = next(line for line in out.splitlines() if line.strip("│ ").startswith("hopper"))
     assert "0.150 [" in hopper and "(4)" in hopper and "0.100 [" in hopper and "(5)" in hopper
-    code, out, _ = compare_cli(capsys, monkeypatch, wh, "--metric", "cvar", "--reps", "0")
-    assert code == 0 and "higher is better" in out and "no CIs (--reps 0)" in " ".join(out.split())
+    code, out, _ = compare_cli(capsys, monkeypatch, wh, "--metric", "cvar", "--bootstrap", "0")
+    assert code == 0 and "higher is better" in out and "no CIs (--bootstrap 0)" in " ".join(out.split())
     assert tree_digest(wh.root) == before  # read only
 
 
 def test_csv_holds_both_tables(wh, capsys, monkeypatch, tmp_path):
-    code, _, err = compare_cli(capsys, monkeypatch, wh, "--metric", "mean", "-f", "csv", "--reps", "20",
+    code, _, err = compare_cli(capsys, monkeypatch, wh, "--metric", "mean", "-f", "csv", "--bootstrap", "20",
                                "-o", tmp_path / "c.csv")
     assert code == 0 and "wrote" in err
     df = pl.read_csv(tmp_path / "c.csv")
@@ -289,7 +289,7 @@ BAD = {
     "two operators match": (["--operator", "gaussian"], "run td3-hopper-hand-s0 has distributions under 2 "
                                                         "operators matching 'gaussian'"),
     "bad step": (["--step", "first"], "--step 'first': give all, last or a checkpoint step"),
-    "bad reps": (["--reps", "-1"], "--reps -1"),
+    "bad reps": (["--bootstrap", "-1"], "--bootstrap -1"),
     "nothing matches": (["--where", "env = 'humanoid'"], "no post-update return distributions match"),
     "where does not parse": (["--where", "algo = = 'x'"], "--where"),
 }

@@ -190,7 +190,7 @@ def test_train_sample_stats_cheetah(playground, tmp_path, capsys, monkeypatch):
     (tmp_path / "cfg.toml").write_text('horizon = 50\neval_every = 1000\n[agent]\nhidden = [32, 32]\n'
                                        'batch_size = 32\nlearning_starts = 500\nbuffer_size = 2000\n')
     code, out, err = run_cli(capsys, monkeypatch, "train", "--algo", "td3", "--env", "cheetah-run", "--seeds", "1",
-                             "--steps", "2000", "--checkpoints", "2000", "--config", tmp_path / "cfg.toml",
+                             "--total-steps", "2000", "--checkpoints", "2000", "--config", tmp_path / "cfg.toml",
                              "--no-progress", "-w", wh)
     assert code == 0, err
     assert "dmc task rules" in out

@@ -237,7 +237,7 @@ def test_cli_refuses_bad_input_and_leaves_the_warehouse_untouched(job, capsys, m
         (["--a", f"{s0}:60", "--b", f"{s0}:999"], "has no checkpoint at step 999"),
         (["--a", f"{s0}:60", "--b", "nope:60"], "--b 'nope': no run id starts with it"),
         (["--a", f"{s0}:60", "--b", f"{s0}:120", "--points", "1"], "--points must be >= 2"),
-        (["--env", "hopper", "--pairs", "both", "--samples", "0"], "--samples must be >= 1"),
+        (["--env", "hopper", "--pair-kind", "both", "--samples", "0"], "--samples must be >= 1"),
         (["--env", "hopper"], "say which pairs"),
     ]:
         code, _, err = run_cli(capsys, monkeypatch, "interpolate", *args, "-w", wh.root)
@@ -357,7 +357,7 @@ def test_nothing_to_pair_is_refused_with_the_reason(warehouse):
 def test_cli_says_how_many_pairs_it_drew_and_when_fewer_exist(runs, capsys, monkeypatch):
     wh, _ = runs
     # checkpoints without parameters: the command stops at them, after drawing (exit 2)
-    code, _, err = run_cli(capsys, monkeypatch, "interpolate", "--env", "hopper", "--pairs", "both",
+    code, _, err = run_cli(capsys, monkeypatch, "interpolate", "--env", "hopper", "--pair-kind", "both",
                            "--max-pairs", "100", "--pair-seed", "2", "-w", wh.root)
     assert code == 2 and "no stored checkpoint" in err
     assert "same-run pairs of hopper: all 48 eligible (fewer than --pairs-per-kind 100), --pair-seed 2" in err

@@ -84,7 +84,7 @@ PAIRS = {  # study field: (study file with {text}, command line)
                         ["stabilize", "--run", "r", "--step", "1", "-w", NOWHERE, "--seeds"]),
     "sample.steps": (EXAMPLE + "steps = {text}\n", [*SAMPLE, "--steps"]),
     "train.checkpoints": ('name = "x"\n[[train]]\nseeds = 1\nsteps = 1000\ncheckpoints = {text}\n',
-                          ["train", "--steps", "1000", "-w", NOWHERE, "--checkpoints"]),
+                          ["train", "--total-steps", "1000", "-w", NOWHERE, "--checkpoints"]),
     "(no study field)": (None, [*SAMPLE, "--seeds"]),
 }
 

@@ -398,10 +398,10 @@ def test_header_names_each_runs_task_rules_and_physics(tmp_path):
 # --- the command ------------------------------------------------------------------------
 def test_cli_writes_html_and_one_svg_per_chart(study, tmp_path, capsys, monkeypatch):
     code, out, err = run_cli(capsys, monkeypatch, "report", "-w", study.root, "--bootstrap", "0",
-                             "--out", tmp_path / "r.html")
+                             "--output", tmp_path / "r.html")
     assert code == 0 and out.splitlines()[0] == str(tmp_path / "r.html"), err
     code, out, err = run_cli(capsys, monkeypatch, "report", "-w", study.root, "--bootstrap", "0",
-                             "--format", "svg", "--out", tmp_path / "figs", "--where", "env = 'walker2d'")
+                             "--format", "svg", "--output", tmp_path / "figs", "--where", "env = 'walker2d'")
     assert code == 0, err
     files = sorted(p.name for p in (tmp_path / "figs").iterdir())
     # td3 and sac share walker2d in the fixture, so the comparison chart is drawn too

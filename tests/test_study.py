@@ -131,7 +131,7 @@ def test_presets_are_valid_and_plan_on_an_empty_warehouse(tmp_path, capsys, monk
         assert "retland add-example td3-hopper" in text
         assert "256k" in text  # 256 samples x 1000 steps, estimated before the example is added
     if preset == "cpu-small":
-        assert "--seeds 4 --seed 0 --steps 100000" in text and "400k" in text  # 4 x 100k training steps
+        assert "--seeds 4 --seed 0 --total-steps 100000" in text and "400k" in text  # 4 x 100k training steps
     if preset == "paper":
         assert text.count("│ train ") == 12
 

@@ -169,7 +169,7 @@ def parse_step(text: str | int) -> str | int:
 
 def _check_reps(reps, minimum: int = 0) -> int:
     if isinstance(reps, bool) or int(reps) != reps or not minimum <= reps <= MAX_REPS:
-        raise CompareError(f"--reps {reps}: give a whole number in [{minimum}, {MAX_REPS}]")
+        raise CompareError(f"--bootstrap {reps}: give a whole number in [{minimum}, {MAX_REPS}]")
     return int(reps)
 
 

@@ -56,7 +56,7 @@ def _check_noise_seed_horizon(settings, error: type[ValueError]) -> None:
     if not (math.isfinite(settings.sigma) and settings.sigma >= 0):
         raise error(f"--sigma must be a finite number >= 0, got {settings.sigma}")
     if settings.seed < 0:
-        raise error(f"--seed must be >= 0, got {settings.seed}")
+        raise error(f"--noise-seed must be >= 0, got {settings.seed}")
     if settings.horizon is not None and not 1 <= settings.horizon <= MAX_HORIZON:
         raise error(f"--horizon must be in [1, {MAX_HORIZON}], got {settings.horizon}")
 
@@ -143,7 +143,7 @@ class InterpolationSettings:
             raise InterpolationError(f"--samples must be >= 1, got {self.samples}")
         _check_noise_seed_horizon(self, InterpolationError)
         if self.pairs_per_kind < 1:
-            raise InterpolationError(f"--pairs-per-kind (--max-pairs) must be >= 1, got {self.pairs_per_kind}")
+            raise InterpolationError(f"--pairs-per-kind must be >= 1, got {self.pairs_per_kind}")
         if self.pair_seed < 0:
             raise InterpolationError(f"--pair-seed must be >= 0, got {self.pair_seed}")
         return self

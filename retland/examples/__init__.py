@@ -24,7 +24,7 @@ run keeps its original id, so rows stay traceable to the job that trained it.
 
 td3-hopper: seed 0 of the job td3-hopper-20261207-123005-f135, trained by
 
-    retland train --algo td3 --env hopper --seeds 2 --steps 200000 \\
+    retland train --algo td3 --env hopper --seeds 2 --total-steps 200000 \\
         --checkpoints 80000,100000,120000,140000,160000,180000,200000 --eval-every 10000
 
 (the paper's task on Brax 0.0.13's simulator, the paper's Table 1 TD3 settings; the two

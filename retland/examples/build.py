@@ -94,7 +94,7 @@ def training_command(repro: dict, config: dict) -> str:
     return shlex.join(["retland", "train", "--algo", agent["algo"], "--env", config["env"],
                        "--variant", config["variant"], "--backend", config["backend"],
                        "--seeds", str(config["seeds"]), "--seed", str(config["seed"]),
-                       "--steps", str(config["total_steps"]),
+                       "--total-steps", str(config["total_steps"]),
                        "--checkpoints", ",".join(map(str, config["checkpoints"])),
                        "--eval-every", str(config["eval_every"])])
 

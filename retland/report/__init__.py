@@ -133,11 +133,11 @@ def write_report(wh: Warehouse, out: str | os.PathLike | None = None, where: str
     if out is not None:  # before any work: a report takes minutes to build
         from retland.warehouse import refuse_inside_warehouse
 
-        refuse_inside_warehouse(out, "--out")
+        refuse_inside_warehouse(out, "--output")
         if fmt == "html" and Path(out).is_dir():
-            raise WarehouseError(f"--out {out} is a folder; give the HTML file's path")
+            raise WarehouseError(f"--output {out} is a folder; give the HTML file's path")
         if fmt != "html" and Path(out).exists() and not Path(out).is_dir():
-            raise WarehouseError(f"--out {out} is a file; --format {fmt} writes one file per figure into a folder")
+            raise WarehouseError(f"--output {out} is a file; --format {fmt} writes one file per figure into a folder")
     built, name, tasks = _build(wh, where, alpha, beta, n_resamples, seed)
     if fmt == "html":
         path = Path(out) if out else REPORTS_DIR / f"{name}.html"
