@@ -250,6 +250,30 @@ def sql(
     failed = False
     buffer: list[str] = []
     try:
+        def run(statement: str) -> bool:
+            """Run one statement and print its rows; False (after one line on stderr) if it failed."""
+            try:
+                rel = execute_readonly(con, statement)
+                df = run_cancellable(con, lambda: (rel.limit(limit + 1) if limit else rel).pl(), timeout)
+            except QueryInterrupted as exc:
+                if not interactive:
+                    raise
+                err_console.print(f"[bold red]interrupted:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                return False
+            except WarehouseError as exc:
+                err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                return False
+            except duckdb.Error as exc:  # raised while the rows are fetched
+                err_console.print(f"[bold red]error:[/] {escape(str(query_error(exc)))}", highlight=False,
+                                  soft_wrap=True)
+                return False
+            cut = bool(limit) and df.height > limit
+            emit(df.head(limit) if cut else df, OutputFormat.table, None)
+            if cut:
+                err_console.print(f"[yellow]note:[/] showing the first {limit} rows; `retland sql --limit 0` "
+                                  "shows all", highlight=False, soft_wrap=True)
+            return True
+
         while True:
             try:
                 line = input("retland> " if not buffer else "      ...> ") if interactive else sys.stdin.readline()
@@ -286,32 +310,9 @@ def sql(
             if not text.endswith(";"):
                 continue
             statement, buffer = "\n".join(buffer), []
-            try:
-                rel = execute_readonly(con, statement)
-                df = run_cancellable(con, lambda: (rel.limit(limit + 1) if limit else rel).pl(), timeout)
-            except QueryInterrupted as exc:
-                if not interactive:
-                    raise
-                err_console.print(f"[bold red]interrupted:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-                failed = True
-                continue
-            except WarehouseError as exc:
-                err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-                failed = True
-                continue
-            except duckdb.Error as exc:  # raised while the rows are fetched
-                err_console.print(f"[bold red]error:[/] {escape(str(query_error(exc)))}", highlight=False,
-                                  soft_wrap=True)
-                failed = True
-                continue
-            cut = bool(limit) and df.height > limit
-            emit(df.head(limit) if cut else df, OutputFormat.table, None)
-            if cut:
-                err_console.print(f"[yellow]note:[/] showing the first {limit} rows; `retland sql --limit 0` "
-                                  "shows all", highlight=False, soft_wrap=True)
-        if buffer:
-            err_console.print("[bold red]error:[/] the last statement has no closing ';' and was not run")
-            failed = True
+            failed = not run(statement) or failed
+        if buffer:  # the last statement needs no closing ';'
+            failed = not run("\n".join(buffer)) or failed
     finally:
         con.close()
     if interactive:

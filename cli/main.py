@@ -26,6 +26,57 @@ from retland.cli import compare  # noqa: F401
 
 unwrap_all_help(app)
 
+# `retland --help`: the commands by workflow, one line each, in the order of the pipeline.
+COMMANDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "Collect": (
+        ("study", "Run a study file: train, sample, analyse and report in one command."),
+        ("train", "Train TD3, SAC or PPO seeds on a task, keeping checkpoints."),
+        ("sample", "Sample post-update return distributions of checkpoints."),
+        ("add-example", "Add a shipped example checkpoint to the warehouse."),
+        ("import-policy", "Add a policy trained elsewhere (brax, or your own parameters) as a run."),
+        ("import-returns", "Import post-update returns computed elsewhere (CSV or Parquet)."),
+    ),
+    "Analyse": (
+        ("stats", "Statistics of every distribution: mean, std, skewness, mode, LTP, CVaR."),
+        ("compare", "Compare algorithms across tasks: IQM and P(A better than B), with CIs."),
+        ("landscape", "Map the return landscape in 2-D around a checkpoint."),
+        ("failures", "Re-roll failing and successful updates of a checkpoint, side by side."),
+        ("interpolate", "Returns along straight lines between checkpoints (same and different runs)."),
+        ("stabilize", "Algorithm 1: reject updates whose post-update CVaR drops."),
+        ("stabilize-effect", "What Algorithm 1 changed: reject − baseline, per env (Fig. 7)."),
+        ("report", "Write the HTML report (or one PNG/SVG per chart)."),
+    ),
+    "Inspect": (
+        ("runs", "Runs with their checkpoint steps and sampled distributions."),
+        ("show", "One run: config, checkpoints, learning curve, distributions."),
+        ("status", "Progress of sampling jobs: samples and complete chunks per distribution."),
+        ("ls", "What the warehouse holds, table by table."),
+        ("query", "Run one read-only SQL query over the warehouse's views."),
+        ("sql", "Run read-only SQL statements from a file or standard input."),
+        ("export", "Write tables or views as Parquet or CSV files."),
+    ),
+    "Maintain": (
+        ("check", "Find damaged parts, dead writes' temp files and orphan runs."),
+        ("compact", "Merge each table's many small parts into one."),
+        ("sql-init", "Write init.sql, the views for a stock DuckDB client."),
+    ),
+}
+
+
+def _group_commands() -> None:
+    infos = {(c.name or c.callback.__name__.replace("_", "-")): c for c in app.registered_commands}
+    order = []
+    for panel, commands in COMMANDS.items():
+        for name, line in commands:
+            info = infos.pop(name)
+            info.rich_help_panel, info.short_help = panel, line
+            order.append(info)
+    assert not infos, f"commands without a place in `retland --help`: {sorted(infos)}"
+    app.registered_commands[:] = order
+
+
+_group_commands()
+
 
 def one_line(exc: BaseException) -> str:
     """The user-facing text of an error, on one line."""

@@ -100,10 +100,16 @@ def _lines(total, description, unit, rate_scale, rate_unit, every, start) -> Ite
             timing = f"{now - t0:.0f} s, {COMPILING}"
         else:
             ran = now - first
-            timing = (f"{_rate(done - state['first_done'], ran, rate_scale, rate_unit)}, {now - t0:.0f} s "
-                      f"(first result after {first - t0:.0f} s)")
-            if not final:
-                timing += f", ETA {_eta(done - state['first_done'], total - state['first_done'], ran)}"
+            since_first = done - state["first_done"]
+            if since_first > 0:
+                rate = _rate(since_first, ran, rate_scale, rate_unit) + ", "
+            elif final:  # everything came in the first result: the rate over the whole run
+                rate = _rate(done - start, now - t0, rate_scale, rate_unit) + " overall, "
+            else:  # no rate yet: one result so far
+                rate = ""
+            timing = f"{rate}{now - t0:.0f} s (first result after {first - t0:.0f} s)"
+            if not final and since_first > 0:
+                timing += f", ETA {_eta(since_first, total - state['first_done'], ran)}"
         err_console.print(escape(f"{description}: {done}/{total} {unit}{pct}, {timing}{info}"),
                           highlight=False, soft_wrap=True)
 
@@ -114,7 +120,7 @@ def _lines(total, description, unit, rate_scale, rate_unit, every, start) -> Ite
         state["done"] += n
         if info:
             state["info"] = " · ".join(str(v) for v in info.values())
-        if now - state["printed"] >= every:
+        if now - state["printed"] >= every and state["done"] < total:  # the final line reports the end
             line()
             state["printed"] = now
 

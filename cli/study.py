@@ -29,7 +29,20 @@ def run_command(argv: list[str]) -> None:
     errors propagate, and a non-zero exit status stops the study."""
     code = app(argv, standalone_mode=False)
     if isinstance(code, int) and code:
-        raise CliError(f"`retland {shlex.join(argv)}` exited with status {code}; the study stops here")
+        raise CliError(f"`retland {shell_join(argv)}` exited with status {code}; the study stops here")
+
+
+def shell_join(args) -> str:
+    """A command line a person can paste into a POSIX shell, quoted readably: an argument
+    holding single quotes (SQL in --where) goes in double quotes when nothing in it is
+    special there, instead of shlex's '"'"' splicing."""
+    out = []
+    for a in map(str, args):
+        quoted = shlex.quote(a)
+        if quoted != a and "'" in a and not any(ch in a for ch in '"$`\\!'):
+            quoted = f'"{a}"'
+        out.append(quoted)
+    return " ".join(out)
 
 
 def _print_plan(study, rows, root: Path) -> None:
@@ -53,7 +66,7 @@ def _print_plan(study, rows, root: Path) -> None:
     if cmds:
         console.print("commands the next run starts with (later stages are decided as earlier ones finish):")
         for c in cmds:
-            console.print("  retland " + escape(shlex.join(c)), highlight=False, soft_wrap=True)
+            console.print("  retland " + escape(shell_join(c)), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -156,7 +169,7 @@ def study(
         console.print(f"{head}: {escape(st.detail)}", highlight=False)
         t0 = time.perf_counter()
         for cmd in st.commands:
-            console.print(f"[cyan]$ retland {escape(shlex.join(cmd))}[/]", highlight=False, soft_wrap=True)
+            console.print(f"[cyan]$ retland {escape(shell_join(cmd))}[/]", highlight=False, soft_wrap=True)
             run_command(_argv(cmd, root, progress))
         console.print(f"[dim]({name}: {time.perf_counter() - t0:.0f} s)[/]", highlight=False)
     report = spec.report_path() if spec.report is not None and until in (None, "report") else None

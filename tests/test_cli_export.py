@@ -219,6 +219,10 @@ def test_sql_shell_reads_statements_and_refuses_writes(mixed, capsys, monkeypatc
     monkeypatch.setattr("sys.stdin", io.StringIO("SELECT 42 AS answer;\n.quit\nSELECT 1;\n"))
     code, out, err = run_cli(capsys, monkeypatch, "sql", "-w", mixed)
     assert code == 0 and "42" in out and out.count("┏") == 1
+    # the last statement of a script needs no closing ';'
+    monkeypatch.setattr("sys.stdin", io.StringIO("SELECT 1 AS first;\nSELECT 2 AS last_one"))
+    code, out, err = run_cli(capsys, monkeypatch, "sql", "-w", mixed)
+    assert code == 0 and "first" in out and "last_one" in out, err
 
 
 # ---------------------------------------------------------------------------- progress
@@ -231,7 +235,7 @@ def test_piped_progress_is_plain_lines_never_a_bar(capsys):
         advance(4)
         advance(6, chunk="2/2")
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 4  # started, two flushes, done
+    assert len(lines) == 3  # started, the first flush, done (a flush that finishes is the done line)
     assert all(line.startswith(description + ": ") for line in lines)
     assert COMPILING in lines[0] and "0/10 samples (0%)" in lines[0]
     assert "10/10 samples (100%)" in lines[-1] and "first result after" in lines[-1] and "· 2/2" in lines[-1]

@@ -348,7 +348,7 @@ def test_a_huge_pool_is_sampled_without_enumerating_it():
 
 def test_nothing_to_pair_is_refused_with_the_reason(warehouse):
     fake_job(warehouse, "solo", [0], steps=[10])
-    with pytest.raises(ip.InterpolationError, match="no both pairs .* two runs of one training config"):
+    with pytest.raises(ip.InterpolationError, match="no same-run or different-run pairs .* two runs of one training config"):
         ip.select_pairs(warehouse, "hopper", "td3", "both")
     with pytest.raises(ip.InterpolationError, match="--pairs-per-kind \\(--max-pairs\\) must be >= 1"):
         ip.select_pairs(warehouse, "hopper", "td3", "both", pairs_per_kind=0)

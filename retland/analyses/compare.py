@@ -324,8 +324,12 @@ def require_groups(scores: RunScores) -> list[str]:
     groups = scores.groups
     if len(groups) < 2:
         found = f"1 {scores.by} ({groups[0]})" if groups else f"no {scores.by}"
+        more = ("train and sample a second algorithm (e.g. `retland train --algo sac --env ENV`, then `retland "
+                "sample --algo sac --env ENV --operator sac`)" if scores.by == "algo"
+                else f"sample runs with a second value of {scores.by}")
         raise CompareError(f"the selection has scores of {found}; a comparison needs at least 2 values of "
-                           f"--by {scores.by} (see --where, --operator, --step, --source)")
+                           f"--by {scores.by}: {more}, or widen --where/--operator/--step/--source if they left "
+                           "some out")
     return groups
 
 

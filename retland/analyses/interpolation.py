@@ -226,7 +226,8 @@ def select_pairs(wh, env: str, algo: str, which: str = "both",
             out += pairs
     if not out:
         raise InterpolationError(
-            f"no {which} pairs among the trained {algo} checkpoints of {env}: same-run pairs need two "
+            f"no {'same-run or different-run' if which == 'both' else which} pairs among the trained {algo} "
+            f"checkpoints of {env}: same-run pairs need two "
             "checkpoints of a run, different-run pairs two runs of one training config with different seeds")
     return PairSelection(out, eligible, pairs_per_kind, seed)
 
