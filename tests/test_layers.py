@@ -117,3 +117,12 @@ def test_the_paper_simulator_has_every_brax_task():
     from retland.core.brax0013 import TASKS
 
     assert tuple(TASKS) == BRAX_ENVS
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists the packages a wheel holds: every folder with an __init__.py."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {_module_name(p) for p in _sources() if p.name == "__init__.py"} | {"retland"}
+    assert found <= listed, f"packages missing from pyproject.toml: {sorted(found - listed)}"
