@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 
+from ..config.registry import ALGOS
 from ..warehouse import Warehouse, WarehouseError
 from . import html as page
 from .blocks import Block, Figure, Note, Table
@@ -27,7 +28,7 @@ REPORTS_DIR = Path("reports")
 
 
 def _build(wh: Warehouse, where: str | None, alpha: float, beta: float, n_resamples: int,
-           seed: int) -> tuple[list[tuple[Section, list[Block]]], str, str]:
+           seed: int) -> tuple[list[tuple[Section, list[Block]]], str, str, str]:
     if not (0 < alpha <= 1):
         raise WarehouseError(f"--alpha must be in (0, 1], got {alpha}")
     if not (0 < beta <= 1):
@@ -38,7 +39,7 @@ def _build(wh: Warehouse, where: str | None, alpha: float, beta: float, n_resamp
     try:
         ctx = ReportContext(con, where=where or None, alpha=alpha, beta=beta, n_resamples=n_resamples, seed=seed)
         built = [(s, s.build(ctx)) for s in SECTIONS]
-        return built, _report_name(wh, ctx), tasks_line(ctx)
+        return built, _report_name(wh, ctx), tasks_line(ctx), report_title(ctx)
     finally:
         con.close()
 
@@ -103,6 +104,21 @@ def _slug(text: str, limit: int = 48) -> str:
     return slug[:limit].rstrip("-")
 
 
+def report_title(ctx: ReportContext) -> str:
+    """The page's title, as a person would write it: algorithms · tasks · runs (and the
+    --where condition), e.g. "TD3 · hopper · 1 run"."""
+    if not ctx.row_count("runs"):
+        return "retland report · an empty warehouse"
+    scope = ctx.checkpoints()
+    if not scope.height:
+        return "retland report · no runs selected" + (f" (where {ctx.where})" if ctx.where else "")
+    algos = " & ".join(a.upper() if a in ALGOS else a for a in sorted(scope["algo"].unique()))
+    envs = ", ".join(sorted(scope["env"].unique()))
+    runs = scope["run_id"].n_unique()
+    title = f"{algos} · {envs} · {runs} run{'s' if runs != 1 else ''}"
+    return title + (f" · where {ctx.where}" if ctx.where else "")
+
+
 def _report_name(wh: Warehouse, ctx: ReportContext) -> str:
     """What the report covers, as a file stem: <warehouse>_<algos>_<envs>[_where-<condition>],
     the algorithms and environments being those --where keeps."""
@@ -138,13 +154,13 @@ def write_report(wh: Warehouse, out: str | os.PathLike | None = None, where: str
             raise WarehouseError(f"--output {out} is a folder; give the HTML file's path")
         if fmt != "html" and Path(out).exists() and not Path(out).is_dir():
             raise WarehouseError(f"--output {out} is a file; --format {fmt} writes one file per figure into a folder")
-    built, name, tasks = _build(wh, where, alpha, beta, n_resamples, seed)
+    built, name, tasks, title = _build(wh, where, alpha, beta, n_resamples, seed)
     if fmt == "html":
         path = Path(out) if out else REPORTS_DIR / f"{name}.html"
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = [f"warehouse `{wh.root}`", f"--where `{where}`" if where else "all distributions (no --where)",
                 f"LTP β = {beta:g} · CVaR α = {alpha:g} · bootstrap {n_resamples} resamples", tasks]
-        text = page.render_page(f"retland report — {name}", meta, built)
+        text = page.render_page(title, meta, built)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             tmp.write_text(text, encoding="utf-8")

@@ -213,6 +213,20 @@ def ltp_border(panel_ltp: pl.Series) -> float:
     return min(1.0, (math.floor(round(float(top) * 20, 9)) + 1) / 20)
 
 
+def padded(values: pl.Series, floor: float | None = None) -> list[float]:
+    """An axis range around `values` with room at both ends: 8% of their span, or, for
+    one value (or equal ones), 10% of its size (at least 0.1), so the axis has ticks."""
+    v = values.drop_nulls().drop_nans() if values.dtype.is_float() else values.drop_nulls()
+    if v.is_empty():
+        return [0.0, 1.0]
+    lo, hi = float(v.min()), float(v.max())
+    pad = 0.08 * (hi - lo) if hi > lo else max(0.1 * abs(hi), 0.1)
+    lo, hi = lo - pad, hi + pad
+    if floor is not None:
+        lo = max(lo, floor)
+    return [lo, hi]
+
+
 def landscape_map(dists: pl.DataFrame, hist: pl.DataFrame, beta: float = 0.5, alpha: float = 0.1):
     """The map of Fig. 2 linked to the PURD histogram of Fig. 1 (middle).
 
@@ -265,15 +279,23 @@ def landscape_map(dists: pl.DataFrame, hist: pl.DataFrame, beta: float = 0.5, al
                     stroke=alt.condition(pick, alt.value("black"), alt.value(None)),
                     tooltip=tooltip))
 
+    # std and skewness on one x range for every panel (td3's and gaussian's rows compare),
+    # and mean on a padded range per panel: a panel with one point still gets several ticks
+    x_domain = {m: padded(df[m], floor=0.0 if m == "std" else None) for m in ("std", "skewness")}
+    y_domain = {panel: padded(g["mean"]) for (panel,), g in df.group_by(["panel"])}
+
     def cell(panel: str, metric: str, left: bool, top: bool, bottom: bool):
-        x = alt.X(f"{metric}:Q", title=metrics[metric], scale=alt.Scale(zero=False, nice=True))
-        if metric == "ltp":
+        if metric != "ltp":
+            x = alt.X(f"{metric}:Q", title=metrics[metric], scale=alt.Scale(domain=x_domain[metric], nice=False),
+                      axis=alt.Axis(tickCount=4, labelOverlap=True))
+        else:
             x = alt.X("ltp_x:Q", title=metrics[metric], scale=alt.Scale(domain=[0, borders[panel]], nice=False),
                       axis=alt.Axis(tickCount=4, labelOverlap=True))
         return (base.transform_filter(alt.datum.panel == panel)
                 .encode(x=x,
-                        y=alt.Y("mean:Q", title=MEAN_RETURN_TITLE if left else None, scale=alt.Scale(zero=False),
-                                axis=alt.Axis(labels=left, ticks=left)))
+                        y=alt.Y("mean:Q", title=MEAN_RETURN_TITLE if left else None,
+                                scale=alt.Scale(domain=y_domain[panel], nice=False),
+                                axis=alt.Axis(labels=left, ticks=left, tickCount=4)))
                 .properties(width=230, height=170))
 
     with warnings.catch_warnings():
@@ -318,9 +340,15 @@ def landscape_map(dists: pl.DataFrame, hist: pl.DataFrame, beta: float = 0.5, al
                                             "(datum.mode <= 0 ? ' (mode ≤ 0)' : '')")
                .mark_text(align="left", baseline="bottom", dy=-6, fontSize=11, fontWeight="bold")
                .encode(text="caption:N", x=alt.value(0), y=alt.value(0)))
-    # the rules under the bars: the mode's line runs through the tallest bin, which stays
-    # visible; the line shows above it
-    histogram = (alt.layer(rules, bars, caption)
+    # the markers over the bars (the mode's line runs through the tallest bin), each named
+    # at the top of its line in its colour, so no legend lookup is needed
+    short = {"mean": "mean", "mode": "mode", "threshold": "LTP threshold", "cvar": "CVaR"}
+    labels = [selected.transform_filter(f"isValid(datum.{field})")
+              .mark_text(angle=270, align="right", baseline="bottom", dx=-3, dy=-2, fontSize=10, fontWeight="bold",
+                         color=MARKER_COLOURS[key])
+              .encode(x=f"{field}:Q", y=alt.value(0), text=alt.value(short[field]))
+              for field, key in zip(marker_names, keys)]
+    histogram = (alt.layer(bars, rules, *labels, caption)
                  .properties(width=720, height=240,
                              title=alt.Title("Post-update return distribution of the selected checkpoint", offset=22)))
     chart = alt.vconcat(scatter, histogram, spacing=30).resolve_scale(color="independent", shape="independent",

@@ -84,7 +84,7 @@ def _missing(what: str, command: str) -> Note:
 # ---------------------------------------------------------------------------------------
 # 1. Contents
 # ---------------------------------------------------------------------------------------
-@section("contents", "Contents", "What the warehouse holds: runs, checkpoints, distributions, samples, operators.")
+@section("contents", "Warehouse contents", "What the warehouse holds: runs, checkpoints, distributions, samples, operators.")
 def contents(ctx: ReportContext) -> list[Block]:
     if not ctx.row_count("runs"):
         return [Note("The warehouse has no runs: `retland train` or `retland import-returns FILE` adds them.")]
@@ -225,11 +225,24 @@ def stabilize(ctx: ReportContext) -> list[Block]:
         blocks.append(Note("No distributions match --where, so no α-CVaR ranking."))
         return blocks
     ranked = _cvar_rankings(ctx, dists)
+    # a rank among one or two policies says nothing (every dot is "0% of 1"): such panels
+    # are left out, and named
+    few = ranked.filter(pl.col("policies") < MIN_RANKED).select("env", "operator").unique().sort("env", "operator")
+    ranked = ranked.filter(pl.col("policies") >= MIN_RANKED)
+    if few.height:
+        names = ", ".join(f"{e} · {o}" for e, o in few.iter_rows())
+        blocks.append(Note(f"No α-CVaR ranking for {names}: fewer than {MIN_RANKED} policies (checkpoints) to rank "
+                           "there; sample more checkpoints of that environment and operator."))
+    if not ranked.height:
+        return blocks
     blocks.append(Figure("cvar-ranking", charts.cvar_ranking(ranked, beta=ctx.beta),
                          "Policies (checkpoints) of one environment and operator ranked by the α-CVaR of their "
                          "post-update returns, as a share of the panel (0% = best): α = 1 ranks by the mean, "
                          "small α by the worst returns."))
     return blocks
+
+
+MIN_RANKED = 3  # policies a panel of the α-CVaR ranking needs
 
 
 def _cvar_rankings(ctx: ReportContext, dists: pl.DataFrame) -> pl.DataFrame:
