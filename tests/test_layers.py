@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("agents",),  # each algorithm's pure functions and update operator
     ("train",),  # training jobs and checkpoints
     ("purd",),  # post-update return distributions: operators, sampling engine
-    ("analyses", "policies", "brax_import", "cluster", "shipped"),  # what the paper does with them
+    ("analyses", "ingest", "policies", "brax_import", "cluster", "shipped"),  # what the paper does with them
     ("report", "study"),  # pages and whole studies
     ("cli", "studies"),  # the command line, the study presets
 )
