@@ -32,8 +32,7 @@ go to post_update_returns under the operator id
 `update[fn=PATH,state=DIGEST,h=H,seed=S]`, where DIGEST hashes the state: a call with
 another state is another distribution, never an extension of this one.
 
-`mlp_apply` is a generic MLP policy over a list of Dense layers, for policies that are
-plain MLPs (use it as apply="retland.policies:mlp_apply").
+A ready-made apply for policies that are plain MLPs is `retland.policies:mlp_apply`.
 """
 from __future__ import annotations
 
@@ -59,30 +58,12 @@ from retland.purd.sampling import SampleResult, sample_distribution
 from retland.train import checkpoints as ck
 from retland.warehouse import Warehouse, WarehouseError
 
-__all__ = ["add_policy", "sample_update", "mlp_apply", "ADDED_VARIANT"]
+__all__ = ["add_policy", "sample_update", "ADDED_VARIANT"]
 
 # External policies' default task rules: brax 0.14's own (what brax.envs trains on).
 ADDED_VARIANT = "brax"
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,39}$")
 RESERVED = ("td3", "sac", "ppo")  # retland's trained algorithms and update operators
-ACTIVATIONS = ("tanh", "relu", "swish", "gelu", "elu")
-
-
-# ----------------------------------------------------------------------- a generic MLP
-
-def mlp_apply(params, obs, *, activation: str = "tanh"):
-    """A plain MLP policy: params = [{"kernel": [in, out], "bias": [out]}, ...] (one dict
-    per Dense layer); every hidden layer is followed by `activation`, the last by tanh,
-    so actions are in [-1, 1]."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"mlp_apply: activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}")
-    act = {"tanh": jnp.tanh, "relu": jax.nn.relu, "swish": jax.nn.swish, "gelu": jax.nn.gelu,
-           "elu": jax.nn.elu}[activation]
-    x = obs
-    for i, layer in enumerate(params):
-        x = x @ layer["kernel"] + layer["bias"]
-        x = act(x) if i < len(params) - 1 else jnp.tanh(x)
-    return x
 
 
 # ------------------------------------------------------------------------- add_policy
