@@ -93,11 +93,11 @@ def offline(root: str, round_samples: int, parquet: list[str] | None = None, chu
 
 
 def real(target: str, max_samples: int, round_samples: int) -> None:
-    from retland import examples
+    from retland import shipped
     from retland.cluster import JobSpec, run_shard
 
     root = Path(tempfile.mkdtemp(prefix="retland-adaptive-")) / "wh"
-    run_id, step = examples.add(root, examples.DEFAULT)
+    run_id, step = shipped.add(root, shipped.DEFAULT)
     from retland.purd.adaptive import parse_targets
 
     job = JobSpec(str(root), ((run_id, step, "hopper"),), "td3", 1000, 0, "auto",

@@ -194,7 +194,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     import jax
 
-    from retland import examples
+    from retland import shipped
     from retland.train.checkpoints import load_checkpoint
     from retland.warehouse import Warehouse
 
@@ -212,7 +212,7 @@ def main(argv=None) -> dict:
                  "mem_fraction": os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION"), "tiny": args.tiny}
     print(f"sizing: {out['device']}, jax {jax.__version__}", flush=True)
     wh = Warehouse.open(args.out / "warehouse")
-    run_id, step = examples.add(wh)
+    run_id, step = shipped.add(wh)
     ckpt = load_checkpoint(wh, run_id, step)
     name = "sizing" + ("-" + "-".join(parts) if parts != list(PARTS) else "") + ".json"
     for part in parts:

@@ -131,7 +131,7 @@ def main(argv=None) -> dict:
               f"retland sample --operator gaussian --samples {args.samples} --horizon {args.horizon} "
               f"({RUN_ENV} example checkpoint); temp folder {tmp}", flush=True)
 
-        from retland.examples import get
+        from retland.shipped import get
 
         example = get("td3-hopper")
         run, step = example.run_id, example.step

@@ -24,7 +24,7 @@ def add_example(
     Adding it again changes nothing. Then sample it like any trained run, e.g.
     `retland sample --run RUN --steps STEP --operator td3`.
     """
-    from retland import examples
+    from retland import shipped as examples
 
     if list_:
         if name is not None:

@@ -100,7 +100,7 @@ def import_policy(
 
     Example: retland import-policy brax ckpts/hopper_ppo --env hopper
     """
-    from retland import brax_import
+    from retland.ingest import brax as brax_import
     from retland.core.envs import check_backend, check_env, check_variant
 
     # Options first, then the policy, then the warehouse: nothing is written for bad input.

@@ -27,7 +27,7 @@ def import_returns(
     so importing the same file twice adds nothing.
     """
     from retland.warehouse import Warehouse, resolve_root
-    from retland.warehouse.importing import import_returns as run_import
+    from retland.ingest.returns import import_returns as run_import
 
     wh = Warehouse(resolve_root(warehouse))  # created by the import once the file has passed every check
     summary = run_import(wh, file, tag=tag)

@@ -11,7 +11,7 @@
     retland.sample_update(wh, run_id, 0, update="pkg.mod:step", state=s, n=256)   # your own update
 
 The public names are `__all__`. `stats`, `distribution_stats`, `load_checkpoint`,
-`add_policy` and `sample_update` (retland.policies) are imported on first use (the
+`add_policy` and `sample_update` (retland.ingest.own) are imported on first use (the
 warehouse names too), so that `import retland` for queries stays fast and never imports jax.
 """
 from __future__ import annotations
@@ -31,8 +31,8 @@ _LAZY = {
     "stats": ("retland.stats", None),
     "distribution_stats": ("retland.analyses.distributions", "distribution_stats"),
     "load_checkpoint": ("retland.train.checkpoints", "load_checkpoint"),
-    "add_policy": ("retland.policies", "add_policy"),
-    "sample_update": ("retland.policies", "sample_update"),
+    "add_policy": ("retland.ingest.own", "add_policy"),
+    "sample_update": ("retland.ingest.own", "sample_update"),
 }
 
 __all__ = [

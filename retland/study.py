@@ -380,7 +380,7 @@ class Study(_Strict):
     @field_validator("examples")
     @classmethod
     def _examples(cls, v):
-        from retland.examples import EXAMPLES
+        from retland.shipped import EXAMPLES
 
         for name in v:
             if name not in EXAMPLES:
@@ -452,7 +452,7 @@ class Study(_Strict):
 
 
 def _example(name: str) -> dict:
-    from retland.examples import EXAMPLES
+    from retland.shipped import EXAMPLES
 
     ex = EXAMPLES[name]
     return {"run_id": ex.run_id, "step": ex.step, "algo": ex.meta["run"]["algo"], "env": ex.meta["run"]["env"]}

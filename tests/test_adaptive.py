@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, tree_digest
-from retland import examples, stats
+from retland import shipped, stats
 from retland.purd.adaptive import intervals, parse_targets, round_sizes
 from retland.purd.sampling import SamplingError
 from retland.warehouse import Warehouse
@@ -23,7 +23,7 @@ OP, H, B, R, MAX = "gaussian:0.05", 20, 8, 16, 48
 def fixed(tmp_path_factory):
     """(a copy-source warehouse with the example, a warehouse with a fixed N = MAX job)."""
     base = tmp_path_factory.mktemp("adaptive") / "base"
-    examples.add(base, examples.DEFAULT)
+    shipped.add(base, shipped.DEFAULT)
     full = base.parent / "fixed"
     shutil.copytree(base, full)
     mp = pytest.MonkeyPatch()

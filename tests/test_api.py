@@ -83,6 +83,34 @@ def test_lazy_names_are_the_implementations():
         getattr(retland, "nope")
 
 
+def test_add_policy_and_sample_update_are_the_ingest_functions():
+    import retland
+    import retland.ingest.own
+
+    assert retland.__getattr__("add_policy") is retland.ingest.own.add_policy
+    assert retland.__getattr__("sample_update") is retland.ingest.own.sample_update
+
+
+# Import paths that warehouses keep in added runs' config (their apply). Each must keep
+# importing, to a function defined in the module it names: the program store keys
+# traced programs on that module's source file (retland.core.programs).
+STORED_PATHS = ("retland.policies:mlp_apply", "retland.brax_import:deterministic_apply")
+
+
+@pytest.mark.parametrize("path", STORED_PATHS)
+def test_stored_import_paths_name_the_module_that_defines_them(path):
+    from retland.core.importpath import resolve
+
+    fn = resolve(path)
+    assert f"{fn.__module__}:{fn.__qualname__}" == path
+
+
+def test_import_policy_brax_stores_a_kept_path():
+    from retland.ingest import brax
+
+    assert brax.APPLY in STORED_PATHS
+
+
 def _fresh_modules(code: str) -> set[str]:
     """The modules a fresh interpreter holds after running `code`."""
     out = subprocess.run(

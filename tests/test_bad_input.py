@@ -272,7 +272,7 @@ jax.monitoring.register_event_duration_secs_listener(
 def world(tmp_path_factory):
     """A warehouse with two imported runs (20 rows), the input files, and its digest."""
     from retland.warehouse import Warehouse
-    from retland.warehouse.importing import import_returns
+    from retland.ingest.returns import import_returns
 
     base = tmp_path_factory.mktemp("bad-input")
     files = base / "files"

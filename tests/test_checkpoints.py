@@ -25,7 +25,7 @@ from retland.warehouse import Warehouse
 def example(tmp_path_factory):
     """(warehouse root, run id, step, program store) with the example checkpoint added
     and the env's dims and the agent state's shapes kept in the store."""
-    from retland.examples import add
+    from retland.shipped import add
 
     tmp = tmp_path_factory.mktemp("ckpt")
     store = tmp / "programs"

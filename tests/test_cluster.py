@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_cli, tree_digest
-from retland import examples
+from retland import shipped
 from retland.purd import sampling
 from retland.purd.leases import Leases, lease_path, live_leases
 from retland.purd.operators import parse_operator
@@ -33,7 +33,7 @@ COLS = ["update_index", "return", "discounted_return", "episode_length", "termin
 def example(tmp_path_factory):
     """(warehouse root holding the example checkpoint, run_id, step); tests copy it."""
     root = tmp_path_factory.mktemp("cluster") / "base"
-    run_id, step = examples.add(root, examples.DEFAULT)
+    run_id, step = shipped.add(root, shipped.DEFAULT)
     return root, run_id, step
 
 

@@ -56,7 +56,7 @@ def expected_scores(metric: str) -> dict[tuple[str, str], np.ndarray]:
 @pytest.fixture(scope="module")
 def wh(tmp_path_factory):
     from retland.warehouse import Warehouse
-    from retland.warehouse.importing import import_returns
+    from retland.ingest.returns import import_returns
 
     base = tmp_path_factory.mktemp("compare")
     rows = []

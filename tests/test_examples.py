@@ -1,4 +1,4 @@
-"""The shipped example checkpoints: their files, `retland.examples.add`, and
+"""The shipped example checkpoints: their files, `retland.shipped.add`, and
 `retland add-example`. Everything runs against the files installed with the package."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, tree_digest
-from retland import examples
+from retland import shipped
 from retland.core.replay import Transition
 from retland.train.checkpoints import load_checkpoint, to_nested
 
@@ -22,7 +22,7 @@ def added(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("examples") / "wh"
     t0 = time.perf_counter()
-    run_id, step = examples.add(root, NAME)
+    run_id, step = shipped.add(root, NAME)
     return root, run_id, step, time.perf_counter() - t0
 
 
@@ -35,11 +35,11 @@ def _flat(nested, prefix=""):
 
 
 def test_shipped_files_are_small_and_intact():
-    ex = examples.EXAMPLES[NAME]
+    ex = shipped.EXAMPLES[NAME]
     # 120k replay rows of hopper: on Brax 0.0.13's physics TD3 first hops through the
     # episode after ~100k steps, and the td3 operator needs the whole replay prefix.
     assert ex.data_path.stat().st_size < 16_000_000
-    assert examples.file_sha256(ex.data_path) == ex.meta["data"]["sha256"]
+    assert shipped.file_sha256(ex.data_path) == ex.meta["data"]["sha256"]
     meta = ex.meta
     assert meta["run"]["source"] == "trained" and meta["run"]["parent_run_id"] is None
     assert meta["run"]["algo"] == "td3" and meta["run"]["env"] == "hopper"
@@ -57,7 +57,7 @@ def test_shipped_files_are_small_and_intact():
 
 def test_add_restores_the_shipped_bits(added):
     root, run_id, step, _ = added
-    ex = examples.EXAMPLES[NAME]
+    ex = shipped.EXAMPLES[NAME]
     assert (run_id, step) == (ex.run_id, ex.step)
     ck = load_checkpoint(root, run_id, step)
     with np.load(ex.data_path) as npz:
@@ -85,12 +85,12 @@ def test_add_writes_the_rows_and_is_idempotent(added, capsys, monkeypatch):
     wh = Warehouse.open(root, create=False)
     run = wh.query("SELECT * FROM runs").to_dicts()
     assert len(run) == 1 and run[0]["run_id"] == run_id and run[0]["source"] == "trained"
-    assert run[0]["parent_run_id"] is None and run[0]["seed"] == examples.EXAMPLES[NAME].meta["run"]["seed"]
-    assert json.loads(run[0]["config"]) == json.loads(examples.EXAMPLES[NAME].meta["run"]["config"])
+    assert run[0]["parent_run_id"] is None and run[0]["seed"] == shipped.EXAMPLES[NAME].meta["run"]["seed"]
+    assert json.loads(run[0]["config"]) == json.loads(shipped.EXAMPLES[NAME].meta["run"]["config"])
     evals = wh.query("SELECT step FROM evaluations ORDER BY step")["step"].to_list()
     assert evals and evals[-1] == step
     before = tree_digest(root)
-    assert examples.add(root, NAME) == (run_id, step)
+    assert shipped.add(root, NAME) == (run_id, step)
     code, out, err = run_cli(capsys, monkeypatch, "add-example", NAME, "-w", root)
     assert code == 0, err
     assert "already in" in out
@@ -105,7 +105,7 @@ def test_cli_unknown_name_and_list(tmp_path, capsys, monkeypatch):
     assert code == 2
     assert "unknown example 'no-such-example'" in err and NAME in err
     assert not root.exists()  # refused before the warehouse was created
-    examples.add(root, NAME)
+    shipped.add(root, NAME)
     before = tree_digest(root)
     code, out, err = run_cli(capsys, monkeypatch, "add-example", "no-such-example", "-w", root)
     assert code == 2 and tree_digest(root) == before
@@ -114,14 +114,14 @@ def test_cli_unknown_name_and_list(tmp_path, capsys, monkeypatch):
 
 
 def test_add_refuses_damaged_data(tmp_path):
-    ex = examples.EXAMPLES[NAME]
+    ex = shipped.EXAMPLES[NAME]
     bad = tmp_path / ex.data_path.name
     data = bytearray(ex.data_path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     bad.write_bytes(bytes(data))
-    damaged = examples.Example(NAME, ex.meta, bad)
+    damaged = shipped.Example(NAME, ex.meta, bad)
     with pytest.raises(ValueError, match="damaged"):
-        examples.add(tmp_path / "wh", damaged)
+        shipped.add(tmp_path / "wh", damaged)
     assert not (tmp_path / "wh" / "artifacts").exists()
 
 

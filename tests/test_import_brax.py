@@ -118,7 +118,7 @@ def test_defaults_are_brax(tmp_path):
     from brax.training.agents.sac import networks as sac_networks
     from brax.training.agents.sac import train as sac_train
 
-    from retland import brax_import as bi
+    from retland.ingest import brax as bi
 
     def default(fn, name):
         return inspect.signature(fn).parameters[name].default
@@ -144,7 +144,8 @@ def test_actions_equal_brax_bit_for_bit(brax_saved, label):
     observation at a time, and vmapped, each compiled the same way on both sides."""
     import jax
 
-    from retland import brax_import as bi
+    from retland.brax_import import deterministic_apply
+    from retland.ingest import brax as bi
 
     path, make_inference, params = brax_saved[label]
     policy = bi.read(path, **READ_OPTIONS[label])
@@ -157,7 +158,7 @@ def test_actions_equal_brax_bit_for_bit(brax_saved, label):
         return make_inference(p, deterministic=True)(o, key)[0]
 
     def ours(p, o):
-        return bi.deterministic_apply(p, o, **policy.apply_kwargs)
+        return deterministic_apply(p, o, **policy.apply_kwargs)
 
     pairs = {
         "batch": (jax.jit(theirs)(params, obs), jax.jit(ours)(policy.params, obs)),
@@ -177,7 +178,7 @@ def test_actions_equal_brax_bit_for_bit(brax_saved, label):
 
 def test_checkpoint_parent_folder_picks_steps(brax_saved):
     """The folder brax saves every step into: the latest step by default, --step picks."""
-    from retland import brax_import as bi
+    from retland.ingest import brax as bi
 
     parent = brax_saved["ppo_ckpt"][0].parent
     assert bi.read(parent).step == CKPT_STEP

@@ -19,10 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("config", "stats", "warehouse", "schema"),  # what can be asked, the numbers, the store: no JAX
     ("core",),  # envs, networks, rollouts, the simulators
-    ("agents",),  # each algorithm's pure functions and update operator
+    # each algorithm's pure functions and update operator; the apply functions of added
+    # runs, kept at the import paths warehouses store (policies, brax_import)
+    ("agents", "policies", "brax_import"),
     ("train",),  # training jobs and checkpoints
     ("purd",),  # post-update return distributions: operators, sampling engine
-    ("analyses", "policies", "brax_import", "cluster", "examples"),  # what the paper does with them
+    ("analyses", "ingest", "cluster", "shipped"),  # what the paper does with them, what comes in
     ("report", "study"),  # pages and whole studies
     ("cli", "studies"),  # the command line, the study presets
 )

@@ -22,7 +22,7 @@ import pytest
 from conftest import run_cli, tree_digest
 from retland.agents import get_agent
 from retland.agents.policy import PolicyAgent, PolicyConfig
-from retland.policies import add_policy, sample_update, update_spec
+from retland.ingest.own import add_policy, sample_update, update_spec
 from retland.train.checkpoints import load_checkpoint
 from retland.warehouse import Warehouse, WarehouseError
 
@@ -105,7 +105,7 @@ def bad_nan(params, obs):
 @pytest.mark.parametrize("change, message", [
     (dict(apply="retland.nowhere:f"), "module 'retland.nowhere' cannot be imported"),
     (dict(apply="retland.policies:nope"), "module 'retland.policies' has no attribute 'nope'"),
-    (dict(apply="retland.policies:ADDED_VARIANT"), "ADDED_VARIANT is a str, not a function"),
+    (dict(apply="retland.policies:ACTIVATIONS"), "ACTIVATIONS is a tuple, not a function"),
     (dict(apply="not a path"), "expected an import path 'package.module:function'"),
     (dict(apply=lambda p, o: o[:ACT]), "lambda or a nested function"),
     (dict(apply=_closure()), "lambda or a nested function"),

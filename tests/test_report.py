@@ -50,7 +50,7 @@ def synthetic_returns(seed: int = 0) -> pl.DataFrame:
 def build_warehouse(root: Path):
     """A warehouse with the synthetic returns imported and learning curves appended."""
     from retland.warehouse import Warehouse
-    from retland.warehouse.importing import import_returns
+    from retland.ingest.returns import import_returns
 
     wh = Warehouse.open(root)
     csv = root.parent / "returns.csv"

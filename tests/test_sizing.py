@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from retland import examples
+from retland import shipped
 from retland.core import sizing
 from retland.purd import engine
 from retland.purd.operators import parse_operator
@@ -78,7 +78,7 @@ def test_budget_is_none_on_cpu():
 @pytest.fixture(scope="module")
 def chunk(tmp_path_factory):
     wh = Warehouse.open(tmp_path_factory.mktemp("sizing") / "wh")
-    run_id, step = examples.add(wh)
+    run_id, step = shipped.add(wh)
     ckpt = load_checkpoint(wh, run_id, step)
     spec = parse_operator("gaussian", horizon=20, seed=0)
     program, op_state = checkpoint_program(spec, ckpt)

@@ -35,7 +35,7 @@ def layers(params) -> dict[str, np.ndarray]:
 
 def example_policies() -> dict[str, np.ndarray]:
     """The shipped td3-hopper checkpoint's actor and its first TD3_SAMPLES td3 updates."""
-    from retland import examples
+    from retland import shipped
     from retland.purd.operators import parse_operator, sample_key
     from retland.purd.sampling import checkpoint_program
     from retland.train.checkpoints import load_checkpoint
@@ -43,7 +43,7 @@ def example_policies() -> dict[str, np.ndarray]:
 
     with tempfile.TemporaryDirectory(prefix="retland-oracle-") as tmp:
         wh = Warehouse.open(Path(tmp) / "wh")
-        run_id, step = examples.add(wh, examples.DEFAULT)
+        run_id, step = shipped.add(wh, shipped.DEFAULT)
         ckpt = load_checkpoint(wh, run_id, step)
         spec = parse_operator("td3", env=ckpt.env)
         program, op_state = checkpoint_program(spec, ckpt)

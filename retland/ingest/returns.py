@@ -13,8 +13,8 @@ from pathlib import Path
 
 import polars as pl
 
-from . import Warehouse, WarehouseError
-from .writer import RowError, check_rows, validate
+from retland.warehouse import Warehouse, WarehouseError
+from retland.warehouse.writer import RowError, check_rows, validate
 
 REQUIRED = {
     "algo": pl.Utf8,

@@ -1,4 +1,6 @@
 """Example checkpoints shipped with retland, to sample from without training first.
+(The package is `shipped`, not `examples`: the top-level examples/ folder holds the
+example scripts.)
 
 Each example is two files in this folder:
 
@@ -36,7 +38,7 @@ policy balances more than it hops); about one in nine falls and scores below hal
 that (LTP 0.11 of 256 samples, skewness −2.4), a visible left tail. Rebuild the files from a
 warehouse that holds that run with
 
-    python -m retland.examples.build --warehouse W --run td3-hopper-20261207-123005-f135-s0 --step 120000
+    python -m retland.shipped.build --warehouse W --run td3-hopper-20261207-123005-f135-s0 --step 120000
 
 which also checks that the shipped arrays restore bit for bit to the source checkpoint.
 """

@@ -1,6 +1,6 @@
-"""Build an example's files (retland/examples/<name>.npz and .json) from a warehouse.
+"""Build an example's files (retland/shipped/<name>.npz and .json) from a warehouse.
 
-    python -m retland.examples.build --warehouse W --run RUN_ID --step STEP [--name NAME]
+    python -m retland.shipped.build --warehouse W --run RUN_ID --step STEP [--name NAME]
         [--operator 'td3[h=1000,seed=0]'] [--out FOLDER]
 
 Reads the checkpoint with `load_checkpoint` (its TrainState and the replay prefix),
@@ -9,7 +9,7 @@ distribution of (run, step, operator) the example was chosen for; the warehouse 
 read. The .npz is a zip written with fixed member order and timestamps, so building
 twice from the same checkpoint gives the same bytes and the same sha256. Before
 anything is written to --out, the arrays are added to a temporary warehouse with
-`retland.examples.add` and loaded back, and every state leaf and replay row must equal
+`retland.shipped.add` and loaded back, and every state leaf and replay row must equal
 the source checkpoint's bit for bit.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retland.examples import FOLDER, FORMAT, REPLAY_PREFIX, STATE_PREFIX, Example, add, file_sha256, metadata_text
+from retland.shipped import FOLDER, FORMAT, REPLAY_PREFIX, STATE_PREFIX, Example, add, file_sha256, metadata_text
 
 DEFAULT_OPERATOR = "td3[h=1000,seed=0]"
 ALPHA, BETA = 0.1, 0.5  # the paper's CVaR and LTP defaults (purd_stats defaults)
@@ -198,7 +198,7 @@ def build(warehouse, run_id: str, step: int, *, name: str, operator_id: str = DE
                          "note": "the job's seeds are trained together (vmapped); rerun the whole command "
                                  "to reproduce this seed's bits"},
             "built_from": {"retland": metadata.version("retland"), **_git_commit(),
-                           "command": "python -m retland.examples.build " + shlex.join(
+                           "command": "python -m retland.shipped.build " + shlex.join(
                                ["--warehouse", "W", "--run", run_id, "--step", str(step), "--name", name,
                                 "--operator", operator_id])},
             "data": {"file": data.name, "sha256": file_sha256(data), "bytes": data.stat().st_size,
@@ -217,7 +217,7 @@ def build(warehouse, run_id: str, step: int, *, name: str, operator_id: str = DE
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m retland.examples.build", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m retland.shipped.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--warehouse", "-w", required=True, help="warehouse holding the run (only read)")
     parser.add_argument("--run", required=True, help="run id")
     parser.add_argument("--step", required=True, type=int, help="checkpoint env step")
