@@ -59,7 +59,8 @@ def test_blocks_carry_the_rows(warehouse):
     assert [type(b) for b in fail] == [Figure, Figure, Table]
     div = fail[2].frame.row(0, named=True)
     # G_s = 1..6, G_f = 1, 2, 2.2, …: last close (gap <= 5% of G_s) at t = 1; terminated at t = 3
-    assert (div["diverge_step"], div["failure_end_step"], div["failure_kind"]) == (2, 3, "termination")
+    assert (div["returns part at step"], div["failing rollout ends at step"], div["kind of failure"]) == (
+        2, 3, "termination")
     interp = ac.interpolation_blocks(ctx)
     assert [b.name for b in interp] == ["interpolation-curves", "interpolation-btp", "interpolation-btp-summary"]
     summary = interp[2].frame

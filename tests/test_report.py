@@ -604,3 +604,49 @@ def test_page_fits_a_laptop_and_its_tooltips_and_legends_say_something(chromium,
         elif hidden:
             problems.append(f"{name}: colour encodes {hidden} with its legend turned off")
     assert not problems, "\n".join(problems)
+
+
+# Every axis of every figure: its tick labels (an axis drawn without labels has none).
+AXIS_LABELS = """JSON.stringify(Array.from(document.querySelectorAll('.figure')).flatMap(f =>
+  Array.from(f.querySelectorAll('g.role-axis')).map(a => ({
+    figure: f.dataset.figureName,
+    title: Array.from(a.querySelectorAll('g.role-axis-title text')).map(t => t.textContent).join(' '),
+    labels: Array.from(a.querySelectorAll('g.role-axis-label text')).map(t => t.textContent),
+  }))))"""
+# Axis titles and legends of every figure, with their boxes on the page.
+BOXES = """JSON.stringify(Array.from(document.querySelectorAll('.figure')).map(f => ({
+  figure: f.dataset.figureName,
+  boxes: Array.from(f.querySelectorAll('g.role-axis-title, g.role-legend')).map(e => {
+    const r = e.getBoundingClientRect();
+    return {kind: e.classList.contains('role-legend') ? 'legend' : 'axis title',
+            text: e.textContent.slice(0, 40), l: r.left, r: r.right, t: r.top, b: r.bottom};
+  }).filter(b => b.r > b.l && b.b > b.t),
+})))"""
+
+
+@pytest.mark.parametrize("which", ["report_page", "full_page"])
+def test_charts_are_readable(chromium, request, which):
+    """A title a person would write; the histogram's markers over its bars; every axis
+    with labels has at least two; no axis title runs into a legend."""
+    page = chromium.open(request.getfixturevalue(which), ready="window.__retland && window.__retland.done")
+    title = page.evaluate("document.querySelector('h1').textContent")
+    assert "_" not in title and " · " in title and "run" in title, title
+    # SVG paints later elements on top: the marker rules come after the bars
+    order = page.evaluate("""(() => {
+      const bars = document.querySelector('#fig-map g.mark-rect.role-mark');
+      const rules = document.querySelector('#fig-map g.mark-rule.role-mark');
+      return bars && rules ? bars.compareDocumentPosition(rules) : null;
+    })()""")
+    assert order is not None and order & 4, "the histogram's marker lines are drawn under its bars"
+    problems = []
+    for axis in json.loads(page.evaluate(AXIS_LABELS)):
+        if len(axis["labels"]) == 1 and re.fullmatch(r"[−\-+0-9.,e%kM]+", axis["labels"][0]):  # a number scale
+            problems.append(f"{axis['figure']}: axis {axis['title']!r} has one tick ({axis['labels'][0]})")
+    for fig in json.loads(page.evaluate(BOXES)):
+        titles = [b for b in fig["boxes"] if b["kind"] == "axis title"]
+        legends = [b for b in fig["boxes"] if b["kind"] == "legend"]
+        for t in titles:
+            for g in legends:
+                if t["l"] < g["r"] - 1 and g["l"] < t["r"] - 1 and t["t"] < g["b"] - 1 and g["t"] < t["b"] - 1:
+                    problems.append(f"{fig['figure']}: axis title {t['text']!r} overlaps legend {g['text']!r}")
+    assert not problems, "\n".join(problems)

@@ -124,8 +124,8 @@ def _heatmaps(vals: pl.DataFrame, field: str, title, scale: alt.Scale, tooltip: 
 # -------------------------------------------------------------------------- failures
 
 def _pair_names(ctx: ReportContext) -> pl.DataFrame:
-    """pair_id -> a short name, "hopper seed 0 @ 40k · samples 3/17" (successful/failing
-    update index), numbered when two pairs would share one."""
+    """pair_id -> a short name, "hopper s0 @ 40k · update 3 ok, 17 fails" (the successful
+    and the failing update index), numbered when two pairs would share one."""
     pairs = ctx.sql(FAILURE_PAIRS_SQL)
     if pairs.height == 0:
         return pl.DataFrame(schema={"pair_id": pl.Utf8, "pair": pl.Utf8})
@@ -133,7 +133,7 @@ def _pair_names(ctx: ReportContext) -> pl.DataFrame:
     for role in ("success", "failure"):
         if role not in wide.columns:
             wide = wide.with_columns(pl.lit(None, dtype=pl.Int64).alias(role))
-    named = wide.with_columns(pair=pl.format("{} s{} @ {} · samples {}/{}", pl.col("env").fill_null("?"),
+    named = wide.with_columns(pair=pl.format("{} s{} @ {} · update {} ok, {} fails", pl.col("env").fill_null("?"),
                                              pl.col("seed").cast(pl.Utf8).fill_null("?"), charts.steps_text(),
                                              pl.col("success").cast(pl.Utf8).fill_null("?"),
                                              pl.col("failure").cast(pl.Utf8).fill_null("?")))
@@ -198,11 +198,15 @@ def failure_blocks(ctx: ReportContext) -> list[Block]:
                     tooltip=[alt.Tooltip("pair:N"), alt.Tooltip("t:Q", title="terminated at step"),
                              alt.Tooltip("g_failure:Q", title="failing return", format=".1f"),
                              alt.Tooltip("g_success:Q", title="successful return so far", format=".1f")]))
-    table = div.select(pl.col("pair").alias("pair"), "success_return", "failure_return", "diverge_step",
-                       "failure_end_step", "failure_kind", "pair_id")
+    table = div.select(pl.col("pair").alias("pair"),
+                       pl.col("success_return").round(1).alias("successful return"),
+                       pl.col("failure_return").round(1).alias("failing return"),
+                       pl.col("diverge_step").alias("returns part at step"),
+                       pl.col("failure_end_step").alias("failing rollout ends at step"),
+                       pl.col("failure_kind").alias("kind of failure"), pl.col("pair_id").alias("pair id"))
     blocks: list[Block] = [Figure("failure-rewards", charts.config(reward.properties(
         title="Reward per step: success vs failure")), "Each row is one pair: a successful and a failing post-update rollout of one checkpoint "
-                   "(samples: their update indices). A failing rollout that terminated ends at the black cross, the "
+                   "(named by their update indices). A failing rollout that terminated ends at the black cross, the "
                    "step it terminated at (it collects no reward after it).")]
     if wide.height:  # pairs with both rollouts stored
         blocks.append(Figure("failure-returns", charts.config(alt.layer(diag, curve, ends).properties(
@@ -211,7 +215,8 @@ def failure_blocks(ctx: ReportContext) -> list[Block]:
     else:
         blocks.append(Note("No pair has both a successful and a failing rollout stored, so no cumulative-return curve."))
     blocks.append(Table("failure-divergence", table,
-                        "diverge_step: first step with |G_success − G_failure| > 5% of the successful return."))
+                        "Returns part at step: the first step after which |G_success − G_failure| stays above 5% of "
+                        "the successful return (the failure_divergence view's diverge_step)."))
     return blocks
 
 

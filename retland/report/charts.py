@@ -138,7 +138,8 @@ def coverage(cells: pl.DataFrame):
         color=alt.condition("datum.samples > 0",
                             alt.Color("samples:Q", title="post-update samples", scale=alt.Scale(scheme="blues", zero=True)),
                             alt.value("#e6e6e6")))
-    return config(rects.properties(width=alt.Step(44), height=alt.Step(16),
+    # at least 240 px wide, so the x title never runs into the legend (one checkpoint: 44 px)
+    return config(rects.properties(width=max(44 * len(step_order), 240), height=alt.Step(16),
                                    title="Checkpoints and post-update samples per run"))
 
 

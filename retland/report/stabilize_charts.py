@@ -88,7 +88,12 @@ def _ci_panel(df: pl.DataFrame, name: str, title: str, fmt: str, labels: bool = 
                 axis=alt.Axis() if labels else None))
     zero = alt.Chart(charts.values(pl.DataFrame({"x": [0.0]}))).mark_rule(color="#888", strokeDash=[4, 3]).encode(
         x="x:Q")
-    bars = base.mark_rule(strokeWidth=2).encode(x=alt.X(f"{name}_lo:Q", title=title), x2=f"{name}_hi:Q")
+    # the CIs, the IQMs and 0 (the dashed line) in view, with room: all-zero changes still get ticks
+    span = pl.concat([df[c].cast(pl.Float64) for c in (f"{name}_lo", f"{name}_hi", f"{name}_change")]
+                     + [pl.Series([0.0])])
+    bars = base.mark_rule(strokeWidth=2).encode(
+        x=alt.X(f"{name}_lo:Q", title=title, scale=alt.Scale(domain=charts.padded(span), nice=False),
+                axis=alt.Axis(tickCount=4)), x2=f"{name}_hi:Q")
     points = base.mark_point(filled=True, size=70).encode(
         x=f"{name}_change:Q",
         tooltip=["label:N", f"{name}_sources:Q", alt.Tooltip(f"{name}_change:Q", format=fmt),
@@ -172,8 +177,11 @@ def _trajectory_chart(bands: pl.DataFrame):
         for k, (name, (title, fmt)) in enumerate(STATISTICS.items()):
             sub = bands.filter((pl.col("panel") == panel) & (pl.col("statistic") == name))
             band = alt.Chart().mark_area(opacity=0.2).encode(x=x, y=alt.Y("lo:Q"), y2="hi:Q", color=arms)
+            values = pl.concat([sub[c].cast(pl.Float64) for c in ("lo", "hi", "value")]
+                               + ([] if name == "mean" else [pl.Series([0.0])]))
+            y_scale = alt.Scale(domain=charts.padded(values, floor=None if name == "mean" else 0.0), nice=False)
             line = (alt.Chart().mark_line(point=alt.OverlayMarkDef(size=30, filled=True))
-                    .encode(x=x, y=alt.Y("value:Q", title=title, scale=alt.Scale(zero=name != "mean")), color=arms,
+                    .encode(x=x, y=alt.Y("value:Q", title=title, scale=y_scale, axis=alt.Axis(tickCount=4)), color=arms,
                             tooltip=[alt.Tooltip("arm:N"), alt.Tooltip("proposal:Q"),
                                      alt.Tooltip("value:Q", title=f"{title}, mean over lanes", format=fmt),
                                      alt.Tooltip("lo:Q", title="95% CI from", format=fmt),
