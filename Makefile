@@ -24,7 +24,7 @@ NEWJAX_TESTS ?= tests/test_tasks.py tests/test_rollout.py tests/test_operators.p
 NEWJAX_K ?= not walker2d and not ant_contacts and not another_chunk_size
 NEWJAX_PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: install demo test test-newest-jax test-dmc test-oracle test-crash test-slow bench clean-demo
+.PHONY: install demo test test-newest-jax test-dmc test-oracle test-crash test-notebook test-slow bench clean-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -102,6 +102,13 @@ test-oracle: $(STAMP) $(ORACLE_STAMP)
 # the warehouse keeps whole commits only, and resume/rerun finishes. CI runs it after make test.
 test-crash: $(STAMP)
 	$(PY) -m pytest -q -m slow -k kill_9 tests/test_store_trust.py
+
+# The main job (make demo, on data/warehouse), then the analyst's notebook
+# (examples/analysis.ipynb) executed top to bottom against the warehouse it filled.
+test-notebook: $(STAMP)
+	$(MAKE) demo
+	RETLAND_NOTEBOOK_WAREHOUSE=$(abspath data/warehouse) RETLAND_NOTEBOOK_REQUIRED=1 \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/test_notebook.py
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -57,7 +57,12 @@ def lock_down(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     SPILL_DIRS.append(spill)
     dirs = [str(root).rstrip("/") + "/", str(spill) + "/"]
     con.execute("SET temp_directory = ?", [str(spill)])
-    con.execute("SET enable_progress_bar = false")  # it writes to stdout, into a command's output
+    try:
+        con.execute("SET enable_progress_bar = false")  # it writes to stdout, into a command's output
+    except duckdb.InvalidInputException:
+        # Inside Jupyter without ipywidgets DuckDB refuses to touch the setting at all (its
+        # bar would need the widgets): there is no bar to turn off.
+        pass
     # Bounded memory: past this, sorts, joins and aggregates spill to `spill` instead of
     # growing until the process is killed (under `ulimit -v` DuckDB's default would).
     limit = os.environ.get("RETLAND_DUCKDB_MEMORY", "").strip() or memory_limit_bytes()
