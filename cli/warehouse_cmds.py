@@ -112,7 +112,8 @@ def stats(
     threshold is ≤ 0, and the column mode_nonpositive is true (the terminal table's
     mode≤0 says yes; --where "NOT mode_nonpositive" leaves them out). The terminal table
     rounds (1 decimal from 100 up, 2 from 1, 3 below); csv, json and parquet keep full
-    precision and every column, including run_id and mode_nonpositive."""
+    precision and every column, including run_id and mode_nonpositive, named as in the
+    distribution_stats view (operator_id; --where names it operator)."""
     from retland.analyses.distributions import distribution_stats
     from retland.warehouse import Warehouse
 
@@ -128,8 +129,8 @@ def stats(
     if table:
         df, right = stats_display(df, cols, bootstrap > 0)
         emit(df, fmt, output, title=title, right=right)
-    else:
-        emit(df, fmt, output, title=title)
+    else:  # files carry the view's column names: operator_id, as distribution_stats and purd_stats
+        emit(df.rename({"operator": "operator_id"}), fmt, output, title=title)
 
 
 # Rows a terminal shows by default: a query that returns millions stops here (--limit 0 lifts it).

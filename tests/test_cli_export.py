@@ -68,7 +68,8 @@ def test_stats_columns_option_and_full_precision_elsewhere(filled, tmp_path, cap
     df = pl.read_csv(io.StringIO(out))
     for s in ("mean", "std", "skewness", "mode", "ltp", "cvar"):
         assert {s, f"{s}_lo", f"{s}_hi"} <= set(df.columns)
-    assert {"run_id", "source", "mode_nonpositive"} <= set(df.columns)
+    assert {"run_id", "source", "mode_nonpositive", "operator_id"} <= set(df.columns)  # the view's names
+    assert "operator" not in df.columns
     std = df.filter(pl.col("seed") == 0)["std"][0]
     assert abs(std - 57.662812973353983) < 1e-9  # population std of 1000, 1010, …, 1190: not rounded
     code, _, err = run_cli(capsys, monkeypatch, "stats", "--columns", "median", "-w", filled)
