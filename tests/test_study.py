@@ -129,7 +129,7 @@ def test_presets_are_valid_and_plan_on_an_empty_warehouse(tmp_path, capsys, monk
     assert not wh.exists()  # --plan changes nothing
     if preset == "demo":
         assert "retland add-example td3-hopper" in text
-        assert "256k" in text  # 256 samples x 1000 steps, estimated before the example is added
+        assert "512k" in text  # 2 operators x 256 samples x 1000 steps, estimated before the example is added
     if preset == "cpu-small":
         assert "--seeds 4 --seed 0 --total-steps 100000" in text and "400k" in text  # 4 x 100k training steps
     if preset == "paper":
@@ -144,7 +144,7 @@ def test_plan_sees_the_example_once_added(tmp_path, capsys, monkeypatch):
     assert code == 0, err
     rows = {line.split("│")[2].strip(): line for line in out.splitlines() if line.count("│") > 4}
     assert "done" in rows["example td3-hopper"]
-    assert "to do" in rows["sample"] and "256 of 256 samples missing" in rows["sample"]
+    assert "to do" in rows["sample"] and "512 of 512 samples missing" in rows["sample"]  # td3 and gaussian
     assert "--operator td3 --samples 256 --horizon 1000 --key-seed 0" in " ".join(out.split())
 
 
