@@ -114,10 +114,15 @@ def f2(wh, ds: list[dict], runs: list[str]) -> None:
               f"({int(counts.sum())} failing samples in {len(counts)} distributions; CI resamples distributions)")
     cond, params = in_list("run_id", runs)
     q = wh.query(
-        "WITH p AS (SELECT pair_id, min(t) FILTER (WHERE role = 'failure' AND done) AS t_end, "
-        "                  min(torso_height) FILTER (WHERE role = 'success') AS s_min_z "
-        "           FROM trajectories WHERE " + cond + " GROUP BY pair_id) "
-        "SELECT p.pair_id, p.t_end, "
+        "WITH e AS (SELECT pair_id, min(t) FILTER (WHERE role = 'failure' AND done) AS t_end, "
+        "                  coalesce(min(t) FILTER (WHERE role = 'success' AND done), max(t)) AS s_end, "
+        "                  bool_or(role = 'success' AND done) AS s_term "
+        "           FROM trajectories WHERE " + cond + " GROUP BY pair_id), "
+        # the successful rollout's lowest torso while its episode runs (a rollout that also
+        # terminated lies on the floor after it)
+        "p AS (SELECT e.pair_id, e.t_end, e.s_term, min(j.torso_height) FILTER (WHERE j.role = 'success' AND j.t <= e.s_end) "
+        "             AS s_min_z FROM e JOIN trajectories j USING (pair_id) GROUP BY ALL) "
+        "SELECT p.pair_id, p.t_end, p.s_term, "
         "  avg(j.reward) FILTER (WHERE j.role = 'failure' AND j.t < p.t_end - ?) AS f_rate, "
         "  avg(j.reward) FILTER (WHERE j.role = 'success' AND j.t < p.t_end - ?) AS s_rate, "
         "  min(j.t) FILTER (WHERE j.role = 'failure' AND j.torso_height < p.s_min_z) AS t_low "
@@ -147,12 +152,17 @@ def f2(wh, ds: list[dict], runs: list[str]) -> None:
               f"{int(gap.max()):+d}); within 5% until at most {LAST_STEPS} steps before the fall: "
               f"{kept.mean():.2f} [{_ci(kept.astype(float), np.mean)[0]:.2f}, {_ci(kept.astype(float), np.mean)[1]:.2f}]"
               f" of {len(gap)} pairs")
-    fall = np.asarray([r["t_end"] - r["t_low"] for r in term if r["t_low"] is not None and r["t_low"] <= r["t_end"]],
-                      np.float64)
+    # only where the successful rollout ran the whole horizon: one that also terminated sank
+    # to the termination height itself, and its lowest torso says nothing about a fall
+    fall = np.asarray([r["t_end"] - r["t_low"] for r in term if not r["s_term"] and r["t_low"] is not None
+                       and r["t_low"] <= r["t_end"]], np.float64)
+    both = sum(1 for r in term if r["s_term"])
+    if both:
+        print(f"    in {both} of {len(term)} pairs the successful rollout terminated too (later)")
     if len(fall):
         print(f"    fall duration (failing torso below the successful rollout's lowest height -> termination): "
               f"median {_fmt(float(np.median(fall)), *_ci(fall, np.median), '{:.0f}')} steps over {len(fall)} pairs "
-              f"(range {int(fall.min())}-{int(fall.max())})")
+              f"whose successful rollout ran the whole horizon (range {int(fall.min())}-{int(fall.max())})")
 
 
 def f3(wh, runs: list[str], algo: str, env: str) -> None:
@@ -200,12 +210,14 @@ def f4(wh, runs: list[str], study) -> None:
         return
     for r in df.to_dicts():
         print(f"  source {r['run_id'][-2:]}@{r['step']:,}: own-mode LTP before {r['ltp_before']:.3f}, "
-              f"reject - baseline LTP {r['ltp_change']:+.3f}, mean {r['mean_change']:+.1f}")
+              f"reject - baseline LTP {r['ltp_change']:+.3f} (vs the source's mode {r['ltp_source_change']:+.3f}), "
+              f"mean {r['mean_change']:+.1f}, CVaR {r['cvar_change']:+.1f}")
     for r in fig7_table(df, **BOOT).to_dicts():
         print(f"{r['env']}: {r['sources']} sources; own-mode LTP change (IQM) "
-              f"{_fmt(r['ltp_change'], r['ltp_lo'], r['ltp_hi'], '{:+.3f}')}; mean return change "
-              f"{_fmt(r['mean_change'], r['mean_lo'], r['mean_hi'], '{:+.1f}')} (reject {r['mean_reject']:.0f}, "
-              f"baseline {r['mean_baseline']:.0f})")
+              f"{_fmt(r['ltp_change'], r['ltp_lo'], r['ltp_hi'], '{:+.3f}')}; LTP vs the source's mode (IQM) "
+              f"{_fmt(r['retland_ltp_source_change'], r['retland_ltp_source_lo'], r['retland_ltp_source_hi'], '{:+.3f}')}"
+              f"; mean return change {_fmt(r['mean_change'], r['mean_lo'], r['mean_hi'], '{:+.1f}')} "
+              f"(reject {r['mean_reject']:.0f}, baseline {r['mean_baseline']:.0f})")
 
 
 def main() -> None:
