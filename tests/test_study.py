@@ -116,10 +116,10 @@ def test_several_problems_are_one_line_each(tmp_path, capsys, monkeypatch):
 
 def test_unknown_preset_names_the_presets(tmp_path, capsys, monkeypatch):
     code, _, err = run_cli(capsys, monkeypatch, "study", "nonesuch", "-w", tmp_path / "wh")
-    assert code == 2 and "presets: cpu-small, demo, paper" in err
+    assert code == 2 and "presets: cpu-small, demo, paper, paper-hopper-td3" in err
 
 
-@pytest.mark.parametrize("preset", ["demo", "cpu-small", "paper"])
+@pytest.mark.parametrize("preset", ["demo", "cpu-small", "paper", "paper-hopper-td3"])
 def test_presets_are_valid_and_plan_on_an_empty_warehouse(tmp_path, capsys, monkeypatch, preset):
     wh = tmp_path / "wh"
     code, out, err = run_cli(capsys, monkeypatch, "study", preset, "--plan", "-w", wh)
@@ -134,6 +134,8 @@ def test_presets_are_valid_and_plan_on_an_empty_warehouse(tmp_path, capsys, monk
         assert "--seeds 4 --seed 0 --total-steps 100000" in text and "400k" in text  # 4 x 100k training steps
     if preset == "paper":
         assert text.count("│ train ") == 12
+    if preset == "paper-hopper-td3":  # the goal of one accelerator window: 20 x 1M training, 200 x 1000 samples
+        assert "20M" in text and "200M" in text and text.count("│ train ") == 1
 
 
 def test_plan_sees_the_example_once_added(tmp_path, capsys, monkeypatch):
