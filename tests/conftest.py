@@ -71,6 +71,18 @@ def run_cli(capsys, monkeypatch, *args) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+# The tiny TD3 job of tests/analysis_jobs.py (same config, so the same compiled programs).
+TINY_AGENT = """\
+horizon = 20
+
+[agent]
+algo = "td3"
+hidden = [16, 16]
+batch_size = 8
+learning_starts = 40
+buffer_size = 120
+"""
+
 GOOD_CSV = (
     "algo,env,seed,step,operator,update_index,return\n"
     + "".join(f"td3,hopper,0,100,td3,{i},{1000 + 10 * i}\n" for i in range(20))

@@ -19,18 +19,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import CLI_MAIN, GOOD_CSV, REPO, run_cli, tree_digest
+from conftest import CLI_MAIN, GOOD_CSV, REPO, TINY_AGENT, run_cli, tree_digest
 
 COUNTS = "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM post_update_returns), " \
          "(SELECT count(*) FROM checkpoints), (SELECT count(*) FROM operators)"
 
 
-def _counts(root: Path) -> tuple:
+def _counts(root: Path, sql: str = COUNTS) -> tuple:
     import retland
 
     con = retland.connect(root)
     try:
-        return con.sql(COUNTS).fetchall()[0]
+        return con.sql(sql).fetchall()[0]
     finally:
         con.close()
 
@@ -335,33 +335,17 @@ def test_kill_9_at_every_write_point_of_sample_leaves_all_or_nothing(tmp_path):
     assert full[1] == start[1] + 8 and full[3] == start[3] + 1
 
 
-TINY_TRAIN_TOML = """\
-env = "hopper"
-seeds = 2
-total_steps = 120
-checkpoints = [60, 120]
-eval_every = 60
-horizon = 20
-[agent]
-algo = "td3"
-hidden = [16, 16]
-batch_size = 8
-learning_starts = 40
-buffer_size = 120
-"""
+# the tiny TD3 job of tests/analysis_jobs.py, as a `retland train --config` file
+TINY_TRAIN_TOML = 'env = "hopper"\nseeds = 2\ntotal_steps = 120\ncheckpoints = [60, 120]\neval_every = 60\n' + TINY_AGENT
+
+
 TRAIN_COUNTS = "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM evaluations), " \
                "(SELECT count(*) FROM checkpoints), " \
                "(SELECT count(*) FROM checkpoints c ANTI JOIN evaluations e USING (run_id, step))"
 
 
 def _train_counts(root: Path) -> tuple:
-    import retland
-
-    con = retland.connect(root)
-    try:
-        return con.sql(TRAIN_COUNTS).fetchall()[0]
-    finally:
-        con.close()
+    return _counts(root, TRAIN_COUNTS)
 
 
 @pytest.mark.slow

@@ -6,19 +6,7 @@ import textwrap
 
 import pytest
 
-from conftest import run_cli
-
-# The tiny TD3 job of tests/analysis_jobs.py (same config, so the same compiled programs).
-TINY_AGENT = """\
-horizon = 20
-
-[agent]
-algo = "td3"
-hidden = [16, 16]
-batch_size = 8
-learning_starts = 40
-buffer_size = 120
-"""
+from conftest import TINY_AGENT, run_cli
 
 TINY_STUDY = """\
 name = "tiny"
