@@ -19,46 +19,8 @@ from retland.cli.app import (
     require_writable,
 )
 from retland.cli.progress import progress_bar
-from retland.cli.selection import parse_sources, resolve_run, source_option
+from retland.cli.selection import parse_sources, source_option
 from retland.config.settings import SampleSettings, default_of, help_of
-
-
-def select_checkpoints(wh, runs, algo, env, seeds, steps, sources=("trained",)) -> list[tuple[str, int, str]]:
-    """(run_id, step, env) of the chosen checkpoints, in (run_id, step) order.
-
-    --run takes ids or unique prefixes of them (with --seeds, a prefix may match one run
-    per seed). --algo/--env take runs of `sources` only (trained by default: derived runs
-    share algo, env and seed with their source run and would double the work). Only
-    checkpoints with stored parameters can be sampled: runs whose returns were imported
-    have none, and are refused by name (--run) or left out (--algo/--env)."""
-    from retland.purd.selection import candidate_checkpoints
-    from retland.warehouse.runs import run_exists
-
-    if runs:
-        if seeds and len(runs) == 1 and not run_exists(wh, runs[0]):
-            runs = [resolve_run(wh, runs[0], s, seed_option="--seeds") for s in seeds]
-        else:
-            runs = [resolve_run(wh, r, seed_option="--seeds") for r in runs]
-    elif not (algo and env):
-        raise CliError("choose checkpoints with --run RUN_ID, or with --algo and --env")
-    rows = [(r["run_id"], r["step"], r["env"], r["stored"])
-            for r in candidate_checkpoints(wh, runs, algo, env, seeds, steps, sources)]
-    found = [(r, int(s), e) for r, s, e, stored in rows if stored]
-    bare = [(r, int(s)) for r, s, _, stored in rows if not stored]
-    if runs and bare:
-        r, s = bare[0]
-        raise CliError(f"run {r} step {s} has no stored checkpoint to sample from (its returns were imported); "
-                       "only trained runs can be sampled")
-    if not found:
-        raise CliError("no checkpoints match " + ", ".join(
-            f"{k}={v}" for k, v in dict(run=runs, algo=algo, env=env, seeds=seeds, steps=steps,
-                                        source=None if runs else ",".join(sources)).items() if v)
-            + (f" ({len(bare)} imported checkpoint(s) without parameters left out)" if bare else ""))
-    if runs:
-        missing = sorted(set(runs) - {r for r, _, _ in found})
-        if missing:
-            raise CliError(f"no checkpoints for run(s) {', '.join(missing)}")
-    return found
 
 
 @app.command()
@@ -133,7 +95,9 @@ def sample(
     from retland.purd.engine import resolve_devices
     from retland.purd.operators import check_operator, parse_operator
     from retland.purd.sampling import SamplingError, parse_shard, plan_job
+    from retland.purd.selection import select_checkpoints
     from retland.warehouse import Warehouse
+    from retland.warehouse.runs import RunSelectionError
 
     # Options first, then the warehouse: nothing is read, compiled or written for bad input.
     if not 1 <= samples <= 10**9:
@@ -198,7 +162,7 @@ def sample(
         dists = [(r, s, specs[e]) for r, s, e in chosen]
         n_plan = (max_samples or samples) if targets else samples
         plans = plan_job(wh, dists, n_plan, batch_size=batch, shard=shard_ij)
-    except SamplingError as exc:
+    except (SamplingError, RunSelectionError) as exc:
         raise CliError(str(exc)) from None
     job = JobSpec(str(wh.root), tuple((r, int(s), e) for r, s, e in chosen), operator, horizon, key_seed, batch,
                   samples=None if targets else samples, targets=tuple((targets or {}).items()),
