@@ -91,6 +91,29 @@ def test_local_executor_two_shards_give_the_rows_of_one_job(example, one_job, tm
     assert row["chunk_size"] == str(B) and row["operator"].startswith("gaussian[sigma=0.05,h=20")
 
 
+def test_retland_sample_writes_the_rows_of_the_command(example, one_job, tmp_path, capsys, monkeypatch):
+    """The Python API and `retland sample` take one library path: the same rows, the same
+    resumption, the command's refusals as library errors."""
+    import retland
+
+    _, run_id, step = example
+    root = copy_of(example, tmp_path)
+    done = retland.sample(root, run=run_id[:8], steps=[step], operator=OP, samples=N, horizon=H, batch_size=B)
+    assert done.rows_written == N and len(done.distributions) == 1 and not done.busy and not done.adaptive
+    assert rows(root).equals(rows(one_job))
+    by_cli = copy_of(example, tmp_path, "cli")
+    code, out, err = run_cli(capsys, monkeypatch, *sample_args(by_cli))
+    assert code == 0 and f"wrote {N} rows (1 distribution(s) computed, 0 already complete" in out, err
+    assert rows(by_cli).equals(rows(root))
+    again = retland.sample(root, algo="td3", env="hopper", seeds="0..9", operator=OP, samples=N, horizon=H,
+                           batch_size=B)
+    assert again.rows_written == 0 and again.complete == 1
+    with pytest.raises(SamplingError, match=r"^--samples 0: give a whole number in \[1, 1e9\]$"):
+        retland.sample(root, run=run_id, operator=OP, samples=0)
+    with pytest.raises(ValueError, match="no run id starts with it"):
+        retland.sample(root, run="nobody", operator=OP)
+
+
 def test_a_failing_task_is_one_line_with_its_log(tmp_path):
     from retland.cluster import Resources, submit, wait
     from retland.purd.job import SampleJob
