@@ -94,19 +94,20 @@ def offline(root: str, round_samples: int, parquet: list[str] | None = None, chu
 
 def real(target: str, max_samples: int, round_samples: int) -> None:
     from retland import shipped
-    from retland.cluster import JobSpec, run_shard
+    from retland.purd.job import SampleJob, run_job
+    from retland.warehouse import Warehouse
 
     root = Path(tempfile.mkdtemp(prefix="retland-adaptive-")) / "wh"
     run_id, step = shipped.add(root, shipped.DEFAULT)
     from retland.purd.adaptive import parse_targets
 
-    job = JobSpec(str(root), ((run_id, step, "hopper"),), "td3", 1000, 0, "auto",
+    job = SampleJob(str(root), ((run_id, step, "hopper"),), "td3", 1000, 0, "auto",
                   targets=tuple(parse_targets(target).items()), max_samples=max_samples, round_samples=round_samples)
     t0 = time.monotonic()
-    summary = run_shard(job, (0, 1),
-                        on_round=lambda res: print(f"  n={res.n}: " + ", ".join(
-                            f"{iv.metric} {iv.value:.4g} ±{iv.half_width:.4g}" for iv in res.intervals), flush=True))
-    (res,) = summary["adaptive"]
+    done = run_job(Warehouse.open(root, create=False), job, (0, 1),
+                   on_round=lambda res: print(f"  n={res.n}: " + ", ".join(
+                       f"{iv.metric} {iv.value:.4g} ±{iv.half_width:.4g}" for iv in res.intervals), flush=True))
+    (res,) = done.adaptive
     print(f"example {run_id} step {step}, td3, H=1000, --target-ci {target} --max-samples {max_samples} "
           f"--round-samples {round_samples}: stopped at n={res.n} ({res.stopped}), "
           f"{time.monotonic() - t0:.0f} s wall on this machine, B={res.batch_size}")

@@ -84,7 +84,7 @@ def rows(warehouse: Path, operator_ids: list[str]) -> dict:
 BREAKDOWN = [  # (label, function name as cProfile lists it: file suffix, function)
     ("imports (all modules)", ("<frozen importlib._bootstrap>", "_find_and_load")),
     ("DuckDB connections built (warehouse views)", ("retland/warehouse/__init__.py", "_connect")),
-    ("select checkpoints (warehouse queries)", ("cli/sample.py", "select_checkpoints")),
+    ("select checkpoints (warehouse queries)", ("retland/purd/selection.py", "select_checkpoints")),
     ("plan (warehouse queries)", ("retland/purd/sampling.py", "plan_job")),
     ("load_checkpoint", ("retland/train/checkpoints.py", "load_checkpoint")),
     ("  of which the agent state's shapes (no env)", ("retland/train/checkpoints.py", "abstract_agent_state")),

@@ -11,7 +11,6 @@ from retland.cli.app import (
     CliError,
     WarehouseOpt,
     app,
-    check_seed,
     console,
     count_or_keyword,
     err_console,
@@ -19,46 +18,8 @@ from retland.cli.app import (
     require_writable,
 )
 from retland.cli.progress import progress_bar
-from retland.cli.selection import parse_sources, resolve_run, source_option
+from retland.cli.selection import parse_sources, source_option
 from retland.config.settings import SampleSettings, default_of, help_of
-
-
-def select_checkpoints(wh, runs, algo, env, seeds, steps, sources=("trained",)) -> list[tuple[str, int, str]]:
-    """(run_id, step, env) of the chosen checkpoints, in (run_id, step) order.
-
-    --run takes ids or unique prefixes of them (with --seeds, a prefix may match one run
-    per seed). --algo/--env take runs of `sources` only (trained by default: derived runs
-    share algo, env and seed with their source run and would double the work). Only
-    checkpoints with stored parameters can be sampled: runs whose returns were imported
-    have none, and are refused by name (--run) or left out (--algo/--env)."""
-    from retland.purd.selection import candidate_checkpoints
-    from retland.warehouse.runs import run_exists
-
-    if runs:
-        if seeds and len(runs) == 1 and not run_exists(wh, runs[0]):
-            runs = [resolve_run(wh, runs[0], s, seed_option="--seeds") for s in seeds]
-        else:
-            runs = [resolve_run(wh, r, seed_option="--seeds") for r in runs]
-    elif not (algo and env):
-        raise CliError("choose checkpoints with --run RUN_ID, or with --algo and --env")
-    rows = [(r["run_id"], r["step"], r["env"], r["stored"])
-            for r in candidate_checkpoints(wh, runs, algo, env, seeds, steps, sources)]
-    found = [(r, int(s), e) for r, s, e, stored in rows if stored]
-    bare = [(r, int(s)) for r, s, _, stored in rows if not stored]
-    if runs and bare:
-        r, s = bare[0]
-        raise CliError(f"run {r} step {s} has no stored checkpoint to sample from (its returns were imported); "
-                       "only trained runs can be sampled")
-    if not found:
-        raise CliError("no checkpoints match " + ", ".join(
-            f"{k}={v}" for k, v in dict(run=runs, algo=algo, env=env, seeds=seeds, steps=steps,
-                                        source=None if runs else ",".join(sources)).items() if v)
-            + (f" ({len(bare)} imported checkpoint(s) without parameters left out)" if bare else ""))
-    if runs:
-        missing = sorted(set(runs) - {r for r, _, _ in found})
-        if missing:
-            raise CliError(f"no checkpoints for run(s) {', '.join(missing)}")
-    return found
 
 
 @app.command()
@@ -128,23 +89,19 @@ def sample(
     Rows are bit-identical however the work is split, on one platform; across platforms
     or chunk sizes the distributions agree statistically, not bit for bit.
     """
-    from retland.cluster import EXECUTORS, JobSpec, Resources, parse_time, run_shard, submit, wait
+    from retland.cluster import EXECUTORS, Resources, parse_time, submit, wait
     from retland.purd.adaptive import parse_targets
     from retland.purd.engine import resolve_devices
-    from retland.purd.operators import check_operator, parse_operator
-    from retland.purd.sampling import SamplingError, parse_shard, plan_job
+    from retland.purd.job import SampleRequest, plan, resolve
+    from retland.purd.sampling import SamplingError, parse_shard
     from retland.warehouse import Warehouse
+    from retland.warehouse.runs import RunSelectionError
 
     # Options first, then the warehouse: nothing is read, compiled or written for bad input.
-    if not 1 <= samples <= 10**9:
-        raise CliError(f"--samples {samples}: give a whole number in [1, 1e9]")
-    if not 1 <= horizon <= 2**31 - 1:  # episode lengths are int32 columns
-        raise CliError(f"--horizon {horizon}: give a whole number of env steps in [1, {2**31 - 1}]")
-    check_seed(key_seed, "--key-seed")
+    # The request's own checks (`SampleRequest.check`) come after the command line's parsing.
     batch = count_or_keyword(batch_size, "--batch-size", "auto")
     n_devices = count_or_keyword(devices, "--devices", "all")
-    seed_list, step_list = (None if x is None else list(x)
-                            for x in (int_list(seeds, "--seeds"), int_list(steps, "--steps")))
+    seed_list, step_list = (int_list(seeds, "--seeds"), int_list(steps, "--steps"))
     sources = parse_sources(source)
     if executor not in EXECUTORS:
         raise CliError(f"--executor {executor!r}: choose from {', '.join(EXECUTORS)}")
@@ -160,19 +117,13 @@ def sample(
         if shard != default_of(SampleSettings, "shard"):
             raise CliError(f"--shard {shard}: --executor {executor} gives each of its --jobs tasks its own shard; "
                            "leave --shard out")
-    targets = None
-    if target_ci is not None:
-        try:
-            targets = parse_targets(target_ci)
-        except SamplingError as exc:
-            raise CliError(str(exc)) from None
-        if max_samples is not None and max_samples < 1:
-            raise CliError(f"--max-samples {max_samples}: give a whole number >= 1")
-        if round_samples < 1:
-            raise CliError(f"--round-samples {round_samples}: give a whole number >= 1")
-    elif max_samples is not None:
-        raise CliError("--max-samples goes with --target-ci (a fixed job takes --samples N)")
     try:
+        targets = parse_targets(target_ci) if target_ci is not None else {}
+        request = SampleRequest(operator, runs=tuple(run or ()), algo=algo, env=env, seeds=seed_list,
+                                steps=step_list, sources=sources, samples=samples, horizon=horizon,
+                                key_seed=key_seed, batch_size=batch, devices=n_devices, shard=shard,
+                                targets=tuple(targets.items()), max_samples=max_samples,
+                                round_samples=round_samples).check()
         resources = Resources(partition, gpus_per_job, cpus_per_job, time, mem)
         parse_time(time)
         if executor == "slurm":
@@ -184,27 +135,16 @@ def sample(
                                     "login node of the cluster, or use --executor local")
     except SamplingError as exc:
         raise CliError(str(exc)) from None
-    try:  # init_state as a factor resolves per checkpoint's env below; its syntax is checked here
-        check_operator(operator, horizon=horizon, seed=key_seed)
-    except ValueError as exc:
-        raise CliError(f"--operator {operator!r}: {exc}") from None
     wh = Warehouse.open(warehouse, create=False)
     require_writable(wh.root)
     try:
         shard_ij = parse_shard(shard)
         devs = resolve_devices(n_devices) if executor == "none" else None
-        chosen = select_checkpoints(wh, run, algo, env, seed_list, step_list, sources)
-        specs = {e: parse_operator(operator, env=e, horizon=horizon, seed=key_seed) for _, _, e in chosen}
-        dists = [(r, s, specs[e]) for r, s, e in chosen]
-        n_plan = (max_samples or samples) if targets else samples
-        plans = plan_job(wh, dists, n_plan, batch_size=batch, shard=shard_ij)
-    except SamplingError as exc:
+        job = resolve(wh, request)
+        plans = plan(wh, job, shard_ij)
+    except (SamplingError, RunSelectionError) as exc:
         raise CliError(str(exc)) from None
-    job = JobSpec(str(wh.root), tuple((r, int(s), e) for r, s, e in chosen), operator, horizon, key_seed, batch,
-                  samples=None if targets else samples, targets=tuple((targets or {}).items()),
-                  max_samples=(max_samples or samples) if targets else None,
-                  round_samples=round_samples if targets else None, devices=n_devices)
-    ids = sorted({spec.operator_id for spec in specs.values()})
+    ids = job.operator_ids
     operator_ids = ", ".join(ids)
 
     def say(text: str) -> None:
@@ -213,31 +153,26 @@ def sample(
     if executor != "none":
         _submit(wh, job, plans, executor, jobs, resources, slurm_folder, ids, say, submit, wait)
         return
-    if targets:
-        _adaptive(wh, job, chosen, shard_ij, operator_ids, progress, say, run_shard)
+    if job.targets:
+        _adaptive(wh, job, shard_ij, devs, operator_ids, progress, say)
         return
 
-    from retland.purd.leases import Leases
-    from retland.purd.sampling import sample_checkpoint
+    from retland.purd.job import run_job
 
     total = sum(p.new_rows for p in plans)
     work = [p for p in plans if p.todo]
-    say(f"{len(chosen)} distribution(s), operator {operator_ids}, N={samples}, "
+    say(f"{len(job.distributions)} distribution(s), operator {operator_ids}, N={samples}, "
         f"shard {shard_ij[0]}/{shard_ij[1]}: {total} new samples in {sum(len(p.todo) for p in work)} "
         f"chunk(s) on {len(devs)} device(s)")
-    results = []
-    leases = Leases(wh.root)
     with progress_bar(total, "sample", unit="samples", rate_scale=horizon, rate_unit="env-steps",
                       enabled=progress and bool(work)) as advance:
-        for p in work:
-            results.append(sample_checkpoint(wh, p, devices=devs, progress=advance, leases=leases))
-    written = sum(x.rows_written for x in results)
-    busy = [b for x in results for b in x.busy]
+        done = run_job(wh, job, shard_ij, plans=plans, devices=devs, progress=advance)
+    busy = done.busy
     if busy:
         say(f"{len(busy)} chunk(s) left to other live jobs that lease them "
             f"({', '.join(sorted({b.holder for b in busy}))}); rerun after they end to fill any gap")
-    console.print(escape(f"wrote {written} rows ({len(results)} distribution(s) computed, "
-                         f"{len(plans) - len(work)} already complete for this shard) into {wh.root}"),
+    console.print(escape(f"wrote {done.rows_written} rows ({len(done.distributions)} distribution(s) computed, "
+                         f"{done.complete} already complete for this shard) into {wh.root}"),
                   highlight=False, soft_wrap=True)
 
 
@@ -299,11 +234,12 @@ def _submit(wh, job, plans, executor, jobs, resources, folder, ids, say, submit,
         _print_adaptive([r for d in done for r in d.get("adaptive", [])])
 
 
-def _adaptive(wh, job, chosen, shard_ij, operator_ids, progress, say, run_shard) -> None:
+def _adaptive(wh, job, shard_ij, devs, operator_ids, progress, say) -> None:
     """--target-ci in this process: rounds per distribution, a line per round, a summary."""
+    from retland.purd.job import run_job
     from retland.purd.sampling import SamplingError
 
-    say(f"{len(chosen)} distribution(s), operator {operator_ids}, to a precision "
+    say(f"{len(job.distributions)} distribution(s), operator {operator_ids}, to a precision "
         f"({', '.join(f'{k}=±{v:g}' for k, v in job.targets)}), at most {job.max_samples} samples each, rounds of "
         f"{job.round_samples}, shard {shard_ij[0]}/{shard_ij[1]} (whole distributions)")
 
@@ -313,11 +249,11 @@ def _adaptive(wh, job, chosen, shard_ij, operator_ids, progress, say, run_shard)
                 + (" -> target met" if res.met else ""))
 
     try:
-        summary = run_shard(job, shard_ij, on_round=on_round)
+        done = run_job(wh, job, shard_ij, devices=devs, on_round=on_round)
     except SamplingError as exc:
         raise CliError(str(exc)) from None
-    _print_adaptive(summary["adaptive"])
-    console.print(escape(f"wrote {summary['rows_written']} rows into {wh.root}"), highlight=False, soft_wrap=True)
+    _print_adaptive(done.adaptive)
+    console.print(escape(f"wrote {done.rows_written} rows into {wh.root}"), highlight=False, soft_wrap=True)
 
 
 def _ci_text(iv) -> str:

@@ -44,24 +44,13 @@ def parse_sources(text: str | None, option: str = "--source") -> tuple[str, ...]
 
 def resolve_run(wh, text: str, seed: int | None = None, option: str = "--run",
                 seed_option: str | None = "--seed") -> str:
-    """The one run whose id is `text`, or starts with `text` (and has training seed
-    `seed` when given). An exact id always wins; several matches are refused, naming
-    them and how to choose."""
-    from retland.warehouse.runs import runs_with_prefix
+    """`retland.warehouse.runs.resolve_run`, its refusal as the command's one-line error."""
+    from retland.warehouse.runs import RunSelectionError, resolve_run as resolve
 
-    rows = runs_with_prefix(wh, text, seed)
-    ids = [r["run_id"] for r in rows]
-    if text in ids:
-        return text
-    seed_text = f" with {seed_option} {seed}" if seed is not None else ""
-    if not ids:
-        raise CliError(f"{option} {text!r}: no run id starts with it{seed_text}; `retland runs` lists them")
-    if len(ids) == 1:
-        return ids[0]
-    shown = ", ".join(f"{r['run_id']} (seed {r['seed']}, {r['source']})" for r in rows[:8])
-    more = f" and {len(ids) - 8} more" if len(ids) > 8 else ""
-    hint = "give more of the id" + ("" if seed is not None or seed_option is None else f" or add {seed_option} N")
-    raise CliError(f"{option} {text!r}{seed_text} matches {len(ids)} runs: {shown}{more}; {hint}")
+    try:
+        return resolve(wh, text, seed, option, seed_option)
+    except RunSelectionError as exc:
+        raise CliError(str(exc)) from None
 
 
 SeedOpt = Annotated[Optional[int], typer.Option(

@@ -9,10 +9,12 @@
     ckpt = retland.load_checkpoint(wh, run_id, step)  # loads jax and orbax (brax only when .state is read)
     run_id = retland.add_policy(wh, env="hopper", apply="pkg.mod:apply", params=p, name="mine")
     retland.sample_update(wh, run_id, 0, update="pkg.mod:step", state=s, n=256)   # your own update
+    retland.sample(wh, run="td3-hopper", steps=[120000], operator="td3", samples=256)  # `retland sample`
 
 The public names are `__all__`. `stats`, `distribution_stats`, `load_checkpoint`,
-`add_policy` and `sample_update` (retland.ingest.own) are imported on first use (the
-warehouse names too), so that `import retland` for queries stays fast and never imports jax.
+`add_policy`, `sample_update` (retland.ingest.own) and `sample` (retland.purd.job) are
+imported on first use (the warehouse names too), so that `import retland` for queries
+stays fast and never imports jax.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ _LAZY = {
     "load_checkpoint": ("retland.train.checkpoints", "load_checkpoint"),
     "add_policy": ("retland.ingest.own", "add_policy"),
     "sample_update": ("retland.ingest.own", "sample_update"),
+    "sample": ("retland.purd.job", "sample"),
 }
 
 __all__ = [
@@ -44,6 +47,7 @@ __all__ = [
     "load_checkpoint",
     "query",
     "resolve_root",
+    "sample",
     "sample_update",
     "stats",
 ]

@@ -1,9 +1,10 @@
 """Sampling on a cluster: one SLURM job array of shard jobs, through submitit.
 
-`retland sample --executor slurm --jobs N` resolves the chosen checkpoints once, then
-submits one array of N tasks; task i runs `ShardJob()(root, distributions, ..., shard=(i, N))`
-on its node. The job opens the shared warehouse, plans again (`sampling.plan_job`: what is
-stored now, chunk sizes, this shard's chunks) and samples, so a task that died or was
+`retland sample --executor slurm --jobs N` resolves the request once (`purd.job.resolve`:
+a `SampleJob`, its checkpoints fixed), then submits one array of N tasks; task i runs
+`ShardJob()(job, (i, N))` on its node. The task opens the shared warehouse and runs its
+shard (`purd.job.run_job`, as `retland sample` does in one process): it plans again (what
+is stored now, chunk sizes, this shard's chunks) and samples, so a task that died or was
 preempted is simply run again: it computes what is still missing of its shard. On a
 timeout or preemption submitit calls `ShardJob.checkpoint`, which requeues the same call.
 
@@ -20,80 +21,25 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from retland.purd.engine import SamplingError
+from retland.purd.job import SampleJob
 
 EXECUTORS = ("none", "local", "slurm")
 
 
-@dataclass(frozen=True)
-class JobSpec:
-    """Everything a shard job needs, as plain values (pickled into the job's file)."""
-
-    root: str
-    distributions: tuple[tuple[str, int, str], ...]  # (run_id, step, env)
-    operator: str
-    horizon: int
-    key_seed: int
-    batch_size: int | str
-    samples: int | None = None  # fixed N, or
-    targets: tuple[tuple[str, float], ...] = ()  # --target-ci half-widths, with
-    max_samples: int | None = None
-    round_samples: int | None = None
-    devices: int | str = "all"
-
-
-def specs_by_env(job: JobSpec) -> dict:
-    from retland.purd.operators import parse_operator
-
-    return {e: parse_operator(job.operator, env=e, horizon=job.horizon, seed=job.key_seed)
-            for _, _, e in job.distributions}
-
-
-def run_shard(job: JobSpec, shard: tuple[int, int], *, leases=True, progress=None, on_plans=None,
-              on_round=None) -> dict[str, Any]:
-    """Run shard i/N of `job` in this process; a summary of what it did.
-
-    Callers: `ShardJob`, the body of every task of an `--executor slurm/local` array, and
-    `retland sample --target-ci` without an executor (this process, shard 0/1 unless
-    --shard, with `on_round` printing each round; benchmarks/adaptive.py does the same).
-    `retland sample` with a fixed N and no executor does not come here: it plans and runs
-    `sampling.sample_checkpoint` per checkpoint itself. `progress` goes to either sampler,
-    `on_plans` to `sample_job` (fixed N), `on_round` to `sample_adaptive` (--target-ci)."""
-    from retland.purd.leases import Leases
-    from retland.purd.sampling import sample_job
+def run_shard(job: SampleJob, shard: tuple[int, int], *, leases=True, progress=None, on_round=None) -> dict[str, Any]:
+    """Run shard i/N of `job` in this process (`retland.purd.job.run_job`, the path every
+    sampling job takes); its summary as plain values. The body of every task of an
+    `--executor slurm/local` array (`ShardJob`)."""
+    from retland.purd.job import run_job
     from retland.warehouse import Warehouse
 
     wh = Warehouse.open(job.root, create=False)
-    specs = specs_by_env(job)
-    dists = [(r, int(s), specs[e]) for r, s, e in job.distributions]
-    lease_book = Leases(wh.root) if leases is True else (leases or None)
-    t0 = time.monotonic()
-    summary: dict[str, Any] = {"shard": f"{shard[0]}/{shard[1]}", "rows_written": 0, "busy_chunks": 0,
-                               "busy_holders": [], "distributions": 0}
-    if job.targets:
-        from retland.purd.adaptive import sample_adaptive
-
-        results = sample_adaptive(wh, dists, dict(job.targets), job.max_samples,
-                                  round_samples=job.round_samples, batch_size=job.batch_size, shard=shard,
-                                  leases=lease_book, devices=job.devices, progress=progress, on_round=on_round)
-        summary["adaptive"] = results
-        summary["rows_written"] = sum(r.rows_written for r in results)
-        summary["distributions"] = len(results)
-    else:
-        results = sample_job(wh, dists, job.samples, batch_size=job.batch_size, shard=shard, leases=lease_book,
-                             devices=job.devices, progress=progress, on_plans=on_plans)
-        summary["rows_written"] = sum(r.rows_written for r in results)
-        summary["distributions"] = len(results)
-        busy = [b for r in results for b in r.busy]
-        summary["busy_chunks"] = len(busy)
-        summary["busy_holders"] = sorted({b.holder for b in busy})
-    summary["seconds"] = time.monotonic() - t0
-    return summary
+    return run_job(wh, job, shard, leases=leases, progress=progress, on_round=on_round).summary()
 
 
 class ShardJob:
@@ -102,7 +48,7 @@ class ShardJob:
     Its `checkpoint` makes submitit requeue the same call after a timeout or a
     preemption (the rerun plans again and computes only what is missing)."""
 
-    def __call__(self, job: JobSpec, shard: tuple[int, int]) -> dict[str, Any]:
+    def __call__(self, job: SampleJob, shard: tuple[int, int]) -> dict[str, Any]:
         return run_shard(job, shard)
 
     def checkpoint(self, *args, **kwargs):
@@ -178,7 +124,7 @@ class Submitted:
         return str(self.jobs[0].job_id).split("_")[0]
 
 
-def submit(job: JobSpec, jobs: int, executor: str, resources: Resources, folder: str | Path | None = None) -> Submitted:
+def submit(job: SampleJob, jobs: int, executor: str, resources: Resources, folder: str | Path | None = None) -> Submitted:
     """Submit `jobs` shard tasks of `job` as one array (slurm) or as local processes."""
     if executor not in ("local", "slurm"):
         raise SamplingError(f"--executor {executor!r}: choose from {', '.join(EXECUTORS)}")

@@ -22,6 +22,7 @@ RETLAND_API = {
     "load_checkpoint",
     "query",
     "resolve_root",
+    "sample",
     "sample_update",
     "stats",
 }
@@ -81,6 +82,13 @@ def test_lazy_names_are_the_implementations():
     assert retland.load_checkpoint is retland.train.checkpoints.load_checkpoint
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         getattr(retland, "nope")
+
+
+def test_sample_is_the_library_path_the_command_takes():
+    import retland
+    import retland.purd.job
+
+    assert retland.__getattr__("sample") is retland.purd.job.sample
 
 
 def test_add_policy_and_sample_update_are_the_ingest_functions():

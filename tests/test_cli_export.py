@@ -113,15 +113,15 @@ def test_stats_table_shows_run_id_only_where_rows_would_look_alike(mixed, capsys
 
 
 def test_sample_selection_takes_trained_runs_by_default(mixed):
-    from retland.cli.app import CliError
-    from retland.cli.sample import select_checkpoints
+    from retland.purd.sampling import SamplingError
+    from retland.purd.selection import select_checkpoints
     from retland.warehouse import Warehouse
 
     wh = Warehouse.open(mixed, create=False)
     assert select_checkpoints(wh, None, "td3", "hopper", None, None) == [(TRAINED, 100, "hopper")]
     both = select_checkpoints(wh, None, "td3", "hopper", None, None, ("trained", "derived"))
     assert [r for r, _, _ in both] == [DERIVED, TRAINED]
-    with pytest.raises(CliError, match="source=derived"):
+    with pytest.raises(SamplingError, match="source=derived"):
         select_checkpoints(wh, None, "td3", "walker2d", None, None, ("derived",))
     # a unique prefix of a long run id picks the run
     assert select_checkpoints(wh, ["td3-hopper-2026"], None, None, None, None) == [(TRAINED, 100, "hopper")]

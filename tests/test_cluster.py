@@ -91,10 +91,34 @@ def test_local_executor_two_shards_give_the_rows_of_one_job(example, one_job, tm
     assert row["chunk_size"] == str(B) and row["operator"].startswith("gaussian[sigma=0.05,h=20")
 
 
-def test_a_failing_task_is_one_line_with_its_log(tmp_path):
-    from retland.cluster import JobSpec, Resources, submit, wait
+def test_retland_sample_writes_the_rows_of_the_command(example, one_job, tmp_path, capsys, monkeypatch):
+    """The Python API and `retland sample` take one library path: the same rows, the same
+    resumption, the command's refusals as library errors."""
+    import retland
 
-    job = JobSpec(str(tmp_path / "nowhere"), (("r", 1, "hopper"),), OP, H, 0, B, samples=N)
+    _, run_id, step = example
+    root = copy_of(example, tmp_path)
+    done = retland.sample(root, run=run_id[:8], steps=[step], operator=OP, samples=N, horizon=H, batch_size=B)
+    assert done.rows_written == N and len(done.distributions) == 1 and not done.busy and not done.adaptive
+    assert rows(root).equals(rows(one_job))
+    by_cli = copy_of(example, tmp_path, "cli")
+    code, out, err = run_cli(capsys, monkeypatch, *sample_args(by_cli))
+    assert code == 0 and f"wrote {N} rows (1 distribution(s) computed, 0 already complete" in out, err
+    assert rows(by_cli).equals(rows(root))
+    again = retland.sample(root, algo="td3", env="hopper", seeds="0..9", operator=OP, samples=N, horizon=H,
+                           batch_size=B)
+    assert again.rows_written == 0 and again.complete == 1
+    with pytest.raises(SamplingError, match=r"^--samples 0: give a whole number in \[1, 1e9\]$"):
+        retland.sample(root, run=run_id, operator=OP, samples=0)
+    with pytest.raises(ValueError, match="no run id starts with it"):
+        retland.sample(root, run="nobody", operator=OP)
+
+
+def test_a_failing_task_is_one_line_with_its_log(tmp_path):
+    from retland.cluster import Resources, submit, wait
+    from retland.purd.job import SampleJob
+
+    job = SampleJob(str(tmp_path / "nowhere"), (("r", 1, "hopper"),), OP, H, 0, B, samples=N)
     sub = submit(job, 1, "local", Resources(), tmp_path / "jobs")
     done, failed = wait(sub)
     assert done == [] and len(failed) == 1
@@ -180,8 +204,12 @@ def distribution(example):
 
 
 def run_job(root, example, leases, **kw):
-    return sampling.sample_job(Warehouse.open(root, create=False), [distribution(example)], N, batch_size=B,
-                               leases=leases, flush_seconds=0, **kw)
+    """The SampleResult of each distribution `purd.job.run_job` computed."""
+    from retland.purd.job import SampleJob, run_job as run
+
+    _, run_id, step = example
+    job = SampleJob(str(root), ((run_id, step, "hopper"),), OP, H, 0, B, samples=N)
+    return run(Warehouse.open(root, create=False), job, leases=leases, flush_seconds=0, **kw).distributions
 
 
 def write_lease(root, example, chunk, host, pid, age=0.0):
@@ -287,7 +315,8 @@ def test_the_status_hint_of_a_submitted_job_finds_each_of_its_distributions(tmp_
     from types import SimpleNamespace
 
     from retland.cli.sample import _submit
-    from retland.cluster import JobSpec, Resources
+    from retland.cluster import Resources
+    from retland.purd.job import SampleJob
 
     envs = ["hopper", "ant"]
     ids = [parse_operator("init_state:factor=0.5", env=e, horizon=H, seed=0).operator_id for e in envs]
@@ -305,7 +334,7 @@ def test_the_status_hint_of_a_submitted_job_finds_each_of_its_distributions(tmp_
     assert code == 0, err
 
     wh = Warehouse.open(root, create=False)
-    job = JobSpec(str(root), (("r0", 100, "hopper"), ("r1", 100, "ant")), "init_state:factor=0.5", H, 0, B,
+    job = SampleJob(str(root), (("r0", 100, "hopper"), ("r1", 100, "ant")), "init_state:factor=0.5", H, 0, B,
                   samples=N)
     submitted = SimpleNamespace(array_id="4242", folder=tmp_path / "jobs")
     _submit(wh, job, [SimpleNamespace(new_rows=N)] * 2, "slurm", 2, Resources(), None, sorted(ids), print,

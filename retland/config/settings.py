@@ -49,6 +49,9 @@ def help_of(model, name: str) -> str:
 
 # Horizons and episode lengths are int32 columns of the warehouse.
 MAX_HORIZON = 2**31 - 1
+# Seeds become PRNGKey(seed) (a signed 64-bit integer) and int64 warehouse columns
+# (the command line's own bound is cli/app.py's MAX_SEED, the same number).
+MAX_SEED = 2**63 - 1
 
 
 def _check_noise_seed_horizon(settings, error: type[ValueError]) -> None:

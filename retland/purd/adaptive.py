@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Generator, Sequence
 
 import numpy as np
 
 from retland.purd.engine import SamplingError
 from retland.purd.operators import OperatorSpec
+from retland.purd.sampling import Plan, SampleResult, parse_shard, plan_job, take_shard
 
 METRICS = ("ltp", "cvar", "mean", "std")
 ROUND_SAMPLES = 250  # default round size R (rounded up to whole chunks)
@@ -131,19 +132,20 @@ def stored_prefix(wh, run_id: str, step: int, operator_id: str, n: int) -> np.nd
     return np.array([row["r"] for row in rows], dtype=np.float64)
 
 
-def sample_adaptive(wh, distributions: Sequence[tuple[str, int, OperatorSpec]], targets: dict[str, float],
-                    max_samples: int, *, round_samples: int = ROUND_SAMPLES, batch_size: int | str | None = "auto",
-                    shard: tuple[int, int] | str | None = None, leases=None, alpha: float = 0.1, beta: float = 0.5,
-                    on_round: Callable[[AdaptiveResult], None] | None = None,
-                    **run_kwargs) -> list[AdaptiveResult]:
-    """Sample each distribution (of shard i/N: whole distributions, contiguous ranges
-    of the list) until its targets are met or it holds max_samples; see the module doc.
+def rounds(wh, distributions: Sequence[tuple[str, int, OperatorSpec]], targets: dict[str, float],
+           max_samples: int, results: list[AdaptiveResult], *, round_samples: int = ROUND_SAMPLES,
+           batch_size: int | str | None = "auto", shard: tuple[int, int] | str | None = None, alpha: float = 0.1,
+           beta: float = 0.5, on_round: Callable[[AdaptiveResult], None] | None = None,
+           ) -> Generator[list[Plan], list[SampleResult | None], None]:
+    """The precision policy of a sampling job (`retland.purd.job.run`): the plans of each
+    round, one distribution at a time (of shard i/N: whole distributions, contiguous
+    ranges of the list), until its targets are met or it holds max_samples; see the
+    module doc.
 
-    on_round(result) is called after each round with the distribution's state so far.
-    run_kwargs: devices, flush_seconds, progress (see `sampling.run_plan`)."""
-    from retland.purd.sampling import parse_shard, plan_job, sample_checkpoint, take_shard
-    from retland.train.checkpoints import load_checkpoint
-
+    A generator: it yields a round's plans ([one plan]) and is sent back what the job's
+    loop made of them (a `SampleResult`, or None for a plan with nothing to compute). It
+    appends one `AdaptiveResult` per distribution to `results`, and calls
+    on_round(result) after each round with the distribution's state so far."""
     targets = {k: float(v) for k, v in targets.items()}
     bad = [k for k in targets if k not in METRICS]
     if bad or not targets:
@@ -156,21 +158,18 @@ def sample_adaptive(wh, distributions: Sequence[tuple[str, int, OperatorSpec]], 
     cap = 8 * math.ceil(round_samples / 8)
     sizes = [p.batch_size if p.present or batch_size not in (None, "auto") else min(p.batch_size, cap)
              for p in plan_job(wh, mine, max_samples, batch_size=batch_size)]
-    results = []
     for (run_id, step, spec), b in zip(mine, sizes):
         res = AdaptiveResult(run_id, int(step), spec.operator_id, b)
-        checkpoint = None
+        results.append(res)
         for n in round_sizes(max_samples, round_samples, b):
-            (plan,) = plan_job(wh, [(run_id, step, spec)], n, batch_size=b)
-            if plan.todo and checkpoint is None:
-                checkpoint = load_checkpoint(wh, run_id, int(step))
-            done = sample_checkpoint(wh, plan, checkpoint=checkpoint, leases=leases, **run_kwargs)
+            (done,) = yield plan_job(wh, [(run_id, step, spec)], n, batch_size=b)
             res.rounds += 1
-            res.rows_written += done.rows_written
-            res.seconds += done.seconds
+            if done is not None:
+                res.rows_written += done.rows_written
+                res.seconds += done.seconds
             r = stored_prefix(wh, run_id, step, spec.operator_id, n)
             if r.size < n:
-                holders = sorted({b.holder for b in done.busy})
+                holders = sorted({b.holder for b in done.busy}) if done is not None else []
                 res.stopped = (f"indices below {n} are being computed by another job ({', '.join(holders)}); "
                                "rerun when it is done" if holders else f"only {r.size} of {n} rows stored")
                 break
@@ -183,5 +182,3 @@ def sample_adaptive(wh, distributions: Sequence[tuple[str, int, OperatorSpec]], 
                 break
         else:
             res.stopped = "max samples"
-        results.append(res)
-    return results

@@ -24,7 +24,8 @@ distribution keeps its chunking) and decides which chunks this job computes:
 
 Running (`sample_checkpoint`) loads the checkpoint only when its plan has work, builds
 the operator's program and hands it to the engine, which appends rows to
-post_update_returns. Rows are bit-identical however the work was split, on one
+post_update_returns. A whole job (a request resolved against the warehouse, its plans,
+the loop over them, adaptive rounds) is `retland.purd.job`. Rows are bit-identical however the work was split, on one
 platform; across chunk sizes or platforms the distributions agree statistically.
 """
 from __future__ import annotations
@@ -57,7 +58,7 @@ from retland.warehouse.sqlgen import in_list
 
 __all__ = ["Plan", "SampleResult", "SamplingError", "NonFiniteReturnError", "plan_job", "plan_distribution",
            "run_plan", "sample_checkpoint", "sample_distribution", "checkpoint_program", "auto_batch_size",
-           "parse_shard", "shard_from_env", "take_shard", "sample_job", "stored_indices", "FLUSH_SECONDS"]
+           "parse_shard", "shard_from_env", "take_shard", "stored_indices", "FLUSH_SECONDS"]
 
 # Chunk size for --batch-size auto, per platform (BENCHMARKS.md "Scale"). On CPU
 # throughput is flat for B = 32..1024 (per-sample weight reads dominate), so a small B
@@ -310,9 +311,11 @@ def checkpoint_program(spec: OperatorSpec, ckpt) -> tuple[SampleProgram, Any]:
     return program, op_state
 
 
-def sample_checkpoint(wh, plan: Plan, *, checkpoint=None, leases: Leases | None = None, **run_kwargs) -> SampleResult:
+def sample_checkpoint(wh, plan: Plan, *, checkpoint=None, load=None, leases: Leases | None = None,
+                      **run_kwargs) -> SampleResult:
     """Run a plan of a stored checkpoint's distribution; the checkpoint (and its replay
-    buffer) is loaded only when the plan has chunks to compute.
+    buffer) is loaded, with load(wh, run_id, step) (default `load_checkpoint`), only
+    when the plan has chunks to compute and `checkpoint` is not given.
 
     With `leases`, only the chunks this job can lease are computed (`leases.claim`);
     the others are listed in the result's `busy`."""
@@ -321,24 +324,8 @@ def sample_checkpoint(wh, plan: Plan, *, checkpoint=None, leases: Leases | None 
             result = run_plan(wh, mine, None, None, **run_kwargs)
         else:
             if checkpoint is None:
-                checkpoint = load_checkpoint(wh, mine.run_id, mine.step)
+                checkpoint = (load or load_checkpoint)(wh, mine.run_id, mine.step)
             program, op_state = checkpoint_program(mine.spec, checkpoint)
             result = run_plan(wh, mine, program, op_state, **run_kwargs)
     result.busy = busy
     return result
-
-
-def sample_job(wh, distributions: Sequence[tuple[str, int, OperatorSpec]], n_samples: int, *,
-               batch_size: int | str | None = "auto", shard: tuple[int, int] | str | None = None,
-               leases: Leases | None = None, on_plans=None, **run_kwargs) -> list[SampleResult]:
-    """Plan a whole job (shard i of N) and run every plan with work, in order.
-
-    Called by `cluster.run_shard` for a fixed-N job: every task of an `--executor
-    slurm/local` array. on_plans(plans), when given, is called once with the plans
-    before anything is computed (e.g. to size a progress bar); run_shard passes its own
-    through, and no caller in retland sets one today: array tasks run without, and
-    `retland sample` without an executor plans and runs `sample_checkpoint` itself."""
-    plans = plan_job(wh, distributions, n_samples, batch_size=batch_size, shard=shard)
-    if on_plans is not None:
-        on_plans(plans)
-    return [sample_checkpoint(wh, p, leases=leases, **run_kwargs) for p in plans if p.todo]

@@ -7,6 +7,11 @@ feed a printed table return polars DataFrames.
 from __future__ import annotations
 
 from .sqlgen import in_list
+from .writer import WarehouseError
+
+
+class RunSelectionError(WarehouseError):
+    """A run id or prefix that names no run, or several: the message says how to choose."""
 
 
 def runs_with_prefix(wh, prefix: str, seed: int | None = None) -> list[dict]:
@@ -16,6 +21,27 @@ def runs_with_prefix(wh, prefix: str, seed: int | None = None) -> list[dict]:
         return wh.records("SELECT run_id, seed, source FROM runs WHERE starts_with(run_id, ?) AND seed = ? "
                           "ORDER BY run_id", [prefix, int(seed)])
     return wh.records("SELECT run_id, seed, source FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id", [prefix])
+
+
+def resolve_run(wh, text: str, seed: int | None = None, option: str = "--run",
+                seed_option: str | None = "--seed") -> str:
+    """The one run whose id is `text`, or starts with `text` (and has training seed
+    `seed` when given). An exact id always wins; several matches are refused, naming
+    them and how to choose (`option` and `seed_option` are the names the message gives
+    the prefix and the seed; seed_option None: the caller has no seed to add)."""
+    rows = runs_with_prefix(wh, text, seed)
+    ids = [r["run_id"] for r in rows]
+    if text in ids:
+        return text
+    seed_text = f" with {seed_option} {seed}" if seed is not None else ""
+    if not ids:
+        raise RunSelectionError(f"{option} {text!r}: no run id starts with it{seed_text}; `retland runs` lists them")
+    if len(ids) == 1:
+        return ids[0]
+    shown = ", ".join(f"{r['run_id']} (seed {r['seed']}, {r['source']})" for r in rows[:8])
+    more = f" and {len(ids) - 8} more" if len(ids) > 8 else ""
+    hint = "give more of the id" + ("" if seed is not None or seed_option is None else f" or add {seed_option} N")
+    raise RunSelectionError(f"{option} {text!r}{seed_text} matches {len(ids)} runs: {shown}{more}; {hint}")
 
 
 def run_exists(wh, run_id: str) -> bool:
