@@ -201,7 +201,7 @@ def test_train_sample_stats_cheetah(playground, tmp_path, capsys, monkeypatch):
     code, out, err = run_cli(capsys, monkeypatch, "stats", "--format", "csv", "-w", wh)
     assert code == 0, err
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert sorted(r["operator"].split("[")[0] for r in rows) == ["gaussian", "td3"]
+    assert sorted(r["operator_id"].split("[")[0] for r in rows) == ["gaussian", "td3"]
     for r in rows:
         assert (r["env"], r["variant"], r["n"]) == ("cheetah-run", "dmc", "16")
         assert 0.0 <= float(r["mean"]) <= 50.0  # 50 steps of rewards in [0, 1]
