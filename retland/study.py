@@ -18,9 +18,10 @@ Scope. The study's policies are the trained jobs whose recorded configuration eq
 `[[train]]` entry (any job id; the first complete one, else one to resume) and its
 examples. Analyses choose among the study's checkpoints: `top-ltp:K` takes the K
 checkpoints with the highest left-tail probability (LTP > 0 with a positive mode, β = 0.5)
-under the analysis's operator, or give `["RUN_ID:STEP", ...]`. [failures] also takes
-`random:K` (K drawn uniformly with its `seed`, as the paper's §3.2 does), `per_env` (K per
-env) and `algo` (one algorithm's runs). [sample] `own` says which update "own" means per
+under the analysis's operator over the whole study, or K per env with `per_env = true`
+([failures] and [stabilize]); or give `["RUN_ID:STEP", ...]`. [failures] also takes
+`random:K` (K drawn uniformly with its `seed`, as the paper's §3.2 does) and `algo` (one
+algorithm's runs). [sample] `own` says which update "own" means per
 algorithm, e.g. `own = { ppo = "ppo:clip=0.1,rows=first" }` (the authors' PPO operator).
 Interpolation pairs every trained checkpoint of the study's (algo, env) in the warehouse,
 as `retland interpolate --env` does.
@@ -321,8 +322,9 @@ class InterpolationSpec(_Strict):
 
 
 class StabilizeSpec(_Strict):
-    """`retland stabilize` (Algorithm 1) from the chosen TD3 checkpoints, per env."""
+    """`retland stabilize` (Algorithm 1) from the chosen TD3 checkpoints."""
     sources: str | tuple[str, ...] = "top-ltp:10"
+    per_env: bool = Field(False, description="K sources per env (else K over the study), as [failures] per_env")
     proposals: int = 40
     samples: int = 1000
     seeds: str = "0..9"
@@ -331,6 +333,12 @@ class StabilizeSpec(_Strict):
     tolerance: float = 0.0
 
     _sel = field_validator("sources")(_check_selection)
+
+    @model_validator(mode="after")
+    def _per_env_narrows(self):
+        if self.per_env and not isinstance(self.sources, str):
+            raise ValueError("per_env narrows a top-ltp:K selection, not a list of sources")
+        return self
 
     def seed_list(self) -> tuple[int, ...]:
         """`seeds` as `retland stabilize --seeds` reads it (retland.config.intlist)."""
@@ -749,9 +757,11 @@ def _candidates(study: Study, op: str, wh, scope: Scope, algo: str | None = None
     return out
 
 
-def _chosen(study: Study, spec_sel, op: str, wh, scope: Scope, *, td3_only: bool = False) -> list[tuple[str, int]]:
+def _chosen(study: Study, spec_sel, op: str, wh, scope: Scope, *, td3_only: bool = False,
+            per_env: bool = False) -> list[tuple[str, int]]:
     """The checkpoints an analysis runs on: explicit refs, or top-ltp:K of the study's
-    sampled checkpoints under operator `op` (per env for Algorithm 1's sources)."""
+    sampled checkpoints under operator `op`: the K of highest LTP over the study, or K per
+    env with `per_env` (one meaning for every section). td3_only: TD3 runs only."""
     if not isinstance(spec_sel, str):
         out = []
         for ref in spec_sel:
@@ -761,11 +771,11 @@ def _chosen(study: Study, spec_sel, op: str, wh, scope: Scope, *, td3_only: bool
     k = int(_SELECTION.match(spec_sel).group(1))
     rows = [(c.env, -c.ltp, c.run_id, c.step) for c in _candidates(study, op, wh, scope, "td3" if td3_only else None)]
     rows.sort()
-    if td3_only:  # Algorithm 1: K per env
-        out, per_env = [], {}
+    if per_env:
+        out, taken = [], {}
         for env, _, run, step in rows:
-            if per_env.get(env, 0) < k:
-                per_env[env] = per_env.get(env, 0) + 1
+            if taken.get(env, 0) < k:
+                taken[env] = taken.get(env, 0) + 1
                 out.append((run, step))
         return out
     rows.sort(key=lambda x: (x[1], x[2], x[3]))
@@ -908,10 +918,11 @@ def _stabilize_stage(study: Study, wh, scope: Scope) -> Stage:
 
     spec = study.stabilize
     if isinstance(spec.sources, str) and not _sampled(study, wh, scope):
-        return _waiting("stabilize", f"chooses sources {spec.sources} per env once sampling is done")
+        return _waiting("stabilize", f"chooses sources {spec.sources}{' per env' if spec.per_env else ''} once "
+                        "sampling is done")
     op = "td3" if study.sample is None else OWN if OWN in study.sample.operators else next(
         o for o in study.sample.operators if o == "td3" or o.startswith("td3:"))
-    picked = _chosen(study, spec.sources, op, wh, scope, td3_only=True)
+    picked = _chosen(study, spec.sources, op, wh, scope, td3_only=True, per_env=spec.per_env)
     if not picked:
         return Stage("stabilize", "nothing", "no sampled TD3 checkpoint of the study has LTP > 0: nothing to stabilize")
     base = spec.base()

@@ -284,3 +284,26 @@ def test_failures_stage_takes_the_first_k_usable_of_a_seeded_random_order_per_en
     want = [order[0][0], order[0][2], order[1][0], order[1][1]]
     assert chosen == [(c.run_id, c.step) for c in want]
     assert f"passed over, no sample near the mean: {no_pair.run_id}@{no_pair.step:,}" in stage.detail
+
+
+def test_top_ltp_means_over_the_study_unless_per_env(tmp_path, monkeypatch):
+    """One meaning of top-ltp:K in every section: the K highest over the study, K per env
+    with per_env = true ([failures] and [stabilize] alike)."""
+    import retland.study as st
+    from retland.analyses.failures import Candidate
+
+    text = ('name = "x"\n[[train]]\nseeds = 2\nsteps = 1000\ncheckpoints = [500]\n'
+            '[[train]]\nenv = "walker2d"\nseeds = 2\nsteps = 1000\ncheckpoints = [500]\n'
+            '[sample]\n[stabilize]\nsources = "top-ltp:2"\n')
+    study, _ = st.load_study(_write(tmp_path, text))
+    cands = [Candidate(env=env, run_id=f"{env}-s{i}", step=500, operator_id="td3", ltp=ltp)
+             for env, i, ltp in (("hopper", 0, 0.4), ("hopper", 1, 0.3), ("walker2d", 0, 0.2), ("walker2d", 1, 0.1))]
+    monkeypatch.setattr(st, "_candidates", lambda *a, **k: cands)
+    overall = st._chosen(study, "top-ltp:2", "own", None, None, td3_only=True, per_env=study.stabilize.per_env)
+    assert overall == [("hopper-s0", 500), ("hopper-s1", 500)]
+    per_env = st._chosen(study, "top-ltp:2", "own", None, None, td3_only=True, per_env=True)
+    assert sorted(per_env) == [("hopper-s0", 500), ("hopper-s1", 500), ("walker2d-s0", 500), ("walker2d-s1", 500)]
+    paper, _ = st.load_study(st.preset_path("paper"))
+    assert paper.stabilize.per_env and paper.failures.per_env  # the paper's "per task"
+    with pytest.raises(st.StudyError, match="per_env narrows a top-ltp:K selection"):
+        st.load_study(_write(tmp_path, text.replace('sources = "top-ltp:2"', 'sources = ["a:1"]\nper_env = true')))
