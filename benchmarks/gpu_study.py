@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_study.py --out /tmp/gpu-study            # one GPU, <= ~10 minutes
     python benchmarks/gpu_study.py --tiny --out /tmp/gpu-tiny      # the same code path on CPU, < 2 minutes
+    python benchmarks/gpu_study.py --paper --out /tmp/paper        # the paper's TD3 hopper study (one GPU window)
 
 What it does, in one process:
 1. trains TD3 on hopper (task rules `paper`) with S vmapped seeds (default 20) for
@@ -62,6 +63,11 @@ def parse_args(argv=None):
     p.add_argument("--checkpoints", type=int, help="evenly spaced checkpoints (default 3)")
     p.add_argument("--samples", type=int, help="td3-operator samples per checkpoint (default 1000; tiny 32)")
     p.add_argument("--horizon", type=int, help="episode length of training and sampling (default 1000; tiny 50)")
+    p.add_argument("--sample-seeds", default=None,
+                   help="how many seeds' checkpoints to sample, or all (default 1: seed 0's; --paper: all)")
+    p.add_argument("--paper", action="store_true",
+                   help="the paper's TD3 hopper study (studies/paper-hopper-td3.toml's sizes): 20 seeds x 1M steps, "
+                        "checkpoints at 50k, 150k, ..., 950k, 1000 samples at every checkpoint of every seed")
     p.add_argument("--batch-size", default="auto", help="sampling chunk size (default auto, as `retland sample`)")
     p.add_argument("--forbid", default="", help="comma-separated modules whose import must fail, e.g. polars,altair")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
@@ -69,21 +75,23 @@ def parse_args(argv=None):
 
 
 def study_config(args):
-    from retland.train.config import TrainConfig
+    from retland.train.config import TrainConfig, default_checkpoints
 
     tiny = args.tiny
     seeds = args.seeds or (2 if tiny else 20)
-    steps = args.steps or (3000 if tiny else 200_000)
+    steps = args.steps or (3000 if tiny else 1_000_000 if args.paper else 200_000)
     k = args.checkpoints or 3
     horizon = args.horizon or (50 if tiny else 1000)
     learning_starts = min(10_000, steps // 3) if not tiny else 500
     first = max(learning_starts + 1, steps // k)
     ckpts = sorted({max(first, steps * (i + 1) // k) for i in range(k)})
+    if args.paper and not args.checkpoints:  # retland train's ten: 50k, 150k, ..., 950k of 1M
+        ckpts = [c for c in default_checkpoints("td3", steps) if c > learning_starts]
     agent = {"algo": "td3", "learning_starts": learning_starts, "buffer_size": steps}
     if tiny:
         agent.update(hidden=(32, 32), batch_size=32)
     return TrainConfig(env="hopper", variant="paper", seeds=seeds, total_steps=steps, checkpoints=tuple(ckpts),
-                       eval_every=steps // k, horizon=horizon, agent=agent)
+                       eval_every=steps // 20 if args.paper else steps // k, horizon=horizon, agent=agent)
 
 
 def bare_rollout_rate(program, actor_params, start_state, batch_size: int, repeats: int = 2) -> float:
@@ -170,9 +178,10 @@ def main(argv=None) -> dict:
 
     train_memory = training_memory(cfg, result)
     spec = parse_operator("td3", horizon=cfg.horizon, seed=0)
-    run0 = result.run_ids[0]
+    chosen = (args.sample_seeds or ("all" if args.paper else "1")).strip().lower()
+    runs = result.run_ids if chosen == "all" else result.run_ids[:max(1, int(chosen))]
     n = args.samples or (32 if args.tiny else 1000)
-    plans = sampling.plan_job(wh, [(run0, s, spec) for s in cfg.checkpoint_steps], n,
+    plans = sampling.plan_job(wh, [(run, s, spec) for run in runs for s in cfg.checkpoint_steps], n,
                               batch_size=args.batch_size)
     sample_s, sample_steps, per_ckpt = 0.0, 0, []
     ckpt = None
@@ -182,11 +191,12 @@ def main(argv=None) -> dict:
         res = sampling.sample_checkpoint(wh, plan, checkpoint=ckpt)
         dt = time.perf_counter() - t
         computed = res.chunks_computed * res.batch_size
-        per_ckpt.append({"step": plan.step, "rows": res.rows_written, "seconds": round(dt, 2),
-                         "batch_size": res.batch_size})
+        per_ckpt.append({"run_id": plan.run_id, "step": plan.step, "rows": res.rows_written,
+                         "seconds": round(dt, 2), "batch_size": res.batch_size})
         sample_s += dt
         sample_steps += computed * cfg.horizon
-        print(f"sample @ {plan.step}: {res.rows_written} rows in {dt:.1f} s (B = {res.batch_size})", flush=True)
+        print(f"sample {plan.run_id[-3:]} @ {plan.step}: {res.rows_written} rows in {dt:.1f} s (B = {res.batch_size})",
+              flush=True)
     # The first checkpoint's time includes the compile; the rate is over the rest when there are any.
     warm = per_ckpt[1:] or per_ckpt
     warm_steps = sum(p["rows"] for p in warm) * cfg.horizon
@@ -204,7 +214,7 @@ def main(argv=None) -> dict:
         "seeds": cfg.seeds, "steps": cfg.steps, "horizon": cfg.horizon, "checkpoints": list(cfg.checkpoint_steps),
         "train_seconds": round(train_s, 2), "train_env_steps_per_s": round(train_rate, 1),
         "train_loop_env_steps_per_s": round(result.env_steps_per_s, 1),
-        "samples_per_checkpoint": n, "sampling": per_ckpt, "sample_seconds": round(sample_s, 2),
+        "samples_per_checkpoint": n, "sampled_runs": len(runs), "sampling": per_ckpt, "sample_seconds": round(sample_s, 2),
         "sample_env_steps_per_s": round(sample_rate, 1), "bare_rollout_env_steps_per_s": round(bare_rate, 1),
         "sample_to_bare_ratio": round(ratio, 3), "warehouse": str(wh.root), "train_memory": train_memory,
         "polars_imported": "polars" in sys.modules,

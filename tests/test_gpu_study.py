@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_tiny_gpu_study_trains_samples_and_writes_without_polars(tmp_path):
     out = tmp_path / "study"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_study.py"), "--tiny",
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_study.py"), "--tiny", "--sample-seeds", "all",
                            "--forbid", "polars,altair", "--out", str(out)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
@@ -28,12 +28,13 @@ def test_tiny_gpu_study_trains_samples_and_writes_without_polars(tmp_path):
     for key in ("train_env_steps_per_s", "sample_env_steps_per_s", "bare_rollout_env_steps_per_s",
                 "sample_to_bare_ratio"):
         assert summary[key] > 0, key
-    # what it wrote is an ordinary warehouse: every checkpoint of seed 0 holds exactly N td3 samples
+    # what it wrote is an ordinary warehouse: every checkpoint of every seed holds exactly N td3 samples
     wh = retland.Warehouse.open(summary["warehouse"], create=False)
-    got = wh.query("SELECT step, count(*) AS n, count(DISTINCT update_index) AS k, min(update_index) AS lo, "
-                   "max(update_index) AS hi FROM post_update_returns GROUP BY step ORDER BY step").to_dicts()
+    got = wh.query("SELECT run_id, step, count(*) AS n, count(DISTINCT update_index) AS k, min(update_index) AS lo, "
+                   "max(update_index) AS hi FROM post_update_returns GROUP BY ALL ORDER BY run_id, step").to_dicts()
     n = summary["samples_per_checkpoint"]
-    assert [g["step"] for g in got] == summary["checkpoints"]
+    assert summary["sampled_runs"] == summary["seeds"] == len({g["run_id"] for g in got})
+    assert [g["step"] for g in got] == summary["checkpoints"] * summary["seeds"]
     assert all(g["n"] == g["k"] == n and g["lo"] == 0 and g["hi"] == n - 1 for g in got), got
     runs = wh.query("SELECT count(*) AS n FROM runs WHERE source = 'trained'")["n"][0]
     assert runs == summary["seeds"]
