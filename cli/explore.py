@@ -311,7 +311,8 @@ def sql(
                 continue
             statement, buffer = "\n".join(buffer), []
             failed = not run(statement) or failed
-        if buffer:  # the last statement needs no closing ';'
+        # the last statement needs no closing ';' (a trailing comment is no statement)
+        if buffer and not _only_comments("\n".join(buffer)):
             failed = not run("\n".join(buffer)) or failed
     finally:
         con.close()
@@ -319,3 +320,10 @@ def sql(
         typer.echo("")
     elif failed:  # a script with an error ends with a failing status, like duckdb -bail would
         raise typer.Exit(1)
+
+
+def _only_comments(text: str) -> bool:
+    """Whether SQL text holds nothing but comments (-- to the end of a line, /* … */) and blanks."""
+    import re
+
+    return not re.sub(r"/\*.*?\*/|--[^\n]*", "", text, flags=re.S).strip()

@@ -440,6 +440,13 @@ class Study(_Strict):
                     o in (OWN, "td3") or o.startswith("td3:") for o in s.operators):
                 raise ValueError("[stabilize] sources = top-ltp:K ranks td3-operator distributions; "
                                  "add \"own\" or \"td3\" to sample.operators")
+            envs = {t.env for t in self.train if t.algo == "td3"} | {_example(e)["env"] for e in self.examples}
+            if (isinstance(self.stabilize.sources, str) and len(envs) > 1
+                    and "per_env" not in self.stabilize.model_fields_set):
+                # top-ltp:K in [stabilize] meant K per env before it meant K over the study:
+                # a study of several envs says which, so an old file is not silently re-read
+                raise ValueError(f"[stabilize] sources = {self.stabilize.sources!r} over {len(envs)} envs: say "
+                                 "per_env = true (K per env) or per_env = false (K over the whole study)")
         if self.interpolation is not None:
             if not self.train:
                 raise ValueError("[interpolation] pairs trained checkpoints; the study has no [[train]] entry")

@@ -126,6 +126,8 @@ CASES: list[tuple] = [
     ("train seed -1", ["train", "--seed", "-1"], "--seed:"),
     ("train seeds past int32", ["train", "--seed", "2147483647", "--seeds", "2"], "seed=2147483647 with seeds=2"),
     ("train steps -5", ["train", "--total-steps", "-5"], "--total-steps"),
+    ("train checkpoints a range", ["train", "--total-steps", "100000", "--checkpoints", "90000..100000"],
+     "10,001 checkpoints: at most 1,000"),
     ("train eval-every 0", ["train", "--eval-every", "0"], "--eval-every"),
     ("train checkpoints abc", ["train", "--checkpoints", "abc"], "--checkpoints"),
     ("train checkpoints inf", ["train", "--checkpoints", "inf"], "--checkpoints"),

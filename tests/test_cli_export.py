@@ -224,6 +224,9 @@ def test_sql_shell_reads_statements_and_refuses_writes(mixed, capsys, monkeypatc
     monkeypatch.setattr("sys.stdin", io.StringIO("SELECT 1 AS first;\nSELECT 2 AS last_one"))
     code, out, err = run_cli(capsys, monkeypatch, "sql", "-w", mixed)
     assert code == 0 and "first" in out and "last_one" in out, err
+    monkeypatch.setattr("sys.stdin", io.StringIO("SELECT 1 AS only_one;\n-- the end\n/* done */\n"))
+    code, out, err = run_cli(capsys, monkeypatch, "sql", "-w", mixed)
+    assert code == 0 and "only_one" in out and not err.strip(), err
 
 
 # ---------------------------------------------------------------------------- progress

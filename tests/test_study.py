@@ -295,7 +295,9 @@ def test_top_ltp_means_over_the_study_unless_per_env(tmp_path, monkeypatch):
     text = ('name = "x"\n[[train]]\nseeds = 2\nsteps = 1000\ncheckpoints = [500]\n'
             '[[train]]\nenv = "walker2d"\nseeds = 2\nsteps = 1000\ncheckpoints = [500]\n'
             '[sample]\n[stabilize]\nsources = "top-ltp:2"\n')
-    study, _ = st.load_study(_write(tmp_path, text))
+    with pytest.raises(st.StudyError, match="over 2 envs: say per_env = true .K per env. or per_env = false"):
+        st.load_study(_write(tmp_path, text))  # it once meant K per env: a study of several envs says which
+    study, _ = st.load_study(_write(tmp_path, text + "per_env = false\n"))
     cands = [Candidate(env=env, run_id=f"{env}-s{i}", step=500, operator_id="td3", ltp=ltp)
              for env, i, ltp in (("hopper", 0, 0.4), ("hopper", 1, 0.3), ("walker2d", 0, 0.2), ("walker2d", 1, 0.1))]
     monkeypatch.setattr(st, "_candidates", lambda *a, **k: cands)

@@ -22,6 +22,9 @@ from retland.core import dmc
 from retland.core.envs import default_horizon
 
 
+MAX_CHECKPOINTS = 1000
+
+
 class DMCTask(_Model):
     """What a DeepMind Control run records about its task, read from MuJoCo Playground
     (`retland.core.dmc.task_info`): the episode length, time steps and reward range."""
@@ -111,6 +114,16 @@ class TrainConfig(_Model):
         if info.field_name == "variant":
             return check_variant(v, env)
         return check_backend(v, env, info.data.get("variant"))
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _few_enough_checkpoints(cls, v):
+        # each checkpoint stores every seed's state and replay buffer: a range typed for a
+        # list (50000..60000: 10,001 of them) is a mistake, not a schedule
+        if v is not None and len(v) > MAX_CHECKPOINTS:
+            raise ValueError(f"{len(v):,} checkpoints: at most {MAX_CHECKPOINTS:,} (each stores every seed's state "
+                             "and replay buffer); list the steps, e.g. 50000,150000,250000")
+        return v
 
     @field_validator("task")
     @classmethod
