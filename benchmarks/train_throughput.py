@@ -27,8 +27,10 @@ from retland.train.program import init_states, make_chunk_fn
 ENV = "hopper"
 
 
-def retland_rate(agent, seeds: int, steps: int, prefill: int = 1000, repeats: int = 3) -> float:
-    cfg = TrainConfig(env=ENV, variant="brax", seeds=seeds, total_steps=prefill + (repeats + 2) * steps, checkpoints=(prefill,),
+def retland_rate(agent, seeds: int, steps: int, prefill: int = 1000, repeats: int = 3, variant: str = "brax") -> float:
+    """Env steps/s of all `seeds` together: the median of `repeats` timed training chunks
+    of `steps` env steps, after the warm-up fills the buffer and one chunk compiles."""
+    cfg = TrainConfig(env=ENV, variant=variant, seeds=seeds, total_steps=prefill + (repeats + 2) * steps, checkpoints=(prefill,),
                       eval_every=prefill, agent=agent.model_copy(update={"learning_starts": prefill}))
     ts, rb = init_states(cfg)
     ts, rb = make_chunk_fn(cfg, 0, prefill)(ts, rb)  # uniform warm-up fills the buffer
