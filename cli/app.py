@@ -167,11 +167,25 @@ def renamed(value, old_value, default, option: str, old: str):
     both given is an error. docs/options.md lists every option and the old spellings."""
     if old_value is None:
         return value
-    if value != default:
+    if value != default or _given(option):
         raise CliError(f"{option} and {old} are the same option ({old} is its former name): give one")
     err_console.print(f"note: {old} is now {option}; the old spelling works until the next release",
                       highlight=False, soft_wrap=True)
     return old_value
+
+
+def _given(option: str) -> bool:
+    """Whether the running command's option `option` (e.g. "--bootstrap", or a flag pair
+    "--with-config/--without-config") was typed on the command line, even at its default."""
+    from typer._click.core import ParameterSource
+    from typer._click.globals import get_current_context
+
+    ctx = get_current_context(silent=True)
+    names = set(option.split("/"))
+    for param in (ctx.command.params if ctx is not None else ()):
+        if names & set(param.opts) | names & set(getattr(param, "secondary_opts", ())):
+            return ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE
+    return False
 
 
 def int_list(text: str | None, option: str, **bounds) -> tuple[int, ...] | None:

@@ -69,18 +69,21 @@ def progress_bar(total: int, description: str, *, unit: str = "samples", rate_sc
                    TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[info]}"),
                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
     t0 = time.monotonic()
-    first: list[float] = []
+    first: list[float] = []  # [seconds to the first result, units done with it]
     with bar:
         task = bar.add_task(escape(description), total=total, completed=start, rate="", info=COMPILING)
 
         def advance(n: int = 0, **info) -> None:
             now = time.monotonic()
+            done = bar.tasks[0].completed + n
             if n and not first:
-                first.append(now - t0)
-            done = bar.tasks[0].completed + n - start
+                first.extend([now - t0, done])
             text = " · ".join(str(v) for v in info.values()) or (f"first result after {first[0]:.0f} s" if first else COMPILING)
-            bar.update(task, advance=n, rate=_rate(done, now - t0 - (first[0] if first else 0), rate_scale, rate_unit)
-                       if first else "", info=escape(text))
+            # as the piped lines: the rate counts what came after the first result, over the
+            # time since it (the compile is not in it); none until there is such a unit
+            since = done - first[1] if first else 0
+            rate = _rate(since, now - t0 - first[0], rate_scale, rate_unit) if since > 0 else ""
+            bar.update(task, advance=n, rate=rate, info=escape(text))
 
         yield advance
 

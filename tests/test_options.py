@@ -103,3 +103,9 @@ def test_a_former_and_a_new_spelling_together_are_refused(filled, tmp_path, caps
                            tmp_path / "b.html", "-w", filled)
     assert code == 2 and "--output and --out are the same option" in err
     assert not (tmp_path / "a.html").exists() and not (tmp_path / "b.html").exists()
+
+
+def test_both_spellings_are_refused_even_at_the_default(filled, capsys, monkeypatch):
+    """--bootstrap 2000 is compare's default: typed with --reps it is still two answers."""
+    code, _, err = run_cli(capsys, monkeypatch, "compare", "--bootstrap", "2000", "--reps", "500", "-w", filled)
+    assert code == 2 and "--bootstrap and --reps are the same option" in err
