@@ -12,7 +12,6 @@ the same shapes, so its exactness is guaranteed and checkable on every machine.
 """
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 import pytest
@@ -100,7 +99,6 @@ def test_a_reroll_that_does_not_reproduce_writes_nothing(sampled):
 def test_a_checkpoint_without_failures_is_refused_with_the_reason(sampled, tmp_path, capsys, monkeypatch):
     import shutil
 
-    from retland.cli.main import main
     from retland.warehouse import Warehouse
 
     shared, res, _ = sampled
@@ -128,11 +126,8 @@ def test_a_checkpoint_without_failures_is_refused_with_the_reason(sampled, tmp_p
         (["--run", res.run_ids[0], "--step", "60", "--operator", "sac"], "has no 'sac' distribution"),
         (["--run", res.run_ids[0], "--step", "60", "--pairs", "0"], "--pairs must be >= 1"),
     ]:
-        monkeypatch.setattr(sys, "argv", ["retland", "failures", *args, "-w", str(wh.root)])
-        with pytest.raises(SystemExit) as exc:
-            main()
-        err = capsys.readouterr().err
-        assert exc.value.code == 2 and msg in " ".join(err.split()), (args, err)
+        code, _, err = run_cli(capsys, monkeypatch, "failures", *args, "-w", wh.root)
+        assert code == 2 and msg in " ".join(err.split()), (args, err)
     assert tree_digest(wh.root) == before
 
 
@@ -245,7 +240,6 @@ def test_choose_takes_k_with_a_pair_and_passes_over_the_rest(several):
 
 
 def test_cli_chooses_random_checkpoints_and_refuses_bad_selectors(several, capsys, monkeypatch):
-    from retland.cli.main import main
 
     wh, res, spec = several
     before = tree_digest(wh.root)
@@ -259,11 +253,8 @@ def test_cli_chooses_random_checkpoints_and_refuses_bad_selectors(several, capsy
         (["--checkpoints", "random:2", "--where", "nonsense ((("], "--where"),
         (["--checkpoints", "random:2", "--selection-seed", "-1"], "--selection-seed"),
     ]:
-        monkeypatch.setattr(sys, "argv", ["retland", "failures", *args, "-w", str(wh.root)])
-        with pytest.raises(SystemExit) as exc:
-            main()
-        err = capsys.readouterr().err
-        assert exc.value.code == 2 and msg in " ".join(err.split()), (args, err)
+        code, _, err = run_cli(capsys, monkeypatch, "failures", *args, "-w", wh.root)
+        assert code == 2 and msg in " ".join(err.split()), (args, err)
     assert tree_digest(wh.root) == before
     # the real distribution only (the hand-made ones were not sampled, so cannot be re-rolled)
     code, out, err = run_cli(capsys, monkeypatch, "failures", "--checkpoints", "random:1", "--operator", "gaussian",
