@@ -23,6 +23,7 @@ from retland.cli import study  # noqa: F401
 from retland.cli import status  # noqa: F401
 from retland.cli import import_policy  # noqa: F401
 from retland.cli import compare  # noqa: F401
+from retland.cli import start_states  # noqa: F401
 
 unwrap_all_help(app)
 
@@ -44,6 +45,7 @@ COMMANDS: dict[str, tuple[tuple[str, str], ...]] = {
         ("interpolate", "Returns along straight lines between checkpoints (same and different runs)."),
         ("stabilize", "Algorithm 1: reject updates whose post-update CVaR drops."),
         ("stabilize-effect", "What Algorithm 1 changed: reject − baseline, per env (Fig. 7)."),
+        ("start-states", "LTP from states collected in the replay buffer against s0 (A.4, Fig. 10)."),
         ("report", "Write the HTML report (or one PNG/SVG per chart)."),
     ),
     "Inspect": (

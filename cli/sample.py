@@ -40,6 +40,12 @@ def sample(
     source: source_option("that --algo/--env select; default trained (derived: stabilize's final policies; "
                           "imported runs have no parameters to sample)") = "trained",
     steps: Annotated[Optional[str], typer.Option(help="Checkpoint env steps, e.g. 50000,150000 or 5e4,1.5e5.")] = None,
+    start: Annotated[str, typer.Option(
+        help="Where the rollouts start: s0 (the fixed reference state); replay:K (K rows of each run's replay "
+             "buffer, one drawn in each of K equal strata of the smallest chosen buffer of the run, seeded by "
+             "--key-seed: the same rows at every checkpoint); rows:R1,R2,... (those rows at every checkpoint). "
+             "One distribution per (checkpoint, row), with start=row<R> in its operator id. Needs runs trained "
+             "with store_states (retland train --store-states).")] = "s0",
     samples: Annotated[int, typer.Option(help=help_of(SampleSettings, "samples"))] = default_of(SampleSettings, "samples"),
     horizon: Annotated[int, typer.Option(help=help_of(SampleSettings, "horizon"))] = default_of(SampleSettings, "horizon"),
     key_seed: Annotated[int, typer.Option(help=help_of(SampleSettings, "key_seed"))] = default_of(SampleSettings, "key_seed"),
@@ -83,7 +89,8 @@ def sample(
     """Sample post-update return distributions of checkpoints into the warehouse.
 
     For each chosen checkpoint and update index i < N: θ_i = U(state, fold_in(key, i)),
-    then the deterministic return of π_θ_i from the reference state. Resumable: a rerun
+    then the deterministic return of π_θ_i from the reference state (or, with --start,
+    from states collected in the run's replay buffer). Resumable: a rerun
     computes only missing indices. Shards split the chunks of all chosen distributions
     into N contiguous ranges, so array jobs on many machines can share one warehouse.
     Rows are bit-identical however the work is split, on one platform; across platforms
@@ -123,7 +130,7 @@ def sample(
                                 steps=step_list, sources=sources, samples=samples, horizon=horizon,
                                 key_seed=key_seed, batch_size=batch, devices=n_devices, shard=shard,
                                 targets=tuple(targets.items()), max_samples=max_samples,
-                                round_samples=round_samples).check()
+                                round_samples=round_samples, start=start).check()
         resources = Resources(partition, gpus_per_job, cpus_per_job, time, mem)
         parse_time(time)
         if executor == "slurm":
@@ -145,7 +152,7 @@ def sample(
     except (SamplingError, RunSelectionError) as exc:
         raise CliError(str(exc)) from None
     ids = job.operator_ids
-    operator_ids = ", ".join(ids)
+    operator_ids = ", ".join(ids) + (f" from {job.start_rows} replay row(s)" if job.start_rows else "")
 
     def say(text: str) -> None:
         err_console.print(escape(text), highlight=False, soft_wrap=True)

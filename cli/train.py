@@ -68,6 +68,11 @@ def train(
              "robots and rules: hopper also ends when tilted past 0.2 rad). DeepMind Control tasks: dmc, their "
              "own rules (the default for them).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with TrainConfig fields and an \\[agent] table.")] = None,
+    store_states: Annotated[Optional[bool], typer.Option(
+        "--store-states", help="TD3/SAC on a brax task: store each replay row's simulator state too, so "
+                               "`retland sample --start replay:K` can start rollouts there (about 2x the replay's "
+                               "memory and disk for the paper's hopper; docs/method.md). Training is unchanged.",
+        show_default=False)] = None,
     resume: Annotated[Optional[str], typer.Option(
         help="Job id (run id without -s<seed>) to continue from its last checkpoint "
              "(from step 0 if it was killed before its first).")] = None,
@@ -90,7 +95,8 @@ def train(
     if resume is not None:
         given = [n.replace("_", "-") for n, v in dict(
             algo=algo, env=env, seeds=seeds, seed=seed, total_steps=steps, checkpoints=checkpoints,
-            eval_every=eval_every, backend=backend, variant=variant, config=config).items() if v is not None]
+            eval_every=eval_every, backend=backend, variant=variant, config=config,
+            store_states=store_states).items() if v is not None]
         if given:
             raise CliError(f"--resume continues a job with its recorded config; drop {', '.join('--' + g for g in given)}")
         cfg = resume_config(Warehouse.open(warehouse, create=False), resume)  # an unknown job changes nothing
@@ -101,7 +107,7 @@ def train(
             raise CliError(f"--config {config}: no such file")
         options = dict(env=env, seeds=seeds, seed=seed, total_steps=steps,
                        checkpoints=int_list(checkpoints, "--checkpoints", minimum=1),
-                       eval_every=eval_every, backend=backend, variant=variant)
+                       eval_every=eval_every, backend=backend, variant=variant, store_states=store_states)
         try:
             cfg = load_train_config(config, algo=algo.value if algo else None, **options)
         except ValidationError as exc:

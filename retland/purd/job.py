@@ -4,12 +4,16 @@ and every task of an `--executor slurm/local` array take.
 1. `SampleRequest`: what to sample, as the command line's options say it (run ids or
    prefixes, or algo + env; seeds, steps, sources; the operator's text; N, horizon,
    operator seed, chunk size, devices, shard; or, to a precision, targets with
-   max_samples and round_samples). `check()` refuses what cannot be honoured before
+   max_samples and round_samples; the start state: s0, or replay rows of each
+   checkpoint's buffer). `check()` refuses what cannot be honoured before
    anything is read, with the messages the command prints.
 2. `resolve(wh, request)` chooses the checkpoints (`purd.selection`: ids, unique
    prefixes, prefix + seeds) and returns a `SampleJob`: the same request with its
    distributions fixed, as plain values, so the tasks of an array (which each get one)
    split the same list into the same shards even if checkpoints are added meanwhile.
+   A start other than s0 makes one distribution per (checkpoint, replay row)
+   (`purd.starts.start_rows`: rows beyond a buffer, or runs without stored states, are
+   refused here).
 3. `plan(wh, job, shard)`: `sampling.plan_job` over the job's distributions: chunk
    sizes, what is stored, this shard's chunks.
 4. `run_job(wh, job, shard)`: one loop through `sampling.sample_checkpoint` with chunk
@@ -35,6 +39,8 @@ from retland.purd.leases import LeaseInfo, Leases
 from retland.purd.operators import OperatorSpec, check_operator, parse_operator
 from retland.purd.sampling import Plan, SampleResult, parse_shard, plan_job
 from retland.purd.selection import select_checkpoints
+from retland.purd.starts import start_rows
+from retland.core.startstates import parse_start
 
 if TYPE_CHECKING:
     from retland.warehouse import Warehouse
@@ -70,6 +76,7 @@ class SampleRequest:
     targets: tuple[tuple[str, float], ...] = ()  # to a precision: (metric, half-width) pairs
     max_samples: int | None = None  # with targets: the most samples a distribution gets (default samples)
     round_samples: int = ROUND_SAMPLES  # with targets: samples added per round
+    start: str = "s0"  # s0 | replay:K | rows:R1,R2,... (retland.core.startstates)
 
     def check(self) -> "SampleRequest":
         """Refuse, before anything is read, what cannot be honoured (SamplingError)."""
@@ -103,6 +110,13 @@ class SampleRequest:
             check_operator(self.operator, horizon=self.horizon, seed=self.key_seed)
         except ValueError as exc:
             raise SamplingError(f"--operator {self.operator!r}: {exc}") from None
+        try:
+            choice = parse_start(self.start)
+        except ValueError as exc:
+            raise SamplingError(str(exc)) from None
+        if not choice.is_s0 and self.operator.strip().split(":", 1)[0].strip() == "init_state":
+            raise SamplingError(f"--start {self.start}: operator init_state draws its own start state (a noisy "
+                                "reset), so it takes no start row; use s0")
         parse_shard(self.shard)
         return self
 
@@ -113,7 +127,8 @@ class SampleJob:
     (pickled into every task of an array, which each run a shard of it)."""
 
     root: str
-    distributions: tuple[tuple[str, int, str], ...]  # (run_id, step, env)
+    # (run_id, step, env), or (run_id, step, env, start row) for a start other than s0
+    distributions: tuple[tuple, ...]
     operator: str
     horizon: int
     key_seed: int
@@ -126,17 +141,23 @@ class SampleJob:
 
     def specs(self) -> dict[str, OperatorSpec]:
         """The operator of each env of the job (init_state as a factor is per env)."""
-        return {e: parse_operator(self.operator, env=e, horizon=self.horizon, seed=self.key_seed)
-                for _, _, e in self.distributions}
+        return {d[2]: parse_operator(self.operator, env=d[2], horizon=self.horizon, seed=self.key_seed)
+                for d in self.distributions}
 
     def resolved(self) -> list[tuple[str, int, OperatorSpec]]:
-        """(run_id, step, operator spec) of every distribution, in order."""
+        """(run_id, step, operator spec) of every distribution, in order (the spec says
+        its start row)."""
         specs = self.specs()
-        return [(r, int(s), specs[e]) for r, s, e in self.distributions]
+        return [(d[0], int(d[1]), specs[d[2]].at_start(d[3] if len(d) > 3 else None)) for d in self.distributions]
 
     @property
     def operator_ids(self) -> list[str]:
         return sorted({spec.operator_id for spec in self.specs().values()})
+
+    @property
+    def start_rows(self) -> int:
+        """Distinct start rows of the job (0: every rollout starts at s0)."""
+        return len({d[3] for d in self.distributions if len(d) > 3})
 
     @property
     def n_planned(self) -> int:
@@ -151,7 +172,12 @@ def resolve(wh, request: SampleRequest) -> SampleJob:
                                 None if request.seeds is None else list(request.seeds),
                                 None if request.steps is None else list(request.steps), request.sources)
     adaptive = bool(request.targets)
-    job = SampleJob(str(wh.root), tuple((r, int(s), e) for r, s, e in chosen), request.operator, request.horizon,
+    distributions = tuple((r, int(s), e) for r, s, e in chosen)
+    choice = parse_start(request.start)
+    if not choice.is_s0:
+        rows = start_rows(wh, distributions, choice, request.key_seed)
+        distributions = tuple((r, s, e, row) for r, s, e in distributions for row in rows[(r, s)])
+    job = SampleJob(str(wh.root), distributions, request.operator, request.horizon,
                     request.key_seed, request.batch_size, samples=None if adaptive else request.samples,
                     targets=tuple(request.targets),
                     max_samples=(request.max_samples or request.samples) if adaptive else None,
@@ -288,7 +314,7 @@ def sample(warehouse: str | Path | Warehouse | None = None, *, operator: str, ru
            key_seed: int = _default("key_seed"), batch_size: int | str = _default("batch_size"),
            devices: int | str = _default("devices"), shard: str | tuple[int, int] = _default("shard"),
            target_ci: str | dict[str, float] | None = None, max_samples: int | None = None,
-           round_samples: int = ROUND_SAMPLES, progress: Callable[[int], None] | None = None,
+           round_samples: int = ROUND_SAMPLES, start: str = "s0", progress: Callable[[int], None] | None = None,
            on_round: Callable[[AdaptiveResult], None] | None = None) -> SampleOutcome:
     """Sample post-update return distributions into a warehouse (a folder, default as
     `retland.resolve_root`, or an open `Warehouse`) as `retland sample` (without
@@ -300,7 +326,10 @@ def sample(warehouse: str | Path | Warehouse | None = None, *, operator: str, ru
     or algo and env, runs of `source` ("trained" by default; comma-separated, or "all").
     seeds/steps: lists of ints or the command line's text ("0,1,5..9"). target_ci:
     "ltp=0.01,cvar=5" or {"ltp": 0.01}: sample to a precision, at most max_samples
-    (default samples) per distribution, in rounds of round_samples. Resumable: only
+    (default samples) per distribution, in rounds of round_samples. start: "s0" (the
+    reference state), "replay:K" (K rows spread over each run's buffer, seeded by
+    key_seed) or "rows:R1,R2" (those rows of every checkpoint's buffer): one
+    distribution per (checkpoint, row), from runs trained with store_states. Resumable: only
     missing indices are computed. Returns a `SampleOutcome` (rows_written,
     distributions, busy, adaptive); refusals raise SamplingError or
     `retland.warehouse.runs.RunSelectionError` (both ValueError)."""
@@ -319,7 +348,7 @@ def sample(warehouse: str | Path | Warehouse | None = None, *, operator: str, ru
                             seeds=_ints(seeds, "seeds"), steps=_ints(steps, "steps"), sources=sources,
                             samples=samples, horizon=horizon, key_seed=key_seed, batch_size=batch_size,
                             devices=devices, shard=shard, targets=targets, max_samples=max_samples,
-                            round_samples=round_samples).check()
+                            round_samples=round_samples, start=start).check()
     wh = warehouse if isinstance(warehouse, Warehouse) else Warehouse.open(warehouse, create=False)
     job = resolve(wh, request)
     return run_job(wh, job, request.shard, progress=progress, on_round=on_round)

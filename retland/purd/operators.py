@@ -52,6 +52,14 @@ Kinds (docs/method.md §5 Update operators):
   leaves (`state_digest`), so a call with another state is another distribution. The
   command line cannot rebuild the state, so `parse_operator` refuses the kind.
 
+Start state: by default a rollout starts from the fixed reference state s0, and the id
+says nothing about it. A distribution whose rollouts start at replay row r of the
+checkpoint's buffer (`retland.core.startstates`, docs/method.md "Post-update returns
+from other start states") has `start=row<r>` before h in its id, e.g.
+`td3[start=row5000,h=1000,seed=0]`, and `start_row` in its params, so it is a
+distribution of its own with the same keys (sample i of every start row applies the
+same update θ_i). init_state draws its own start, so it takes no start row.
+
 Key use per sample i: key_i = fold_in(PRNGKey(seed), i). The parameter operator gets
 key_i itself; a rollout perturbation draws from fold_in(key_i, 1).
 """
@@ -117,6 +125,7 @@ class OperatorSpec:
     params: tuple[tuple[str, Value], ...] = ()
     horizon: int = 1000
     seed: int = 0
+    start: int | None = None  # replay row the rollouts start at; None = s0
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -125,6 +134,13 @@ class OperatorSpec:
             raise ValueError(f"horizon must be in [1, {2**31 - 1}], got {self.horizon}")
         if self.seed < 0:
             raise ValueError(f"operator seed must be >= 0, got {self.seed}")
+        if self.start is not None:
+            if isinstance(self.start, bool) or not isinstance(self.start, (int, np.integer)) or self.start < 0:
+                raise ValueError(f"start row must be a whole number >= 0, got {self.start!r}")
+            if self.kind == "init_state":
+                raise ValueError("operator init_state draws its own start state (a noisy reset); it takes no "
+                                 "start row")
+            object.__setattr__(self, "start", int(self.start))
         given = dict(self.params)
         if len(given) != len(self.params):
             raise ValueError(f"operator {self.kind}: a parameter is given twice in {self.params!r}")
@@ -162,6 +178,8 @@ class OperatorSpec:
     @property
     def operator_id(self) -> str:
         parts = [f"{k}={_num(v) if isinstance(v, float) else v}" for k, v in self.params]
+        if self.start is not None:
+            parts.append(f"start=row{self.start}")
         parts += [f"h={self.horizon}", f"seed={self.seed}"]
         return f"{self.kind}[{','.join(parts)}]"
 
@@ -174,6 +192,8 @@ class OperatorSpec:
         doc: dict[str, Any] = dict(self.params)
         doc.update(horizon=self.horizon, seed=self.seed, gamma=rollout.GAMMA,
                    key="key_i = fold_in(PRNGKey(seed), i)")
+        if self.start is not None:
+            doc["start_row"] = self.start
         return json.dumps(doc, sort_keys=True)
 
     @classmethod
@@ -181,8 +201,13 @@ class OperatorSpec:
         """The spec behind a row of the `operators` table (inverse of `operators_row`)."""
         doc = json.loads(params_json)
         params = tuple((k, v if isinstance(v, str) else float(v)) for k, v in doc.items()
-                       if k not in ("horizon", "seed", "gamma", "key"))
-        return cls(kind, params, int(doc["horizon"]), int(doc["seed"]))
+                       if k not in ("horizon", "seed", "gamma", "key", "start_row"))
+        start = doc.get("start_row")
+        return cls(kind, params, int(doc["horizon"]), int(doc["seed"]), None if start is None else int(start))
+
+    def at_start(self, row: int | None) -> OperatorSpec:
+        """The same operator with its rollouts starting at replay row `row` (None: s0)."""
+        return OperatorSpec(self.kind, self.params, self.horizon, self.seed, row)
 
     def operators_row(self) -> dict:
         return {"operator_id": self.operator_id, "kind": self.kind, "params": self.params_json}

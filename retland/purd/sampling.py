@@ -326,6 +326,12 @@ def sample_checkpoint(wh, plan: Plan, *, checkpoint=None, load=None, leases: Lea
             if checkpoint is None:
                 checkpoint = (load or load_checkpoint)(wh, mine.run_id, mine.step)
             program, op_state = checkpoint_program(mine.spec, checkpoint)
+            if mine.spec.start is not None:  # rollouts start at a replay row (purd.starts)
+                from retland.purd.engine import reference_start
+                from retland.purd.starts import start_state
+
+                run_kwargs = {**run_kwargs, "start_state": start_state(wh, checkpoint, reference_start(program),
+                                                                       mine.spec.start)}
             result = run_plan(wh, mine, program, op_state, **run_kwargs)
     result.busy = busy
     return result

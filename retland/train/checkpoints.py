@@ -9,7 +9,9 @@ Layout under the warehouse root (paths in `checkpoints.artifact_path` are relati
                                                              PRNG key), as a nested dict
     artifacts/runs/<run_id>/replay/rows_<a:010d>_<b:010d>/   TD3/SAC replay rows [a, b):
                                                              obs.npy action.npy reward.npy
-                                                             next_obs.npy mask.npy
+                                                             next_obs.npy mask.npy, and with
+                                                             store_states the simulator state
+                                                             of each row: state.<leaf path>.npy
 
 The replay buffer only grows (no wrap-around), so it is stored once per run as
 append-only segments: each checkpoint writes the rows added since the previous one into
@@ -118,6 +120,24 @@ class Checkpoint:
                                      if off_policy else None)
         return self._cache["replay"]
 
+    @property
+    def replay_states(self):
+        """[capacity, ...] simulator states of the replay rows (rows >= replay_size are
+        zero) of a store_states run, structured as the env's pipeline_state; else None."""
+        if "replay_states" not in self._cache:
+            cfg = self.config
+            value = None
+            if not isinstance(cfg, PolicyConfig) and getattr(cfg, "store_states", False):
+                target, _ = abstract_seed_state(cfg)
+                target = target.env_state.pipeline_state
+                capacity = replay_capacity(cfg)
+                rows = np.arange(self.replay_size)
+                got = load_state_rows(self._warehouse, self.run_id, self.replay_size, rows, target)
+                value = jax.tree.map(lambda x: np.concatenate(
+                    [x, np.zeros((capacity - len(rows), *x.shape[1:]), x.dtype)]), got)
+            self._cache["replay_states"] = value
+        return self._cache["replay_states"]
+
 
 def _open(wh_or_root):
     if isinstance(wh_or_root, Warehouse):
@@ -201,8 +221,17 @@ def _segments(rdir: Path) -> list[tuple[int, int, Path]]:
     return sorted(out)
 
 
-def save_replay(wh, run_id: str, data: Transition, size: int) -> None:
-    """Make rows [0, size) of this seed's buffer durable (append-only, atomic)."""
+STATE_FILE = "state.{}.npy"  # one file per leaf of the rows' pipeline_state, named by its path
+
+
+def state_file(path: tuple[str, ...]) -> str:
+    return STATE_FILE.format(".".join(path))
+
+
+def save_replay(wh, run_id: str, data: Transition, size: int, states=None) -> None:
+    """Make rows [0, size) of this seed's buffer durable (append-only, atomic); `states`
+    (a pipeline_state pytree of [capacity, ...] leaves, store_states runs) goes into
+    the same segments, one file per leaf."""
     rdir = run_dir(wh, run_id) / "replay"
     rdir.mkdir(parents=True, exist_ok=True)
     have = max((b for _, b, _ in _segments(rdir)), default=0)
@@ -215,6 +244,9 @@ def save_replay(wh, run_id: str, data: Transition, size: int) -> None:
     tmp.mkdir()
     for name, arr in zip(Transition._fields, data):
         np.save(tmp / f"{name}.npy", np.asarray(arr[have:size]))
+    if states is not None:
+        for path, arr in _paths(states):
+            np.save(tmp / state_file(path), np.asarray(arr[have:size]))
     os.replace(tmp, final)
 
 
@@ -250,6 +282,52 @@ def load_replay(wh, run_id: str, size: int, capacity: int) -> Transition:
             buf[:size] = rows
         out.append(buf)
     return Transition(*out)
+
+
+def load_replay_rows(wh, run_id: str, size: int, rows, field: str) -> np.ndarray:
+    """Rows `rows` (each < size) of one replay field (obs, action, …), [len(rows), ...],
+    read memory-mapped: only those rows."""
+    rows = np.asarray(rows, np.int64)
+    out = None
+    for a, end, p in replay_segments(wh, run_id, size):
+        arr = np.load(p / f"{field}.npy", mmap_mode="r")
+        if out is None:
+            out = np.zeros((len(rows), *arr.shape[1:]), arr.dtype)
+        inside = (rows >= a) & (rows < end)
+        if inside.any():
+            out[inside] = arr[rows[inside] - a]
+    return out
+
+
+def stored_states(wh, run_id: str, size: int) -> bool:
+    """Whether every replay segment holding rows [0, size) also holds their simulator
+    states (a store_states run); False for runs trained without them."""
+    segments = replay_segments(wh, run_id, size)
+    return bool(segments) and all(any(f.name.startswith("state.") for f in p.iterdir()) for _, _, p in segments)
+
+
+def load_state_rows(wh, run_id: str, size: int, rows, target):
+    """The simulator states of replay rows `rows` (each < size), as `target`'s structure
+    (a pipeline_state's ShapeDtypeStructs) with a leading [len(rows)] axis. Reads only
+    those rows (memory-mapped)."""
+    rows = np.asarray(rows, np.int64)
+    leaves = []
+    segments = replay_segments(wh, run_id, size)
+    for path, ref in _paths(target):
+        out = np.zeros((len(rows), *ref.shape), ref.dtype)
+        for a, end, p in segments:
+            inside = (rows >= a) & (rows < end)
+            if inside.any():
+                f = p / state_file(path)
+                if not f.is_file():
+                    raise ValueError(f"replay of {run_id}: rows [{a}, {end}) hold no simulator state {'.'.join(path)}")
+                arr = np.load(f, mmap_mode="r")
+                if arr.shape[1:] != tuple(ref.shape) or arr.dtype != ref.dtype:
+                    raise ValueError(f"replay of {run_id}: state {'.'.join(path)} has shape {arr.shape[1:]} "
+                                     f"{arr.dtype}, the task's is {tuple(ref.shape)} {ref.dtype}")
+                out[inside] = arr[rows[inside] - a]
+        leaves.append(out)
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(target), leaves)
 
 
 # ---- loading --------------------------------------------------------------------------

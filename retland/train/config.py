@@ -60,6 +60,11 @@ class TrainConfig(_Model):
     agent: AgentConfig = Field(default_factory=TD3Config)
     # DeepMind Control tasks: the task's record (filled in from Playground); None for brax.
     task: DMCTask | None = None
+    # TD3/SAC on a brax task: also store, with every replay row, the simulator state its
+    # observation was taken in (the env's pipeline_state), so rollouts can start from
+    # collected states (`retland sample --start replay:K`). Costs memory and disk: see
+    # docs/method.md "Post-update returns from other start states". Training is unchanged.
+    store_states: bool = False
 
     @property
     def algo(self) -> str:
@@ -176,6 +181,14 @@ class TrainConfig(_Model):
             raise ValueError(f"eval_every={self.eval_interval} must be a positive multiple of {g}")
         if not (info.context or {}).get("stored"):
             check_new_task(self.env, self.backend, self.variant)
+        if self.store_states:
+            if self.algo not in ("td3", "sac"):
+                raise ValueError(f"store_states: only TD3 and SAC keep a replay buffer to store states with, "
+                                 f"not {self.algo}")
+            if dmc.is_dmc(self.env):
+                raise ValueError(f"store_states: {self.env} is a DeepMind Control task, whose MJX simulator "
+                                 "states retland does not store; collected start states are offered for the "
+                                 "brax tasks (ant, halfcheetah, hopper, walker2d)")
         if self.algo in ("td3", "sac"):
             if self.agent.buffer_size < total:
                 raise ValueError(

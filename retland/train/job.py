@@ -218,7 +218,8 @@ def _save_checkpoints(wh, ids, step, ts, rb, rets, eval_rows=()):
         size = None
         if host_rb is not None:
             size = int(host_rb.size[i])
-            ck.save_replay(wh, rid, jax.tree.map(lambda x: x[i], host_rb.data), size)
+            states = None if host_rb.states is None else jax.tree.map(lambda x: x[i], host_rb.states)
+            ck.save_replay(wh, rid, jax.tree.map(lambda x: x[i], host_rb.data), size, states)
         path = ck.save_state(wh, rid, step, jax.tree.map(lambda x: x[i], host_ts))
         rows.append(dict(run_id=rid, step=step, artifact_path=path,
                          eval_return=None if rets is None else float(rets[i]),
@@ -268,6 +269,7 @@ def _load_job(wh, cfg: TrainConfig, ids: list[str]):
     ts = jax.tree.map(stack, *[c.state for c in cks])
     rb = None
     if cfg.algo in OFF_POLICY:
+        states = jax.tree.map(stack, *[c.replay_states for c in cks]) if cfg.store_states else None
         rb = replay.Replay(jax.tree.map(stack, *[c.replay for c in cks]),
-                           jnp.asarray([c.replay_size for c in cks], jnp.int32))
+                           jnp.asarray([c.replay_size for c in cks], jnp.int32), states)
     return ts, rb, step

@@ -46,7 +46,8 @@ def init_seed(cfg: TrainConfig, key) -> tuple[TrainState, replay.Replay | None]:
     if cfg.algo in OFF_POLICY:
         env_state = env.reset(k_env)
         ts = TrainState(agent, env_state, jnp.zeros((), jnp.int32), k_loop, jnp.zeros((), jnp.int32))
-        return ts, replay.empty(replay_capacity(cfg), obs_size, action_size)
+        state_like = env_state.pipeline_state if cfg.store_states else None
+        return ts, replay.empty(replay_capacity(cfg), obs_size, action_size, state_like)
     env_state = jax.vmap(env.reset)(jax.random.split(k_env, cfg.agent.num_envs))
     ts = TrainState(agent, env_state, jnp.zeros((cfg.agent.num_envs,), jnp.int32), k_loop,
                     jnp.zeros((), jnp.int32))
@@ -97,7 +98,10 @@ def offpolicy_collect(cfg: TrainConfig, env, ts: TrainState, rb: replay.Replay, 
     env_state, ep, reward, next_obs, terminated, _ = env_step_with_reset(
         env, cfg.horizon, ts.env_state, ts.episode_step, action, k_reset)
     t = replay.Transition(obs, action, reward, next_obs, 1.0 - terminated.astype(jnp.float32))
-    rb = seed_map(replay.add)(rb, t)
+    if rb.states is None:
+        rb = seed_map(replay.add)(rb, t)
+    else:  # the state `obs` was observed in (store_states): what a rollout restores to start there
+        rb = seed_map(replay.add)(rb, t, ts.env_state.pipeline_state)
     return TrainState(ts.agent, env_state, ep, key, ts.env_steps + 1), rb, k_upd
 
 
@@ -148,7 +152,8 @@ def _ppo_chunk_fn(cfg: TrainConfig, n_iters: int):
 def _program_key(cfg: TrainConfig) -> TrainConfig:
     """The part of a config the compiled programs depend on (not seeds, steps, schedule).
     Validated as stored: a run's own task is never refused here (older paper runs)."""
-    task = dict(env=cfg.env, backend=cfg.backend, variant=cfg.variant, horizon=cfg.horizon)
+    task = dict(env=cfg.env, backend=cfg.backend, variant=cfg.variant, horizon=cfg.horizon,
+                store_states=cfg.store_states)
     if cfg.algo == "ppo":
         fields = dict(agent=cfg.agent, seeds=1, total_steps=cfg.granularity * 2, checkpoints=(cfg.granularity,),
                       eval_every=cfg.granularity)
