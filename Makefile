@@ -24,7 +24,7 @@ NEWJAX_TESTS ?= tests/test_tasks.py tests/test_rollout.py tests/test_operators.p
 NEWJAX_K ?= not walker2d and not ant_contacts and not another_chunk_size
 NEWJAX_PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: install demo test test-newest-jax test-dmc test-oracle test-crash test-notebook test-slow bench clean-demo
+.PHONY: install demo test test-newest-jax test-dmc test-oracle test-crash test-notebook test-start-states test-slow bench clean-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -102,6 +102,11 @@ test-oracle: $(STAMP) $(ORACLE_STAMP)
 # the warehouse keeps whole commits only, and resume/rerun finishes. CI runs it after make test.
 test-crash: $(STAMP)
 	$(PY) -m pytest -q -m slow -k kill_9 tests/test_store_trust.py
+
+# Start states from replay rows (A.4): brax 0.14's hopper restores too, and storing states
+# leaves training bit for bit unchanged (two tiny trainings, slow-marked). CI runs it.
+test-start-states: $(STAMP)
+	$(PY) -m pytest -q -m slow tests/test_start_states.py
 
 # The main job (make demo, on data/warehouse), then the analyst's notebook
 # (examples/analysis.ipynb) executed top to bottom against the warehouse it filled.

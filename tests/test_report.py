@@ -180,14 +180,15 @@ def test_sections_with_data_draw_and_the_others_name_their_command(study):
 
     built = section_blocks(study)
     assert list(built) == ["contents", "learning-curves", "map", "landscape", "failures", "interpolation", "stabilize",
-                           "compare"]
+                           "start-states", "compare"]
     figures = {k: [b.name for b in v if isinstance(b, Figure)] for k, v in built.items()}
     assert figures == {"contents": ["contents-coverage"], "learning-curves": ["learning-curves"], "map": ["map"],
                        "landscape": [], "failures": [], "interpolation": [], "stabilize": ["cvar-ranking"],
-                       "compare": ["compare-iqm"]}
+                       "start-states": [], "compare": ["compare-iqm"]}
     notes = {k: " ".join(b.text for b in v if isinstance(b, Note)) for k, v in built.items()}
     for key, command in [("landscape", "retland landscape"), ("failures", "retland failures"),
-                         ("interpolation", "retland interpolate"), ("stabilize", "retland stabilize")]:
+                         ("interpolation", "retland interpolate"), ("stabilize", "retland stabilize"),
+                         ("start-states", "retland start-states")]:
         assert f"`{command}`" in notes[key]
     caption = next(b for b in built["map"] if isinstance(b, Figure)).caption
     assert "1 distribution with mode ≤ 0 is drawn as a triangle at its LTP" in caption
@@ -458,7 +459,7 @@ def test_report_renders_in_chromium_offline_without_errors(chromium, report_page
     drawn = {k: [f["name"] for f in s["figures"] if f["marks"] > 0] for k, s in sections.items()}
     assert drawn == {"contents": ["contents-coverage"], "learning-curves": ["learning-curves"], "map": ["map"],
                      "landscape": [], "failures": [], "interpolation": [], "stabilize": ["cvar-ranking"],
-                     "compare": ["compare-iqm"]}
+                     "start-states": [], "compare": ["compare-iqm"]}
     assert all(s["notes"] for k, s in sections.items() if k in ("landscape", "failures", "interpolation"))
 
 

@@ -31,6 +31,7 @@ each env X's index draw, then Y's, each one call `rng.integers(0, n, size=(reps,
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -220,10 +221,15 @@ class RunScores:
 
 def _operator_filter(operator: str) -> pl.Expr:
     op = pl.col("operator")
+    # rollouts from replay rows (start=row<r>) are other distributions than the run's from s0:
+    # only an operator id that names its start row selects them
+    from_s0 = ~op.str.contains(r"[\[,]start=row[0-9]+,")
     if operator == OWN:
         algo = pl.col("algo").fill_null("")
-        return (op == algo) | op.str.starts_with(algo + "[")
-    return (op == operator) | op.str.starts_with(operator + "[")
+        return ((op == algo) | op.str.starts_with(algo + "[")) & from_s0
+    if re.search(r"[\[,]start=row[0-9]+,", operator):
+        return op == operator
+    return ((op == operator) | op.str.starts_with(operator + "[")) & from_s0
 
 
 def run_scores(stats: pl.DataFrame, metric: str, by: str = "algo", operator: str = OWN,

@@ -35,7 +35,7 @@ import numpy as np
 
 from retland.core.envs import reference_state
 from retland.purd import engine, sampling
-from retland.purd.operators import KINDS, OperatorSpec
+from retland.purd.operators import KINDS, OperatorSpec, has_start_row
 from retland.train.checkpoints import load_checkpoint
 from retland.warehouse.sqlgen import in_list
 
@@ -73,6 +73,9 @@ def spec_of(wh, operator_id: str) -> OperatorSpec:
     if kind not in KINDS:
         raise FailureError(f"operator {operator_id} ({kind}) cannot be re-rolled: it was not sampled by retland")
     spec = OperatorSpec.from_row(kind, rows[0]["params"])  # string parameters too (ppo rows=first)
+    if spec.start is not None:
+        raise FailureError(f"operator {operator_id}: its rollouts start at replay row {spec.start}, and failure "
+                           "pairs are re-rolled from s0; choose the operator without start=row")
     if spec.operator_id != operator_id:
         raise FailureError(f"operator {operator_id}: its stored parameters rebuild {spec.operator_id}")
     return spec
@@ -220,8 +223,8 @@ def candidates(wh, *, env: str | None = None, algo: str | None = None, operator:
         if not r["ltp"] or r["ltp"] <= 0 or r["mode_nonpositive"]:
             continue
         op, want = r["operator"], operator if operator is not None else (r["algo"] or "")
-        if not (op == want or op.startswith(want + "[")):
-            continue
+        if not (op == want or op.startswith(want + "[")) or has_start_row(op):
+            continue  # failure pairs are re-rolled from s0: not from replay rows
         rows.append(Candidate(r["env"] or "", r["run_id"], int(r["step"]), op, float(r["ltp"])))
     seen: dict[tuple[str, int], str] = {}
     for c in rows:

@@ -338,6 +338,14 @@ def check_operator(text: str, *, horizon: int = 1000, seed: int = 0) -> None:
     _build(text, horizon, seed, lambda: 1.0)
 
 
+_START_ROW = re.compile(r"[\[,]start=row\d+,")
+
+
+def has_start_row(operator_id: str) -> bool:
+    """Whether an operator id's rollouts start at a replay row rather than at s0."""
+    return bool(_START_ROW.search(operator_id or ""))
+
+
 def sample_key(base_key: jax.Array, index) -> jax.Array:
     """key_i of sample i."""
     return jax.random.fold_in(base_key, index)

@@ -119,6 +119,8 @@ class ReportContext:
             df = stats_relation(self.con, self.alpha, self.beta, self.where).pl()
         except duckdb.Error as exc:
             raise query_error(exc) from None
+        # distributions from replay rows (start=row<r> in the id) have their own section
+        df = df.filter(~pl.col("operator").str.contains(r"[\[,]start=row[0-9]+,"))
         if df.height == 0:
             return df
         df = df.with_row_index("d").with_columns(pl.col("d").cast(pl.Int32))

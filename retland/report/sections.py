@@ -26,6 +26,7 @@ from .blocks import Block, Figure, Note, Table
 from .compare_charts import compare_blocks
 from .context import ReportContext
 from .stabilize_charts import stabilize_blocks
+from .start_state_charts import start_state_blocks
 
 RANKING_ALPHAS = (0.01, 0.1, 1.0)
 
@@ -260,6 +261,13 @@ def _cvar_rankings(ctx: ReportContext, dists: pl.DataFrame) -> pl.DataFrame:
         rank=pl.col("alpha_cvar").rank("min", descending=True).over("env", "operator", "alpha").cast(pl.Int32),
         policies=pl.len().over("env", "operator", "alpha").cast(pl.Int32),
     )
+
+
+@section("start-states", "Post-update returns from other start states",
+         "LTP when the rollouts start at states collected during training, by collection index, against s0 "
+         "(A.4, Fig. 10).")
+def start_states(ctx: ReportContext) -> list[Block]:
+    return start_state_blocks(ctx)
 
 
 @section("compare", "Comparisons", "Algorithms compared across environments with rliable's interval estimates "

@@ -34,7 +34,7 @@ JOIN runs r ON r.run_id = s.run_id
 JOIN checkpoints c ON c.run_id = s.run_id AND c.step = s.step
 WHERE o.kind = 'td3' AND r.algo = 'td3' AND r.source = 'trained'
   AND c.artifact_path IS NOT NULL AND coalesce(c.replay_size, 0) > 0 AND s.ltp > 0
-  AND NOT s.mode_nonpositive
+  AND NOT s.mode_nonpositive AND start_row_of(s.operator) IS NULL
 """
 
 
