@@ -110,3 +110,12 @@ def start_states(
             f"rows {ci('replay_ltp')}, from s0 {ci('s0_ltp')}, difference {ci('difference')} (95% bootstrap CI "
             f"over checkpoints); LTP > 0 at {c['share_rows_ltp_positive']:.0%} of replay-row distributions, "
             f"{c['share_s0_ltp_positive']:.0%} of s0 ones"), highlight=False, soft_wrap=True)
+        p = c.get("positive_mode")
+        if c.get("rows_mode_nonpositive") and p:
+            v, (lo, hi) = p["replay_ltp"]
+            d, (dlo, dhi) = p["difference"]
+            err_console.print(escape(
+                f"{c['rows_mode_nonpositive']} replay-row distribution(s) have mode <= 0 (every update fails at "
+                f"once from that state; LTP counts them against a threshold <= 0); without them, over "
+                f"{p['checkpoints']} checkpoint(s): LTP from replay rows {v:.3f} [{lo:.3f}, {hi:.3f}], difference "
+                f"to s0 {d:.3f} [{dlo:.3f}, {dhi:.3f}]"), highlight=False, soft_wrap=True)

@@ -17,6 +17,9 @@
 --       checkpoints (how many of the run's checkpoints were sampled from row r),
 --       ltp (their mean LTP: the figure's y, at collection index r), ltp_min, ltp_max,
 --       mean_return (mean of the distributions' means), samples (rows behind them),
+--       mode_nonpositive_checkpoints (of them, those whose distribution has mode <= 0: a
+--       state from which every update fails at once, LTP 1 against a threshold <= 0,
+--       as purd_stats counts it; see docs/method.md §2),
 --       s0_ltp (mean LTP from s0 at the same checkpoints, NULL where s0 was not sampled
 --       at all of them), s0_checkpoints
 --   start_of(operator_id), start_row_of(operator_id), base_operator_of(operator_id)
@@ -54,7 +57,8 @@ SELECT r.algo, r.env, r.variant, r.seed, r.run_id, r.base_operator_id, r.start_r
        min(r.ltp) AS ltp_min,
        max(r.ltp) AS ltp_max,
        avg(r.mean) AS mean_return,
-       sum(r.n) AS samples,
+       sum(r.n)::BIGINT AS samples,
+       count_if(r.mode_nonpositive)::BIGINT AS mode_nonpositive_checkpoints,
        CASE WHEN count(s0.ltp) = count(*) THEN avg(s0.ltp) END AS s0_ltp,
        count(s0.ltp) AS s0_checkpoints
 FROM rows_ AS r

@@ -83,7 +83,7 @@ def test_one_name_one_meaning_for_the_seeds():
     visible, _ = _options()
     assert visible["--seed"] == {"failures", "import-policy", "runs", "show", "train"}
     assert visible["--noise-seed"] == {"interpolate", "landscape"}
-    assert visible["--bootstrap-seed"] == {"compare", "stabilize-effect"}
+    assert visible["--bootstrap-seed"] == {"compare", "stabilize-effect", "start-states"}
 
 
 @pytest.mark.parametrize("args, note", [

@@ -4,9 +4,9 @@ stored simulator states restore exactly, the start row is part of a distribution
 line, exit 2, nothing written.
 
 The module trains one tiny TD3 job with store_states on the paper's hopper (one seed,
-20-step episodes, checkpoints at 60 and 120). The heavy checks (brax 0.14's hopper, and
-training unchanged by storing states, which trains twice) are slow-marked and run in
-`make test-start-states`, which CI runs.
+20-step episodes, checkpoints at 60 and 120). The heavier checks (brax 0.14's hopper,
+training unchanged by storing states, which trains twice, and `retland start-states` with
+its report section) are slow-marked and run in `make test-start-states`, which CI runs.
 """
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def _check_restores(root, run_id, variant):
     import jax.numpy as jnp
 
     from retland.core.envs import reference_env, reference_state
-    from retland.purd.starts import start_state
+    from retland.purd.starts import start_states
     from retland.train.checkpoints import load_checkpoint
     from retland.warehouse import Warehouse
 
@@ -118,14 +118,21 @@ def _check_restores(root, run_id, variant):
     s0 = reference_state("hopper", ck.backend, variant=variant)
     step = jax.jit(env.step)
     rows = np.arange(ck.replay_size)
-    # one step from the restored row r is the step training took: its next obs and reward
-    # (one unbatched step per row: a vmapped program rounds differently, and contacts
-    # amplify last-bit differences)
-    nxt = [step(start_state(wh, ck, s0, int(r)), jnp.asarray(ck.replay.action[r])) for r in rows]
-    np.testing.assert_allclose(np.stack([n.obs for n in nxt]), ck.replay.next_obs[rows], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(np.stack([n.reward for n in nxt]), ck.replay.reward[rows], rtol=0, atol=1e-5)
+    # One step from the restored row r is the step training took: its next obs and reward.
+    # One unbatched step per row, but another compiled program than training's: most rows
+    # agree to float32 rounding, a few differ in a velocity at a contact, where the
+    # position solver amplifies last-bit differences (up to ~1e-4 seen). A wrong state
+    # (s0, a neighbouring row, obs-only) is off by orders of magnitude more.
+    nxt = [step(st, jnp.asarray(ck.replay.action[r])) for r, st in zip(rows, start_states(wh, ck, s0, rows))]
+    obs, reward = np.stack([n.obs for n in nxt]), np.stack([n.reward for n in nxt])
+    np.testing.assert_allclose(obs, ck.replay.next_obs[rows], rtol=1e-3, atol=2e-3)
+    np.testing.assert_allclose(reward, ck.replay.reward[rows], rtol=1e-3, atol=2e-3)
+    exact = np.abs(obs - ck.replay.next_obs[rows]).max(axis=1) < 1e-5
+    assert exact.mean() >= 0.9, exact.mean()
     terminal = ck.replay.mask[rows] == 0
     np.testing.assert_array_equal(np.stack([n.done for n in nxt]) > 0.5, terminal)
+    shifted = np.abs(obs[1:] - ck.replay.next_obs[rows][:-1]).max(axis=1)
+    assert np.median(shifted) > 1e-2  # the check can fail: the neighbour's next obs is far
     # and observations alone would not do: the stored state holds what obs leave out
     assert len(jax.tree.leaves(s0.pipeline_state)) > 1
 
@@ -202,15 +209,17 @@ def test_bad_start_input_is_one_line_exit_2_nothing_written(copy, tmp_path, caps
     # a checkpoint trained before states were stored (the shipped example)
     assert run_cli(capsys, monkeypatch, "add-example", "td3-hopper", "-w", root)[0] == 0
     before = tree_digest(root)
-    code, _, err = run_cli(capsys, monkeypatch, "sample", "--algo", "td3", "--env", "hopper", "--source", "added",
-                           "--operator", "td3", "--samples", 4, "--start", "replay:2", "-w", root)
-    code2, _, err2 = run_cli(capsys, monkeypatch, "sample", "--run", "td3-hopper", "--operator", "td3", "--samples",
-                             4, "--start", "replay:2", "-w", root)
-    msgs = [e for c, e in ((code, err), (code2, err2)) if c == 2 and "without stored states" in e]
-    assert msgs and len(msgs[0].strip().splitlines()) == 1, (err, err2)
+    from retland.warehouse import Warehouse
+
+    (example,) = [r["run_id"] for r in Warehouse.open(root, create=False).records("SELECT run_id FROM runs")
+                  if r["run_id"] != run_id]
+    code, _, err = run_cli(capsys, monkeypatch, "sample", "--run", example, "--operator", "td3", "--samples", 4,
+                           "--start", "replay:2", "-w", root)
+    assert code == 2 and "was trained without stored states" in err and len(err.strip().splitlines()) == 1, err
     assert tree_digest(root) == before
 
 
+@pytest.mark.slow
 def test_start_states_command_compares_rows_with_s0(copy, capsys, monkeypatch):
     root, run_id = copy
     args = ["start-states", "--run", run_id, "--rows", 2, "--samples", 8, "--horizon", 20, "--no-progress",

@@ -181,9 +181,21 @@ def compare_ltp(stats: pl.DataFrame, n_resamples: int = BOOTSTRAP, seed: int = 0
     """Replay-row LTP against s0 LTP over the checkpoints (run, step, base operator)
     sampled both ways: {checkpoints, rows, replay_ltp, s0_ltp, difference (each a value
     and a (lo, hi) percentile bootstrap CI over checkpoints), share_rows_ltp_positive,
-    share_s0_ltp_positive}. Empty when no checkpoint has both."""
+    share_s0_ltp_positive}, rows_mode_nonpositive (replay-row distributions with mode <= 0,
+    whose LTP counts against a threshold <= 0) and positive_mode: the same comparison with
+    every distribution of mode <= 0 left out. Empty when no checkpoint has both."""
     if stats.is_empty():
         return {}
+    out = _compare(stats, n_resamples, seed, confidence)
+    if out and "mode_nonpositive" in stats.columns:
+        positive = _compare(stats.filter(~pl.col("mode_nonpositive").fill_null(True)), n_resamples, seed, confidence)
+        out["rows_mode_nonpositive"] = int(stats.filter(pl.col("start_row").is_not_null())["mode_nonpositive"]
+                                           .fill_null(True).sum())
+        out["positive_mode"] = positive
+    return out
+
+
+def _compare(stats: pl.DataFrame, n_resamples: int, seed: int, confidence: float) -> dict:
     key = ["run_id", "step", "base_operator_id"]
     rows = stats.filter(pl.col("start_row").is_not_null())
     s0 = stats.filter(pl.col("start_row").is_null()).select(*key, pl.col("ltp").alias("s0_ltp"))

@@ -81,19 +81,26 @@ def start_rows(wh, distributions: Sequence[tuple], choice: StartChoice, seed: in
 def start_state(wh, checkpoint, s0, row: int):
     """The env state at replay row `row` of a loaded checkpoint (restored onto s0, as the
     chunk program takes it)."""
+    return start_states(wh, checkpoint, s0, [row])[0]
+
+
+def start_states(wh, checkpoint, s0, rows) -> list:
+    """`start_state` of several rows, reading the stored states once."""
     from retland.train.checkpoints import load_replay_rows, load_state_rows
     from retland.train.program import abstract_seed_state
 
     cfg = checkpoint.config
     if not getattr(cfg, "store_states", False):
         raise SamplingError(f"run {checkpoint.run_id} was trained without stored states: {NO_STATES}")
-    if not 0 <= row < checkpoint.replay_size:
-        raise SamplingError(f"row {row} is beyond the replay buffer of run {checkpoint.run_id} at step "
-                            f"{checkpoint.step}, which holds rows 0..{checkpoint.replay_size - 1}")
+    rows = [int(r) for r in rows]
+    for row in rows:
+        if not 0 <= row < checkpoint.replay_size:
+            raise SamplingError(f"row {row} is beyond the replay buffer of run {checkpoint.run_id} at step "
+                                f"{checkpoint.step}, which holds rows 0..{checkpoint.replay_size - 1}")
     target = abstract_seed_state(cfg)[0].env_state.pipeline_state
-    states = load_state_rows(wh, checkpoint.run_id, checkpoint.replay_size, [row], target)
-    obs = load_replay_rows(wh, checkpoint.run_id, checkpoint.replay_size, [row], "obs")
-    return restore(s0, [np.asarray(x)[0] for x in _leaves(states)], obs[0])
+    leaves = _leaves(load_state_rows(wh, checkpoint.run_id, checkpoint.replay_size, rows, target))
+    obs = load_replay_rows(wh, checkpoint.run_id, checkpoint.replay_size, rows, "obs")
+    return [restore(s0, [np.asarray(x)[i] for x in leaves], obs[i]) for i in range(len(rows))]
 
 
 def _leaves(tree):

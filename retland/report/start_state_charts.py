@@ -32,7 +32,9 @@ def start_state_blocks(ctx: ReportContext) -> list[Block]:
                                   "Fig. 10: LTP of the post-update return distribution when the rollouts start at a "
                                   "state collected during training (x: its index in the replay buffer), averaged "
                                   "over the run's checkpoints sampled from it; one colour per seed. Dashed: the "
-                                  "same seed's mean LTP from s0 over those checkpoints.")]
+                                  "same seed's mean LTP from s0 over those checkpoints. Triangles: rows whose "
+                                  "distribution has mode ≤ 0 at some checkpoint (every update fails at once there; "
+                                  "LTP counts against a threshold ≤ 0, as purd_stats does).")]
     stats = ctx.sql(STATS_SQL)
     rows = []
     for (env, op), part in stats.with_columns(pl.col("env").fill_null("unknown")).group_by(
@@ -58,17 +60,23 @@ def start_state_blocks(ctx: ReportContext) -> list[Block]:
 
 
 def _fig10(df: pl.DataFrame):
+    df = df.with_columns(mode=pl.when(pl.col("mode_nonpositive_checkpoints") > 0).then(pl.lit("mode ≤ 0 at a checkpoint"))
+                         .otherwise(pl.lit("mode > 0")))
     base = alt.Chart(charts.values(df.select("panel", "seed", "start_row", "ltp", "ltp_min", "ltp_max",
-                                             "checkpoints", "s0_reference", "run_id")))
+                                             "checkpoints", "s0_reference", "run_id", "mode",
+                                             "mode_nonpositive_checkpoints")))
     colour = alt.Color("seed:N", title="seed")
-    points = base.mark_line(point=True, opacity=0.85).encode(
+    line = base.mark_line(opacity=0.6).encode(x="start_row:Q", y="ltp:Q", color=colour)
+    points = base.mark_point(filled=True, size=50, opacity=0.9).encode(
+        shape=alt.Shape("mode:N", title=None, scale=alt.Scale(domain=["mode > 0", "mode ≤ 0 at a checkpoint"],
+                                                              range=["circle", "triangle-up"])),
         x=alt.X("start_row:Q", title="collection index (replay row)"),
         y=alt.Y("ltp:Q", title="LTP (mean over checkpoints)", scale=alt.Scale(domain=[0, 1], clamp=True)),
         color=colour,
         tooltip=["run_id:N", "seed:N", "start_row:Q", "checkpoints:Q", alt.Tooltip("ltp:Q", format=".3f"),
                  alt.Tooltip("ltp_min:Q", format=".3f"), alt.Tooltip("ltp_max:Q", format=".3f"),
-                 alt.Tooltip("s0_reference:Q", title="s0 LTP", format=".3f")])
+                 alt.Tooltip("s0_reference:Q", title="s0 LTP", format=".3f"), "mode_nonpositive_checkpoints:Q"])
     s0 = base.transform_filter("isValid(datum.s0_reference)").mark_rule(strokeDash=[5, 4], opacity=0.8).encode(
         y="s0_reference:Q", color=colour)
-    return charts.config(alt.layer(points, s0).properties(width=520, height=220).facet(
+    return charts.config(alt.layer(line, points, s0).properties(width=520, height=220).facet(
         row=alt.Row("panel:N", title=None)))
