@@ -104,13 +104,20 @@ class StartStatesResult:
     seconds: float = 0.0
 
 
-def _operators(wh, request: StartStatesRequest, run_ids: list[str]) -> list[str]:
+def _operators(wh, request: StartStatesRequest, run_ids: list[str]) -> list[tuple[str, list[str] | None]]:
+    """(operator, its runs) pairs: the request's operator on every run (None: as chosen), or
+    each algorithm's own update on that algorithm's runs."""
     if request.operator is not None:
-        return [request.operator]
+        return [(request.operator, None)]
     from retland.warehouse.sqlgen import in_list
 
     cond, params = in_list("run_id", run_ids)
-    return sorted({r["algo"] for r in wh.records(f"SELECT algo FROM runs WHERE {cond}", params)})
+    by_algo: dict[str, list[str]] = {}
+    for r in wh.records(f"SELECT run_id, algo FROM runs WHERE {cond} ORDER BY run_id", params):
+        by_algo.setdefault(r["algo"], []).append(r["run_id"])
+    if len(by_algo) == 1:
+        return [(next(iter(by_algo)), None)]
+    return [(algo, ids) for algo, ids in sorted(by_algo.items())]
 
 
 @dataclass
@@ -135,8 +142,11 @@ def prepare(wh, request: StartStatesRequest) -> StartStatesPlan:
                                 None if request.steps is None else list(request.steps), request.sources)
     run_ids = sorted({r for r, _, _ in chosen})
     jobs = []
-    for operator in _operators(wh, request, run_ids):
-        for req in request.sample_requests(operator):
+    for operator, ids in _operators(wh, request, run_ids):
+        # each run's own update samples that run only: runs of another algo cannot take it
+        sub = request if ids is None else StartStatesRequest(**{**request.__dict__, "runs": tuple(ids), "algo": None,
+                                                                  "env": None, "seeds": None})
+        for req in sub.sample_requests(operator):
             jobs.append(resolve(wh, req.check()))
     plans = [plan(wh, job) for job in jobs]
     return StartStatesPlan(run_ids, jobs, plans, sum(p.new_rows for ps in plans for p in ps))

@@ -40,7 +40,7 @@ def start_rows(wh, distributions: Sequence[tuple], choice: StartChoice, seed: in
         f"SELECT run_id, step, replay_size FROM checkpoints WHERE {cond}", params)}
     for run_id in runs:
         r = info[run_id]
-        if r["algo"] not in ("td3", "sac") or r["source"] not in ("trained", "derived"):
+        if r["algo"] not in ("td3", "sac") or r["source"] != "trained":
             raise SamplingError(f"--start {choice.text}: run {run_id} ({r['source']} {r['algo']}) has no replay "
                                 "buffer to start from; replay starts need TD3 or SAC runs trained by retland")
         config = json.loads(r["config"] or "{}")
@@ -71,7 +71,11 @@ def start_rows(wh, distributions: Sequence[tuple], choice: StartChoice, seed: in
             if beyond:
                 raise SamplingError(f"--start {choice.text}: row {beyond[0]} is beyond the replay buffer of run "
                                     f"{run_id} at step {s}, which holds rows 0..{n - 1}")
-            if not stored_states(wh, run_id, n):
+            try:
+                stored = stored_states(wh, run_id, n)
+            except ValueError as exc:  # segments missing or not contiguous
+                raise SamplingError(f"--start {choice.text}: {exc}") from None
+            if not stored:
                 raise SamplingError(f"--start {choice.text}: run {run_id} has no stored states for rows 0..{n - 1}: "
                                     f"{NO_STATES}")
             out[(run_id, s)] = rows
