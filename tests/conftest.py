@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"
 
 # `retland.cli`, `retland.schema` and `retland.studies` live in cli/, schema/ and studies/
 # (pyproject's package-dir), which only an install maps. When this checkout's `retland` is
@@ -53,6 +56,26 @@ def warehouse(tmp_path):
     from retland.warehouse import Warehouse
 
     return Warehouse.open(tmp_path / "wh")
+
+
+def cli_env(extra: dict | None = None) -> dict:
+    """The environment of a `retland` subprocess: this checkout first on PYTHONPATH, and
+    tests/ (so a child can import conftest and the test modules' helpers)."""
+    path = os.pathsep.join([str(REPO), str(TESTS), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, **(extra or {})}
+
+
+def start_cli(*args, env: dict | None = None, **popen) -> subprocess.Popen:
+    """`retland ARGS` started in a fresh Python process (what a kill, a full disk or a
+    Ctrl-C test needs); popen's keywords pass through."""
+    return subprocess.Popen([sys.executable, "-c", CLI_MAIN, *map(str, args)], env=cli_env(env), **popen)
+
+
+def cli_process(*args, env: dict | None = None, timeout: float = 120, **run) -> subprocess.CompletedProcess:
+    """`retland ARGS` run to the end in a fresh Python process: returncode, stdout, stderr
+    (text); subprocess.run's other keywords pass through."""
+    return subprocess.run([sys.executable, "-c", CLI_MAIN, *map(str, args)], capture_output=True, text=True,
+                          env=cli_env(env), timeout=timeout, **run)
 
 
 def run_cli(capsys, monkeypatch, *args) -> tuple[int, str, str]:

@@ -3,13 +3,12 @@ take it, and the former spellings each still accepts (hidden, with a note)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "options.md"
+DOC = REPO / "docs" / "options.md"
 
 
 def _table() -> dict[str, dict]:

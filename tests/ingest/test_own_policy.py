@@ -12,14 +12,13 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import run_cli, tree_digest
+from conftest import REPO, run_cli, tree_digest
 from retland.agents import get_agent
 from retland.agents.policy import PolicyAgent, PolicyConfig
 from retland.ingest.own import add_policy, sample_update, update_spec
@@ -273,7 +272,7 @@ def test_import_paths_resolve_in_this_module():
 @pytest.mark.slow
 def test_the_example_runs(tmp_path):
     """examples/own_policy.py end to end, small: train, add, two distributions, stats."""
-    script = Path(__file__).resolve().parents[1] / "examples" / "own_policy.py"
+    script = REPO / "examples" / "own_policy.py"
     out = subprocess.run([sys.executable, str(script), "-w", str(tmp_path / "wh"), "--train-steps", "20",
                           "--samples", "8", "--horizon", "20"], capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import cli_env
 from retland.core.envs import env_dims
 from retland.core.networks import DeterministicActor, init_params
 from retland.purd import engine, sampling
@@ -33,7 +34,7 @@ ENV, BACKEND, VARIANT, H, HIDDEN = "hopper", "positional", "paper", 40, (16,)
 OP, N, B = "gaussian:0.05", 48, 8
 RUN, STEP = "init-hopper-s0", 0
 COLUMNS = ["update_index", "return", "discounted_return", "episode_length", "terminated", "chunk_size"]
-TESTS = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent
 
 
 def build(op: str = OP):
@@ -58,7 +59,8 @@ def rows(wh, op=OP):
 
 
 def run_script(code: str, env_extra: dict | None = None, **popen) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(TESTS), TF_CPP_MIN_LOG_LEVEL="3", **(env_extra or {}))
+    env = cli_env({"TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})})
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env["PYTHONPATH"]])  # the child imports test_sampling
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env, text=True, **popen)
 
 
@@ -279,12 +281,8 @@ def test_td3_operator_is_one_hand_written_adam_step_of_the_actor():
 
 
 @pytest.mark.slow
-def test_cli_samples_trained_checkpoints_and_resumes(tmp_path):
-    from typer.testing import CliRunner
-
-    import retland.cli.main  # noqa: F401  (registers the other commands)
-    import retland.cli.sample  # noqa: F401
-    from retland.cli.app import app
+def test_cli_samples_trained_checkpoints_and_resumes(tmp_path, capsys, monkeypatch):
+    from conftest import run_cli
     from retland.train.config import TD3Config, TrainConfig
     from retland.train.job import train
 
@@ -294,13 +292,11 @@ def test_cli_samples_trained_checkpoints_and_resumes(tmp_path):
     train(cfg, root)
     args = ["sample", "--warehouse", str(root), "--algo", "td3", "--env", ENV, "--operator", "td3",
             "--samples", "20", "--horizon", "30", "--batch-size", "8"]
-    runner = CliRunner()
-    first = runner.invoke(app, args + ["--shard", "1/2"])
-    assert first.exit_code == 0, first.output
-    second = runner.invoke(app, args + ["--shard", "0/2"])
-    assert second.exit_code == 0, second.output
-    again = runner.invoke(app, args)
-    assert "wrote 0 rows" in again.output
+    for shard in ("1/2", "0/2"):
+        code, out, err = run_cli(capsys, monkeypatch, *args, "--shard", shard)
+        assert code == 0, err
+    code, out, err = run_cli(capsys, monkeypatch, *args)
+    assert code == 0 and "wrote 0 rows" in out, out + err
     wh = Warehouse.open(root)
     df = wh.query("SELECT step, count(*) AS n, min(update_index) AS lo, max(update_index) AS hi "
                   "FROM post_update_returns GROUP BY step ORDER BY step")
