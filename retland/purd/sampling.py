@@ -278,7 +278,9 @@ def run_plan(wh, plan: Plan, program: SampleProgram, op_state, *, devices=None, 
 
     done: Computed = compute(wh, "post_update_returns", columns, program, op_state, plan.spec.base_key, plan,
                              label=plan.label, start_state=start_state, devices=devices,
-                             flush_seconds=flush_seconds, progress=progress, with_first=first)
+                             flush_seconds=flush_seconds, progress=progress, with_first=first,
+                             timing={"run_id": plan.run_id, "step": int(plan.step),
+                                     "operator_id": plan.spec.operator_id})
     result.chunks_computed, result.rows_written = done.chunks, done.rows_written
     result.seconds, result.chunk_devices = done.seconds, done.chunk_devices
     result.devices = len(resolve_devices(devices))

@@ -359,3 +359,32 @@ register(TableSpec(
         _f("return", pa.float64(), False),
     ]),
 ))
+
+# ---- throughput (retland.purd.engine; read by retland.analyses.estimates) ---------------
+
+register(TableSpec(
+    name="chunk_timings",
+    checks={"step": NON_NEGATIVE, "device_count": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE,
+            "horizon": AT_LEAST_ONE, "chunks": AT_LEAST_ONE, "env_steps": NON_NEGATIVE,
+            "seconds": FINITE_NON_NEGATIVE},
+    doc="How long the chunks of each flush took: one row per flush of a sampling job, committed with "
+        "the rows it wrote (what study --plan estimates wall time from).",
+    key=("timing_id",),
+    schema=pa.schema([
+        _f("timing_id", pa.string(), False, "unique per flush"),
+        _f("table_name", pa.string(), False, "the table the chunks' rows went to (post_update_returns)"),
+        _f("run_id", pa.string(), False),
+        _f("step", pa.int64(), False),
+        _f("operator_id", pa.string(), False),
+        _f("device", pa.string(), False, "platform:device kind of the first device, e.g. cpu:cpu, "
+                                         "gpu:NVIDIA H100 80GB HBM3"),
+        _f("device_count", pa.int32(), False, "devices the chunks were spread over"),
+        _f("batch_size", pa.int32(), False, "chunk size B"),
+        _f("horizon", pa.int32(), False),
+        _f("chunks", pa.int32(), False, "chunks computed since the previous flush"),
+        _f("env_steps", pa.int64(), False, "simulated steps: chunks x B x horizon (padding included)"),
+        _f("seconds", pa.float64(), False, "wall time from the previous flush (or the job's start) to this one"),
+        _f("includes_compile", pa.bool_(), False, "the job's first flush: its time holds the program's compile"),
+        _f("recorded_at", TS, False),
+    ]),
+))

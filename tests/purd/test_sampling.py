@@ -116,6 +116,35 @@ def test_a_distribution_has_one_row_per_index_and_its_operator(baseline):
     assert json.loads(ops["params"][0])["sigma"] == 0.05
 
 
+def test_each_flush_records_its_timing_and_the_views_turn_it_into_an_estimate(baseline, tmp_path):
+    import datetime
+
+    from retland.analyses.estimates import current_device, sampling_rate
+
+    wh, _ = baseline
+    t = wh.query("SELECT * FROM chunk_timings ORDER BY recorded_at")
+    # sample() flushes every chunk (flush_seconds=0): one timing row per chunk, the first
+    # holding the compile, every one committed with its rows
+    assert t.height == N // B and t["chunks"].to_list() == [1] * (N // B)
+    assert t["includes_compile"].to_list() == [True] + [False] * (N // B - 1)
+    assert set(t["env_steps"].to_list()) == {B * H}
+    assert (t["seconds"] > 0).all() and t["device"][0] == current_device()
+    assert set(t["operator_id"].to_list()) == {"gaussian[sigma=0.05,h=40,seed=0]"}
+    # the rate needs the run's task: register it in a copy, then read the estimate
+    import shutil
+
+    copy = Warehouse.open(shutil.copytree(wh.root, tmp_path / "wh"))
+    copy.append("runs", [dict(run_id=RUN, algo="init", env=ENV, seed=0, backend=BACKEND, variant=VARIANT,
+                              source="added", created_at=datetime.datetime.now(datetime.timezone.utc))])
+    rate = sampling_rate(copy, algo="init", env=ENV, variant=VARIANT, backend=BACKEND, device=current_device(),
+                         operator_kind="gaussian")
+    steady = t.filter(~t["includes_compile"])
+    assert rate.env_steps_per_second == pytest.approx(steady["env_steps"].sum() / steady["seconds"].sum())
+    assert rate.overhead_seconds >= 0 and "gaussian sampling of init hopper" in rate.measured_on
+    assert rate.seconds(10 * B * H) == pytest.approx(rate.overhead_seconds + 10 * B * H / rate.env_steps_per_second)
+    assert sampling_rate(copy, algo="init", env=ENV, variant=VARIANT, backend=BACKEND, device="gpu:none") is None
+
+
 def test_a_rerun_computes_nothing_and_a_bigger_n_only_the_missing_indices(baseline, tmp_path):
     wh0, full = baseline
     assert sample(wh0).chunks_computed == 0
