@@ -8,7 +8,6 @@ an OpenGL backend for MuJoCo (EGL/OSMesa on software Mesa: .ci/run installs it);
 none works the drawing tests say so and skip, and the note the report prints is tested."""
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest
