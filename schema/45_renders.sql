@@ -4,7 +4,7 @@
 -- drawn sample: the files under artifacts/renders/ (poses .npz, filmstrip .png,
 -- animation .webp, paths relative to the warehouse root) and what they show (the
 -- filmstrip's steps, the episode's length, the divergence step marked in a failure pair).
--- docs/method.md §6.3 Frames.
+-- docs/method.md §6.2 Frames.
 --
 -- Defines
 --   failure_renders   view: renders of failure pairs, one row per (pair, role, settings),

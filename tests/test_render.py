@@ -25,7 +25,7 @@ def _need_renderer():
 
 
 @pytest.mark.parametrize("env", ["hopper", "walker2d"])
-@pytest.mark.parametrize("variant", ["brax", "paper"])
+@pytest.mark.parametrize("variant", [pytest.param("brax", marks=pytest.mark.slow), "paper"])  # brax: 20-40 s of env building
 def test_reference_pose_of_every_variant_is_drawn(env, variant):
     from retland.core import envs
     from retland.core.rollout import pose
@@ -78,7 +78,8 @@ def sampled():
     spec = parse_operator("gaussian:0.3", horizon=H, seed=0)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(engine, "chunk_function", per_step_program)
-        plan = sampling.plan_distribution(wh, res.run_ids[0], 60, spec, 32, batch_size=8)
+        # step 120: tests/test_failures.py samples step 60 of the same (shared) job
+        plan = sampling.plan_distribution(wh, res.run_ids[0], 120, spec, 32, batch_size=8)
         sampling.sample_checkpoint(wh, plan, flush_seconds=0)
     return wh, res, spec
 
@@ -91,7 +92,7 @@ def test_render_draws_the_failure_pair(sampled):
     _need_renderer()
     wh, res, spec = sampled
     run = res.run_ids[0]
-    req = rd.RenderRequest(run, 60, spec.operator_id, every=10, width=64, height=48)
+    req = rd.RenderRequest(run, 120, spec.operator_id, every=10, width=64, height=48)
     rows = rd.render(wh, req)
     assert [r["role"] for r in rows] == ["success", "failure"]
     assert rd.render(wh, req) == []  # stored: not drawn again
@@ -119,12 +120,12 @@ def test_render_cli_an_index_and_its_output_copy(sampled, capsys, monkeypatch, t
     _need_renderer()
     wh, res, spec = sampled
     run = res.run_ids[0]
-    code, out, err = run_cli(capsys, monkeypatch, "render", run, "--step", 60, "--index", 3, "--operator",
+    code, out, err = run_cli(capsys, monkeypatch, "render", run, "--step", 120, "--index", 3, "--operator",
                              "gaussian", "--every", 20, "--width", 48, "--height", 36, "--no-animation",
                              "-o", tmp_path / "out", "--no-progress", "-w", wh.root)
     assert code == 0, err
     assert "sample 3:" in out
-    png = tmp_path / "out" / f"{run}-60-3.png"
+    png = tmp_path / "out" / f"{run}-120-3.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     row = wh.query("SELECT * FROM renders WHERE update_index = 3 AND width = 48").to_dicts()
     assert len(row) == 1 and row[0]["animation_path"] is None and row[0]["pair_id"] is None
@@ -132,12 +133,11 @@ def test_render_cli_an_index_and_its_output_copy(sampled, capsys, monkeypatch, t
 
 @pytest.mark.parametrize("args, says", [
     (["--step", 61], "step 61"),
-    (["--step", 60, "--index", 999], "no sample 999"),
-    (["--step", 60, "--index", -1], "--index must be >= 0"),
-    (["--step", 60, "--every", 0], "--every must be >= 1"),
-    (["--step", 60, "--width", 5000], "width must be in"),
-    (["--step", 60, "--operator", "td3"], "no 'td3' distribution"),
-    (["--step", 120], "no post-update returns"),
+    (["--step", 120, "--index", 999], "no sample 999"),
+    (["--step", 120, "--index", -1], "--index must be >= 0"),
+    (["--step", 120, "--every", 0], "--every must be >= 1"),
+    (["--step", 120, "--width", 5000], "width must be in"),
+    (["--step", 120, "--operator", "td3"], "no 'td3' distribution"),
 ])
 def test_render_refuses_bad_input_in_one_line(sampled, capsys, monkeypatch, args, says):
     wh, res, spec = sampled
@@ -151,7 +151,7 @@ def test_render_refuses_bad_input_in_one_line(sampled, capsys, monkeypatch, args
 def test_render_refuses_an_unknown_run(sampled, capsys, monkeypatch):
     wh, _, _ = sampled
     before = tree_digest(wh.root)
-    code, _, err = run_cli(capsys, monkeypatch, "render", "no-such-run", "--step", 60, "-w", wh.root)
+    code, _, err = run_cli(capsys, monkeypatch, "render", "no-such-run", "--step", 120, "-w", wh.root)
     assert code == 2 and len(err.strip().splitlines()) == 1 and tree_digest(wh.root) == before
 
 
@@ -161,7 +161,7 @@ def test_no_renderer_is_one_line_and_nothing_written(sampled, capsys, monkeypatc
     wh, res, spec = sampled
     monkeypatch.setattr(core_render, "_probe", lambda: (None, "egl: no display"))
     before = tree_digest(wh.root)
-    code, _, err = run_cli(capsys, monkeypatch, "render", res.run_ids[0], "--step", 60, "--index", 5,
+    code, _, err = run_cli(capsys, monkeypatch, "render", res.run_ids[0], "--step", 120, "--index", 5,
                            "--every", 7, "-w", wh.root)
     assert code == 2 and "no OpenGL renderer" in err and len(err.strip().splitlines()) == 1, err
     assert tree_digest(wh.root) == before

@@ -1,4 +1,4 @@
-"""Seeing the gait: frames of re-rolled post-update samples (docs/method.md §6.3 Frames; the
+"""Seeing the gait: frames of re-rolled post-update samples (docs/method.md §6.2 Frames; the
 paper's Fig. 1 right, Fig. 4, A.11).
 
 A stored sample (run, step, operator, update index) is re-rolled exactly as

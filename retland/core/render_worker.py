@@ -29,6 +29,9 @@ def main(job: str, out: str) -> None:
     qpos = d["qpos"]
     frames = np.empty((len(qpos), height, width, 3), np.uint8)
     with mujoco.Renderer(model, height, width) as renderer:
+        # software GL: shadows and reflections cost most of a frame and show nothing the gait needs
+        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
         for i, q in enumerate(qpos):
             data.qpos[:] = q
             mujoco.mj_kinematics(model, data)

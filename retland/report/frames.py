@@ -1,4 +1,4 @@
-"""The failure pairs' frames in the report (docs/method.md §6.3 Frames; Fig. 1 right, Fig. 4).
+"""The failure pairs' frames in the report (docs/method.md §6.2 Frames; Fig. 1 right, Fig. 4).
 
 Reads view `failure_renders` (schema/45_renders.sql) and embeds the files its rows point at:
 per pair, the two filmstrips (success above failure, the divergence step framed in red,
