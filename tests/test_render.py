@@ -97,7 +97,8 @@ def test_render_draws_the_failure_pair(sampled):
     assert [r["role"] for r in rows] == ["success", "failure"]
     assert rd.render(wh, req) == []  # stored: not drawn again
     success, failure = rows
-    assert failure["terminated"] and failure["episode_length"] < H
+    assert failure["terminated"] and failure["episode_length"] <= H
+    assert success["stored_return"] > failure["stored_return"]
     assert failure["frame_steps"].split(",")[-1] == str(failure["episode_length"])  # ends at its termination
     div = wh.query("SELECT diverge_step FROM failure_divergence WHERE pair_id = ?", [failure["pair_id"]]).item()
     assert failure["diverge_step"] == success["diverge_step"] == div
@@ -129,6 +130,27 @@ def test_render_cli_an_index_and_its_output_copy(sampled, capsys, monkeypatch, t
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     row = wh.query("SELECT * FROM renders WHERE update_index = 3 AND width = 48").to_dicts()
     assert len(row) == 1 and row[0]["animation_path"] is None and row[0]["pair_id"] is None
+
+
+def test_failures_draws_each_pair_it_rerolls(sampled, capsys, monkeypatch):
+    """`retland failures` draws its pairs (default settings), reusing its re-roll; pairs drawn
+    before are not drawn again; --no-frames draws nothing."""
+    _need_renderer()
+    wh, res, spec = sampled
+    run = res.run_ids[0]
+    args = ["failures", "--run", run, "--step", 120, "--operator", spec.operator_id, "--pairs", 2, "--no-progress",
+            "-w", wh.root]
+    code, out, err = run_cli(capsys, monkeypatch, *args)
+    assert code == 0, err
+    pairs = wh.query("SELECT DISTINCT pair_id FROM trajectories WHERE run_id = ? AND step = 120", [run])["pair_id"]
+    drawn = wh.query("SELECT pair_id, role, frame_every, width, filmstrip_path FROM failure_renders "
+                     "WHERE run_id = ? AND step = 120 AND width = 240", [run])
+    assert drawn.height == 2 * len(pairs) and set(drawn["pair_id"]) == set(pairs)
+    assert set(drawn["frame_every"]) == {50}
+    assert all((wh.root / p).stat().st_size > 0 for p in drawn["filmstrip_path"])
+    before = tree_digest(wh.root)
+    code, _, err = run_cli(capsys, monkeypatch, *args)
+    assert code == 0 and tree_digest(wh.root).keys() == before.keys(), err  # nothing new
 
 
 @pytest.mark.parametrize("args, says", [
@@ -165,3 +187,33 @@ def test_no_renderer_is_one_line_and_nothing_written(sampled, capsys, monkeypatc
                            "--every", 7, "-w", wh.root)
     assert code == 2 and "no OpenGL renderer" in err and len(err.strip().splitlines()) == 1, err
     assert tree_digest(wh.root) == before
+    # what `failures` does after storing its trajectories: one line instead of frames
+    from retland.analyses import failures as fl
+    from retland.analyses import render as rd
+
+    fp = fl.plan(wh, res.run_ids[0], 120, spec.operator_id, pairs=1)
+    rows, note = rd.draw_failure_pairs(wh, fp, every=7)
+    assert rows == [] and note.startswith("no frames drawn: no OpenGL renderer") and "\n" not in note
+    assert tree_digest(wh.root) == before
+
+
+@pytest.mark.slow  # compiles a brax rollout (a minute on 2 cores)
+@pytest.mark.parametrize("env", ["hopper", "walker2d"])
+def test_brax_variant_rollout_poses_are_drawn_and_move(env):
+    """The brax variant's per-step poses (pipeline q) drawn along a rollout: frames change."""
+    import jax
+    import jax.numpy as jnp
+
+    from retland.core import envs
+    from retland.core.rollout import rollout
+
+    _need_renderer()
+    e = envs.reference_env(env, variant="brax")
+    s0 = envs.reference_state(env, variant="brax")
+    w = 0.5 * jax.random.normal(jax.random.PRNGKey(1), (e.observation_size, e.action_size))
+    _, steps = jax.jit(lambda w: rollout(e, lambda p, o: jnp.tanh(o @ p), w, s0, 30, per_step=True))(w)
+    sc = core_render.scene(env, envs.default_backend(env, "brax"), "brax")
+    poses = np.asarray(steps.pose)[[0, 14, 29]]
+    frames = core_render.draw(sc, poses, 64, 48).astype(np.float64)
+    assert all(f.std() > 5 for f in frames)
+    assert np.abs(frames[0] - frames[-1]).mean() > 0.5  # the robot moved
