@@ -337,14 +337,15 @@ def failures(
             from retland.analyses import render as rd
             from retland.core.render import RenderUnavailable
 
-            with _user_errors(rd.RenderError, RenderUnavailable), progress_bar(
-                    2 * sum(len(t.pairs) for t in targets), "frames", unit="samples", enabled=progress) as advance:
-                for t in targets:
-                    full = fl.plan(wh, t.run_id, t.step, t.operator_id, len(shown[id(t)]))
-                    _, note = rd.draw_failure_pairs(wh, full, records=kept.get(id(t)), progress=advance)
-                    if note:
-                        err_console.print(note, highlight=False, soft_wrap=True)
-                        break
+            with _user_errors(rd.RenderError, RenderUnavailable):
+                full = {id(t): fl.plan(wh, t.run_id, t.step, t.operator_id, len(shown[id(t)])) for t in targets}
+                undrawn = sum(len(rd.missing(p)) for t in targets for p in rd.pair_plans(wh, full[id(t)]))
+                with progress_bar(undrawn, "frames", unit="samples", enabled=progress and undrawn > 0) as advance:
+                    for t in targets:
+                        _, note = rd.draw_failure_pairs(wh, full[id(t)], records=kept.get(id(t)), progress=advance)
+                        if note:
+                            err_console.print(note, highlight=False, soft_wrap=True)
+                            break
     for t in targets:
         ids = shown[id(t)]
         df = fl.divergence(wh, ids)

@@ -56,10 +56,18 @@ def frame_blocks(ctx: ReportContext, names: pl.DataFrame) -> list[Block]:
             continue
         drawn.add(pid)
         div = group["diverge_step"][0]
+        fail = group.filter(pl.col("role") == "failure").row(0, named=True)
+        if div is None:
+            where = ""
+        elif fail["terminated"] and div > fail["episode_length"]:
+            # the returns part only once the successful one outgrows what the failing one had
+            where = (f"; the returns part at step {div}, after the failing rollout fell (framed in red on the "
+                     "successful strip)")
+        else:
+            where = f"; the returns part at step {div} (framed in red)"
         blocks.append(Frames(f"frames-{len(drawn)}", f"{label.get(pid, pid)}: the gait", tuple(strips),
-                             f"Frames every {group['frame_every'][0]} env steps"
-                             + (f"; the returns part at step {div} (framed in red)" if div is not None else "")
-                             + f"; drawn with {group['renderer'][0]}."))
+                             f"Frames every {group['frame_every'][0]} env steps{where}; drawn with "
+                             f"{group['renderer'][0]}."))
     undrawn = [r for r in pairs.iter_rows(named=True) if r["pair_id"] not in drawn]
     if missing_files:
         blocks.append(Note(f"{missing_files} drawn pair(s) left out: their frame files are not in the warehouse "
