@@ -344,7 +344,7 @@ def failures(
                     for t in targets:
                         _, note = rd.draw_failure_pairs(wh, full[id(t)], records=kept.get(id(t)), progress=advance)
                         if note:
-                            err_console.print(note, highlight=False, soft_wrap=True)
+                            err_console.print(note, highlight=False, soft_wrap=True, markup=False)
                             break
     for t in targets:
         ids = shown[id(t)]
@@ -418,7 +418,7 @@ def render(
         if todo and core_render.available() is None:
             raise CliError(core_render.unavailable_reason())
         err_console.print(f"{len(plan.samples)} sample(s) of {run} step {step} {plan.operator_id}, "
-                          f"{len(todo)} to draw", highlight=False, soft_wrap=True)
+                          f"{len(todo)} to draw", highlight=False, soft_wrap=True, markup=False)
         with progress_bar(len(todo), "render", unit="samples", enabled=progress and bool(todo)) as advance:
             rd.run(wh, plan, progress=advance)
     rows = rd.plan(wh, req).done
