@@ -3,7 +3,7 @@ task in both variants, exact re-rolls drawn into a filmstrip and an animation, t
 `renders`, bad input (one line, exit 2, warehouse untouched).
 
 The distribution is sampled through the per-step chunk program, the one the re-roll runs
-(as tests/test_failures.py does), so the re-roll is exact on every machine. Drawing needs
+(as tests/analyses/test_failures.py does), so the re-roll is exact on every machine. Drawing needs
 an OpenGL backend for MuJoCo (EGL/OSMesa on software Mesa: .ci/run installs it); where
 none works the drawing tests say so and skip, and the note the report prints is tested."""
 from __future__ import annotations
@@ -88,7 +88,7 @@ def sampled():
     spec = parse_operator("gaussian:0.3", horizon=H, seed=0)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(engine, "chunk_function", per_step_program)
-        # step 120: tests/test_failures.py samples step 60 of the same (shared) job
+        # step 120: tests/analyses/test_failures.py samples step 60 of the same (shared) job
         plan = sampling.plan_distribution(wh, res.run_ids[0], 120, spec, 32, batch_size=8)
         sampling.sample_checkpoint(wh, plan, flush_seconds=0)
     return wh, res, spec
