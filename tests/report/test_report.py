@@ -742,9 +742,14 @@ def test_failure_pairs_without_frames_get_one_note(full_study):
     from retland.report import Note
     from retland.report.blocks import Frames
 
-    from retland.report import build_sections
+    from retland.report.analysis_charts import failure_blocks
+    from retland.report.context import ReportContext
 
-    blocks = {s.key: b for s, b in build_sections(full_study, n_resamples=10)}["failures"]
+    con = full_study.connect()
+    try:
+        blocks = failure_blocks(ReportContext(con, n_resamples=10, root=full_study.root))
+    finally:
+        con.close()
     assert not any(isinstance(b, Frames) for b in blocks)
     notes = [b.text for b in blocks if isinstance(b, Note) and "frames" in b.text]
     assert len(notes) == 1 and ("retland render" in notes[0] or "no OpenGL renderer" in notes[0])
