@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+from pathlib import Path
 from contextlib import contextmanager
 from enum import Enum
 from typing import Annotated, Optional
@@ -251,6 +252,9 @@ def failures(
              "the default is each run's own update).")] = None,
     pairs: Annotated[int, typer.Option(help="Success/failure pairs to re-roll per checkpoint (the lowest "
                                             "qualifying update indices; the paper shows 1).")] = 1,
+    frames: Annotated[bool, typer.Option(
+        "--frames/--no-frames", help="Also draw each pair as filmstrips and animations (table renders; "
+        "`retland render` has the options), where a MuJoCo renderer works; else a one-line note.")] = True,
     progress: Annotated[bool, typer.Option(help="Show progress: a live bar on a terminal, plain lines when piped.")] = True,
     warehouse: WarehouseOpt = None,
 ) -> None:
@@ -324,12 +328,112 @@ def failures(
                           f"{sum(todo.values())} to re-roll", highlight=False, soft_wrap=True)
         with progress_bar(sum(todo.values()), "failures", unit="pairs",
                           enabled=progress and sum(todo.values()) > 0) as advance:
+            kept: dict[int, dict] = {}
             for t in targets:
-                fl.run(wh, t)
+                kept[id(t)] = {}
+                fl.run(wh, t, keep=kept[id(t)])
                 advance(todo[id(t)])
+        if frames:
+            from retland.analyses import render as rd
+            from retland.core.render import RenderUnavailable
+
+            with _user_errors(rd.RenderError, RenderUnavailable):
+                full = {id(t): fl.plan(wh, t.run_id, t.step, t.operator_id, len(shown[id(t)])) for t in targets}
+                undrawn = sum(len(rd.missing(p)) for t in targets for p in rd.pair_plans(wh, full[id(t)]))
+                with progress_bar(undrawn, "frames", unit="samples", enabled=progress and undrawn > 0) as advance:
+                    for t in targets:
+                        _, note = rd.draw_failure_pairs(wh, full[id(t)], records=kept.get(id(t)), progress=advance)
+                        if note:
+                            err_console.print(note, highlight=False, soft_wrap=True, markup=False)
+                            break
     for t in targets:
         ids = shown[id(t)]
         df = fl.divergence(wh, ids)
         # pair ids hold operator ids, whose brackets the table would read as markup
         emit(df.drop("pair_id", "run_id", "step", "operator_id"), OutputFormat.table, None,
              f"failure pairs of {t.run_id} step {t.step} {t.operator_id} (LTP {t.ltp:.3f})")
+
+
+# ----------------------------------------------------------------------------- render
+
+@app.command()
+def render(
+    run: Annotated[str, typer.Argument(help="Run id of the checkpoint, or a unique prefix of one.",
+                                       show_default=False)],
+    step: Annotated[int, typer.Option(help="Env step of the checkpoint (`retland runs` lists them).",
+                                      show_default=False)],
+    seed: SeedOpt = None,
+    index: Annotated[Optional[list[int]], typer.Option(
+        help="Update index of a stored sample to draw (repeat for several). Default: the checkpoint's first "
+             "failure pair (a sample within 10% of the mean and one below half the mode, as `retland failures` "
+             "picks), both strips on the same steps with the divergence step marked.", show_default=False)] = None,
+    operator: Annotated[Optional[str], typer.Option(
+        help="Operator id or kind of the distribution (needed when the checkpoint has several).",
+        show_default=False)] = None,
+    every: Annotated[int, typer.Option(help="Filmstrip spacing: a frame every this many env steps, from step 0 "
+                                            "to the episode's end (a failing one ends at its termination).")] = 50,
+    animation: Annotated[bool, typer.Option(
+        "--animation/--no-animation", help="Also write an animated WebP of the whole episode.")] = True,
+    animation_every: Annotated[int, typer.Option(
+        help="Env steps between animation frames; 0: about 100 frames per episode.")] = 0,
+    width: Annotated[int, typer.Option(help="Pixels of one frame, across (16..1280).")] = 240,
+    height: Annotated[int, typer.Option(help="Pixels of one frame, down (16..960).")] = 180,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Also copy the filmstrips and animations into this folder (outside the "
+        "warehouse), named RUN-STEP-INDEX.png/.webp.", show_default=False)] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress: a live bar on a terminal, plain lines when piped.")] = True,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Draw stored post-update samples: re-roll each exactly (same θ_i, its return checked
+    against the stored one), keep the simulator's pose at every step, and draw it with
+    MuJoCo's renderer (off screen: EGL or OSMesa, software Mesa where there is no GPU)
+    as a filmstrip (PNG, a frame every --every steps) and an animation (animated WebP).
+    The files go under the warehouse's artifacts/renders/ with a row in table `renders`,
+    which the report shows beside the failure pairs; a sample drawn before with the same
+    settings is not drawn again. Tasks: the brax and paper variants of hopper, walker2d,
+    halfcheetah and ant, and the DeepMind Control tasks."""
+    import shutil
+
+    from retland.analyses import render as rd
+    from retland.analyses.failures import FailureError
+    from retland.core import render as core_render
+    from retland.warehouse import Warehouse
+    from retland.warehouse.writer import WarehouseError
+
+    if output is not None:
+        from retland.warehouse import refuse_inside_warehouse
+
+        refuse_inside_warehouse(output, "--output")
+        if output.exists() and not output.is_dir():
+            raise CliError(f"--output {output} is a file; give a folder")
+    wh = Warehouse.open(warehouse, create=False)
+    require_writable(wh.root)
+    with _user_errors(rd.RenderError, FailureError, WarehouseError, core_render.RenderUnavailable):
+        run = resolve_run(wh, run, seed)
+        require_stored_checkpoint(wh, run, step, "drawing samples")
+        req = rd.RenderRequest(run, step, operator, None if not index else tuple(index), every, animation,
+                               animation_every, width, height)
+        plan = rd.plan(wh, req)
+        todo = rd.missing(plan)
+        if todo and core_render.available() is None:
+            raise CliError(core_render.unavailable_reason())
+        err_console.print(f"{len(plan.samples)} sample(s) of {run} step {step} {plan.operator_id}, "
+                          f"{len(todo)} to draw", highlight=False, soft_wrap=True, markup=False)
+        with progress_bar(len(todo), "render", unit="samples", enabled=progress and bool(todo)) as advance:
+            rd.run(wh, plan, progress=advance)
+    rows = rd.plan(wh, req).done
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+    for s in plan.samples:
+        row = rows[s.index]
+        files = [row["filmstrip_path"]] + ([row["animation_path"]] if row["animation_path"] else [])
+        if output is not None:
+            for rel in list(files):
+                dest = output / f"{run}-{step}-{s.index}{Path(rel).suffix}"
+                shutil.copyfile(wh.root / rel, dest)
+                files.append(str(dest))
+        what = f" ({s.role}, diverges at step {row['diverge_step']})" if s.role else ""
+        typer.echo(f"sample {s.index}{what}: return {row['stored_return']:.1f}, {row['episode_length']} steps"
+                   f"{', terminated' if row['terminated'] else ''}; frames at steps {row['frame_steps']}")
+        for rel in files:
+            typer.echo(f"  {rel if Path(rel).is_absolute() else wh.root / rel}")

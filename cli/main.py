@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[tuple[str, str], ...]] = {
         ("compare", "Compare algorithms across tasks: IQM and P(A better than B), with CIs."),
         ("landscape", "Map the return landscape in 2-D around a checkpoint."),
         ("failures", "Re-roll failing and successful updates of a checkpoint, side by side."),
+        ("render", "Draw stored samples as filmstrips and animations (MuJoCo, off screen)."),
         ("interpolate", "Returns along straight lines between checkpoints (same and different runs)."),
         ("stabilize", "Algorithm 1: reject updates whose post-update CVaR drops."),
         ("stabilize-effect", "What Algorithm 1 changed: reject − baseline, per env (Fig. 7)."),

@@ -295,22 +295,35 @@ def body_state(env: str, obs: np.ndarray, variant: str | None = "brax") -> tuple
 
 def reroll(wh, target: FailurePlan, checkpoint=None) -> dict[int, dict[str, np.ndarray]]:
     """Per-step records of every chosen index: {index: {reward, cumulative_return, done,
-    torso_height, torso_pitch, ret}}; FailureError if a return does not reproduce."""
-    spec = spec_of(wh, target.operator_id)
-    ckpt = checkpoint or load_checkpoint(wh, target.run_id, target.step)
-    program, op_state = sampling.checkpoint_program(spec, ckpt)
-    b = target.chunk_size
+    torso_height, torso_pitch, pose, ret}}; FailureError if a return does not reproduce."""
     wanted = sorted({i for pair in target.pairs for i in pair})
+    return reroll_indices(wh, target.run_id, target.step, target.operator_id, target.chunk_size, wanted,
+                          target.stored, checkpoint)
+
+
+def reroll_indices(wh, run_id: str, step: int, operator_id: str, chunk_size: int, wanted, stored: dict[int, float],
+                   checkpoint=None) -> dict[int, dict[str, np.ndarray]]:
+    """`reroll` of the samples `wanted` of one distribution (chunk size B, stored returns
+    {index: return}). pose [T + 1, P]: the simulator's pose at s0 and after every step
+    (`retland.core.rollout.pose`), what `retland render` draws."""
+    from retland.core.rollout import pose
+
+    spec = spec_of(wh, operator_id)
+    ckpt = checkpoint or load_checkpoint(wh, run_id, step)
+    program, op_state = sampling.checkpoint_program(spec, ckpt)
+    b = int(chunk_size)
+    wanted = sorted({int(i) for i in wanted})
+    s0 = reference_state(ckpt.env, ckpt.backend, variant=ckpt.variant)
+    pose0 = np.asarray(jax.device_get(pose(s0)), np.float64)
     out: dict[int, dict[str, np.ndarray]] = {}
     for k in sorted({i // b for i in wanted}):
         idx = engine.chunk_indices(k, b)
         fn = engine.chunk_function(program, per_step=True)
-        summary, steps = jax.device_get(fn(op_state, reference_state(ckpt.env, ckpt.backend, variant=ckpt.variant), spec.base_key,
-                                           jnp.asarray(idx)))
+        summary, steps = jax.device_get(fn(op_state, s0, spec.base_key, jnp.asarray(idx)))
         for j, i in enumerate(idx):
             if int(i) not in wanted:
                 continue
-            got, want = float(np.float32(summary.ret[j])), target.stored[int(i)]
+            got, want = float(np.float32(summary.ret[j])), stored[int(i)]
             if got != want:
                 raise FailureError(
                     f"update index {i}: re-rolled return {got!r} != stored {want!r} (chunk {k}, B={b}); the "
@@ -319,8 +332,10 @@ def reroll(wh, target: FailurePlan, checkpoint=None) -> dict[int, dict[str, np.n
             reward = np.where(alive, np.asarray(steps.reward[j], np.float64), 0.0)
             ended = np.logical_or.accumulate(np.asarray(steps.done[j]) & alive)
             height, pitch = body_state(ckpt.env, np.asarray(steps.obs[j], np.float64), ckpt.variant)
+            poses = np.concatenate([pose0[None], np.asarray(steps.pose[j], np.float64)])
             out[int(i)] = {"reward": reward, "cumulative_return": np.cumsum(reward), "done": ended,
-                           "torso_height": height, "torso_pitch": pitch, "ret": got}
+                           "torso_height": height, "torso_pitch": pitch, "pose": poses,
+                           "episode_length": int(alive.sum()), "ret": got}
     return out
 
 
@@ -355,13 +370,17 @@ def missing_pairs(wh, target: FailurePlan) -> list[tuple[int, int]]:
     return [p for p in target.pairs if pair_id(target.run_id, target.step, target.operator_id, *p) not in have]
 
 
-def run(wh, plan: FailurePlan, checkpoint=None) -> int:
-    """Re-roll and store the plan's pairs that are not stored yet; returns rows written."""
+def run(wh, plan: FailurePlan, checkpoint=None, keep: dict | None = None) -> int:
+    """Re-roll and store the plan's pairs that are not stored yet; returns rows written.
+    `keep`, a dict, receives the re-rolled records {index: record} (poses included)."""
     todo = missing_pairs(wh, plan)
     if not todo:
         return 0
     plan.pairs = todo
-    return store(wh, plan, reroll(wh, plan, checkpoint))
+    records = reroll(wh, plan, checkpoint)
+    if keep is not None:
+        keep.update(records)
+    return store(wh, plan, records)
 
 
 def divergence(wh, pair_ids: list[str]):

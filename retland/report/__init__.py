@@ -37,7 +37,8 @@ def _build(wh: Warehouse, where: str | None, alpha: float, beta: float, n_resamp
         raise WarehouseError(f"--bootstrap must be in [0, 1000000], got {n_resamples}")
     con = wh.connect()
     try:
-        ctx = ReportContext(con, where=where or None, alpha=alpha, beta=beta, n_resamples=n_resamples, seed=seed)
+        ctx = ReportContext(con, where=where or None, alpha=alpha, beta=beta, n_resamples=n_resamples, seed=seed,
+                            root=wh.root)
         built = [(s, s.build(ctx)) for s in SECTIONS]
         return built, _report_name(wh, ctx), tasks_line(ctx), report_title(ctx)
     finally:

@@ -265,6 +265,40 @@ register(TableSpec(
 ))
 
 register(TableSpec(
+    name="renders",
+    checks={"step": NON_NEGATIVE, "update_index": NON_NEGATIVE, "episode_length": NON_NEGATIVE,
+            "frame_every": AT_LEAST_ONE, "animation_every": AT_LEAST_ONE, "width": AT_LEAST_ONE,
+            "height": AT_LEAST_ONE},
+    doc="Drawn frames of one re-rolled post-update sample (retland render / failures): files under artifacts/renders.",
+    key=("render_id",),
+    schema=pa.schema([
+        _f("render_id", pa.string(), False, "run@step/operator/index/every/size: what the frames depend on"),
+        _f("run_id", pa.string(), False),
+        _f("step", pa.int64(), False),
+        _f("operator_id", pa.string(), False),
+        _f("update_index", pa.int64(), False, "the sample re-rolled (same key, same θ_i)"),
+        _f("pair_id", pa.string(), doc="the failure pair it belongs to (trajectories.pair_id), if any"),
+        _f("role", pa.string(), doc="success | failure within the pair"),
+        _f("env", pa.string(), False),
+        _f("variant", pa.string(), False),
+        _f("backend", pa.string(), False),
+        _f("stored_return", pa.float64(), False, "the sample's return in post_update_returns"),
+        _f("episode_length", pa.int32(), False, "steps up to and including the terminating one"),
+        _f("terminated", pa.bool_(), False),
+        _f("diverge_step", pa.int32(), doc="pairs: failure_divergence.diverge_step, marked in the filmstrip"),
+        _f("frame_steps", pa.string(), False, "comma-separated steps k of the filmstrip (state after k steps)"),
+        _f("frame_every", pa.int32(), False, "filmstrip spacing in env steps"),
+        _f("animation_every", pa.int32(), False, "env steps between animation frames"),
+        _f("width", pa.int32(), False, "pixels of one frame"),
+        _f("height", pa.int32(), False),
+        _f("renderer", pa.string(), False, "e.g. mujoco 3.3.0 egl"),
+        _f("poses_path", pa.string(), False, "npz: pose [T + 1, P] of every step, relative to the root"),
+        _f("filmstrip_path", pa.string(), False, "PNG: the frames side by side, relative to the root"),
+        _f("animation_path", pa.string(), doc="animated WebP of the whole episode, relative to the root"),
+    ]),
+))
+
+register(TableSpec(
     name="interpolation_pairs",
     checks={"step_a": NON_NEGATIVE, "step_b": NON_NEGATIVE, "points": AT_LEAST_ONE, "samples": AT_LEAST_ONE,
             "sigma": FINITE_NON_NEGATIVE, "seed": NON_NEGATIVE, "horizon": AT_LEAST_ONE, "chunk_size": AT_LEAST_ONE,
