@@ -18,6 +18,8 @@ submitit is imported only here, and only when jobs are submitted.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import shlex
@@ -161,8 +163,45 @@ def submit(job: SampleJob, jobs: int, executor: str, resources: Resources, folde
                               else f"export CUDA_VISIBLE_DEVICES={shlex.quote(seen)}"]
         ex.update_parameters(**local)
     shards = [(i, jobs) for i in range(jobs)]
-    submitted = ex.map_array(ShardJob(), [job] * jobs, shards)
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+    made = _NewFiles(folder)
+    try:
+        # submitit prints sbatch's stderr itself before raising; it goes into the one line below
+        with contextlib.redirect_stderr(io.StringIO()):
+            submitted = ex.map_array(ShardJob(), [job] * jobs, shards)
+    except (FailedJobError, FailedSubmissionError) as exc:
+        made.remove()  # the task pickles and the script of an array that does not exist
+        raise SamplingError(f"--executor {executor}: sbatch refused the array: {refusal(str(exc))}") from None
     return Submitted(executor, list(submitted), folder)
+
+
+class _NewFiles:
+    """What submitit is about to create in `folder` (the folder itself, its parents, the
+    task pickles and the sbatch script at its top), removed again by `remove()` when the
+    submission fails: a refused array leaves nothing behind."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.new_dirs = [p for p in (folder, *folder.parents) if not p.exists()]
+        self.before = set(folder.iterdir()) if folder.is_dir() else set()
+
+    def remove(self) -> None:
+        if self.folder.is_dir():
+            for p in set(self.folder.iterdir()) - self.before:
+                if p.is_file() or p.is_symlink():
+                    p.unlink()
+        for d in self.new_dirs:  # deepest first
+            try:
+                d.rmdir()
+            except OSError:
+                break
+
+
+def refusal(text: str) -> str:
+    """sbatch's error lines as one line, without their `sbatch: error: ` prefixes."""
+    lines = [re.sub(r"^\s*sbatch:\s*(error:\s*)?", "", ln).strip() for ln in text.splitlines()]
+    return "; ".join(ln for ln in lines if ln) or "no error text"
 
 
 def import_submitit(executor: str = "slurm"):
