@@ -186,10 +186,13 @@ class _NewFiles:
         self.new_dirs = [p for p in (folder, *folder.parents) if not p.exists()]
         self.before = set(folder.iterdir()) if folder.is_dir() else set()
 
+    # submitit's names: <uuid>.pkl per task, .submission_file_<uuid>.sh
+    NAMES = re.compile(r"(?:[0-9a-f]{32}\.pkl|\.submission_file_[0-9a-f]{32}\.sh)")
+
     def remove(self) -> None:
         if self.folder.is_dir():
             for p in set(self.folder.iterdir()) - self.before:
-                if p.is_file() or p.is_symlink():
+                if self.NAMES.fullmatch(p.name) and p.is_file():
                     p.unlink()
         for d in self.new_dirs:  # deepest first
             try:
