@@ -79,11 +79,43 @@ def parse_time(text: str | None) -> int | None:
     return int(minutes)
 
 
+UNLIMITED_MINUTES = 365 * 24 * 60  # what a task asks for on a partition without a time limit
+
+
+def partition_minutes(partition: str | None) -> int:
+    """The wall time of a task without --time: the partition's DefaultTime, else its
+    MaxTime (as `sinfo` reports them; a year when unlimited), in minutes. submitit
+    would write its own default, --time=5, and give up after 3 requeues: a shard
+    longer than about 20 minutes would fail."""
+    import subprocess
+
+    try:
+        res = subprocess.run(["sinfo", "-a", "-h", "-o", "%P|%L|%l"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SamplingError(f"--executor slurm: sinfo did not answer ({exc}); give --time") from None
+    if res.returncode != 0:
+        raise SamplingError(f"--executor slurm: sinfo failed ({refusal(res.stderr)}); give --time")
+    rows = [ln.strip().split("|") for ln in res.stdout.splitlines() if ln.count("|") == 2]
+    names = [r[0].rstrip("*") for r in rows]
+    if partition is not None and partition not in names:
+        raise SamplingError(f"--partition {partition!r}: no such partition (sinfo lists {', '.join(names) or 'none'})")
+    chosen = [r for r in rows if (r[0].rstrip("*") == partition if partition else r[0].endswith("*"))]
+    if not chosen:
+        raise SamplingError("--executor slurm: the cluster has no default partition; give --partition")
+    for text in chosen[0][1:]:
+        t = text.strip().lower()
+        if t in ("infinite", "unlimited"):
+            return UNLIMITED_MINUTES
+        if t not in ("n/a", "none", ""):
+            return parse_time(t)
+    return UNLIMITED_MINUTES
+
+
 @dataclass
 class Resources:
     """What each task asks the scheduler for (None: the cluster's default)."""
 
-    partition: str | None = None
+    partition: str | None = None  # and time None: the partition's default (`partition_minutes`)
     gpus_per_job: int | None = None
     cpus_per_job: int | None = None
     time: str | None = None
@@ -143,6 +175,8 @@ def submit(job: SampleJob, jobs: int, executor: str, resources: Resources, folde
     log_folder = folder / "%j"
     if executor == "slurm":
         params = resources.slurm_parameters(jobs)
+        if "time" not in params:
+            params["time"] = partition_minutes(resources.partition)
         try:
             ex = submitit.SlurmExecutor(folder=log_folder)
         except RuntimeError:
