@@ -85,8 +85,8 @@ UNLIMITED_MINUTES = 365 * 24 * 60  # what a task asks for on a partition without
 def partition_minutes(partition: str | None) -> int:
     """The wall time of a task without --time: the partition's DefaultTime, else its
     MaxTime (as `sinfo` reports them; a year when unlimited), in minutes. submitit
-    would write its own default, --time=5, and give up after 3 requeues: a shard
-    longer than about 20 minutes would fail."""
+    would write its own default, --time=5: each run signalled 90 s before its end and
+    requeued at most 3 times, a shard of more than about 14 minutes' work would fail."""
     import subprocess
 
     try:
