@@ -240,9 +240,7 @@ class Leases:
             if info is not None and info.token not in self.held.values() and info.stale(self.stale_after):
                 self._break(path, info.token)
                 swept += 1
-        with contextlib.suppress(OSError):
-            folder.rmdir()  # once empty
-        return swept
+        return swept  # the folder stays: this job is about to lease chunks in it
 
     def touch(self) -> None:
         with self._lock:
