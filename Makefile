@@ -24,7 +24,7 @@ NEWJAX_TESTS ?= tests/core/test_tasks.py tests/core/test_rollout.py tests/purd/t
 NEWJAX_K ?= not walker2d and not ant_contacts and not another_chunk_size
 NEWJAX_PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: install demo test test-newest-jax test-dmc test-oracle test-crash test-notebook test-slow bench clean-demo
+.PHONY: install demo test test-newest-jax test-dmc test-oracle test-crash test-notebook test-slow test-slurm bench clean-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -109,6 +109,13 @@ test-notebook: $(STAMP)
 	$(MAKE) demo
 	RETLAND_NOTEBOOK_WAREHOUSE=$(abspath data/warehouse) RETLAND_NOTEBOOK_REQUIRED=1 \
 	  $(PY) -m pytest -q -p no:cacheprovider tests/test_notebook.py
+
+# Sampling arrays on a real SLURM: .ci/slurm-up starts a one-node cluster on this host (as
+# root, no systemd: Debian's munge, slurmctld and slurmd, installed if missing), then the
+# slurm-marked tests submit arrays to it (tests/purd/test_slurm.py). CI runs it last.
+test-slurm: $(STAMP)
+	.ci/slurm-up
+	$(PY) -m pytest -q -p no:cacheprovider -m slurm tests/purd/test_slurm.py
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -58,8 +58,9 @@ def sample(
     gpus_per_job: Annotated[Optional[int], typer.Option(help="GPUs per task.", rich_help_panel="Clusters")] = None,
     cpus_per_job: Annotated[Optional[int], typer.Option(help="CPUs per task.", rich_help_panel="Clusters")] = None,
     time: Annotated[Optional[str], typer.Option(
-        help="Wall-time limit per task: minutes, H:MM:SS or D-HH:MM:SS. A task that reaches it is requeued and "
-             "continues where it stopped.", rich_help_panel="Clusters")] = None,
+        help="Wall-time limit per task: minutes, H:MM:SS or D-HH:MM:SS (default: the partition's default time, "
+             "else its limit). A task that reaches it is requeued and continues where it stopped.",
+        rich_help_panel="Clusters")] = None,
     mem: Annotated[Optional[str], typer.Option(help="Memory per task, e.g. 32G.", rich_help_panel="Clusters")] = None,
     slurm_folder: Annotated[Optional[Path], typer.Option(
         help="Folder for the tasks' files and logs, on a filesystem every node mounts (default: WAREHOUSE/jobs).",
