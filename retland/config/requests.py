@@ -39,6 +39,12 @@ def number(x: float) -> str:
     return repr(float(x))
 
 
+def short_number(x: float) -> str:
+    """A float as short text that reads back to the same float: -2 for -2.0, 1.5, 3e-05."""
+    text = f"{float(x):g}"
+    return text if float(text) == float(x) else repr(float(x))
+
+
 def int_list_text(values) -> str:
     """A list of ints as --steps/--seeds text: 1,2,3."""
     return ",".join(str(int(v)) for v in values)

@@ -110,11 +110,11 @@ class LandscapeRequest:
 
     def argv(self) -> list[str]:
         """The `retland landscape` command line of this request."""
-        from retland.config.requests import number, options
+        from retland.config.requests import number, options, short_number
 
         return ["landscape"] + options([
             ("--run", self.run_id), ("--step", self.step), ("--operator", self.operator),
-            ("--grid", self.resolution), ("--range", f"{number(self.lo)}:{number(self.hi)}"),
+            ("--grid", self.resolution), ("--range", f"{short_number(self.lo)}:{short_number(self.hi)}"),
             ("--zoom", ",".join(number(z) for z in self.zoom)), ("--directions", self.directions),
             ("--samples-per-point", self.samples_per_point), ("--sigma", number(self.sigma)),
             ("--noise-seed", self.seed), ("--horizon", self.horizon)])
