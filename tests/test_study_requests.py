@@ -13,12 +13,21 @@ from conftest import TINY_AGENT, parse_request, run_cli
 
 @pytest.fixture(scope="module")
 def example_wh(tmp_path_factory):
-    """A warehouse holding the shipped TD3 hopper example (no JAX compile)."""
-    from retland import shipped
+    """A warehouse holding the shipped TD3 hopper example (no JAX compile), added by a
+    study's example stage run through the library runners (`retland.study.run`)."""
+    from retland.study import load_study, stages
+    from retland.study.run import run_stage
     from retland.warehouse import Warehouse
 
-    wh = Warehouse.open(tmp_path_factory.mktemp("requests") / "wh")
-    shipped.add(wh, "td3-hopper")
+    folder = tmp_path_factory.mktemp("requests")
+    wh = Warehouse.open(folder / "wh")
+    (folder / "ex.toml").write_text('name = "ex"\nexamples = ["td3-hopper"]\n')
+    study, base = load_study(folder / "ex.toml")
+    plan = dict((name, fn) for name, fn in stages(study, base))["example td3-hopper"]
+    stage = plan(wh)
+    assert stage.status == "todo" and [r.argv() for r in stage.requests] == [["add-example", "td3-hopper"]]
+    (done,) = run_stage(wh, stage)
+    assert not done.present and plan(wh).status == "done"  # the stage sees what its runner wrote
     return wh
 
 
@@ -98,6 +107,7 @@ def test_planned_requests_render_as_commands_that_parse_back(example_wh, tmp_pat
     for stage in st.values():
         for r in stage.requests:
             kinds.setdefault(r.command, []).append(r)
+    assert st["example td3-hopper"].done
     assert set(kinds) == {"train", "sample", "landscape", "stabilize", "stats", "report"}, kinds
     from retland.warehouse import Warehouse
 
@@ -195,3 +205,13 @@ def test_every_option_of_every_request_renders_faithfully(tmp_path, capsys, monk
     ]
     for request in requests:
         _round_trip(capsys, monkeypatch, tmp_path, request)
+
+
+def test_a_request_the_study_does_not_know_has_no_runner():
+    from retland.study.run import RUNNERS, runner_of
+
+    with pytest.raises(TypeError, match="no runner for str"):
+        runner_of("sample")
+    from retland.cli.study import EXECUTE
+
+    assert set(RUNNERS) == set(EXECUTE)  # the study's library runners and the commands' cover the same kinds
