@@ -139,13 +139,14 @@ def execute_interpolate(request, warehouse, progress: bool = True, *, batch_size
     wh = Warehouse.open(warehouse, create=False)
     require_writable(wh.root)
 
-    def on_plan(selection, plans, todo) -> None:
-        if selection is not None:
-            for kind, eligible in selection.eligible.items():
-                how = (f"all {eligible} eligible (fewer than --pairs-per-kind {settings.pairs_per_kind})"
-                       if selection.capped(kind) else f"{selection.drawn(kind)} of {eligible} eligible")
-                err_console.print(f"{kind} pairs of {request.env}: {how}, --pair-seed {settings.pair_seed}",
-                                  highlight=False, soft_wrap=True)
+    def on_select(selection) -> None:
+        for kind, eligible in selection.eligible.items():
+            how = (f"all {eligible} eligible (fewer than --pairs-per-kind {settings.pairs_per_kind})"
+                   if selection.capped(kind) else f"{selection.drawn(kind)} of {eligible} eligible")
+            err_console.print(f"{kind} pairs of {request.env}: {how}, --pair-seed {settings.pair_seed}",
+                              highlight=False, soft_wrap=True)
+
+    def on_plan(plans, todo) -> None:
         err_console.print(f"{len(plans)} pair(s), {todo} rollouts to compute", highlight=False)
 
     def on_result(plan, res) -> None:
@@ -155,7 +156,7 @@ def execute_interpolate(request, warehouse, progress: bool = True, *, batch_size
 
     with _user_errors(InterpolationError):
         done = ip.run_request(wh, request, batch_size=batch_size, progress=partial(progress_bar, enabled=progress),
-                              on_plan=on_plan, on_result=on_result)
+                              on_select=on_select, on_plan=on_plan, on_result=on_result)
     ids = [p.pair_id for p in done.plans]
     btp = ip.pair_btp(wh, ids)
     emit(btp.select("kind", "run_a", "step_a", "run_b", "step_b", "value_a", "value_b", "btp", "complete"),
@@ -299,21 +300,23 @@ def execute_failures(request, warehouse, progress: bool = True) -> None:
     wh = Warehouse.open(warehouse, create=False)
     require_writable(wh.root)
 
-    def on_plan(targets, passed, todo) -> None:
-        if request.checkpoints is not None:
-            selector = fl.parse_selector(request.checkpoints)
-            how = (f"seed {request.selection_seed}" if selector.kind == "random" else "highest LTP first")
-            err_console.print(f"{selector.text}{' per env' if request.per_env else ''} ({how}): "
-                              + ", ".join(f"{t.run_id}@{t.step}" for t in targets), highlight=False, soft_wrap=True)
-            if passed:
-                err_console.print("passed over (no sample within 10% of the mean): "
-                                  + ", ".join(f"{c.run_id}@{c.step}" for c in passed), highlight=False,
-                                  soft_wrap=True)
+    def on_select(targets, passed) -> None:
+        selector = fl.parse_selector(request.checkpoints)
+        how = (f"seed {request.selection_seed}" if selector.kind == "random" else "highest LTP first")
+        err_console.print(f"{selector.text}{' per env' if request.per_env else ''} ({how}): "
+                          + ", ".join(f"{t.run_id}@{t.step}" for t in targets), highlight=False, soft_wrap=True)
+        if passed:
+            err_console.print("passed over (no sample within 10% of the mean): "
+                              + ", ".join(f"{c.run_id}@{c.step}" for c in passed), highlight=False,
+                              soft_wrap=True)
+
+    def on_plan(targets, todo) -> None:
         err_console.print(f"{sum(len(t.pairs) for t in targets)} pair(s) in {len(targets)} checkpoint(s), "
                           f"{sum(todo.values())} to re-roll", highlight=False, soft_wrap=True)
 
     with _user_errors(fl.FailureError):
-        done = fl.run_request(wh, request, progress=partial(progress_bar, enabled=progress), on_plan=on_plan)
+        done = fl.run_request(wh, request, progress=partial(progress_bar, enabled=progress), on_select=on_select,
+                              on_plan=on_plan)
     for t in done.targets:
         ids = done.pair_ids[id(t)]
         df = fl.divergence(wh, ids)

@@ -434,11 +434,12 @@ class FailuresOutcome:
 
 
 def run_request(wh, request: FailuresRequest, *, progress: Bar | None = None,
-                on_plan: Callable[[list[FailurePlan], list[Candidate], dict[int, int]], None] | None = None
-                ) -> FailuresOutcome:
+                on_select: Callable[[list[FailurePlan], list[Candidate]], None] | None = None,
+                on_plan: Callable[[list[FailurePlan], dict[int, int]], None] | None = None) -> FailuresOutcome:
     """Choose the request's checkpoints, then re-roll the pairs not stored yet.
-    `on_plan(targets, passed, todo)` (todo: id(target) -> pairs to re-roll) sees the
-    choice before anything is computed; `progress` gets one bar of pairs."""
+    `on_select(targets, passed)` sees a --checkpoints selection as soon as it is made;
+    `on_plan(targets, todo)` (todo: id(target) -> pairs to re-roll) sees the work before
+    anything is computed; `progress` gets one bar of pairs."""
     import shlex
 
     from retland.warehouse import WarehouseError
@@ -470,12 +471,14 @@ def run_request(wh, request: FailuresRequest, *, progress: Bar | None = None,
             raise
         except WarehouseError as exc:  # a --where that does not parse
             raise FailureError(f"--where: {exc}") from None
+        if on_select is not None:
+            on_select(targets, passed)
         for t in targets:
             require_checkpoint(wh, t.run_id, t.step, "re-rolling failures")
     todo = {id(t): len(missing_pairs(wh, t)) for t in targets}
     shown = {id(t): [pair_id(t.run_id, t.step, t.operator_id, *p) for p in t.pairs] for t in targets}
     if on_plan is not None:
-        on_plan(targets, passed, todo)
+        on_plan(targets, todo)
     with bar(progress, sum(todo.values()), "failures", unit="pairs") as advance:
         for t in targets:
             run(wh, t)

@@ -485,17 +485,17 @@ class InterpolationOutcome:
 
 
 def run_request(wh, request: InterpolationRequest, *, batch_size: int | str | None = "auto", devices=None,
-                progress: Bar | None = None,
-                on_plan: Callable[[PairSelection | None, list[PairPlan], int], None] | None = None,
+                progress: Bar | None = None, on_select: Callable[[PairSelection], None] | None = None,
+                on_plan: Callable[[list[PairPlan], int], None] | None = None,
                 on_result: Callable[[PairPlan, PairResult], None] | None = None) -> InterpolationOutcome:
     """A checked request's pairs, what `retland interpolate` and a study's interpolation
-    stage compute: chosen (drawn, or the explicit pair with its runs resolved), planned
-    (`on_plan(selection, plans, rollouts to compute)` sees them before anything is
-    computed), the missing rollouts computed pair by pair (`on_result` after each) with
+    stage compute: chosen (drawn, `on_select(selection)` sees the draw; or the explicit
+    pair with its runs resolved), planned (`on_plan(plans, rollouts to compute)` sees
+    them before anything is computed), the missing rollouts computed pair by pair (`on_result` after each) with
     one `progress` bar. batch_size/devices choose how, not what."""
     from retland.warehouse.runs import require_checkpoint, resolve_run
 
-    s = request.settings
+    s = request.check().settings
     selection = None
     if request.a is not None:
         (ra, sa), (rb, sb) = parse_ref(request.a), parse_ref(request.b)
@@ -504,6 +504,8 @@ def run_request(wh, request: InterpolationRequest, *, batch_size: int | str | No
     else:
         selection = select_pairs(wh, request.env, request.algo, request.pair_kind, s.pairs_per_kind, s.pair_seed)
         chosen, drawn_with = selection.pairs, s.pair_seed
+        if on_select is not None:
+            on_select(selection)
     for pair in chosen:
         for r, st in ((pair.run_a, pair.step_a), (pair.run_b, pair.step_b)):
             require_checkpoint(wh, r, st, "interpolation")
@@ -511,7 +513,7 @@ def run_request(wh, request: InterpolationRequest, *, batch_size: int | str | No
     todo = sum(s.points * s.samples - len(p.present) for p in plans if not (
         p.exists and len(p.present) >= s.points * s.samples))
     if on_plan is not None:
-        on_plan(selection, plans, todo)
+        on_plan(plans, todo)
     out = InterpolationOutcome(plans, selection)
     with bar(progress, todo, "interpolate", unit="rollouts") as advance:
         for p in plans:

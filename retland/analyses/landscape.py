@@ -336,6 +336,7 @@ def run_request(wh, request: LandscapeRequest, *, batch_size: int | str | None =
 
     from retland.warehouse.runs import require_checkpoint, resolve_run
 
+    request.check()
     run_id = resolve_run(wh, request.run_id, seed_option=None)  # a landscape names its run whole
     request = dataclasses.replace(request, run_id=run_id)
     require_checkpoint(wh, run_id, request.step, "a landscape")

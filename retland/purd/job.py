@@ -298,7 +298,7 @@ def run_request(wh, request: SampleRequest, *, devices=None, progress: Bar | Non
     fixed N), then `run_job`. `on_plan(job, plans, shard)` sees what will be computed
     before anything is (plans None for a job to a precision); `progress` gets one bar of
     the fixed job's new samples; `devices` (a list or count) overrides the request's."""
-    shard = parse_shard(request.shard)
+    shard = parse_shard(request.check().shard)
     job = resolve(wh, request)
     if job.targets:
         if on_plan is not None:
