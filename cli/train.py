@@ -80,10 +80,7 @@ def train(
 
     from pydantic import ValidationError
 
-    from retland.train.config import load_train_config
-    from retland.train.job import resume_config
-    from retland.train.job import train as run_training
-    from retland.warehouse import Warehouse
+    from retland.train.request import TrainRequest
 
     steps = renamed(steps, old_steps, None, "--total-steps", "--steps")
     # Everything given is checked before the warehouse is opened or anything compiled.
@@ -93,32 +90,45 @@ def train(
             eval_every=eval_every, backend=backend, variant=variant, config=config).items() if v is not None]
         if given:
             raise CliError(f"--resume continues a job with its recorded config; drop {', '.join('--' + g for g in given)}")
-        cfg = resume_config(Warehouse.open(warehouse, create=False), resume)  # an unknown job changes nothing
-        require_writable(warehouse)
-        wh = Warehouse.open(warehouse)
+        request = TrainRequest(resume=resume)
     else:
         if config is not None and not config.is_file():
             raise CliError(f"--config {config}: no such file")
-        options = dict(env=env, seeds=seeds, seed=seed, total_steps=steps,
-                       checkpoints=int_list(checkpoints, "--checkpoints", minimum=1),
-                       eval_every=eval_every, backend=backend, variant=variant)
+        request = TrainRequest(algo=algo.value if algo else None, env=env, seeds=seeds, seed=seed, total_steps=steps,
+                               checkpoints=int_list(checkpoints, "--checkpoints", minimum=1), eval_every=eval_every,
+                               backend=backend, variant=variant, config=config)
         try:
-            cfg = load_train_config(config, algo=algo.value if algo else None, **options)
+            request.train_config()
         except ValidationError as exc:
-            given = {k for k, v in options.items() if v is not None}
+            given = {k for k, v in request.overrides().items() if v is not None}
             raise CliError(config_error(exc, given, config.name if config else None)) from None
         except tomllib.TOMLDecodeError as exc:
             raise CliError(f"--config {config}: not valid TOML: {exc}") from None
         except UnicodeDecodeError:
             raise CliError(f"--config {config}: not a text (TOML) file") from None
-        require_writable(warehouse)
-        wh = Warehouse.open(warehouse)
-    console.print(f"[bold]{cfg.algo}[/] on [bold]{cfg.env}[/] ({cfg.variant} task rules, {cfg.backend}), "
-                  f"{cfg.seeds} seeds x "
-                  f"{cfg.steps:,} steps; checkpoints at {', '.join(f'{s:,}' for s in cfg.checkpoint_steps)}")
-    with progress_bar(cfg.steps, f"{cfg.algo} {cfg.env} x{cfg.seeds}", unit="env-steps", rate_scale=cfg.seeds,
-                      enabled=progress) as advance:
-        result = run_training(cfg, wh, progress=advance, resume=resume)
+    execute(request, warehouse, progress)
+
+
+def execute(request, warehouse: Path | None, progress: bool = True) -> None:
+    """Run a checked TrainRequest (`retland.train.request.run_request`) and print what
+    `retland train` prints; `retland study` calls this for its train stages."""
+    from functools import partial
+
+    from retland.train.job import resume_config
+    from retland.train.request import run_request
+    from retland.warehouse import Warehouse
+
+    if request.resume is not None:
+        resume_config(Warehouse.open(warehouse, create=False), request.resume)  # an unknown job changes nothing
+    require_writable(warehouse)
+    wh = Warehouse.open(warehouse)
+
+    def header(cfg) -> None:
+        console.print(f"[bold]{cfg.algo}[/] on [bold]{cfg.env}[/] ({cfg.variant} task rules, {cfg.backend}), "
+                      f"{cfg.seeds} seeds x "
+                      f"{cfg.steps:,} steps; checkpoints at {', '.join(f'{s:,}' for s in cfg.checkpoint_steps)}")
+
+    result = run_request(wh, request, progress=partial(progress_bar, enabled=progress), on_start=header)
     if result.resumed_from == 0:
         console.print(f"job {result.job_id} had no checkpoint (killed before its first one): restarted from step 0")
     final = result.curve.get(result.steps)

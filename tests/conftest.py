@@ -124,3 +124,21 @@ def filled(tmp_path, capsys, monkeypatch):
     assert code == 0, err
     assert "imported 25 new rows" in out
     return root
+
+
+def parse_request(capsys, monkeypatch, argv: list[str], warehouse: Path):
+    """The request `retland ARGV -w WAREHOUSE` builds from its options: the real command's
+    option parsing and checks, stopped where it hands the request to its runner (nothing
+    is read, computed or written)."""
+    from importlib import import_module
+
+    from retland.cli.study import EXECUTE  # request class -> (module of retland.cli, its execute function)
+
+    got = []
+    with monkeypatch.context() as m:
+        for module, name in set(EXECUTE.values()):
+            m.setattr(import_module(f"retland.cli.{module}"), name, lambda request, *a, **k: got.append(request))
+        code, _, err = run_cli(capsys, monkeypatch, *argv, "-w", warehouse)
+    assert code == 0, (argv, err)
+    assert len(got) == 1, argv
+    return got[0]

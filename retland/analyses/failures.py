@@ -27,12 +27,14 @@ its state lives in the user's process, not in the warehouse.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from retland.config.requests import Bar, bar, options
 from retland.core.envs import reference_state
 from retland.purd import engine, sampling
 from retland.purd.operators import KINDS, OperatorSpec
@@ -388,3 +390,120 @@ def divergence(wh, pair_ids: list[str]):
     pair_id order."""
     cond, params = in_list("pair_id", pair_ids)
     return wh.query(f"SELECT * FROM failure_divergence WHERE {cond} ORDER BY pair_id", params)
+
+
+# ----------------------------------------------------------------- the request
+
+@dataclass(frozen=True)
+class FailuresRequest:
+    """`retland failures`: one checkpoint (`run`, a run id or unique prefix, with `seed`
+    to pick one seed of a job, and `step`) or several chosen by `checkpoints` (top-ltp:K
+    or random:K, narrowed by env, algo and where, K per env with per_env, random:K drawn
+    with selection_seed); `operator` (id or kind) and `pairs` per checkpoint."""
+
+    command: ClassVar[str] = "failures"
+
+    run: str | None = None
+    step: int | None = None
+    seed: int | None = None
+    checkpoints: str | None = None
+    env: str | None = None
+    algo: str | None = None
+    where: str | None = None
+    per_env: bool = False
+    selection_seed: int = 0
+    operator: str | None = None
+    pairs: int = 1
+    frames: bool = True  # also draw each pair (retland.analyses.render.run_failures_request)
+
+    def check(self) -> "FailuresRequest":
+        """Refuse (FailureError) what cannot be honoured before the warehouse is read."""
+        if self.pairs < 1:
+            raise FailureError(f"--pairs must be >= 1, got {self.pairs}")
+        if self.checkpoints is not None and (self.run is not None or self.step is not None):
+            raise FailureError("give either --run/--step or --checkpoints top-ltp:K|random:K, not both")
+        if self.checkpoints is None:
+            if self.run is None or self.step is None:
+                raise FailureError("say which checkpoint: --run RUN --step STEP, or choose with --checkpoints "
+                                   "top-ltp:K or random:K")
+            given = [n for n, v in (("--env", self.env), ("--algo", self.algo), ("--where", self.where))
+                     if v is not None]
+            if given or self.per_env or self.selection_seed != 0:
+                raise FailureError(f"{', '.join(given) or '--per-env/--selection-seed'} only narrow a "
+                                   "--checkpoints selection")
+        else:
+            try:
+                parse_selector(self.checkpoints)
+            except ValueError as exc:
+                raise FailureError(f"--checkpoints {exc}") from None
+        return self
+
+    def argv(self) -> list[str]:
+        return ["failures"] + options([
+            ("--run", self.run), ("--step", self.step), ("--seed", self.seed), ("--checkpoints", self.checkpoints),
+            ("--env", self.env), ("--algo", self.algo), ("--where", self.where), ("--per-env", self.per_env),
+            ("--selection-seed", self.selection_seed or None), ("--operator", self.operator),
+            ("--pairs", self.pairs), ("--no-frames", not self.frames)])
+
+
+@dataclass
+class FailuresOutcome:
+    targets: list[FailurePlan]  # the checkpoints' plans (their pairs: those re-rolled by this call)
+    passed: list[Candidate]  # chosen candidates passed over (no sample near the mean)
+    pair_ids: dict[int, list[str]]  # id(target) -> every pair id of the target, stored or computed
+    records: dict[int, dict] = field(default_factory=dict)  # id(target) -> this call's re-rolls {index: record}
+
+
+def run_request(wh, request: FailuresRequest, *, progress: Bar | None = None,
+                on_select: Callable[[list[FailurePlan], list[Candidate]], None] | None = None,
+                on_plan: Callable[[list[FailurePlan], dict[int, int]], None] | None = None) -> FailuresOutcome:
+    """Choose the request's checkpoints, then re-roll the pairs not stored yet.
+    `on_select(targets, passed)` sees a --checkpoints selection as soon as it is made;
+    `on_plan(targets, todo)` (todo: id(target) -> pairs to re-roll) sees the work before
+    anything is computed; `progress` gets one bar of pairs."""
+    import shlex
+
+    from retland.warehouse import WarehouseError
+    from retland.warehouse.runs import require_checkpoint, resolve_run
+
+    request.check()
+    passed: list[Candidate] = []
+    if request.checkpoints is None:
+        run_id = resolve_run(wh, request.run, request.seed)
+        step = int(request.step)
+        require_checkpoint(wh, run_id, step, "re-rolling failures")
+        try:
+            targets = [plan(wh, run_id, step, request.operator, request.pairs)]
+        except FailureError as exc:
+            if "no failures to explain" in str(exc):
+                raise FailureError(f"{exc}. Checkpoints with LTP > 0: retland stats --where "
+                                   "\"ltp > 0 AND NOT mode_nonpositive\" "
+                                   f"-w {shlex.quote(str(wh.root))}; or sample this one with a stronger "
+                                   f"perturbation (larger σ fails more often), e.g. retland sample --run {run_id} "
+                                   f"--steps {step} --operator gaussian:0.01, then failures --operator "
+                                   "gaussian") from None
+            raise
+    else:
+        try:
+            targets, passed = choose(wh, parse_selector(request.checkpoints), seed=request.selection_seed,
+                                     per_env=request.per_env, pairs=request.pairs, env=request.env,
+                                     algo=request.algo, operator=request.operator, where=request.where)
+        except FailureError:
+            raise
+        except WarehouseError as exc:  # a --where that does not parse
+            raise FailureError(f"--where: {exc}") from None
+        if on_select is not None:
+            on_select(targets, passed)
+        for t in targets:
+            require_checkpoint(wh, t.run_id, t.step, "re-rolling failures")
+    todo = {id(t): len(missing_pairs(wh, t)) for t in targets}
+    shown = {id(t): [pair_id(t.run_id, t.step, t.operator_id, *p) for p in t.pairs] for t in targets}
+    if on_plan is not None:
+        on_plan(targets, todo)
+    kept: dict[int, dict] = {}
+    with bar(progress, sum(todo.values()), "failures", unit="pairs") as advance:
+        for t in targets:
+            kept[id(t)] = {}
+            run(wh, t, keep=kept[id(t)])
+            advance(todo[id(t)])
+    return FailuresOutcome(targets, passed, shown, kept)

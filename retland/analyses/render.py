@@ -373,6 +373,31 @@ def renders_of(wh, pair_ids: list[str]):
     return wh.query(f"SELECT * FROM failure_renders WHERE {cond} ORDER BY pair_id, role DESC", params)
 
 
+def run_failures_request(wh, request: fl.FailuresRequest, *, progress=None, on_select=None, on_plan=None,
+                         on_note: Callable[[str], None] | None = None) -> fl.FailuresOutcome:
+    """`retland failures` as one call: `failures.run_request` (re-roll and store the pairs),
+    then, with request.frames, draw every pair that has no frames yet from those re-rolls
+    (`draw_failure_pairs`). on_note(line) hears why nothing was drawn where no renderer
+    works; the pairs are stored all the same. progress: a bar factory
+    (retland.config.requests.Bar), one bar of pairs, one of drawn samples."""
+    from retland.config.requests import bar
+
+    outcome = fl.run_request(wh, request, progress=progress, on_select=on_select, on_plan=on_plan)
+    if not request.frames:
+        return outcome
+    full = {id(t): fl.plan(wh, t.run_id, t.step, t.operator_id, len(outcome.pair_ids[id(t)]))
+            for t in outcome.targets}
+    undrawn = sum(len(missing(p)) for t in outcome.targets for p in pair_plans(wh, full[id(t)]))
+    with bar(progress, undrawn, "frames", unit="samples") as advance:
+        for t in outcome.targets:
+            _, note = draw_failure_pairs(wh, full[id(t)], records=outcome.records.get(id(t)), progress=advance)
+            if note:
+                if on_note is not None:
+                    on_note(note)
+                break
+    return outcome
+
+
 def draw_failure_pairs(wh, fp: fl.FailurePlan, *, records: dict[int, dict] | None = None,
                        progress: Callable[[int], None] | None = None, **settings) -> tuple[list[dict], str]:
     """Frames of every pair of a failures plan that has none yet (what `retland failures`
