@@ -242,7 +242,7 @@ def _failures_stage(study: Study, wh, scope: Scope) -> Stage:
     groups = [[(c.run_id, c.step) if ranked else c for c in g] for g in groups]
     if not any(groups):
         return Stage("failures", "nothing", "no sampled checkpoint of the study has LTP > 0: no failure to explain")
-    requests, pairs, todo, picked, passed = [], 0, 0, [], []
+    requests, pairs, todo, undrawn, picked, passed = [], 0, 0, 0, [], []
     for group in groups:
         taken = 0
         for run, step in group:
@@ -263,14 +263,34 @@ def _failures_stage(study: Study, wh, scope: Scope) -> Stage:
             if miss:
                 todo += len(miss)
                 requests.append(FailuresRequest(run=run, step=int(step), operator=oid, pairs=spec.pairs))
+            elif (n := _undrawn(wh, plan)) and _can_draw():
+                # stored pairs without frames (a warehouse from before frames, or one
+                # filled where no renderer worked): the same request draws them
+                undrawn += n
+                requests.append(FailuresRequest(run=run, step=int(step), operator=oid, pairs=spec.pairs))
     horizon = study.sample.horizon
     where = ", ".join(f"{r}@{s:,}" for r, s in picked)
     if passed:
         where += f" (passed over, no sample near the mean: {', '.join(passed)})"
     if not requests:
         return Stage("failures", "done", f"{pairs} pair(s) stored for {where}")
-    return Stage("failures", "todo", f"{todo} of {pairs} pair(s) to re-roll for {where}", requests,
-                 2 * todo * horizon)
+    what = [f"{todo} of {pairs} pair(s) to re-roll"] if todo else []
+    what += [f"{undrawn} stored sample(s) to draw"] if undrawn else []
+    return Stage("failures", "todo", f"{', '.join(what)} for {where}", requests, (2 * todo + undrawn) * horizon)
+
+
+def _undrawn(wh, plan) -> int:
+    """Samples of a failures plan's stored pairs that have no frames yet."""
+    from retland.analyses import render
+
+    return sum(len(render.missing(p)) for p in render.pair_plans(wh, plan))
+
+
+def _can_draw() -> bool:
+    """A renderer works here (else missing frames are not work the stage can do)."""
+    from retland.core import render
+
+    return render.available() is not None
 
 
 def _landscape_stage(study: Study, wh, scope: Scope) -> Stage:
