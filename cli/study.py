@@ -52,9 +52,10 @@ def shell_join(args) -> str:
     return " ".join(out)
 
 
-def _print_plan(study, rows, root: Path) -> None:
+def _print_plan(study, rows, root: Path, estimates, device: str) -> None:
     from rich.text import Text
 
+    from retland.analyses.estimates import fmt_seconds
     from retland.cli.tables import Column, print_table
     from retland.study import fmt_env_steps
 
@@ -62,13 +63,25 @@ def _print_plan(study, rows, root: Path) -> None:
                                                             else ""), highlight=False)
     console.print(f"warehouse {root}", highlight=False)
     columns = [Column("#", "right"), Column("stage"), Column("status"), Column("env steps left", "right"),
-               Column("what")]
+               Column("time left", "right"), Column("what")]
     print_table(console, columns, [[str(i), st.name, Text.from_markup(_MARK[st.status]),
-                                    fmt_env_steps(st.env_steps), st.detail]
-                                   for i, st in enumerate(rows, 1)])
+                                    fmt_env_steps(st.env_steps),
+                                    "-" if est is None else "?" if est.seconds is None else fmt_seconds(est.seconds),
+                                    st.detail]
+                                   for i, (st, est) in enumerate(zip(rows, estimates), 1)])
     total = sum(st.env_steps for st in rows)
     console.print(f"env steps left (estimate, rollouts and training; stages that wait are estimated from the file): "
                   f"{fmt_env_steps(total)}", highlight=False)
+    known = [e for e in estimates if e is not None and e.seconds is not None]
+    unknown = list(dict.fromkeys(e.basis for e in estimates if e is not None and e.seconds is None))
+    if known or unknown:
+        line = (f"time left on {device}: {fmt_seconds(sum(e.seconds for e in known))}"
+                f"{' and more' if unknown else ''}, scaled from what this warehouse measured "
+                f"({'; '.join(dict.fromkeys(e.basis for e in known))})" if known else
+                f"time left on {device}: not estimated")
+        if unknown:
+            line += f"; ? = {'; '.join(unknown)} (measured as the study runs)"
+        console.print(line, highlight=False, soft_wrap=True)
     cmds = [c for st in rows for c in st.commands]
     if cmds:
         console.print("commands the next run starts with (later stages are decided as earlier ones finish; the "
@@ -138,15 +151,21 @@ def study(
             wh = Warehouse.open(root, create=False)
         except WarehouseError:
             wh = None
+        from retland.analyses.estimates import current_device
+        from retland.study.estimate import stage_estimates
+
+        device = current_device()
         if wh is None:  # nothing stored yet: plan against an empty warehouse in a temporary folder
             import tempfile
 
             with tempfile.TemporaryDirectory(prefix="retland-plan-") as tmp:
                 empty = Warehouse.open(Path(tmp) / "wh")
                 rows = [fn(empty) for _, fn in stages(spec, base)]
+                estimates = stage_estimates(spec, rows, empty, device)
         else:
             rows = [fn(wh) for _, fn in stages(spec, base)]
-        _print_plan(spec, rows, root)
+            estimates = stage_estimates(spec, rows, wh, device)
+        _print_plan(spec, rows, root, estimates, device)
         return
     steps = stages(spec, base)
     if until is not None:
@@ -160,6 +179,10 @@ def study(
                        "(and example) once, then the shards")
     require_writable(root)
     wh = Warehouse.open(root)
+    from retland.analyses.estimates import current_device, fmt_seconds
+    from retland.study.estimate import stage_estimate
+
+    device = current_device()
     t_start = time.perf_counter()
     console.print(f"study [bold]{escape(spec.name)}[/] on {root}: {len(steps)} stages", highlight=False)
     for i, (name, fn) in enumerate(steps, 1):
@@ -177,12 +200,15 @@ def study(
         if st.status == "waiting":  # an earlier stage did not produce what this one needs
             raise CliError(f"stage {st.name}: {st.detail}; the stages before it did not finish")
         console.print(f"{head}: {escape(st.detail)}", highlight=False)
+        est = stage_estimate(spec, i - 1, st, wh, device)  # with what the stages before measured
         t0 = time.perf_counter()
         for request in st.requests:
             console.print(f"[cyan]$ retland {escape(shell_join(request.argv()))}[/]", highlight=False,
                           soft_wrap=True)
             execute(request, root, progress)
-        console.print(f"[dim]({name}: {time.perf_counter() - t0:.0f} s)[/]", highlight=False)
+        took = time.perf_counter() - t0
+        guess = "" if est is None or est.seconds is None else f"; estimated {fmt_seconds(est.seconds)}"
+        console.print(f"[dim]({name}: {took:.0f} s{guess})[/]", highlight=False)
     report = spec.report_path() if spec.report is not None and until in (None, "report") else None
     tail = f"; report {report.resolve()}" if report is not None else ""
     if shard is not None:

@@ -1,4 +1,4 @@
--- 60_throughput.sql — how fast this warehouse's jobs ran, per kind of work and device
+-- 70_throughput.sql — how fast this warehouse's jobs ran, per kind of work and device
 --
 -- Sampling jobs commit a chunk_timings row with every flush of rows (how many chunks, how
 -- long); training jobs record wall_seconds with every evaluation. These views turn them
