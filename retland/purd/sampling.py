@@ -38,6 +38,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import jax
 
 from retland.agents import get_agent
+from retland.agents.policy import PolicyConfig
 from retland.purd.engine import (
     FLUSH_SECONDS,
     AgentPolicy,
@@ -303,6 +304,9 @@ def checkpoint_program(spec: OperatorSpec, ckpt) -> tuple[SampleProgram, Any]:
     """(program, op_state) for sampling `spec` at a loaded checkpoint."""
     agent = get_agent(ckpt.algo, ckpt.config)
     if spec.kind in AGENT_KINDS:
+        if isinstance(ckpt.config, PolicyConfig):
+            raise SamplingError(f"operator {spec.kind} is retland's {spec.kind} training update; run {ckpt.run_id} "
+                                "is an added policy with no training state")
         if spec.kind != ckpt.algo:
             raise SamplingError(
                 f"operator {spec.kind} needs a {spec.kind} checkpoint; run {ckpt.run_id} is {ckpt.algo}")
