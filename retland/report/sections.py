@@ -23,6 +23,7 @@ import polars as pl
 from . import charts
 from .analysis_charts import failure_blocks, interpolation_blocks, landscape_blocks
 from .blocks import Block, Figure, Note, Table
+from .clone_charts import clone_blocks
 from .compare_charts import compare_blocks
 from .context import ReportContext
 from .stabilize_charts import stabilize_blocks
@@ -58,7 +59,7 @@ JOIN report_keys AS k USING (run_id, step, operator_id)
 class Section:
     key: str
     title: str
-    build: Callable[["ReportContext"], list[Block]]
+    build: Callable[["ReportContext"], list[Block] | None]  # None: the section is left out
     about: str = ""
 
 
@@ -266,3 +267,10 @@ def _cvar_rankings(ctx: ReportContext, dists: pl.DataFrame) -> pl.DataFrame:
          "and probability of improvement (`retland compare`).")
 def comparisons(ctx: ReportContext) -> list[Block]:
     return compare_blocks(ctx)
+
+
+@section("clones", "Behaviour cloning", "Do clones of a TD3 policy inherit its post-update returns? Each BC run's "
+         "last clone beside its teacher (the paper's A.7, Fig. 22; `retland clones`). Shown when the warehouse "
+         "has BC runs.")
+def clones(ctx: ReportContext) -> list[Block] | None:
+    return clone_blocks(ctx)
