@@ -18,7 +18,7 @@ def clones(
         help="SQL condition on the view bc_pairs (env, teacher_run_id, teacher_step, clone_run_id, clone_step, "
              "operator, clone_ltp, teacher_ltp, …), e.g. \"teacher_step >= 50000\".", show_default=False)] = None,
     pairs: Annotated[bool, typer.Option(
-        "--pairs", help="Print the pairs themselves (teacher and clone statistics side by side) instead.")] = False,
+        "--show-pairs", help="Print the pairs themselves (teacher and clone statistics side by side) instead.")] = False,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs (0: none).")] = 2000,
     seed: Annotated[int, typer.Option("--bootstrap-seed", help="Bootstrap seed.")] = 0,
     fmt: FormatOpt = OutputFormat.table,
