@@ -314,3 +314,24 @@ def test_read_pairs_takes_a_where_and_refuses_bad_options(tmp_path):
         read_pairs(wh, where="nosuchcolumn = 1")
     with pytest.raises(CloneError, match="no clone beside a sampled teacher"):
         compare_clones(pl.DataFrame(schema=read_pairs(wh).schema))
+
+
+def test_a_killed_clone_resumes_to_the_same_parameters(cloned, tmp_path):
+    """A BC job stopped at its first checkpoint and resumed ends where the uninterrupted
+    clone of the fixture ended (same teacher, config and seed: the same program)."""
+    import jax
+
+    from retland.train.checkpoints import load_checkpoint, run_config
+    from retland.train.job import train
+    from retland.warehouse import Warehouse
+
+    shutil.copytree(cloned[0].root, tmp_path / "wh")  # the other tests' warehouse keeps one clone
+    wh, clone = Warehouse.open(tmp_path / "wh", create=False), cloned[2]
+    cfg = run_config(wh.records("SELECT * FROM runs WHERE run_id = ?", [clone])[0])
+    first = train(cfg, wh, stop_at=20)
+    assert first.checkpoints == [20]
+    resumed = train(cfg, wh, resume=first.job_id)
+    assert resumed.resumed_from == 20
+    a = load_checkpoint(wh, resumed.run_ids[0], 40).agent_state
+    b = load_checkpoint(wh, clone, 40).agent_state
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
