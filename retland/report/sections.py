@@ -33,16 +33,17 @@ RANKING_ALPHAS = (0.01, 0.1, 1.0)
 # The SQL of this module's sections; the shapes they read are views of schema/*.sql.
 # Learning-curve points (run_id, algo, env, variant, seed, step, eval_return): the training
 # evaluations, else the checkpoints' evaluation returns when a warehouse has none. Runs
-# derived by `retland stabilize` are not training runs: they are left out.
+# derived by `retland stabilize` are not training runs: they are left out. So are BC
+# runs: their steps are gradient steps on a teacher's data, not env steps.
 EVALUATION_CURVES_SQL = """
 SELECT e.run_id, r.algo, r.env, run_variant(r.variant, r.source) AS variant, r.seed, e.step, e.eval_return
 FROM evaluations AS e JOIN runs AS r USING (run_id)
-WHERE r.source <> 'derived'
+WHERE r.source <> 'derived' AND NOT (r.source = 'trained' AND r.algo = 'bc')
 """
 CHECKPOINT_CURVES_SQL = """
 SELECT c.run_id, r.algo, r.env, run_variant(r.variant, r.source) AS variant, r.seed, c.step, c.eval_return
 FROM checkpoints AS c JOIN runs AS r USING (run_id)
-WHERE c.eval_return IS NOT NULL AND r.source <> 'derived'
+WHERE c.eval_return IS NOT NULL AND r.source <> 'derived' AND NOT (r.source = 'trained' AND r.algo = 'bc')
 """
 # The α-CVaR (parameters: α twice) of each distribution registered as report_keys (d, run_id,
 # step, operator_id).
