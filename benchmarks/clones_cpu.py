@@ -1,6 +1,6 @@
 """FINDINGS.md's A.7 measurement: behaviour clones of TD3 hopper teachers at a small CPU scale.
 
-    python benchmarks/clones_cpu.py WAREHOUSE [--steps 50000,100000] [--bc-steps 20000] [--samples 500]
+    python benchmarks/clones_cpu.py WAREHOUSE [--steps 30000,50000,70000,100000] [--bc-steps 10000] [--samples 500]
 
 WAREHOUSE must hold trained TD3 runs with checkpoints at the teacher steps (a copy of the
 cpu-small study's warehouse); every TD3 run's checkpoint at each step is a teacher. Runs
@@ -18,8 +18,8 @@ from retland.warehouse import Warehouse
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("warehouse")
-    ap.add_argument("--steps", default="50000,100000", help="teacher checkpoint steps")
-    ap.add_argument("--bc-steps", type=int, default=20_000, help="gradient steps per BC run")
+    ap.add_argument("--steps", default="30000,50000,70000,100000", help="teacher checkpoint steps")
+    ap.add_argument("--bc-steps", type=int, default=10_000, help="gradient steps per BC run")
     ap.add_argument("--samples", type=int, default=500)
     ap.add_argument("--algo-env", default="td3:hopper")
     args = ap.parse_args()
