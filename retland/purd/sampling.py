@@ -304,12 +304,12 @@ def checkpoint_program(spec: OperatorSpec, ckpt) -> tuple[SampleProgram, Any]:
     """(program, op_state) for sampling `spec` at a loaded checkpoint."""
     agent = get_agent(ckpt.algo, ckpt.config)
     if spec.kind in AGENT_KINDS:
-        if isinstance(ckpt.config, PolicyConfig):
-            raise SamplingError(f"operator {spec.kind} is retland's {spec.kind} training update; run {ckpt.run_id} "
-                                "is an added policy with no training state")
         if spec.kind != ckpt.algo:
             raise SamplingError(
                 f"operator {spec.kind} needs a {spec.kind} checkpoint; run {ckpt.run_id} is {ckpt.algo}")
+        if isinstance(ckpt.config, PolicyConfig):  # an added policy that shares an algorithm's name (e.g. bc)
+            raise SamplingError(f"operator {spec.kind} needs a {spec.kind} checkpoint; run {ckpt.run_id} is an added "
+                                f"policy named {ckpt.algo}, which has no training update")
         op_state = agent.operator_state(ckpt)
     else:
         op_state = agent.actor_params(ckpt.agent_state)
