@@ -70,10 +70,10 @@ def update_flags(cfg: BCConfig, agent_batched: BCState) -> dict:
     return {}
 
 
-def relabel(cfg_or_none, teacher_actor_params, obs, batch: int = 65536):
-    """The teacher's deterministic actions for obs [N, O], in batches of `batch` rows (one
-    compiled program; the last batch is padded). cfg_or_none is unused: TD3's actor
-    network shape is read from the parameters."""
+def relabel(teacher_actor_params, obs, batch: int = 65536):
+    """The TD3 teacher's deterministic actions for obs [N, O], in batches of `batch` rows
+    (one compiled program; the last batch is padded). The network's shape is read from
+    the parameters."""
     n = obs.shape[0]
     if n == 0:
         return jnp.zeros((0, networks.mlp_sizes(teacher_actor_params["MLP_0"])[1]), jnp.float32)

@@ -103,5 +103,5 @@ def teacher_dataset(wh, cfg) -> Transition:
     n = acfg.dataset_size
     data = Transition(*(np.asarray(x[:n]) for x in teacher.replay))
     actor = get_agent(teacher.algo, teacher.config).actor_params(teacher.agent_state)
-    actions = relabel(None, actor, jnp.asarray(data.obs))
+    actions = relabel(actor, jnp.asarray(data.obs))
     return data._replace(action=np.asarray(actions, np.float32))
