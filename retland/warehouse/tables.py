@@ -138,7 +138,7 @@ register(TableSpec(
     key=("run_id", "step"),
     schema=pa.schema([
         _f("run_id", pa.string(), False),
-        _f("step", pa.int64(), False, "env steps taken when the checkpoint was saved"),
+        _f("step", pa.int64(), False, "env steps taken when the checkpoint was saved (bc runs: gradient steps)"),
         _f("artifact_path", pa.string(), doc="orbax directory, relative to the warehouse root"),
         _f("eval_return", pa.float64(), doc="deterministic return from the reference state"),
         _f("replay_size", pa.int64(), doc="replay buffer rows valid at this checkpoint"),
