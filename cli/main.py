@@ -23,6 +23,7 @@ from retland.cli import study  # noqa: F401
 from retland.cli import status  # noqa: F401
 from retland.cli import import_policy  # noqa: F401
 from retland.cli import compare  # noqa: F401
+from retland.cli import clones  # noqa: F401
 
 unwrap_all_help(app)
 
@@ -45,6 +46,7 @@ COMMANDS: dict[str, tuple[tuple[str, str], ...]] = {
         ("interpolate", "Returns along straight lines between checkpoints (same and different runs)."),
         ("stabilize", "Algorithm 1: reject updates whose post-update CVaR drops."),
         ("stabilize-effect", "What Algorithm 1 changed: reject − baseline, per env (Fig. 7)."),
+        ("clones", "Behaviour clones beside their TD3 teachers: r of means and LTPs (Fig. 22)."),
         ("report", "Write the HTML report (or one PNG/SVG per chart)."),
     ),
     "Inspect": (

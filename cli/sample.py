@@ -25,7 +25,7 @@ from retland.config.settings import SampleSettings, default_of, help_of
 @app.command()
 def sample(
     operator: Annotated[str, typer.Option(
-        help="Update operator: td3 | sac | ppo[:clip=C,rows=R] | gaussian[:sigma] | action[:sigma] | "
+        help="Update operator: td3 | sac | ppo[:clip=C,rows=R] | bc | gaussian[:sigma] | action[:sigma] | "
              "init_state[:xF | :factor=F | :abs=A]. ppo alone is retland's operator (grad-norm clip as in training, "
              "one random minibatch, R = random); ppo:clip=0.1,rows=first is the authors' (clip 0.1, the minibatch "
              "of the first 1/num_minibatches of the rollout steps). init_state:xF resets within F times the task's "

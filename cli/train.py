@@ -1,4 +1,5 @@
-"""`retland train`: TD3/SAC/PPO checkpoints on Brax tasks, N seeds in one job."""
+"""`retland train`: TD3/SAC/PPO checkpoints on Brax tasks, N seeds in one job; BC clones
+of a TD3 checkpoint (--algo bc --teacher RUN@STEP)."""
 from __future__ import annotations
 
 from enum import Enum
@@ -67,6 +68,11 @@ def train(
              "observations, e.g. hopper ends only when its torso drops below 0.7) or brax (brax 0.14's own "
              "robots and rules: hopper also ends when tilted past 0.2 rad). DeepMind Control tasks: dmc, their "
              "own rules (the default for them).")] = None,
+    teacher: Annotated[Optional[str], typer.Option(
+        help="With --algo bc: the TD3 checkpoint RUN@STEP to clone (RUN: a run id or a unique prefix; STEP: one of "
+             "its checkpoints). The clone trains on the teacher's logged data up to STEP with the teacher's actions, "
+             "on the teacher's task; --total-steps and --checkpoints count gradient steps (default 1e6, 10 evenly "
+             "spaced). The run records its teacher (runs.parent_run_id/parent_step).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with TrainConfig fields and an \\[agent] table.")] = None,
     resume: Annotated[Optional[str], typer.Option(
         help="Job id (run id without -s<seed>) to continue from its last checkpoint "
@@ -75,7 +81,9 @@ def train(
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Train SEEDS seeds of ALGO on ENV; write runs, learning curves and checkpoints to
-    the warehouse. Defaults are the paper's Table 1 (docs/method.md §4)."""
+    the warehouse. Defaults are the paper's Table 1 (docs/method.md §4). --algo bc
+    --teacher RUN@STEP clones a TD3 checkpoint (the paper's Appendix A.7; one seed by
+    default), on its teacher's task."""
     import tomllib
 
     from pydantic import ValidationError
@@ -87,7 +95,8 @@ def train(
     if resume is not None:
         given = [n.replace("_", "-") for n, v in dict(
             algo=algo, env=env, seeds=seeds, seed=seed, total_steps=steps, checkpoints=checkpoints,
-            eval_every=eval_every, backend=backend, variant=variant, config=config).items() if v is not None]
+            eval_every=eval_every, backend=backend, variant=variant, teacher=teacher,
+            config=config).items() if v is not None]
         if given:
             raise CliError(f"--resume continues a job with its recorded config; drop {', '.join('--' + g for g in given)}")
         request = TrainRequest(resume=resume)
@@ -96,9 +105,21 @@ def train(
             raise CliError(f"--config {config}: no such file")
         request = TrainRequest(algo=algo.value if algo else None, env=env, seeds=seeds, seed=seed, total_steps=steps,
                                checkpoints=int_list(checkpoints, "--checkpoints", minimum=1), eval_every=eval_every,
-                               backend=backend, variant=variant, config=config)
+                               backend=backend, variant=variant, config=config, teacher=teacher)
+        from retland.train.bc import TeacherError
+
         try:
-            request.train_config()
+            if request.algo == "bc" and request.teacher is not None:
+                from retland.train.bc import parse_teacher
+
+                from retland.warehouse import Warehouse
+
+                parse_teacher(request.teacher)  # a malformed text is refused before the warehouse is read
+                request.train_config(Warehouse.open(warehouse, create=False))
+            else:
+                request.train_config()
+        except TeacherError as exc:
+            raise CliError(str(exc)) from None
         except ValidationError as exc:
             given = {k for k, v in request.overrides().items() if v is not None}
             raise CliError(config_error(exc, given, config.name if config else None)) from None
@@ -123,16 +144,23 @@ def execute(request, warehouse: Path | None, progress: bool = True) -> None:
     require_writable(warehouse)
     wh = Warehouse.open(warehouse)
 
+    started = {}
+
     def header(cfg) -> None:
+        started["algo"] = cfg.algo
+        unit = "gradient steps" if cfg.algo == "bc" else "steps"
+        if cfg.algo == "bc":
+            console.print(f"cloning teacher {cfg.agent.teacher_run_id}@{cfg.agent.teacher_step} "
+                          f"({cfg.agent.dataset_size:,} logged rows, relabelled with its actions)")
         console.print(f"[bold]{cfg.algo}[/] on [bold]{cfg.env}[/] ({cfg.variant} task rules, {cfg.backend}), "
                       f"{cfg.seeds} seeds x "
-                      f"{cfg.steps:,} steps; checkpoints at {', '.join(f'{s:,}' for s in cfg.checkpoint_steps)}")
+                      f"{cfg.steps:,} {unit}; checkpoints at {', '.join(f'{s:,}' for s in cfg.checkpoint_steps)}")
 
     result = run_request(wh, request, progress=partial(progress_bar, enabled=progress), on_start=header)
     if result.resumed_from == 0:
         console.print(f"job {result.job_id} had no checkpoint (killed before its first one): restarted from step 0")
     final = result.curve.get(result.steps)
     console.print(f"job [bold]{result.job_id}[/]: {len(result.run_ids)} runs, {result.steps:,} steps, "
-                  f"{result.env_steps_per_s:,.0f} env-steps/s"
+                  f"{result.env_steps_per_s:,.0f} {'gradient' if started.get('algo') == 'bc' else 'env'}-steps/s"
                   + (f", final eval return mean {final.mean():.1f}" if final is not None else ""))
     console.print(f"runs: {result.run_ids[0]} … {result.run_ids[-1]}")

@@ -2,7 +2,7 @@
 
 Sampling jobs commit a `chunk_timings` row with each flush and training jobs record
 `wall_seconds` with each evaluation; the views `sampling_throughput` and
-`training_throughput` (schema/60_throughput.sql) turn them into env steps per second per
+`training_throughput` (schema/70_throughput.sql) turn them into env steps per second per
 (algo, env, variant, backend, device). An estimate divides the env steps left by the
 closest measured rate on the same device kind and says what it was measured on; with no
 measurement on this device it is None, never a guess.

@@ -38,6 +38,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import jax
 
 from retland.agents import get_agent
+from retland.agents.policy import PolicyConfig
 from retland.purd.engine import (
     FLUSH_SECONDS,
     AgentPolicy,
@@ -306,6 +307,9 @@ def checkpoint_program(spec: OperatorSpec, ckpt) -> tuple[SampleProgram, Any]:
         if spec.kind != ckpt.algo:
             raise SamplingError(
                 f"operator {spec.kind} needs a {spec.kind} checkpoint; run {ckpt.run_id} is {ckpt.algo}")
+        if isinstance(ckpt.config, PolicyConfig):  # an added policy that shares an algorithm's name (e.g. bc)
+            raise SamplingError(f"operator {spec.kind} needs a {spec.kind} checkpoint; run {ckpt.run_id} is an added "
+                                f"policy named {ckpt.algo}, which has no training update")
         op_state = agent.operator_state(ckpt)
     else:
         op_state = agent.actor_params(ckpt.agent_state)

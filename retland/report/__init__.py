@@ -42,7 +42,7 @@ def _build(wh: Warehouse, where: str | None, alpha: float, beta: float, n_resamp
     try:
         ctx = ReportContext(con, where=where or None, alpha=alpha, beta=beta, n_resamples=n_resamples, seed=seed,
                             root=wh.root)
-        built = [(s, s.build(ctx)) for s in SECTIONS]
+        built = [(s, blocks) for s in SECTIONS if (blocks := s.build(ctx)) is not None]
         return built, _report_name(wh, ctx), tasks_line(ctx), report_title(ctx)
     finally:
         con.close()

@@ -116,6 +116,9 @@ class TrainSpec(_Strict):
     @model_validator(mode="after")
     def _task(self):
         """The task checks `retland train` makes, so a study refuses what train would."""
+        if self.algo == "bc":
+            raise ValueError("algo = \"bc\" clones TD3 checkpoints of the study: use a [clones] section, not "
+                             "[[train]]")
         check_env(self.env)
         check_variant(self.variant, self.env)
         if self.backend is not None:

@@ -115,7 +115,7 @@ register(TableSpec(
     key=("run_id",),
     schema=pa.schema([
         _f("run_id", pa.string(), False),
-        _f("algo", pa.string(), False, "td3 | sac | ppo (or the name given on import)"),
+        _f("algo", pa.string(), False, "td3 | sac | ppo | bc (or the name given on import)"),
         _f("env", pa.string(), False),
         _f("seed", pa.int32(), False),
         _f("backend", pa.string(), doc="brax physics backend; NULL when imported"),
@@ -123,8 +123,8 @@ register(TableSpec(
            "MuJoCo Playground); "
            "NULL for runs recorded before variants existed (brax) and for imported runs"),
         _f("source", pa.string(), False, "trained | imported | derived | added"),
-        _f("parent_run_id", pa.string(), doc="for derived runs (e.g. stabilize): the source run"),
-        _f("parent_step", pa.int64()),
+        _f("parent_run_id", pa.string(), doc="derived runs (e.g. stabilize): the source run; bc runs: the teacher run"),
+        _f("parent_step", pa.int64(), doc="the source (teacher) checkpoint's step"),
         _f("config", pa.string(), doc="JSON of the run's config model"),
         _f("repro", pa.string(), doc="JSON: package versions, platform, devices, command"),
         _f("created_at", TS, False),
@@ -138,7 +138,7 @@ register(TableSpec(
     key=("run_id", "step"),
     schema=pa.schema([
         _f("run_id", pa.string(), False),
-        _f("step", pa.int64(), False, "env steps taken when the checkpoint was saved"),
+        _f("step", pa.int64(), False, "env steps taken when the checkpoint was saved (bc runs: gradient steps)"),
         _f("artifact_path", pa.string(), doc="orbax directory, relative to the warehouse root"),
         _f("eval_return", pa.float64(), doc="deterministic return from the reference state"),
         _f("replay_size", pa.int64(), doc="replay buffer rows valid at this checkpoint"),
@@ -152,7 +152,7 @@ register(TableSpec(
     key=("operator_id",),
     schema=pa.schema([
         _f("operator_id", pa.string(), False, "canonical id, e.g. td3[h=1000,seed=0]"),
-        _f("kind", pa.string(), False, "td3 | sac | ppo | gaussian | action | init_state | imported"),
+        _f("kind", pa.string(), False, "td3 | sac | ppo | bc | gaussian | action | init_state | imported"),
         _f("params", pa.string(), False, "JSON of the operator's parameters"),
         _f("created_at", TS, False),
     ]),

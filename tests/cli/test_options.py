@@ -82,7 +82,7 @@ def test_one_name_one_meaning_for_the_seeds():
     visible, _ = _options()
     assert visible["--seed"] == {"failures", "import-policy", "render", "runs", "show", "train"}
     assert visible["--noise-seed"] == {"interpolate", "landscape"}
-    assert visible["--bootstrap-seed"] == {"compare", "stabilize-effect"}
+    assert visible["--bootstrap-seed"] == {"clones", "compare", "stabilize-effect"}
 
 
 @pytest.mark.parametrize("args, note", [

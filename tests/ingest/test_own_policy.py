@@ -174,6 +174,18 @@ def test_cli_refuses_the_update_operator(added, capsys, monkeypatch):
     assert tree_digest(wh.root) == before
 
 
+def test_an_added_policy_named_like_an_algorithm_has_no_training_update(tmp_path, capsys, monkeypatch):
+    """The own-policy example adds a policy named bc; the bc operator (a BC run's update) is refused on it."""
+    wh = Warehouse.open(tmp_path / "wh")
+    run = add_policy(wh, env=ENV, apply=APPLY, params=mlp(jax.random.PRNGKey(1)), name="bc", horizon=H,
+                     apply_kwargs={"activation": "tanh"})
+    before = tree_digest(wh.root)
+    code, _, err = run_cli(capsys, monkeypatch, "sample", "--run", run, "--operator", "bc", "--samples", N,
+                           "--horizon", H, "-w", wh.root)
+    assert code == 2 and "is an added policy named bc, which has no training update" in " ".join(err.split()), err
+    assert tree_digest(wh.root) == before
+
+
 def test_sample_update_is_resumable_and_keyed_by_its_state(added, tmp_path):
     wh, ra, _, pa, _ = added
     state = {"params": pa, "sigma": jnp.float32(0.05)}

@@ -233,7 +233,7 @@ def test_a_shard_waits_for_the_policies(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("body, message", [
     ('[sample]\nown = { sac = "sac" }\n', "sample.own.sac: the study has no sac policy"),
     ('[sample]\nown = { td3 = "ppo:clip=0.1" }\n', "own.td3 = 'ppo:clip=0.1': must be a td3 operator"),
-    ('[sample]\nown = { bc = "td3" }\n', "own.bc: not an algorithm"),
+    ('[sample]\nown = { ddpg = "td3" }\n', "own.ddpg: not an algorithm"),  # bc is one (A.7)
     ('[sample]\nown = { ppo = "ppo:clip=x" }\n', "clip"),
     ('[sample]\noperators = ["td3"]\nown = { td3 = "td3" }\n', "sample.operators has no \"own\""),
     ('[sample]\n[failures]\ncheckpoints = "random:0"\n', "expected top-ltp:K or random:K with K >= 1"),
