@@ -19,12 +19,12 @@ NEWJAX_STAMP := $(NEWJAX_VENV)/.installed
 # and training smoke runs of every agent: the parts whose results JAX computes. Left out
 # for time (make test runs them): walker2d's and ant's task rules, which compile their own
 # physics (hopper's stay), and the two-chunk-size distribution comparison.
-NEWJAX_TESTS ?= tests/test_tasks.py tests/test_rollout.py tests/test_operators.py tests/test_sampling.py \
-                tests/test_agents.py tests/test_agents_sac_ppo.py
+NEWJAX_TESTS ?= tests/core/test_tasks.py tests/core/test_rollout.py tests/purd/test_operators.py tests/purd/test_sampling.py \
+                tests/agents/test_agents.py tests/agents/test_agents_sac_ppo.py
 NEWJAX_K ?= not walker2d and not ant_contacts and not another_chunk_size
 NEWJAX_PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: install demo test test-newest-jax test-dmc test-oracle test-crash test-notebook test-start-states test-slow bench clean-demo
+.PHONY: install demo test test-newest-jax test-dmc test-oracle test-crash test-notebook test-start-states test-slow test-slurm bench clean-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -66,15 +66,15 @@ test-newest-jax: $(NEWJAX_STAMP)
 	RETLAND_JAX_CACHE=$(abspath $(NEWJAX_VENV))/jax-cache-tests $(NEWJAX_PY) -m pytest -q $(NEWJAX_PYTEST_ARGS) -k "$(NEWJAX_K)" $(NEWJAX_TESTS)
 
 # The DeepMind Control tasks: installs the dmc extra (MuJoCo Playground) into .venv and runs
-# every test of tests/test_dmc.py, slow ones included (a TD3 train/sample/stats run on
+# every test of tests/core/test_dmc.py, slow ones included (a TD3 train/sample/stats run on
 # cheetah-run). CI runs it after make test; `make test` skips them while the extra is absent.
 test-dmc:
 	$(MAKE) install EXTRAS=test,dmc
-	$(PY) -m pytest -q -m "slow or not slow" tests/test_dmc.py
+	$(PY) -m pytest -q -m "slow or not slow" tests/core/test_dmc.py
 
 # Brax 0.0.13 itself as an oracle for retland's brax0013 simulator (the paper variant's
 # physics): a separate venv (tests/oracle/requirements.txt), the policies to roll out,
-# recordings of 0.0.13's behaviour made there (float32 and float64), tests/test_oracle.py
+# recordings of 0.0.13's behaviour made there (float32 and float64), tests/core/test_oracle.py
 # against each, and the table of residuals (benchmarks/oracle.py).
 ORACLE_VENV  ?= .venv-oracle
 ORACLE_DIR   ?= .oracle
@@ -94,19 +94,19 @@ test-oracle: $(STAMP) $(ORACLE_STAMP)
 	$(PY) tests/oracle/export_policies.py --out $(ORACLE_DIR)/policies
 	$(ORACLE_VENV)/bin/python -W ignore tests/oracle/record.py --policies $(ORACLE_DIR)/policies --out $(ORACLE_DIR)/reference
 	$(ORACLE_VENV)/bin/python -W ignore tests/oracle/record.py --x64 --out $(ORACLE_DIR)/reference
-	RETLAND_ORACLE_DIR=$(abspath $(ORACLE_DIR)) $(PY) -m pytest -q -p no:cacheprovider tests/test_oracle.py
-	RETLAND_ORACLE_DIR=$(abspath $(ORACLE_DIR)) JAX_ENABLE_X64=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_oracle.py
+	RETLAND_ORACLE_DIR=$(abspath $(ORACLE_DIR)) $(PY) -m pytest -q -p no:cacheprovider tests/core/test_oracle.py
+	RETLAND_ORACLE_DIR=$(abspath $(ORACLE_DIR)) JAX_ENABLE_X64=1 $(PY) -m pytest -q -p no:cacheprovider tests/core/test_oracle.py
 	$(PY) benchmarks/oracle.py $(ORACLE_DIR)
 
 # kill -9 at every write point of `train` and `sample` (each try a process that compiles):
 # the warehouse keeps whole commits only, and resume/rerun finishes. CI runs it after make test.
 test-crash: $(STAMP)
-	$(PY) -m pytest -q -m slow -k kill_9 tests/test_store_trust.py
+	$(PY) -m pytest -q -m slow -k kill_9 tests/warehouse/test_store_trust.py
 
 # Start states from replay rows (A.4): brax 0.14's hopper restores too, and storing states
 # leaves training bit for bit unchanged (two tiny trainings, slow-marked). CI runs it.
 test-start-states: $(STAMP)
-	$(PY) -m pytest -q -m slow tests/test_start_states.py
+	$(PY) -m pytest -q -m slow tests/analyses/test_start_states.py
 
 # The main job (make demo, on data/warehouse), then the analyst's notebook
 # (examples/analysis.ipynb) executed top to bottom against the warehouse it filled.
@@ -114,6 +114,13 @@ test-notebook: $(STAMP)
 	$(MAKE) demo
 	RETLAND_NOTEBOOK_WAREHOUSE=$(abspath data/warehouse) RETLAND_NOTEBOOK_REQUIRED=1 \
 	  $(PY) -m pytest -q -p no:cacheprovider tests/test_notebook.py
+
+# Sampling arrays on a real SLURM: .ci/slurm-up starts a one-node cluster on this host (as
+# root, no systemd: Debian's munge, slurmctld and slurmd, installed if missing), then the
+# slurm-marked tests submit arrays to it (tests/purd/test_slurm.py). CI runs it last.
+test-slurm: $(STAMP)
+	.ci/slurm-up
+	$(PY) -m pytest -q -p no:cacheprovider -m slurm tests/purd/test_slurm.py
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -5,8 +5,7 @@ appends rows through the warehouse's one write path, and skips work already stor
 """
 from __future__ import annotations
 
-import dataclasses
-import shlex
+from pathlib import Path
 from contextlib import contextmanager
 from enum import Enum
 from typing import Annotated, Optional
@@ -24,11 +23,10 @@ from retland.cli.app import (
     emit,
     err_console,
     renamed,
-    require_stored_checkpoint,
     require_writable,
 )
 from retland.cli.progress import progress_bar
-from retland.cli.selection import SeedOpt, resolve_run
+from retland.cli.selection import SeedOpt
 from retland.config.settings import (
     DIRECTIONS,
     InterpolationError,
@@ -103,7 +101,6 @@ def interpolate(
     interpolation_points; a pair already complete is not recomputed. See
     docs/method.md §6.3."""
     from retland.analyses import interpolation as ip
-    from retland.warehouse import Warehouse
 
     if (a is None) != (b is None):
         raise CliError("an explicit pair needs both --a RUN:STEP and --b RUN:STEP")
@@ -124,41 +121,50 @@ def interpolate(
     with _user_errors(InterpolationError):
         settings = InterpolationSettings(points=points, samples=samples, sigma=sigma, seed=seed, horizon=horizon,
                                          pairs_per_kind=pairs_per_kind, pair_seed=pair_seed).check()
+    request = ip.InterpolationRequest(env=env, algo=algo, pair_kind=pairs.value if pairs is not None else None,
+                                      a=a, b=b, settings=settings)
+    execute_interpolate(request, warehouse, progress, batch_size=batch, bootstrap=bootstrap, fmt=fmt)
+
+
+def execute_interpolate(request, warehouse, progress: bool = True, *, batch_size: int | str = "auto",
+                        bootstrap: int = 1000, fmt: OutputFormat = OutputFormat.table) -> None:
+    """Run a checked InterpolationRequest (`retland.analyses.interpolation.run_request`)
+    and print what `retland interpolate` prints; `retland study` calls this for its
+    interpolation stage."""
+    from functools import partial
+
+    from retland.analyses import interpolation as ip
+    from retland.warehouse import Warehouse
+
+    settings = request.settings
     wh = Warehouse.open(warehouse, create=False)
     require_writable(wh.root)
+
+    def on_select(selection) -> None:
+        for kind, eligible in selection.eligible.items():
+            how = (f"all {eligible} eligible (fewer than --pairs-per-kind {settings.pairs_per_kind})"
+                   if selection.capped(kind) else f"{selection.drawn(kind)} of {eligible} eligible")
+            err_console.print(f"{kind} pairs of {request.env}: {how}, --pair-seed {settings.pair_seed}",
+                              highlight=False, soft_wrap=True)
+
+    def on_plan(plans, todo) -> None:
+        err_console.print(f"{len(plans)} pair(s), {todo} rollouts to compute", highlight=False)
+
+    def on_result(plan, res) -> None:
+        if res.rows_written:
+            err_console.print(f"{plan.pair.kind} {plan.pair.label}: {res.rows_written} rows in "
+                              f"{res.seconds:.1f} s", highlight=False, soft_wrap=True)
+
     with _user_errors(InterpolationError):
-        if a is not None:
-            (ra, sa), (rb, sb) = ip.parse_ref(a), ip.parse_ref(b)
-            ra, rb = resolve_run(wh, ra, option="--a"), resolve_run(wh, rb, option="--b")
-            chosen, drawn_with = [ip.explicit_pair(f"{ra}:{sa}", f"{rb}:{sb}")], None
-        else:
-            selection = ip.select_pairs(wh, env, algo, pairs.value, settings.pairs_per_kind, settings.pair_seed)
-            chosen, drawn_with = selection.pairs, settings.pair_seed
-            for kind, eligible in selection.eligible.items():
-                how = (f"all {eligible} eligible (fewer than --pairs-per-kind {settings.pairs_per_kind})"
-                       if selection.capped(kind) else f"{selection.drawn(kind)} of {eligible} eligible")
-                err_console.print(f"{kind} pairs of {env}: {how}, --pair-seed {settings.pair_seed}", highlight=False,
-                                  soft_wrap=True)
-        for pair in chosen:
-            for r, s in ((pair.run_a, pair.step_a), (pair.run_b, pair.step_b)):
-                require_stored_checkpoint(wh, r, s, "interpolation")
-        plans = ip.plan(wh, chosen, settings, batch, pair_seed=drawn_with)
-    todo = sum(settings.points * settings.samples - len(p.present) for p in plans if not (
-        p.exists and len(p.present) >= settings.points * settings.samples))
-    err_console.print(f"{len(plans)} pair(s), {todo} rollouts to compute", highlight=False)
-    with progress_bar(todo, "interpolate", unit="rollouts", enabled=progress and todo > 0) as advance:
-        for plan in plans:
-            res = ip.run(wh, plan, settings, progress=advance)
-            if res.rows_written:
-                err_console.print(f"{plan.pair.kind} {plan.pair.label}: {res.rows_written} rows in "
-                                  f"{res.seconds:.1f} s", highlight=False, soft_wrap=True)
-    ids = [p.pair_id for p in plans]
+        done = ip.run_request(wh, request, batch_size=batch_size, progress=partial(progress_bar, enabled=progress),
+                              on_select=on_select, on_plan=on_plan, on_result=on_result)
+    ids = [p.pair_id for p in done.plans]
     btp = ip.pair_btp(wh, ids)
     emit(btp.select("kind", "run_a", "step_a", "run_b", "step_b", "value_a", "value_b", "btp", "complete"),
          fmt, None, "below-threshold proportion per pair")
     complete = btp.filter(btp["complete"])
     if complete.height:
-        emit(ip.btp_summary(complete, n_resamples=bootstrap, seed=seed), fmt, None,
+        emit(ip.btp_summary(complete, n_resamples=bootstrap, seed=settings.seed), fmt, None,
              "BTP: IQM over pairs, stratified bootstrap 95% CI (strata = envs)")
 
 
@@ -194,7 +200,6 @@ def landscape(
     grid and its saved directions to landscape_grids. A grid already complete is not
     recomputed; view `landscape_values` has per-point mean/std/LTP/CVaR."""
     from retland.analyses import landscape as ls
-    from retland.warehouse import Warehouse
 
     seed = renamed(seed, old_seed, default_of(LandscapeRequest, "seed"), "--noise-seed", "--seed")
     batch = count_or_keyword(batch_size, "--batch-size", "auto")
@@ -203,20 +208,30 @@ def landscape(
         lo, hi = ls.parse_range(range_)
         req = LandscapeRequest(run, step, directions.value, operator, grid, lo, hi, ls.parse_zoom(zoom),
                          samples_per_point, sigma, seed, horizon).check()
+    execute_landscape(req, warehouse, progress, batch_size=batch)
+
+
+def execute_landscape(request, warehouse, progress: bool = True, *, batch_size: int | str = "auto") -> None:
+    """Run a checked LandscapeRequest (`retland.analyses.landscape.run_request`) and print
+    what `retland landscape` prints; `retland study` calls this for its landscape stage."""
+    from functools import partial
+
+    from retland.analyses import landscape as ls
+    from retland.warehouse import Warehouse
+
     wh = Warehouse.open(warehouse, create=False)
     require_writable(wh.root)
-    run = resolve_run(wh, run, seed_option=None)  # a landscape names its run whole
-    req = dataclasses.replace(req, run_id=run)
-    require_stored_checkpoint(wh, run, step, "a landscape")
+
+    def on_plan(p) -> None:
+        err_console.print(f"{len(p.grids)} grid(s) of {request.resolution}×{request.resolution}×"
+                          f"{request.samples_per_point}, {p.todo} rollouts to compute", highlight=False)
+
     with _user_errors(LandscapeError):
-        p = ls.plan(wh, req, batch)
-    err_console.print(f"{len(p.grids)} grid(s) of {grid}×{grid}×{samples_per_point}, {p.todo} rollouts to compute",
-                      highlight=False)
-    with progress_bar(p.todo, "landscape", unit="rollouts", enabled=progress and p.todo > 0) as advance, _user_errors(LandscapeError):
-        results = ls.run(wh, p, progress=advance)
-    ids = [r.grid_id for r in results]
-    summary = ls.grid_summary(wh, ids)
-    emit(summary, OutputFormat.table, None, f"landscape of {run} at step {step} ({directions.value} directions)")
+        p, results = ls.run_request(wh, request, batch_size=batch_size, progress=partial(progress_bar, enabled=progress),
+                                    on_plan=on_plan)
+    summary = ls.grid_summary(wh, [r.grid_id for r in results])
+    emit(summary, OutputFormat.table, None,
+         f"landscape of {p.request.run_id} at step {request.step} ({request.directions} directions)")
 
 
 # --------------------------------------------------------------------------- failures
@@ -251,6 +266,9 @@ def failures(
              "the default is each run's own update).")] = None,
     pairs: Annotated[int, typer.Option(help="Success/failure pairs to re-roll per checkpoint (the lowest "
                                             "qualifying update indices; the paper shows 1).")] = 1,
+    frames: Annotated[bool, typer.Option(
+        "--frames/--no-frames", help="Also draw each pair as filmstrips and animations (table renders; "
+        "`retland render` has the options), where a MuJoCo renderer works; else a one-line note.")] = True,
     progress: Annotated[bool, typer.Option(help="Show progress: a live bar on a terminal, plain lines when piped.")] = True,
     warehouse: WarehouseOpt = None,
 ) -> None:
@@ -265,71 +283,141 @@ def failures(
     random:K (e.g. the paper's §3.2: --checkpoints random:10 --algo td3 --per-env).
     Everything is checked before anything is re-rolled; pairs already stored are kept."""
     from retland.analyses import failures as fl
+
+    with _user_errors(fl.FailureError):
+        request = fl.FailuresRequest(run=run, step=step, seed=seed, checkpoints=checkpoints, env=env, algo=algo,
+                                     where=where, per_env=per_env, selection_seed=selection_seed,
+                                     operator=operator, pairs=pairs, frames=frames).check()
+    if checkpoints is not None:
+        check_seed(selection_seed, "--selection-seed")
+    execute_failures(request, warehouse, progress)
+
+
+def execute_failures(request, warehouse, progress: bool = True) -> None:
+    """Run a checked FailuresRequest (`retland.analyses.render.run_failures_request`: the
+    pairs, then their frames) and print what `retland failures` prints; `retland study`
+    calls this for its failures stage."""
+    from functools import partial
+
+    from retland.analyses import failures as fl
     from retland.warehouse import Warehouse
 
-    if pairs < 1:
-        raise CliError(f"--pairs must be >= 1, got {pairs}")
-    if checkpoints is not None and (run is not None or step is not None):
-        raise CliError("give either --run/--step or --checkpoints top-ltp:K|random:K, not both")
-    if checkpoints is None:
-        if run is None or step is None:
-            raise CliError("say which checkpoint: --run RUN --step STEP, or choose with --checkpoints top-ltp:K "
-                           "or random:K")
-        given = [n for n, v in (("--env", env), ("--algo", algo), ("--where", where)) if v is not None]
-        if given or per_env or selection_seed != 0:
-            raise CliError(f"{', '.join(given) or '--per-env/--selection-seed'} only narrow a --checkpoints selection")
-    else:
-        try:
-            selector = fl.parse_selector(checkpoints)
-        except ValueError as exc:
-            raise CliError(f"--checkpoints {exc}") from None
-        check_seed(selection_seed, "--selection-seed")
     wh = Warehouse.open(warehouse, create=False)
     require_writable(wh.root)
-    from retland.warehouse.writer import WarehouseError
 
-    with _user_errors(fl.FailureError, WarehouseError):
-        if checkpoints is None:
-            run = resolve_run(wh, run, seed)
-            require_stored_checkpoint(wh, run, step, "re-rolling failures")
-            try:
-                targets = [fl.plan(wh, run, step, operator, pairs)]
-            except fl.FailureError as exc:
-                if "no failures to explain" in str(exc):
-                    raise fl.FailureError(f"{exc}. Checkpoints with LTP > 0: retland stats --where "
-                                          "\"ltp > 0 AND NOT mode_nonpositive\" "
-                                          f"-w {shlex.quote(str(wh.root))}; or sample this one with a stronger "
-                                          f"perturbation (larger σ fails more often), e.g. retland sample --run {run} "
-                                          f"--steps {step} --operator gaussian:0.01, then failures --operator "
-                                          "gaussian") from None
-                raise
-        else:
-            try:
-                targets, passed = fl.choose(wh, selector, seed=selection_seed, per_env=per_env, pairs=pairs, env=env,
-                                            algo=algo, operator=operator, where=where)
-            except WarehouseError as exc:  # a --where that does not parse
-                raise CliError(f"--where: {exc}") from None
-            how = (f"seed {selection_seed}" if selector.kind == "random" else "highest LTP first")
-            err_console.print(f"{selector.text}{' per env' if per_env else ''} ({how}): "
-                              + ", ".join(f"{t.run_id}@{t.step}" for t in targets), highlight=False, soft_wrap=True)
-            if passed:
-                err_console.print("passed over (no sample within 10% of the mean): "
-                                  + ", ".join(f"{c.run_id}@{c.step}" for c in passed), highlight=False,
-                                  soft_wrap=True)
-            for t in targets:
-                require_stored_checkpoint(wh, t.run_id, t.step, "re-rolling failures")
-        todo = {id(t): len(fl.missing_pairs(wh, t)) for t in targets}
-        shown = {id(t): [fl.pair_id(t.run_id, t.step, t.operator_id, *p) for p in t.pairs] for t in targets}
+    def on_select(targets, passed) -> None:
+        selector = fl.parse_selector(request.checkpoints)
+        how = (f"seed {request.selection_seed}" if selector.kind == "random" else "highest LTP first")
+        err_console.print(f"{selector.text}{' per env' if request.per_env else ''} ({how}): "
+                          + ", ".join(f"{t.run_id}@{t.step}" for t in targets), highlight=False, soft_wrap=True)
+        if passed:
+            err_console.print("passed over (no sample within 10% of the mean): "
+                              + ", ".join(f"{c.run_id}@{c.step}" for c in passed), highlight=False,
+                              soft_wrap=True)
+
+    def on_plan(targets, todo) -> None:
         err_console.print(f"{sum(len(t.pairs) for t in targets)} pair(s) in {len(targets)} checkpoint(s), "
                           f"{sum(todo.values())} to re-roll", highlight=False, soft_wrap=True)
-        with progress_bar(sum(todo.values()), "failures", unit="pairs",
-                          enabled=progress and sum(todo.values()) > 0) as advance:
-            for t in targets:
-                fl.run(wh, t)
-                advance(todo[id(t)])
-    for t in targets:
-        ids = shown[id(t)]
+
+    def on_note(line: str) -> None:
+        err_console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+    from retland.analyses import render as rd
+    from retland.core.render import RenderUnavailable
+
+    with _user_errors(fl.FailureError, rd.RenderError, RenderUnavailable):
+        done = rd.run_failures_request(wh, request, progress=partial(progress_bar, enabled=progress),
+                                       on_select=on_select, on_plan=on_plan, on_note=on_note)
+    for t in done.targets:
+        ids = done.pair_ids[id(t)]
         df = fl.divergence(wh, ids)
         # pair ids hold operator ids, whose brackets the table would read as markup
         emit(df.drop("pair_id", "run_id", "step", "operator_id"), OutputFormat.table, None,
              f"failure pairs of {t.run_id} step {t.step} {t.operator_id} (LTP {t.ltp:.3f})")
+
+
+# ----------------------------------------------------------------------------- render
+
+@app.command()
+def render(
+    run: Annotated[str, typer.Argument(help="Run id of the checkpoint, or a unique prefix of one.",
+                                       show_default=False)],
+    step: Annotated[int, typer.Option(help="Env step of the checkpoint (`retland runs` lists them).",
+                                      show_default=False)],
+    seed: SeedOpt = None,
+    index: Annotated[Optional[list[int]], typer.Option(
+        help="Update index of a stored sample to draw (repeat for several). Default: the checkpoint's first "
+             "failure pair (a sample within 10% of the mean and one below half the mode, as `retland failures` "
+             "picks), both strips on the same steps with the divergence step marked.", show_default=False)] = None,
+    operator: Annotated[Optional[str], typer.Option(
+        help="Operator id or kind of the distribution (needed when the checkpoint has several).",
+        show_default=False)] = None,
+    every: Annotated[int, typer.Option(help="Filmstrip spacing: a frame every this many env steps, from step 0 "
+                                            "to the episode's end (a failing one ends at its termination).")] = 50,
+    animation: Annotated[bool, typer.Option(
+        "--animation/--no-animation", help="Also write an animated WebP of the whole episode.")] = True,
+    animation_every: Annotated[int, typer.Option(
+        help="Env steps between animation frames; 0: about 100 frames per episode.")] = 0,
+    width: Annotated[int, typer.Option(help="Pixels of one frame, across (16..1280).")] = 240,
+    height: Annotated[int, typer.Option(help="Pixels of one frame, down (16..960).")] = 180,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Also copy the filmstrips and animations into this folder (outside the "
+        "warehouse), named RUN-STEP-INDEX.png/.webp.", show_default=False)] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress: a live bar on a terminal, plain lines when piped.")] = True,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Draw stored post-update samples: re-roll each exactly (same θ_i, its return checked
+    against the stored one), keep the simulator's pose at every step, and draw it with
+    MuJoCo's renderer (off screen: EGL or OSMesa, software Mesa where there is no GPU)
+    as a filmstrip (PNG, a frame every --every steps) and an animation (animated WebP).
+    The files go under the warehouse's artifacts/renders/ with a row in table `renders`,
+    which the report shows beside the failure pairs; a sample drawn before with the same
+    settings is not drawn again. Tasks: the brax and paper variants of hopper, walker2d,
+    halfcheetah and ant, and the DeepMind Control tasks."""
+    import shutil
+
+    from retland.analyses import render as rd
+    from retland.analyses.failures import FailureError
+    from retland.cli.app import require_stored_checkpoint
+    from retland.cli.selection import resolve_run
+    from retland.core import render as core_render
+    from retland.warehouse import Warehouse
+    from retland.warehouse.writer import WarehouseError
+
+    if output is not None:
+        from retland.warehouse import refuse_inside_warehouse
+
+        refuse_inside_warehouse(output, "--output")
+        if output.exists() and not output.is_dir():
+            raise CliError(f"--output {output} is a file; give a folder")
+    wh = Warehouse.open(warehouse, create=False)
+    require_writable(wh.root)
+    with _user_errors(rd.RenderError, FailureError, WarehouseError, core_render.RenderUnavailable):
+        run = resolve_run(wh, run, seed)
+        require_stored_checkpoint(wh, run, step, "drawing samples")
+        req = rd.RenderRequest(run, step, operator, None if not index else tuple(index), every, animation,
+                               animation_every, width, height)
+        plan = rd.plan(wh, req)
+        todo = rd.missing(plan)
+        if todo and core_render.available() is None:
+            raise CliError(core_render.unavailable_reason())
+        err_console.print(f"{len(plan.samples)} sample(s) of {run} step {step} {plan.operator_id}, "
+                          f"{len(todo)} to draw", highlight=False, soft_wrap=True, markup=False)
+        with progress_bar(len(todo), "render", unit="samples", enabled=progress and bool(todo)) as advance:
+            rd.run(wh, plan, progress=advance)
+    rows = rd.plan(wh, req).done
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+    for s in plan.samples:
+        row = rows[s.index]
+        files = [row["filmstrip_path"]] + ([row["animation_path"]] if row["animation_path"] else [])
+        if output is not None:
+            for rel in list(files):
+                dest = output / f"{run}-{step}-{s.index}{Path(rel).suffix}"
+                shutil.copyfile(wh.root / rel, dest)
+                files.append(str(dest))
+        what = f" ({s.role}, diverges at step {row['diverge_step']})" if s.role else ""
+        typer.echo(f"sample {s.index}{what}: return {row['stored_return']:.1f}, {row['episode_length']} steps"
+                   f"{', terminated' if row['terminated'] else ''}; frames at steps {row['frame_steps']}")
+        for rel in files:
+            typer.echo(f"  {rel if Path(rel).is_absolute() else wh.root / rel}")

@@ -205,11 +205,12 @@ def int_list(text: str | None, option: str, **bounds) -> tuple[int, ...] | None:
 def require_stored_checkpoint(wh, run_id: str, step: int, what: str) -> None:
     """Refuse a checkpoint row without parameters (a run whose returns were imported)
     before any work; unknown runs and steps are left to the command's own message."""
-    from retland.warehouse.runs import checkpoint_stored
+    from retland.warehouse.runs import RunSelectionError, require_checkpoint
 
-    if checkpoint_stored(wh, run_id, step) is False:
-        raise CliError(f"run {run_id} step {step} has no stored checkpoint (its returns were imported); "
-                       f"{what} needs a trained run")
+    try:
+        require_checkpoint(wh, run_id, step, what)
+    except RunSelectionError as exc:
+        raise CliError(str(exc)) from None
 
 
 def emit(df, fmt: OutputFormat, output: Path | None, title: str | None = None, right=()) -> None:

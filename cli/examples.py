@@ -2,6 +2,7 @@
 post-update returns can be sampled without training first."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -38,17 +39,22 @@ def add_example(
     if name not in examples.EXAMPLES:  # before the warehouse is opened: nothing is created or written
         raise CliError(f"unknown example {name!r}; examples: {', '.join(sorted(examples.EXAMPLES)) or 'none'} "
                        "(see `retland add-example --list`)")
-    require_writable(warehouse)
-    from retland.warehouse import Warehouse
-    from retland.warehouse.runs import checkpoint_stored
+    execute(examples.ExampleRequest(name), warehouse)
 
+
+def execute(request, warehouse: Path | None, progress: bool = True) -> None:
+    """Run an ExampleRequest (`retland.shipped.run_request`) and print what
+    `retland add-example` prints; `retland study` calls this for its example stages."""
+    from retland import shipped as examples
+    from retland.warehouse import Warehouse
+
+    require_writable(warehouse)
     wh = Warehouse.open(warehouse)
-    ex = examples.EXAMPLES[name]
-    present = checkpoint_stored(wh, ex.run_id, ex.step) is not None
-    run_id, step = examples.add(wh, name)
-    what = "already in" if present else "added to"
+    done = examples.run_request(wh, request)
+    name, run_id, step = done.name, done.run_id, done.step
+    what = "already in" if done.present else "added to"
     console.print(escape(f"example {name}: run {run_id} step {step} {what} {wh.root}"), highlight=False,
                   soft_wrap=True)
-    algo = ex.meta["run"]["algo"]  # the example's own update operator
+    algo = examples.EXAMPLES[name].meta["run"]["algo"]  # the example's own update operator
     console.print(escape(f"sample it: retland sample --run {run_id} --steps {step} --operator {algo} -w {wh.root}"),
                   highlight=False, soft_wrap=True)

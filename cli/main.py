@@ -23,6 +23,7 @@ from retland.cli import study  # noqa: F401
 from retland.cli import status  # noqa: F401
 from retland.cli import import_policy  # noqa: F401
 from retland.cli import compare  # noqa: F401
+from retland.cli import clones  # noqa: F401
 from retland.cli import start_states  # noqa: F401
 
 unwrap_all_help(app)
@@ -42,9 +43,11 @@ COMMANDS: dict[str, tuple[tuple[str, str], ...]] = {
         ("compare", "Compare algorithms across tasks: IQM and P(A better than B), with CIs."),
         ("landscape", "Map the return landscape in 2-D around a checkpoint."),
         ("failures", "Re-roll failing and successful updates of a checkpoint, side by side."),
+        ("render", "Draw stored samples as filmstrips and animations (MuJoCo, off screen)."),
         ("interpolate", "Returns along straight lines between checkpoints (same and different runs)."),
         ("stabilize", "Algorithm 1: reject updates whose post-update CVaR drops."),
         ("stabilize-effect", "What Algorithm 1 changed: reject − baseline, per env (Fig. 7)."),
+        ("clones", "Behaviour clones beside their TD3 teachers: r of means and LTPs (Fig. 22)."),
         ("start-states", "LTP from states collected in the replay buffer against s0 (A.4, Fig. 10)."),
         ("report", "Write the HTML report (or one PNG/SVG per chart)."),
     ),

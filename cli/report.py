@@ -36,13 +36,21 @@ def report(
     linked to each checkpoint's post-update return histogram, α-CVaR rankings, and the
     later analyses (landscape, failures, interpolate, stabilize) once their data exist.
     Prints the absolute path written and, for the HTML page, its file:// URL."""
-    from retland.report import write_report
-    from retland.warehouse import Warehouse
+    from retland.report import ReportRequest
 
     output = renamed(output, out, None, "--output", "--out")
+    execute(ReportRequest(where=where, output=output, fmt=fmt.value, alpha=alpha, beta=beta, bootstrap=bootstrap),
+            warehouse)
+
+
+def execute(request, warehouse: Path | None, progress: bool = True) -> None:
+    """Write a ReportRequest's report (`retland.report.run_request`) and print what
+    `retland report` prints; `retland study` calls this for its report stage."""
+    from retland.report import run_request
+    from retland.warehouse import Warehouse
+
     wh = Warehouse.open(warehouse, create=False)
-    path = write_report(wh, out=output, where=where, fmt=fmt.value, alpha=alpha, beta=beta, n_resamples=bootstrap)
-    path = Path(path).resolve()
+    path = Path(run_request(wh, request)).resolve()
     console.print(str(path), highlight=False, soft_wrap=True)
     if path.is_file():
         console.print(f"open it: {path.as_uri()}", highlight=False, soft_wrap=True)

@@ -25,7 +25,7 @@ from retland.config.settings import SampleSettings, default_of, help_of
 @app.command()
 def sample(
     operator: Annotated[str, typer.Option(
-        help="Update operator: td3 | sac | ppo[:clip=C,rows=R] | gaussian[:sigma] | action[:sigma] | "
+        help="Update operator: td3 | sac | ppo[:clip=C,rows=R] | bc | gaussian[:sigma] | action[:sigma] | "
              "init_state[:xF | :factor=F | :abs=A]. ppo alone is retland's operator (grad-norm clip as in training, "
              "one random minibatch, R = random); ppo:clip=0.1,rows=first is the authors' (clip 0.1, the minibatch "
              "of the first 1/num_minibatches of the rollout steps). init_state:xF resets within F times the task's "
@@ -64,8 +64,9 @@ def sample(
     gpus_per_job: Annotated[Optional[int], typer.Option(help="GPUs per task.", rich_help_panel="Clusters")] = None,
     cpus_per_job: Annotated[Optional[int], typer.Option(help="CPUs per task.", rich_help_panel="Clusters")] = None,
     time: Annotated[Optional[str], typer.Option(
-        help="Wall-time limit per task: minutes, H:MM:SS or D-HH:MM:SS. A task that reaches it is requeued and "
-             "continues where it stopped.", rich_help_panel="Clusters")] = None,
+        help="Wall-time limit per task: minutes, H:MM:SS or D-HH:MM:SS (default: the partition's default time, "
+             "else its limit). A task that reaches it is requeued and continues where it stopped.",
+        rich_help_panel="Clusters")] = None,
     mem: Annotated[Optional[str], typer.Option(help="Memory per task, e.g. 32G.", rich_help_panel="Clusters")] = None,
     slurm_folder: Annotated[Optional[Path], typer.Option(
         help="Folder for the tasks' files and logs, on a filesystem every node mounts (default: WAREHOUSE/jobs).",
@@ -98,7 +99,6 @@ def sample(
     """
     from retland.cluster import EXECUTORS, Resources, parse_time, submit, wait
     from retland.purd.adaptive import parse_targets
-    from retland.purd.engine import resolve_devices
     from retland.purd.job import SampleRequest, plan, resolve
     from retland.purd.sampling import SamplingError, parse_shard
     from retland.warehouse import Warehouse
@@ -142,38 +142,70 @@ def sample(
                                     "login node of the cluster, or use --executor local")
     except SamplingError as exc:
         raise CliError(str(exc)) from None
+    if executor == "none":
+        execute(request, warehouse, progress)
+        return
     wh = Warehouse.open(warehouse, create=False)
     require_writable(wh.root)
     try:
         shard_ij = parse_shard(shard)
-        devs = resolve_devices(n_devices) if executor == "none" else None
         job = resolve(wh, request)
         plans = plan(wh, job, shard_ij)
     except (SamplingError, RunSelectionError) as exc:
         raise CliError(str(exc)) from None
-    ids = job.operator_ids
-    operator_ids = ", ".join(ids) + (f" from {job.start_rows} replay row(s)" if job.start_rows else "")
+    _submit(wh, job, plans, executor, jobs, resources, slurm_folder, job.operator_ids, say, submit, wait)
 
-    def say(text: str) -> None:
-        err_console.print(escape(text), highlight=False, soft_wrap=True)
 
-    if executor != "none":
-        _submit(wh, job, plans, executor, jobs, resources, slurm_folder, ids, say, submit, wait)
+def say(text: str) -> None:
+    err_console.print(escape(text), highlight=False, soft_wrap=True)
+
+
+def execute(request, warehouse: Path | None, progress: bool = True) -> None:
+    """Sample a checked SampleRequest in this process (`retland.purd.job.run_request`) and
+    print what `retland sample` prints; `retland study` calls this for its sample stage."""
+    from functools import partial
+
+    from retland.purd.engine import resolve_devices
+    from retland.purd.job import run_request
+    from retland.purd.sampling import SamplingError
+    from retland.warehouse import Warehouse
+    from retland.warehouse.runs import RunSelectionError
+
+    wh = Warehouse.open(warehouse, create=False)
+    require_writable(wh.root)
+    shown: dict = {}
+
+    def on_plan(job, plans, shard_ij) -> None:
+        shown["job"], shown["shard"] = job, shard_ij
+        operator_ids = ", ".join(job.operator_ids)
+        if plans is None:
+            say(f"{len(job.distributions)} distribution(s), operator {operator_ids}, to a precision "
+                f"({', '.join(f'{k}=±{v:g}' for k, v in job.targets)}), at most {job.max_samples} samples each, "
+                f"rounds of {job.round_samples}, shard {shard_ij[0]}/{shard_ij[1]} (whole distributions)")
+            return
+        total = sum(p.new_rows for p in plans)
+        work = [p for p in plans if p.todo]
+        if job.start_rows:
+            operator_ids += f" from {job.start_rows} replay row(s)"
+        say(f"{len(job.distributions)} distribution(s), operator {operator_ids}, N={request.samples}, "
+            f"shard {shard_ij[0]}/{shard_ij[1]}: {total} new samples in {sum(len(p.todo) for p in work)} "
+            f"chunk(s) on {len(devs)} device(s)")
+
+    def on_round(res) -> None:
+        if progress:
+            say(f"run {res.run_id} step {res.step}: n={res.n} " + ", ".join(_ci_text(iv) for iv in res.intervals)
+                + (" -> target met" if res.met else ""))
+
+    try:
+        devs = resolve_devices(request.devices)
+        done = run_request(wh, request, devices=devs, progress=partial(progress_bar, enabled=progress),
+                           on_plan=on_plan, on_round=on_round)
+    except (SamplingError, RunSelectionError) as exc:
+        raise CliError(str(exc)) from None
+    if shown["job"].targets:
+        _print_adaptive(done.adaptive)
+        console.print(escape(f"wrote {done.rows_written} rows into {wh.root}"), highlight=False, soft_wrap=True)
         return
-    if job.targets:
-        _adaptive(wh, job, shard_ij, devs, operator_ids, progress, say)
-        return
-
-    from retland.purd.job import run_job
-
-    total = sum(p.new_rows for p in plans)
-    work = [p for p in plans if p.todo]
-    say(f"{len(job.distributions)} distribution(s), operator {operator_ids}, N={samples}, "
-        f"shard {shard_ij[0]}/{shard_ij[1]}: {total} new samples in {sum(len(p.todo) for p in work)} "
-        f"chunk(s) on {len(devs)} device(s)")
-    with progress_bar(total, "sample", unit="samples", rate_scale=horizon, rate_unit="env-steps",
-                      enabled=progress and bool(work)) as advance:
-        done = run_job(wh, job, shard_ij, plans=plans, devices=devs, progress=advance)
     busy = done.busy
     if busy:
         say(f"{len(busy)} chunk(s) left to other live jobs that lease them "
@@ -239,28 +271,6 @@ def _submit(wh, job, plans, executor, jobs, resources, folder, ids, say, submit,
                          + (f" ({busy} chunk(s) left to other jobs)" if busy else "")), highlight=False, soft_wrap=True)
     if job.targets:
         _print_adaptive([r for d in done for r in d.get("adaptive", [])])
-
-
-def _adaptive(wh, job, shard_ij, devs, operator_ids, progress, say) -> None:
-    """--target-ci in this process: rounds per distribution, a line per round, a summary."""
-    from retland.purd.job import run_job
-    from retland.purd.sampling import SamplingError
-
-    say(f"{len(job.distributions)} distribution(s), operator {operator_ids}, to a precision "
-        f"({', '.join(f'{k}=±{v:g}' for k, v in job.targets)}), at most {job.max_samples} samples each, rounds of "
-        f"{job.round_samples}, shard {shard_ij[0]}/{shard_ij[1]} (whole distributions)")
-
-    def on_round(res) -> None:
-        if progress:
-            say(f"run {res.run_id} step {res.step}: n={res.n} " + ", ".join(_ci_text(iv) for iv in res.intervals)
-                + (" -> target met" if res.met else ""))
-
-    try:
-        done = run_job(wh, job, shard_ij, devices=devs, on_round=on_round)
-    except SamplingError as exc:
-        raise CliError(str(exc)) from None
-    _print_adaptive(done.adaptive)
-    console.print(escape(f"wrote {done.rows_written} rows into {wh.root}"), highlight=False, soft_wrap=True)
 
 
 def _ci_text(iv) -> str:

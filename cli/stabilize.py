@@ -21,7 +21,6 @@ from retland.cli.app import (
     require_writable,
 )
 from retland.cli.progress import progress_bar
-from retland.cli.selection import resolve_run
 from retland.config.intlist import INT32_MAX
 from retland.config.settings import ARMS, CRITERIA, StabilizeConfig, default_of, help_of
 
@@ -44,36 +43,6 @@ def parse_source(text: str) -> tuple[str, int]:
     if not sep or not run or not step.strip().isdigit():
         raise CliError(f"--source {text!r}: expected RUN_ID:STEP, e.g. td3-hopper-s0:500000")
     return run, int(step)
-
-
-def _sources(wh, run, step, source, sources, env, where, operator, beta) -> list[tuple[str, int]]:
-    """Explicit --run/--step pairs and --source RUN:STEP, then a --sources selection;
-    the selection is printed."""
-    run, step, source = run or [], step or [], source or []
-    if len(run) != len(step):
-        raise CliError(f"--run and --step pair up (the i-th --run with the i-th --step): got {len(run)} --run "
-                       f"and {len(step)} --step")
-    if (env or where or operator) and not sources:
-        raise CliError("--env, --where and --operator choose among sampled checkpoints: use them with "
-                       "--sources top-ltp:K")
-    picked = [(resolve_run(wh, r, seed_option=None), s) for r, s in zip(run, step)]
-    picked += [(resolve_run(wh, r, option="--source", seed_option=None), s) for r, s in map(parse_source, source)]
-    if sources:
-        from retland.analyses.stabilize import parse_selection, top_ltp_sources
-
-        k = parse_selection(sources)
-        top = top_ltp_sources(wh, k, env=env, where=where, operator=operator, beta=beta)
-        console.print(f"--sources {sources}: {top.height} checkpoint{'s' if top.height != 1 else ''} with the "
-                      f"highest LTP (operator {top['operator'][0]})"
-                      + (f" — only {top.height} of the {k} asked for exist" if top.height < k else "") + ":")
-        for r in top.iter_rows(named=True):
-            console.print(f"  {r['run_id']}:{r['step']} ({r['env']}) LTP {r['ltp']:.3f}, mean {r['mean']:,.1f}, "
-                          f"N={r['n']}")
-        picked += [(r, int(s)) for r, s in zip(top["run_id"], top["step"]) if (r, int(s)) not in picked]
-    if not picked:
-        raise CliError("no source policy: give --run RUN --step STEP (repeatable), --source RUN:STEP "
-                       "(repeatable) or --sources top-ltp:K")
-    return picked
 
 
 @app.command()
@@ -136,8 +105,7 @@ def stabilize(
     stabilize_trajectory, stabilize_arms and stabilize_replay(...)."""
     from pydantic import ValidationError
 
-    from retland.analyses.stabilize import plan_sources, run_sources
-    from retland.warehouse import Warehouse
+    from retland.analyses.stabilize import StabilizeRequest
 
     try:
         base = StabilizeConfig(run_id="-", step=0, proposals=proposals, samples=samples, alpha=alpha,
@@ -147,26 +115,49 @@ def stabilize(
         msgs = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg'].removeprefix('Value error, ')}"
                          for e in exc.errors())
         raise CliError(msgs) from None
+    request = StabilizeRequest(run=tuple(run or ()), step=tuple(step or ()),
+                               source=tuple(parse_source(x) for x in source or ()), sources=sources, env=env,
+                               where=where, operator=operator, config=base, skip_done=skip_done)
+    try:
+        request.check()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    execute(request, warehouse, progress)
+
+
+def execute(request, warehouse, progress: bool = True) -> None:
+    """Run a checked StabilizeRequest (`retland.analyses.stabilize.run_request`) and print
+    what `retland stabilize` prints; `retland study` calls this for its stabilize stage."""
+    from functools import partial
+
+    from retland.analyses.stabilize import run_request
+    from retland.warehouse import Warehouse
+
+    base = request.config
     wh = Warehouse.open(warehouse, create=False)
     require_writable(wh.root)
-    picked = _sources(wh, run, step, source, sources, env, where, operator, base.beta)
-    plan = plan_sources(wh, base, picked, skip_done=skip_done)  # refuses a bad source before any work
-    for c, d in zip(plan.configs, plan.done):
-        if d is not None:
-            console.print(f"  skip {c.run_id}@{c.step}: done as experiment {d} (--redo runs it again)")
-    todo = plan.todo
-    lanes = len(base.lanes)
-    console.print(f"stabilize {len(todo)} of {len(picked)} source{'s' if len(picked) != 1 else ''}: "
-                  f"{len(base.seeds)} seeds x {len(base.arms)} arms = {lanes} lanes vmapped per source, "
-                  f"{proposals} proposals x {samples} samples, criterion {base.criterion} (α={alpha}, "
-                  f"tolerance={tolerance})")
 
-    if todo:
-        with progress_bar(len(todo) * (proposals + 1), f"stabilize {len(todo)} sources x {lanes} lanes x "
-                          f"{samples} samples", unit="PURDs", enabled=progress) as advance:
-            run_sources(wh, plan, progress=advance, on_result=_print_result)
+    def on_select(k, top) -> None:
+        console.print(f"--sources {request.sources}: {top.height} checkpoint{'s' if top.height != 1 else ''} with "
+                      f"the highest LTP (operator {top['operator'][0]})"
+                      + (f" — only {top.height} of the {k} asked for exist" if top.height < k else "") + ":")
+        for r in top.iter_rows(named=True):
+            console.print(f"  {r['run_id']}:{r['step']} ({r['env']}) LTP {r['ltp']:.3f}, mean {r['mean']:,.1f}, "
+                          f"N={r['n']}")
+
+    def on_plan(plan, picked) -> None:
+        for c, d in zip(plan.configs, plan.done):
+            if d is not None:
+                console.print(f"  skip {c.run_id}@{c.step}: done as experiment {d} (--redo runs it again)")
+        console.print(f"stabilize {len(plan.todo)} of {len(picked)} source{'s' if len(picked) != 1 else ''}: "
+                      f"{len(base.seeds)} seeds x {len(base.arms)} arms = {len(base.lanes)} lanes vmapped per "
+                      f"source, {base.proposals} proposals x {base.samples} samples, criterion {base.criterion} "
+                      f"(α={base.alpha}, tolerance={base.tolerance})")
+
+    done = run_request(wh, request, progress=partial(progress_bar, enabled=progress), on_select=on_select,
+                       on_plan=on_plan, on_result=_print_result)
     if {"reject", "baseline"} <= set(base.arms):
-        _print_fig7(wh, base, picked)
+        _print_fig7(wh, base, done.picked)
 
 
 def _print_result(result) -> None:

@@ -1,4 +1,5 @@
-"""`retland study FILE`: run a whole study (train/add policies, sample, analyses, report)."""
+"""`retland study FILE`: run a whole study (train/add policies, sample, analyses, report) by
+calling, for each request a stage holds, the function its command calls after parsing."""
 from __future__ import annotations
 
 import shlex
@@ -11,25 +12,31 @@ from rich.markup import escape
 
 from retland.cli.app import CliError, WarehouseOpt, app, console, err_console, require_writable
 
-# Commands that take --progress/--no-progress.
-_PROGRESS = {"train", "landscape", "interpolate", "stabilize"}
 _MARK = {"done": "[green]done[/]", "nothing": "[yellow]nothing to do[/]", "todo": "[cyan]to do[/]",
          "waiting": "[dim]waits[/]"}
 
+# request class -> (command module, its function that runs a parsed request and displays)
+EXECUTE = {
+    "TrainRequest": ("train", "execute"),
+    "ExampleRequest": ("examples", "execute"),
+    "SampleRequest": ("sample", "execute"),
+    "FailuresRequest": ("analyses", "execute_failures"),
+    "LandscapeRequest": ("analyses", "execute_landscape"),
+    "InterpolationRequest": ("analyses", "execute_interpolate"),
+    "StabilizeRequest": ("stabilize", "execute"),
+    "StatsRequest": ("warehouse_cmds", "execute_stats"),
+    "ReportRequest": ("report", "execute"),
+}
 
-def _argv(cmd: list[str], root: Path, progress: bool) -> list[str]:
-    out = list(cmd) + ["--warehouse", str(root)]
-    if cmd[0] in _PROGRESS and not progress:
-        out.append("--no-progress")
-    return out
 
+def execute(request, root: Path, progress: bool) -> None:
+    """Run one of a stage's requests in this process: the library runner its command calls
+    once it has parsed its options, with the command's display; its errors propagate and
+    stop the study."""
+    from importlib import import_module
 
-def run_command(argv: list[str]) -> None:
-    """Run one `retland` command in this process (same code path as typing it); its
-    errors propagate, and a non-zero exit status stops the study."""
-    code = app(argv, standalone_mode=False)
-    if isinstance(code, int) and code:
-        raise CliError(f"`retland {shell_join(argv)}` exited with status {code}; the study stops here")
+    module, name = EXECUTE[type(request).__name__]
+    getattr(import_module(f"retland.cli.{module}"), name)(request, root, progress)
 
 
 def shell_join(args) -> str:
@@ -45,9 +52,10 @@ def shell_join(args) -> str:
     return " ".join(out)
 
 
-def _print_plan(study, rows, root: Path) -> None:
+def _print_plan(study, rows, root: Path, estimates, device: str) -> None:
     from rich.text import Text
 
+    from retland.analyses.estimates import fmt_seconds
     from retland.cli.tables import Column, print_table
     from retland.study import fmt_env_steps
 
@@ -55,16 +63,29 @@ def _print_plan(study, rows, root: Path) -> None:
                                                             else ""), highlight=False)
     console.print(f"warehouse {root}", highlight=False)
     columns = [Column("#", "right"), Column("stage"), Column("status"), Column("env steps left", "right"),
-               Column("what")]
+               Column("time left", "right"), Column("what")]
     print_table(console, columns, [[str(i), st.name, Text.from_markup(_MARK[st.status]),
-                                    fmt_env_steps(st.env_steps), st.detail]
-                                   for i, st in enumerate(rows, 1)])
+                                    fmt_env_steps(st.env_steps),
+                                    "-" if est is None else "?" if est.seconds is None else fmt_seconds(est.seconds),
+                                    st.detail]
+                                   for i, (st, est) in enumerate(zip(rows, estimates), 1)])
     total = sum(st.env_steps for st in rows)
     console.print(f"env steps left (estimate, rollouts and training; stages that wait are estimated from the file): "
                   f"{fmt_env_steps(total)}", highlight=False)
+    known = [e for e in estimates if e is not None and e.seconds is not None]
+    unknown = list(dict.fromkeys(e.basis for e in estimates if e is not None and e.seconds is None))
+    if known or unknown:
+        line = (f"time left on {device}: {fmt_seconds(sum(e.seconds for e in known))}"
+                f"{' and more' if unknown else ''}, scaled from what this warehouse measured "
+                f"({'; '.join(dict.fromkeys(e.basis for e in known))})" if known else
+                f"time left on {device}: not estimated")
+        if unknown:
+            line += f"; ? = {'; '.join(unknown)} (measured as the study runs)"
+        console.print(line, highlight=False, soft_wrap=True)
     cmds = [c for st in rows for c in st.commands]
     if cmds:
-        console.print("commands the next run starts with (later stages are decided as earlier ones finish):")
+        console.print("commands the next run starts with (later stages are decided as earlier ones finish; the "
+                      "study calls the library functions these commands call):")
         for c in cmds:
             console.print("  retland " + escape(shell_join(c)), highlight=False, soft_wrap=True)
 
@@ -82,7 +103,7 @@ def study(
         help="i/N: run this shard's part of the sample stage only (the policies must exist); "
              "stops after sampling. Run the study without --shard once every shard is done.",
         show_default=False)] = None,
-    progress: Annotated[bool, typer.Option(help="Progress bars of the stages' commands.")] = True,
+    progress: Annotated[bool, typer.Option(help="Progress bars of the stages' work.")] = True,
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Run a study: the paper's pipeline from one file.
@@ -91,9 +112,10 @@ def study(
     post-update return distributions (\\[sample]), run the analyses the file names
     (\\[failures], \\[landscape], \\[interpolation], \\[stabilize], each with its
     command's options) and write the \\[report]. Copy a preset from the studies/ folder
-    of retland's source to start a file. Each stage runs the
-    same `retland` commands a user would type, and a stage whose results the warehouse
-    already holds is skipped, so rerunning after a kill, or from another machine on the
+    of retland's source to start a file. Each stage builds the requests its commands
+    would (printed as `$ retland ...` lines) and calls the same library functions the
+    commands call, with their output; a stage whose results the warehouse already
+    holds is skipped, so rerunning after a kill, or from another machine on the
     same warehouse, continues where it stopped. Analyses pick checkpoints after
     sampling (top-ltp:K: the highest left-tail probabilities; \\[failures] also
     random:K, seeded, as the paper's §3.2). \\[sample] own = { ppo = "..." } says which
@@ -102,6 +124,7 @@ def study(
     """
     from retland.purd.sampling import parse_shard
     from retland.study import KINDS, StudyError, load_study, stages
+    from retland.study.run import sharded
     from retland.warehouse import Warehouse, WarehouseError, resolve_root
 
     if until is not None and until not in KINDS:
@@ -128,15 +151,21 @@ def study(
             wh = Warehouse.open(root, create=False)
         except WarehouseError:
             wh = None
+        from retland.analyses.estimates import current_device
+        from retland.study.estimate import stage_estimates
+
+        device = current_device()
         if wh is None:  # nothing stored yet: plan against an empty warehouse in a temporary folder
             import tempfile
 
             with tempfile.TemporaryDirectory(prefix="retland-plan-") as tmp:
                 empty = Warehouse.open(Path(tmp) / "wh")
                 rows = [fn(empty) for _, fn in stages(spec, base)]
+                estimates = stage_estimates(spec, rows, empty, device)
         else:
             rows = [fn(wh) for _, fn in stages(spec, base)]
-        _print_plan(spec, rows, root)
+            estimates = stage_estimates(spec, rows, wh, device)
+        _print_plan(spec, rows, root, estimates, device)
         return
     steps = stages(spec, base)
     if until is not None:
@@ -150,6 +179,10 @@ def study(
                        "(and example) once, then the shards")
     require_writable(root)
     wh = Warehouse.open(root)
+    from retland.analyses.estimates import current_device, fmt_seconds
+    from retland.study.estimate import stage_estimate
+
+    device = current_device()
     t_start = time.perf_counter()
     console.print(f"study [bold]{escape(spec.name)}[/] on {root}: {len(steps)} stages", highlight=False)
     for i, (name, fn) in enumerate(steps, 1):
@@ -160,18 +193,22 @@ def study(
                 raise CliError(f"--shard: stage {st.name} is not done ({st.detail}); run "
                                f"`retland study {file} --until {name.split()[0]}` once first")
         elif shard is not None:
-            st.commands = [c + ["--shard", shard] for c in st.commands]
+            st = sharded(st, shard)
         if st.done:
             console.print(f"{head}: {_MARK[st.status]}, skipped ({escape(st.detail)})", highlight=False)
             continue
         if st.status == "waiting":  # an earlier stage did not produce what this one needs
             raise CliError(f"stage {st.name}: {st.detail}; the stages before it did not finish")
         console.print(f"{head}: {escape(st.detail)}", highlight=False)
+        est = stage_estimate(spec, i - 1, st, wh, device)  # with what the stages before measured
         t0 = time.perf_counter()
-        for cmd in st.commands:
-            console.print(f"[cyan]$ retland {escape(shell_join(cmd))}[/]", highlight=False, soft_wrap=True)
-            run_command(_argv(cmd, root, progress))
-        console.print(f"[dim]({name}: {time.perf_counter() - t0:.0f} s)[/]", highlight=False)
+        for request in st.requests:
+            console.print(f"[cyan]$ retland {escape(shell_join(request.argv()))}[/]", highlight=False,
+                          soft_wrap=True)
+            execute(request, root, progress)
+        took = time.perf_counter() - t0
+        guess = "" if est is None or est.seconds is None else f"; estimated {fmt_seconds(est.seconds)}"
+        console.print(f"[dim]({name}: {took:.0f} s{guess})[/]", highlight=False)
     report = spec.report_path() if spec.report is not None and until in (None, "report") else None
     tail = f"; report {report.resolve()}" if report is not None else ""
     if shard is not None:

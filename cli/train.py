@@ -1,4 +1,5 @@
-"""`retland train`: TD3/SAC/PPO checkpoints on Brax tasks, N seeds in one job."""
+"""`retland train`: TD3/SAC/PPO checkpoints on Brax tasks, N seeds in one job; BC clones
+of a TD3 checkpoint (--algo bc --teacher RUN@STEP)."""
 from __future__ import annotations
 
 from enum import Enum
@@ -67,6 +68,11 @@ def train(
              "observations, e.g. hopper ends only when its torso drops below 0.7) or brax (brax 0.14's own "
              "robots and rules: hopper also ends when tilted past 0.2 rad). DeepMind Control tasks: dmc, their "
              "own rules (the default for them).")] = None,
+    teacher: Annotated[Optional[str], typer.Option(
+        help="With --algo bc: the TD3 checkpoint RUN@STEP to clone (RUN: a run id or a unique prefix; STEP: one of "
+             "its checkpoints). The clone trains on the teacher's logged data up to STEP with the teacher's actions, "
+             "on the teacher's task; --total-steps and --checkpoints count gradient steps (default 1e6, 10 evenly "
+             "spaced). The run records its teacher (runs.parent_run_id/parent_step).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with TrainConfig fields and an \\[agent] table.")] = None,
     store_states: Annotated[Optional[bool], typer.Option(
         "--store-states", help="TD3/SAC on a brax task: store each replay row's simulator state too, so "
@@ -80,55 +86,87 @@ def train(
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Train SEEDS seeds of ALGO on ENV; write runs, learning curves and checkpoints to
-    the warehouse. Defaults are the paper's Table 1 (docs/method.md §4)."""
+    the warehouse. Defaults are the paper's Table 1 (docs/method.md §4). --algo bc
+    --teacher RUN@STEP clones a TD3 checkpoint (the paper's Appendix A.7; one seed by
+    default), on its teacher's task."""
     import tomllib
 
     from pydantic import ValidationError
 
-    from retland.train.config import load_train_config
-    from retland.train.job import resume_config
-    from retland.train.job import train as run_training
-    from retland.warehouse import Warehouse
+    from retland.train.request import TrainRequest
 
     steps = renamed(steps, old_steps, None, "--total-steps", "--steps")
     # Everything given is checked before the warehouse is opened or anything compiled.
     if resume is not None:
         given = [n.replace("_", "-") for n, v in dict(
             algo=algo, env=env, seeds=seeds, seed=seed, total_steps=steps, checkpoints=checkpoints,
-            eval_every=eval_every, backend=backend, variant=variant, config=config,
-            store_states=store_states).items() if v is not None]
+            eval_every=eval_every, backend=backend, variant=variant, teacher=teacher,
+            config=config, store_states=store_states).items() if v is not None]
         if given:
             raise CliError(f"--resume continues a job with its recorded config; drop {', '.join('--' + g for g in given)}")
-        cfg = resume_config(Warehouse.open(warehouse, create=False), resume)  # an unknown job changes nothing
-        require_writable(warehouse)
-        wh = Warehouse.open(warehouse)
+        request = TrainRequest(resume=resume)
     else:
         if config is not None and not config.is_file():
             raise CliError(f"--config {config}: no such file")
-        options = dict(env=env, seeds=seeds, seed=seed, total_steps=steps,
-                       checkpoints=int_list(checkpoints, "--checkpoints", minimum=1),
-                       eval_every=eval_every, backend=backend, variant=variant, store_states=store_states)
+        request = TrainRequest(algo=algo.value if algo else None, env=env, seeds=seeds, seed=seed, total_steps=steps,
+                               checkpoints=int_list(checkpoints, "--checkpoints", minimum=1), eval_every=eval_every,
+                               backend=backend, variant=variant, config=config, teacher=teacher,
+                               store_states=store_states)
+        from retland.train.bc import TeacherError
+
         try:
-            cfg = load_train_config(config, algo=algo.value if algo else None, **options)
+            if request.algo == "bc" and request.teacher is not None:
+                from retland.train.bc import parse_teacher
+
+                from retland.warehouse import Warehouse
+
+                parse_teacher(request.teacher)  # a malformed text is refused before the warehouse is read
+                request.train_config(Warehouse.open(warehouse, create=False))
+            else:
+                request.train_config()
+        except TeacherError as exc:
+            raise CliError(str(exc)) from None
         except ValidationError as exc:
-            given = {k for k, v in options.items() if v is not None}
+            given = {k for k, v in request.overrides().items() if v is not None}
             raise CliError(config_error(exc, given, config.name if config else None)) from None
         except tomllib.TOMLDecodeError as exc:
             raise CliError(f"--config {config}: not valid TOML: {exc}") from None
         except UnicodeDecodeError:
             raise CliError(f"--config {config}: not a text (TOML) file") from None
-        require_writable(warehouse)
-        wh = Warehouse.open(warehouse)
-    console.print(f"[bold]{cfg.algo}[/] on [bold]{cfg.env}[/] ({cfg.variant} task rules, {cfg.backend}), "
-                  f"{cfg.seeds} seeds x "
-                  f"{cfg.steps:,} steps; checkpoints at {', '.join(f'{s:,}' for s in cfg.checkpoint_steps)}")
-    with progress_bar(cfg.steps, f"{cfg.algo} {cfg.env} x{cfg.seeds}", unit="env-steps", rate_scale=cfg.seeds,
-                      enabled=progress) as advance:
-        result = run_training(cfg, wh, progress=advance, resume=resume)
+    execute(request, warehouse, progress)
+
+
+def execute(request, warehouse: Path | None, progress: bool = True) -> None:
+    """Run a checked TrainRequest (`retland.train.request.run_request`) and print what
+    `retland train` prints; `retland study` calls this for its train stages."""
+    from functools import partial
+
+    from retland.train.job import resume_config
+    from retland.train.request import run_request
+    from retland.warehouse import Warehouse
+
+    if request.resume is not None:
+        resume_config(Warehouse.open(warehouse, create=False), request.resume)  # an unknown job changes nothing
+    require_writable(warehouse)
+    wh = Warehouse.open(warehouse)
+
+    started = {}
+
+    def header(cfg) -> None:
+        started["algo"] = cfg.algo
+        unit = "gradient steps" if cfg.algo == "bc" else "steps"
+        if cfg.algo == "bc":
+            console.print(f"cloning teacher {cfg.agent.teacher_run_id}@{cfg.agent.teacher_step} "
+                          f"({cfg.agent.dataset_size:,} logged rows, relabelled with its actions)")
+        console.print(f"[bold]{cfg.algo}[/] on [bold]{cfg.env}[/] ({cfg.variant} task rules, {cfg.backend}), "
+                      f"{cfg.seeds} seeds x "
+                      f"{cfg.steps:,} {unit}; checkpoints at {', '.join(f'{s:,}' for s in cfg.checkpoint_steps)}")
+
+    result = run_request(wh, request, progress=partial(progress_bar, enabled=progress), on_start=header)
     if result.resumed_from == 0:
         console.print(f"job {result.job_id} had no checkpoint (killed before its first one): restarted from step 0")
     final = result.curve.get(result.steps)
     console.print(f"job [bold]{result.job_id}[/]: {len(result.run_ids)} runs, {result.steps:,} steps, "
-                  f"{result.env_steps_per_s:,.0f} env-steps/s"
+                  f"{result.env_steps_per_s:,.0f} {'gradient' if started.get('algo') == 'bc' else 'env'}-steps/s"
                   + (f", final eval return mean {final.mean():.1f}" if final is not None else ""))
     console.print(f"runs: {result.run_ids[0]} … {result.run_ids[-1]}")

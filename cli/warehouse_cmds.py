@@ -114,20 +114,29 @@ def stats(
     rounds (1 decimal from 100 up, 2 from 1, 3 below); csv, json and parquet keep full
     precision and every column, including run_id and mode_nonpositive, named as in the
     distribution_stats view (operator_id; --where names it operator)."""
-    from retland.analyses.distributions import distribution_stats
-    from retland.warehouse import Warehouse
+    from retland.analyses.distributions import StatsRequest
 
     sources = parse_sources(source)
     if not 0 <= bootstrap <= MAX_BOOTSTRAP:
         raise CliError(f"--bootstrap {bootstrap}: give a whole number of resamples in [0, {MAX_BOOTSTRAP}]")
+    request = StatsRequest(where=where, sources=sources, alpha=alpha, beta=beta, bootstrap=bootstrap)
+    execute_stats(request, warehouse, fmt=fmt, output=output, columns=columns)
+
+
+def execute_stats(request, warehouse, progress: bool = True, *, fmt: OutputFormat = OutputFormat.table,
+                  output=None, columns: str | None = None) -> None:
+    """Compute a StatsRequest (`retland.analyses.distributions.run_request`) and print
+    or write what `retland stats` does; `retland study` calls this for its report stage."""
+    from retland.analyses.distributions import run_request
+    from retland.warehouse import Warehouse
+
     table = fmt is OutputFormat.table
-    cols = _columns(columns, bool(bootstrap)) if table else STATISTICS
+    cols = _columns(columns, bool(request.bootstrap)) if table else STATISTICS
     wh = Warehouse.open(warehouse, create=False)
-    df = distribution_stats(wh, alpha=alpha, beta=beta, where=where, bootstrap=bootstrap > 0,
-                            n_resamples=max(bootstrap, 1), sources=sources)
-    title = f"post-update return distributions (α={alpha}, β={beta}; sources {', '.join(sources)})"
+    df = run_request(wh, request)
+    title = f"post-update return distributions (α={request.alpha}, β={request.beta}; sources {', '.join(request.sources)})"
     if table:
-        df, right = stats_display(df, cols, bootstrap > 0)
+        df, right = stats_display(df, cols, request.bootstrap > 0)
         emit(df, fmt, output, title=title, right=right)
     else:  # files carry the view's column names: operator_id, as distribution_stats and purd_stats
         emit(df.rename({"operator": "operator_id"}), fmt, output, title=title)

@@ -18,6 +18,8 @@ submitit is imported only here, and only when jobs are submitted.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import shlex
@@ -77,11 +79,43 @@ def parse_time(text: str | None) -> int | None:
     return int(minutes)
 
 
+UNLIMITED_MINUTES = 365 * 24 * 60  # what a task asks for on a partition without a time limit
+
+
+def partition_minutes(partition: str | None) -> int:
+    """The wall time of a task without --time: the partition's DefaultTime, else its
+    MaxTime (as `sinfo` reports them; a year when unlimited), in minutes. submitit
+    would write its own default, --time=5: each run signalled 90 s before its end and
+    requeued at most 3 times, a shard of more than about 14 minutes' work would fail."""
+    import subprocess
+
+    try:
+        res = subprocess.run(["sinfo", "-a", "-h", "-o", "%P|%L|%l"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SamplingError(f"--executor slurm: sinfo did not answer ({exc}); give --time") from None
+    if res.returncode != 0:
+        raise SamplingError(f"--executor slurm: sinfo failed ({refusal(res.stderr)}); give --time")
+    rows = [ln.strip().split("|") for ln in res.stdout.splitlines() if ln.count("|") == 2]
+    names = [r[0].rstrip("*") for r in rows]
+    if partition is not None and partition not in names:
+        raise SamplingError(f"--partition {partition!r}: no such partition (sinfo lists {', '.join(names) or 'none'})")
+    chosen = [r for r in rows if (r[0].rstrip("*") == partition if partition else r[0].endswith("*"))]
+    if not chosen:
+        raise SamplingError("--executor slurm: the cluster has no default partition; give --partition")
+    for text in chosen[0][1:]:
+        t = text.strip().lower()
+        if t in ("infinite", "unlimited"):
+            return UNLIMITED_MINUTES
+        if t not in ("n/a", "none", ""):
+            return parse_time(t)
+    return UNLIMITED_MINUTES
+
+
 @dataclass
 class Resources:
     """What each task asks the scheduler for (None: the cluster's default)."""
 
-    partition: str | None = None
+    partition: str | None = None  # and time None: the partition's default (`partition_minutes`)
     gpus_per_job: int | None = None
     cpus_per_job: int | None = None
     time: str | None = None
@@ -141,6 +175,8 @@ def submit(job: SampleJob, jobs: int, executor: str, resources: Resources, folde
     log_folder = folder / "%j"
     if executor == "slurm":
         params = resources.slurm_parameters(jobs)
+        if "time" not in params:
+            params["time"] = partition_minutes(resources.partition)
         try:
             ex = submitit.SlurmExecutor(folder=log_folder)
         except RuntimeError:
@@ -161,8 +197,48 @@ def submit(job: SampleJob, jobs: int, executor: str, resources: Resources, folde
                               else f"export CUDA_VISIBLE_DEVICES={shlex.quote(seen)}"]
         ex.update_parameters(**local)
     shards = [(i, jobs) for i in range(jobs)]
-    submitted = ex.map_array(ShardJob(), [job] * jobs, shards)
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+    made = _NewFiles(folder)
+    try:
+        # submitit prints sbatch's stderr itself before raising; it goes into the one line below
+        with contextlib.redirect_stderr(io.StringIO()):
+            submitted = ex.map_array(ShardJob(), [job] * jobs, shards)
+    except (FailedJobError, FailedSubmissionError) as exc:
+        made.remove()  # the task pickles and the script of an array that does not exist
+        raise SamplingError(f"--executor {executor}: sbatch refused the array: {refusal(str(exc))}") from None
     return Submitted(executor, list(submitted), folder)
+
+
+class _NewFiles:
+    """What submitit is about to create in `folder` (the folder itself, its parents, the
+    task pickles and the sbatch script at its top), removed again by `remove()` when the
+    submission fails: a refused array leaves nothing behind."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.new_dirs = [p for p in (folder, *folder.parents) if not p.exists()]
+        self.before = set(folder.iterdir()) if folder.is_dir() else set()
+
+    # submitit's names: <uuid>.pkl per task, .submission_file_<uuid>.sh
+    NAMES = re.compile(r"(?:[0-9a-f]{32}\.pkl|\.submission_file_[0-9a-f]{32}\.sh)")
+
+    def remove(self) -> None:
+        if self.folder.is_dir():
+            for p in set(self.folder.iterdir()) - self.before:
+                if self.NAMES.fullmatch(p.name) and p.is_file():
+                    p.unlink()
+        for d in self.new_dirs:  # deepest first
+            try:
+                d.rmdir()
+            except OSError:
+                break
+
+
+def refusal(text: str) -> str:
+    """sbatch's error lines as one line, without their `sbatch: error: ` prefixes."""
+    lines = [re.sub(r"^\s*sbatch:\s*(error:\s*)?", "", ln).strip() for ln in text.splitlines()]
+    return "; ".join(ln for ln in lines if ln) or "no error text"
 
 
 def import_submitit(executor: str = "slurm"):

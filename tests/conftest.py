@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"
 
 # `retland.cli`, `retland.schema` and `retland.studies` live in cli/, schema/ and studies/
 # (pyproject's package-dir), which only an install maps. When this checkout's `retland` is
@@ -53,6 +56,26 @@ def warehouse(tmp_path):
     from retland.warehouse import Warehouse
 
     return Warehouse.open(tmp_path / "wh")
+
+
+def cli_env(extra: dict | None = None) -> dict:
+    """The environment of a `retland` subprocess: this checkout first on PYTHONPATH, and
+    tests/ (so a child can import conftest and the test modules' helpers)."""
+    path = os.pathsep.join([str(REPO), str(TESTS), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, **(extra or {})}
+
+
+def start_cli(*args, env: dict | None = None, **popen) -> subprocess.Popen:
+    """`retland ARGS` started in a fresh Python process (what a kill, a full disk or a
+    Ctrl-C test needs); popen's keywords pass through."""
+    return subprocess.Popen([sys.executable, "-c", CLI_MAIN, *map(str, args)], env=cli_env(env), **popen)
+
+
+def cli_process(*args, env: dict | None = None, timeout: float = 120, **run) -> subprocess.CompletedProcess:
+    """`retland ARGS` run to the end in a fresh Python process: returncode, stdout, stderr
+    (text); subprocess.run's other keywords pass through."""
+    return subprocess.run([sys.executable, "-c", CLI_MAIN, *map(str, args)], capture_output=True, text=True,
+                          env=cli_env(env), timeout=timeout, **run)
 
 
 def run_cli(capsys, monkeypatch, *args) -> tuple[int, str, str]:
@@ -101,3 +124,21 @@ def filled(tmp_path, capsys, monkeypatch):
     assert code == 0, err
     assert "imported 25 new rows" in out
     return root
+
+
+def parse_request(capsys, monkeypatch, argv: list[str], warehouse: Path):
+    """The request `retland ARGV -w WAREHOUSE` builds from its options: the real command's
+    option parsing and checks, stopped where it hands the request to its runner (nothing
+    is read, computed or written)."""
+    from importlib import import_module
+
+    from retland.cli.study import EXECUTE  # request class -> (module of retland.cli, its execute function)
+
+    got = []
+    with monkeypatch.context() as m:
+        for module, name in set(EXECUTE.values()):
+            m.setattr(import_module(f"retland.cli.{module}"), name, lambda request, *a, **k: got.append(request))
+        code, _, err = run_cli(capsys, monkeypatch, *argv, "-w", warehouse)
+    assert code == 0, (argv, err)
+    assert len(got) == 1, argv
+    return got[0]

@@ -25,7 +25,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("train",),  # training jobs and checkpoints
     ("purd",),  # post-update return distributions: operators, sampling engine
     ("analyses", "ingest", "cluster", "shipped"),  # what the paper does with them, what comes in
-    ("report", "study"),  # pages and whole studies
+    ("report",),  # pages
+    ("study",),  # whole studies: stages of the requests the layers below run
     ("cli", "studies"),  # the command line, the study presets
 )
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}

@@ -6,11 +6,15 @@ distribution.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import duckdb
 import numpy as np
 import polars as pl
 
 from .. import stats
+from ..config.requests import number, options
 from ..warehouse import RUN_SOURCES, Warehouse, WarehouseError
 from ..warehouse.readonly import filtered, query_error
 
@@ -105,3 +109,31 @@ def with_bootstrap(df: pl.DataFrame, samples: pl.DataFrame, alpha, beta, n_resam
             for bound, value in zip(("lo", "hi"), ci[s]):
                 cols[f"{s}_{bound}"].append(None if nan_as_null and np.isnan(value) else value)
     return df.with_columns(*[pl.Series(k, v, dtype=pl.Float64) for k, v in cols.items()])
+
+
+@dataclass(frozen=True)
+class StatsRequest:
+    """`retland stats`: the statistics of every distribution of runs of `sources` that
+    `where` keeps, at α and β, with `bootstrap` resamples for 95% CIs (0: none)."""
+
+    command: ClassVar[str] = "stats"
+
+    where: str | None = None
+    sources: tuple[str, ...] = ("trained", "imported", "added")
+    alpha: float = 0.1
+    beta: float = 0.5
+    bootstrap: int = 0
+
+    def argv(self) -> list[str]:
+        d = StatsRequest()
+        return ["stats"] + options([
+            ("--where", self.where), ("--source", ",".join(self.sources) if self.sources != d.sources else None),
+            ("--alpha", number(self.alpha) if self.alpha != d.alpha else None),
+            ("--beta", number(self.beta) if self.beta != d.beta else None), ("--bootstrap", self.bootstrap or None)])
+
+
+def run_request(wh: Warehouse, request: StatsRequest, *, progress=None) -> pl.DataFrame:
+    """The request's statistics (`distribution_stats`), what `retland stats` prints."""
+    return distribution_stats(wh, alpha=request.alpha, beta=request.beta, where=request.where,
+                              bootstrap=request.bootstrap > 0, n_resamples=max(request.bootstrap, 1),
+                              sources=request.sources)

@@ -27,12 +27,14 @@ its state lives in the user's process, not in the warehouse.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from retland.config.requests import Bar, bar, options
 from retland.core.envs import reference_state
 from retland.purd import engine, sampling
 from retland.purd.operators import KINDS, OperatorSpec, has_start_row
@@ -298,22 +300,35 @@ def body_state(env: str, obs: np.ndarray, variant: str | None = "brax") -> tuple
 
 def reroll(wh, target: FailurePlan, checkpoint=None) -> dict[int, dict[str, np.ndarray]]:
     """Per-step records of every chosen index: {index: {reward, cumulative_return, done,
-    torso_height, torso_pitch, ret}}; FailureError if a return does not reproduce."""
-    spec = spec_of(wh, target.operator_id)
-    ckpt = checkpoint or load_checkpoint(wh, target.run_id, target.step)
-    program, op_state = sampling.checkpoint_program(spec, ckpt)
-    b = target.chunk_size
+    torso_height, torso_pitch, pose, ret}}; FailureError if a return does not reproduce."""
     wanted = sorted({i for pair in target.pairs for i in pair})
+    return reroll_indices(wh, target.run_id, target.step, target.operator_id, target.chunk_size, wanted,
+                          target.stored, checkpoint)
+
+
+def reroll_indices(wh, run_id: str, step: int, operator_id: str, chunk_size: int, wanted, stored: dict[int, float],
+                   checkpoint=None) -> dict[int, dict[str, np.ndarray]]:
+    """`reroll` of the samples `wanted` of one distribution (chunk size B, stored returns
+    {index: return}). pose [T + 1, P]: the simulator's pose at s0 and after every step
+    (`retland.core.rollout.pose`), what `retland render` draws."""
+    from retland.core.rollout import pose
+
+    spec = spec_of(wh, operator_id)
+    ckpt = checkpoint or load_checkpoint(wh, run_id, step)
+    program, op_state = sampling.checkpoint_program(spec, ckpt)
+    b = int(chunk_size)
+    wanted = sorted({int(i) for i in wanted})
+    s0 = reference_state(ckpt.env, ckpt.backend, variant=ckpt.variant)
+    pose0 = np.asarray(jax.device_get(pose(s0)), np.float64)
     out: dict[int, dict[str, np.ndarray]] = {}
     for k in sorted({i // b for i in wanted}):
         idx = engine.chunk_indices(k, b)
         fn = engine.chunk_function(program, per_step=True)
-        summary, steps = jax.device_get(fn(op_state, reference_state(ckpt.env, ckpt.backend, variant=ckpt.variant), spec.base_key,
-                                           jnp.asarray(idx)))
+        summary, steps = jax.device_get(fn(op_state, s0, spec.base_key, jnp.asarray(idx)))
         for j, i in enumerate(idx):
             if int(i) not in wanted:
                 continue
-            got, want = float(np.float32(summary.ret[j])), target.stored[int(i)]
+            got, want = float(np.float32(summary.ret[j])), stored[int(i)]
             if got != want:
                 raise FailureError(
                     f"update index {i}: re-rolled return {got!r} != stored {want!r} (chunk {k}, B={b}); the "
@@ -322,8 +337,10 @@ def reroll(wh, target: FailurePlan, checkpoint=None) -> dict[int, dict[str, np.n
             reward = np.where(alive, np.asarray(steps.reward[j], np.float64), 0.0)
             ended = np.logical_or.accumulate(np.asarray(steps.done[j]) & alive)
             height, pitch = body_state(ckpt.env, np.asarray(steps.obs[j], np.float64), ckpt.variant)
+            poses = np.concatenate([pose0[None], np.asarray(steps.pose[j], np.float64)])
             out[int(i)] = {"reward": reward, "cumulative_return": np.cumsum(reward), "done": ended,
-                           "torso_height": height, "torso_pitch": pitch, "ret": got}
+                           "torso_height": height, "torso_pitch": pitch, "pose": poses,
+                           "episode_length": int(alive.sum()), "ret": got}
     return out
 
 
@@ -358,13 +375,17 @@ def missing_pairs(wh, target: FailurePlan) -> list[tuple[int, int]]:
     return [p for p in target.pairs if pair_id(target.run_id, target.step, target.operator_id, *p) not in have]
 
 
-def run(wh, plan: FailurePlan, checkpoint=None) -> int:
-    """Re-roll and store the plan's pairs that are not stored yet; returns rows written."""
+def run(wh, plan: FailurePlan, checkpoint=None, keep: dict | None = None) -> int:
+    """Re-roll and store the plan's pairs that are not stored yet; returns rows written.
+    `keep`, a dict, receives the re-rolled records {index: record} (poses included)."""
     todo = missing_pairs(wh, plan)
     if not todo:
         return 0
     plan.pairs = todo
-    return store(wh, plan, reroll(wh, plan, checkpoint))
+    records = reroll(wh, plan, checkpoint)
+    if keep is not None:
+        keep.update(records)
+    return store(wh, plan, records)
 
 
 def divergence(wh, pair_ids: list[str]):
@@ -372,3 +393,120 @@ def divergence(wh, pair_ids: list[str]):
     pair_id order."""
     cond, params = in_list("pair_id", pair_ids)
     return wh.query(f"SELECT * FROM failure_divergence WHERE {cond} ORDER BY pair_id", params)
+
+
+# ----------------------------------------------------------------- the request
+
+@dataclass(frozen=True)
+class FailuresRequest:
+    """`retland failures`: one checkpoint (`run`, a run id or unique prefix, with `seed`
+    to pick one seed of a job, and `step`) or several chosen by `checkpoints` (top-ltp:K
+    or random:K, narrowed by env, algo and where, K per env with per_env, random:K drawn
+    with selection_seed); `operator` (id or kind) and `pairs` per checkpoint."""
+
+    command: ClassVar[str] = "failures"
+
+    run: str | None = None
+    step: int | None = None
+    seed: int | None = None
+    checkpoints: str | None = None
+    env: str | None = None
+    algo: str | None = None
+    where: str | None = None
+    per_env: bool = False
+    selection_seed: int = 0
+    operator: str | None = None
+    pairs: int = 1
+    frames: bool = True  # also draw each pair (retland.analyses.render.run_failures_request)
+
+    def check(self) -> "FailuresRequest":
+        """Refuse (FailureError) what cannot be honoured before the warehouse is read."""
+        if self.pairs < 1:
+            raise FailureError(f"--pairs must be >= 1, got {self.pairs}")
+        if self.checkpoints is not None and (self.run is not None or self.step is not None):
+            raise FailureError("give either --run/--step or --checkpoints top-ltp:K|random:K, not both")
+        if self.checkpoints is None:
+            if self.run is None or self.step is None:
+                raise FailureError("say which checkpoint: --run RUN --step STEP, or choose with --checkpoints "
+                                   "top-ltp:K or random:K")
+            given = [n for n, v in (("--env", self.env), ("--algo", self.algo), ("--where", self.where))
+                     if v is not None]
+            if given or self.per_env or self.selection_seed != 0:
+                raise FailureError(f"{', '.join(given) or '--per-env/--selection-seed'} only narrow a "
+                                   "--checkpoints selection")
+        else:
+            try:
+                parse_selector(self.checkpoints)
+            except ValueError as exc:
+                raise FailureError(f"--checkpoints {exc}") from None
+        return self
+
+    def argv(self) -> list[str]:
+        return ["failures"] + options([
+            ("--run", self.run), ("--step", self.step), ("--seed", self.seed), ("--checkpoints", self.checkpoints),
+            ("--env", self.env), ("--algo", self.algo), ("--where", self.where), ("--per-env", self.per_env),
+            ("--selection-seed", self.selection_seed or None), ("--operator", self.operator),
+            ("--pairs", self.pairs), ("--no-frames", not self.frames)])
+
+
+@dataclass
+class FailuresOutcome:
+    targets: list[FailurePlan]  # the checkpoints' plans (their pairs: those re-rolled by this call)
+    passed: list[Candidate]  # chosen candidates passed over (no sample near the mean)
+    pair_ids: dict[int, list[str]]  # id(target) -> every pair id of the target, stored or computed
+    records: dict[int, dict] = field(default_factory=dict)  # id(target) -> this call's re-rolls {index: record}
+
+
+def run_request(wh, request: FailuresRequest, *, progress: Bar | None = None,
+                on_select: Callable[[list[FailurePlan], list[Candidate]], None] | None = None,
+                on_plan: Callable[[list[FailurePlan], dict[int, int]], None] | None = None) -> FailuresOutcome:
+    """Choose the request's checkpoints, then re-roll the pairs not stored yet.
+    `on_select(targets, passed)` sees a --checkpoints selection as soon as it is made;
+    `on_plan(targets, todo)` (todo: id(target) -> pairs to re-roll) sees the work before
+    anything is computed; `progress` gets one bar of pairs."""
+    import shlex
+
+    from retland.warehouse import WarehouseError
+    from retland.warehouse.runs import require_checkpoint, resolve_run
+
+    request.check()
+    passed: list[Candidate] = []
+    if request.checkpoints is None:
+        run_id = resolve_run(wh, request.run, request.seed)
+        step = int(request.step)
+        require_checkpoint(wh, run_id, step, "re-rolling failures")
+        try:
+            targets = [plan(wh, run_id, step, request.operator, request.pairs)]
+        except FailureError as exc:
+            if "no failures to explain" in str(exc):
+                raise FailureError(f"{exc}. Checkpoints with LTP > 0: retland stats --where "
+                                   "\"ltp > 0 AND NOT mode_nonpositive\" "
+                                   f"-w {shlex.quote(str(wh.root))}; or sample this one with a stronger "
+                                   f"perturbation (larger σ fails more often), e.g. retland sample --run {run_id} "
+                                   f"--steps {step} --operator gaussian:0.01, then failures --operator "
+                                   "gaussian") from None
+            raise
+    else:
+        try:
+            targets, passed = choose(wh, parse_selector(request.checkpoints), seed=request.selection_seed,
+                                     per_env=request.per_env, pairs=request.pairs, env=request.env,
+                                     algo=request.algo, operator=request.operator, where=request.where)
+        except FailureError:
+            raise
+        except WarehouseError as exc:  # a --where that does not parse
+            raise FailureError(f"--where: {exc}") from None
+        if on_select is not None:
+            on_select(targets, passed)
+        for t in targets:
+            require_checkpoint(wh, t.run_id, t.step, "re-rolling failures")
+    todo = {id(t): len(missing_pairs(wh, t)) for t in targets}
+    shown = {id(t): [pair_id(t.run_id, t.step, t.operator_id, *p) for p in t.pairs] for t in targets}
+    if on_plan is not None:
+        on_plan(targets, todo)
+    kept: dict[int, dict] = {}
+    with bar(progress, sum(todo.values()), "failures", unit="pairs") as advance:
+        for t in targets:
+            kept[id(t)] = {}
+            run(wh, t, keep=kept[id(t)])
+            advance(todo[id(t)])
+    return FailuresOutcome(targets, passed, shown, kept)

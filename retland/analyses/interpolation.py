@@ -32,7 +32,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +41,7 @@ import polars as pl
 
 from retland import stats
 from retland.agents import get_agent
+from retland.config.requests import Bar, bar, number, options
 from retland.agents.policy import PolicyConfig, describe_mismatch
 from retland.purd import sampling
 from retland.purd.engine import FLUSH_SECONDS, AgentPolicy, SampleProgram, fill
@@ -434,3 +435,90 @@ def btp_summary(btp: pl.DataFrame, n_resamples: int = 1000, confidence: float = 
                      "btp_mean": float(sub["btp"].mean())})
     return pl.DataFrame(rows, schema={"kind": pl.String, "pairs": pl.Int64, "envs": pl.Int64, "btp_iqm": pl.Float64,
                                       "ci_lo": pl.Float64, "ci_hi": pl.Float64, "btp_mean": pl.Float64})
+
+
+# ----------------------------------------------------------------- the request
+
+@dataclass(frozen=True)
+class InterpolationRequest:
+    """`retland interpolate`: random pairs of env's trained checkpoints of algo
+    (pair_kind same-run, different-run or both; settings.pairs_per_kind of each, drawn
+    with settings.pair_seed), or one explicit pair a, b ("RUN:STEP", run ids or unique
+    prefixes); the points, samples and noise of `settings`."""
+
+    command: ClassVar[str] = "interpolate"
+
+    env: str | None = None
+    algo: str = "td3"
+    pair_kind: str | None = None
+    a: str | None = None
+    b: str | None = None
+    settings: InterpolationSettings = InterpolationSettings()
+
+    def check(self) -> "InterpolationRequest":
+        if (self.a is None) != (self.b is None):
+            raise InterpolationError("an explicit pair needs both --a RUN:STEP and --b RUN:STEP")
+        if self.a is not None and self.pair_kind is not None:
+            raise InterpolationError("give either --a/--b or --pair-kind, not both")
+        if self.a is None and (self.pair_kind is None or self.env is None):
+            raise InterpolationError("say which pairs: --env ENV --pair-kind same-run|different-run|both, or "
+                                     "--a RUN:STEP --b RUN:STEP")
+        self.settings.check()
+        return self
+
+    def argv(self) -> list[str]:
+        s, d = self.settings, InterpolationSettings()
+        return ["interpolate"] + options([
+            ("--env", self.env), ("--algo", self.algo), ("--pair-kind", self.pair_kind), ("--a", self.a),
+            ("--b", self.b), ("--pairs-per-kind", s.pairs_per_kind if self.a is None else
+                              (s.pairs_per_kind if s.pairs_per_kind != d.pairs_per_kind else None)),
+            ("--pair-seed", s.pair_seed if self.a is None else (s.pair_seed or None)),
+            ("--points", s.points), ("--samples", s.samples), ("--sigma", number(s.sigma)), ("--noise-seed", s.seed),
+            ("--horizon", s.horizon)])
+
+
+@dataclass
+class InterpolationOutcome:
+    plans: list[PairPlan]
+    selection: PairSelection | None  # the random draw (None for an explicit pair)
+    results: list[PairResult] = field(default_factory=list)
+
+
+def run_request(wh, request: InterpolationRequest, *, batch_size: int | str | None = "auto", devices=None,
+                progress: Bar | None = None, on_select: Callable[[PairSelection], None] | None = None,
+                on_plan: Callable[[list[PairPlan], int], None] | None = None,
+                on_result: Callable[[PairPlan, PairResult], None] | None = None) -> InterpolationOutcome:
+    """A checked request's pairs, what `retland interpolate` and a study's interpolation
+    stage compute: chosen (drawn, `on_select(selection)` sees the draw; or the explicit
+    pair with its runs resolved), planned (`on_plan(plans, rollouts to compute)` sees
+    them before anything is computed), the missing rollouts computed pair by pair (`on_result` after each) with
+    one `progress` bar. batch_size/devices choose how, not what."""
+    from retland.warehouse.runs import require_checkpoint, resolve_run
+
+    s = request.check().settings
+    selection = None
+    if request.a is not None:
+        (ra, sa), (rb, sb) = parse_ref(request.a), parse_ref(request.b)
+        ra, rb = resolve_run(wh, ra, option="--a"), resolve_run(wh, rb, option="--b")
+        chosen, drawn_with = [explicit_pair(f"{ra}:{sa}", f"{rb}:{sb}")], None
+    else:
+        selection = select_pairs(wh, request.env, request.algo, request.pair_kind, s.pairs_per_kind, s.pair_seed)
+        chosen, drawn_with = selection.pairs, s.pair_seed
+        if on_select is not None:
+            on_select(selection)
+    for pair in chosen:
+        for r, st in ((pair.run_a, pair.step_a), (pair.run_b, pair.step_b)):
+            require_checkpoint(wh, r, st, "interpolation")
+    plans = plan(wh, chosen, s, batch_size, pair_seed=drawn_with)
+    todo = sum(s.points * s.samples - len(p.present) for p in plans if not (
+        p.exists and len(p.present) >= s.points * s.samples))
+    if on_plan is not None:
+        on_plan(plans, todo)
+    out = InterpolationOutcome(plans, selection)
+    with bar(progress, todo, "interpolate", unit="rollouts") as advance:
+        for p in plans:
+            res = run(wh, p, s, devices=devices, progress=advance)
+            out.results.append(res)
+            if on_result is not None:
+                on_result(p, res)
+    return out

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from retland.agents import get_agent
+from retland.config.requests import Bar, bar
 from retland.agents.policy import PolicyConfig
 from retland.purd import sampling
 from retland.purd.engine import FLUSH_SECONDS, AgentPolicy, SampleProgram, fill
@@ -321,3 +322,27 @@ def grid_summary(wh, grid_ids: list[str]):
     the widest zoom first."""
     cond, params = in_list("grid_id", grid_ids)
     return wh.query(f"SELECT * FROM landscape_summary WHERE {cond} ORDER BY zoom DESC", params)
+
+
+def run_request(wh, request: LandscapeRequest, *, batch_size: int | str | None = "auto", devices=None,
+                progress: Bar | None = None,
+                on_plan: Callable[[LandscapePlan], None] | None = None) -> tuple[LandscapePlan, list[GridResult]]:
+    """A checked request's landscape, what `retland landscape` and a study's landscape
+    stage compute: its run resolved (a unique prefix; RunSelectionError), planned (what is
+    stored; `on_plan` sees it before anything is computed), the missing rollouts computed
+    with one `progress` bar. Returns the plan (its request with the full run id) and the
+    grids. batch_size/devices choose how, not what: they do not change the rows."""
+    import dataclasses
+
+    from retland.warehouse.runs import require_checkpoint, resolve_run
+
+    request.check()
+    run_id = resolve_run(wh, request.run_id, seed_option=None)  # a landscape names its run whole
+    request = dataclasses.replace(request, run_id=run_id)
+    require_checkpoint(wh, run_id, request.step, "a landscape")
+    p = plan(wh, request, batch_size)
+    if on_plan is not None:
+        on_plan(p)
+    with bar(progress, p.todo, "landscape", unit="rollouts") as advance:
+        results = run(wh, p, devices=devices, progress=advance)
+    return p, results

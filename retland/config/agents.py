@@ -123,22 +123,45 @@ class PPOConfig(_Model):
         return self
 
 
-AgentConfig = Annotated[Union[TD3Config, SACConfig, PPOConfig], Field(discriminator="algo")]
-AGENT_CONFIGS: dict[str, type[_Model]] = {"td3": TD3Config, "sac": SACConfig, "ppo": PPOConfig}
+class BCConfig(_Model):
+    """Behaviour cloning (the paper's Appendix A.7): TD3's actor network trained by Adam on
+    the mean squared error to a teacher's deterministic actions, over the teacher's logged
+    data (its replay rows up to the teacher checkpoint). The paper states none of the
+    network, minibatch or optimizer: retland takes TD3's (docs/method.md, "Behaviour
+    cloning"). A run's steps are gradient steps."""
+
+    algo: Literal["bc"] = "bc"
+    learning_rate: Rate = 3e-4  # TD3's actor Adam
+    adam_eps: Rate = 1e-8  # as TD3Config.adam_eps
+    batch_size: Size = 256  # TD3's minibatch
+    hidden: Hidden = (256, 256)  # TD3's actor
+    # The teacher: a TD3 checkpoint (run id, env step) and its replay size there, the
+    # number of logged rows the clone trains on. Set from the teacher by
+    # retland.train.bc.clone_config; a new run without them is refused (TrainConfig).
+    teacher_run_id: str | None = None
+    teacher_step: Count | None = None
+    dataset_size: Size = 1
+
+
+AgentConfig = Annotated[Union[TD3Config, SACConfig, PPOConfig, BCConfig], Field(discriminator="algo")]
+AGENT_CONFIGS: dict[str, type[_Model]] = {"td3": TD3Config, "sac": SACConfig, "ppo": PPOConfig, "bc": BCConfig}
 assert tuple(AGENT_CONFIGS) == ALGOS, "every algorithm of the registry has its config here"
 
-DEFAULT_TOTAL_STEPS = {"td3": 1_000_000, "sac": 1_000_000, "ppo": 60_000_000}
+# BC: the paper's 1M gradient steps (Appendix A.7).
+DEFAULT_TOTAL_STEPS = {"td3": 1_000_000, "sac": 1_000_000, "ppo": 60_000_000, "bc": 1_000_000}
 
 
-def agent_config(algo: str, **overrides) -> TD3Config | SACConfig | PPOConfig:
+def agent_config(algo: str, **overrides) -> TD3Config | SACConfig | PPOConfig | BCConfig:
     """The algorithm's config with the default hyperparameters; ValueError on an unknown algo."""
     return AGENT_CONFIGS[check_algo(algo)](**overrides)
 
 
 def default_checkpoints(algo: str, total_steps: int, granularity: int = 1) -> tuple[int, ...]:
     """Ten checkpoints. Off-policy: midpoints of ten equal segments (50k, 150k, …, 950k
-    for 1e6 steps). PPO: ten evenly spaced ends of segments, on update boundaries."""
-    if algo == "ppo":
+    for 1e6 steps). PPO: ten evenly spaced ends of segments, on update boundaries. BC:
+    like PPO, in gradient steps, the last one the end of the run (the paper logs 10
+    policies through each BC run)."""
+    if algo in ("ppo", "bc"):
         steps = [(i + 1) * total_steps // 10 for i in range(10)]
     else:
         steps = [(2 * i + 1) * total_steps // 20 for i in range(10)]

@@ -21,12 +21,19 @@ import os
 import warnings
 
 # ---- algorithms -------------------------------------------------------------------------
-ALGOS: tuple[str, ...] = ("td3", "sac", "ppo")
-# Off-policy algorithms keep a replay buffer (checkpointed with the run).
+ALGOS: tuple[str, ...] = ("td3", "sac", "ppo", "bc")
+# Off-policy algorithms collect into a replay buffer (checkpointed with the run).
 OFF_POLICY: tuple[str, ...] = ("td3", "sac")
+# Behaviour cloning (the paper's Appendix A.7) trains on a teacher checkpoint's logged
+# data, relabelled with the teacher's actions; it takes no env steps.
+OFFLINE: tuple[str, ...] = ("bc",)
+# Algorithms whose checkpoints carry a replay buffer (BC's: its relabelled dataset).
+REPLAY_ALGOS: tuple[str, ...] = OFF_POLICY + OFFLINE
+# The algorithms a BC run may take as its teacher.
+TEACHER_ALGOS: tuple[str, ...] = ("td3",)
 # The module that implements each algorithm's agent (retland.agents imports it on use).
 AGENT_MODULES: dict[str, str] = {"td3": "retland.agents.td3", "sac": "retland.agents.sac",
-                                 "ppo": "retland.agents.ppo"}
+                                 "ppo": "retland.agents.ppo", "bc": "retland.agents.bc"}
 
 # ---- tasks ------------------------------------------------------------------------------
 BRAX_ENVS: tuple[str, ...] = ("ant", "halfcheetah", "hopper", "walker2d")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -105,6 +105,19 @@ class LandscapeRequest:
     sigma: float = _opt(GAUSSIAN_SIGMA, "σ of the per-point samples.")
     seed: int = _opt(0, "Seed of the directions and per-point noise.")
     horizon: int | None = _opt(None, "Rollout steps (default: the run's training horizon).")
+
+    command: ClassVar[str] = "landscape"
+
+    def argv(self) -> list[str]:
+        """The `retland landscape` command line of this request."""
+        from retland.config.requests import number, options, short_number
+
+        return ["landscape"] + options([
+            ("--run", self.run_id), ("--step", self.step), ("--operator", self.operator),
+            ("--grid", self.resolution), ("--range", f"{short_number(self.lo)}:{short_number(self.hi)}"),
+            ("--zoom", ",".join(number(z) for z in self.zoom)), ("--directions", self.directions),
+            ("--samples-per-point", self.samples_per_point), ("--sigma", number(self.sigma)),
+            ("--noise-seed", self.seed), ("--horizon", self.horizon)])
 
     def check(self) -> "LandscapeRequest":
         if self.directions not in DIRECTIONS:

@@ -8,7 +8,7 @@ traced program itself: on a miss `StoredJit` traces the function once, exports i
 process with the same key deserializes it and runs it through
 `jax.jit(exported.call)`, so it skips tracing and still compiles through the persistent
 compilation cache. The exported program is the traced one, lowered once: both compute
-the same thing (tests/test_startup.py checks rows bit for bit against a traced run).
+the same thing (tests/cli/test_startup.py checks rows bit for bit against a traced run).
 
 Key. An entry is used only by a call that would have traced the same program:
 - the function's identity: a value (here the engine's `SampleProgram`, a frozen

@@ -39,6 +39,20 @@ class Steps(NamedTuple):
     done: jax.Array  # [T] bool: the env's done flag after step t
     alive: jax.Array  # [T] bool: step t counts towards the return (no done before it)
     obs: jax.Array  # [T, O] observation the action of step t was computed from
+    pose: jax.Array  # [T, P] the simulator's pose after step t (`pose`), for rendering
+
+
+def pose(state) -> jax.Array:
+    """The flat pose of an env state that a renderer needs to draw it (retland.core.render):
+    brax 0.14 pipelines: the generalized coordinates q (the task's MJCF qpos); Brax
+    0.0.13's simulator: every body's position and quaternion, [pos (nb × 3), rot (nb × 4)];
+    DeepMind Control: MuJoCo's qpos."""
+    ps = getattr(state, "pipeline_state", None)
+    if ps is None:
+        return state.physics["qpos"]
+    if hasattr(ps, "q"):
+        return ps.q
+    return jnp.concatenate([ps.pos.reshape(-1), ps.rot.reshape(-1)])
 
 
 def rollout(
@@ -78,7 +92,7 @@ def rollout(
         disc = disc + jnp.where(alive, (GAMMA ** t.astype(jnp.float32)) * nstate.reward, 0.0)
         length = length + alive.astype(jnp.int32)
         done = nstate.done > 0.5
-        out = Steps(nstate.reward, done, alive, state.obs) if per_step else None
+        out = Steps(nstate.reward, done, alive, state.obs, pose(nstate)) if per_step else None
         return (nstate, alive & ~done, ret, disc, length, key), out
 
     zero = jnp.zeros((), jnp.float32)

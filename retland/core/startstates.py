@@ -15,7 +15,7 @@ observation is recomputed from it), so
 
     restored(r) = s0 with pipeline_state := stored state of row r, obs := obs of row r
 
-steps exactly as the training env did from row r (tests/test_start_states.py checks that one
+steps exactly as the training env did from row r (tests/analyses/test_start_states.py checks that one
 step from it reproduces the row's recorded next observation and reward).
 
 Rows spread over a buffer (`spread_rows`): K rows, one drawn uniformly from each of K equal

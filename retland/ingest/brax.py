@@ -41,7 +41,7 @@ from retland.brax_import import KINDS, BraxImportError, policy_network, quiet_im
 CONFIG_FILES = {"ppo": "ppo_network_config.json", "sac": "sac_network_config.json"}
 # brax 0.14's defaults for a params file's network: make_ppo_networks /
 # make_sac_networks (hidden sizes, activation) and ppo.train / sac.train
-# (normalize_observations). tests/test_import_brax.py checks them against brax's signatures.
+# (normalize_observations). tests/ingest/test_import_brax.py checks them against brax's signatures.
 DEFAULT_HIDDEN = {"ppo": (32, 32, 32, 32), "sac": (256, 256)}
 DEFAULT_ACTIVATION = {"ppo": "swish", "sac": "relu"}
 DEFAULT_NORMALIZE = {"ppo": False, "sac": False}

@@ -342,6 +342,22 @@ def check_chunk(table: str, rows: dict, j: np.ndarray, chunk: int, batch_size: i
             f"(chunk {chunk}); refused: nothing of this chunk was stored")
 
 
+def _timing_base(table: str, identity: dict, horizon: int, batch_size: int, devices) -> dict:
+    devs = resolve_devices(devices)
+    d = devs[0]
+    return {"table_name": table, **identity, "device": f"{d.platform}:{getattr(d, 'device_kind', '')}",
+            "device_count": len(devs), "batch_size": int(batch_size), "horizon": int(horizon)}
+
+
+def _timing_row(base: dict, chunks: int, seconds: float, first_flush: bool) -> dict:
+    import datetime
+    import uuid
+
+    return {**base, "timing_id": uuid.uuid4().hex, "chunks": int(chunks),
+            "env_steps": int(chunks) * base["batch_size"] * base["horizon"], "seconds": float(seconds),
+            "includes_compile": bool(first_flush), "recorded_at": datetime.datetime.now(datetime.timezone.utc)}
+
+
 def fill(wh, table: str, columns: Callable[[np.ndarray], dict], program: SampleProgram, op_state, n: int,
          batch_size: int, present: set[int], **kwargs) -> Computed:
     """`compute` every chunk of [0, n) with a missing index, for programs whose
@@ -366,6 +382,7 @@ def compute(
     flush_seconds: float = FLUSH_SECONDS,
     progress: Callable[[int], None] | None = None,
     with_first: dict | None = None,
+    timing: dict | None = None,
 ) -> Computed:
     """Compute `work`'s chunks and append their new rows to `table` (see the module doc).
 
@@ -375,6 +392,9 @@ def compute(
     each chunk with the number of new rows it gave. with_first: rows of other tables
     (table -> rows) committed together with the first flush (e.g. the operators row a
     sampling job needs), so a crash never leaves them without any of the rows.
+    timing: the identity columns (run_id, step, operator_id) of a chunk_timings row that
+    each flush commits with its rows: how many chunks it computed in how long (the first
+    flush's time holds the compile), which study --plan estimates wall time from.
     """
     out = Computed()
     if not work.todo:
@@ -382,18 +402,27 @@ def compute(
     wanted = [c for c in RESULT_COLUMNS if c in TABLES[table].schema.names]
     buffer: list[dict] = []
     last_flush = t0 = time.monotonic()
+    flushed_chunks = 0
+    timed = _timing_base(table, timing, program.horizon, work.batch_size, devices) if timing else None
 
     def flush():
-        nonlocal last_flush
+        nonlocal last_flush, flushed_chunks
         if buffer:
             first = buffer[0]
             cols = {name: (np.concatenate([b[name] for b in buffer]) if isinstance(first[name], np.ndarray)
                            else [v for b in buffer for v in b[name]]) for name in first}
-            if with_first:
-                out.rows_written += wh.append_many({**with_first, table: cols}, command="sample").get(table, 0)
-                with_first.clear()
+            extra = dict(with_first or {})
+            if timed is not None:
+                chunks = out.chunks - flushed_chunks
+                extra["chunk_timings"] = [_timing_row(timed, chunks, time.monotonic() - last_flush,
+                                                      first_flush=flushed_chunks == 0)]
+            if extra:
+                out.rows_written += wh.append_many({**extra, table: cols}, command="sample").get(table, 0)
+                if with_first:
+                    with_first.clear()
             else:
                 out.rows_written += wh.append(table, cols)
+            flushed_chunks = out.chunks
             buffer.clear()
         last_flush = time.monotonic()
 

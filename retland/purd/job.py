@@ -22,15 +22,18 @@ and every task of an `--executor slurm/local` array take.
    `purd.adaptive.rounds`: per distribution, rounds of whole chunks until every
    bootstrap CI is narrow enough or max_samples.
 
-`sample(warehouse, ...)` does 1-4 for a job in this process (`retland.sample`).
+`run_request(wh, request)` does 2-4 for a checked request in this process (what `retland
+sample` without --executor and a study's sample stage call); `sample(warehouse, ...)`
+builds the request from keywords first (`retland.sample`).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
+from retland.config.requests import Bar, bar, int_list_text, options
 from retland.config.settings import MAX_HORIZON, MAX_SEED, SampleSettings, default_of
 from retland.purd import sampling
 from retland.purd.adaptive import METRICS, ROUND_SAMPLES, AdaptiveResult, parse_targets, rounds
@@ -46,7 +49,7 @@ if TYPE_CHECKING:
     from retland.warehouse import Warehouse
 
 __all__ = ["SampleRequest", "SampleJob", "SampleOutcome", "MAX_SAMPLES", "resolve", "plan", "run_job",
-           "sample"]
+           "run_request", "sample"]
 
 MAX_SAMPLES = 10**9
 
@@ -77,6 +80,29 @@ class SampleRequest:
     max_samples: int | None = None  # with targets: the most samples a distribution gets (default samples)
     round_samples: int = ROUND_SAMPLES  # with targets: samples added per round
     start: str = "s0"  # s0 | replay:K | rows:R1,R2,... (retland.core.startstates)
+
+    command: ClassVar[str] = "sample"
+
+    def argv(self) -> list[str]:
+        """The `retland sample` command line of this request (options at their default left out)."""
+        out = ["sample"]
+        for r in self.runs:
+            out += ["--run", r]
+        d = SampleRequest(self.operator)
+        shard = self.shard if isinstance(self.shard, str) else f"{self.shard[0]}/{self.shard[1]}"
+        return out + options([
+            ("--algo", self.algo), ("--env", self.env),
+            ("--seeds", int_list_text(self.seeds) if self.seeds is not None else None),
+            ("--steps", int_list_text(self.steps) if self.steps is not None else None),
+            ("--operator", self.operator), ("--samples", self.samples), ("--horizon", self.horizon),
+            ("--key-seed", self.key_seed),
+            ("--source", ",".join(self.sources) if self.sources != d.sources else None),
+            ("--batch-size", self.batch_size if self.batch_size != d.batch_size else None),
+            ("--devices", self.devices if self.devices != d.devices else None),
+            ("--target-ci", ",".join(f"{k}={v!r}" for k, v in self.targets) if self.targets else None),
+            ("--max-samples", self.max_samples),
+            ("--round-samples", self.round_samples if self.round_samples != d.round_samples else None),
+            ("--shard", shard if shard != d.shard else None)])
 
     def check(self) -> "SampleRequest":
         """Refuse, before anything is read, what cannot be honoured (SamplingError)."""
@@ -289,6 +315,27 @@ def run_job(wh, job: SampleJob, shard: tuple[int, int] | str | None = None, *, p
             batch = None
     outcome.seconds = time.monotonic() - t0
     return outcome
+
+
+def run_request(wh, request: SampleRequest, *, devices=None, progress: Bar | None = None,
+                on_plan: Callable[[SampleJob, list[Plan] | None, tuple[int, int]], None] | None = None,
+                on_round: Callable[[AdaptiveResult], None] | None = None) -> SampleOutcome:
+    """Sample a checked request's shard into `wh` in this process: `resolve`, `plan` (a
+    fixed N), then `run_job`. `on_plan(job, plans, shard)` sees what will be computed
+    before anything is (plans None for a job to a precision); `progress` gets one bar of
+    the fixed job's new samples; `devices` (a list or count) overrides the request's."""
+    shard = parse_shard(request.check().shard)
+    job = resolve(wh, request)
+    if job.targets:
+        if on_plan is not None:
+            on_plan(job, None, shard)
+        return run_job(wh, job, shard, devices=devices, on_round=on_round)
+    plans = plan(wh, job, shard)
+    if on_plan is not None:
+        on_plan(job, plans, shard)
+    total = sum(p.new_rows for p in plans) if any(p.todo for p in plans) else 0
+    with bar(progress, total, "sample", unit="samples", rate_scale=job.horizon, rate_unit="env-steps") as advance:
+        return run_job(wh, job, shard, plans=plans, devices=devices, progress=advance)
 
 
 def _ints(values, name: str) -> tuple[int, ...] | None:

@@ -22,7 +22,9 @@ lease is taken over: renamed aside (one taker wins the rename) and created anew.
 Release. The lease is removed after the chunk's rows were flushed: `claim` releases
 every lease when the engine call it wraps has returned, and the engine flushes its
 buffer on the way out, after an error or Ctrl-C too. A job killed with SIGKILL leaves
-its leases behind; they turn stale.
+its leases behind; they turn stale, and the next job that claims chunks of the
+distribution removes every stale lease of it (`Leases.sweep`), those of the chunks the
+killed job had flushed too.
 
 Exactness does not depend on leases. Rows are keyed by (run, step, operator, index), a
 sample's row is a function of that key and B, and the warehouse views keep the first
@@ -224,6 +226,22 @@ class Leases:
             with contextlib.suppress(OSError):
                 path.parent.rmdir()  # the distribution's folder, once empty
 
+    def sweep(self, run_id: str, step: int, operator_id: str) -> int:
+        """Remove the stale leases of one distribution (any chunk, any chunk size); how
+        many. A job killed (SIGKILL, scancel) after it flushed some chunks leaves their
+        leases behind, and no later job plans those complete chunks again: they would
+        stay forever. Breaking a stale lease is what taking it over does anyway."""
+        folder = lease_path(self.root, run_id, step, operator_id, 0, 0).parent
+        if not folder.is_dir():
+            return 0
+        swept = 0
+        for path in sorted(folder.glob("*.lease")):
+            info = read_lease(path)
+            if info is not None and info.token not in self.held.values() and info.stale(self.stale_after):
+                self._break(path, info.token)
+                swept += 1
+        return swept  # the folder stays: this job is about to lease chunks in it
+
     def touch(self) -> None:
         with self._lock:
             paths = list(self.held)
@@ -267,6 +285,7 @@ def claim(wh, plan, leases: Leases | None, refresh) -> Iterator[tuple[object, li
 
     mine, busy = [], []
     try:
+        leases.sweep(plan.run_id, plan.step, oid)  # a killed job's leases, of chunks it flushed or not
         for k in plan.todo:
             holder = leases.acquire(plan.run_id, plan.step, oid, plan.batch_size, k)
             (busy.append(holder) if holder is not None else mine.append(k))

@@ -2,7 +2,7 @@
 
 An `OperatorSpec` is parsed from the CLI text (`SYNTAX`)
 
-    td3 | sac | ppo[:clip=C,rows=random|first] | gaussian[:sigma] | action[:sigma]
+    td3 | sac | ppo[:clip=C,rows=random|first] | bc | gaussian[:sigma] | action[:sigma]
         | init_state[:xF | :factor=F | :abs=A]
 
 plus the horizon and key seed, and names itself with a canonical `operator_id` that
@@ -24,6 +24,8 @@ are not part of the id.
 
 Kinds (docs/method.md §5 Update operators):
 - td3 / sac: one update of the agent (`retland.agents`), θ' = U(state, key_i).
+- bc: a behaviour-cloning run's update (the paper's Appendix A.7): one more Adam step
+  of the MSE BC objective on a fresh minibatch of the run's relabelled dataset.
 - ppo: one update of the agent. Two parameters choose between retland's operator and
   the authors': `clip` = the global grad-norm clip of its one Adam step (default: the
   run's training clip, `max_grad_norm`, 1), `rows` = which B / num_minibatches rows of
@@ -88,7 +90,7 @@ PARAM_KINDS = AGENT_KINDS + ("gaussian",) + USER_KINDS
 ROLLOUT_KINDS = ("action", "init_state")
 KINDS = PARAM_KINDS + ROLLOUT_KINDS
 
-SYNTAX = ("td3 | sac | ppo[:clip=C,rows=random|first] | gaussian[:sigma] | action[:sigma] | "
+SYNTAX = ("td3 | sac | ppo[:clip=C,rows=random|first] | bc | gaussian[:sigma] | action[:sigma] | "
           "init_state[:xF | :factor=F | :abs=A]")
 
 # Each kind's parameters in id order. init_state holds (factor, abs) or (abs,), or the
@@ -265,7 +267,7 @@ def _build(text: str, horizon: int, seed: int, reset_range: Callable[[], float])
     if kind not in KINDS:
         raise ValueError(f"unknown operator {text!r}: expected {SYNTAX}")
     bare, named = _split_items(kind, body, text) if sep and body else ([], {})
-    if kind in ("td3", "sac"):
+    if kind in ("td3", "sac", "bc"):
         if sep:
             raise ValueError(f"operator {kind} takes no parameters (got {text!r})")
         return OperatorSpec(kind, (), horizon, seed)

@@ -38,6 +38,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import jax
 
 from retland.agents import get_agent
+from retland.agents.policy import PolicyConfig
 from retland.purd.engine import (
     FLUSH_SECONDS,
     AgentPolicy,
@@ -278,7 +279,9 @@ def run_plan(wh, plan: Plan, program: SampleProgram, op_state, *, devices=None, 
 
     done: Computed = compute(wh, "post_update_returns", columns, program, op_state, plan.spec.base_key, plan,
                              label=plan.label, start_state=start_state, devices=devices,
-                             flush_seconds=flush_seconds, progress=progress, with_first=first)
+                             flush_seconds=flush_seconds, progress=progress, with_first=first,
+                             timing={"run_id": plan.run_id, "step": int(plan.step),
+                                     "operator_id": plan.spec.operator_id})
     result.chunks_computed, result.rows_written = done.chunks, done.rows_written
     result.seconds, result.chunk_devices = done.seconds, done.chunk_devices
     result.devices = len(resolve_devices(devices))
@@ -304,6 +307,9 @@ def checkpoint_program(spec: OperatorSpec, ckpt) -> tuple[SampleProgram, Any]:
         if spec.kind != ckpt.algo:
             raise SamplingError(
                 f"operator {spec.kind} needs a {spec.kind} checkpoint; run {ckpt.run_id} is {ckpt.algo}")
+        if isinstance(ckpt.config, PolicyConfig):  # an added policy that shares an algorithm's name (e.g. bc)
+            raise SamplingError(f"operator {spec.kind} needs a {spec.kind} checkpoint; run {ckpt.run_id} is an added "
+                                f"policy named {ckpt.algo}, which has no training update")
         op_state = agent.operator_state(ckpt)
     else:
         op_state = agent.actor_params(ckpt.agent_state)

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from ..config.registry import ALGOS
+from ..config.requests import number, options
 from ..warehouse import Warehouse, WarehouseError
 from . import html as page
 from .blocks import Block, Figure, Note, Table
@@ -21,7 +24,7 @@ from .context import ReportContext
 from .sections import SECTIONS, Section, section
 
 __all__ = ["SECTIONS", "Section", "section", "Figure", "Table", "Note", "ReportContext", "build_sections",
-           "build_charts", "write_report", "export_chart", "FORMATS"]
+           "build_charts", "write_report", "export_chart", "FORMATS", "ReportRequest", "run_request"]
 
 FORMATS = ("html", "png", "svg")
 REPORTS_DIR = Path("reports")
@@ -37,8 +40,9 @@ def _build(wh: Warehouse, where: str | None, alpha: float, beta: float, n_resamp
         raise WarehouseError(f"--bootstrap must be in [0, 1000000], got {n_resamples}")
     con = wh.connect()
     try:
-        ctx = ReportContext(con, where=where or None, alpha=alpha, beta=beta, n_resamples=n_resamples, seed=seed)
-        built = [(s, s.build(ctx)) for s in SECTIONS]
+        ctx = ReportContext(con, where=where or None, alpha=alpha, beta=beta, n_resamples=n_resamples, seed=seed,
+                            root=wh.root)
+        built = [(s, blocks) for s in SECTIONS if (blocks := s.build(ctx)) is not None]
         return built, _report_name(wh, ctx), tasks_line(ctx), report_title(ctx)
     finally:
         con.close()
@@ -192,3 +196,33 @@ def export_chart(chart, path: str | os.PathLike, scale: float = 2.0) -> Path:
     else:
         raise WarehouseError(f"cannot export a chart as {path.suffix or 'a file without suffix'}: use .png or .svg")
     return path
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """`retland report`: the page (fmt html) or its charts (png, svg) of the distributions
+    `where` keeps, written to `output` (default under reports/), at α and β, with
+    `bootstrap` resamples for the tooltips' CIs."""
+
+    command: ClassVar[str] = "report"
+
+    where: str | None = None
+    output: Path | None = None
+    fmt: str = "html"
+    alpha: float = 0.1
+    beta: float = 0.5
+    bootstrap: int = 1000
+
+    def argv(self) -> list[str]:
+        d = ReportRequest()
+        return ["report"] + options([
+            ("--where", self.where), ("--output", str(self.output) if self.output is not None else None),
+            ("--format", self.fmt if self.fmt != d.fmt else None),
+            ("--alpha", number(self.alpha) if self.alpha != d.alpha else None),
+            ("--beta", number(self.beta) if self.beta != d.beta else None), ("--bootstrap", self.bootstrap)])
+
+
+def run_request(wh: Warehouse, request: ReportRequest, *, progress=None) -> Path:
+    """Write the request's report (`write_report`); returns the path written."""
+    return write_report(wh, out=request.output, where=request.where, fmt=request.fmt, alpha=request.alpha,
+                        beta=request.beta, n_resamples=request.bootstrap)

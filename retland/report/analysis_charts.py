@@ -217,6 +217,9 @@ def failure_blocks(ctx: ReportContext) -> list[Block]:
     blocks.append(Table("failure-divergence", table,
                         "Returns part at step: the first step after which |G_success − G_failure| stays above 5% of "
                         "the successful return (the failure_divergence view's diverge_step)."))
+    from .frames import frame_blocks
+
+    blocks += frame_blocks(ctx, names)
     return blocks
 
 

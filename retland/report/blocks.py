@@ -32,4 +32,15 @@ class Note:
     text: str
 
 
-Block = Figure | Table | Note
+@dataclass(frozen=True)
+class Frames:
+    """Drawn frames of one failure pair (or sample): per rollout a caption, a filmstrip
+    PNG and an optional animated WebP, embedded in the page as data: URLs."""
+
+    name: str
+    title: str
+    strips: tuple[tuple[str, bytes, bytes | None], ...]  # (caption, filmstrip png, animation webp)
+    caption: str = ""
+
+
+Block = Figure | Table | Note | Frames

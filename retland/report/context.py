@@ -3,6 +3,7 @@ parameters) and the queries several sections share, computed once."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -49,6 +50,7 @@ class ReportContext:
     beta: float = 0.5
     n_resamples: int = 1000
     seed: int = 0
+    root: Path | None = None  # the warehouse folder: files rows point at (artifacts/renders)
     _cache: dict = field(default_factory=dict, repr=False)
     _scopes: list = field(default_factory=list, repr=False)
 

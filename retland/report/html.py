@@ -8,6 +8,7 @@ what broke.
 """
 from __future__ import annotations
 
+import base64
 import functools
 import html
 import json
@@ -17,7 +18,7 @@ from datetime import datetime, timezone
 import altair as alt
 import polars as pl
 
-from .blocks import Figure, Note, Table
+from .blocks import Figure, Frames, Note, Table
 
 EMBED_OPTIONS = {
     "renderer": "svg",
@@ -26,6 +27,9 @@ EMBED_OPTIONS = {
 }
 
 CSS = """
+.frames .scroll { overflow-x: auto; } .frames img { display: block; image-rendering: auto; }
+.frames figure { margin: 0.4em 0; } .frames .anims { display: flex; gap: 1em; flex-wrap: wrap; }
+.frames h3 { font-size: 1em; margin: 1em 0 0.3em; }
 body { font-family: Helvetica, Arial, sans-serif; margin: 0 auto; max-width: 1280px; padding: 1em 1.5em 4em;
        box-sizing: border-box;
        color: #222; line-height: 1.45; }
@@ -146,6 +150,29 @@ def _inline_code(text: str) -> str:
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
+def _frames_html(block: Frames) -> str:
+    """A pair's filmstrips (scrolling sideways), then its animations in a closed <details>:
+    images inlined as data: URLs, so the page stays one offline file."""
+    strips, anims = [], []
+    for caption, png, webp in block.strips:
+        alt = html.escape(caption, quote=True)
+        strips.append(f'<figure class="strip"><figcaption>{_inline_code(caption)}</figcaption>'
+                      f'<div class="scroll"><img class="filmstrip" alt="{alt}" '
+                      f'src="data:image/png;base64,{base64.b64encode(png).decode()}"></div></figure>')
+        if webp:
+            anims.append(f'<figure class="anim"><img class="animation" alt="{alt}" '
+                         f'src="data:image/webp;base64,{base64.b64encode(webp).decode()}">'
+                         f'<figcaption>{_inline_code(caption)}</figcaption></figure>')
+    out = [f'<div class="frames" data-frames="{html.escape(block.name, quote=True)}">',
+           f"<h3>{html.escape(block.title)}</h3>", *strips]
+    if anims:
+        out.append(f'<details><summary>Watch the rollouts</summary><div class="anims">{"".join(anims)}</div></details>')
+    if block.caption:
+        out.append(f'<p class="caption">{_inline_code(block.caption)}</p>')
+    out.append("</div>")
+    return "".join(out)
+
+
 def render_page(title: str, meta: list[str], built: list[tuple]) -> str:
     """built: (Section, [Block]) pairs in report order."""
     toc = "".join(f'<li><a href="#{s.key}">{html.escape(s.title)}</a></li>' for s, _ in built)
@@ -162,6 +189,8 @@ def render_page(title: str, meta: list[str], built: list[tuple]) -> str:
                 body.append(_table_html(block.frame))
                 if block.caption:
                     body.append(f'<p class="caption">{_inline_code(block.caption)}</p>')
+            elif isinstance(block, Frames):
+                body.append(_frames_html(block))
             elif isinstance(block, Figure):
                 spec = json.dumps(block.chart.to_dict(), separators=(",", ":"), allow_nan=False)
                 # ids "fig-…": a figure may share its name with its section

@@ -23,6 +23,7 @@ import polars as pl
 from . import charts
 from .analysis_charts import failure_blocks, interpolation_blocks, landscape_blocks
 from .blocks import Block, Figure, Note, Table
+from .clone_charts import clone_blocks
 from .compare_charts import compare_blocks
 from .context import ReportContext
 from .stabilize_charts import stabilize_blocks
@@ -33,16 +34,17 @@ RANKING_ALPHAS = (0.01, 0.1, 1.0)
 # The SQL of this module's sections; the shapes they read are views of schema/*.sql.
 # Learning-curve points (run_id, algo, env, variant, seed, step, eval_return): the training
 # evaluations, else the checkpoints' evaluation returns when a warehouse has none. Runs
-# derived by `retland stabilize` are not training runs: they are left out.
+# derived by `retland stabilize` are not training runs: they are left out. So are BC
+# runs: their steps are gradient steps on a teacher's data, not env steps.
 EVALUATION_CURVES_SQL = """
 SELECT e.run_id, r.algo, r.env, run_variant(r.variant, r.source) AS variant, r.seed, e.step, e.eval_return
 FROM evaluations AS e JOIN runs AS r USING (run_id)
-WHERE r.source <> 'derived'
+WHERE r.source <> 'derived' AND NOT (r.source = 'trained' AND r.algo = 'bc')
 """
 CHECKPOINT_CURVES_SQL = """
 SELECT c.run_id, r.algo, r.env, run_variant(r.variant, r.source) AS variant, r.seed, c.step, c.eval_return
 FROM checkpoints AS c JOIN runs AS r USING (run_id)
-WHERE c.eval_return IS NOT NULL AND r.source <> 'derived'
+WHERE c.eval_return IS NOT NULL AND r.source <> 'derived' AND NOT (r.source = 'trained' AND r.algo = 'bc')
 """
 # The α-CVaR (parameters: α twice) of each distribution registered as report_keys (d, run_id,
 # step, operator_id).
@@ -59,7 +61,7 @@ JOIN report_keys AS k USING (run_id, step, operator_id)
 class Section:
     key: str
     title: str
-    build: Callable[["ReportContext"], list[Block]]
+    build: Callable[["ReportContext"], list[Block] | None]  # None: the section is left out
     about: str = ""
 
 
@@ -265,8 +267,8 @@ def _cvar_rankings(ctx: ReportContext, dists: pl.DataFrame) -> pl.DataFrame:
 
 @section("start-states", "Post-update returns from other start states",
          "LTP when the rollouts start at states collected during training, by collection index, against s0 "
-         "(A.4, Fig. 10).")
-def start_states(ctx: ReportContext) -> list[Block]:
+         "(A.4, Fig. 10; `retland start-states`). Shown when the warehouse has such distributions.")
+def start_states(ctx: ReportContext) -> list[Block] | None:
     return start_state_blocks(ctx)
 
 
@@ -274,3 +276,10 @@ def start_states(ctx: ReportContext) -> list[Block]:
          "and probability of improvement (`retland compare`).")
 def comparisons(ctx: ReportContext) -> list[Block]:
     return compare_blocks(ctx)
+
+
+@section("clones", "Behaviour cloning", "Do clones of a TD3 policy inherit its post-update returns? Each BC run's "
+         "last clone beside its teacher (the paper's A.7, Fig. 22; `retland clones`). Shown when the warehouse "
+         "has BC runs.")
+def clones(ctx: ReportContext) -> list[Block] | None:
+    return clone_blocks(ctx)

@@ -18,13 +18,13 @@ LTP_SQL = "SELECT * FROM start_state_ltp"
 STATS_SQL = "SELECT * FROM start_state_stats"
 
 
-def start_state_blocks(ctx: ReportContext) -> list[Block]:
+def start_state_blocks(ctx: ReportContext) -> list[Block] | None:
+    """The section's blocks; None (no section) when no distribution starts at a replay row."""
     if not ctx.row_count("post_update_returns"):
-        return [Note("No post-update returns: `retland start-states` samples them from replay rows and s0.")]
+        return None
     ltp = ctx.sql(LTP_SQL)
     if ltp.height == 0:
-        return [Note("No distributions start at replay rows: `retland start-states` (or `retland sample --start "
-                     "replay:K`, on runs trained with --store-states) produces them.")]
+        return None
     ltp = ltp.with_columns(pl.col("env").fill_null("unknown"), seed=pl.col("seed").cast(pl.Utf8).fill_null("?"),
                            panel=pl.format("{} · {}", pl.col("env").fill_null("unknown"), pl.col("base_operator_id")))
     ltp = ltp.with_columns(s0_reference=pl.col("s0_ltp").mean().over("panel", "seed"))

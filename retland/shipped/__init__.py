@@ -50,7 +50,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -59,7 +59,8 @@ FORMAT = 1  # layout version of the .npz/.json pair
 STATE_PREFIX = "state/"
 REPLAY_PREFIX = "replay/"
 
-__all__ = ["EXAMPLES", "DEFAULT", "Example", "add", "get", "load_arrays", "file_sha256"]
+__all__ = ["EXAMPLES", "DEFAULT", "Example", "ExampleRequest", "ExampleOutcome", "add", "get", "load_arrays",
+           "file_sha256", "run_request"]
 
 DEFAULT = "td3-hopper"
 
@@ -228,3 +229,37 @@ def summary_line(example: Example) -> str:
 def metadata_text(meta: dict[str, Any]) -> str:
     """The .json text of a metadata dict (stable key order, one trailing newline)."""
     return json.dumps(meta, indent=1, sort_keys=True) + "\n"
+
+
+@dataclass(frozen=True)
+class ExampleRequest:
+    """`retland add-example NAME`: put a shipped example checkpoint into a warehouse."""
+
+    command: ClassVar[str] = "add-example"
+
+    name: str = DEFAULT
+
+    def argv(self) -> list[str]:
+        return ["add-example", self.name]
+
+
+@dataclass(frozen=True)
+class ExampleOutcome:
+    name: str
+    run_id: str
+    step: int
+    present: bool  # the warehouse held it already (nothing was written)
+
+
+def run_request(wh, request: ExampleRequest, *, progress=None) -> ExampleOutcome:
+    """Add the request's example to `wh` (`add`; idempotent). ValueError names an unknown
+    example before anything is written."""
+    from retland.warehouse.runs import checkpoint_stored
+
+    if request.name not in EXAMPLES:
+        raise ValueError(f"unknown example {request.name!r}; examples: {', '.join(sorted(EXAMPLES)) or 'none'} "
+                         "(see `retland add-example --list`)")
+    ex = EXAMPLES[request.name]
+    present = checkpoint_stored(wh, ex.run_id, ex.step) is not None
+    run_id, step = add(wh, request.name)
+    return ExampleOutcome(request.name, run_id, int(step), present)

@@ -59,6 +59,7 @@ import jax
 import numpy as np
 
 from retland.agents.policy import PolicyConfig, is_policy_config
+from retland.config.registry import REPLAY_ALGOS
 from retland.core.replay import Transition
 from retland.train.config import TrainConfig
 from retland.agents import agent_module
@@ -111,11 +112,11 @@ class Checkpoint:
 
     @property
     def replay(self) -> Transition | None:
-        """[capacity, ...] arrays (rows >= replay_size are zero); None for PPO and added
-        runs. Read on first use."""
+        """[capacity, ...] arrays (rows >= replay_size are zero): TD3/SAC's buffer, BC's
+        relabelled dataset; None for PPO and added runs. Read on first use."""
         if "replay" not in self._cache:
             cfg = self.config
-            off_policy = not isinstance(cfg, PolicyConfig) and cfg.algo in ("td3", "sac")
+            off_policy = not isinstance(cfg, PolicyConfig) and cfg.algo in REPLAY_ALGOS
             self._cache["replay"] = (load_replay(self._warehouse, self.run_id, self.replay_size, replay_capacity(cfg))
                                      if off_policy else None)
         return self._cache["replay"]
@@ -401,7 +402,7 @@ def load_checkpoint(wh_or_root, run_id: str, step: int, *, env: str | None = Non
     else:
         agent_state = from_nested(nested, {"agent": abstract_agent_state(cfg)}, where=where)["agent"]
     size = int(row["replay_size"] or 0)
-    if not isinstance(cfg, PolicyConfig) and cfg.algo in ("td3", "sac"):
+    if not isinstance(cfg, PolicyConfig) and cfg.algo in REPLAY_ALGOS:
         replay_segments(wh, run_id, size)  # refuse a missing prefix now; rows are read on first use
     return Checkpoint(
         run_id=run_id, step=int(step), algo=record["algo"], env=record["env"],

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from retland.config.agents import (DEFAULT_TOTAL_STEPS, AgentConfig, Count, Finite, PPOConfig,  # noqa: F401
+from retland.config.agents import (DEFAULT_TOTAL_STEPS, AgentConfig, BCConfig, Count, Finite, PPOConfig,  # noqa: F401
                                    Rate, SACConfig, Size, TD3Config, _Model, agent_config, default_checkpoints)
 from retland.config.registry import (BRAX_ENVS, DEFAULT_HORIZON, DEFAULT_VARIANT, LEGACY_VARIANT,
                                      PAPER_BACKEND, check_algo, check_backend, check_env, check_new_task,
@@ -181,6 +181,8 @@ class TrainConfig(_Model):
             raise ValueError(f"eval_every={self.eval_interval} must be a positive multiple of {g}")
         if not (info.context or {}).get("stored"):
             check_new_task(self.env, self.backend, self.variant)
+            if self.algo == "bc" and (self.agent.teacher_run_id is None or self.agent.teacher_step is None):
+                raise ValueError("a bc run clones a teacher: give it one (retland train --algo bc --teacher RUN@STEP)")
         if self.store_states:
             if self.algo not in ("td3", "sac"):
                 raise ValueError(f"store_states: only TD3 and SAC keep a replay buffer to store states with, "
@@ -226,8 +228,10 @@ class TrainConfig(_Model):
         return cls.model_validate(data, context={"stored": True})
 
 
-def load_train_config(path: str | Path | None = None, **overrides) -> TrainConfig:
-    """A TrainConfig from an optional TOML file, then keyword overrides (None = unset).
+def load_train_config(path: str | Path | None = None, *, agent_fields: dict | None = None,
+                      **overrides) -> TrainConfig:
+    """A TrainConfig from an optional TOML file, then keyword overrides (None = unset),
+    and `agent_fields` over the file's agent table (a BC run's teacher).
 
     TOML layout: top-level TrainConfig fields, and an `[agent]` table with `algo` and
     any algorithm field, e.g. `[agent]\\nalgo = "td3"\\nbatch_size = 128`.
@@ -240,6 +244,7 @@ def load_train_config(path: str | Path | None = None, **overrides) -> TrainConfi
     if agent.get("algo", algo) != algo:
         raise ValueError(f"config file says algo={agent['algo']!r} but {algo!r} was requested")
     agent["algo"] = check_algo(algo)
+    agent.update(agent_fields or {})
     data.update({k: v for k, v in overrides.items() if v is not None})
     # The agent table is validated inside TrainConfig, so errors read agent.<field>.
     return TrainConfig(agent=agent, **data)

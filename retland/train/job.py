@@ -24,7 +24,7 @@ from retland.core import jaxcache, replay, sizing
 from retland.core.repro import reproducibility_record
 from retland.train import checkpoints as ck
 from retland.train.config import TrainConfig
-from retland.config.registry import OFF_POLICY
+from retland.config.registry import OFF_POLICY, OFFLINE, REPLAY_ALGOS
 from retland.train.program import init_states, make_chunk_fn, make_evaluator
 from retland.warehouse import Warehouse
 
@@ -73,12 +73,14 @@ def _now():
 def _run_rows(cfg: TrainConfig, job_id: str, ids: list[str]) -> list[dict]:
 
     base = cfg.model_dump(mode="json")
+    # A BC run records its teacher checkpoint as its parent (and in its agent config).
+    parent = (cfg.agent.teacher_run_id, cfg.agent.teacher_step) if cfg.algo in OFFLINE else (None, None)
     rows = []
     for i, rid in enumerate(ids):
         config = dict(base, job_id=job_id, seed_index=i)
         rows.append(dict(run_id=rid, algo=cfg.algo, env=cfg.env, seed=cfg.seed + i, backend=cfg.backend,
                          variant=cfg.variant,
-                         source="trained", parent_run_id=None, parent_step=None,
+                         source="trained", parent_run_id=parent[0], parent_step=parent[1],
                          config=__import__("json").dumps(config), repro=reproducibility_record(config),
                          created_at=_now()))
     return rows
@@ -163,6 +165,12 @@ def _train_group(cfg: TrainConfig, wh, ids: list[str], result: TrainResult, resu
         ts, rb, step = _resume_state(wh, cfg, ids)
     else:
         ts, rb = init_states(cfg)
+        if cfg.algo in OFFLINE:  # every seed clones the same relabelled teacher data
+            from retland.train.bc import teacher_dataset
+
+            data = teacher_dataset(wh, cfg)
+            rb = replay.Replay(jax.tree.map(lambda x: jnp.broadcast_to(x, (len(ids), *x.shape)), data),
+                               jnp.full((len(ids),), cfg.agent.dataset_size, jnp.int32))
         step = 0
     first = step
     stops, evals, chunk = boundaries(cfg, step)
@@ -268,7 +276,7 @@ def _load_job(wh, cfg: TrainConfig, ids: list[str]):
     stack = lambda *xs: jnp.stack([jnp.asarray(x) for x in xs])  # noqa: E731
     ts = jax.tree.map(stack, *[c.state for c in cks])
     rb = None
-    if cfg.algo in OFF_POLICY:
+    if cfg.algo in REPLAY_ALGOS:
         states = jax.tree.map(stack, *[c.replay_states for c in cks]) if cfg.store_states else None
         rb = replay.Replay(jax.tree.map(stack, *[c.replay for c in cks]),
                            jnp.asarray([c.replay_size for c in cks], jnp.int32), states)

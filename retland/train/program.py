@@ -26,13 +26,16 @@ from retland.core.rollout import rollout
 from retland.core.vec import env_step_with_reset, seed_map
 from retland.train.config import TrainConfig
 
-from retland.config.registry import OFF_POLICY
+from retland.config.registry import OFF_POLICY, OFFLINE
 
 
 
 # ---- state ----------------------------------------------------------------------------
 
 def replay_capacity(cfg: TrainConfig) -> int:
+    """Rows of a seed's buffer: TD3/SAC's whole run; BC's dataset (the teacher's logged rows)."""
+    if cfg.algo in OFFLINE:
+        return cfg.agent.dataset_size
     return min(cfg.agent.buffer_size, cfg.steps) if cfg.algo in OFF_POLICY else 0
 
 
@@ -43,6 +46,9 @@ def init_seed(cfg: TrainConfig, key) -> tuple[TrainState, replay.Replay | None]:
     mod = agent_module(cfg.algo)
     k_agent, k_env, k_loop = jax.random.split(key, 3)
     agent = mod.init(cfg.agent, k_agent, obs_size, action_size)
+    if cfg.algo in OFFLINE:  # no env: the dataset (filled by the job from the teacher) is the replay
+        ts = TrainState(agent, None, jnp.zeros((), jnp.int32), k_loop, jnp.zeros((), jnp.int32))
+        return ts, replay.empty(replay_capacity(cfg), obs_size, action_size)
     if cfg.algo in OFF_POLICY:
         env_state = env.reset(k_env)
         ts = TrainState(agent, env_state, jnp.zeros((), jnp.int32), k_loop, jnp.zeros((), jnp.int32))
@@ -136,6 +142,27 @@ def _offpolicy_chunk_fn(cfg: TrainConfig, n_steps: int):
     return jax.jit(chunk, donate_argnums=(0, 1))
 
 
+def _offline_chunk_fn(cfg: TrainConfig, n_steps: int):
+    """BC: n_steps gradient steps per seed, each on a minibatch drawn uniformly with
+    replacement from the seed's dataset with a key split from the seed's stream.
+    `env_steps` counts gradient steps."""
+    mod = agent_module(cfg.algo)
+
+    def seed_step(ts: TrainState, data, size):
+        key, kb = jax.random.split(ts.key)
+        batch = replay.sample(data, size, kb, cfg.agent.batch_size)
+        agent = mod.train_update(cfg.agent, ts.agent, batch)
+        return ts._replace(agent=agent, key=key, env_steps=ts.env_steps + 1)
+
+    def chunk(ts, rb, warmup):
+        def body(ts, _):
+            return seed_map(seed_step, in_axes=(0, 0, 0))(ts, rb.data, rb.size), None
+        ts, _ = jax.lax.scan(body, ts, None, length=n_steps)
+        return ts, rb
+
+    return jax.jit(chunk, donate_argnums=(0,))
+
+
 def _ppo_chunk_fn(cfg: TrainConfig, n_iters: int):
     env = make_env(cfg.env, cfg.backend, variant=cfg.variant)
     mod = agent_module("ppo")
@@ -154,7 +181,10 @@ def _program_key(cfg: TrainConfig) -> TrainConfig:
     Validated as stored: a run's own task is never refused here (older paper runs)."""
     task = dict(env=cfg.env, backend=cfg.backend, variant=cfg.variant, horizon=cfg.horizon,
                 store_states=cfg.store_states)
-    if cfg.algo == "ppo":
+    if cfg.algo in OFFLINE:  # the teacher's name does not shape the program, its dataset size does
+        agent = cfg.agent.model_copy(update=dict(teacher_run_id=None, teacher_step=None))
+        fields = dict(agent=agent, seeds=1, total_steps=1, checkpoints=(1,), eval_every=1)
+    elif cfg.algo == "ppo":
         fields = dict(agent=cfg.agent, seeds=1, total_steps=cfg.granularity * 2, checkpoints=(cfg.granularity,),
                       eval_every=cfg.granularity)
     else:
@@ -167,6 +197,8 @@ def _program_key(cfg: TrainConfig) -> TrainConfig:
 def _chunk_fn(key_cfg: TrainConfig, n_steps: int):
     if key_cfg.algo == "ppo":
         return _ppo_chunk_fn(key_cfg, n_steps // key_cfg.granularity)
+    if key_cfg.algo in OFFLINE:
+        return _offline_chunk_fn(key_cfg, n_steps)
     return _offpolicy_chunk_fn(key_cfg, n_steps)
 
 
@@ -181,7 +213,10 @@ def make_chunk_fn(cfg: TrainConfig, step: int, n_steps: int):
 def make_evaluator(cfg: TrainConfig):
     """actor params [S, ...] -> Rollout with [S] fields: deterministic episode of each
     seed's policy from the reference state (reset noise 0)."""
-    return _evaluator(_program_key(cfg))
+    key = _program_key(cfg)
+    if cfg.algo in OFFLINE:  # the rollout does not depend on the dataset's size
+        key = key.model_copy(update={"agent": key.agent.model_copy(update={"dataset_size": 1})})
+    return _evaluator(key)
 
 
 @functools.lru_cache(maxsize=32)

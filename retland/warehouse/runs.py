@@ -56,6 +56,14 @@ def checkpoint_stored(wh, run_id: str, step: int) -> bool | None:
     return None if not rows else rows[0]["artifact_path"] is not None
 
 
+def require_checkpoint(wh, run_id: str, step: int, what: str) -> None:
+    """Refuse (RunSelectionError) a checkpoint row without parameters (a run whose returns
+    were imported) before any work; unknown runs and steps are left to the caller."""
+    if checkpoint_stored(wh, run_id, step) is False:
+        raise RunSelectionError(f"run {run_id} step {step} has no stored checkpoint (its returns were imported); "
+                                f"{what} needs a trained run")
+
+
 def run_info(wh, run_id: str):
     """The run's `runs` row as `retland show` prints it (what it is, and its config) as a
     one-row DataFrame."""

@@ -115,7 +115,7 @@ register(TableSpec(
     key=("run_id",),
     schema=pa.schema([
         _f("run_id", pa.string(), False),
-        _f("algo", pa.string(), False, "td3 | sac | ppo (or the name given on import)"),
+        _f("algo", pa.string(), False, "td3 | sac | ppo | bc (or the name given on import)"),
         _f("env", pa.string(), False),
         _f("seed", pa.int32(), False),
         _f("backend", pa.string(), doc="brax physics backend; NULL when imported"),
@@ -123,8 +123,8 @@ register(TableSpec(
            "MuJoCo Playground); "
            "NULL for runs recorded before variants existed (brax) and for imported runs"),
         _f("source", pa.string(), False, "trained | imported | derived | added"),
-        _f("parent_run_id", pa.string(), doc="for derived runs (e.g. stabilize): the source run"),
-        _f("parent_step", pa.int64()),
+        _f("parent_run_id", pa.string(), doc="derived runs (e.g. stabilize): the source run; bc runs: the teacher run"),
+        _f("parent_step", pa.int64(), doc="the source (teacher) checkpoint's step"),
         _f("config", pa.string(), doc="JSON of the run's config model"),
         _f("repro", pa.string(), doc="JSON: package versions, platform, devices, command"),
         _f("created_at", TS, False),
@@ -138,7 +138,7 @@ register(TableSpec(
     key=("run_id", "step"),
     schema=pa.schema([
         _f("run_id", pa.string(), False),
-        _f("step", pa.int64(), False, "env steps taken when the checkpoint was saved"),
+        _f("step", pa.int64(), False, "env steps taken when the checkpoint was saved (bc runs: gradient steps)"),
         _f("artifact_path", pa.string(), doc="orbax directory, relative to the warehouse root"),
         _f("eval_return", pa.float64(), doc="deterministic return from the reference state"),
         _f("replay_size", pa.int64(), doc="replay buffer rows valid at this checkpoint"),
@@ -152,7 +152,7 @@ register(TableSpec(
     key=("operator_id",),
     schema=pa.schema([
         _f("operator_id", pa.string(), False, "canonical id, e.g. td3[h=1000,seed=0]"),
-        _f("kind", pa.string(), False, "td3 | sac | ppo | gaussian | action | init_state | imported"),
+        _f("kind", pa.string(), False, "td3 | sac | ppo | bc | gaussian | action | init_state | imported"),
         _f("params", pa.string(), False, "JSON of the operator's parameters"),
         _f("created_at", TS, False),
     ]),
@@ -265,6 +265,40 @@ register(TableSpec(
 ))
 
 register(TableSpec(
+    name="renders",
+    checks={"step": NON_NEGATIVE, "update_index": NON_NEGATIVE, "episode_length": NON_NEGATIVE,
+            "frame_every": AT_LEAST_ONE, "animation_every": AT_LEAST_ONE, "width": AT_LEAST_ONE,
+            "height": AT_LEAST_ONE},
+    doc="Drawn frames of one re-rolled post-update sample (retland render / failures): files under artifacts/renders.",
+    key=("render_id",),
+    schema=pa.schema([
+        _f("render_id", pa.string(), False, "run@step/operator/index/every/size: what the frames depend on"),
+        _f("run_id", pa.string(), False),
+        _f("step", pa.int64(), False),
+        _f("operator_id", pa.string(), False),
+        _f("update_index", pa.int64(), False, "the sample re-rolled (same key, same θ_i)"),
+        _f("pair_id", pa.string(), doc="the failure pair it belongs to (trajectories.pair_id), if any"),
+        _f("role", pa.string(), doc="success | failure within the pair"),
+        _f("env", pa.string(), False),
+        _f("variant", pa.string(), False),
+        _f("backend", pa.string(), False),
+        _f("stored_return", pa.float64(), False, "the sample's return in post_update_returns"),
+        _f("episode_length", pa.int32(), False, "steps up to and including the terminating one"),
+        _f("terminated", pa.bool_(), False),
+        _f("diverge_step", pa.int32(), doc="pairs: failure_divergence.diverge_step, marked in the filmstrip"),
+        _f("frame_steps", pa.string(), False, "comma-separated steps k of the filmstrip (state after k steps)"),
+        _f("frame_every", pa.int32(), False, "filmstrip spacing in env steps"),
+        _f("animation_every", pa.int32(), False, "env steps between animation frames"),
+        _f("width", pa.int32(), False, "pixels of one frame"),
+        _f("height", pa.int32(), False),
+        _f("renderer", pa.string(), False, "e.g. mujoco 3.3.0 egl"),
+        _f("poses_path", pa.string(), False, "npz: pose [T + 1, P] of every step, relative to the root"),
+        _f("filmstrip_path", pa.string(), False, "PNG: the frames side by side, relative to the root"),
+        _f("animation_path", pa.string(), doc="animated WebP of the whole episode, relative to the root"),
+    ]),
+))
+
+register(TableSpec(
     name="interpolation_pairs",
     checks={"step_a": NON_NEGATIVE, "step_b": NON_NEGATIVE, "points": AT_LEAST_ONE, "samples": AT_LEAST_ONE,
             "sigma": FINITE_NON_NEGATIVE, "seed": NON_NEGATIVE, "horizon": AT_LEAST_ONE, "chunk_size": AT_LEAST_ONE,
@@ -357,5 +391,34 @@ register(TableSpec(
         _f("proposal", pa.int32(), False),
         _f("update_index", pa.int64(), False, "i in key_i = fold_in(base_key, i)"),
         _f("return", pa.float64(), False),
+    ]),
+))
+
+# ---- throughput (retland.purd.engine; read by retland.analyses.estimates) ---------------
+
+register(TableSpec(
+    name="chunk_timings",
+    checks={"step": NON_NEGATIVE, "device_count": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE,
+            "horizon": AT_LEAST_ONE, "chunks": AT_LEAST_ONE, "env_steps": NON_NEGATIVE,
+            "seconds": FINITE_NON_NEGATIVE},
+    doc="How long the chunks of each flush took: one row per flush of a sampling job, committed with "
+        "the rows it wrote (what study --plan estimates wall time from).",
+    key=("timing_id",),
+    schema=pa.schema([
+        _f("timing_id", pa.string(), False, "unique per flush"),
+        _f("table_name", pa.string(), False, "the table the chunks' rows went to (post_update_returns)"),
+        _f("run_id", pa.string(), False),
+        _f("step", pa.int64(), False),
+        _f("operator_id", pa.string(), False),
+        _f("device", pa.string(), False, "platform:device kind of the first device, e.g. cpu:cpu, "
+                                         "gpu:NVIDIA H100 80GB HBM3"),
+        _f("device_count", pa.int32(), False, "devices the chunks were spread over"),
+        _f("batch_size", pa.int32(), False, "chunk size B"),
+        _f("horizon", pa.int32(), False),
+        _f("chunks", pa.int32(), False, "chunks computed since the previous flush"),
+        _f("env_steps", pa.int64(), False, "simulated steps: chunks x B x horizon (padding included)"),
+        _f("seconds", pa.float64(), False, "wall time from the previous flush (or the job's start) to this one"),
+        _f("includes_compile", pa.bool_(), False, "the job's first flush: its time holds the program's compile"),
+        _f("recorded_at", TS, False),
     ]),
 ))

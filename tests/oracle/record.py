@@ -2,7 +2,7 @@
 
 Runs in the oracle venv (`make test-oracle` builds it: jax 0.4.13 and Brax 0.0.13, see
 tests/oracle/requirements.txt), never in retland's: it imports Brax 0.0.13 and numpy only.
-tests/test_oracle.py holds retland's simulator to what this script writes.
+tests/core/test_oracle.py holds retland's simulator to what this script writes.
 
 What it records, per task (ant, halfcheetah, hopper, walker2d), into one .npz per task:
 - `s0/*`: the start state with no reset noise (default joint angles, zero velocities,

@@ -77,10 +77,12 @@ from retland.analyses.stabilize.program import (
 from retland.analyses.stabilize.sources import (
     SourceOutcome,
     SourcePlan,
+    StabilizeRequest,
     check_source,
     completed_experiment,
     parse_selection,
     plan_sources,
+    run_request,
     run_sources,
     top_ltp_sources,
 )
@@ -89,4 +91,5 @@ __all__ = ["ARMS", "AUTO_CHUNK", "CRITERIA", "StabilizeConfig", "accepts", "crit
            "fig7_table", "source_rows", "sources_at", "StabilizeResult", "derived_run_id", "load_source",
            "new_experiment_id", "run_experiment", "write_result", "Lane", "OwnOrUpdate", "commit", "initial_lanes",
            "program_config", "propose_fn", "purd_fn", "SourceOutcome", "SourcePlan", "check_source",
-           "completed_experiment", "parse_selection", "plan_sources", "run_sources", "top_ltp_sources"]
+           "completed_experiment", "parse_selection", "plan_sources", "run_sources", "top_ltp_sources",
+           "StabilizeRequest", "run_request"]

@@ -14,12 +14,13 @@ would only mean smaller chunks).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Sequence
 
 from retland.analyses.stabilize.config import StabilizeConfig
 from retland.analyses.stabilize.experiment import StabilizeResult, load_source, run_experiment
 from retland.analyses.stabilize.program import program_config
+from retland.config.requests import Bar, bar, int_list_text, number, options
 
 # The candidates of a top-LTP selection: TD3-operator distributions of trained TD3 runs'
 # checkpoints that stabilize can start from (parameters and a non-empty replay buffer
@@ -204,3 +205,99 @@ def run_sources(wh, plan: SourcePlan, *, progress: Callable[..., None] | None = 
         outcomes[i] = SourceOutcome(scfg.run_id, scfg.step, result.experiment_id, False, result.wall_seconds)
         del result, ckpt
     return [outcomes[i] for i in range(len(plan.configs))]
+
+
+# ----------------------------------------------------------------- the request
+
+def _base() -> StabilizeConfig:
+    return StabilizeConfig(run_id="-", step=0)
+
+
+@dataclass(frozen=True)
+class StabilizeRequest:
+    """`retland stabilize`: Algorithm 1 from explicit sources (`run`/`step` pairs, run ids
+    or unique prefixes; `source` (RUN_ID, STEP) pairs) and/or the `sources` selection
+    top-ltp:K (narrowed by env, where, operator), with the settings of `config` (its
+    run_id and step are placeholders: each source fills them). skip_done=False redoes
+    sources already done with these settings."""
+
+    command: ClassVar[str] = "stabilize"
+
+    run: tuple[str, ...] = ()
+    step: tuple[int, ...] = ()
+    source: tuple[tuple[str, int], ...] = ()
+    sources: str | None = None
+    env: str | None = None
+    where: str | None = None
+    operator: str | None = None
+    config: StabilizeConfig = field(default_factory=_base)
+    skip_done: bool = True
+
+    def check(self) -> "StabilizeRequest":
+        """Refuse (ValueError) what cannot be honoured before the warehouse is read."""
+        if len(self.run) != len(self.step):
+            raise ValueError(f"--run and --step pair up (the i-th --run with the i-th --step): got {len(self.run)} "
+                             f"--run and {len(self.step)} --step")
+        if (self.env or self.where or self.operator) and not self.sources:
+            raise ValueError("--env, --where and --operator choose among sampled checkpoints: use them with "
+                             "--sources top-ltp:K")
+        if self.sources is not None:
+            parse_selection(self.sources)
+        return self
+
+    def argv(self) -> list[str]:
+        c, d = self.config, _base()
+        out = ["stabilize"]
+        for r, s in zip(self.run, self.step):
+            out += ["--run", r, "--step", str(s)]
+        for r, s in self.source:
+            out += ["--source", f"{r}:{s}"]
+        return out + options([
+            ("--sources", self.sources), ("--env", self.env), ("--where", self.where), ("--operator", self.operator),
+            ("--proposals", c.proposals), ("--samples", c.samples), ("--seeds", int_list_text(c.seeds)),
+            ("--criterion", c.criterion), ("--alpha", number(c.alpha)), ("--tolerance", number(c.tolerance)),
+            ("--arms", ",".join(c.arms) if c.arms != d.arms else None), ("--chunk", c.chunk),
+            ("--redo", not self.skip_done)])
+
+
+@dataclass
+class StabilizeOutcome:
+    picked: list[tuple[str, int]]  # every source, in order (explicit ones, then the selection's)
+    plan: SourcePlan
+    outcomes: list[SourceOutcome]
+
+
+def run_request(wh, request: StabilizeRequest, *, progress: Bar | None = None,
+                on_select: Callable[[int, object], None] | None = None,
+                on_plan: Callable[[SourcePlan, list[tuple[str, int]]], None] | None = None,
+                on_result: Callable[[StabilizeResult], None] | None = None) -> StabilizeOutcome:
+    """A checked request's Algorithm 1, what `retland stabilize` and a study's stabilize
+    stage run: explicit sources resolved (unique prefixes), then the top-ltp:K selection
+    (`on_select(k, table)` sees it), planned (`on_plan(plan, picked)`: sources done are
+    skipped), then every source left, one experiment each (`on_result` after each), with
+    one `progress` bar of PURDs."""
+    from retland.warehouse.runs import resolve_run
+
+    request.check()
+    picked = [(resolve_run(wh, r, seed_option=None), int(s)) for r, s in zip(request.run, request.step)]
+    picked += [(resolve_run(wh, r, option="--source", seed_option=None), int(s)) for r, s in request.source]
+    if request.sources:
+        k = parse_selection(request.sources)
+        top = top_ltp_sources(wh, k, env=request.env, where=request.where, operator=request.operator,
+                              beta=request.config.beta)
+        if on_select is not None:
+            on_select(k, top)
+        picked += [(r, int(s)) for r, s in zip(top["run_id"], top["step"]) if (r, int(s)) not in picked]
+    if not picked:
+        raise ValueError("no source policy: give --run RUN --step STEP (repeatable), --source RUN:STEP "
+                         "(repeatable) or --sources top-ltp:K")
+    base = request.config
+    p = plan_sources(wh, base, picked, skip_done=request.skip_done)  # refuses a bad source before any work
+    if on_plan is not None:
+        on_plan(p, picked)
+    outcomes = []
+    if p.todo:
+        with bar(progress, len(p.todo) * (base.proposals + 1), f"stabilize {len(p.todo)} sources x "
+                 f"{len(base.lanes)} lanes x {base.samples} samples", unit="PURDs") as advance:
+            outcomes = run_sources(wh, p, progress=advance, on_result=on_result)
+    return StabilizeOutcome(picked, p, outcomes)

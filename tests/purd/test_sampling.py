@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import cli_env
 from retland.core.envs import env_dims
 from retland.core.networks import DeterministicActor, init_params
 from retland.purd import engine, sampling
@@ -33,7 +34,7 @@ ENV, BACKEND, VARIANT, H, HIDDEN = "hopper", "positional", "paper", 40, (16,)
 OP, N, B = "gaussian:0.05", 48, 8
 RUN, STEP = "init-hopper-s0", 0
 COLUMNS = ["update_index", "return", "discounted_return", "episode_length", "terminated", "chunk_size"]
-TESTS = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent
 
 
 def build(op: str = OP):
@@ -58,7 +59,8 @@ def rows(wh, op=OP):
 
 
 def run_script(code: str, env_extra: dict | None = None, **popen) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(TESTS), TF_CPP_MIN_LOG_LEVEL="3", **(env_extra or {}))
+    env = cli_env({"TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})})
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env["PYTHONPATH"]])  # the child imports test_sampling
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env, text=True, **popen)
 
 
@@ -112,6 +114,35 @@ def test_a_distribution_has_one_row_per_index_and_its_operator(baseline):
     ops = wh.query("SELECT * FROM operators")
     assert ops["operator_id"].to_list() == ["gaussian[sigma=0.05,h=40,seed=0]"]
     assert json.loads(ops["params"][0])["sigma"] == 0.05
+
+
+def test_each_flush_records_its_timing_and_the_views_turn_it_into_an_estimate(baseline, tmp_path):
+    import datetime
+
+    from retland.analyses.estimates import current_device, sampling_rate
+
+    wh, _ = baseline
+    t = wh.query("SELECT * FROM chunk_timings ORDER BY recorded_at")
+    # sample() flushes every chunk (flush_seconds=0): one timing row per chunk, the first
+    # holding the compile, every one committed with its rows
+    assert t.height == N // B and t["chunks"].to_list() == [1] * (N // B)
+    assert t["includes_compile"].to_list() == [True] + [False] * (N // B - 1)
+    assert set(t["env_steps"].to_list()) == {B * H}
+    assert (t["seconds"] > 0).all() and t["device"][0] == current_device()
+    assert set(t["operator_id"].to_list()) == {"gaussian[sigma=0.05,h=40,seed=0]"}
+    # the rate needs the run's task: register it in a copy, then read the estimate
+    import shutil
+
+    copy = Warehouse.open(shutil.copytree(wh.root, tmp_path / "wh"))
+    copy.append("runs", [dict(run_id=RUN, algo="init", env=ENV, seed=0, backend=BACKEND, variant=VARIANT,
+                              source="added", created_at=datetime.datetime.now(datetime.timezone.utc))])
+    rate = sampling_rate(copy, algo="init", env=ENV, variant=VARIANT, backend=BACKEND, device=current_device(),
+                         operator_kind="gaussian")
+    steady = t.filter(~t["includes_compile"])
+    assert rate.env_steps_per_second == pytest.approx(steady["env_steps"].sum() / steady["seconds"].sum())
+    assert rate.overhead_seconds >= 0 and "gaussian sampling of init hopper" in rate.measured_on
+    assert rate.seconds(10 * B * H) == pytest.approx(rate.overhead_seconds + 10 * B * H / rate.env_steps_per_second)
+    assert sampling_rate(copy, algo="init", env=ENV, variant=VARIANT, backend=BACKEND, device="gpu:none") is None
 
 
 def test_a_rerun_computes_nothing_and_a_bigger_n_only_the_missing_indices(baseline, tmp_path):
@@ -279,12 +310,8 @@ def test_td3_operator_is_one_hand_written_adam_step_of_the_actor():
 
 
 @pytest.mark.slow
-def test_cli_samples_trained_checkpoints_and_resumes(tmp_path):
-    from typer.testing import CliRunner
-
-    import retland.cli.main  # noqa: F401  (registers the other commands)
-    import retland.cli.sample  # noqa: F401
-    from retland.cli.app import app
+def test_cli_samples_trained_checkpoints_and_resumes(tmp_path, capsys, monkeypatch):
+    from conftest import run_cli
     from retland.train.config import TD3Config, TrainConfig
     from retland.train.job import train
 
@@ -294,13 +321,11 @@ def test_cli_samples_trained_checkpoints_and_resumes(tmp_path):
     train(cfg, root)
     args = ["sample", "--warehouse", str(root), "--algo", "td3", "--env", ENV, "--operator", "td3",
             "--samples", "20", "--horizon", "30", "--batch-size", "8"]
-    runner = CliRunner()
-    first = runner.invoke(app, args + ["--shard", "1/2"])
-    assert first.exit_code == 0, first.output
-    second = runner.invoke(app, args + ["--shard", "0/2"])
-    assert second.exit_code == 0, second.output
-    again = runner.invoke(app, args)
-    assert "wrote 0 rows" in again.output
+    for shard in ("1/2", "0/2"):
+        code, out, err = run_cli(capsys, monkeypatch, *args, "--shard", shard)
+        assert code == 0, err
+    code, out, err = run_cli(capsys, monkeypatch, *args)
+    assert code == 0 and "wrote 0 rows" in out, out + err
     wh = Warehouse.open(root)
     df = wh.query("SELECT step, count(*) AS n, min(update_index) AS lo, max(update_index) AS hi "
                   "FROM post_update_returns GROUP BY step ORDER BY step")

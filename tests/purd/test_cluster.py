@@ -139,9 +139,12 @@ def test_executor_options_are_checked_before_anything_runs(example, tmp_path, ca
         code, out, err = run_cli(capsys, monkeypatch, *sample_args(root, *extra))
         assert code == 2 and text in err, (extra, err)
         assert len(err.strip().splitlines()) == 1
-    if shutil.which("srun") is None:
-        code, out, err = run_cli(capsys, monkeypatch, *sample_args(root, "--executor", "slurm", "--jobs", "2"))
-        assert code == 2 and "no SLURM here" in err
+    # a machine without SLURM's commands (here: on no PATH at all), whether this one has them or not
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    code, out, err = run_cli(capsys, monkeypatch, *sample_args(root, "--executor", "slurm", "--jobs", "2"))
+    assert code == 2 and "no SLURM here (sbatch not found on PATH)" in err
+    assert len(err.strip().splitlines()) == 1
     assert tree_digest(root) == before
 
 
@@ -249,6 +252,28 @@ def test_a_chunk_leased_by_a_live_job_is_left_to_it_and_taken_over_when_it_dies(
     assert code == 0 and "wrote 8 rows" in out, out + err
     assert rows(root).equals(rows(one_job)) and raw_row_count(root) == N
     assert not path.exists() and live_leases(root) == []  # released after the rows were flushed
+
+
+def test_a_killed_jobs_leases_of_chunks_it_flushed_are_swept(example, tmp_path):
+    """A job killed (SIGKILL, scancel) after a flush leaves the leases of complete chunks,
+    which no later job plans: the next job that claims chunks of the distribution removes
+    the stale ones; a live holder's lease stays."""
+    root = copy_of(example, tmp_path)
+    wh = Warehouse.open(root, create=False)
+    (early,) = sampling.plan_job(wh, [distribution(example)], 8, batch_size=B)
+    sampling.sample_checkpoint(wh, early, flush_seconds=0)  # chunk 0 stored, as by the killed job
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    flushed = write_lease(root, example, 0, socket.gethostname(), dead.pid)
+    holder = subprocess.Popen(["sleep", "300"])
+    try:
+        live = write_lease(root, example, 2, socket.gethostname(), holder.pid)
+        (res,) = run_job(root, example, Leases(root))
+        assert not flushed.exists() and live.exists()
+        assert [b.chunk for b in res.busy] == [2] and res.rows_written == 8  # chunk 1 only
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_lease_without_heartbeat_goes_stale_and_a_fresh_one_does_not(example, tmp_path):

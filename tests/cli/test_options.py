@@ -3,13 +3,12 @@ take it, and the former spellings each still accepts (hidden, with a note)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "options.md"
+DOC = REPO / "docs" / "options.md"
 
 
 def _table() -> dict[str, dict]:
@@ -81,9 +80,9 @@ def test_every_option_is_in_the_table_with_the_commands_that_take_it():
 def test_one_name_one_meaning_for_the_seeds():
     """The three seeds have three names: no command's --seed is a noise or bootstrap seed."""
     visible, _ = _options()
-    assert visible["--seed"] == {"failures", "import-policy", "runs", "show", "train"}
+    assert visible["--seed"] == {"failures", "import-policy", "render", "runs", "show", "train"}
     assert visible["--noise-seed"] == {"interpolate", "landscape"}
-    assert visible["--bootstrap-seed"] == {"compare", "stabilize-effect", "start-states"}
+    assert visible["--bootstrap-seed"] == {"clones", "compare", "stabilize-effect", "start-states"}
 
 
 @pytest.mark.parametrize("args, note", [

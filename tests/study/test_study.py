@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from conftest import TINY_AGENT, run_cli
+from conftest import TINY_AGENT, parse_request, run_cli
 
 TINY_STUDY = """\
 name = "tiny"
@@ -146,19 +146,21 @@ def test_a_killed_study_resumes_without_redoing_finished_stages(tmp_path, capsys
     report = tmp_path / "reports" / "tiny.html"
     path = _write(tmp_path, TINY_STUDY.format(out=report))
     wh_root = tmp_path / "wh"
-    ran: list[list[str]] = []
-    real = study_cli.run_command
+    ran: list = []  # the requests the study ran
+    seen: list = []  # all of them, to check against their command lines at the end
+    real = study_cli.execute
 
-    def killed_at_sampling(argv):
-        if argv[0] == "sample":
+    def killed_at_sampling(request, root, progress):
+        if request.command == "sample":
             raise KeyboardInterrupt  # the process dies as the second stage starts
-        ran.append(argv)
-        real(argv)
+        ran.append(request)
+        seen.append(request)
+        real(request, root, progress)
 
-    monkeypatch.setattr(study_cli, "run_command", killed_at_sampling)
+    monkeypatch.setattr(study_cli, "execute", killed_at_sampling)
     code, _, err = run_cli(capsys, monkeypatch, "study", path, "-w", wh_root, "--no-progress")
     assert code == 130  # what Ctrl-C gives
-    assert [a[0] for a in ran] == ["train"]
+    assert [a.command for a in ran] == ["train"]
     wh = Warehouse.open(wh_root, create=False)
     (job,) = set(wh.query("SELECT json_extract_string(config, '$.job_id') AS j FROM runs")["j"])
 
@@ -167,11 +169,13 @@ def test_a_killed_study_resumes_without_redoing_finished_stages(tmp_path, capsys
     assert "done" in out and "64 of 64 samples missing" in " ".join(out.split())
 
     # one shard of the sampling (as an array job would), then the whole study
-    monkeypatch.setattr(study_cli, "run_command", lambda argv: (ran.append(argv), real(argv)))
+    monkeypatch.setattr(study_cli, "execute", lambda request, root, progress: (
+        ran.append(request), seen.append(request), real(request, root, progress)))
     ran.clear()
     code, out, err = run_cli(capsys, monkeypatch, "study", path, "--shard", "0/2", "-w", wh_root, "--no-progress")
     assert code == 0, err
-    assert [a[0] for a in ran] == ["sample"] and "--shard 0/2" in " ".join(ran[0])
+    assert [a.command for a in ran] == ["sample"] and ran[0].shard == "0/2"
+    assert "--shard 0/2" in " ".join(ran[0].argv())
     assert 0 < wh.query("SELECT count(*) AS n FROM post_update_returns")["n"][0] < 64
 
     ran.clear()
@@ -179,7 +183,7 @@ def test_a_killed_study_resumes_without_redoing_finished_stages(tmp_path, capsys
     assert code == 0, err
     text = " ".join(out.split())
     assert "train td3 hopper: done, skipped" in text
-    assert [a[0] for a in ran][:1] == ["sample"] and "train" not in [a[0] for a in ran]
+    assert [a.command for a in ran][:1] == ["sample"] and "train" not in [a.command for a in ran]
     assert set(wh.query("SELECT json_extract_string(config, '$.job_id') AS j FROM runs")["j"]) == {job}
     assert wh.query("SELECT count(*) AS n FROM post_update_returns")["n"][0] == 2 * 2 * 16
     assert report.is_file() and f"report {report}" in text
@@ -189,8 +193,13 @@ def test_a_killed_study_resumes_without_redoing_finished_stages(tmp_path, capsys
     parts = sorted(p.name for p in (wh_root / "tables").rglob("*.parquet"))
     code, out, err = run_cli(capsys, monkeypatch, "study", path, "-w", wh_root, "--no-progress")
     assert code == 0, err
-    assert [a[0] for a in ran] == ["stats", "report"]
+    assert [a.command for a in ran] == ["stats", "report"]
     assert sorted(p.name for p in (wh_root / "tables").rglob("*.parquet")) == parts
+
+    # what ran is what the printed command lines say: each parses back into its request
+    assert {r.command for r in seen} == {"train", "sample", "stats", "report"}
+    for request in seen:
+        assert parse_request(capsys, monkeypatch, request.argv(), tmp_path / "elsewhere") == request
 
 
 @pytest.mark.parametrize("args, message", [
@@ -224,7 +233,7 @@ def test_a_shard_waits_for_the_policies(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("body, message", [
     ('[sample]\nown = { sac = "sac" }\n', "sample.own.sac: the study has no sac policy"),
     ('[sample]\nown = { td3 = "ppo:clip=0.1" }\n', "own.td3 = 'ppo:clip=0.1': must be a td3 operator"),
-    ('[sample]\nown = { bc = "td3" }\n', "own.bc: not an algorithm"),
+    ('[sample]\nown = { ddpg = "td3" }\n', "own.ddpg: not an algorithm"),  # bc is one (A.7)
     ('[sample]\nown = { ppo = "ppo:clip=x" }\n', "clip"),
     ('[sample]\noperators = ["td3"]\nown = { td3 = "td3" }\n', "sample.operators has no \"own\""),
     ('[sample]\n[failures]\ncheckpoints = "random:0"\n', "expected top-ltp:K or random:K with K >= 1"),
@@ -258,12 +267,13 @@ def test_failures_stage_takes_the_first_k_usable_of_a_seeded_random_order_per_en
     a pair is passed over, and the next one takes its place."""
     import types
 
-    from retland import study as st
     from retland.analyses import failures
+    from retland.study import load_study
+    from retland.study import planners as st
 
     text = ('name = "x"\nexamples = ["td3-hopper"]\n[sample]\n[failures]\ncheckpoints = "random:2"\n'
             'per_env = true\nseed = 5\n')
-    study, _ = st.load_study(_write(tmp_path, text))
+    study, _ = load_study(_write(tmp_path, text))
     cands = [failures.Candidate(env, f"{env}-{i}", 1000 * i, "td3[h=1000,seed=0]", 0.1 * (i + 1))
              for env in ("hopper", "walker2d") for i in range(5)]
     order = failures.order_candidates(cands, failures.parse_selector("random:2"), 5, per_env=True)
@@ -280,7 +290,7 @@ def test_failures_stage_takes_the_first_k_usable_of_a_seeded_random_order_per_en
     monkeypatch.setattr(failures, "plan", plan)
     monkeypatch.setattr(failures, "missing_pairs", lambda wh, p: p.pairs)
     stage = st._failures_stage(study, None, None)
-    chosen = [(c[2], int(c[4])) for c in stage.commands]
+    chosen = [(r.run, r.step) for r in stage.requests]
     want = [order[0][0], order[0][2], order[1][0], order[1][1]]
     assert chosen == [(c.run_id, c.step) for c in want]
     assert f"passed over, no sample near the mean: {no_pair.run_id}@{no_pair.step:,}" in stage.detail
@@ -289,15 +299,16 @@ def test_failures_stage_takes_the_first_k_usable_of_a_seeded_random_order_per_en
 def test_top_ltp_means_over_the_study_unless_per_env(tmp_path, monkeypatch):
     """One meaning of top-ltp:K in every section: the K highest over the study, K per env
     with per_env = true ([failures] and [stabilize] alike)."""
-    import retland.study as st
+    import retland.study as study_pkg
     from retland.analyses.failures import Candidate
+    from retland.study import planners as st
 
     text = ('name = "x"\n[[train]]\nseeds = 2\nsteps = 1000\ncheckpoints = [500]\n'
             '[[train]]\nenv = "walker2d"\nseeds = 2\nsteps = 1000\ncheckpoints = [500]\n'
             '[sample]\n[stabilize]\nsources = "top-ltp:2"\n')
-    with pytest.raises(st.StudyError, match="over 2 envs: say per_env = true .K per env. or per_env = false"):
-        st.load_study(_write(tmp_path, text))  # it once meant K per env: a study of several envs says which
-    study, _ = st.load_study(_write(tmp_path, text + "per_env = false\n"))
+    with pytest.raises(study_pkg.StudyError, match="over 2 envs: say per_env = true .K per env. or per_env = false"):
+        study_pkg.load_study(_write(tmp_path, text))  # it once meant K per env: a study of several envs says which
+    study, _ = study_pkg.load_study(_write(tmp_path, text + "per_env = false\n"))
     cands = [Candidate(env=env, run_id=f"{env}-s{i}", step=500, operator_id="td3", ltp=ltp)
              for env, i, ltp in (("hopper", 0, 0.4), ("hopper", 1, 0.3), ("walker2d", 0, 0.2), ("walker2d", 1, 0.1))]
     monkeypatch.setattr(st, "_candidates", lambda *a, **k: cands)
@@ -305,7 +316,7 @@ def test_top_ltp_means_over_the_study_unless_per_env(tmp_path, monkeypatch):
     assert overall == [("hopper-s0", 500), ("hopper-s1", 500)]
     per_env = st._chosen(study, "top-ltp:2", "own", None, None, td3_only=True, per_env=True)
     assert sorted(per_env) == [("hopper-s0", 500), ("hopper-s1", 500), ("walker2d-s0", 500), ("walker2d-s1", 500)]
-    paper, _ = st.load_study(st.preset_path("paper"))
+    paper, _ = study_pkg.load_study(study_pkg.preset_path("paper"))
     assert paper.stabilize.per_env and paper.failures.per_env  # the paper's "per task"
-    with pytest.raises(st.StudyError, match="per_env narrows a top-ltp:K selection"):
-        st.load_study(_write(tmp_path, text.replace('sources = "top-ltp:2"', 'sources = ["a:1"]\nper_env = true')))
+    with pytest.raises(study_pkg.StudyError, match="per_env narrows a top-ltp:K selection"):
+        study_pkg.load_study(_write(tmp_path, text.replace('sources = "top-ltp:2"', 'sources = ["a:1"]\nper_env = true')))

@@ -3,7 +3,6 @@ rational arithmetic, and the SQL twin in schema/10_stats.sql."""
 
 import math
 from fractions import Fraction
-from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -12,9 +11,10 @@ import scipy.stats
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import REPO
 from retland import stats
 
-SCHEMA = Path(__file__).parents[1] / "schema" / "10_stats.sql"
+SCHEMA = REPO / "schema" / "10_stats.sql"
 FIELDS = ("n", "mean", "std", "skewness", "mode", "ltp", "mode_nonpositive", "cvar")
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -180,15 +180,14 @@ def test_sections_with_data_draw_and_the_others_name_their_command(study):
 
     built = section_blocks(study)
     assert list(built) == ["contents", "learning-curves", "map", "landscape", "failures", "interpolation", "stabilize",
-                           "start-states", "compare"]
+                           "compare"]
     figures = {k: [b.name for b in v if isinstance(b, Figure)] for k, v in built.items()}
     assert figures == {"contents": ["contents-coverage"], "learning-curves": ["learning-curves"], "map": ["map"],
                        "landscape": [], "failures": [], "interpolation": [], "stabilize": ["cvar-ranking"],
-                       "start-states": [], "compare": ["compare-iqm"]}
+                       "compare": ["compare-iqm"]}
     notes = {k: " ".join(b.text for b in v if isinstance(b, Note)) for k, v in built.items()}
     for key, command in [("landscape", "retland landscape"), ("failures", "retland failures"),
-                         ("interpolation", "retland interpolate"), ("stabilize", "retland stabilize"),
-                         ("start-states", "retland start-states")]:
+                         ("interpolation", "retland interpolate"), ("stabilize", "retland stabilize")]:
         assert f"`{command}`" in notes[key]
     caption = next(b for b in built["map"] if isinstance(b, Figure)).caption
     assert "1 distribution with mode ≤ 0 is drawn as a triangle at its LTP" in caption
@@ -459,7 +458,7 @@ def test_report_renders_in_chromium_offline_without_errors(chromium, report_page
     drawn = {k: [f["name"] for f in s["figures"] if f["marks"] > 0] for k, s in sections.items()}
     assert drawn == {"contents": ["contents-coverage"], "learning-curves": ["learning-curves"], "map": ["map"],
                      "landscape": [], "failures": [], "interpolation": [], "stabilize": ["cvar-ranking"],
-                     "start-states": [], "compare": ["compare-iqm"]}
+                     "compare": ["compare-iqm"]}
     assert all(s["notes"] for k, s in sections.items() if k in ("landscape", "failures", "interpolation"))
 
 
@@ -651,3 +650,106 @@ def test_charts_are_readable(chromium, request, which):
                 if t["l"] < g["r"] - 1 and g["l"] < t["r"] - 1 and t["t"] < g["b"] - 1 and g["t"] < t["b"] - 1:
                     problems.append(f"{fig['figure']}: axis title {t['text']!r} overlaps legend {g['text']!r}")
     assert not problems, "\n".join(problems)
+
+
+# --- the failure pair's frames -------------------------------------------------------------
+def add_renders(wh) -> None:
+    """Frames of add_analyses' failure pair, drawn by MuJoCo from hopper poses (s0 and the
+    torso tipping over: no JAX program is compiled) and stored as `retland render` stores them."""
+    from retland.analyses import render as rd
+    from retland.core import envs
+    from retland.core import render as core_render
+    from retland.core.rollout import pose
+
+    if core_render.available() is None:
+        message = core_render.unavailable_reason()
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message + ": the frames test must run in CI")
+        pytest.skip(message)
+    sc = core_render.scene("hopper", "brax0013", "paper")
+    p0 = np.asarray(pose(envs.reference_state("hopper", variant="paper")), np.float64)
+    nb = sc.nb
+    pid = wh.query("SELECT DISTINCT pair_id, run_id, step FROM trajectories").row(0, named=True)
+    rows = []
+    for role, index, length, fall in (("success", 0, 40, 0.0), ("failure", 1, 25, 1.0)):
+        ks = rd.frame_steps(length, 10, role == "failure", (20,))
+        poses = np.repeat(p0[None], len(ks), axis=0)
+        for j, k in enumerate(ks):  # the whole body slides forward and, failing, sinks
+            poses[j, 0: 3 * nb: 3] += 0.05 * k
+            poses[j, 2: 3 * nb: 3] -= fall * 0.03 * k
+        frames = core_render.draw(sc, poses, 96, 72)
+        folder = wh.artifact_dir("renders", f"test-{role}")
+        (folder / "filmstrip.png").write_bytes(rd.filmstrip(frames, ks, mark=20, end=length if fall else None))
+        (folder / "animation.webp").write_bytes(rd.animation(frames, ks))
+        np.savez(folder / "poses.npz", pose=poses)
+        rows.append(dict(render_id=f"{pid['pair_id']}/{role}", run_id=pid["run_id"], step=pid["step"],
+                         operator_id="td3", update_index=index, pair_id=pid["pair_id"], role=role, env="hopper",
+                         variant="paper", backend="brax0013", stored_return=100.0, episode_length=length,
+                         terminated=bool(fall), diverge_step=20, frame_steps=",".join(map(str, ks)), frame_every=10,
+                         animation_every=10, width=96, height=72, renderer=rd.renderer_name(),
+                         poses_path=wh.relative(folder / "poses.npz"),
+                         filmstrip_path=wh.relative(folder / "filmstrip.png"),
+                         animation_path=wh.relative(folder / "animation.webp")))
+    wh.append("renders", rows)
+
+
+@pytest.fixture(scope="module")
+def frames_page(full_study, tmp_path_factory) -> Path:
+    """full_study (a copy of its folder) with frames of its failure pair."""
+    import shutil
+
+    from retland.report import write_report
+    from retland.warehouse import Warehouse
+
+    root = tmp_path_factory.mktemp("report-frames") / "frames"
+    shutil.copytree(full_study.root, root)
+    wh = Warehouse.open(root, create=False)
+    add_renders(wh)
+    return write_report(wh, out=tmp_path_factory.mktemp("pages") / "frames.html", n_resamples=10)
+
+
+PIXEL_VARIANCE = """(async () => Promise.all(Array.from(document.querySelectorAll(
+    '.frames img.filmstrip, .frames img.animation')).map(async img => {
+  await img.decode();
+  const c = document.createElement('canvas');
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height).data;
+  let s = 0, s2 = 0; const n = d.length / 4;
+  for (let i = 0; i < d.length; i += 4) { const v = (d[i] + d[i + 1] + d[i + 2]) / 3; s += v; s2 += v * v; }
+  return {kind: img.className, w: img.naturalWidth, h: img.naturalHeight, variance: s2 / n - (s / n) ** 2};
+})))()"""
+
+
+def test_failure_frames_are_in_the_page_and_not_blank(chromium, frames_page):
+    page = chromium.open(frames_page, ready="window.__retland && window.__retland.done")
+    assert page.console_errors == []
+    # the page itself and its inlined images (data: URLs), no other file, no network
+    assert page.requests[0] == page.url and all(r.startswith("data:image/") for r in page.requests[1:])
+    images = page.evaluate(PIXEL_VARIANCE)
+    assert sorted(i["kind"] for i in images) == ["animation", "animation", "filmstrip", "filmstrip"]
+    for img in images:
+        assert img["w"] >= 96 and img["h"] >= 72
+        assert img["variance"] > 100, img  # a blank (one-colour) frame has variance 0
+    strips = [i for i in images if i["kind"] == "filmstrip"]
+    # the failing strip ends at its termination (step 25): fewer frames than the success's 40 steps
+    assert strips[0]["w"] > strips[1]["w"]
+    caption = page.evaluate("document.querySelector('section#failures .frames').textContent")
+    assert "falls at step 25" in caption and "part at step 20" in caption
+
+
+def test_failure_pairs_without_frames_get_one_note(full_study):
+    from retland.report import Note
+    from retland.report.blocks import Frames
+
+    from retland.report.analysis_charts import failure_blocks
+    from retland.report.context import ReportContext
+
+    con = full_study.connect()
+    try:
+        blocks = failure_blocks(ReportContext(con, n_resamples=10, root=full_study.root))
+    finally:
+        con.close()
+    assert not any(isinstance(b, Frames) for b in blocks)
+    notes = [b.text for b in blocks if isinstance(b, Note) and "frames" in b.text]
+    assert len(notes) == 1 and ("retland render" in notes[0] or "no OpenGL renderer" in notes[0])

@@ -2,8 +2,8 @@
 
 Most tests here hold the paper's rules on brax 0.14's robots (retland.core.paper_tasks,
 backend positional): what paper-variant runs made before retland had Brax 0.0.13's
-simulator still roll out on. The simulator itself is tests/test_brax0013.py's and, against
-Brax 0.0.13, tests/test_oracle.py's."""
+simulator still roll out on. The simulator itself is tests/core/test_brax0013.py's and, against
+Brax 0.0.13, tests/core/test_oracle.py's."""
 from __future__ import annotations
 
 import jax
@@ -121,7 +121,7 @@ def test_paper_ant_contacts_match_brax_physics_and_are_observed_and_paid():
 
 
 def test_variant_is_checked_recorded_and_legacy_configs_read_as_brax():
-    assert VARIANTS == ("paper", "brax", "dmc")  # dmc: DeepMind Control tasks only (tests/test_dmc.py)
+    assert VARIANTS == ("paper", "brax", "dmc")  # dmc: DeepMind Control tasks only (tests/core/test_dmc.py)
     with pytest.raises(ValueError, match="unknown task variant 'gym'"):
         check_variant("gym")
     assert TrainConfig().variant == "paper"

@@ -1,7 +1,7 @@
 """Sampling to a precision (`--target-ci`): rounds of whole chunks, stopping rule, rows.
 
 Samples the shipped example checkpoint with gaussian(0.05), horizon 20, B = 8, rounds
-of 16: the same small chunk program as tests/test_cluster.py.
+of 16: the same small chunk program as tests/purd/test_cluster.py.
 """
 from __future__ import annotations
 

@@ -12,14 +12,13 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import run_cli, tree_digest
+from conftest import REPO, run_cli, tree_digest
 from retland.agents import get_agent
 from retland.agents.policy import PolicyAgent, PolicyConfig
 from retland.ingest.own import add_policy, sample_update, update_spec
@@ -175,6 +174,18 @@ def test_cli_refuses_the_update_operator(added, capsys, monkeypatch):
     assert tree_digest(wh.root) == before
 
 
+def test_an_added_policy_named_like_an_algorithm_has_no_training_update(tmp_path, capsys, monkeypatch):
+    """The own-policy example adds a policy named bc; the bc operator (a BC run's update) is refused on it."""
+    wh = Warehouse.open(tmp_path / "wh")
+    run = add_policy(wh, env=ENV, apply=APPLY, params=mlp(jax.random.PRNGKey(1)), name="bc", horizon=H,
+                     apply_kwargs={"activation": "tanh"})
+    before = tree_digest(wh.root)
+    code, _, err = run_cli(capsys, monkeypatch, "sample", "--run", run, "--operator", "bc", "--samples", N,
+                           "--horizon", H, "-w", wh.root)
+    assert code == 2 and "is an added policy named bc, which has no training update" in " ".join(err.split()), err
+    assert tree_digest(wh.root) == before
+
+
 def test_sample_update_is_resumable_and_keyed_by_its_state(added, tmp_path):
     wh, ra, _, pa, _ = added
     state = {"params": pa, "sigma": jnp.float32(0.05)}
@@ -273,7 +284,7 @@ def test_import_paths_resolve_in_this_module():
 @pytest.mark.slow
 def test_the_example_runs(tmp_path):
     """examples/own_policy.py end to end, small: train, add, two distributions, stats."""
-    script = Path(__file__).resolve().parents[1] / "examples" / "own_policy.py"
+    script = REPO / "examples" / "own_policy.py"
     out = subprocess.run([sys.executable, str(script), "-w", str(tmp_path / "wh"), "--train-steps", "20",
                           "--samples", "8", "--horizon", "20"], capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -1,6 +1,6 @@
 """SAC and PPO end to end on tiny configs: train, checkpoint, load, update operator.
 
-TD3 (tests/test_agents.py) carries the detailed checks of the shared machinery
+TD3 (tests/agents/test_agents.py) carries the detailed checks of the shared machinery
 (resume, seed independence, bad input); here each algorithm shows its own pieces work.
 """
 from __future__ import annotations

@@ -11,15 +11,13 @@ import time
 
 import pytest
 
-from conftest import CLI_MAIN, REPO, run_cli
+from conftest import cli_process, run_cli, start_cli
 
 FOREVER = "SELECT sum(range) FROM range(1000000000000)"
 
 
 def _start(args, stdin=None):
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.Popen([sys.executable, "-c", CLI_MAIN, *map(str, args)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = start_cli(*args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if stdin:
         proc.stdin.write(stdin)
         proc.stdin.flush()
@@ -126,10 +124,8 @@ def _limited(gib: float):
 def test_under_an_address_space_limit_commands_end_in_one_line(filled, tmp_path, args):
     """`ulimit -v 3G`: a command either completes (DuckDB spills) or says why in one line,
     never dies with a signal (the report's V8 renderer would)."""
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    out = subprocess.run([sys.executable, "-c", CLI_MAIN, *args, "-w", str(filled)], capture_output=True, text=True,
-                         env=env, timeout=300, preexec_fn=_limited(3))
+    out = cli_process(*args, "-w", filled, timeout=300, preexec_fn=_limited(3))
     assert out.returncode in (0, 2), (out.returncode, out.stderr[-2000:])
     if out.returncode == 2:
         err = out.stderr.strip()

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import CLI_MAIN, GOOD_CSV, REPO, TINY_AGENT, run_cli, tree_digest
+from conftest import GOOD_CSV, TINY_AGENT, cli_process, run_cli, tree_digest
 
 COUNTS = "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM post_update_returns), " \
          "(SELECT count(*) FROM checkpoints), (SELECT count(*) FROM operators)"
@@ -216,10 +215,7 @@ def test_a_log_entry_that_does_not_parse_is_ignored_and_reported(filled, capsys,
 # ----- 3. all or nothing ---------------------------------------------------------------------
 
 def _cli(args, env_extra=None, timeout=120):
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-c", CLI_MAIN, *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return cli_process(*args, env=env_extra, timeout=timeout)
 
 
 def _write_points_of(args, root, timeout=300) -> int:

@@ -9,12 +9,11 @@ import errno
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import CLI_MAIN, GOOD_CSV, REPO, tree_digest
+from conftest import GOOD_CSV, cli_process, tree_digest
 
 
 @pytest.fixture
@@ -50,9 +49,7 @@ def _fill(disk: Path, leave: int) -> None:
 
 
 def _cli(*args):
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.run([sys.executable, "-c", CLI_MAIN, *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return cli_process(*args)
 
 
 def _big_csv(path: Path, rows: int = 60_000) -> Path:

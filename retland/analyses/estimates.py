@@ -1,0 +1,104 @@
+"""Wall-time estimates from the throughput this warehouse has measured.
+
+Sampling jobs commit a `chunk_timings` row with each flush and training jobs record
+`wall_seconds` with each evaluation; the views `sampling_throughput` and
+`training_throughput` (schema/70_throughput.sql) turn them into env steps per second per
+(algo, env, variant, backend, device). An estimate divides the env steps left by the
+closest measured rate on the same device kind and says what it was measured on; with no
+measurement on this device it is None, never a guess.
+
+    rate = sampling_rate(wh, algo="td3", env="hopper", variant="paper", backend="brax0013",
+                         operator_kind="td3", device=current_device())
+    rate.seconds(2e7)   # steady rate plus one first-flush (compile) overhead
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A measured throughput and what it was measured on."""
+
+    env_steps_per_second: float
+    overhead_seconds: float  # once per job: compile (sampling's first flush beyond its steady time)
+    measured_on: str  # e.g. "td3 sampling of td3 hopper (paper) on cpu:cpu, 42 flushes"
+
+    def seconds(self, env_steps: float) -> float:
+        if env_steps <= 0:
+            return 0.0
+        return self.overhead_seconds + env_steps / self.env_steps_per_second
+
+
+def current_device() -> str:
+    """`platform:device kind` of this process's first JAX device, as the views record it."""
+    import jax
+
+    d = jax.devices()[0]
+    return f"{d.platform}:{getattr(d, 'device_kind', '')}"
+
+
+def _same(col: str, value) -> tuple[str, list]:
+    return (f"{col} IS NULL", []) if value is None else (f"{col} = ?", [value])
+
+
+def sampling_rate(wh, *, algo: str, env: str, variant: str | None, backend: str | None, device: str,
+                  operator_kind: str | None = None) -> Rate | None:
+    """The steady sampling rate measured for this task on `device`: the operator kind's
+    own when it was measured, else the task's over every operator (the rollout dominates:
+    a 1000-step rollout against one gradient step), else None."""
+    conds, params = [], []
+    for col, value in (("algo", algo), ("env", env), ("variant", variant), ("backend", backend),
+                       ("device", device)):
+        c, p = _same(col, value)
+        conds.append(c)
+        params += p
+    rows = wh.records(
+        "SELECT operator_kind, flushes, steady_env_steps, steady_seconds, first_flush_seconds, "
+        "first_flush_env_steps FROM sampling_throughput WHERE " + " AND ".join(conds)
+        + " AND steady_seconds > 0", params)
+    if not rows:
+        return None
+    own = [r for r in rows if r["operator_kind"] == operator_kind]
+    use = own or rows
+    steps = sum(float(r["steady_env_steps"]) for r in use)
+    secs = sum(float(r["steady_seconds"]) for r in use)
+    rate = steps / secs
+    firsts = [(r["first_flush_seconds"], r["first_flush_env_steps"]) for r in use
+              if r["first_flush_seconds"] is not None]
+    overhead = max(0.0, max((s - float(n) / rate for s, n in firsts), default=0.0))
+    kinds = ", ".join(sorted({r["operator_kind"] for r in use}))
+    flushes = sum(int(r["flushes"]) for r in use)
+    return Rate(rate, overhead, f"{kinds} sampling of {algo} {env} on {device}, {flushes} flushes")
+
+
+def training_rate(wh, *, algo: str, env: str, variant: str | None, backend: str | None, device: str,
+                  seeds: int) -> Rate | None:
+    """The end-to-end training rate (env steps of all seeds per second) measured for this
+    algorithm and task on `device`, from the jobs whose seed count is closest to `seeds`
+    (vmapped seeds share each step's cost, so the rate grows with them); None without one."""
+    conds, params = [], []
+    for col, value in (("algo", algo), ("env", env), ("variant", variant), ("backend", backend),
+                       ("device", device)):
+        c, p = _same(col, value)
+        conds.append(c)
+        params += p
+    rows = wh.records("SELECT seeds, jobs, env_steps, seconds FROM training_throughput WHERE "
+                      + " AND ".join(conds), params)
+    if not rows:
+        return None
+    best = min(rows, key=lambda r: (abs(int(r["seeds"]) - seeds), -int(r["seeds"])))
+    rate = float(best["env_steps"]) / float(best["seconds"])
+    return Rate(rate, 0.0, f"{algo} {env} training of {best['seeds']} seed(s) on {device}, "
+                           f"{best['jobs']} job(s)")
+
+
+def fmt_seconds(s: float | None) -> str:
+    """A person's duration: 45 s, 12 min, 3.4 h; '-' for none."""
+    if s is None:
+        return "-"
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 90 * 60:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
