@@ -46,10 +46,12 @@ def pose(state) -> jax.Array:
     """The flat pose of an env state that a renderer needs to draw it (retland.core.render):
     brax 0.14 pipelines: the generalized coordinates q (the task's MJCF qpos); Brax
     0.0.13's simulator: every body's position and quaternion, [pos (nb × 3), rot (nb × 4)];
-    DeepMind Control: MuJoCo's qpos."""
+    DeepMind Control: MuJoCo's qpos. An env with no simulator state (a toy env of the
+    tests, a user's own) has an empty pose: nothing to draw."""
     ps = getattr(state, "pipeline_state", None)
     if ps is None:
-        return state.physics["qpos"]
+        physics = getattr(state, "physics", None)
+        return physics["qpos"] if physics is not None else jnp.zeros((0,), jnp.float32)
     if hasattr(ps, "q"):
         return ps.q
     return jnp.concatenate([ps.pos.reshape(-1), ps.rot.reshape(-1)])
