@@ -10,10 +10,11 @@
     run_id = retland.add_policy(wh, env="hopper", apply="pkg.mod:apply", params=p, name="mine")
     retland.sample_update(wh, run_id, 0, update="pkg.mod:step", state=s, n=256)   # your own update
     retland.sample(wh, run="td3-hopper", steps=[120000], operator="td3", samples=256)  # `retland sample`
+    retland.run(retland.LandscapeRequest("td3-hopper", 120000), wh)  # any command, as its request
 
 The public names are `__all__`. `stats`, `distribution_stats`, `load_checkpoint`,
-`add_policy`, `sample_update` (retland.ingest.own) and `sample` (retland.purd.job) are
-imported on first use (the warehouse names too), so that `import retland` for queries
+`add_policy`, `sample_update` (retland.ingest.own), `sample` (retland.purd.job) and the
+request classes are imported on first use (the warehouse names too), so that `import retland` for queries
 stays fast and never imports jax.
 """
 from __future__ import annotations
@@ -36,9 +37,28 @@ _LAZY = {
     "add_policy": ("retland.ingest.own", "add_policy"),
     "sample_update": ("retland.ingest.own", "sample_update"),
     "sample": ("retland.purd.job", "sample"),
+    # every command as a request that `run` runs (the study's stages are these)
+    "TrainRequest": ("retland.train.request", "TrainRequest"),
+    "ExampleRequest": ("retland.shipped", "ExampleRequest"),
+    "SampleRequest": ("retland.purd.job", "SampleRequest"),
+    "FailuresRequest": ("retland.analyses.failures", "FailuresRequest"),
+    "LandscapeRequest": ("retland.config.settings", "LandscapeRequest"),
+    "InterpolationRequest": ("retland.analyses.interpolation", "InterpolationRequest"),
+    "StabilizeRequest": ("retland.analyses.stabilize", "StabilizeRequest"),
+    "StatsRequest": ("retland.analyses.distributions", "StatsRequest"),
+    "ReportRequest": ("retland.report", "ReportRequest"),
 }
 
 __all__ = [
+    "ExampleRequest",
+    "FailuresRequest",
+    "InterpolationRequest",
+    "LandscapeRequest",
+    "ReportRequest",
+    "SampleRequest",
+    "StabilizeRequest",
+    "StatsRequest",
+    "TrainRequest",
     "Warehouse",
     "add_policy",
     "WarehouseError",
@@ -47,6 +67,7 @@ __all__ = [
     "load_checkpoint",
     "query",
     "resolve_root",
+    "run",
     "sample",
     "sample_update",
     "stats",
@@ -58,6 +79,19 @@ def query(sql: str, warehouse=None, params=None):
     from .warehouse import PYTHON_HOW, Warehouse
 
     return Warehouse.open(warehouse, create=False, _how=PYTHON_HOW).query(sql, params)
+
+
+def run(request, warehouse=None, *, progress=None):
+    """Run one command's request into a warehouse (a path, a Warehouse, or None for the
+    default) with the library function the command itself calls, and return its result:
+    `retland.run(retland.TrainRequest(algo="td3", env="hopper", seeds=2))` trains as
+    `retland train --algo td3 --env hopper --seeds 2` does; `request.argv()` is that
+    command line. progress: a bar factory (retland.config.requests.Bar) or None."""
+    from .study.run import run_request
+    from .warehouse import Warehouse
+
+    wh = warehouse if isinstance(warehouse, Warehouse) else Warehouse.open(warehouse)
+    return run_request(wh, request, progress=progress)
 
 
 def __getattr__(name):

@@ -14,6 +14,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The documented public names (retland/__init__.py's docstring, README "From Python").
 RETLAND_API = {
+    "ExampleRequest",
+    "FailuresRequest",
+    "InterpolationRequest",
+    "LandscapeRequest",
+    "ReportRequest",
+    "SampleRequest",
+    "StabilizeRequest",
+    "StatsRequest",
+    "TrainRequest",
     "Warehouse",
     "WarehouseError",
     "add_policy",
@@ -22,6 +31,7 @@ RETLAND_API = {
     "load_checkpoint",
     "query",
     "resolve_root",
+    "run",
     "sample",
     "sample_update",
     "stats",
@@ -237,3 +247,20 @@ def test_no_import_cycles():
     assert sum(map(len, graph.values())) > len(graph)  # the graph was really read
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_run_takes_any_commands_request_and_does_what_the_command_does(tmp_path, capsys, monkeypatch):
+    import retland
+    from conftest import run_cli
+
+    request = retland.ExampleRequest("td3-hopper")
+    outcome = retland.run(request, tmp_path / "py")
+    code, _, err = run_cli(capsys, monkeypatch, *request.argv(), "-w", tmp_path / "cli")
+    assert code == 0, err
+    tables = "SELECT run_id, step, eval_return FROM checkpoints ORDER BY ALL"
+    by_python = retland.query(tables, tmp_path / "py")
+    assert by_python.height == 1 and by_python.equals(retland.query(tables, tmp_path / "cli"))
+    assert outcome is not None
+    # a request of no command is refused by name
+    with pytest.raises(TypeError, match="no runner for str"):
+        retland.run("add-example td3-hopper", tmp_path / "py")
