@@ -26,3 +26,29 @@ def tiny_job():
 
     wh = Warehouse.open(Path(tempfile.mkdtemp(prefix="retland-analyses-")) / "wh")
     return wh, train(TINY_TD3, wh)
+
+
+@functools.lru_cache(maxsize=None)
+def sampled_job(step: int, horizon: int):
+    """(warehouse, TrainResult, spec): tiny_job with 32 gaussian:0.3 samples of its first
+    run at `step` (horizon `horizon`), computed by the per-step program the failures
+    re-roll uses, so a re-roll reproduces them bit for bit. Each step once per process
+    (failures uses 60, render 120)."""
+    import pytest
+
+    from retland.purd import engine, sampling
+    from retland.purd.operators import parse_operator
+
+    real = engine.chunk_function
+
+    def per_step_program(program, per_step=False):
+        fn = real(program, per_step=True)
+        return fn if per_step else (lambda *args: fn(*args)[0])
+
+    wh, res = tiny_job()
+    spec = parse_operator("gaussian:0.3", horizon=horizon, seed=0)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(engine, "chunk_function", per_step_program)
+        plan = sampling.plan_distribution(wh, res.run_ids[0], step, spec, 32, batch_size=8)
+        sampling.sample_checkpoint(wh, plan, flush_seconds=0)
+    return wh, res, spec

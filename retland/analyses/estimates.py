@@ -38,8 +38,17 @@ def current_device() -> str:
     return f"{d.platform}:{getattr(d, 'device_kind', '')}"
 
 
-def _same(col: str, value) -> tuple[str, list]:
-    return (f"{col} IS NULL", []) if value is None else (f"{col} = ?", [value])
+def _task_filter(algo, env, variant, backend, device) -> tuple[list[str], list]:
+    """WHERE conditions (NULL matches NULL) and their parameters for one task on one device."""
+    conds, params = [], []
+    for col, value in (("algo", algo), ("env", env), ("variant", variant), ("backend", backend),
+                       ("device", device)):
+        if value is None:
+            conds.append(f"{col} IS NULL")
+        else:
+            conds.append(f"{col} = ?")
+            params.append(value)
+    return conds, params
 
 
 def sampling_rate(wh, *, algo: str, env: str, variant: str | None, backend: str | None, device: str,
@@ -47,12 +56,7 @@ def sampling_rate(wh, *, algo: str, env: str, variant: str | None, backend: str 
     """The steady sampling rate measured for this task on `device`: the operator kind's
     own when it was measured, else the task's over every operator (the rollout dominates:
     a 1000-step rollout against one gradient step), else None."""
-    conds, params = [], []
-    for col, value in (("algo", algo), ("env", env), ("variant", variant), ("backend", backend),
-                       ("device", device)):
-        c, p = _same(col, value)
-        conds.append(c)
-        params += p
+    conds, params = _task_filter(algo, env, variant, backend, device)
     rows = wh.records(
         "SELECT operator_kind, flushes, steady_env_steps, steady_seconds, first_flush_seconds, "
         "first_flush_env_steps FROM sampling_throughput WHERE " + " AND ".join(conds)
@@ -77,12 +81,7 @@ def training_rate(wh, *, algo: str, env: str, variant: str | None, backend: str 
     """The end-to-end training rate (env steps of all seeds per second) measured for this
     algorithm and task on `device`, from the jobs whose seed count is closest to `seeds`
     (vmapped seeds share each step's cost, so the rate grows with them); None without one."""
-    conds, params = [], []
-    for col, value in (("algo", algo), ("env", env), ("variant", variant), ("backend", backend),
-                       ("device", device)):
-        c, p = _same(col, value)
-        conds.append(c)
-        params += p
+    conds, params = _task_filter(algo, env, variant, backend, device)
     rows = wh.records("SELECT seeds, jobs, env_steps, seconds FROM training_throughput WHERE "
                       + " AND ".join(conds), params)
     if not rows:

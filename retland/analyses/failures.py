@@ -101,22 +101,28 @@ def pair_id(run_id: str, step: int, operator_id: str, success: int, failure: int
     return f"{run_id}@{step}/{operator_id}/{success}-{failure}"
 
 
+def only_distribution(wh, run_id: str, step: int, operator: str | None, error: type = FailureError) -> str:
+    """The operator id of the one stored distribution of (run, step) that `operator` (an
+    id or a kind; None: any) names; `error` (one line) when there is none or several."""
+    ops = wh.query("SELECT DISTINCT operator_id FROM post_update_returns WHERE run_id = ? AND step = ? "
+                   "ORDER BY operator_id", [run_id, int(step)])["operator_id"].to_list()
+    if not ops:
+        raise error(f"no post-update returns of run {run_id} at step {step}; run `retland sample` first")
+    if operator is not None:
+        ops = [o for o in ops if o == operator or o.split("[", 1)[0] == operator]
+        if not ops:
+            raise error(f"run {run_id} step {step} has no {operator!r} distribution")
+    if len(ops) > 1:
+        raise error(f"run {run_id} step {step} has several distributions ({', '.join(ops)}); "
+                    "pick one with --operator OPERATOR_ID")
+    return ops[0]
+
+
 def plan(wh, run_id: str, step: int, operator: str | None = None, pairs: int = 1) -> FailurePlan:
     """Find the distribution, check LTP > 0 and pick the pairs; nothing is computed."""
     if pairs < 1:
         raise FailureError(f"--pairs must be >= 1, got {pairs}")
-    ops = wh.query("SELECT DISTINCT operator_id FROM post_update_returns WHERE run_id = ? AND step = ? "
-                   "ORDER BY operator_id", [run_id, int(step)])["operator_id"].to_list()
-    if not ops:
-        raise FailureError(f"no post-update returns of run {run_id} at step {step}; run `retland sample` first")
-    if operator is not None:
-        ops = [o for o in ops if o == operator or o.split("[", 1)[0] == operator]
-        if not ops:
-            raise FailureError(f"run {run_id} step {step} has no {operator!r} distribution")
-    if len(ops) > 1:
-        raise FailureError(f"run {run_id} step {step} has several distributions ({', '.join(ops)}); "
-                           "pick one with --operator OPERATOR_ID")
-    (operator_id,) = ops
+    operator_id = only_distribution(wh, run_id, step, operator)
     st = wh.query("SELECT n, mean, mode, ltp, mode_nonpositive FROM distribution_stats WHERE run_id = ? AND step = ? "
                   "AND operator_id = ?", [run_id, int(step), operator_id]).to_dicts()[0]
     if st["mode_nonpositive"] or st["ltp"] <= 0:

@@ -102,18 +102,7 @@ def render_id(run_id: str, step: int, operator_id: str, index: int, req: RenderR
 
 
 def _distribution(wh, run_id: str, step: int, operator: str | None) -> tuple[str, int, dict[int, float]]:
-    ops = wh.query("SELECT DISTINCT operator_id FROM post_update_returns WHERE run_id = ? AND step = ? "
-                   "ORDER BY operator_id", [run_id, int(step)])["operator_id"].to_list()
-    if not ops:
-        raise RenderError(f"no post-update returns of run {run_id} at step {step}; run `retland sample` first")
-    if operator is not None:
-        ops = [o for o in ops if o == operator or o.split("[", 1)[0] == operator]
-        if not ops:
-            raise RenderError(f"run {run_id} step {step} has no {operator!r} distribution")
-    if len(ops) > 1:
-        raise RenderError(f"run {run_id} step {step} has several distributions ({', '.join(ops)}); "
-                          "pick one with --operator OPERATOR_ID")
-    (operator_id,) = ops
+    operator_id = fl.only_distribution(wh, run_id, step, operator, RenderError)
     rows = wh.query("SELECT update_index, \"return\", chunk_size FROM post_update_returns WHERE run_id = ? "
                     "AND step = ? AND operator_id = ?", [run_id, int(step), operator_id])
     sizes = set(rows["chunk_size"].drop_nulls().to_list())

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from analysis_jobs import tiny_job
+from analysis_jobs import sampled_job
 
 from conftest import run_cli, tree_digest
 from retland.analyses import failures as fl
-from retland.purd.operators import parse_operator
 
 H = 40  # episode length of the sampled distribution
 
@@ -36,21 +35,7 @@ def test_selection_rules_pick_the_lowest_qualifying_indices():
 
 @pytest.fixture(scope="module")
 def sampled():
-    from retland.purd import engine, sampling
-
-    real = engine.chunk_function
-
-    def per_step_program(program, per_step=False):
-        fn = real(program, per_step=True)
-        return fn if per_step else (lambda *args: fn(*args)[0])
-
-    wh, res = tiny_job()
-    spec = parse_operator("gaussian:0.3", horizon=H, seed=0)
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(engine, "chunk_function", per_step_program)
-        plan = sampling.plan_distribution(wh, res.run_ids[0], 60, spec, 32, batch_size=8)
-        sampling.sample_checkpoint(wh, plan, flush_seconds=0)
-    return wh, res, spec
+    return sampled_job(60, H)
 
 
 def test_a_failure_pair_is_rerolled_exactly_and_stored(sampled):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from analysis_jobs import tiny_job
+from analysis_jobs import sampled_job
 
 from conftest import run_cli, tree_digest
 from retland.core import render as core_render
@@ -75,23 +75,7 @@ def test_filmstrip_steps_end_at_termination_and_hold_the_divergence():
 
 @pytest.fixture(scope="module")
 def sampled():
-    from retland.purd import engine, sampling
-    from retland.purd.operators import parse_operator
-
-    real = engine.chunk_function
-
-    def per_step_program(program, per_step=False):
-        fn = real(program, per_step=True)
-        return fn if per_step else (lambda *args: fn(*args)[0])
-
-    wh, res = tiny_job()
-    spec = parse_operator("gaussian:0.3", horizon=H, seed=0)
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(engine, "chunk_function", per_step_program)
-        # step 120: tests/analyses/test_failures.py samples step 60 of the same (shared) job
-        plan = sampling.plan_distribution(wh, res.run_ids[0], 120, spec, 32, batch_size=8)
-        sampling.sample_checkpoint(wh, plan, flush_seconds=0)
-    return wh, res, spec
+    return sampled_job(120, H)
 
 
 def test_render_draws_the_failure_pair(sampled):
