@@ -106,6 +106,18 @@ learning_starts = 40
 buffer_size = 120
 """
 
+# A study's [[train]] entry for that job (a study file writes TINY_AGENT to tiny-agent.toml).
+TINY_TRAIN = """\
+[[train]]
+algo = "td3"
+env = "hopper"
+seeds = 2
+steps = 120
+checkpoints = [60, 120]
+eval_every = 60
+config = "tiny-agent.toml"
+"""
+
 GOOD_CSV = (
     "algo,env,seed,step,operator,update_index,return\n"
     + "".join(f"td3,hopper,0,100,td3,{i},{1000 + 10 * i}\n" for i in range(20))

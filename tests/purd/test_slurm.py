@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import CLI_MAIN, REPO, TINY_AGENT, run_cli, tree_digest
+from conftest import CLI_MAIN, REPO, TINY_AGENT, TINY_TRAIN, run_cli, tree_digest
 
 
 def _default_minutes() -> int | None:
@@ -68,14 +68,7 @@ STUDY = """\
 name = "tiny-slurm"
 description = "two seeds, 120 steps, sampled by a SLURM array"
 
-[[train]]
-algo = "td3"
-env = "hopper"
-seeds = 2
-steps = 120
-checkpoints = [60, 120]
-eval_every = 60
-config = "tiny-agent.toml"
+""" + TINY_TRAIN + """
 
 [sample]
 operators = ["gaussian"]

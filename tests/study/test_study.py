@@ -6,20 +6,13 @@ import textwrap
 
 import pytest
 
-from conftest import TINY_AGENT, parse_request, run_cli
+from conftest import TINY_AGENT, TINY_TRAIN, parse_request, run_cli
 
 TINY_STUDY = """\
 name = "tiny"
 description = "two seeds, 120 steps"
 
-[[train]]
-algo = "td3"
-env = "hopper"
-seeds = 2
-steps = 120
-checkpoints = [60, 120]
-eval_every = 60
-config = "tiny-agent.toml"
+""" + TINY_TRAIN + """
 
 [sample]
 operators = ["own"]
