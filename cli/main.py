@@ -47,6 +47,7 @@ COMMANDS: dict[str, tuple[tuple[str, str], ...]] = {
         ("interpolate", "Returns along straight lines between checkpoints (same and different runs)."),
         ("stabilize", "Algorithm 1: reject updates whose post-update CVaR drops."),
         ("stabilize-effect", "What Algorithm 1 changed: reject − baseline, per env (Fig. 7)."),
+        ("clone", "Appendix A.7: clone TD3 teachers (BC), sample clones and teachers."),
         ("clones", "Behaviour clones beside their TD3 teachers: r of means and LTPs (Fig. 22)."),
         ("start-states", "LTP from states collected in the replay buffer against s0 (A.4, Fig. 10)."),
         ("report", "Write the HTML report (or one PNG/SVG per chart)."),

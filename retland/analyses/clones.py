@@ -23,13 +23,15 @@ Every interval draws from `numpy.random.default_rng(seed)` anew.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..config.requests import Bar, bar, int_list_text, options
 from ..stats import stratified_bootstrap_ci
 
 CONFIDENCE = 0.95
@@ -46,11 +48,14 @@ class CloneError(ValueError):
 # The experiment: teachers -> clones -> samples
 # ---------------------------------------------------------------------------------------
 class CloneRequest(BaseModel):
-    """The whole A.7 experiment for a list of teachers. Defaults: the paper's (1M gradient
-    steps, 10 clone checkpoints, 1000 samples); BC's network, minibatch and Adam are TD3's
-    (retland's choice, docs/method.md "Behaviour cloning")."""
+    """The whole A.7 experiment for a list of teachers (`retland clone`'s options, parsed).
+    Defaults: the paper's (1M gradient steps, 10 clone checkpoints, 1000 samples); BC's
+    network, minibatch and Adam are TD3's (retland's choice, docs/method.md "Behaviour
+    cloning")."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: ClassVar[str] = "clone"
 
     teachers: tuple[str, ...] = Field(min_length=1)  # "RUN@STEP", RUN a run id or unique prefix
     total_steps: int = Field(1_000_000, ge=1)  # gradient steps per BC run
@@ -65,6 +70,61 @@ class CloneRequest(BaseModel):
     clone_steps: Literal["last", "all"] = "last"  # which clone checkpoints to sample
     sample_teachers: bool = True  # sample the teacher's td3 distribution where missing
     batch_size: int | str = "auto"  # samples per chunk
+
+    def argv(self) -> list[str]:
+        """The `retland clone` command line of this request (options at their default left out)."""
+        import json
+
+        d = {name: f.get_default(call_default_factory=True) for name, f in type(self).model_fields.items()}
+        differs = lambda name: getattr(self, name) != d[name]  # noqa: E731
+        out = ["clone"]
+        for t in self.teachers:
+            out += ["--teacher", t]
+        for key, value in sorted(self.agent.items()):
+            out += ["--agent", f"{key}={json.dumps(value, separators=(',', ':'))}"]
+        return out + options([
+            ("--total-steps", self.total_steps if differs("total_steps") else None),
+            ("--checkpoints", int_list_text(self.checkpoints) if self.checkpoints is not None else None),
+            ("--eval-every", self.eval_every),
+            ("--seeds", self.seeds if differs("seeds") else None),
+            ("--seed", self.seed if differs("seed") else None),
+            ("--samples", self.samples if differs("samples") else None),
+            ("--horizon", self.horizon),
+            ("--key-seed", self.key_seed if differs("key_seed") else None),
+            ("--clone", self.clone_steps if differs("clone_steps") else None),
+            ("--no-sample-teachers", not self.sample_teachers),
+            ("--batch-size", self.batch_size if differs("batch_size") else None)])
+
+    def check(self) -> "CloneRequest":
+        """Refuse, before the warehouse is read, what no warehouse could honour (CloneError,
+        one line): a teacher not written RUN@STEP, an agent field BC has not or that the
+        teacher sets, a batch size that is neither a count nor auto."""
+        from retland.config.agents import BCConfig
+        from retland.train.bc import TeacherError, parse_teacher
+
+        for text in self.teachers:
+            try:
+                parse_teacher(text)
+            except TeacherError as exc:
+                raise CloneError(str(exc)) from None
+        if len(set(self.teachers)) != len(self.teachers):
+            twice = next(t for t in self.teachers if self.teachers.count(t) > 1)
+            raise CloneError(f"--teacher {twice!r} is given twice")
+        fixed = ("algo", "teacher_run_id", "teacher_step", "dataset_size")
+        for key in self.agent:
+            if key in fixed:
+                raise CloneError(f"--agent {key}: set from the teacher, not an option of the clone")
+            if key not in BCConfig.model_fields:
+                choices = ", ".join(k for k in BCConfig.model_fields if k not in fixed)
+                raise CloneError(f"--agent {key}: not a behaviour-cloning setting; choose from {choices}")
+        if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise CloneError(f"--batch-size {self.batch_size!r}: give a whole number >= 1 or auto")
+        if self.checkpoints is not None:
+            bad = [c for c in self.checkpoints if not 1 <= c <= self.total_steps]
+            if bad or not self.checkpoints:
+                raise CloneError(f"--checkpoints {int_list_text(self.checkpoints)}: give gradient steps in "
+                                 f"1..{self.total_steps:,} (--total-steps)")
+        return self
 
 
 @dataclass
@@ -116,38 +176,40 @@ def existing_clone_job(wh, cfg) -> str | None:
     return None
 
 
-def run(wh, request: CloneRequest, *, progress: Callable[..., None] | None = None) -> CloneOutcome:
+def run(wh, request: CloneRequest, *, progress: Bar | None = None) -> CloneOutcome:
     """Train (or resume, or reuse) one BC job per teacher and sample the clones' bc
-    distributions and the teachers' td3 distributions; resumable at every stage.
-    progress(n, stage=...) counts gradient steps per seed (stage 'train') and samples
-    (stage 'sample')."""
-    from retland.purd.job import sample
+    distributions and the teachers' td3 distributions; resumable at every stage. Every
+    teacher is checked before anything is written. `progress` is a bar factory
+    (retland.config.requests): one bar per training job (gradient steps) and per
+    sampling job (samples)."""
+    from retland.purd.job import SampleRequest
+    from retland.purd.job import run_request as sample_request
     from retland.train import checkpoints as ck
     from retland.train.job import run_ids, train
 
-    report = progress or (lambda n=0, **info: None)
-    plans = clone_configs(wh, request)
+    plans = clone_configs(wh, request.check())
     outcome = CloneOutcome()
     for teacher, cfg in plans:
+        name = f"{teacher['run_id']}@{teacher['step']}"
         job = existing_clone_job(wh, cfg)
         ids = run_ids(job, cfg) if job else None
         complete = ids is not None and all(set(cfg.checkpoint_steps) <= set(ck.list_checkpoints(wh, r)) for r in ids)
         if not complete:
-            result = train(cfg, wh, resume=job, progress=lambda n=0, **info: report(n, stage="train"))
+            with bar(progress, cfg.steps, f"bc clone of {name} x{cfg.seeds}", unit="gradient-steps",
+                     rate_scale=cfg.seeds) as advance:
+                result = train(cfg, wh, resume=job, progress=advance)
             job, ids = result.job_id, result.run_ids
             outcome.trained.append(job)
-        outcome.clones[f"{teacher['run_id']}@{teacher['step']}"] = ids
+        outcome.clones[name] = list(ids)
         horizon = request.horizon or cfg.horizon
         steps = [max(cfg.checkpoint_steps)] if request.clone_steps == "last" else list(cfg.checkpoint_steps)
-        done = sample(wh, operator="bc", run=ids, steps=steps, samples=request.samples, horizon=horizon,
-                      key_seed=request.key_seed, batch_size=request.batch_size,
-                      progress=lambda n: report(n, stage="sample"))
-        outcome.rows_written += done.rows_written
+        jobs = [SampleRequest("bc", runs=tuple(ids), steps=tuple(steps))]
         if request.sample_teachers:
-            done = sample(wh, operator="td3", run=[teacher["run_id"]], steps=[teacher["step"]],
-                          samples=request.samples, horizon=horizon, key_seed=request.key_seed,
-                          batch_size=request.batch_size, progress=lambda n: report(n, stage="sample"))
-            outcome.rows_written += done.rows_written
+            jobs.append(SampleRequest("td3", runs=(teacher["run_id"],), steps=(teacher["step"],)))
+        for job_request in jobs:
+            job_request = dataclasses.replace(job_request, samples=request.samples, horizon=horizon,
+                                              key_seed=request.key_seed, batch_size=request.batch_size)
+            outcome.rows_written += sample_request(wh, job_request, progress=progress).rows_written
     return outcome
 
 
