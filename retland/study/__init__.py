@@ -4,7 +4,7 @@ A study names the policies (training jobs to run, or example checkpoints shipped
 retland), the post-update distributions to sample from their checkpoints, the analyses
 to run on them, and the report. `retland study FILE` runs it stage by stage:
 
-    train / example -> sample -> failures -> landscape -> interpolation -> stabilize -> report
+    train / example -> sample -> failures -> landscape -> interpolation -> stabilize -> clones -> report
 
 Each stage produces the library's own request objects (a training job, a sampling
 request, a landscape request, an Algorithm 1 request, ...) and runs them with the same
@@ -30,6 +30,7 @@ from retland.study.spec import (
     KINDS,
     OWN,
     PRESETS_DIR,
+    ClonesSpec,
     FailuresSpec,
     InterpolationSpec,
     LandscapeSpec,
@@ -45,6 +46,6 @@ from retland.study.spec import (
 from retland.study.planners import Stage, fmt_env_steps, stages, train_request
 
 __all__ = ["KINDS", "OWN", "PRESETS_DIR", "Study", "StudyError", "TrainSpec", "SampleSpec", "FailuresSpec",
-           "LandscapeSpec", "InterpolationSpec", "StabilizeSpec", "ReportSpec", "Stage", "Scope", "load_study",
+           "LandscapeSpec", "InterpolationSpec", "StabilizeSpec", "ClonesSpec", "ReportSpec", "Stage", "Scope", "load_study",
            "preset_path", "stages", "study_scope", "study_operator_id", "train_config", "train_request",
            "fmt_env_steps"]

@@ -1,14 +1,15 @@
 """A study's stages: each a planner that reads the warehouse as it stands and returns
 the library requests left to run.
 
-    train / example -> sample -> failures -> landscape -> interpolation -> stabilize -> report
+    train / example -> sample -> failures -> landscape -> interpolation -> stabilize -> clones -> report
 
 A stage holds the requests the commands themselves build from their options
 (`retland.train.request.TrainRequest`, `retland.shipped.ExampleRequest`,
 `retland.purd.job.SampleRequest`, `retland.analyses.failures.FailuresRequest`,
 `retland.config.settings.LandscapeRequest`,
 `retland.analyses.interpolation.InterpolationRequest`,
-`retland.analyses.stabilize.StabilizeRequest`, `retland.analyses.distributions.StatsRequest`,
+`retland.analyses.stabilize.StabilizeRequest`, `retland.analyses.clones.CloneRequest`,
+`retland.analyses.distributions.StatsRequest`,
 `retland.report.ReportRequest`), so a study runs the library functions the commands
 run (`retland.study.run`), not a second code path; a request's `argv()` is the command
 line that does the same, shown by `--plan`. Whether a stage is done is read with the
@@ -376,6 +377,72 @@ def _stabilize_stage(study: Study, wh, scope: Scope) -> Stage:
                  len(plan.todo) * per_source * horizon)
 
 
+def _clones_teachers(study: Study, wh, scope: Scope) -> list[str] | None:
+    """The [clones] teachers, "RUN@STEP": `teachers_per_run` checkpoints of each run of the
+    study's TD3 jobs; None until every TD3 [[train]] job is complete."""
+    from retland.train.checkpoints import list_checkpoints
+
+    teachers = []
+    for i, t in enumerate(study.train):
+        if t.algo != "td3":
+            continue
+        found = scope.jobs.get(i)
+        if found is None or not found[2]:
+            return None
+        for run in found[1]:
+            teachers += [f"{run}@{step}" for step in study.clones.teacher_steps(list_checkpoints(wh, run))]
+    return list(dict.fromkeys(teachers))
+
+
+def _clones_stage(study: Study, wh, scope: Scope) -> Stage:
+    from retland.analyses.clones import CloneError, CloneRequest, clone_configs, existing_clone_job
+    from retland.purd.operators import parse_operator
+    from retland.purd.sampling import stored_rows
+    from retland.train import checkpoints as ck
+    from retland.train.job import run_ids
+
+    spec = study.clones
+    teachers = _clones_teachers(study, wh, scope)
+    if teachers is None:
+        return _waiting("clones", f"clones {spec.teachers_per_run} checkpoints of each TD3 run once training "
+                                  "is done")
+    s = study.sample
+    samples = spec.samples or (s.samples if s else 1000)
+    horizon = spec.horizon or (s.horizon if s else None)
+    request = CloneRequest(teachers=tuple(teachers), total_steps=spec.steps, agent=dict(spec.agent),
+                           samples=samples, horizon=horizon, key_seed=s.key_seed if s else 0)
+    try:
+        plans = clone_configs(wh, request)
+    except CloneError as exc:
+        raise StudyError(f"[clones]: {exc}") from None
+    left, untrained, dists, env_steps = [], 0, 0, 0
+    for text, (teacher, cfg) in zip(teachers, plans):
+        h = horizon or cfg.horizon
+        job = existing_clone_job(wh, cfg)
+        ids = run_ids(job, cfg) if job else []
+        last = max(cfg.checkpoint_steps)
+        want = [(r, last, parse_operator("bc", env=cfg.env, horizon=h, seed=request.key_seed).operator_id)
+                for r in ids]
+        want.append((teacher["run_id"], int(teacher["step"]),
+                     parse_operator("td3", env=cfg.env, horizon=h, seed=request.key_seed).operator_id))
+        stored = stored_rows(wh, [oid for *_, oid in want])
+        missing = sum(1 for key in want if sum(1 for i in stored.get(key, (set(),))[0] if 0 <= i < samples) < samples)
+        missing += 0 if job else cfg.seeds  # the clones' distributions, once trained
+        trained = bool(job) and all(set(cfg.checkpoint_steps) <= set(ck.list_checkpoints(wh, r)) for r in ids)
+        if missing or not trained:
+            left.append(text)
+            untrained += not trained
+            dists += missing
+            env_steps += missing * samples * h
+    what = f"{len(teachers)} teacher(s) from {spec.teachers_per_run} checkpoints per TD3 run"
+    if not left:
+        return Stage("clones", "done", f"{what}: each cloned ({spec.steps:,} gradient steps) and sampled beside "
+                                       f"its clone ({samples} samples)")
+    return Stage("clones", "todo", f"{len(left)} of {what} left: {untrained} BC job(s) to train or finish, "
+                                   f"{dists} distribution(s) to sample",
+                 [request.model_copy(update={"teachers": tuple(left)})], env_steps)
+
+
 def _report_stage(study: Study, wh, scope: Scope) -> Stage:
     from retland.analyses.distributions import StatsRequest
     from retland.report import ReportRequest
@@ -403,7 +470,7 @@ def stages(study: Study, base: Path) -> list[tuple[str, Callable[[object], Stage
 
     for kind, fn in (("sample", _sample_stage), ("failures", _failures_stage), ("landscape", _landscape_stage),
                      ("interpolation", _interpolation_stage), ("stabilize", _stabilize_stage),
-                     ("report", _report_stage)):
+                     ("clones", _clones_stage), ("report", _report_stage)):
         if getattr(study, kind) is not None:
             out.append((kind, scoped(fn)))
     return out

@@ -18,7 +18,7 @@ from retland.config.registry import ALGOS, check_backend, check_env, check_new_t
 from retland.config.settings import DIRECTIONS, GAUSSIAN_SIGMA
 
 __all__ = ["KINDS", "OWN", "MAX_COUNT", "PRESETS_DIR", "Study", "StudyError", "TrainSpec", "SampleSpec", "FailuresSpec",
-           "LandscapeSpec", "InterpolationSpec", "StabilizeSpec", "ReportSpec", "load_study", "preset_path",
+           "LandscapeSpec", "InterpolationSpec", "StabilizeSpec", "ClonesSpec", "ReportSpec", "load_study", "preset_path",
            "example_meta", "error_lines"]
 
 def _presets_dir() -> Path:
@@ -33,7 +33,7 @@ def _presets_dir() -> Path:
 
 PRESETS_DIR = _presets_dir()
 # Kinds of stage, in the order they run (`--until KIND`).
-KINDS = ("train", "example", "sample", "failures", "landscape", "interpolation", "stabilize", "report")
+KINDS = ("train", "example", "sample", "failures", "landscape", "interpolation", "stabilize", "clones", "report")
 OWN = "own"  # operator "own": each run's own training update (td3 / sac / ppo)
 _SELECTION = re.compile(r"^top-ltp:(\d+)$")
 _REF = re.compile(r"^(.+):(\d+)$")
@@ -338,6 +338,41 @@ class StabilizeSpec(_Strict):
         return self
 
 
+class ClonesSpec(_Strict):
+    """`retland clone` (the paper's Appendix A.7): behaviour clones of TD3 checkpoints of the
+    study, sampled beside their teachers."""
+    teachers_per_run: int = Field(5, description="teachers per TD3 run: that many of its checkpoints, evenly "
+                                                 "spaced, the last always among them (the paper's 5); a run with "
+                                                 "fewer checkpoints gives all")
+    steps: int = Field(1_000_000, description="gradient steps per BC run (the paper's 1M)")
+    samples: int | None = Field(None, description="samples per distribution (default: [sample] samples, else 1000)")
+    horizon: int | None = Field(None, description="rollout length (default: [sample] horizon, else the teacher's)")
+    agent: dict[str, bool | int | float | str | list[int]] = Field(
+        default_factory=dict, description="behaviour-cloning settings over the defaults (TD3's actor network, "
+                                          "minibatch and Adam), e.g. { hidden = [64, 64] }")
+
+    _pos = field_validator("teachers_per_run", "steps", "samples", "horizon")(_positive)
+
+    @model_validator(mode="after")
+    def _check(self):
+        from retland.analyses.clones import CloneError, CloneRequest
+
+        try:
+            CloneRequest(teachers=("check@0",), total_steps=self.steps, agent=self.agent).check()
+        except CloneError as exc:
+            raise ValueError(str(exc).replace("--agent ", "agent.")) from None
+        return self
+
+    def teacher_steps(self, steps) -> list[int]:
+        """The teachers among a run's checkpoint steps: `teachers_per_run` of them evenly
+        spaced, the last included (the i-th of k is at position ceil(i·n/k) of n)."""
+        steps = sorted(set(int(x) for x in steps))
+        n, k = len(steps), self.teachers_per_run
+        if k >= n:
+            return steps
+        return [steps[-(-i * n // k) - 1] for i in range(1, k + 1)]
+
+
 class ReportSpec(_Strict):
     """`retland report` over the study's distributions."""
     out: str | None = Field(None, description="HTML file (default reports/<study name>.html)")
@@ -362,6 +397,7 @@ class Study(_Strict):
     landscape: LandscapeSpec | None = None
     interpolation: InterpolationSpec | None = None
     stabilize: StabilizeSpec | None = None
+    clones: ClonesSpec | None = None
     report: ReportSpec | None = ReportSpec()
 
     @field_validator("examples")
@@ -426,6 +462,9 @@ class Study(_Strict):
                 # a study of several envs says which, so an old file is not silently re-read
                 raise ValueError(f"[stabilize] sources = {self.stabilize.sources!r} over {len(envs)} envs: say "
                                  "per_env = true (K per env) or per_env = false (K over the whole study)")
+        if self.clones is not None and not any(t.algo == "td3" for t in self.train):
+            raise ValueError("[clones] clones TD3 checkpoints the study trains; it has no [[train]] entry with "
+                             "algo = \"td3\"")
         if self.interpolation is not None:
             if not self.train:
                 raise ValueError("[interpolation] pairs trained checkpoints; the study has no [[train]] entry")

@@ -80,7 +80,7 @@ def test_every_option_is_in_the_table_with_the_commands_that_take_it():
 def test_one_name_one_meaning_for_the_seeds():
     """The three seeds have three names: no command's --seed is a noise or bootstrap seed."""
     visible, _ = _options()
-    assert visible["--seed"] == {"failures", "import-policy", "render", "runs", "show", "train"}
+    assert visible["--seed"] == {"clone", "failures", "import-policy", "render", "runs", "show", "train"}
     assert visible["--noise-seed"] == {"interpolate", "landscape"}
     assert visible["--bootstrap-seed"] == {"clones", "compare", "stabilize-effect", "start-states"}
 

@@ -50,6 +50,16 @@ def _round_trip(capsys, monkeypatch, tmp_path, request) -> None:
     assert not nowhere.exists()  # the command stopped before its runner: nothing read or written
 
 
+def _every_clone_option():
+    """A CloneRequest ([clones]'s request, `retland clone`) with every field off its default."""
+    from retland.analyses.clones import CloneRequest
+
+    return CloneRequest(teachers=("td3-hopper-x-s0@60", "td3-hopper-x-s1@120"), total_steps=300,
+                        checkpoints=(100, 300), eval_every=50, seeds=2, seed=3,
+                        agent={"hidden": [16, 16], "batch_size": 8, "learning_rate": 0.001}, samples=8, horizon=20,
+                        key_seed=4, clone_steps="all", sample_teachers=False, batch_size=4)
+
+
 def test_planned_requests_render_as_commands_that_parse_back(example_wh, tmp_path, capsys, monkeypatch):
     """train, example, sample (and a shard of it), landscape, stabilize, stats and report
     as the planners make them, non-default options included."""
@@ -123,7 +133,7 @@ def test_planned_requests_render_as_commands_that_parse_back(example_wh, tmp_pat
     assert len(kinds["sample"]) == 2  # own (td3) and gaussian, each over the example's checkpoint
     requests = [r for rs in kinds.values() for r in rs]
     requests += sharded(st["sample"], "1/3").requests
-    for request in requests:
+    for request in [*requests, _every_clone_option()]:
         _round_trip(capsys, monkeypatch, tmp_path, request)
     # the plan prints the same lines
     code, out, err = run_cli(capsys, monkeypatch, "study", tmp_path / "study.toml", "--plan", "-w", example_wh.root)
