@@ -45,11 +45,13 @@ _LAZY = {
     "LandscapeRequest": ("retland.config.settings", "LandscapeRequest"),
     "InterpolationRequest": ("retland.analyses.interpolation", "InterpolationRequest"),
     "StabilizeRequest": ("retland.analyses.stabilize", "StabilizeRequest"),
+    "CloneRequest": ("retland.analyses.clones", "CloneRequest"),
     "StatsRequest": ("retland.analyses.distributions", "StatsRequest"),
     "ReportRequest": ("retland.report", "ReportRequest"),
 }
 
 __all__ = [
+    "CloneRequest",
     "ExampleRequest",
     "FailuresRequest",
     "InterpolationRequest",

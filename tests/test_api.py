@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The documented public names (retland/__init__.py's docstring, README "From Python").
 RETLAND_API = {
+    "CloneRequest",
     "ExampleRequest",
     "FailuresRequest",
     "InterpolationRequest",
