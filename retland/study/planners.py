@@ -403,12 +403,16 @@ def _clones_stage(study: Study, wh, scope: Scope) -> Stage:
 
     spec = study.clones
     teachers = _clones_teachers(study, wh, scope)
-    if teachers is None:
-        return _waiting("clones", f"clones {spec.teachers_per_run} checkpoints of each TD3 run once training "
-                                  "is done")
     s = study.sample
     samples = spec.samples or (s.samples if s else 1000)
     horizon = spec.horizon or (s.horizon if s else None)
+    if teachers is None:
+        # estimated from the file: each teacher's clone (its teacher's own distribution
+        # may come from [sample]); unknown while the horizon is the teachers' own
+        n = sum(t.seeds * min(spec.teachers_per_run, len(t.checkpoint_steps)) for t in study.train if t.algo == "td3")
+        k = spec.teachers_per_run
+        return Stage("clones", "waiting", f"clones {k} checkpoint{'s' if k != 1 else ''} of each TD3 run ({n} "
+                     "teachers) once training is done", [], n * samples * (horizon or 0))
     request = CloneRequest(teachers=tuple(teachers), total_steps=spec.steps, agent=dict(spec.agent),
                            samples=samples, horizon=horizon, key_seed=s.key_seed if s else 0)
     try:
@@ -434,13 +438,26 @@ def _clones_stage(study: Study, wh, scope: Scope) -> Stage:
             untrained += not trained
             dists += missing
             env_steps += missing * samples * h
-    what = f"{len(teachers)} teacher(s) from {spec.teachers_per_run} checkpoints per TD3 run"
+    what = f"{len(teachers)} teacher(s), {spec.teachers_per_run} per TD3 run"
     if not left:
         return Stage("clones", "done", f"{what}: each cloned ({spec.steps:,} gradient steps) and sampled beside "
-                                       f"its clone ({samples} samples)")
+                                       f"its clone ({samples} samples each)")
     return Stage("clones", "todo", f"{len(left)} of {what} left: {untrained} BC job(s) to train or finish, "
                                    f"{dists} distribution(s) to sample",
                  [request.model_copy(update={"teachers": tuple(left)})], env_steps)
+
+
+def _report_where(study: Study, wh, scope: Scope) -> str:
+    """The rows the statistics and the report cover: the study's runs, and with [clones]
+    the BC runs that clone them (else the report's Behaviour cloning section has none)."""
+    if study.clones is None or not scope.runs:
+        return scope.where()
+    from retland.warehouse.sqlgen import in_list
+
+    cond, params = in_list("parent_run_id", scope.runs)
+    clones = [r["run_id"] for r in wh.records(f"SELECT run_id FROM runs WHERE algo = 'bc' AND source = 'trained' "
+                                              f"AND {cond} ORDER BY run_id", params)]
+    return "run_id IN (" + ", ".join("'" + r.replace("'", "''") + "'" for r in [*scope.runs, *clones]) + ")"
 
 
 def _report_stage(study: Study, wh, scope: Scope) -> Stage:
@@ -450,7 +467,7 @@ def _report_stage(study: Study, wh, scope: Scope) -> Stage:
     if not scope.runs:
         return _waiting("report", "written once the study has policies")
     out = study.report_path()
-    where = scope.where()
+    where = _report_where(study, wh, scope)
     return Stage("report", "todo", f"statistics, and the report written to {out} (every run)",
                  [StatsRequest(where=where),
                   ReportRequest(where=where, output=Path(out), bootstrap=study.report.bootstrap)])

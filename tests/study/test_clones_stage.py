@@ -103,8 +103,13 @@ def test_the_stage_clones_each_run_then_is_done(trained, capsys, monkeypatch):
     assert "$ retland clone --teacher" in text and "32 sample rows written" in text, text
     done = _stage(study, base, wh)
     assert done.status == "done" and not done.requests, done.detail
-    pairs = wh.query("SELECT teacher_run_id, teacher_step, clone_step FROM bc_pairs ORDER BY teacher_run_id")
-    assert pairs.rows() == [(r, 120, 40) for r in sorted(runs)]
+    pairs = wh.query("SELECT teacher_run_id, teacher_step, clone_run_id, clone_step FROM bc_pairs "
+                     "ORDER BY teacher_run_id")
+    assert [(t, ts, cs) for t, ts, _, cs in pairs.rows()] == [(r, 120, 40) for r in sorted(runs)]
+    from retland.study import stages
+
+    stats, report = dict(stages(study, base))["report"](wh).requests  # the report covers the clones too
+    assert all(f"'{c}'" in report.where and f"'{c}'" in stats.where for c in pairs["clone_run_id"])
     # the command itself reuses the clones and computes nothing
     before = tree_digest(wh.root)
     code, out, err = run_cli(capsys, monkeypatch, *request.argv(), "--no-progress", "-w", wh.root)
