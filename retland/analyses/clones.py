@@ -99,7 +99,6 @@ class CloneRequest(BaseModel):
         """Refuse, before the warehouse is read, what no warehouse could honour (CloneError,
         one line): a teacher not written RUN@STEP, an agent field BC has not or that the
         teacher sets, a batch size that is neither a count nor auto."""
-        from retland.config.agents import BCConfig
         from retland.train.bc import TeacherError, parse_teacher
 
         for text in self.teachers:
@@ -110,13 +109,7 @@ class CloneRequest(BaseModel):
         if len(set(self.teachers)) != len(self.teachers):
             twice = next(t for t in self.teachers if self.teachers.count(t) > 1)
             raise CloneError(f"--teacher {twice!r} is given twice")
-        fixed = ("algo", "teacher_run_id", "teacher_step", "dataset_size")
-        for key in self.agent:
-            if key in fixed:
-                raise CloneError(f"--agent {key}: set from the teacher, not an option of the clone")
-            if key not in BCConfig.model_fields:
-                choices = ", ".join(k for k in BCConfig.model_fields if k not in fixed)
-                raise CloneError(f"--agent {key}: not a behaviour-cloning setting; choose from {choices}")
+        check_agent(self.agent)
         if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
             raise CloneError(f"--batch-size {self.batch_size!r}: give a whole number >= 1 or auto")
         if self.checkpoints is not None:
@@ -125,6 +118,29 @@ class CloneRequest(BaseModel):
                 raise CloneError(f"--checkpoints {int_list_text(self.checkpoints)}: give gradient steps in "
                                  f"1..{self.total_steps:,} (--total-steps)")
         return self
+
+
+def check_agent(agent: dict) -> None:
+    """CloneError (one line) for a key of `agent` that is no behaviour-cloning setting or
+    that the teacher sets, or whose value BC's config refuses."""
+    from pydantic import ValidationError
+
+    from retland.config.agents import BCConfig
+
+    fixed = ("algo", "teacher_run_id", "teacher_step", "dataset_size")
+    for key in agent:
+        if key in fixed:
+            raise CloneError(f"--agent {key}: set from the teacher, not an option of the clone")
+        if key not in BCConfig.model_fields:
+            choices = ", ".join(k for k in BCConfig.model_fields if k not in fixed)
+            raise CloneError(f"--agent {key}: not a behaviour-cloning setting; choose from {choices}")
+    try:
+        BCConfig(**agent)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first.get("loc", ()))
+        raise CloneError(f"--agent {key}={agent.get(first['loc'][0]) if first.get('loc') else ''}: "
+                         f"{first['msg'].removeprefix('Value error, ')}") from None
 
 
 @dataclass

@@ -66,6 +66,8 @@ def test_teachers_are_evenly_spaced_checkpoints_with_the_last():
      'it has no [[train]] entry with algo = "td3"'),
     ('name = "x"\n[[train]]\nseeds = 1\nsteps = 1000\ncheckpoints = [500]\n[clones]\nagent = { width = 3 }\n',
      "clones: agent.width: not a behaviour-cloning setting"),
+    ('name = "x"\n[[train]]\nseeds = 1\nsteps = 1000\ncheckpoints = [500]\n[clones]\nagent = { batch_size = 0 }\n',
+     "clones: agent.batch_size=0: Input should be greater than or equal to 1"),
     ('name = "x"\n[[train]]\nseeds = 1\nsteps = 1000\ncheckpoints = [500]\n[clones]\nteachers_per_run = 0\n',
      "clones.teachers_per_run: must be >= 1"),
 ])
