@@ -24,6 +24,7 @@ EXECUTE = {
     "LandscapeRequest": ("analyses", "execute_landscape"),
     "InterpolationRequest": ("analyses", "execute_interpolate"),
     "StabilizeRequest": ("stabilize", "execute"),
+    "StartStatesRequest": ("start_states", "execute"),
     "StatsRequest": ("warehouse_cmds", "execute_stats"),
     "ReportRequest": ("report", "execute"),
 }

@@ -78,7 +78,7 @@ def train_request(spec: TrainSpec, base: Path):
                         total_steps=spec.steps,
                         checkpoints=tuple(sorted(spec.checkpoints)) if spec.checkpoints else None,
                         backend=spec.backend, eval_every=spec.eval_every,
-                        config=base / spec.config if spec.config else None)
+                        config=base / spec.config if spec.config else None, store_states=spec.store_states)
 
 
 def _train_stage(study: Study, i: int, wh, base: Path) -> Stage:
@@ -376,6 +376,28 @@ def _stabilize_stage(study: Study, wh, scope: Scope) -> Stage:
                  len(plan.todo) * per_source * horizon)
 
 
+def _start_states_stage(study: Study, wh, scope: Scope) -> Stage:
+    """Every run of the study's store_states [[train]] entries: their distributions from
+    replay rows and from s0 (retland.analyses.start_states)."""
+    from retland.analyses.start_states import StartStatesRequest, prepare
+
+    spec = study.start_states
+    if len(scope.jobs) < len(study.train) or not all(c for _, _, c in scope.jobs.values()):
+        return _waiting("start_states", "starts from replay rows once training is done")
+    runs = sorted(r for i, (_, ids, _) in scope.jobs.items() if study.train[i].store_states for r in ids)
+    sample = study.sample
+    request = StartStatesRequest(
+        runs=tuple(runs), steps=spec.steps, operator=spec.operator, rows=spec.rows,
+        samples=spec.samples or (sample.samples if sample else 200),
+        horizon=spec.horizon or (sample.horizon if sample else 1000), key_seed=spec.key_seed)
+    prepared = prepare(wh, request)
+    what = f"{spec.rows} replay rows and s0 at the checkpoints of {len(runs)} run(s)"
+    if not prepared.new_rows:
+        return Stage("start_states", "done", f"{what}: stored")
+    return Stage("start_states", "todo", f"{prepared.new_rows:,} samples to compute from {what}", [request],
+                 prepared.new_rows * request.horizon)
+
+
 def _report_stage(study: Study, wh, scope: Scope) -> Stage:
     from retland.analyses.distributions import StatsRequest
     from retland.report import ReportRequest
@@ -403,7 +425,7 @@ def stages(study: Study, base: Path) -> list[tuple[str, Callable[[object], Stage
 
     for kind, fn in (("sample", _sample_stage), ("failures", _failures_stage), ("landscape", _landscape_stage),
                      ("interpolation", _interpolation_stage), ("stabilize", _stabilize_stage),
-                     ("report", _report_stage)):
+                     ("start_states", _start_states_stage), ("report", _report_stage)):
         if getattr(study, kind) is not None:
             out.append((kind, scoped(fn)))
     return out

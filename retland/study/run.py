@@ -10,6 +10,7 @@ options (the command then prints what it returns):
     LandscapeRequest      retland.analyses.landscape.run_request
     InterpolationRequest  retland.analyses.interpolation.run_request
     StabilizeRequest      retland.analyses.stabilize.run_request
+    StartStatesRequest    retland.analyses.start_states.run_request
     StatsRequest          retland.analyses.distributions.run_request
     ReportRequest         retland.report.run_request
 
@@ -37,6 +38,7 @@ RUNNERS = {
     "LandscapeRequest": "retland.analyses.landscape",
     "InterpolationRequest": "retland.analyses.interpolation",
     "StabilizeRequest": "retland.analyses.stabilize",
+    "StartStatesRequest": "retland.analyses.start_states",
     "StatsRequest": "retland.analyses.distributions",
     "ReportRequest": "retland.report",
 }
