@@ -66,11 +66,8 @@ def start_states(
     the checkpoints (the view start_state_ltp: Fig. 10's points) and, over checkpoints
     sampled both ways, the mean LTP from replay rows against s0 with 95% bootstrap CIs.
     """
-    from retland.analyses.start_states import StartStatesRequest, prepare
-    from retland.analyses.start_states import run as run_start_states
+    from retland.analyses.start_states import StartStatesRequest
     from retland.purd.sampling import SamplingError
-    from retland.warehouse import Warehouse
-    from retland.warehouse.runs import RunSelectionError
 
     batch = count_or_keyword(batch_size, "--batch-size", "auto")
     seed_list, step_list = int_list(seeds, "--seeds"), int_list(steps, "--steps")
@@ -84,18 +81,26 @@ def start_states(
                                      bootstrap=bootstrap, bootstrap_seed=bootstrap_seed).check()
     except SamplingError as exc:
         raise CliError(str(exc)) from None
+    execute(request, warehouse, progress, fmt, output)
+
+
+def execute(request, warehouse, progress: bool = True, fmt: OutputFormat = OutputFormat.table, output=None) -> None:
+    """Run a checked StartStatesRequest (`retland.analyses.start_states.run_request`) and
+    print what `retland start-states` prints; `retland study` calls this for its
+    [start_states] stage."""
+    from functools import partial
+
+    from retland.analyses.start_states import run_request
+    from retland.purd.sampling import SamplingError
+    from retland.warehouse import Warehouse
+    from retland.warehouse.runs import RunSelectionError
+
     wh = Warehouse.open(warehouse, create=False)
     require_writable(wh.root)
     try:
-        prepared = prepare(wh, request)
+        result = run_request(wh, request, progress=partial(progress_bar, enabled=progress))
     except (SamplingError, RunSelectionError) as exc:
         raise CliError(str(exc)) from None
-    with progress_bar(prepared.new_rows, "start-states", unit="samples", rate_scale=horizon, rate_unit="env-steps",
-                      enabled=progress and prepared.new_rows > 0) as advance:
-        try:
-            result = run_start_states(wh, request, progress=advance, prepared=prepared)
-        except SamplingError as exc:
-            raise CliError(str(exc)) from None
     err_console.print(escape(f"{result.distributions} distribution(s), {result.rows_written} new rows, "
                              f"{result.seconds:.0f} s"), highlight=False)
     emit(result.ltp, fmt, output, title="LTP per replay row, mean over checkpoints (Fig. 10); s0_ltp: the same "

@@ -24,6 +24,7 @@ EXECUTE = {
     "LandscapeRequest": ("analyses", "execute_landscape"),
     "InterpolationRequest": ("analyses", "execute_interpolate"),
     "StabilizeRequest": ("stabilize", "execute"),
+    "StartStatesRequest": ("start_states", "execute"),
     "CloneRequest": ("clones", "execute_clone"),
     "StatsRequest": ("warehouse_cmds", "execute_stats"),
     "ReportRequest": ("report", "execute"),
@@ -99,7 +100,7 @@ def study(
                                                       "left per stage; change nothing.")] = False,
     until: Annotated[str | None, typer.Option(
         help="Stop after the stages of this kind: train, example, sample, failures, landscape, interpolation, "
-             "stabilize, clones or report (e.g. train on one machine, then sample in shards).", show_default=False)] = None,
+             "stabilize, start_states, clones or report (e.g. train on one machine, then sample in shards).", show_default=False)] = None,
     shard: Annotated[str | None, typer.Option(
         help="i/N: run this shard's part of the sample stage only (the policies must exist); "
              "stops after sampling. Run the study without --shard once every shard is done.",
@@ -111,8 +112,8 @@ def study(
 
     Stages, in order: train the \\[\\[train]] jobs and add the examples, sample their
     post-update return distributions (\\[sample]), run the analyses the file names
-    (\\[failures], \\[landscape], \\[interpolation], \\[stabilize], \\[clones], each
-    with its command's options) and write the \\[report]. Copy a preset from the studies/ folder
+    (\\[failures], \\[landscape], \\[interpolation], \\[stabilize], \\[start_states],
+    \\[clones], each with its command's options) and write the \\[report]. Copy a preset from the studies/ folder
     of retland's source to start a file. Each stage builds the requests its commands
     would (printed as `$ retland ...` lines) and calls the same library functions the
     commands call, with their output; a stage whose results the warehouse already

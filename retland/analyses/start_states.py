@@ -24,7 +24,7 @@ start states" gives every default and its source.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import polars as pl
@@ -59,6 +59,27 @@ class StartStatesRequest:
     s0: bool = True  # also sample (or read) the s0 distributions of the same checkpoints
     bootstrap: int = BOOTSTRAP
     bootstrap_seed: int = 0
+
+    command: ClassVar[str] = "start-states"
+
+    def argv(self) -> list[str]:
+        """The `retland start-states` command line of this request (options at their
+        defaults left out)."""
+        from retland.config.requests import int_list_text, options
+
+        runs = [x for r in self.runs for x in ("--run", r)]
+        return ["start-states"] + runs + options([
+            ("--algo", self.algo), ("--env", self.env),
+            ("--seeds", int_list_text(self.seeds) if self.seeds is not None else None),
+            ("--source", ",".join(self.sources) if self.sources != ("trained",) else None),
+            ("--steps", int_list_text(self.steps) if self.steps is not None else None),
+            ("--operator", self.operator),
+            ("--rows", self.rows if self.start is None and self.rows != DEFAULT_ROWS else None),
+            ("--start", self.start), ("--samples", self.samples), ("--horizon", self.horizon),
+            ("--key-seed", self.key_seed or None),
+            ("--batch-size", self.batch_size if self.batch_size != "auto" else None),
+            ("--no-s0", not self.s0), ("--bootstrap", self.bootstrap if self.bootstrap != BOOTSTRAP else None),
+            ("--bootstrap-seed", self.bootstrap_seed or None)])
 
     @property
     def start_text(self) -> str:
@@ -172,6 +193,18 @@ def run(wh, request: StartStatesRequest, *, progress: Callable[[int], None] | No
     result.comparison = compare_ltp(result.stats, n_resamples=request.bootstrap, seed=request.bootstrap_seed)
     result.seconds = time.monotonic() - t0
     return result
+
+
+def run_request(wh, request: StartStatesRequest, *, progress=None) -> StartStatesResult:
+    """`run` with a bar of the samples to compute (progress: a bar factory,
+    retland.config.requests.Bar): the runner `retland start-states` and a study's
+    [start_states] stage call."""
+    from retland.config.requests import bar
+
+    prepared = prepare(wh, request)
+    with bar(progress, prepared.new_rows, "start-states", unit="samples", rate_scale=request.horizon,
+             rate_unit="env-steps") as advance:
+        return run(wh, request, progress=advance, prepared=prepared)
 
 
 def summary_frames(wh, run_ids: list[str], operator_ids: list[list[str]]) -> tuple[pl.DataFrame, pl.DataFrame]:

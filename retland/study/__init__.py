@@ -4,7 +4,7 @@ A study names the policies (training jobs to run, or example checkpoints shipped
 retland), the post-update distributions to sample from their checkpoints, the analyses
 to run on them, and the report. `retland study FILE` runs it stage by stage:
 
-    train / example -> sample -> failures -> landscape -> interpolation -> stabilize -> clones -> report
+    train / example -> sample -> failures -> landscape -> interpolation -> stabilize -> start_states -> clones -> report
 
 Each stage produces the library's own request objects (a training job, a sampling
 request, a landscape request, an Algorithm 1 request, ...) and runs them with the same

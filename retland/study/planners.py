@@ -1,14 +1,15 @@
 """A study's stages: each a planner that reads the warehouse as it stands and returns
 the library requests left to run.
 
-    train / example -> sample -> failures -> landscape -> interpolation -> stabilize -> clones -> report
+    train / example -> sample -> failures -> landscape -> interpolation -> stabilize -> start_states -> clones -> report
 
 A stage holds the requests the commands themselves build from their options
 (`retland.train.request.TrainRequest`, `retland.shipped.ExampleRequest`,
 `retland.purd.job.SampleRequest`, `retland.analyses.failures.FailuresRequest`,
 `retland.config.settings.LandscapeRequest`,
 `retland.analyses.interpolation.InterpolationRequest`,
-`retland.analyses.stabilize.StabilizeRequest`, `retland.analyses.clones.CloneRequest`,
+`retland.analyses.stabilize.StabilizeRequest`, `retland.analyses.start_states.StartStatesRequest`,
+`retland.analyses.clones.CloneRequest`,
 `retland.analyses.distributions.StatsRequest`,
 `retland.report.ReportRequest`), so a study runs the library functions the commands
 run (`retland.study.run`), not a second code path; a request's `argv()` is the command
@@ -79,7 +80,7 @@ def train_request(spec: TrainSpec, base: Path):
                         total_steps=spec.steps,
                         checkpoints=tuple(sorted(spec.checkpoints)) if spec.checkpoints else None,
                         backend=spec.backend, eval_every=spec.eval_every,
-                        config=base / spec.config if spec.config else None)
+                        config=base / spec.config if spec.config else None, store_states=spec.store_states)
 
 
 def _train_stage(study: Study, i: int, wh, base: Path) -> Stage:
@@ -377,6 +378,28 @@ def _stabilize_stage(study: Study, wh, scope: Scope) -> Stage:
                  len(plan.todo) * per_source * horizon)
 
 
+def _start_states_stage(study: Study, wh, scope: Scope) -> Stage:
+    """Every run of the study's store_states [[train]] entries: their distributions from
+    replay rows and from s0 (retland.analyses.start_states)."""
+    from retland.analyses.start_states import StartStatesRequest, prepare
+
+    spec = study.start_states
+    if len(scope.jobs) < len(study.train) or not all(c for _, _, c in scope.jobs.values()):
+        return _waiting("start_states", "starts from replay rows once training is done")
+    runs = sorted(r for i, (_, ids, _) in scope.jobs.items() if study.train[i].store_states for r in ids)
+    sample = study.sample
+    request = StartStatesRequest(
+        runs=tuple(runs), steps=spec.steps, operator=spec.operator, rows=spec.rows,
+        samples=spec.samples or (sample.samples if sample else 200),
+        horizon=spec.horizon or (sample.horizon if sample else 1000), key_seed=spec.key_seed)
+    prepared = prepare(wh, request)
+    what = f"{spec.rows} replay rows and s0 at the checkpoints of {len(runs)} run(s)"
+    if not prepared.new_rows:
+        return Stage("start_states", "done", f"{what}: stored")
+    return Stage("start_states", "todo", f"{prepared.new_rows:,} samples to compute from {what}", [request],
+                 prepared.new_rows * request.horizon)
+
+
 def _clones_teachers(study: Study, wh, scope: Scope) -> list[str] | None:
     """The [clones] teachers, "RUN@STEP": `teachers_per_run` checkpoints of each run of the
     study's TD3 jobs; None until every TD3 [[train]] job is complete."""
@@ -487,7 +510,7 @@ def stages(study: Study, base: Path) -> list[tuple[str, Callable[[object], Stage
 
     for kind, fn in (("sample", _sample_stage), ("failures", _failures_stage), ("landscape", _landscape_stage),
                      ("interpolation", _interpolation_stage), ("stabilize", _stabilize_stage),
-                     ("clones", _clones_stage), ("report", _report_stage)):
+                     ("start_states", _start_states_stage), ("clones", _clones_stage), ("report", _report_stage)):
         if getattr(study, kind) is not None:
             out.append((kind, scoped(fn)))
     return out

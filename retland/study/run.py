@@ -10,6 +10,7 @@ options (the command then prints what it returns):
     LandscapeRequest      retland.analyses.landscape.run_request
     InterpolationRequest  retland.analyses.interpolation.run_request
     StabilizeRequest      retland.analyses.stabilize.run_request
+    StartStatesRequest    retland.analyses.start_states.run_request
     CloneRequest          retland.analyses.clones.run (train the clones, sample clones and teachers)
     StatsRequest          retland.analyses.distributions.run_request
     ReportRequest         retland.report.run_request
@@ -38,6 +39,7 @@ RUNNERS = {
     "LandscapeRequest": "retland.analyses.landscape",
     "InterpolationRequest": "retland.analyses.interpolation",
     "StabilizeRequest": "retland.analyses.stabilize",
+    "StartStatesRequest": "retland.analyses.start_states",
     "CloneRequest": "retland.analyses.clones:run",
     "StatsRequest": "retland.analyses.distributions",
     "ReportRequest": "retland.report",

@@ -42,7 +42,7 @@ def train_config(spec: TrainSpec, base: Path):
         return load_train_config(base / spec.config if spec.config else None, algo=spec.algo, env=spec.env,
                                  variant=spec.variant, backend=spec.backend, seeds=spec.seeds, seed=spec.seed,
                                  total_steps=spec.steps, checkpoints=spec.checkpoints,
-                                 eval_every=spec.eval_every)
+                                 eval_every=spec.eval_every, store_states=spec.store_states)
     except (ValidationError, ValueError) as exc:
         lines = error_lines(exc) if isinstance(exc, ValidationError) else [str(exc)]
         raise StudyError("; ".join(f"train ({spec.label}): {x}" for x in lines)) from None

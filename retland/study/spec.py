@@ -33,7 +33,8 @@ def _presets_dir() -> Path:
 
 PRESETS_DIR = _presets_dir()
 # Kinds of stage, in the order they run (`--until KIND`).
-KINDS = ("train", "example", "sample", "failures", "landscape", "interpolation", "stabilize", "clones", "report")
+KINDS = ("train", "example", "sample", "failures", "landscape", "interpolation", "stabilize", "start_states",
+         "clones", "report")
 OWN = "own"  # operator "own": each run's own training update (td3 / sac / ppo)
 _SELECTION = re.compile(r"^top-ltp:(\d+)$")
 _REF = re.compile(r"^(.+):(\d+)$")
@@ -102,6 +103,8 @@ class TrainSpec(_Strict):
                                                                   "as `retland train`)")
     eval_every: int | None = None
     config: str | None = Field(None, description="TOML file of agent settings, relative to the study file")
+    store_states: bool | None = Field(None, description="keep each replay row's simulator state, which "
+                                      "[start_states] starts rollouts from (as `retland train --store-states`)")
 
     _pos = field_validator("seeds", "steps", "eval_every")(_positive)
     _ckpts = field_validator("checkpoints", mode="before")(_int_list_text(minimum=1))  # as train --checkpoints
@@ -338,6 +341,30 @@ class StabilizeSpec(_Strict):
         return self
 
 
+class StartStatesSpec(_Strict):
+    """`retland start-states` on the study's runs trained with store_states (A.4, Fig. 10):
+    the operator's distribution from `rows` replay rows of each run and from s0."""
+    rows: int = Field(8, description="replay rows per run (replay:K, the same rows at every checkpoint)")
+    samples: int | None = Field(None, description="samples per (checkpoint, row) distribution and of s0 "
+                                "(default: [sample] samples, else 200)")
+    horizon: int | None = Field(None, description="default: [sample] horizon, else 1000")
+    steps: tuple[int, ...] | None = Field(None, description="only these checkpoint steps")
+    operator: str | None = Field(None, description="default: each run's own update")
+    key_seed: int = 0
+
+    _pos = field_validator("rows", "samples", "horizon")(_positive)
+    _steps = field_validator("steps", mode="before")(_int_list_text())
+
+    @field_validator("operator")
+    @classmethod
+    def _op(cls, v):
+        if v is not None:
+            from retland.purd.operators import check_operator
+
+            check_operator(v)
+        return v
+
+
 class ClonesSpec(_Strict):
     """`retland clone` (the paper's Appendix A.7): behaviour clones of TD3 checkpoints of the
     study, sampled beside their teachers."""
@@ -397,6 +424,7 @@ class Study(_Strict):
     landscape: LandscapeSpec | None = None
     interpolation: InterpolationSpec | None = None
     stabilize: StabilizeSpec | None = None
+    start_states: StartStatesSpec | None = None
     clones: ClonesSpec | None = None
     report: ReportSpec | None = ReportSpec()
 
@@ -462,6 +490,9 @@ class Study(_Strict):
                 # a study of several envs says which, so an old file is not silently re-read
                 raise ValueError(f"[stabilize] sources = {self.stabilize.sources!r} over {len(envs)} envs: say "
                                  "per_env = true (K per env) or per_env = false (K over the whole study)")
+        if self.start_states is not None and not any(t.store_states for t in self.train):
+            raise ValueError("[start_states] starts rollouts from stored replay states: give a [[train]] entry "
+                             "store_states = true (TD3 or SAC)")
         if self.clones is not None and not any(t.algo == "td3" for t in self.train):
             raise ValueError("[clones] clones TD3 checkpoints the study trains; it has no [[train]] entry with "
                              "algo = \"td3\"")

@@ -313,3 +313,53 @@ def test_top_ltp_means_over_the_study_unless_per_env(tmp_path, monkeypatch):
     assert paper.stabilize.per_env and paper.failures.per_env  # the paper's "per task"
     with pytest.raises(study_pkg.StudyError, match="per_env narrows a top-ltp:K selection"):
         study_pkg.load_study(_write(tmp_path, text.replace('sources = "top-ltp:2"', 'sources = ["a:1"]\nper_env = true')))
+
+
+START_STATES_STUDY = """\
+name = "starts"
+
+""" + TINY_TRAIN + """store_states = true
+
+[sample]
+operators = ["own"]
+samples = 8
+horizon = 20
+
+[start_states]
+rows = 2
+steps = [120]
+
+[report]
+out = "{out}"
+bootstrap = 0
+"""
+
+
+def test_a_start_states_stage_samples_from_stored_replay_rows_and_is_then_done(tmp_path, capsys, monkeypatch):
+    """[start_states] (A.4): the study's store_states runs, 2 replay rows and s0 at their
+    checkpoint 120, through `retland start-states`'s runner; a second run has nothing left."""
+    _write(tmp_path, TINY_AGENT, "tiny-agent.toml")
+    path = _write(tmp_path, START_STATES_STUDY.format(out=tmp_path / "starts.html"))
+    root = tmp_path / "wh"
+    code, out, err = run_cli(capsys, monkeypatch, "study", path, "-w", root, "--no-progress")
+    assert code == 0, err
+    assert "$ retland start-states --run " in out and "--rows 2" in out
+    from retland.warehouse import Warehouse
+
+    wh = Warehouse.open(root, create=False)
+    ltp = wh.query("SELECT * FROM start_state_ltp")
+    assert ltp.height == 2 * 2  # 2 runs x 2 rows
+    rows = wh.query("SELECT run_id, operator_id, count(*) AS n FROM post_update_returns WHERE step = 120 "
+                    "GROUP BY ALL ORDER BY ALL")
+    assert set(rows["n"].to_list()) == {8} and rows.height == 2 * 3  # per run: s0 and two start rows
+    code, out, err = run_cli(capsys, monkeypatch, "study", path, "--plan", "-w", root)
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.startswith(("│", "|")) and " start_states " in x)
+    assert "done" in line
+
+
+def test_a_start_states_stage_needs_stored_states(tmp_path, capsys, monkeypatch):
+    path = _write(tmp_path, START_STATES_STUDY.replace("store_states = true\n", "").format(out="r.html"))
+    code, _, err = run_cli(capsys, monkeypatch, "study", path, "--plan", "-w", tmp_path / "wh")
+    assert code == 2 and "[start_states] starts rollouts from stored replay states" in err
+    assert not (tmp_path / "wh").exists()

@@ -183,6 +183,7 @@ def test_every_option_of_every_request_renders_faithfully(tmp_path, capsys, monk
     from retland.analyses.failures import FailuresRequest
     from retland.analyses.interpolation import InterpolationRequest
     from retland.analyses.stabilize import StabilizeRequest
+    from retland.analyses.start_states import StartStatesRequest
     from retland.config.settings import InterpolationSettings, LandscapeRequest, StabilizeConfig
     from retland.purd.job import SampleRequest
     from retland.report import ReportRequest
@@ -212,6 +213,10 @@ def test_every_option_of_every_request_renders_faithfully(tmp_path, capsys, monk
                                                 alpha=0.3, tolerance=1.5, arms=("reject",), seeds=(4, 6), chunk=16)),
         StatsRequest(where=where, sources=("trained", "derived"), alpha=0.2, beta=0.4, bootstrap=50),
         ReportRequest(where=where, output=tmp_path / "charts", fmt="svg", alpha=0.05, beta=0.25, bootstrap=0),
+        StartStatesRequest(runs=("r", "q"), algo="td3", env="hopper", seeds=(0, 2), steps=(5, 7),
+                           sources=("trained", "derived"), operator="td3", start="rows:3,9", samples=7, horizon=11,
+                           key_seed=2, batch_size=4, s0=False, bootstrap=50, bootstrap_seed=3),
+        StartStatesRequest(runs=("r",), rows=3),
     ]
     for request in requests:
         _round_trip(capsys, monkeypatch, tmp_path, request)
