@@ -1,12 +1,14 @@
 -- 70_throughput.sql — how fast this warehouse's jobs ran, per kind of work and device
 --
--- Sampling jobs commit a chunk_timings row with every flush of rows (how many chunks, how
--- long); training jobs record wall_seconds with every evaluation. These views turn them
--- into rates that `retland study --plan` divides the work left by.
+-- Sampling, landscape and interpolation jobs commit a chunk_timings row with every flush of
+-- rows (how many chunks, how long); training jobs record wall_seconds with every
+-- evaluation. These views turn them into rates that `retland study --plan` divides the
+-- work left by.
 --
 -- Defines
 --   sampling_throughput   view, one row per (algo, env, variant, backend, operator_kind,
---       device) that sampled here:
+--       device) that sampled here (operator_kind: the operator's kind, or landscape /
+--       interpolation for those tables' rollouts):
 --       flushes, steady_env_steps, steady_seconds (flushes after a job's first),
 --       env_steps_per_second (steady_env_steps / steady_seconds; NULL when every flush
 --       was a first one), first_flush_seconds (median seconds of the first flushes:
@@ -25,7 +27,10 @@
 CREATE OR REPLACE VIEW sampling_throughput AS
 WITH t AS (
     SELECT c.*, r.algo, r.env, run_variant(r.variant, r.source) AS variant, r.backend,
-           coalesce(o.kind, split_part(c.operator_id, '[', 1)) AS operator_kind
+           CASE c.table_name
+               WHEN 'post_update_returns' THEN coalesce(o.kind, split_part(c.operator_id, '[', 1))
+               WHEN 'landscape_points' THEN 'landscape'
+               ELSE 'interpolation' END AS operator_kind
     FROM chunk_timings c
     JOIN runs r USING (run_id)
     LEFT JOIN (SELECT DISTINCT operator_id, kind FROM operators) o USING (operator_id)

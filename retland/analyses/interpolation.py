@@ -395,7 +395,9 @@ def run(wh, plan: PairPlan, s: InterpolationSettings, *, devices=None,
     try:
         result.rows_written += fill(
             wh, "interpolation_points", columns, prog, op_state, n, plan.batch_size, plan.present,
-            label=f"pair {plan.pair_id}", devices=devices, flush_seconds=flush_seconds, progress=progress).rows_written
+            label=f"pair {plan.pair_id}", devices=devices, flush_seconds=flush_seconds, progress=progress,
+            timing={"run_id": plan.pair.run_a, "step": int(plan.pair.step_a),
+                    "operator_id": plan.pair_id}).rows_written
     finally:
         result.seconds = time.monotonic() - t0
     return result

@@ -311,7 +311,8 @@ def run(wh, p: LandscapePlan, *, devices=None, progress: Callable[[int], None] |
         try:
             res.rows_written += fill(
                 wh, "landscape_points", columns, prog, op_state, req.n, g.batch_size, g.present,
-                label=f"grid {g.grid_id}", devices=devices, flush_seconds=flush_seconds, progress=progress).rows_written
+                label=f"grid {g.grid_id}", devices=devices, flush_seconds=flush_seconds, progress=progress,
+                timing={"run_id": req.run_id, "step": int(req.step), "operator_id": g.grid_id}).rows_written
         finally:
             res.seconds = time.monotonic() - t0
     return results

@@ -401,15 +401,17 @@ register(TableSpec(
     checks={"step": NON_NEGATIVE, "device_count": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE,
             "horizon": AT_LEAST_ONE, "chunks": AT_LEAST_ONE, "env_steps": NON_NEGATIVE,
             "seconds": FINITE_NON_NEGATIVE},
-    doc="How long the chunks of each flush took: one row per flush of a sampling job, committed with "
-        "the rows it wrote (what study --plan estimates wall time from).",
+    doc="How long the chunks of each flush took: one row per flush of a sampling, landscape or "
+        "interpolation job, committed with the rows it wrote (what study --plan estimates wall time from).",
     key=("timing_id",),
     schema=pa.schema([
         _f("timing_id", pa.string(), False, "unique per flush"),
-        _f("table_name", pa.string(), False, "the table the chunks' rows went to (post_update_returns)"),
-        _f("run_id", pa.string(), False),
+        _f("table_name", pa.string(), False, "the table the chunks' rows went to: post_update_returns, "
+                                             "landscape_points or interpolation_points"),
+        _f("run_id", pa.string(), False, "the checkpoint's run (an interpolation pair's first endpoint)"),
         _f("step", pa.int64(), False),
-        _f("operator_id", pa.string(), False),
+        _f("operator_id", pa.string(), False, "the distribution's operator id; a landscape's grid_id, an "
+                                              "interpolation's pair_id"),
         _f("device", pa.string(), False, "platform:device kind of the first device, e.g. cpu:cpu, "
                                          "gpu:NVIDIA H100 80GB HBM3"),
         _f("device_count", pa.int32(), False, "devices the chunks were spread over"),

@@ -100,6 +100,13 @@ def test_a_grid_stores_every_point_and_sample(grid):
     # the two zoom levels share the centre point's samples exactly (same θ, same noise, same B)
     centre = vals.filter((vals["a"] == 0) & (vals["b"] == 0))
     assert centre.height == 2 and centre["mean"][0] == centre["mean"][1]
+    # each flush (every chunk: flush_seconds=0) is timed with its rows, under the grid's id
+    t = wh.query("SELECT c.* FROM chunk_timings c JOIN landscape_grids g ON c.operator_id = g.grid_id "
+                 "ORDER BY recorded_at")
+    assert t["chunks"].sum() == 2 * 3 and set(t["table_name"].to_list()) == {"landscape_points"}
+    assert set(t["env_steps"].to_list()) == {8 * p.horizon}
+    rates = wh.query("SELECT operator_kind FROM sampling_throughput WHERE operator_kind = 'landscape'")
+    assert rates.height == 1
 
 
 def test_a_complete_grid_is_not_recomputed(grid):
