@@ -22,6 +22,63 @@ from retland.cli.selection import parse_sources, source_option
 from retland.config.settings import SampleSettings, default_of, help_of
 
 
+# The cluster options, shared with `retland study` (which submits its sample stage).
+ExecutorOpt = Annotated[str, typer.Option(
+    help="none: sample in this process. slurm: submit ONE SLURM array of --jobs shard tasks (through submitit) "
+         "and return; local: run the same tasks as local processes and wait for them.",
+    rich_help_panel="Clusters")]
+JobsOpt = Annotated[Optional[int], typer.Option(
+    help="Number of shard tasks for --executor slurm/local.", rich_help_panel="Clusters")]
+PartitionOpt = Annotated[Optional[str], typer.Option(help="SLURM partition.", rich_help_panel="Clusters")]
+GpusOpt = Annotated[Optional[int], typer.Option(help="GPUs per task.", rich_help_panel="Clusters")]
+CpusOpt = Annotated[Optional[int], typer.Option(help="CPUs per task.", rich_help_panel="Clusters")]
+TimeOpt = Annotated[Optional[str], typer.Option(
+    help="Wall-time limit per task: minutes, H:MM:SS or D-HH:MM:SS (default: the partition's default time, "
+         "else its limit). A task that reaches it is requeued and continues where it stopped.",
+    rich_help_panel="Clusters")]
+MemOpt = Annotated[Optional[str], typer.Option(help="Memory per task, e.g. 32G.", rich_help_panel="Clusters")]
+SlurmFolderOpt = Annotated[Optional[Path], typer.Option(
+    help="Folder for the tasks' files and logs, on a filesystem every node mounts (default: WAREHOUSE/jobs).",
+    rich_help_panel="Clusters", show_default=False)]
+
+
+def cluster_resources(executor: str, jobs, partition, gpus_per_job, cpus_per_job, time, mem, slurm_folder,
+                      shard: str | None = None):
+    """Check the cluster options before anything is read or written (one line, exit 2):
+    the Resources of an --executor slurm/local submission, or None for --executor none.
+    shard: a --shard given with them (refused: each task gets its own)."""
+    from retland.cluster import EXECUTORS, Resources, parse_time
+    from retland.purd.sampling import SamplingError
+
+    if executor not in EXECUTORS:
+        raise CliError(f"--executor {executor!r}: choose from {', '.join(EXECUTORS)}")
+    cluster_opts = {"--jobs": jobs, "--partition": partition, "--gpus-per-job": gpus_per_job,
+                    "--cpus-per-job": cpus_per_job, "--time": time, "--mem": mem, "--slurm-folder": slurm_folder}
+    if executor == "none":
+        given = [k for k, v in cluster_opts.items() if v is not None]
+        if given:
+            raise CliError(f"{given[0]} is for --executor slurm or local; add one, or leave {given[0]} out")
+        return None
+    if jobs is None or jobs < 1:
+        raise CliError(f"--executor {executor} needs --jobs N (N >= 1 shard tasks)")
+    if shard is not None:
+        raise CliError(f"--shard {shard}: --executor {executor} gives each of its --jobs tasks its own shard; "
+                       "leave --shard out")
+    try:
+        resources = Resources(partition, gpus_per_job, cpus_per_job, time, mem)
+        parse_time(time)
+        if executor == "slurm":
+            resources.slurm_parameters(jobs)
+            import shutil
+
+            if shutil.which("sbatch") is None:  # before any job file is written
+                raise SamplingError("--executor slurm: no SLURM here (sbatch not found on PATH); submit from a "
+                                    "login node of the cluster, or use --executor local")
+    except SamplingError as exc:
+        raise CliError(str(exc)) from None
+    return resources
+
+
 @app.command()
 def sample(
     operator: Annotated[str, typer.Option(
@@ -54,23 +111,14 @@ def sample(
         help="i/N: this job's share of the work, for N independent jobs; auto: i and N of this SLURM array task "
              "(SLURM_ARRAY_TASK_ID/_MIN/_COUNT).")] = default_of(SampleSettings, "shard"),
     devices: Annotated[str, typer.Option(help=help_of(SampleSettings, "devices"))] = default_of(SampleSettings, "devices"),
-    executor: Annotated[str, typer.Option(
-        help="none: sample in this process. slurm: submit ONE SLURM array of --jobs shard tasks (through submitit) "
-             "and return; local: run the same tasks as local processes and wait for them.",
-        rich_help_panel="Clusters")] = "none",
-    jobs: Annotated[Optional[int], typer.Option(
-        help="Number of shard tasks for --executor slurm/local.", rich_help_panel="Clusters")] = None,
-    partition: Annotated[Optional[str], typer.Option(help="SLURM partition.", rich_help_panel="Clusters")] = None,
-    gpus_per_job: Annotated[Optional[int], typer.Option(help="GPUs per task.", rich_help_panel="Clusters")] = None,
-    cpus_per_job: Annotated[Optional[int], typer.Option(help="CPUs per task.", rich_help_panel="Clusters")] = None,
-    time: Annotated[Optional[str], typer.Option(
-        help="Wall-time limit per task: minutes, H:MM:SS or D-HH:MM:SS (default: the partition's default time, "
-             "else its limit). A task that reaches it is requeued and continues where it stopped.",
-        rich_help_panel="Clusters")] = None,
-    mem: Annotated[Optional[str], typer.Option(help="Memory per task, e.g. 32G.", rich_help_panel="Clusters")] = None,
-    slurm_folder: Annotated[Optional[Path], typer.Option(
-        help="Folder for the tasks' files and logs, on a filesystem every node mounts (default: WAREHOUSE/jobs).",
-        rich_help_panel="Clusters", show_default=False)] = None,
+    executor: ExecutorOpt = "none",
+    jobs: JobsOpt = None,
+    partition: PartitionOpt = None,
+    gpus_per_job: GpusOpt = None,
+    cpus_per_job: CpusOpt = None,
+    time: TimeOpt = None,
+    mem: MemOpt = None,
+    slurm_folder: SlurmFolderOpt = None,
     target_ci: Annotated[Optional[str], typer.Option(
         help="Sample to a precision: METRIC=HALF_WIDTH pairs (metrics ltp, cvar, mean, std), e.g. "
              "'ltp=0.01,cvar=5'. Each distribution is sampled in rounds of whole chunks until every 95% bootstrap "
@@ -97,7 +145,7 @@ def sample(
     Rows are bit-identical however the work is split, on one platform; across platforms
     or chunk sizes the distributions agree statistically, not bit for bit.
     """
-    from retland.cluster import EXECUTORS, Resources, parse_time, submit, wait
+    from retland.cluster import submit, wait
     from retland.purd.adaptive import parse_targets
     from retland.purd.job import SampleRequest, plan, resolve
     from retland.purd.sampling import SamplingError, parse_shard
@@ -110,20 +158,8 @@ def sample(
     n_devices = count_or_keyword(devices, "--devices", "all")
     seed_list, step_list = (int_list(seeds, "--seeds"), int_list(steps, "--steps"))
     sources = parse_sources(source)
-    if executor not in EXECUTORS:
-        raise CliError(f"--executor {executor!r}: choose from {', '.join(EXECUTORS)}")
-    cluster_opts = {"--jobs": jobs, "--partition": partition, "--gpus-per-job": gpus_per_job,
-                    "--cpus-per-job": cpus_per_job, "--time": time, "--mem": mem, "--slurm-folder": slurm_folder}
-    if executor == "none":
-        given = [k for k, v in cluster_opts.items() if v is not None]
-        if given:
-            raise CliError(f"{given[0]} is for --executor slurm or local; add one, or leave {given[0]} out")
-    else:
-        if jobs is None or jobs < 1:
-            raise CliError(f"--executor {executor} needs --jobs N (N >= 1 shard tasks)")
-        if shard != default_of(SampleSettings, "shard"):
-            raise CliError(f"--shard {shard}: --executor {executor} gives each of its --jobs tasks its own shard; "
-                           "leave --shard out")
+    resources = cluster_resources(executor, jobs, partition, gpus_per_job, cpus_per_job, time, mem, slurm_folder,
+                                  None if shard == default_of(SampleSettings, "shard") else shard)
     try:
         targets = parse_targets(target_ci) if target_ci is not None else {}
         request = SampleRequest(operator, runs=tuple(run or ()), algo=algo, env=env, seeds=seed_list,
@@ -131,15 +167,6 @@ def sample(
                                 key_seed=key_seed, batch_size=batch, devices=n_devices, shard=shard,
                                 targets=tuple(targets.items()), max_samples=max_samples,
                                 round_samples=round_samples, start=start).check()
-        resources = Resources(partition, gpus_per_job, cpus_per_job, time, mem)
-        parse_time(time)
-        if executor == "slurm":
-            resources.slurm_parameters(jobs)
-            import shutil
-
-            if shutil.which("sbatch") is None:  # before any job file is written
-                raise SamplingError("--executor slurm: no SLURM here (sbatch not found on PATH); submit from a "
-                                    "login node of the cluster, or use --executor local")
     except SamplingError as exc:
         raise CliError(str(exc)) from None
     if executor == "none":
@@ -225,22 +252,26 @@ def status_hints(root, operator_ids, samples: int | None) -> list[str]:
             + (f" --samples {samples}" if samples else "") for op in operator_ids]
 
 
-def _submit(wh, job, plans, executor, jobs, resources, folder, ids, say, submit, wait) -> None:
-    """--executor slurm/local: submit the array (and, local, wait and report)."""
+def _submit(wh, job, plans, executor, jobs, resources, folder, ids, say, submit, wait, rerun: str | None = None) -> None:
+    """--executor slurm/local: submit the array (and, local, wait and report). job: a
+    SampleJob, or a tuple of them (a study's sample stage: task i runs shard i of each),
+    with plans: all their plans. rerun: how a task that failed is run again (default:
+    this sample command with --executor none --shard i/N)."""
     from retland.purd.sampling import SamplingError
 
+    first = job[0] if isinstance(job, tuple) else job
     operator_ids = ", ".join(ids)
 
-    if not job.targets:
+    if not first.targets:
         total = sum(p.new_rows for p in plans)
         if total == 0:
-            console.print(escape(f"all {job.samples} samples of {len(plans)} distribution(s) are stored in "
+            console.print(escape(f"all {first.samples} samples of {len(plans)} distribution(s) are stored in "
                                  f"{wh.root}; nothing submitted"), highlight=False, soft_wrap=True)
             return
-        what = f"{total} new samples of {len(plans)} distribution(s), N={job.samples}"
+        what = f"{total} new samples of {len(plans)} distribution(s), N={first.samples}"
     else:
-        what = (f"{len(plans)} distribution(s) to a precision ({', '.join(f'{k}=±{v:g}' for k, v in job.targets)}, "
-                f"at most {job.max_samples} samples each)")
+        what = (f"{len(plans)} distribution(s) to a precision ({', '.join(f'{k}=±{v:g}' for k, v in first.targets)}, "
+                f"at most {first.max_samples} samples each)")
     try:
         sub = submit(job, jobs, executor, resources, folder)
     except SamplingError as exc:
@@ -251,10 +282,11 @@ def _submit(wh, job, plans, executor, jobs, resources, folder, ids, say, submit,
             highlight=False, soft_wrap=True)
         console.print(escape(f"watch it:  squeue -j {sub.array_id}   |   logs in {sub.folder}/"),
                       highlight=False, soft_wrap=True)
-        for hint in status_hints(wh.root, ids, job.samples):
+        for hint in status_hints(wh.root, ids, first.samples):
             console.print(escape(f"progress:  {hint}"), highlight=False, soft_wrap=True)
-        console.print(escape(f"a task that failed can simply be run again: the same command with --executor none "
-                             f"--shard i/{jobs} (it computes only what is missing)"), highlight=False, soft_wrap=True)
+        console.print(escape(rerun or f"a task that failed can simply be run again: the same command with --executor "
+                                      f"none --shard i/{jobs} (it computes only what is missing)"),
+                      highlight=False, soft_wrap=True)
         return
     say(f"running {jobs} local task(s) sampling {what}, operator {operator_ids}; logs in {sub.folder}/")
     done, failed = wait(sub)
@@ -269,7 +301,7 @@ def _submit(wh, job, plans, executor, jobs, resources, folder, ids, say, submit,
         raise CliError(failed[0])
     console.print(escape(f"wrote {written} rows with {len(done)} task(s) into {wh.root}"
                          + (f" ({busy} chunk(s) left to other jobs)" if busy else "")), highlight=False, soft_wrap=True)
-    if job.targets:
+    if first.targets:
         _print_adaptive([r for d in done for r in d.get("adaptive", [])])
 
 

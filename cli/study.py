@@ -5,12 +5,22 @@ from __future__ import annotations
 import shlex
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
 
 from retland.cli.app import CliError, WarehouseOpt, app, console, err_console, require_writable
+from retland.cli.sample import (
+    CpusOpt,
+    ExecutorOpt,
+    GpusOpt,
+    JobsOpt,
+    MemOpt,
+    PartitionOpt,
+    SlurmFolderOpt,
+    cluster_resources,
+)
 
 _MARK = {"done": "[green]done[/]", "nothing": "[yellow]nothing to do[/]", "todo": "[cyan]to do[/]",
          "waiting": "[dim]waits[/]"}
@@ -52,6 +62,37 @@ def shell_join(args) -> str:
             quoted = f'"{a}"'
         out.append(quoted)
     return " ".join(out)
+
+
+def _submit_stage(st, wh, file, executor: str, jobs: int, resources, folder) -> bool:
+    """The sample stage's requests as ONE array of `jobs` shard tasks (task i samples
+    shard i of every request's job; `retland.cluster.submit`). slurm: submit, say how to
+    go on, and return True (the study stops); local: run the tasks, wait, return False."""
+    from retland.cli.sample import _submit, say
+    from retland.cluster import submit, wait
+    from retland.purd.job import plan as plan_job
+    from retland.purd.job import resolve
+    from retland.purd.sampling import SamplingError
+    from retland.warehouse.runs import RunSelectionError
+
+    try:
+        resolved = tuple(resolve(wh, r) for r in st.requests)
+        plans = [p for job in resolved for p in plan_job(wh, job)]
+    except (SamplingError, RunSelectionError) as exc:
+        raise CliError(str(exc)) from None
+    ids = list(dict.fromkeys(o for job in resolved for o in job.operator_ids))
+    for request in st.requests:
+        console.print(f"[cyan]$ retland {escape(shell_join(request.argv()))}[/] [dim](as shards of one array)[/]",
+                      highlight=False, soft_wrap=True)
+    again = shell_join(["retland", "study", str(file), "-w", str(wh.root)])
+    _submit(wh, resolved, plans, executor, jobs, resources, folder, ids, say, submit, wait,
+            rerun=f"a task that failed can simply be run again: {again} --shard i/{jobs} (it computes only what "
+                  "is missing)")
+    if executor == "slurm":
+        console.print(escape(f"the study goes on once the array has finished: {again}"), highlight=False,
+                      soft_wrap=True)
+        return True
+    return False
 
 
 def _print_plan(study, rows, root: Path, estimates, device: str) -> None:
@@ -106,6 +147,16 @@ def study(
              "stops after sampling. Run the study without --shard once every shard is done.",
         show_default=False)] = None,
     progress: Annotated[bool, typer.Option(help="Progress bars of the stages' work.")] = True,
+    executor: ExecutorOpt = "none",
+    jobs: JobsOpt = None,
+    partition: PartitionOpt = None,
+    gpus_per_job: GpusOpt = None,
+    cpus_per_job: CpusOpt = None,
+    time_limit: Annotated[Optional[str], typer.Option(
+        "--time", help="Wall-time limit per task of --executor slurm: minutes, H:MM:SS or D-HH:MM:SS (default: the "
+        "partition's default time, else its limit).", rich_help_panel="Clusters")] = None,
+    mem: MemOpt = None,
+    slurm_folder: SlurmFolderOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Run a study: the paper's pipeline from one file.
@@ -123,6 +174,11 @@ def study(
     random:K, seeded, as the paper's §3.2). \\[sample] own = { ppo = "..." } says which
     update "own" means per algorithm. The file is checked
     before anything runs; `--plan` shows the stages without running them.
+
+    With --executor slurm --jobs N the sample stage is submitted as ONE array of N
+    tasks (task i samples shard i of every distribution of the stage) and the study
+    stops there: run it again once the array has finished. --executor local runs the
+    same tasks as local processes, waits for them and goes on.
     """
     from retland.purd.sampling import parse_shard
     from retland.study import KINDS, StudyError, load_study, stages
@@ -131,6 +187,10 @@ def study(
 
     if until is not None and until not in KINDS:
         raise CliError(f"--until {until!r}: choose one of {', '.join(KINDS)}")
+    resources = cluster_resources(executor, jobs, partition, gpus_per_job, cpus_per_job, time_limit, mem,
+                                  slurm_folder, shard)
+    if resources is not None and plan:
+        raise CliError(f"--executor {executor} submits the sample stage; --plan changes nothing: leave one out")
     if shard is not None:
         try:
             parse_shard(shard)
@@ -202,6 +262,10 @@ def study(
         if st.status == "waiting":  # an earlier stage did not produce what this one needs
             raise CliError(f"stage {st.name}: {st.detail}; the stages before it did not finish")
         console.print(f"{head}: {escape(st.detail)}", highlight=False)
+        if resources is not None and st.kind == "sample":
+            if _submit_stage(st, wh, file, executor, jobs, resources, slurm_folder):
+                return  # slurm: the array samples; the study goes on when it is run again
+            continue
         est = stage_estimate(spec, i - 1, st, wh, device)  # with what the stages before measured
         t0 = time.perf_counter()
         for request in st.requests:

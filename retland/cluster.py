@@ -33,15 +33,32 @@ from retland.purd.job import SampleJob
 EXECUTORS = ("none", "local", "slurm")
 
 
-def run_shard(job: SampleJob, shard: tuple[int, int], *, leases=True, progress=None, on_round=None) -> dict[str, Any]:
+def run_shard(job: SampleJob | tuple[SampleJob, ...], shard: tuple[int, int], *, leases=True, progress=None,
+              on_round=None) -> dict[str, Any]:
     """Run shard i/N of `job` in this process (`retland.purd.job.run_job`, the path every
     sampling job takes); its summary as plain values. The body of every task of an
-    `--executor slurm/local` array (`ShardJob`)."""
+    `--executor slurm/local` array (`ShardJob`). A tuple of jobs (a study's sample
+    stage: one job per operator and group of runs) runs shard i/N of each, in order, and
+    sums their summaries."""
     from retland.purd.job import run_job
     from retland.warehouse import Warehouse
 
-    wh = Warehouse.open(job.root, create=False)
-    return run_job(wh, job, shard, leases=leases, progress=progress, on_round=on_round).summary()
+    jobs = job if isinstance(job, (tuple, list)) else (job,)
+    wh = Warehouse.open(jobs[0].root, create=False)
+    out = [run_job(wh, j, shard, leases=leases, progress=progress, on_round=on_round).summary() for j in jobs]
+    return out[0] if len(out) == 1 else merge_summaries(out)
+
+
+def merge_summaries(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One task's summary of several jobs' shards: counts and seconds added."""
+    merged = dict(parts[0])
+    for key in ("rows_written", "busy_chunks", "distributions", "seconds"):
+        merged[key] = sum(p[key] for p in parts)
+    merged["busy_holders"] = sorted({h for p in parts for h in p["busy_holders"]})
+    adaptive = [a for p in parts for a in p.get("adaptive", [])]
+    if adaptive:
+        merged["adaptive"] = adaptive
+    return merged
 
 
 class ShardJob:
@@ -158,8 +175,10 @@ class Submitted:
         return str(self.jobs[0].job_id).split("_")[0]
 
 
-def submit(job: SampleJob, jobs: int, executor: str, resources: Resources, folder: str | Path | None = None) -> Submitted:
-    """Submit `jobs` shard tasks of `job` as one array (slurm) or as local processes."""
+def submit(job: SampleJob | tuple[SampleJob, ...], jobs: int, executor: str, resources: Resources,
+           folder: str | Path | None = None) -> Submitted:
+    """Submit `jobs` shard tasks of `job` (or of every job of a tuple: task i runs shard
+    i of each) as one array (slurm) or as local processes."""
     if executor not in ("local", "slurm"):
         raise SamplingError(f"--executor {executor!r}: choose from {', '.join(EXECUTORS)}")
     if jobs < 1:
@@ -171,7 +190,8 @@ def submit(job: SampleJob, jobs: int, executor: str, resources: Resources, folde
             raise SamplingError("--executor slurm: no SLURM here (sbatch not found on PATH); submit from a login "
                                 "node of the cluster, or use --executor local")
     submitit = import_submitit(executor)
-    folder = Path(folder) if folder is not None else default_folder(job.root)
+    first = job[0] if isinstance(job, (tuple, list)) else job
+    folder = Path(folder) if folder is not None else default_folder(first.root)
     log_folder = folder / "%j"
     if executor == "slurm":
         params = resources.slurm_parameters(jobs)
@@ -203,7 +223,7 @@ def submit(job: SampleJob, jobs: int, executor: str, resources: Resources, folde
     try:
         # submitit prints sbatch's stderr itself before raising; it goes into the one line below
         with contextlib.redirect_stderr(io.StringIO()):
-            submitted = ex.map_array(ShardJob(), [job] * jobs, shards)
+            submitted = ex.map_array(ShardJob(), [tuple(job) if isinstance(job, list) else job] * jobs, shards)
     except (FailedJobError, FailedSubmissionError) as exc:
         made.remove()  # the task pickles and the script of an array that does not exist
         raise SamplingError(f"--executor {executor}: sbatch refused the array: {refusal(str(exc))}") from None

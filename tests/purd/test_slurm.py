@@ -324,6 +324,36 @@ def test_a_studys_sample_stage_as_one_array(trained, tmp_path, capsys, monkeypat
     assert code == 0 and "sample: done, skipped" in " ".join(out.split()), out + err
 
 
+@pytest.mark.parametrize("executor", ["slurm", "local"])
+def test_a_study_submits_its_sample_stage_as_one_array(trained, tmp_path, capsys, monkeypatch, submitted, executor):
+    """`retland study FILE --executor slurm --jobs 2`: the sample stage's requests go out as
+    one array (task i samples shard i of each) and the study stops; run again, it finds the
+    stage done. --executor local runs the same tasks, waits, and goes on. Rows as the stage
+    run in one process."""
+    folder, _ = trained
+    study = folder / "study.toml"
+    local, remote = copy_of(trained, tmp_path, "local"), copy_of(trained, tmp_path, "remote")
+    code, out, err = run_cli(capsys, monkeypatch, "study", study, "--until", "sample", "-w", local, "--no-progress")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, monkeypatch, "study", study, "--until", "sample", "-w", remote, "--no-progress",
+                             "--executor", executor, "--jobs", 2)
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert "(as shards of one array)" in text, text
+    if executor == "slurm":
+        m = re.search(r"submitted SLURM array (\d+): 2 task\(s\)", text)
+        assert m and "the study goes on once the array has finished" in text, text
+        submitted.append(m.group(1))
+        wait_for(m.group(1), remote / "jobs")
+        assert sum(d["rows_written"] for d in summaries(remote / "jobs", m.group(1))) == 4 * 16
+    else:
+        assert "wrote 64 rows with 2 task(s)" in text, text + err
+    assert_same_rows(remote, local)
+    assert raw_row_count(remote) == 4 * 16
+    code, out, err = run_cli(capsys, monkeypatch, "study", study, "--until", "sample", "-w", remote, "--no-progress")
+    assert code == 0 and "sample: done, skipped" in " ".join(out.split()), out + err
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--partition", "nosuch"], "--partition 'nosuch': no such partition (sinfo lists "),  # asked before sbatch
     (["--partition", "nosuch", "--time", "10"], "sbatch refused the array: invalid partition specified: nosuch"),

@@ -363,3 +363,19 @@ def test_a_start_states_stage_needs_stored_states(tmp_path, capsys, monkeypatch)
     code, _, err = run_cli(capsys, monkeypatch, "study", path, "--plan", "-w", tmp_path / "wh")
     assert code == 2 and "[start_states] starts rollouts from stored replay states" in err
     assert not (tmp_path / "wh").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--executor", "local"], "--executor local needs --jobs N"),
+    (["--jobs", "2"], "--jobs is for --executor slurm or local"),
+    (["--executor", "local", "--jobs", "2", "--plan"], "--plan changes nothing"),
+    (["--executor", "local", "--jobs", "2", "--shard", "0/2"], "leave --shard out"),
+    (["--executor", "cloud", "--jobs", "2"], "choose from none, local, slurm"),
+])
+def test_a_studys_cluster_options_are_checked_before_anything_runs(tmp_path, capsys, monkeypatch, args, message):
+    """(The arrays themselves run against a real SLURM: tests/purd/test_slurm.py.)"""
+    _write(tmp_path, TINY_AGENT, "tiny-agent.toml")
+    path = _write(tmp_path, TINY_STUDY.format(out=tmp_path / "r.html"))
+    code, _, err = run_cli(capsys, monkeypatch, "study", path, "-w", tmp_path / "wh", *args)
+    assert code == 2 and message in " ".join(err.split()), err
+    assert not (tmp_path / "wh").exists()
