@@ -512,6 +512,10 @@ def test_fig7_table_from_hand_made_rows(hand_wh):
     # the CI does not depend on the order the source rows come in
     shuffled = hand_wh.query("SELECT * FROM stabilize_sources").sample(fraction=1.0, shuffle=True, seed=11)
     assert fig7_table(shuffled, n_resamples=2000, seed=3).equals(table)
+    # no resamples (report --bootstrap 0): the same IQMs, no intervals
+    bare = fig7_table(hand_wh.query("SELECT * FROM stabilize_sources"), n_resamples=0)
+    assert bare["ltp_change"].to_list() == table["ltp_change"].to_list()
+    assert bare["ltp_lo"].null_count() == bare.height and bare["ltp_hi"].null_count() == bare.height
 
 
 def test_cli_stabilize_effect_reads_the_table_and_refuses_bad_where(hand_wh, capsys, monkeypatch):

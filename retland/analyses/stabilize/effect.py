@@ -58,7 +58,8 @@ def fig7_table(sources, n_resamples: int = 1000, confidence: float = 0.95, seed:
     sources within each env); plus the means over sources of ltp_before, ltp_reject,
     ltp_baseline, mean_reject and mean_baseline. A setting with sources in ≥ 2 envs also
     gets a row env = 'all': IQM over all its sources, strata = envs (Fig. 7 aggregates
-    across tasks). Returns a polars DataFrame, ordered by setting, env ('all' last)."""
+    across tasks). n_resamples 0 leaves the CIs NULL. Returns a polars DataFrame, ordered
+    by setting, env ('all' last)."""
     import polars as pl
 
     levels = ("ltp_before", "ltp_reject", "ltp_baseline", "mean_reject", "mean_baseline")
@@ -86,7 +87,9 @@ def fig7_table(sources, n_resamples: int = 1000, confidence: float = 0.95, seed:
                 pooled = np.concatenate(list(strata.values())) if strata else np.zeros(0)
                 row[f"{name}_sources"] = int(pooled.size)
                 if pooled.size:
-                    lo, hi = stats.stratified_bootstrap_ci(strata, stats.iqm, n_resamples, confidence, seed)
+                    # n_resamples 0 (report --bootstrap 0): the IQMs without intervals
+                    lo, hi = (stats.stratified_bootstrap_ci(strata, stats.iqm, n_resamples, confidence, seed)
+                              if n_resamples > 0 else (None, None))
                     row.update({f"{name}_change": float(stats.iqm(pooled)), f"{name}_lo": lo, f"{name}_hi": hi})
                 else:
                     row.update({f"{name}_change": None, f"{name}_lo": None, f"{name}_hi": None})
