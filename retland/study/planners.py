@@ -271,6 +271,9 @@ def _failures_stage(study: Study, wh, scope: Scope) -> Stage:
                 undrawn += n
                 requests.append(FailuresRequest(run=run, step=int(step), operator=oid, pairs=spec.pairs))
     horizon = study.sample.horizon
+    if not picked:  # every candidate passed over: no pair to show anywhere
+        return Stage("failures", "nothing", "no chosen checkpoint has a sample within 10% of its mean to pair "
+                     f"with a failure (passed over: {', '.join(passed)})")
     where = ", ".join(f"{r}@{s:,}" for r, s in picked)
     if passed:
         where += f" (passed over, no sample near the mean: {', '.join(passed)})"

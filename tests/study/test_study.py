@@ -287,6 +287,11 @@ def test_failures_stage_takes_the_first_k_usable_of_a_seeded_random_order_per_en
     want = [order[0][0], order[0][2], order[1][0], order[1][1]]
     assert chosen == [(c.run_id, c.step) for c in want]
     assert f"passed over, no sample near the mean: {no_pair.run_id}@{no_pair.step:,}" in stage.detail
+    # every candidate passed over: nothing to do, said as such (not "0 pair(s) stored for ")
+    monkeypatch.setattr(failures, "plan", lambda *a: (_ for _ in ()).throw(failures.FailureError("no pair")))
+    stage = st._failures_stage(study, None, None)
+    assert stage.status == "nothing" and not stage.requests
+    assert stage.detail.startswith("no chosen checkpoint has a sample within 10% of its mean") and "hopper-" in stage.detail
 
 
 def test_top_ltp_means_over_the_study_unless_per_env(tmp_path, monkeypatch):
