@@ -47,7 +47,7 @@ def stage_estimate(study: Study, index: int, st: Stage, wh, device: str, cache: 
     """The estimate of stage number `index` (0-based, in the order of `stages`) as it
     stands: None where there is nothing to estimate (done, no env steps, example, report).
     cache: reused between calls for the study's sampling rate."""
-    from retland.analyses.estimates import sampling_rate, training_rate
+    from retland.analyses.estimates import training_rate
     from retland.config.registry import default_backend
 
     cache = {} if cache is None else cache
@@ -61,15 +61,17 @@ def stage_estimate(study: Study, index: int, st: Stage, wh, device: str, cache: 
                 Estimate(None, f"no {t.algo} {t.env} training measured on {device}"))
     if st.kind in ROLLOUT_KINDS:
         if "rollout" not in cache:
-            cache["rollout"] = _slowest_rate(study, wh, device, sampling_rate)
+            cache["rollout"] = _slowest_rate(study, wh, device)
         rate, basis = cache["rollout"]
         return Estimate(rate.seconds(st.env_steps) if rate else None, basis)
     return None
 
 
-def _slowest_rate(study: Study, wh, device: str, sampling_rate):
+def _slowest_rate(study: Study, wh, device: str):
     """(the slowest sampling Rate among the study's tasks, what it was measured on), or
     (None, which task has none) when one of them was never sampled on this device."""
+    from retland.analyses.estimates import sampling_rate
+
     slowest = None
     for algo, env, variant, backend in _tasks(study):
         rate = sampling_rate(wh, algo=algo, env=env, variant=variant, backend=backend, device=device)
