@@ -1,12 +1,13 @@
 """Wall-time estimates of a study's stages, from throughput this warehouse has measured.
 
-A stage's env steps left (`Stage.env_steps`) divided by a rate measured here on the same
-kind of device (retland.analyses.estimates): training stages by the training rate of
-their algorithm and task (the job with the closest number of seeds), the rollout stages
-(sample, failures, landscape, interpolation, stabilize) by the slowest sampling rate of
-the study's tasks, since their cost is 1000-step rollouts of those tasks. A stage whose
-task has never run on this device gets no estimate, and `--plan` says so: an estimate is
-a measurement scaled, never a guess.
+A stage's work left is training (`Stage.training`: the [[train]] jobs, and the BC jobs of
+[clones]) and rollouts (`Stage.env_steps` of the rollout stages). Training is divided by
+the rate measured here on the same kind of device for its algorithm and task (the seed
+count closest to the job's, plus what a job costs once: compile, warm-up;
+retland.analyses.estimates), rollouts by the slowest sampling rate of the study's tasks,
+since their cost is 1000-step rollouts of those tasks. A stage whose task has never run
+on this device gets no estimate and `--plan` says so, unless `--calibrate` measured it
+(retland.analyses.calibrate): an estimate is a measurement scaled, never a guess.
 """
 from __future__ import annotations
 
@@ -15,13 +16,16 @@ from dataclasses import dataclass
 from retland.study.planners import Stage
 from retland.study.spec import Study
 
-ROLLOUT_KINDS = ("sample", "failures", "landscape", "interpolation", "stabilize")
+# stages whose env steps are rollouts of the study's tasks ([clones]: its clones' and
+# teachers' distributions; its BC training is `Stage.training`)
+ROLLOUT_KINDS = ("sample", "failures", "landscape", "interpolation", "stabilize", "start_states", "clones")
 
 
 @dataclass(frozen=True)
 class Estimate:
     seconds: float | None  # None: nothing measured on this device for the stage's task(s)
     basis: str  # what it was scaled from, or what is missing
+    calibrated: bool = False  # scaled (in part) from a calibration run (--plan --calibrate)
 
 
 def _tasks(study: Study) -> list[tuple[str, str, str, str]]:
@@ -45,26 +49,42 @@ def stage_estimates(study: Study, rows: list[Stage], wh, device: str) -> list[Es
 
 def stage_estimate(study: Study, index: int, st: Stage, wh, device: str, cache: dict | None = None) -> Estimate | None:
     """The estimate of stage number `index` (0-based, in the order of `stages`) as it
-    stands: None where there is nothing to estimate (done, no env steps, example, report).
+    stands: its training jobs (`st.training`) at their measured training rates plus its
+    rollouts (`st.env_steps` of a rollout stage) at the study's slowest sampling rate;
+    None where there is nothing to estimate (done, no work, example, report).
     cache: reused between calls for the study's sampling rate."""
     from retland.analyses.estimates import training_rate
-    from retland.config.registry import default_backend
 
     cache = {} if cache is None else cache
-    if st.env_steps <= 0 or st.done:
+    if st.done:
         return None
-    if index < len(study.train) and st.kind == "train":
-        t = study.train[index]
-        rate = training_rate(wh, algo=t.algo, env=t.env, variant=t.variant,
-                             backend=t.backend or default_backend(t.env, t.variant), device=device, seeds=t.seeds)
-        return (Estimate(rate.seconds(st.env_steps), rate.measured_on) if rate else
-                Estimate(None, f"no {t.algo} {t.env} training measured on {device}"))
-    if st.kind in ROLLOUT_KINDS:
+    seconds, bases, missing, calibrated = 0.0, [], [], False
+    for w in st.training:
+        if w.steps <= 0:
+            continue
+        rate = training_rate(wh, algo=w.algo, env=w.env, variant=w.variant, backend=w.backend, device=device,
+                             seeds=w.seeds)
+        if rate is None:
+            missing.append(f"no {w.algo} {w.env} training measured on {device}")
+            continue
+        seconds += w.jobs * rate.seconds(w.steps * w.seeds)
+        bases.append(rate.measured_on)
+        calibrated |= rate.calibrated
+    if st.kind in ROLLOUT_KINDS and st.env_steps > 0:
         if "rollout" not in cache:
             cache["rollout"] = _slowest_rate(study, wh, device)
         rate, basis = cache["rollout"]
-        return Estimate(rate.seconds(st.env_steps) if rate else None, basis)
-    return None
+        if rate is None:
+            missing.append(basis)
+        else:
+            seconds += rate.seconds(st.env_steps)
+            bases.append(basis)
+            calibrated |= rate.calibrated
+    if missing:
+        return Estimate(None, "; ".join(dict.fromkeys(missing)))
+    if not bases:
+        return None
+    return Estimate(seconds, "; ".join(dict.fromkeys(bases)), calibrated)
 
 
 def _slowest_rate(study: Study, wh, device: str):
