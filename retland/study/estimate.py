@@ -100,3 +100,89 @@ def _slowest_rate(study: Study, wh, device: str):
         if slowest is None or rate.env_steps_per_second < slowest.env_steps_per_second:
             slowest = rate
     return slowest, slowest.measured_on
+
+
+def calibrate(study: Study, base, rows: list[Stage], wh, device: str, *, progress=None,
+              say=lambda text: None) -> list:
+    """Measure, with short calibration runs on this device (retland.analyses.calibrate),
+    what the stages whose estimate is `?` lack: each training program (algorithm, task,
+    agent settings, seed count: BC's of [clones] too) with no training rate here, and
+    each of the study's tasks with no sampling rate here (its [sample] operator, horizon
+    and chunk size, from the state of a training calibration). The timings go into the
+    warehouse, so they are history for every later plan. Returns the Calibrated
+    measurements, in order; `say(text)` is told what is measured and what it gave."""
+    from retland.analyses.calibrate import calibrate_sampling, calibrate_training
+    from retland.analyses.estimates import fmt_seconds, sampling_rate, training_rate
+    from retland.study.scope import operator_text, train_config
+
+    unknown = [st for st, est in zip(rows, stage_estimates(study, rows, wh, device))
+               if est is not None and est.seconds is None]
+    train_work, sample_tasks = {}, []
+    for st in unknown:
+        for w in st.training:
+            key = (w.algo, w.env, w.variant, w.backend, w.seeds)
+            if w.steps > 0 and key not in train_work and training_rate(
+                    wh, algo=w.algo, env=w.env, variant=w.variant, backend=w.backend, device=device,
+                    seeds=w.seeds) is None:
+                train_work[key] = w
+        if st.kind in ROLLOUT_KINDS and st.env_steps > 0:
+            for task in _tasks(study):
+                if task not in sample_tasks and sampling_rate(wh, algo=task[0], env=task[1], variant=task[2],
+                                                              backend=task[3], device=device) is None:
+                    sample_tasks.append(task)
+    done, states = [], {}
+
+    def report(c) -> None:
+        rate = c.steady_rate
+        first = c.rows[0]["seconds"]
+        say(f"calibrated {c.what}: first {fmt_seconds(first)} (compile included), then "
+            f"{rate:,.0f} env steps/s" if rate else f"calibrated {c.what}: {fmt_seconds(first)}")
+
+    def train_cfg(algo, env, variant, backend, seeds):
+        if algo == "bc":
+            return _bc_config(study, env, variant, backend, seeds)
+        spec = next(t for t in study.train if (t.algo, t.env, t.variant) == (algo, env, variant)
+                    and train_config(t, base).backend == backend)
+        return train_config(spec, base).model_copy(update={"seeds": seeds, "seed": 0})
+
+    for (algo, env, variant, backend, seeds), w in train_work.items():
+        cfg = train_cfg(algo, env, variant, backend, seeds)
+        c = calibrate_training(wh, cfg, progress=progress)
+        states.setdefault((algo, env, variant, backend), (cfg, c))
+        done.append(c)
+        report(c)
+    for algo, env, variant, backend in sample_tasks:
+        if not any((t.algo, t.env, t.variant) == (algo, env, variant) for t in study.train):
+            say(f"not calibrated: {algo} {env} sampling (an example's task: its stage adds it, and sampling it "
+                "measures it)")
+            continue
+        if (algo, env, variant, backend) not in states:
+            cfg = train_cfg(algo, env, variant, backend, 1)
+            c = calibrate_training(wh, cfg, progress=progress)
+            states[(algo, env, variant, backend)] = (cfg, c)
+            done.append(c)
+            report(c)
+        cfg, trained = states[(algo, env, variant, backend)]
+        s = study.sample
+        op = operator_text(s.operators[0], algo, s) if s is not None else algo
+        c = calibrate_sampling(wh, cfg, trained, op, s.horizon if s else 1000, "auto", s.samples if s else 1000,
+                               progress=progress)
+        done.append(c)
+        report(c)
+    return done
+
+
+# BC's calibration dataset: its rows' count does not change a gradient step's cost (a
+# minibatch is drawn either way), only the memory it takes
+BC_CALIBRATION_ROWS = 100_000
+
+
+def _bc_config(study: Study, env: str, variant: str, backend: str, seeds: int):
+    """The TrainConfig of a [clones] BC job on a task, with a stand-in teacher (calibration)."""
+    from retland.train.config import load_train_config
+
+    spec = study.clones
+    return load_train_config(None, algo="bc", env=env, variant=variant, backend=backend, seeds=seeds,
+                             total_steps=spec.steps,
+                             agent_fields={**spec.agent, "teacher_run_id": "calibration", "teacher_step": 1,
+                                           "dataset_size": BC_CALIBRATION_ROWS})
