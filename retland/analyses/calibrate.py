@@ -8,10 +8,11 @@ from its initial state for one stretch that holds the compile and `stretches` mo
 after warm-up (TD3/SAC's updating steps, the slower ones; BC on an empty dataset, whose
 gradient step costs what it costs on a full one, as a minibatch is drawn either way), and
 commits them as `training_timings` rows with source 'calibration'. It returns the state
-reached, from which `calibrate_sampling` times a few chunks of the sampling program of an
-operator at a horizon and chunk size (the rollouts a sampling job of that task runs; the
-parameters are a barely trained policy's, which changes no cost: every rollout runs the
-whole horizon) into `sampling_calibrations`. Nothing else is written: no runs, no
+reached. `calibrate_sampling` times a few chunks of the sampling program of an operator at
+a horizon and chunk size (the rollouts a sampling job of that task runs) from a stored
+checkpoint of the task, or from a training calibration's state
+(`calibration_checkpoint`: a barely trained policy, which changes no cost, as every
+rollout runs the whole horizon), into `sampling_calibrations`. Nothing else is written: no runs, no
 checkpoints, no samples.
 """
 from __future__ import annotations
@@ -100,24 +101,32 @@ def calibrate_training(wh, cfg, *, stretches: int = 2, steps: int | None = None,
     return Calibrated(what, rows, (ts, rb), step)
 
 
-def calibrate_sampling(wh, cfg, trained: Calibrated, operator: str, horizon: int, batch_size: int | str = "auto",
-                       samples: int = 1000, *, chunks: int = 2, progress: Bar | None = None) -> Calibrated:
-    """Time 1 + `chunks` chunks of the sampling program of `operator` (text, as `retland
-    sample --operator`) at `horizon` on the first seed of a calibration's state, chunk
-    size `batch_size` (auto: what a job of `samples` samples takes here); commits them to
-    `sampling_calibrations`. The first chunk holds the compile."""
-    from retland.purd.engine import run_chunks
-    from retland.purd.operators import parse_operator
-    from retland.purd.sampling import auto_batch_size, checkpoint_program
+def calibration_checkpoint(cfg, trained: Calibrated):
+    """The first seed of a training calibration's state as a `Checkpoint` (in memory only),
+    for `calibrate_sampling` where the warehouse holds no checkpoint of the task."""
     from retland.train.checkpoints import Checkpoint
 
     ts, rb = trained.state
     seed = jax.tree.map(lambda x: np.asarray(x[0]), ts)
     replay = None if rb is None else jax.tree.map(lambda x: np.asarray(x[0]), rb)
-    ckpt = Checkpoint(run_id="calibration", step=trained.step, algo=cfg.algo, env=cfg.env, backend=cfg.backend,
+    return Checkpoint(run_id="calibration", step=trained.step, algo=cfg.algo, env=cfg.env, backend=cfg.backend,
                       seed=cfg.seed, config=cfg, agent_state=seed.agent,
                       replay_size=0 if replay is None else int(replay.size), artifact_path="",
                       _cache={"state": seed, "replay": None if replay is None else replay.data})
+
+
+def calibrate_sampling(wh, ckpt, operator: str, horizon: int, batch_size: int | str = "auto",
+                       samples: int = 1000, *, chunks: int = 2, progress: Bar | None = None) -> Calibrated:
+    """Time 1 + `chunks` chunks of the sampling program of `operator` (text, as `retland
+    sample --operator`) at `horizon` from checkpoint `ckpt` (a stored one of the task, or
+    `calibration_checkpoint`), chunk size `batch_size` (auto: what a job of `samples`
+    samples takes here); commits them to `sampling_calibrations`. The first chunk holds
+    the compile. No sample is stored."""
+    from retland.purd.engine import run_chunks
+    from retland.purd.operators import parse_operator
+    from retland.purd.sampling import auto_batch_size, checkpoint_program
+
+    cfg = ckpt.config
     spec = parse_operator(operator, env=cfg.env, horizon=horizon, seed=0)
     program, op_state = checkpoint_program(spec, ckpt)
     b = auto_batch_size(samples) if batch_size == "auto" else int(batch_size)

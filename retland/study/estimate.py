@@ -111,7 +111,7 @@ def calibrate(study: Study, base, rows: list[Stage], wh, device: str, *, progres
     and chunk size, from the state of a training calibration). The timings go into the
     warehouse, so they are history for every later plan. Returns the Calibrated
     measurements, in order; `say(text)` is told what is measured and what it gave."""
-    from retland.analyses.calibrate import calibrate_sampling, calibrate_training
+    from retland.analyses.calibrate import calibrate_sampling, calibrate_training, calibration_checkpoint
     from retland.analyses.estimates import fmt_seconds, sampling_rate, training_rate
     from retland.study.scope import operator_text, train_config
 
@@ -156,16 +156,18 @@ def calibrate(study: Study, base, rows: list[Stage], wh, device: str, *, progres
             say(f"not calibrated: {algo} {env} sampling (an example's task: its stage adds it, and sampling it "
                 "measures it)")
             continue
-        if (algo, env, variant, backend) not in states:
-            cfg = train_cfg(algo, env, variant, backend, 1)
-            c = calibrate_training(wh, cfg, progress=progress)
-            states[(algo, env, variant, backend)] = (cfg, c)
-            done.append(c)
-            report(c)
-        cfg, trained = states[(algo, env, variant, backend)]
+        ckpt = _stored_checkpoint(wh, algo, env, variant, backend)
+        if ckpt is None:  # nothing trained yet: the state a training calibration reached
+            if (algo, env, variant, backend) not in states:
+                cfg = train_cfg(algo, env, variant, backend, 1)
+                c = calibrate_training(wh, cfg, progress=progress)
+                states[(algo, env, variant, backend)] = (cfg, c)
+                done.append(c)
+                report(c)
+            ckpt = calibration_checkpoint(*states[(algo, env, variant, backend)])
         s = study.sample
         op = operator_text(s.operators[0], algo, s) if s is not None else algo
-        c = calibrate_sampling(wh, cfg, trained, op, s.horizon if s else 1000, "auto", s.samples if s else 1000,
+        c = calibrate_sampling(wh, ckpt, op, s.horizon if s else 1000, "auto", s.samples if s else 1000,
                                progress=progress)
         done.append(c)
         report(c)
@@ -186,3 +188,14 @@ def _bc_config(study: Study, env: str, variant: str, backend: str, seeds: int):
                              total_steps=spec.steps,
                              agent_fields={**spec.agent, "teacher_run_id": "calibration", "teacher_step": 1,
                                            "dataset_size": BC_CALIBRATION_ROWS})
+
+
+def _stored_checkpoint(wh, algo: str, env: str, variant: str, backend: str):
+    """The last checkpoint of a trained run of this task in the warehouse, loaded; None if none."""
+    from retland.train.checkpoints import load_checkpoint
+
+    rows = wh.records("SELECT c.run_id, max(c.step) AS step FROM checkpoints c JOIN runs r USING (run_id) "
+                      "WHERE r.source = 'trained' AND r.algo = ? AND r.env = ? AND run_variant(r.variant, r.source) = ? "
+                      "AND r.backend = ? AND c.artifact_path IS NOT NULL GROUP BY c.run_id ORDER BY c.run_id LIMIT 1",
+                      [algo, env, variant, backend])
+    return load_checkpoint(wh, rows[0]["run_id"], int(rows[0]["step"])) if rows else None

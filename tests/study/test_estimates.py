@@ -185,3 +185,26 @@ def test_bad_calibrate_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, m
     assert code == 2 and says in " ".join(err.split()), err
     assert len([x for x in err.splitlines() if x.strip()]) == 1
     assert not (tmp_path / "wh").exists()
+
+
+def test_sampling_is_calibrated_from_a_stored_checkpoint_when_there_is_one(tmp_path):
+    """A warehouse with the task's trained runs but no sampling timing: the study's
+    calibration times sampling from its stored checkpoint and trains nothing."""
+    import shutil
+
+    from analysis_jobs import tiny_job
+    from retland.analyses.estimates import current_device
+    from retland.study import stages
+    from retland.study.estimate import calibrate
+    from retland.warehouse import Warehouse
+
+    src, _ = tiny_job()
+    shutil.copytree(src.root, tmp_path / "wh")
+    wh = Warehouse.open(tmp_path / "wh")
+    _, study, base = _study(tmp_path, STUDY.replace("\n[clones]", "\n[nothing]").split("\n[nothing]")[0])
+    rows = [fn(wh) for _, fn in stages(study, base)]
+    said = []
+    done = calibrate(study, base, rows, wh, current_device(), say=said.append)
+    assert [c.what.split(",")[0] for c in done] == ["td3 sampling of td3 hopper (paper)"], said
+    assert wh.records("SELECT count(*) AS n FROM training_timings WHERE source = 'calibration'")[0]["n"] == 0
+    assert wh.records("SELECT count(*) AS n FROM sampling_calibrations")[0]["n"] == 3
