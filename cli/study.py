@@ -147,9 +147,14 @@ def _calibrate(spec, base, rows, wh, device: str, progress: bool) -> None:
     from retland.cli.progress import progress_bar
     from retland.study.estimate import calibrate
 
+    from retland.study import StudyError
+
     console.print(f"calibrating on {device}: the programs of the stages nothing was measured for", highlight=False)
-    done = calibrate(spec, base, rows, wh, device, progress=partial(progress_bar, enabled=progress),
-                     say=lambda text: console.print(escape(text), highlight=False, soft_wrap=True))
+    try:
+        done = calibrate(spec, base, rows, wh, device, progress=partial(progress_bar, enabled=progress),
+                         say=lambda text: console.print(escape(text), highlight=False, soft_wrap=True))
+    except (StudyError, ValueError) as exc:  # a program that cannot be built here (e.g. does not fit the device)
+        raise CliError(f"--calibrate: {str(exc).splitlines()[0]}") from None
     if not done:
         console.print("nothing to calibrate: every stage with work left has measured rates here", highlight=False)
 
@@ -199,7 +204,11 @@ def study(
     sampling (top-ltp:K: the highest left-tail probabilities; \\[failures] also
     random:K, seeded, as the paper's §3.2). \\[sample] own = { ppo = "..." } says which
     update "own" means per algorithm. The file is checked
-    before anything runs; `--plan` shows the stages without running them.
+    before anything runs; `--plan` shows the stages without running them, with the
+    env steps and wall time left on this device (scaled from what the warehouse has
+    measured; `?` where nothing was). `--plan --calibrate` first times a short run of
+    each program a `?` stands for and keeps the timings, so those stages are estimated
+    too (marked *).
 
     With --executor slurm --jobs N the sample stage is submitted as ONE array of N
     tasks (task i samples shard i of every distribution of the stage) and the study
