@@ -109,7 +109,8 @@ def _print_plan(study, rows, root: Path, estimates, device: str) -> None:
                Column("time left", "right"), Column("what")]
     print_table(console, columns, [[str(i), st.name, Text.from_markup(_MARK[st.status]),
                                     fmt_env_steps(st.env_steps),
-                                    "-" if est is None else "?" if est.seconds is None else fmt_seconds(est.seconds),
+                                    "-" if est is None else "?" if est.seconds is None else
+                                    fmt_seconds(est.seconds) + ("*" if est.calibrated else ""),
                                     st.detail]
                                    for i, (st, est) in enumerate(zip(rows, estimates), 1)])
     total = sum(st.env_steps for st in rows)
@@ -123,8 +124,13 @@ def _print_plan(study, rows, root: Path, estimates, device: str) -> None:
                 f"({'; '.join(dict.fromkeys(e.basis for e in known))})" if known else
                 f"time left on {device}: not estimated")
         if unknown:
-            line += f"; ? = {'; '.join(unknown)} (measured as the study runs)"
+            line += (f"; ? = {'; '.join(unknown)} (measured as the study runs, or now by a short run: "
+                     "--plan --calibrate)")
         console.print(line, highlight=False, soft_wrap=True)
+        if any(e.calibrated for e in known):
+            console.print("* scaled (in part) from a calibration run on this device (--calibrate): a short "
+                          "measurement of the same programs, rougher than a job's own timing, which replaces it "
+                          "once the study has run", highlight=False, soft_wrap=True)
     cmds = [c for st in rows for c in st.commands]
     if cmds:
         console.print("commands the next run starts with (later stages are decided as earlier ones finish; the "
@@ -133,12 +139,37 @@ def _print_plan(study, rows, root: Path, estimates, device: str) -> None:
             console.print("  retland " + escape(shell_join(c)), highlight=False, soft_wrap=True)
 
 
+def _calibrate(spec, base, rows, wh, device: str, progress: bool) -> None:
+    """--calibrate: time what the `?` stages lack (retland.study.estimate.calibrate), with
+    a bar per measurement and a line per result."""
+    from functools import partial
+
+    from retland.cli.progress import progress_bar
+    from retland.study.estimate import calibrate
+
+    from retland.study import StudyError
+
+    console.print(f"calibrating on {device}: the programs of the stages nothing was measured for", highlight=False)
+    try:
+        done = calibrate(spec, base, rows, wh, device, progress=partial(progress_bar, enabled=progress),
+                         say=lambda text: console.print(escape(text), highlight=False, soft_wrap=True))
+    except (StudyError, ValueError) as exc:  # a program that cannot be built here (e.g. does not fit the device)
+        raise CliError(f"--calibrate: {str(exc).splitlines()[0]}") from None
+    if not done:
+        console.print("nothing to calibrate: every stage with work left has measured rates here", highlight=False)
+
+
 @app.command()
 def study(
     file: Annotated[str, typer.Argument(help="Study TOML file, or a preset: demo, cpu-small, paper.",
                                         show_default=False)],
     plan: Annotated[bool, typer.Option("--plan", help="Print what would run, what is done and the env steps "
-                                                      "left per stage; change nothing.")] = False,
+                                                      "and time left per stage; change nothing.")] = False,
+    calibrate: Annotated[bool, typer.Option("--calibrate", help="With --plan: where a stage's time left is ? "
+                                            "(nothing measured on this device), first time a short run of its "
+                                            "programs here (a few training stretches, a few sampling chunks, "
+                                            "seconds to a minute each on CPU) and keep the timings in the "
+                                            "warehouse; the estimates they give are marked *.")] = False,
     until: Annotated[str | None, typer.Option(
         help="Stop after the stages of this kind: train, example, sample, failures, landscape, interpolation, "
              "stabilize, start_states, clones or report (e.g. train on one machine, then sample in shards).", show_default=False)] = None,
@@ -173,7 +204,11 @@ def study(
     sampling (top-ltp:K: the highest left-tail probabilities; \\[failures] also
     random:K, seeded, as the paper's §3.2). \\[sample] own = { ppo = "..." } says which
     update "own" means per algorithm. The file is checked
-    before anything runs; `--plan` shows the stages without running them.
+    before anything runs; `--plan` shows the stages without running them, with the
+    env steps and wall time left on this device (scaled from what the warehouse has
+    measured; `?` where nothing was). `--plan --calibrate` first times a short run of
+    each program a `?` stands for and keeps the timings, so those stages are estimated
+    too (marked *).
 
     With --executor slurm --jobs N the sample stage is submitted as ONE array of N
     tasks (task i samples shard i of every distribution of the stage) and the study
@@ -189,6 +224,8 @@ def study(
         raise CliError(f"--until {until!r}: choose one of {', '.join(KINDS)}")
     resources = cluster_resources(executor, jobs, partition, gpus_per_job, cpus_per_job, time_limit, mem,
                                   slurm_folder, shard)
+    if calibrate and not plan:
+        raise CliError("--calibrate times the stages' programs for --plan's estimates: give --plan too")
     if resources is not None and plan:
         raise CliError(f"--executor {executor} submits the sample stage; --plan changes nothing: leave one out")
     if shard is not None:
@@ -209,14 +246,18 @@ def study(
         raise CliError(lines[-1]) from None
     root = resolve_root(warehouse)
     if plan:
-        try:
-            wh = Warehouse.open(root, create=False)
-        except WarehouseError:
-            wh = None
         from retland.analyses.estimates import current_device
         from retland.study.estimate import stage_estimates
 
         device = current_device()
+        if calibrate:  # the timings are kept: history for every later plan
+            require_writable(root)
+            wh = Warehouse.open(root)
+            _calibrate(spec, base, [fn(wh) for _, fn in stages(spec, base)], wh, device, progress)
+        try:
+            wh = Warehouse.open(root, create=False)
+        except WarehouseError:
+            wh = None
         if wh is None:  # nothing stored yet: plan against an empty warehouse in a temporary folder
             import tempfile
 
@@ -273,7 +314,8 @@ def study(
                           soft_wrap=True)
             execute(request, root, progress)
         took = time.perf_counter() - t0
-        guess = "" if est is None or est.seconds is None else f"; estimated {fmt_seconds(est.seconds)}"
+        guess = "" if est is None or est.seconds is None else (
+            f"; estimated {fmt_seconds(est.seconds)}{' from a calibration' if est.calibrated else ''}")
         console.print(f"[dim]({name}: {took:.0f} s{guess})[/]", highlight=False)
     report = spec.report_path() if spec.report is not None and until in (None, "report") else None
     tail = f"; report {report.resolve()}" if report is not None else ""

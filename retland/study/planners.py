@@ -44,7 +44,20 @@ from retland.study.scope import (
 )
 from retland.study.spec import _REF, _SELECTION, OWN, Study, StudyError, TrainSpec, example_meta
 
-__all__ = ["Stage", "stages", "train_request", "fmt_env_steps"]
+__all__ = ["Stage", "Training", "stages", "train_request", "fmt_env_steps"]
+
+
+@dataclass(frozen=True)
+class Training:
+    """Training a stage still has to do: `jobs` jobs of `seeds` vmapped seeds of `algo`
+    on a task, `steps` env steps per seed left in each (BC: gradient steps)."""
+    algo: str
+    env: str
+    variant: str
+    backend: str
+    seeds: int
+    steps: int
+    jobs: int = 1
 
 
 @dataclass
@@ -56,6 +69,7 @@ class Stage:
     detail: str
     requests: list = field(default_factory=list)
     env_steps: int = 0  # estimate of env steps still to compute (rollouts and training)
+    training: tuple[Training, ...] = ()  # the training jobs among that work (what --plan estimates them from)
 
     @property
     def done(self) -> bool:
@@ -99,9 +113,15 @@ def _train_stage(study: Study, i: int, wh, base: Path) -> Stage:
         cond, params = in_list("run_id", found[1])
         last = wh.query(f"SELECT min(m) AS m FROM (SELECT max(step) AS m FROM checkpoints WHERE {cond} "
                         "GROUP BY run_id)", params)["m"][0] or 0
+        left = cfg.steps - int(last)
         return Stage(name, "todo", f"resume job {job} from step {int(last):,} ({spec.label})",
-                     [TrainRequest(resume=job)], (cfg.steps - int(last)) * cfg.seeds)
-    return Stage(name, "todo", spec.label, [train_request(spec, base)], cfg.steps * cfg.seeds)
+                     [TrainRequest(resume=job)], left * cfg.seeds, (_training(cfg, left),))
+    return Stage(name, "todo", spec.label, [train_request(spec, base)], cfg.steps * cfg.seeds,
+                 (_training(cfg, cfg.steps),))
+
+
+def _training(cfg, steps: int, jobs: int = 1) -> Training:
+    return Training(cfg.algo, cfg.env, cfg.variant, cfg.backend, cfg.seeds, int(steps), jobs)
 
 
 def _example_stage(study: Study, name: str, wh) -> Stage:
@@ -387,14 +407,20 @@ def _start_states_stage(study: Study, wh, scope: Scope) -> Stage:
     from retland.analyses.start_states import StartStatesRequest, prepare
 
     spec = study.start_states
-    if len(scope.jobs) < len(study.train) or not all(c for _, _, c in scope.jobs.values()):
-        return _waiting("start_states", "starts from replay rows once training is done")
-    runs = sorted(r for i, (_, ids, _) in scope.jobs.items() if study.train[i].store_states for r in ids)
+    used = [i for i, t in enumerate(study.train) if t.store_states and spec.picks(t)]
     sample = study.sample
+    samples = spec.samples or (sample.samples if sample else 200)
+    horizon = spec.horizon or (sample.horizon if sample else 1000)
+    if not all(i in scope.jobs and scope.jobs[i][2] for i in used):
+        # estimated from the file: each chosen run's checkpoints from `rows` rows and s0
+        n = sum(len(spec.picks(study.train[i])) * len([c for c in study.train[i].checkpoint_steps
+                                                       if spec.steps is None or c in spec.steps]) for i in used)
+        return Stage("start_states", "waiting", "starts from replay rows once training is done", [],
+                     n * (spec.rows + 1) * samples * horizon)
+    runs = sorted(scope.jobs[i][1][k] for i in used for k in spec.picks(study.train[i]))
     request = StartStatesRequest(
         runs=tuple(runs), steps=spec.steps, operator=spec.operator, rows=spec.rows,
-        samples=spec.samples or (sample.samples if sample else 200),
-        horizon=spec.horizon or (sample.horizon if sample else 1000), key_seed=spec.key_seed)
+        samples=samples, horizon=horizon, key_seed=spec.key_seed)
     prepared = prepare(wh, request)
     what = f"{spec.rows} replay rows and s0 at the checkpoints of {len(runs)} run(s)"
     if not prepared.new_rows:
@@ -410,12 +436,13 @@ def _clones_teachers(study: Study, wh, scope: Scope) -> list[str] | None:
 
     teachers = []
     for i, t in enumerate(study.train):
-        if t.algo != "td3":
+        picks = study.clones.picks(t) if t.algo == "td3" else []
+        if not picks:
             continue
         found = scope.jobs.get(i)
         if found is None or not found[2]:
             return None
-        for run in found[1]:
+        for run in (found[1][k] for k in picks):
             teachers += [f"{run}@{step}" for step in study.clones.teacher_steps(list_checkpoints(wh, run))]
     return list(dict.fromkeys(teachers))
 
@@ -433,19 +460,29 @@ def _clones_stage(study: Study, wh, scope: Scope) -> Stage:
     samples = spec.samples or (s.samples if s else 1000)
     horizon = spec.horizon or (s.horizon if s else None)
     if teachers is None:
-        # estimated from the file: each teacher's clone (its teacher's own distribution
-        # may come from [sample]); unknown while the horizon is the teachers' own
-        n = sum(t.seeds * min(spec.teachers_per_run, len(t.checkpoint_steps)) for t in study.train if t.algo == "td3")
+        # estimated from the file: each teacher's BC job and its clone's distribution (its
+        # teacher's own distribution may come from [sample]) at the teachers' horizon
+        training, n, env_steps = [], 0, 0
+        for t in study.train:
+            runs = len(spec.picks(t)) if t.algo == "td3" else 0
+            if not runs:
+                continue
+            k = runs * min(spec.teachers_per_run, len(t.checkpoint_steps))
+            cfg = train_config(t, scope.base or Path("."))
+            n += k
+            env_steps += k * samples * (horizon or cfg.horizon)
+            training.append(Training("bc", cfg.env, cfg.variant, cfg.backend, 1, spec.steps, k))
         k = spec.teachers_per_run
-        return Stage("clones", "waiting", f"clones {k} checkpoint{'s' if k != 1 else ''} of each TD3 run ({n} "
-                     "teachers) once training is done", [], n * samples * (horizon or 0))
+        return Stage("clones", "waiting", f"clones {k} checkpoint{'s' if k != 1 else ''} of each chosen TD3 run "
+                     f"({n} teachers, {n} BC job(s) of {spec.steps:,} gradient steps) once training is done", [],
+                     env_steps, tuple(training))
     request = CloneRequest(teachers=tuple(teachers), total_steps=spec.steps, agent=dict(spec.agent),
                            samples=samples, horizon=horizon, key_seed=s.key_seed if s else 0)
     try:
         plans = clone_configs(wh, request)
     except CloneError as exc:
         raise StudyError(f"[clones]: {exc}") from None
-    left, untrained, dists, env_steps = [], 0, 0, 0
+    left, untrained, dists, env_steps, training = [], 0, 0, 0, []
     for text, (teacher, cfg) in zip(teachers, plans):
         h = horizon or cfg.horizon
         job = existing_clone_job(wh, cfg)
@@ -459,6 +496,9 @@ def _clones_stage(study: Study, wh, scope: Scope) -> Stage:
         missing = sum(1 for key in want if sum(1 for i in stored.get(key, (set(),))[0] if 0 <= i < samples) < samples)
         missing += 0 if job else cfg.seeds  # the clones' distributions, once trained
         trained = bool(job) and all(set(cfg.checkpoint_steps) <= set(ck.list_checkpoints(wh, r)) for r in ids)
+        if not trained:
+            done = min((max(ck.list_checkpoints(wh, r), default=0) for r in ids), default=0)
+            training.append(_training(cfg, cfg.steps - done))
         if missing or not trained:
             left.append(text)
             untrained += not trained
@@ -470,7 +510,7 @@ def _clones_stage(study: Study, wh, scope: Scope) -> Stage:
                                        f"its clone ({samples} samples each)")
     return Stage("clones", "todo", f"{len(left)} of {what} left: {untrained} BC job(s) to train or finish, "
                                    f"{dists} distribution(s) to sample",
-                 [request.model_copy(update={"teachers": tuple(left)})], env_steps)
+                 [request.model_copy(update={"teachers": tuple(left)})], env_steps, tuple(training))
 
 
 def _report_where(study: Study, wh, scope: Scope) -> str:

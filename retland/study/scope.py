@@ -26,6 +26,7 @@ class Scope:
     algo: dict[str, str] = field(default_factory=dict)  # run id -> algo
     env: dict[str, str] = field(default_factory=dict)
     steps: dict[str, list[int]] = field(default_factory=dict)  # run id -> checkpoint steps in the study
+    base: Path | None = None  # the study file's folder ([[train]] config files are relative to it)
 
     @property
     def runs(self) -> list[str]:
@@ -91,7 +92,7 @@ def find_job(rows: list[dict], cfg) -> tuple[str, list[str], bool] | None:
 
 def study_scope(study: Study, wh, base: Path) -> Scope:
     """Which of the study's policies the warehouse holds."""
-    scope = Scope()
+    scope = Scope(base=base)
     rows = trained_runs(wh) if study.train else []
     steps_of = {r["run_id"]: r["steps"] or [] for r in rows}
     for i, spec in enumerate(study.train):

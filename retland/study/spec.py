@@ -341,9 +341,66 @@ class StabilizeSpec(_Strict):
         return self
 
 
-class StartStatesSpec(_Strict):
+class _RunChoice(_Strict):
+    """`seeds` and `envs`: which of the study's runs an analysis takes (all by default)."""
+    seeds: tuple[int, ...] | None = Field(None, description="only the runs of these seeds (a run's seed is its "
+                                          "[[train]] entry's seed + its index), e.g. \"0..2\" (default: all)")
+    envs: tuple[str, ...] | None = Field(None, description="only the runs on these envs, e.g. [\"ant\", "
+                                         "\"walker2d\"] (default: all)")
+
+    _seeds = field_validator("seeds", mode="before")(_int_list_text(maximum=2**31 - 1))
+
+    @field_validator("envs")
+    @classmethod
+    def _envs(cls, v):
+        if v is not None and not v:
+            raise ValueError("the list of envs is empty: leave envs out to take every env")
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"envs are given twice: {list(v)}")
+        return v
+
+    def picks(self, t: "TrainSpec") -> list[int]:
+        """Which runs of [[train]] entry `t` (their index 0..seeds-1) are chosen."""
+        if self.envs is not None and t.env not in self.envs:
+            return []
+        return [i for i in range(t.seeds) if self.seeds is None or t.seed + i in self.seeds]
+
+    def check_choice(self, name: str, entries: list, what: str) -> None:
+        """ValueError (one line) for an env or seed that no entry of `entries` (the
+        [[train]] entries the analysis can take, described by `what`) trains."""
+        envs = sorted({t.env for t in entries})
+        for env in self.envs or ():
+            if env not in envs:
+                raise ValueError(f"{name}.envs: {env!r} has no {what} (those train {', '.join(envs)})")
+        if self.seeds is not None:
+            have = sorted({t.seed + i for t in entries if self.envs is None or t.env in self.envs
+                           for i in range(t.seeds)})
+            bad = [x for x in self.seeds if x not in have]
+            if bad:
+                from retland.config.requests import int_list_text
+
+                on = f" on {', '.join(self.envs)}" if self.envs else ""
+                raise ValueError(f"{name}.seeds: {int_list_text(bad)} {'is' if len(bad) == 1 else 'are'} not the "
+                                 f"seed of a run of a {what}{on} (they train seeds {_ranges(have)})")
+
+
+def _ranges(values) -> str:
+    """Sorted ints as seeds text: 0..2,5."""
+    out, values = [], sorted(values)
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
+            j += 1
+        out.append(str(values[i]) if i == j else f"{values[i]}..{values[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+class StartStatesSpec(_RunChoice):
     """`retland start-states` on the study's runs trained with store_states (A.4, Fig. 10):
-    the operator's distribution from `rows` replay rows of each run and from s0."""
+    the operator's distribution from `rows` replay rows of each run and from s0
+    (`seeds`, `envs`: only those runs)."""
     rows: int = Field(8, description="replay rows per run (replay:K, the same rows at every checkpoint)")
     samples: int | None = Field(None, description="samples per (checkpoint, row) distribution and of s0 "
                                 "(default: [sample] samples, else 200)")
@@ -365,9 +422,9 @@ class StartStatesSpec(_Strict):
         return v
 
 
-class ClonesSpec(_Strict):
+class ClonesSpec(_RunChoice):
     """`retland clone` (the paper's Appendix A.7): behaviour clones of TD3 checkpoints of the
-    study, sampled beside their teachers."""
+    study, sampled beside their teachers (`seeds`, `envs`: of those TD3 runs only)."""
     teachers_per_run: int = Field(5, description="teachers per TD3 run: that many of its checkpoints, evenly "
                                                  "spaced, the last always among them (the paper's 5); a run with "
                                                  "fewer checkpoints gives all")
@@ -493,9 +550,15 @@ class Study(_Strict):
         if self.start_states is not None and not any(t.store_states for t in self.train):
             raise ValueError("[start_states] starts rollouts from stored replay states: give a [[train]] entry "
                              "store_states = true (TD3 or SAC)")
+        if self.start_states is not None:
+            self.start_states.check_choice("start_states", [t for t in self.train if t.store_states],
+                                           "[[train]] entry with store_states = true")
         if self.clones is not None and not any(t.algo == "td3" for t in self.train):
             raise ValueError("[clones] clones TD3 checkpoints the study trains; it has no [[train]] entry with "
                              "algo = \"td3\"")
+        if self.clones is not None:
+            self.clones.check_choice("clones", [t for t in self.train if t.algo == "td3"],
+                                     "TD3 [[train]] entry")
         if self.interpolation is not None:
             if not self.train:
                 raise ValueError("[interpolation] pairs trained checkpoints; the study has no [[train]] entry")

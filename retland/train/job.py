@@ -179,10 +179,12 @@ def _train_group(cfg: TrainConfig, wh, ids: list[str], result: TrainResult, resu
     evaluate = make_evaluator(cfg)
     agent = get_agent(cfg.algo, cfg.agent)
     t_start = time.perf_counter()
+    timer = StretchTimer(cfg, ids[0].rsplit("-s", 1)[0], len(ids), chunk, step, t_start)
 
     def do_eval(step, commit: bool = True):
-        """Evaluate the seeds; their rows are committed now, or (commit=False, a
-        checkpoint step) returned to be committed with the checkpoint's rows."""
+        """Evaluate the seeds; their rows are committed now (with the timing rows of the
+        stretches before), or (commit=False, a checkpoint step) returned to be committed
+        with the checkpoint's rows."""
         r = evaluate(agent.actor_params(ts))
         rets, lens = np.asarray(r.ret, np.float64), np.asarray(r.episode_length)
         have = result.curve.get(step)
@@ -191,7 +193,8 @@ def _train_group(cfg: TrainConfig, wh, ids: list[str], result: TrainResult, resu
         rows = [dict(run_id=rid, step=step, eval_return=float(rets[i]), episode_length=int(lens[i]),
                      wall_seconds=wall) for i, rid in enumerate(ids)]
         if commit:
-            wh.append("evaluations", rows)
+            timer.stop(step)
+            wh.append_many({"evaluations": rows, **timer.take()}, command="train")
         return rets, rows
 
     if step == 0:
@@ -208,13 +211,58 @@ def _train_group(cfg: TrainConfig, wh, ids: list[str], result: TrainResult, resu
         if rets is not None:
             report(0, eval=f"eval {float(np.mean(rets)):,.1f}")
         if at_checkpoint:
-            _save_checkpoints(wh, ids, step, ts, rb, rets, eval_rows)
+            _save_checkpoints(wh, ids, step, ts, rb, rets, eval_rows, timer)
             if step not in result.checkpoints:
                 result.checkpoints.append(step)
+        elif rets is None:
+            timer.stop(step)  # a stop without rows (the end of warm-up): committed with the next ones
+    if timer.pending:  # stop_at ended the loop between commits
+        wh.append_many(timer.take(), command="train")
     return first, step, time.perf_counter() - t_loop, ts, rb
 
 
-def _save_checkpoints(wh, ids, step, ts, rb, rets, eval_rows=()):
+_TIMED: set = set()  # (program, chunk, seeds) whose training program this process has run
+
+
+class StretchTimer:
+    """The `training_timings` rows of one seed group: one per stretch between two stops
+    (from the previous commit to the next one: chunks, evaluation, checkpoint files), the
+    first one a process runs of a program marked includes_compile."""
+
+    def __init__(self, cfg: TrainConfig, job_id: str, seeds: int, chunk: int, step: int, t0: float,
+                 source: str = "job"):
+        from retland.train.program import _program_key
+
+        d = jax.devices()[0]
+        self.base = dict(job_id=job_id, source=source, algo=cfg.algo, env=cfg.env, variant=cfg.variant,
+                         backend=cfg.backend, seeds=int(seeds), device=f"{d.platform}:{getattr(d, 'device_kind', '')}",
+                         device_count=1)
+        self.key = (_program_key(cfg), chunk, seeds)
+        self.learning_starts = cfg.agent.learning_starts if cfg.algo in OFF_POLICY else 0
+        self.step, self.mark, self.pending = step, t0, []
+
+    def stop(self, step: int) -> None:
+        """End the stretch at env step `step` (per seed), now."""
+        import uuid
+
+        if step <= self.step:  # nothing trained since (the evaluation at step 0 stays in the first stretch)
+            return
+        now = time.perf_counter()
+        compiled = self.key in _TIMED
+        _TIMED.add(self.key)
+        self.pending.append(dict(
+            self.base, timing_id=uuid.uuid4().hex, from_step=int(self.step), to_step=int(step),
+            env_steps=int(step - self.step) * self.base["seeds"], seconds=float(now - self.mark),
+            includes_compile=not compiled, warmup=bool(step <= self.learning_starts), recorded_at=_now()))
+        self.step, self.mark = step, now
+
+    def take(self) -> dict:
+        """{"training_timings": rows} of the stretches not committed yet (and forget them)."""
+        rows, self.pending = self.pending, []
+        return {"training_timings": rows} if rows else {}
+
+
+def _save_checkpoints(wh, ids, step, ts, rb, rets, eval_rows=(), timer: "StretchTimer | None" = None):
     """Write every seed's state (and replay) files, then commit their `checkpoints` rows
     with the step's `evaluations` rows as one entry: a kill leaves the step whole or absent
     (files without a committed row are an unfinished save that resume replaces)."""
@@ -232,8 +280,12 @@ def _save_checkpoints(wh, ids, step, ts, rb, rets, eval_rows=()):
         rows.append(dict(run_id=rid, step=step, artifact_path=path,
                          eval_return=None if rets is None else float(rets[i]),
                          replay_size=size, created_at=_now()))
-    wh.append_many({"evaluations": list(eval_rows), "checkpoints": rows} if eval_rows else {"checkpoints": rows},
-                   command="train")
+    timings = {}
+    if timer is not None:
+        timer.stop(step)
+        timings = timer.take()
+    wh.append_many({"evaluations": list(eval_rows), "checkpoints": rows, **timings} if eval_rows
+                   else {"checkpoints": rows, **timings}, command="train")
 
 
 def resume_config(warehouse, job_id: str) -> TrainConfig:

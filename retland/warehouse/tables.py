@@ -424,3 +424,65 @@ register(TableSpec(
         _f("recorded_at", TS, False),
     ]),
 ))
+
+register(TableSpec(
+    name="training_timings",
+    checks={"seeds": AT_LEAST_ONE, "device_count": AT_LEAST_ONE, "from_step": NON_NEGATIVE,
+            "to_step": NON_NEGATIVE, "env_steps": NON_NEGATIVE, "seconds": FINITE_NON_NEGATIVE},
+    doc="How long training took: one row per stretch of a training job between two stops (evaluations, "
+        "checkpoints, the end of warm-up), committed with the next evaluation's rows, or one row of a short "
+        "calibration run (`retland study --plan --calibrate`). Self-describing (algo, task, seeds), so a "
+        "calibration needs no runs row. What study --plan estimates training time from.",
+    key=("timing_id",),
+    schema=pa.schema([
+        _f("timing_id", pa.string(), False, "unique per row"),
+        _f("job_id", pa.string(), False, "the training job (its run ids are job_id-s<seed>); calibration-<hex> "
+                                         "for a calibration run"),
+        _f("source", pa.string(), False, "job (a training job's own stretch) or calibration"),
+        _f("algo", pa.string(), False, "td3, sac, ppo or bc (bc steps are gradient steps)"),
+        _f("env", pa.string(), False),
+        _f("variant", pa.string(), False),
+        _f("backend", pa.string(), False),
+        _f("seeds", pa.int32(), False, "seeds vmapped together in this stretch (a seed group's size)"),
+        _f("device", pa.string(), False, "platform:device kind of the first device, as chunk_timings"),
+        _f("device_count", pa.int32(), False),
+        _f("from_step", pa.int64(), False, "env steps per seed at the stretch's start"),
+        _f("to_step", pa.int64(), False, "env steps per seed at its end"),
+        _f("env_steps", pa.int64(), False, "seeds x (to_step - from_step)"),
+        _f("seconds", pa.float64(), False, "wall time of the stretch: its chunks, and its evaluation and "
+                                           "checkpoint writing (from the previous commit to this one)"),
+        _f("includes_compile", pa.bool_(), False, "the first stretch of a process's seed group: its time holds "
+                                                  "the training program's compile (and the first evaluation)"),
+        _f("warmup", pa.bool_(), False, "TD3/SAC's learning_starts steps of random actions and no update: "
+                                        "cheaper than the steps after"),
+        _f("recorded_at", TS, False),
+    ]),
+))
+
+register(TableSpec(
+    name="sampling_calibrations",
+    checks={"device_count": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE, "horizon": AT_LEAST_ONE,
+            "chunks": AT_LEAST_ONE, "env_steps": NON_NEGATIVE, "seconds": FINITE_NON_NEGATIVE},
+    doc="Short sampling measurements of `retland study --plan --calibrate`: chunks of a task's sampling "
+        "program (its operator, horizon and chunk size) from a calibration run's state, timed as chunk_timings "
+        "times a job's flushes, where no job of the task has sampled on the device yet. No rows are stored.",
+    key=("timing_id",),
+    schema=pa.schema([
+        _f("timing_id", pa.string(), False, "unique per row"),
+        _f("algo", pa.string(), False),
+        _f("env", pa.string(), False),
+        _f("variant", pa.string(), False),
+        _f("backend", pa.string(), False),
+        _f("operator_kind", pa.string(), False, "the operator's kind (td3, sac, ppo, bc, gaussian, ...)"),
+        _f("operator_id", pa.string(), False, "the operator that was timed"),
+        _f("device", pa.string(), False, "platform:device kind of the first device, as chunk_timings"),
+        _f("device_count", pa.int32(), False),
+        _f("batch_size", pa.int32(), False, "chunk size B"),
+        _f("horizon", pa.int32(), False),
+        _f("chunks", pa.int32(), False),
+        _f("env_steps", pa.int64(), False, "chunks x B x horizon"),
+        _f("seconds", pa.float64(), False),
+        _f("includes_compile", pa.bool_(), False, "the first chunk: its time holds the program's compile"),
+        _f("recorded_at", TS, False),
+    ]),
+))

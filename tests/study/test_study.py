@@ -114,7 +114,14 @@ def test_presets_are_valid_and_plan_on_an_empty_warehouse(tmp_path, capsys, monk
     if preset == "cpu-small":
         assert "--seeds 4 --seed 0 --total-steps 100000" in text and "400k" in text  # 4 x 100k training steps
     if preset == "paper":
-        assert text.count("│ train ") == 12
+        # TD3 on ant and walker2d: seeds 0..2 (store_states, for [start_states]) and 3..19 apart
+        assert text.count("│ train ") == 14
+        # A.4: 3 runs x 2 envs x 10 checkpoints x (8 rows + s0) x 1000 samples x 1000 steps;
+        # A.7: 10 runs x 4 envs x 5 teachers, one 1M-step BC job and 1000 x 1000 steps of clone each
+        assert "│ start_states │ waits │ 540M" in text and "│ clones │ waits │ 200M" in text
+        assert "200 teachers, 200 BC job(s) of 1,000,000 gradient steps" in text
+    if preset == "cpu-small":
+        assert "clones 1 checkpoint of each chosen TD3 run (4 teachers, 4 BC job(s) of 10,000 gradient steps)" in text
     if preset == "paper-hopper-td3":  # the goal of one accelerator window: 20 x 1M training, 200 x 1000 samples
         assert "20M" in text and "200M" in text and text.count("│ train ") == 1
 
