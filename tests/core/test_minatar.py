@@ -178,8 +178,12 @@ def trained(gymnax, tmp_path_factory):
     return wh
 
 
-def test_sample_stats_interpolate_and_bad_operator(trained, tmp_path, capsys, monkeypatch):
+def test_sample_stats_interpolate_report_and_bad_inputs(trained, tmp_path, capsys, monkeypatch):
     wh = trained
+    code, out, err = run_cli(capsys, monkeypatch, "report", "--bootstrap", "0", "-o", tmp_path / "before.html",
+                             "-w", wh)
+    assert code == 0, err
+    assert "Discrete control" not in (tmp_path / "before.html").read_text()  # no distributions yet: left out
     for op in ("ppo", "gaussian:3e-4"):
         code, out, err = run_cli(capsys, monkeypatch, "sample", "--operator", op, "--algo", "ppo", "--env", GAME,
                                  "--samples", "8", "--horizon", "100", "--no-progress", "-w", wh)
@@ -207,6 +211,12 @@ def test_sample_stats_interpolate_and_bad_operator(trained, tmp_path, capsys, mo
                              "--format", "csv", "--no-progress", "-w", wh)
     assert code == 0, err
     assert "same-run" in out and "different-run" in out
+    # the report's Discrete control section (Figs. 20-21) with the paper's LTP caveat beside the chart
+    code, out, err = run_cli(capsys, monkeypatch, "report", "--bootstrap", "50", "-o", tmp_path / "r.html", "-w", wh)
+    assert code == 0, err
+    html = (tmp_path / "r.html").read_text()
+    assert "Discrete control" in html and "discrete-std" in html and "discrete-distributions" in html
+    assert "not a rich description" in html
 
 
 def test_rollout_is_deterministic_and_ends_on_game_over(gymnax):
