@@ -27,6 +27,12 @@ MAX_CHECKPOINTS = 1000
 MINATAR_TOTAL_STEPS = 10_000_000
 
 
+def default_total_steps(algo: str, env: str) -> int:
+    """Env steps per seed when none are given: the algorithm's (A.1), or the paper's 10M
+    for PPO on a game (A.6)."""
+    return MINATAR_TOTAL_STEPS if is_minatar(env) and algo == "ppo" else DEFAULT_TOTAL_STEPS[algo]
+
+
 class DMCTask(_Model):
     """What a DeepMind Control run records about its task, read from MuJoCo Playground
     (`retland.core.dmc.task_info`): the episode length, time steps and reward range."""
@@ -172,8 +178,7 @@ class TrainConfig(_Model):
     def steps(self) -> int:
         """Env steps per seed actually trained: total_steps rounded down to whole
         iterations (PPO's 6e7 default is 1831 iterations of 32768 = 59,998,208)."""
-        default = MINATAR_TOTAL_STEPS if is_minatar(self.env) and self.algo == "ppo" else DEFAULT_TOTAL_STEPS[self.algo]
-        total = int(self.total_steps or default)
+        total = int(self.total_steps or default_total_steps(self.algo, self.env))
         return total // self.granularity * self.granularity
 
     @property

@@ -79,6 +79,9 @@ def test_names_variants_and_config(gymnax):
     assert (cfg.variant, cfg.backend, cfg.horizon, cfg.steps) == ("minatar", "gymnax", 1000, MINATAR_TOTAL_STEPS // 1024 * 1024)
     for key, value in MINATAR_PPO.items():
         assert getattr(cfg.agent, key) == value, key
+    from retland.study.spec import TrainSpec  # a study's [[train]] entry plans the same 10M steps
+    spec = TrainSpec(algo="ppo", env=GAME, seeds=5)
+    assert spec.total == MINATAR_TOTAL_STEPS and spec.checkpoint_steps == cfg.checkpoint_steps
     # a given field wins over the MinAtar default; the config round-trips as stored
     cfg = load_train_config(None, env=GAME, algo="ppo", agent_fields={"num_envs": 4})
     assert cfg.agent.num_envs == 4 and cfg.agent.action_space == "discrete"
