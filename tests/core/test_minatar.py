@@ -205,7 +205,9 @@ def test_sample_stats_interpolate_report_and_bad_inputs(trained, tmp_path, capsy
     for args, message in [(("sample", "--operator", "action", "--algo", "ppo", "--env", GAME, "--samples", "4"),
                            "action noise perturbs continuous actions"),
                           (("train", "--env", GAME, "--algo", "sac", "--seeds", "1", "--total-steps", "1000"),
-                           "only ppo trains on it")]:
+                           "only ppo trains on it"),
+                          (("render", rows[0]["run_id"], "--step", rows[0]["step"], "--operator", "gaussian",
+                            "--index", "0"), "no MuJoCo scene to draw")]:
         code, out, err = run_cli(capsys, monkeypatch, *args, "--no-progress", "-w", wh)
         assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
     assert _files(wh) == before
