@@ -24,7 +24,7 @@ NEWJAX_TESTS ?= tests/core/test_tasks.py tests/core/test_rollout.py tests/purd/t
 NEWJAX_K ?= not walker2d and not ant_contacts and not another_chunk_size
 NEWJAX_PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: install demo test test-newest-jax test-dmc test-oracle test-crash test-notebook test-start-states test-slow test-slurm bench clean-demo
+.PHONY: install demo test test-newest-jax test-dmc test-minatar test-oracle test-crash test-notebook test-start-states test-slow test-slurm bench clean-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,13 @@ test-newest-jax: $(NEWJAX_STAMP)
 test-dmc:
 	$(MAKE) install EXTRAS=test,dmc
 	$(PY) -m pytest -q -m "slow or not slow" tests/core/test_dmc.py
+
+# The MinAtar games (the minatar extra: gymnax): installs it into .venv and runs every test
+# of tests/core/test_minatar.py, slow ones included (PPO train/sample/stats/interpolate on
+# minatar-breakout). CI runs it after make test; `make test` skips them while the extra is absent.
+test-minatar:
+	$(MAKE) install EXTRAS=test,minatar
+	$(PY) -m pytest -q -m "slow or not slow" tests/core/test_minatar.py
 
 # Brax 0.0.13 itself as an oracle for retland's brax0013 simulator (the paper variant's
 # physics): a separate venv (tests/oracle/requirements.txt), the policies to roll out,

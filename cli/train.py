@@ -53,7 +53,7 @@ def train(
     seeds: Annotated[Optional[int], typer.Option(help="Seeds trained together, vmapped (default 20).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="First seed; seed i uses PRNGKey(seed + i).")] = None,
     steps: Annotated[Optional[int], typer.Option(
-        "--total-steps", help="Env steps per seed (default: td3/sac 1e6, ppo 6e7).")] = None,
+        "--total-steps", help="Env steps per seed (default: td3/sac 1e6, ppo 6e7; ppo on a MinAtar game 1e7).")] = None,
     old_steps: Annotated[Optional[int], typer.Option("--steps", hidden=True)] = None,
     checkpoints: Annotated[Optional[str], typer.Option(
         help="Env steps to checkpoint at, e.g. 50000,150000 or 5e4,1.5e5 (default 50k,150k,…,950k; ppo: 10 "
@@ -62,12 +62,12 @@ def train(
     backend: Annotated[Optional[str], typer.Option(
         help="Physics: brax0013 (Brax 0.0.13's simulator; the paper variant's, and its default) or, for variant "
              "brax, one of brax 0.14's positional (default), generalized, spring, mjx. DeepMind Control tasks run "
-             "on mjx (MuJoCo's JAX physics).")] = None,
+             "on mjx (MuJoCo's JAX physics); MinAtar games on gymnax.")] = None,
     variant: Annotated[Optional[str], typer.Option(
         help="Task: paper (default; the paper's Brax 0.0.13 robots, simulator, terminations, rewards and "
              "observations, e.g. hopper ends only when its torso drops below 0.7) or brax (brax 0.14's own "
              "robots and rules: hopper also ends when tilted past 0.2 rad). DeepMind Control tasks: dmc, their "
-             "own rules (the default for them).")] = None,
+             "own rules (the default for them); MinAtar games: minatar.")] = None,
     teacher: Annotated[Optional[str], typer.Option(
         help="With --algo bc: the TD3 checkpoint RUN@STEP to clone (RUN: a run id or a unique prefix; STEP: one of "
              "its checkpoints). The clone trains on the teacher's logged data up to STEP with the teacher's actions, "

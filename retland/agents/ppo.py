@@ -8,6 +8,11 @@ together, per-minibatch advantage normalisation. Evaluation action: the mean.
 Training (`train_iteration`) and the operator U (`update`) share `collect`,
 `advantages` and `grad_step`. The operator's parameters (grad-norm clip, which rows it
 steps on) select retland's operator or the authors' (`update`).
+
+A discrete-action task (a MinAtar game; cfg.action_space = "discrete") gets a categorical
+policy: the actor outputs logits, training samples actions from their softmax, the
+loss's entropy is the categorical's, and the deterministic (evaluation) action is the
+argmax. Everything else (GAE, clipping, the operator) is shared.
 """
 from __future__ import annotations
 
@@ -26,7 +31,13 @@ from retland.config.agents import PPOConfig
 Params = Any
 
 
-def actor_net(cfg: PPOConfig, action_size: int) -> networks.GaussianActor:
+def discrete(cfg: PPOConfig) -> bool:
+    return getattr(cfg, "action_space", "box") == "discrete"
+
+
+def actor_net(cfg: PPOConfig, action_size: int):
+    if discrete(cfg):
+        return networks.CategoricalActor(action_size, tuple(cfg.hidden), cfg.actor_head_scale)
     return networks.GaussianActor(action_size, tuple(cfg.hidden), cfg.actor_head_scale)
 
 
@@ -54,20 +65,50 @@ def init(cfg: PPOConfig, key: jax.Array, obs_size: int, action_size: int) -> PPO
 
 
 def distribution(cfg: PPOConfig, actor_params, obs):
-    """(mean [..., A], log_std [A]) (network shape read from the parameters)."""
+    """(mean [..., A], log_std [A]) (network shape read from the parameters); for a
+    discrete-action task the logits [..., A]."""
     hidden, action_size = networks.mlp_sizes(actor_params["MLP_0"])
+    if discrete(cfg):
+        return networks.CategoricalActor(action_size, hidden).apply({"params": actor_params}, obs)
     return networks.GaussianActor(action_size, hidden).apply({"params": actor_params}, obs)
 
 
 def policy(cfg: PPOConfig, actor_params, obs):
     """Deterministic evaluation action: the mean, clipped to the action box (the env
-    clips too; clipping here keeps actions in [-1, 1] for every consumer)."""
+    clips too; clipping here keeps actions in [-1, 1] for every consumer); for a
+    discrete-action task the argmax of the logits (int32)."""
+    if discrete(cfg):
+        return jnp.argmax(distribution(cfg, actor_params, obs), axis=-1).astype(jnp.int32)
     return jnp.clip(distribution(cfg, actor_params, obs)[0], -1.0, 1.0)
 
 
 def log_prob(mean, log_std, action):
     z = (action - mean) * jnp.exp(-log_std)
     return jnp.sum(-0.5 * jnp.square(z) - log_std - 0.5 * jnp.log(2.0 * jnp.pi), axis=-1)
+
+
+def categorical_log_prob(logits, action):
+    """log π(action | logits) [...] of int actions [...]."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return jnp.take_along_axis(logp, action[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def categorical_entropy(logits):
+    """Mean entropy of the categoricals over the leading axes."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return jnp.mean(-jnp.sum(jnp.exp(logp) * logp, axis=-1))
+
+
+def sample_action(cfg: PPOConfig, actor_params, obs, key):
+    """(action the env receives, the stored sample, its log-probability): a Gaussian
+    sample (the env receives it clipped to [-1, 1]) or a categorical one (int32)."""
+    if discrete(cfg):
+        logits = distribution(cfg, actor_params, obs)
+        action = jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+        return action, action, categorical_log_prob(logits, action)
+    mean, log_std = distribution(cfg, actor_params, obs)
+    action = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+    return jnp.clip(action, -1.0, 1.0), action, log_prob(mean, log_std, action)
 
 
 def value(cfg: PPOConfig, critic_params, obs):
@@ -77,7 +118,7 @@ def value(cfg: PPOConfig, critic_params, obs):
 class Trajectory(NamedTuple):
     """One rollout; every field [T, N] (obs [T, N, O], action [T, N, A])."""
     obs: jax.Array
-    action: jax.Array  # the Gaussian sample (unclipped); the env receives clip(action)
+    action: jax.Array  # the Gaussian sample (unclipped; the env receives clip(action)), or the int action
     log_prob: jax.Array
     value: jax.Array
     reward: jax.Array  # with γ·V(s_T) added at time-limit truncation (bootstrap)
@@ -93,14 +134,13 @@ def collect(cfg: PPOConfig, env, horizon: int, params, env_state, episode_step, 
         env_state, ep = carry
         k_act, k_reset = jax.random.split(key)
         obs = env_state.obs
-        mean, log_std = distribution(cfg, params["actor"], obs)
-        action = mean + jnp.exp(log_std) * jax.random.normal(k_act, mean.shape)
+        env_action, action, logp = sample_action(cfg, params["actor"], obs, k_act)
         v = value(cfg, params["critic"], obs)
         env_state, ep, reward, next_obs, terminated, truncated = env_step_with_reset(
-            env, horizon, env_state, ep, jnp.clip(action, -1.0, 1.0), jax.random.split(k_reset, n))
+            env, horizon, env_state, ep, env_action, jax.random.split(k_reset, n))
         reward = reward + cfg.gamma * truncated * value(cfg, params["critic"], next_obs)
         done = (terminated | truncated).astype(jnp.float32)
-        return (env_state, ep), Trajectory(obs, action, log_prob(mean, log_std, action), v, reward, done)
+        return (env_state, ep), Trajectory(obs, action, logp, v, reward, done)
 
     (env_state, episode_step), traj = jax.lax.scan(step, (env_state, episode_step),
                                                    jax.random.split(key, cfg.unroll_length))
@@ -133,12 +173,17 @@ class Batch(NamedTuple):
 def loss(cfg: PPOConfig, params, mb: Batch):
     """Clipped surrogate + value_coef·MSE(V, return) - entropy_coef·entropy, with the
     minibatch's advantages normalised."""
-    mean, log_std = distribution(cfg, params["actor"], mb.obs)
-    ratio = jnp.exp(log_prob(mean, log_std, mb.action) - mb.log_prob)
+    if discrete(cfg):
+        logits = distribution(cfg, params["actor"], mb.obs)
+        new_log_prob, entropy = categorical_log_prob(logits, mb.action), categorical_entropy(logits)
+    else:
+        mean, log_std = distribution(cfg, params["actor"], mb.obs)
+        new_log_prob = log_prob(mean, log_std, mb.action)
+        entropy = jnp.sum(log_std + 0.5 * jnp.log(2.0 * jnp.pi * jnp.e))
+    ratio = jnp.exp(new_log_prob - mb.log_prob)
     adv = (mb.advantage - mb.advantage.mean()) / (mb.advantage.std() + 1e-8)
     pg = -jnp.mean(jnp.minimum(ratio * adv, jnp.clip(ratio, 1.0 - cfg.clip_eps, 1.0 + cfg.clip_eps) * adv))
     v_loss = jnp.mean(jnp.square(value(cfg, params["critic"], mb.obs) - mb.ret))
-    entropy = jnp.sum(log_std + 0.5 * jnp.log(2.0 * jnp.pi * jnp.e))
     return pg + cfg.value_coef * v_loss - cfg.entropy_coef * entropy
 
 

@@ -292,6 +292,10 @@ def body_state(env: str, obs: np.ndarray, variant: str | None = "brax") -> tuple
 
     if dmc.is_dmc(env):
         return dmc.body_state(env, obs)
+    from retland.config.registry import is_minatar
+    if is_minatar(env):  # a game's screen: no body, so no height or pitch
+        nan = np.full(len(obs), np.nan)
+        return nan, nan
     if env == "ant":
         w, x, y, z = obs[:, 1], obs[:, 2], obs[:, 3], obs[:, 4]
         return obs[:, 0], np.arcsin(np.clip(2 * (w * y - z * x), -1.0, 1.0))

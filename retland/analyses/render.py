@@ -371,14 +371,22 @@ def run_failures_request(wh, request: fl.FailuresRequest, *, progress=None, on_s
     (retland.config.requests.Bar), one bar of pairs, one of drawn samples."""
     from retland.config.requests import bar
 
+    from retland.config.registry import is_minatar
+
     outcome = fl.run_request(wh, request, progress=progress, on_select=on_select, on_plan=on_plan)
     if not request.frames:
         return outcome
-    full = {id(t): fl.plan(wh, t.run_id, t.step, t.operator_id, len(outcome.pair_ids[id(t)]))
+    envs = {t.run_id: wh.query("SELECT env FROM runs WHERE run_id = ?", [t.run_id]).to_dicts()[0]["env"]
             for t in outcome.targets}
-    undrawn = sum(len(missing(p)) for t in outcome.targets for p in pair_plans(wh, full[id(t)]))
+    targets = [t for t in outcome.targets if not is_minatar(envs[t.run_id])]
+    if len(targets) < len(outcome.targets) and on_note is not None:
+        games = sorted({e for e in envs.values() if is_minatar(e)})
+        on_note(f"no frames drawn for {', '.join(games)}: MinAtar games have no MuJoCo scene to draw")
+    full = {id(t): fl.plan(wh, t.run_id, t.step, t.operator_id, len(outcome.pair_ids[id(t)]))
+            for t in targets}
+    undrawn = sum(len(missing(p)) for t in targets for p in pair_plans(wh, full[id(t)]))
     with bar(progress, undrawn, "frames", unit="samples") as advance:
-        for t in outcome.targets:
+        for t in targets:
             _, note = draw_failure_pairs(wh, full[id(t)], records=outcome.records.get(id(t)), progress=advance)
             if note:
                 if on_note is not None:
@@ -393,8 +401,12 @@ def draw_failure_pairs(wh, fp: fl.FailurePlan, *, records: dict[int, dict] | Non
     does after storing the trajectories; `records` are its re-rolls, reused when they
     cover the pair). Returns (rows written, note): the note is one line saying why no
     frames were drawn (no renderer here), else empty."""
+    from retland.config.registry import is_minatar
     from retland.core import render as core_render
 
+    env = wh.query("SELECT env FROM runs WHERE run_id = ?", [fp.run_id]).to_dicts()[0]["env"]
+    if is_minatar(env):  # before planning: a game's scene cannot even be built
+        return [], f"no frames drawn: {env} is a MinAtar game, with no MuJoCo scene to draw"
     plans = [p for p in pair_plans(wh, fp, **settings) if missing(p)]
     if not plans:
         return [], ""

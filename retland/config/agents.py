@@ -109,6 +109,10 @@ class PPOConfig(_Model):
     # Orthogonal gains of the output layers (the hidden layers use √2), as the authors' code.
     actor_head_scale: Rate = 0.01
     critic_head_scale: Rate = 1.0
+    # "box": a Gaussian policy over [-1, 1]^A (the robot tasks); "discrete": a categorical
+    # policy over the actions of a MinAtar game (logits from the actor; the deterministic
+    # policy is their argmax). A MinAtar run gets "discrete" and MINATAR_PPO's defaults.
+    action_space: Literal["box", "discrete"] = "box"
 
     @property
     def steps_per_update(self) -> int:
@@ -121,6 +125,17 @@ class PPOConfig(_Model):
                 f"num_envs*unroll_length={self.steps_per_update} is not divisible by "
                 f"num_minibatches={self.num_minibatches}")
         return self
+
+
+# PPO's defaults on a MinAtar game (discrete actions), where a field is not given. The
+# paper's appendix A.6 states no hyperparameters for its ALE runs; these are CleanRL's
+# ppo_atari.py (8 envs x 128 steps, 4 minibatches x 4 epochs, Adam 2.5e-4 with eps 1e-5,
+# clip 0.1, entropy 0.01, grad-norm clip 0.5, vf_coef 0.5 on ½·MSE = value_coef 0.25 here),
+# on a 64-64 tanh MLP over MinAtar's flattened 10 x 10 x C channels instead of the
+# Nature CNN over 84 x 84 frames (docs/method.md "Discrete control").
+MINATAR_PPO: dict = {"action_space": "discrete", "num_envs": 8, "unroll_length": 128, "num_minibatches": 4,
+                     "update_epochs": 4, "learning_rate": 2.5e-4, "adam_eps": 1e-5, "clip_eps": 0.1,
+                     "value_coef": 0.25, "entropy_coef": 0.01, "max_grad_norm": 0.5}
 
 
 class BCConfig(_Model):

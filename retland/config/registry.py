@@ -7,6 +7,7 @@ so a new task or algorithm is added in one place. Imports nothing heavy (no JAX)
 | paper | brax0013 | the paper's tasks: Brax 0.0.13's robots, rules and position-based simulator, written in current JAX (retland.core.brax0013) |
 | brax | positional, generalized, spring, mjx | brax 0.14's own tasks on one of its physics backends |
 | dmc | mjx | a DeepMind Control task as MuJoCo Playground implements it (retland.core.dmc; the `dmc` extra) |
+| minatar | gymnax | a MinAtar game (discrete actions) as gymnax implements it (retland.core.minatar; the `minatar` extra) |
 
 Runs made before the paper variant had its own simulator recorded variant paper with a
 brax 0.14 backend (Brax 0.0.13's task rules on brax 0.14's robots). They still load and
@@ -51,8 +52,23 @@ DMC_SUITE: dict[str, tuple[str, str]] = {
     "humanoid-run": ("HumanoidRun", "humanoid"),
 }
 DMC_TASKS: tuple[str, ...] = tuple(DMC_SUITE)
-ENVS: tuple[str, ...] = BRAX_ENVS + DMC_TASKS
+# MinAtar games (Young & Tian 2019), discrete actions, as gymnax implements them in JAX:
+# retland name -> (gymnax's name, the ALE game of the paper's appendix A.6 it stands in
+# for, or None). The paper ran Qbert, MsPacman, Breakout and Seaquest from the ALE; the
+# ALE needs ROMs and JAX ports of those four (jaxtari) need sprite files downloaded at
+# install time, so retland offers MinAtar's miniatures: Breakout and Seaquest have one,
+# Qbert and MsPacman none (docs/method.md "Discrete control").
+MINATAR_GAMES: dict[str, tuple[str, str | None]] = {
+    "minatar-breakout": ("Breakout-MinAtar", "Breakout"),
+    "minatar-seaquest": ("Seaquest-MinAtar", "Seaquest"),
+    "minatar-asterix": ("Asterix-MinAtar", None),
+    "minatar-freeway": ("Freeway-MinAtar", None),
+    "minatar-space-invaders": ("SpaceInvaders-MinAtar", None),
+}
+MINATAR_TASKS: tuple[str, ...] = tuple(MINATAR_GAMES)
+ENVS: tuple[str, ...] = BRAX_ENVS + DMC_TASKS + MINATAR_TASKS
 MISSING_EXTRA = "DeepMind Control tasks need the dmc extra: pip install 'retland[dmc]'"
+MISSING_MINATAR = "MinAtar games need the minatar extra: pip install 'retland[minatar]'"
 
 # ---- task rules (variants) --------------------------------------------------------------
 # "paper" is Brax 0.0.13's, which the paper used: its robots, simulator and rules; "brax"
@@ -60,7 +76,8 @@ MISSING_EXTRA = "DeepMind Control tasks need the dmc extra: pip install 'retland
 # has only its own rules, as MuJoCo Playground implements them, recorded as "dmc".
 BRAX_VARIANTS: tuple[str, ...] = ("paper", "brax")
 DMC_VARIANT = "dmc"
-VARIANTS: tuple[str, ...] = BRAX_VARIANTS + (DMC_VARIANT,)
+MINATAR_VARIANT = "minatar"
+VARIANTS: tuple[str, ...] = BRAX_VARIANTS + (DMC_VARIANT, MINATAR_VARIANT)
 DEFAULT_VARIANT = "paper"
 # Runs recorded before variants existed were trained on brax's own rules.
 LEGACY_VARIANT = "brax"
@@ -68,8 +85,10 @@ LEGACY_VARIANT = "brax"
 # ---- physics backends -------------------------------------------------------------------
 # Brax 0.0.13's simulator, the paper variant's physics.
 PAPER_BACKEND = "brax0013"
+# MinAtar games run on gymnax's JAX implementation (no physics; the name is what runs record).
+MINATAR_BACKEND = "gymnax"
 BRAX_BACKENDS: tuple[str, ...] = ("positional", "generalized", "spring", "mjx")
-BACKENDS: tuple[str, ...] = (PAPER_BACKEND,) + BRAX_BACKENDS
+BACKENDS: tuple[str, ...] = (PAPER_BACKEND,) + BRAX_BACKENDS + (MINATAR_BACKEND,)
 # The brax variant's default: 2-3x faster than brax's default `generalized` on CPU for a
 # vmapped 1000-step rollout (see BENCHMARKS.md), and unlike `spring` it keeps joint limits
 # and contacts close to MuJoCo's behaviour.
@@ -87,6 +106,30 @@ class DMCExtraMissing(ValueError):
 def is_dmc(name: str) -> bool:
     """Whether `name` is one of retland's DeepMind Control tasks (imports nothing)."""
     return name in DMC_SUITE
+
+
+class MinAtarExtraMissing(ValueError):
+    """A MinAtar game was named but gymnax is not installed."""
+
+
+def is_minatar(name: str) -> bool:
+    """Whether `name` is one of retland's MinAtar games (imports nothing)."""
+    return name in MINATAR_GAMES
+
+
+def is_discrete(name: str) -> bool:
+    """Whether task `name` has a discrete action space (the MinAtar games)."""
+    return is_minatar(name)
+
+
+def have_gymnax() -> bool:
+    return importlib.util.find_spec("gymnax") is not None
+
+
+def require_gymnax() -> None:
+    """MinAtarExtraMissing (one line) unless gymnax can be imported."""
+    if not have_gymnax():
+        raise MinAtarExtraMissing(MISSING_MINATAR)
 
 
 def have_playground() -> bool:
@@ -140,9 +183,13 @@ def check_env(name: str) -> str:
     if is_dmc(name):
         require_playground()
         return name
+    if is_minatar(name):
+        require_gymnax()
+        return name
     hint = unknown_task_hint(name) if isinstance(name, str) else None
     raise ValueError(hint or f"unknown env {name!r}: choose one of {', '.join(BRAX_ENVS)} (brax) or "
-                             f"{', '.join(DMC_TASKS)} (DeepMind Control)")
+                             f"{', '.join(DMC_TASKS)} (DeepMind Control) or {', '.join(MINATAR_TASKS)} "
+                             "(MinAtar)")
 
 
 def check_variant(variant: str, env: str | None = None) -> str:
@@ -151,7 +198,12 @@ def check_variant(variant: str, env: str | None = None) -> str:
     if variant not in VARIANTS:
         raise ValueError(f"unknown task variant {variant!r}: choose one of {', '.join(VARIANTS)} "
                          "(paper = the paper's Brax 0.0.13 task rules, brax = brax 0.14's, "
-                         "dmc = a DeepMind Control task's own)")
+                         "dmc = a DeepMind Control task's own, minatar = a MinAtar game's own)")
+    if env is not None and is_minatar(env) and variant != MINATAR_VARIANT:
+        raise ValueError(f"the MinAtar game {env} runs its own rules (gymnax's): variant {MINATAR_VARIANT}, "
+                         f"not {variant!r}")
+    if env is not None and not is_minatar(env) and variant == MINATAR_VARIANT:
+        raise ValueError(f"variant {MINATAR_VARIANT!r} is for the MinAtar games ({', '.join(MINATAR_TASKS)})")
     if env is not None and is_dmc(env) and variant != DMC_VARIANT:
         raise ValueError(f"variant {variant!r} is a brax task's rules; the DeepMind Control task {env} runs "
                          f"its own (MuJoCo Playground's): variant {DMC_VARIANT}")
@@ -168,6 +220,11 @@ def check_backend(backend: str, env: str | None = None, variant: str | None = No
     for a DeepMind Control task."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if env is not None and is_minatar(env) and backend != MINATAR_BACKEND:
+        raise ValueError(f"the MinAtar game {env} runs on gymnax's JAX implementation: backend {MINATAR_BACKEND}, "
+                         f"not {backend!r}")
+    if env is not None and not is_minatar(env) and backend == MINATAR_BACKEND:
+        raise ValueError(f"backend {MINATAR_BACKEND} runs the MinAtar games ({', '.join(MINATAR_TASKS)}), not {env}")
     if env is not None and is_dmc(env) and backend != DMC_BACKEND:
         raise ValueError(f"the DeepMind Control task {env} runs on MuJoCo Playground's MJX (JAX) physics: "
                          f"backend {DMC_BACKEND}, not {backend!r}")
@@ -200,11 +257,15 @@ def default_backend(name: str, variant: str | None = None) -> str:
     brax variant, mjx for a DeepMind Control task."""
     if is_dmc(name):
         return DMC_BACKEND
+    if is_minatar(name):
+        return MINATAR_BACKEND
     return DEFAULT_BACKEND if (variant or DEFAULT_VARIANT) == "brax" else PAPER_BACKEND
 
 
 def default_variant(name: str) -> str:
     """The task rules a new run of task `name` gets when none are named."""
+    if is_minatar(name):
+        return MINATAR_VARIANT
     return DMC_VARIANT if is_dmc(name) else DEFAULT_VARIANT
 
 
@@ -212,6 +273,8 @@ def simulator(backend: str, variant: str | None = None) -> str:
     """A person's name for the physics a run used (the SQL macro run_simulator's twin)."""
     if variant == DMC_VARIANT:
         return "MuJoCo MJX"
+    if variant == MINATAR_VARIANT:
+        return "gymnax MinAtar"
     if backend == PAPER_BACKEND:
         return "Brax 0.0.13"
     return f"brax 0.14 {backend}"

@@ -26,8 +26,8 @@ from retland.config.registry import (BACKENDS, BRAX_BACKENDS, BRAX_ENVS, BRAX_VA
                                      DEFAULT_BACKEND, DEFAULT_HORIZON, DEFAULT_VARIANT, DMC_BACKEND, DMC_TASKS,
                                      DMC_VARIANT, ENVS, LEGACY_VARIANT, PAPER_BACKEND, VARIANTS, check_backend,
                                      check_env, check_new_task, check_task, check_variant, default_backend,
-                                     default_variant, is_dmc, simulator)
-from retland.core import dmc
+                                     default_variant, is_dmc, is_minatar, simulator)
+from retland.core import dmc, minatar
 
 
 def _import_brax_envs():
@@ -46,8 +46,8 @@ _BRAX_CLASSES = {"ant": ("brax.envs.ant", "Ant"), "halfcheetah": ("brax.envs.hal
 
 def brax_task_class(name: str):
     """brax 0.14's environment class for task `name`."""
-    if is_dmc(check_env(name)):
-        raise ValueError(f"{name} is a DeepMind Control task, not a brax one")
+    if is_dmc(check_env(name)) or is_minatar(name):
+        raise ValueError(f"{name} is a {'DeepMind Control task' if is_dmc(name) else 'MinAtar game'}, not a brax one")
     _import_brax_envs()
     module, cls = _BRAX_CLASSES[name]
     return getattr(importlib.import_module(module), cls)
@@ -55,7 +55,10 @@ def brax_task_class(name: str):
 
 def default_horizon(name: str) -> int:
     """Episode length in env steps: 1000 for the brax tasks (the paper's); a DeepMind
-    Control task's own `episode_length` (1000 control steps)."""
+    Control task's own `episode_length` (1000 control steps); a MinAtar game's gymnax
+    time limit (1000 steps, Freeway 2500)."""
+    if is_minatar(check_env(name)):
+        return minatar.task_info(name).episode_length
     return dmc.task_info(check_env(name)).episode_length if is_dmc(name) else DEFAULT_HORIZON
 
 
@@ -77,6 +80,9 @@ def make_env(name: str, backend: str | None = None, reset_noise_scale: float | N
 def _make_env(name: str, backend: str, reset_noise_scale: float | None, variant: str):
     if is_dmc(name):
         return dmc.dmc_env(name, standard_reset_noise(name) if reset_noise_scale is None else reset_noise_scale)
+    if is_minatar(name):
+        return minatar.minatar_env(name, minatar.STANDARD_RESET_NOISE if reset_noise_scale is None
+                                   else reset_noise_scale)
     if backend == PAPER_BACKEND:
         from retland.core import brax0013
         with jax.ensure_compile_time_eval():  # cached: concrete arrays even when first built inside a trace
@@ -101,6 +107,8 @@ def standard_reset_noise(name: str) -> float:
     1 (Playground's own draw over the joint ranges), humanoid 0 (`dmc.standard_reset_noise`)."""
     if is_dmc(check_env(name)):
         return dmc.standard_reset_noise(name)
+    if is_minatar(name):
+        return minatar.STANDARD_RESET_NOISE
     from retland.core import brax0013
     if name in brax0013.STANDARD_RESET_NOISE:  # the same bounds as brax 0.14's, without importing brax
         return float(brax0013.STANDARD_RESET_NOISE[name])

@@ -133,6 +133,18 @@ class GaussianActor(nn.Module):
         return mean, log_std
 
 
+class CategoricalActor(nn.Module):
+    """PPO actor of a discrete-action task: obs [..., O] -> logits [..., A]."""
+
+    num_actions: int
+    hidden: Sequence[int] = PPO_HIDDEN
+    out_scale: float = ORTHO_SCALE  # orthogonal gain of the logits' output layer
+
+    @nn.compact
+    def __call__(self, obs):
+        return MLP(self.hidden, self.num_actions, activation=nn.tanh, out_scale=self.out_scale)(obs)
+
+
 class ValueCritic(nn.Module):
     """PPO critic: obs [..., O] -> V [...]."""
 

@@ -128,9 +128,12 @@ def scene(env: str, backend: str, variant: str) -> Scene:
     import mujoco
 
     from retland.core import envs
-    from retland.core.envs import PAPER_BACKEND, is_dmc
+    from retland.core.envs import PAPER_BACKEND, is_dmc, is_minatar
 
     env, backend, variant = envs.check_task(env, backend, variant)
+    if is_minatar(env):
+        raise ValueError(f"{env} is a MinAtar game: its 10 x 10 screens have no MuJoCo scene to draw (retland "
+                         "renders the brax and DeepMind Control tasks)")
     distance, lookat_z = _CAMERA.get(env, (4.0, 0.8))
     if is_dmc(env):
         model = envs.make_env(env, backend, variant=variant).task.mj_model

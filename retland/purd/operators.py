@@ -81,7 +81,7 @@ from retland.core import rollout
 from retland.core.envs import standard_reset_noise
 from retland.core.importpath import PATH as IMPORT_PATH
 from retland.core.importpath import resolve
-from retland.config.registry import ALGOS
+from retland.config.registry import ALGOS, is_discrete
 from retland.config.settings import ACTION_SIGMA, GAUSSIAN_SIGMA
 
 AGENT_KINDS = ALGOS  # each algorithm's own training update
@@ -331,7 +331,11 @@ def parse_operator(text: str, *, env: str | None = None, horizon: int = 1000, se
                              "fraction A in (0, 1] of the joint ranges")
         return standard
 
-    return _build(text, horizon, seed, reset_range)
+    spec = _build(text, horizon, seed, reset_range)
+    if spec.kind == "action" and env is not None and is_discrete(env):
+        raise ValueError(f"operator {text!r}: action noise perturbs continuous actions, and {env} has discrete "
+                         "ones; perturb the parameters (gaussian) or the start state (init_state) instead")
+    return spec
 
 
 def check_operator(text: str, *, horizon: int = 1000, seed: int = 0) -> None:

@@ -25,6 +25,7 @@ from .analysis_charts import failure_blocks, interpolation_blocks, landscape_blo
 from .blocks import Block, Figure, Note, Table
 from .clone_charts import clone_blocks
 from .compare_charts import compare_blocks
+from .discrete_charts import discrete_blocks
 from .context import ReportContext
 from .stabilize_charts import stabilize_blocks
 from .start_state_charts import start_state_blocks
@@ -283,3 +284,10 @@ def comparisons(ctx: ReportContext) -> list[Block]:
          "has BC runs.")
 def clones(ctx: ReportContext) -> list[Block] | None:
     return clone_blocks(ctx)
+
+
+@section("discrete", "Discrete control", "Post-update returns of PPO on MinAtar games (discrete actions): their "
+         "spread per checkpoint and their shapes (the paper's A.6, Figs. 20-21). Shown when the warehouse has "
+         "distributions of a MinAtar game.")
+def discrete(ctx: ReportContext) -> list[Block] | None:
+    return discrete_blocks(ctx)

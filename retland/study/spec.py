@@ -139,9 +139,9 @@ class TrainSpec(_Strict):
 
     @property
     def total(self) -> int:
-        from retland.train.config import DEFAULT_TOTAL_STEPS
+        from retland.train.config import default_total_steps
 
-        return int(self.steps or DEFAULT_TOTAL_STEPS[self.algo])
+        return int(self.steps or default_total_steps(self.algo, self.env))
 
     @property
     def checkpoint_steps(self) -> tuple[int, ...]:

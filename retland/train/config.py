@@ -13,16 +13,24 @@ from pathlib import Path
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from retland.config.agents import (DEFAULT_TOTAL_STEPS, AgentConfig, BCConfig, Count, Finite, PPOConfig,  # noqa: F401
+from retland.config.agents import (DEFAULT_TOTAL_STEPS, MINATAR_PPO, AgentConfig, BCConfig, Count, Finite, PPOConfig,  # noqa: F401
                                    Rate, SACConfig, Size, TD3Config, _Model, agent_config, default_checkpoints)
 from retland.config.registry import (BRAX_ENVS, DEFAULT_HORIZON, DEFAULT_VARIANT, LEGACY_VARIANT,
                                      PAPER_BACKEND, check_algo, check_backend, check_env, check_new_task,
-                                     check_variant, default_backend, default_variant)
+                                     check_variant, default_backend, default_variant, is_minatar)
 from retland.core import dmc
 from retland.core.envs import default_horizon
 
 
 MAX_CHECKPOINTS = 1000
+# PPO on a MinAtar game: the paper's 10M env steps per run on the ALE (appendix A.6).
+MINATAR_TOTAL_STEPS = 10_000_000
+
+
+def default_total_steps(algo: str, env: str) -> int:
+    """Env steps per seed when none are given: the algorithm's (A.1), or the paper's 10M
+    for PPO on a game (A.6)."""
+    return MINATAR_TOTAL_STEPS if is_minatar(env) and algo == "ppo" else DEFAULT_TOTAL_STEPS[algo]
 
 
 class DMCTask(_Model):
@@ -80,6 +88,8 @@ class TrainConfig(_Model):
         env = data.get("env", cls.model_fields["env"].default)
         if data.get("backend") is None and isinstance(env, str) and env in BRAX_ENVS:
             data = {**data, "backend": default_backend(env, data.get("variant") or DEFAULT_VARIANT)}
+        if isinstance(env, str) and is_minatar(env):
+            return cls._minatar_defaults(data, env)
         if not (isinstance(env, str) and dmc.is_dmc(env) and dmc.have_playground()):
             return data  # a brax task, or an error the env check reports
         data = dict(data)
@@ -88,6 +98,27 @@ class TrainConfig(_Model):
         data.setdefault("horizon", default_horizon(env))
         if data.get("task") is None:
             data["task"] = dmc.task_info(env)._asdict()
+        return data
+
+    @classmethod
+    def _minatar_defaults(cls, data: dict, env: str) -> dict:
+        """A MinAtar game: backend gymnax, variant minatar, gymnax's time limit as horizon
+        (when gymnax is installed; else the env check reports it), and a PPO agent's
+        unset fields from MINATAR_PPO (a categorical policy, CleanRL's Atari PPO)."""
+        from retland.config.registry import have_gymnax
+
+        data = dict(data)
+        for key in ("backend", "variant"):
+            if data.get(key) is None:
+                data[key] = default_backend(env) if key == "backend" else default_variant(env)
+        if have_gymnax() and data.get("horizon") is None:
+            data["horizon"] = default_horizon(env)
+        agent = data.get("agent")
+        if isinstance(agent, dict) and agent.get("algo") == "ppo":
+            data["agent"] = {**MINATAR_PPO, **agent}
+        elif isinstance(agent, PPOConfig):
+            given = agent.model_dump(include=agent.model_fields_set)
+            data["agent"] = PPOConfig(**{**MINATAR_PPO, **given})
         return data
 
     @model_validator(mode="before")
@@ -147,7 +178,7 @@ class TrainConfig(_Model):
     def steps(self) -> int:
         """Env steps per seed actually trained: total_steps rounded down to whole
         iterations (PPO's 6e7 default is 1831 iterations of 32768 = 59,998,208)."""
-        total = int(self.total_steps or DEFAULT_TOTAL_STEPS[self.algo])
+        total = int(self.total_steps or default_total_steps(self.algo, self.env))
         return total // self.granularity * self.granularity
 
     @property
@@ -183,6 +214,13 @@ class TrainConfig(_Model):
             check_new_task(self.env, self.backend, self.variant)
             if self.algo == "bc" and (self.agent.teacher_run_id is None or self.agent.teacher_step is None):
                 raise ValueError("a bc run clones a teacher: give it one (retland train --algo bc --teacher RUN@STEP)")
+        discrete = getattr(self.agent, "action_space", "box") == "discrete"
+        if is_minatar(self.env) != discrete:
+            if is_minatar(self.env) and self.algo != "ppo":
+                raise ValueError(f"{self.env} is a MinAtar game (discrete actions): only ppo trains on it (a "
+                                 f"categorical policy), not {self.algo}")
+            raise ValueError(f"agent.action_space={getattr(self.agent, 'action_space', 'box')!r} does not fit "
+                             f"{self.env}: discrete for the MinAtar games, box for every other task")
         if self.store_states:
             if self.algo not in ("td3", "sac"):
                 raise ValueError(f"store_states: only TD3 and SAC keep a replay buffer to store states with, "

@@ -121,7 +121,8 @@ def test_paper_ant_contacts_match_brax_physics_and_are_observed_and_paid():
 
 
 def test_variant_is_checked_recorded_and_legacy_configs_read_as_brax():
-    assert VARIANTS == ("paper", "brax", "dmc")  # dmc: DeepMind Control tasks only (tests/core/test_dmc.py)
+    # dmc: DeepMind Control tasks only (tests/core/test_dmc.py); minatar: MinAtar games (tests/core/test_minatar.py)
+    assert VARIANTS == ("paper", "brax", "dmc", "minatar")
     with pytest.raises(ValueError, match="unknown task variant 'gym'"):
         check_variant("gym")
     assert TrainConfig().variant == "paper"
