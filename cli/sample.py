@@ -229,7 +229,7 @@ def execute(request, warehouse: Path | None, progress: bool = True) -> None:
             operator_ids += f" from {job.start_rows} replay row(s)"
         say(f"{len(job.distributions)} distribution(s), operator {operator_ids}, N={request.samples}, "
             f"shard {shard_ij[0]}/{shard_ij[1]}: {total} new samples in {sum(len(p.todo) for p in work)} "
-            f"chunk(s) on {len(devs)} device(s)")
+            f"chunk(s) on {len(devs)} device(s)" + _packed_text(plans))
 
     def on_round(res) -> None:
         if progress:
@@ -253,6 +253,12 @@ def execute(request, warehouse: Path | None, progress: bool = True) -> None:
     console.print(escape(f"wrote {done.rows_written} rows ({len(done.distributions)} distribution(s) computed, "
                          f"{done.complete} already complete for this shard) into {wh.root}"),
                   highlight=False, soft_wrap=True)
+
+
+def _packed_text(plans) -> str:
+    """', packed K chunks of B to a program of W lanes' when the job packs (`purd.packing`)."""
+    packed = {(p.slots, p.batch_size) for p in plans if p.slots > 1 and p.todo}
+    return "".join(f", packed {m} chunks of {b} to a program of {m * b} lanes" for m, b in sorted(packed))
 
 
 def status_hints(root, operator_ids, samples: int | None) -> list[str]:
