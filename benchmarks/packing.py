@@ -66,7 +66,7 @@ def run(base: Path, tmp: Path, *, operator: str, n: int, horizon: int, batch_siz
     return dt, dc
 
 
-def main() -> None:
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpu", action="store_true", help="the accelerator sizes: D=4, N=1000, T=1000, W=auto")
     ap.add_argument("--operator", default="td3")
@@ -76,7 +76,11 @@ def main() -> None:
     ap.add_argument("--batch-size", default="auto")
     ap.add_argument("--pack", default=None, help="W (CPU 256, GPU auto)")
     ap.add_argument("--repeats", type=int, default=2)
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def measure(args) -> dict:
+    """Run the variants; print and return their env-steps/s (see the module doc)."""
     d = args.distributions or 4
     n = args.samples or (1000 if args.gpu else 128)
     horizon = args.horizon or (1000 if args.gpu else 200)
@@ -107,17 +111,26 @@ def main() -> None:
                 dt, dc = run(base, tmp, **kw, **v)
                 w, c = best.get(name, (float("inf"), float("inf")))
                 best[name] = (min(w, dt), min(c, dc))
-        rate = {}
-        for name, v in variants.items():
-            steps_total = v["n"] * len(v["steps"]) * horizon
-            rate[name] = steps_total / best[name][0]
-            print(f"{name:16s} {steps_total:>12,d} env-steps  best wall {best[name][0]:8.2f} s  "
-                  f"process CPU {best[name][1]:8.2f} s  {rate[name]:>12,.0f} env-steps/s", flush=True)
-        print(f"packed / unpacked env-steps/s: {rate['packed'] / rate['unpacked']:.3f} (wall), "
-              f"{best['unpacked'][1] / best['packed'][1]:.3f} (process CPU time)")
-        if args.gpu:
-            print(f"packed / full 4096 chunk env-steps/s: {rate['packed'] / rate['full 4096 chunk']:.3f} "
-                  "(target >= 0.9)")
+    out = {"device": f"{dev.platform} {getattr(dev, 'device_kind', '')}".strip(), "distributions": d, "samples": n,
+           "horizon": horizon, "pack": pack, "batch_size": batch, "env_steps_per_s": {}}
+    for name, v in variants.items():
+        steps_total = v["n"] * len(v["steps"]) * horizon
+        rate = out["env_steps_per_s"][name] = steps_total / best[name][0]
+        print(f"{name:16s} {steps_total:>12,d} env-steps  best wall {best[name][0]:8.2f} s  "
+              f"process CPU {best[name][1]:8.2f} s  {rate:>12,.0f} env-steps/s", flush=True)
+    rate = out["env_steps_per_s"]
+    out["packed_to_unpacked"] = rate["packed"] / rate["unpacked"]
+    out["packed_to_unpacked_cpu_time"] = best["unpacked"][1] / best["packed"][1]
+    print(f"packed / unpacked env-steps/s: {out['packed_to_unpacked']:.3f} (wall), "
+          f"{out['packed_to_unpacked_cpu_time']:.3f} (process CPU time)")
+    if args.gpu:
+        out["packed_to_full_chunk"] = rate["packed"] / rate["full 4096 chunk"]
+        print(f"packed / full 4096 chunk env-steps/s: {out['packed_to_full_chunk']:.3f} (target >= 0.9)")
+    return out
+
+
+def main(argv=None) -> dict:
+    return measure(parse_args(argv))
 
 
 if __name__ == "__main__":

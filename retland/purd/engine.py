@@ -220,19 +220,21 @@ def resolve_devices(devices: str | int | Sequence | None = None) -> list:
 _FITS: set = set()
 
 
-def chunk_fits(fn, placed_args, batch_size: int, device, room: int | None = None) -> None:
+def chunk_fits(fn, placed_args, batch_size: int, device, room: int | None = None, *, indices=None,
+               option: str = "--batch-size") -> None:
     """On a device with a memory limit (an accelerator), refuse a chunk size whose
     compiled chunk program would not fit, before running it (`retland.core.sizing`):
     the message names the largest --batch-size that does. Once per program, size and
     device kind in a process; nothing is checked on CPU. room: the budget in bytes
-    (default `sizing.budget(device)`)."""
+    (default `sizing.budget(device)`). indices: the program's index argument when it is not
+    [batch_size] (a packed chunk's [m, B]); option: the option the message names."""
     room = sizing.budget(device) if room is None else room
     if room is None:
         return
     key = (id(fn), batch_size, getattr(device, "device_kind", device.platform))
     if key in _FITS:
         return
-    idx = jax.device_put(chunk_indices(0, batch_size), device)
+    idx = jax.device_put(chunk_indices(0, batch_size) if indices is None else indices, device)
     fp = sizing.footprint(fn, *placed_args, idx)
     if fp is not None and fp.need() > room:
         need, per_sample = fp.need(), fp.scaling / batch_size
@@ -241,8 +243,10 @@ def chunk_fits(fn, placed_args, batch_size: int, device, room: int | None = None
             f"a chunk of {batch_size} samples needs {sizing.gib(need)} on this "
             f"{getattr(device, 'device_kind', device.platform)} (XLA's memory analysis of the chunk program; "
             f"about {sizing.gib(per_sample)} per sample), more than its budget of {sizing.gib(room)} "
-            f"({int(sizing.HEADROOM * 100)}% of the free memory). A new distribution: pass --batch-size {fits} "
-            "or less. A started one keeps its chunk size: resume it on a device with more memory.")
+            f"({int(sizing.HEADROOM * 100)}% of the free memory). " + (
+                f"A new distribution: pass --batch-size {fits} or less. A started one keeps its chunk size: "
+                "resume it on a device with more memory." if option == "--batch-size" else
+                f"Pass {option} {fits} or less."))
     _FITS.add(key)
 
 

@@ -201,6 +201,7 @@ def run_packed(wh, plans: Sequence, *, load=None, leases=None, devices=None,
     swept: set[int] = set()
     busy: dict[int, list] = {d: [] for d in todo}
     cache: collections.OrderedDict = collections.OrderedDict()  # plan position -> (program, op_state, start)
+    placed: dict = {}  # the last packed chunk's slot states, on its device
 
     def prepared(d):
         if d not in cache:
@@ -251,17 +252,22 @@ def run_packed(wh, plans: Sequence, *, load=None, leases=None, devices=None,
         if any(q[0] != program for q in parts):
             raise SamplingError(f"{chunk}: its distributions do not share one program (run configs differ in a "
                                 "way their records do not show); rerun with --pack off")
-        try:
-            op_states = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *[q[1] for q in parts])
-            starts = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *[q[2] for q in parts])
-        except (ValueError, TypeError) as exc:
-            raise SamplingError(f"{chunk}: its distributions' states differ in shape ({exc}); rerun with "
-                                "--pack off") from None
         idx = np.stack([chunk_indices(k, plans[d].batch_size) for d, k in units])
         dev = devs[j % len(devs)]
         fn = packed_chunk_function(program)
-        args = (jax.device_put(op_states, dev), jax.device_put(starts, dev), jax.device_put(plans[d0].spec.base_key, dev))
-        chunk_fits(fn, args, chunk.slots * plans[units[0][0]].batch_size, dev)
+        slots = (tuple(d for d, _ in units), j % len(devs))
+        if placed.get("slots") != slots:  # consecutive packed chunks of the same distributions reuse them
+            placed.clear()
+            try:
+                op_states = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *[q[1] for q in parts])
+                starts = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *[q[2] for q in parts])
+            except (ValueError, TypeError) as exc:
+                raise SamplingError(f"{chunk}: its distributions' states differ in shape ({exc}); rerun with "
+                                    "--pack off") from None
+            placed.update(slots=slots, args=(jax.device_put(op_states, dev), jax.device_put(starts, dev),
+                                             jax.device_put(plans[units[0][0]].spec.base_key, dev)))
+        args = placed["args"]
+        chunk_fits(fn, args, idx.size, dev, indices=idx, option="--pack")
         return fn(*args, jax.device_put(idx, dev)), idx, j % len(devs)
 
     def rows_of(chunk: PackedChunk, mine, out, idx, device) -> tuple[int, int, dict, int]:
