@@ -197,3 +197,31 @@ def test_a_bad_pack_is_refused_before_anything_is_read(sampled, tmp_path, capsys
     code, out, err = run_cli(capsys, monkeypatch, *args(root, "--pack", "wide"))
     assert code == 2 and "--pack 'wide'" in err and len(err.strip().splitlines()) == 1
     assert tree_digest(root) == before
+
+
+def test_pack_auto_is_off_on_cpu_and_4096_lanes_on_accelerators():
+    from retland.purd.packing import resolve_pack
+    from retland.purd.sampling import SamplingError
+
+    assert resolve_pack("auto", "cpu") == 0 and resolve_pack("off") == 0
+    assert resolve_pack("auto", "gpu") == resolve_pack("auto", "tpu") == 4096 and resolve_pack(64) == 64
+    with pytest.raises(SamplingError, match="--pack"):
+        resolve_pack("wide")
+
+
+def test_the_layout_cuts_each_groups_chunks_into_runs_of_m_whatever_is_done():
+    from retland.purd.packing import PackedChunk, layout
+    from retland.purd.sampling import Plan, take_shard
+
+    def plan(n, b, group, slots, first=0):
+        return Plan(n, b, [], set(), group=group, slots=slots, first_chunk=first)
+
+    # two distributions of group 0 (3 chunks each, m = 4), one unpacked, one of group 1 (m = 2)
+    plans = [plan(24, 8, 0, 4), plan(20, 8, -1, 1), plan(24, 8, 0, 4), plan(16, 8, 1, 2)]
+    items = layout(plans)
+    assert items == [PackedChunk(0, 0, 4, ((0, 0), (0, 1), (0, 2), (2, 0))), PackedChunk(0, 1, 4, ((2, 1), (2, 2))),
+                     (1, 0), (1, 1), (1, 2), PackedChunk(1, 0, 2, ((3, 0), (3, 1)))]
+    assert [x for i in range(3) for x in take_shard(items, (i, 3))] == items
+    # an adaptive round: only the chunks from index 16 on
+    late = [plan(24, 8, 0, 4, first=2), plan(24, 8, 0, 4, first=2)]
+    assert layout(late) == [PackedChunk(0, 0, 4, ((0, 2), (1, 2)))]
