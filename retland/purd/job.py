@@ -40,7 +40,7 @@ from retland.purd.adaptive import METRICS, ROUND_SAMPLES, AdaptiveResult, parse_
 from retland.purd.engine import FLUSH_SECONDS, SamplingError
 from retland.purd.leases import LeaseInfo, Leases
 from retland.purd.operators import OperatorSpec, check_operator, parse_operator
-from retland.purd.packing import run_packed
+from retland.purd.packrun import run_packed
 from retland.purd.sampling import Plan, SampleResult, parse_shard, plan_job
 from retland.purd.selection import select_checkpoints
 from retland.purd.starts import start_rows
