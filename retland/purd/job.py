@@ -282,8 +282,10 @@ class _LastCheckpoint:
 
 
 class _Loaded:
-    """load_checkpoint for packed chunks that keeps the last 8 checkpoints it loaded (the
-    distributions of one checkpoint's start rows load it once)."""
+    """load_checkpoint for packed chunks that keeps the last 16 checkpoints it loaded: the
+    distributions of one checkpoint's start rows load it once, and the rounds of a job to
+    a precision with at most 16 open distributions load each once (more are reloaded
+    each round)."""
 
     def __init__(self) -> None:
         self.held: dict = {}
@@ -293,9 +295,10 @@ class _Loaded:
 
         key = (run_id, int(step))
         if key not in self.held:
-            while len(self.held) >= 8:  # a few: the distributions of one checkpoint's start rows
+            while len(self.held) >= 16:  # a few: start rows of one checkpoint, adaptive rounds' open ones
                 self.held.pop(next(iter(self.held)))
             self.held[key] = load_checkpoint(wh, run_id, int(step))
+        self.held[key] = self.held.pop(key)  # the most recently used last
         return self.held[key]
 
 
@@ -331,10 +334,11 @@ def run_job(wh, job: SampleJob, shard: tuple[int, int] | str | None = None, *, p
         outcome.plans = len(plans)
         policy = _fixed(plans)
     load = _LastCheckpoint()
+    packed_load = _Loaded()
     batch = next(policy, None)
     while batch is not None:
         # Packed plans (several distributions per chunk program) run together first.
-        packed = run_packed(wh, batch, load=_Loaded(), leases=lease_book, devices=devices, progress=progress,
+        packed = run_packed(wh, batch, load=packed_load, leases=lease_book, devices=devices, progress=progress,
                             flush_seconds=flush_seconds) if any(p.slots > 1 and p.todo for p in batch) else {}
         done = [packed.get(d) if p.slots > 1 else
                 sampling.sample_checkpoint(wh, p, load=load, leases=lease_book, devices=devices, progress=progress,
