@@ -72,8 +72,8 @@ def parse_args(argv=None):
     p.add_argument("--forbid", default="", help="comma-separated modules whose import must fail, e.g. polars,altair")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     p.add_argument("--packing", action="store_true",
-                   help="also run benchmarks/packing.py --gpu: a paper-sized job (4 checkpoints x N=1000, td3, "
-                        "T=1000) packed vs unpacked vs one full 4096-wide chunk (summary's 'packing')")
+                   help="also run benchmarks/packing.py --gpu: a paper-sized job (20 checkpoints x N=1000, td3, "
+                        "T=1000) packed vs unpacked vs full 4096-wide chunks (summary's 'packing')")
     return p.parse_args(argv)
 
 
@@ -230,7 +230,7 @@ def main(argv=None) -> dict:
         import packing
 
         summary["packing"] = packing.measure(packing.parse_args(["--gpu"] + (
-            ["--samples", "64", "--horizon", "50", "--repeats", "1"] if args.tiny else [])))
+            ["--distributions", "4", "--samples", "64", "--horizon", "50", "--repeats", "1"] if args.tiny else [])))
 
     if not args.no_report:
         try:

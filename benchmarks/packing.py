@@ -1,8 +1,8 @@
 """Packed chunks against one-distribution chunks, measured in one run.
 
     python benchmarks/packing.py                       # CPU: td3 operator, D=4 x N=128, T=200, W=256
-    python benchmarks/packing.py --gpu                 # accelerator: D=4 x N=1000, T=1000, W=auto (4096),
-                                                       # plus the reference: one distribution of N=4096, B=4096
+    python benchmarks/packing.py --gpu                 # accelerator: D=20 x N=1000, T=1000, W=auto (4096),
+                                                       # plus the reference: 5 distributions of N=4096, B=4096
 
 A job samples D distributions that share a program: the shipped example checkpoint
 (TD3 hopper, paper variant) added at D checkpoint steps (the same parameters and buffer,
@@ -12,8 +12,11 @@ so every distribution is the same computation and law). The same job runs throug
 `--pack W`, into fresh copies of the warehouse; compile is excluded (each variant runs
 once first), then --repeats interleaved runs, the best counts. Prints env-steps/s (D·N·T
 per wall second, padding not counted) and process-CPU seconds of both, and their ratios.
-With --gpu it also runs the reference the issue names: a single distribution of N = 4096
-in one full 4096-wide chunk, and prints packed / reference (target >= 0.9).
+With --gpu it also runs the reference the issue names, full 4096-wide chunks: as many
+distributions of N = 4096 (B = 4096, unpacked) as the packed job has chunks, and prints
+packed / reference (target >= 0.9). Both are whole jobs, checkpoint loading included (a
+packed chunk of 4 distributions loads 4 checkpoints, a full chunk 1; the next chunk's
+loading overlaps the device's work on the current one).
 """
 from __future__ import annotations
 
@@ -68,9 +71,9 @@ def run(base: Path, tmp: Path, *, operator: str, n: int, horizon: int, batch_siz
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--gpu", action="store_true", help="the accelerator sizes: D=4, N=1000, T=1000, W=auto")
+    ap.add_argument("--gpu", action="store_true", help="the accelerator sizes: D=20, N=1000, T=1000, W=auto")
     ap.add_argument("--operator", default="td3")
-    ap.add_argument("--distributions", type=int, default=None, help="D (default 4)")
+    ap.add_argument("--distributions", type=int, default=None, help="D (CPU 4, GPU 20)")
     ap.add_argument("--samples", type=int, default=None, help="N per distribution (CPU 128, GPU 1000)")
     ap.add_argument("--horizon", type=int, default=None, help="T (CPU 200, GPU 1000)")
     ap.add_argument("--batch-size", default="auto")
@@ -81,7 +84,7 @@ def parse_args(argv=None):
 
 def measure(args) -> dict:
     """Run the variants; print and return their env-steps/s (see the module doc)."""
-    d = args.distributions or 4
+    d = args.distributions or (20 if args.gpu else 4)
     n = args.samples or (1000 if args.gpu else 128)
     horizon = args.horizon or (1000 if args.gpu else 200)
     pack = args.pack or ("auto" if args.gpu else "256")
@@ -94,13 +97,14 @@ def measure(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="retland-pack-") as tmp:
         tmp = Path(tmp)
         base = tmp / "base"
-        base_warehouse(base, max(d, 1))
+        base_warehouse(base, max(d, 1))  # the reference uses the first of these
         steps = [FIRST_STEP + i for i in range(d)]
         kw = dict(operator=args.operator, horizon=horizon)
         variants = {"unpacked": dict(n=n, batch_size=batch, pack="off", steps=steps),
                     "packed": dict(n=n, batch_size=batch, pack=pack, steps=steps)}
-        if args.gpu:
-            variants["full 4096 chunk"] = dict(n=4096, batch_size=4096, pack="off", steps=steps[:1])
+        if args.gpu:  # as many full 4096-wide chunks (one distribution each) as the packed job runs
+            full = max(1, round(d * n / 4096))
+            variants["full 4096 chunk"] = dict(n=4096, batch_size=4096, pack="off", steps=steps[:full])
         for name, v in variants.items():  # compile (and warm every cache) first
             t = time.perf_counter()
             run(base, tmp, **kw, **v)
