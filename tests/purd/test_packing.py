@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,3 +226,53 @@ def test_the_layout_cuts_each_groups_chunks_into_runs_of_m_whatever_is_done():
     # an adaptive round: only the chunks from index 16 on
     late = [plan(24, 8, 0, 4, first=2), plan(24, 8, 0, 4, first=2)]
     assert layout(late) == [PackedChunk(0, 0, 4, ((0, 2), (1, 2)))]
+
+
+def test_a_packed_job_sigkilled_after_two_chunks_resumes_to_the_rows_of_one(sampled, tmp_path):
+    """The same as the interrupted job above, with SIGKILL in another process (whole
+    Parquet parts of whole packed chunks), resumed here. The second process loads the
+    programs the fixture stored (about 7 s)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    import pyarrow.parquet as pq
+
+    from conftest import cli_env
+    from retland.purd.job import run_job
+
+    base, _, packed = sampled
+    root = tmp_path / "wh"
+    shutil.copytree(base, root)
+    env = cli_env({"TF_CPP_MIN_LOG_LEVEL": "3"})
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent), env["PYTHONPATH"]])
+    code = textwrap.dedent(f"""
+        import sys
+        import test_packing as t
+        from retland.purd.job import run_job
+        wh, j = t.job({str(root)!r})
+        def progress(n):
+            print("chunk", flush=True)
+            sys.stdin.readline()
+        run_job(wh, j, progress=progress, flush_seconds=0)
+        """)
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, text=True, stdout=subprocess.PIPE,
+                            stdin=subprocess.PIPE)
+    try:
+        for k in range(2):
+            assert proc.stdout.readline().strip() == "chunk"
+            if k < 1:
+                proc.stdin.write("\n")
+                proc.stdin.flush()
+        proc.send_signal(signal.SIGKILL)  # while it waits after its second packed chunk
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    parts = list((root / "tables" / "post_update_returns").rglob("*.parquet"))
+    assert sum(pq.read_table(p).num_rows for p in parts) == 2 * W
+    wh, j = job(root)
+    assert run_job(wh, j, flush_seconds=0).rows_written == 2 * N - 2 * W
+    assert rows(root).equals(rows(packed))
