@@ -71,6 +71,9 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", default="auto", help="sampling chunk size (default auto, as `retland sample`)")
     p.add_argument("--forbid", default="", help="comma-separated modules whose import must fail, e.g. polars,altair")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+    p.add_argument("--packing", action="store_true",
+                   help="also run benchmarks/packing.py --gpu: a paper-sized job (20 checkpoints x N=1000, td3, "
+                        "T=1000) packed vs unpacked vs full 4096-wide chunks (summary's 'packing')")
     return p.parse_args(argv)
 
 
@@ -221,6 +224,13 @@ def main(argv=None) -> dict:
     }
     print(f"sample: {sample_rate:,.0f} env-steps/s (td3 operator, after the first checkpoint's compile); "
           f"bare vmapped rollout {bare_rate:,.0f}; ratio {ratio:.2f}", flush=True)
+
+    if args.packing:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import packing
+
+        summary["packing"] = packing.measure(packing.parse_args(["--gpu"] + (
+            ["--distributions", "4", "--samples", "64", "--horizon", "50", "--repeats", "1"] if args.tiny else [])))
 
     if not args.no_report:
         try:

@@ -111,6 +111,7 @@ def sample(
         help="i/N: this job's share of the work, for N independent jobs; auto: i and N of this SLURM array task "
              "(SLURM_ARRAY_TASK_ID/_MIN/_COUNT).")] = default_of(SampleSettings, "shard"),
     devices: Annotated[str, typer.Option(help=help_of(SampleSettings, "devices"))] = default_of(SampleSettings, "devices"),
+    pack: Annotated[str, typer.Option(help=help_of(SampleSettings, "pack"))] = default_of(SampleSettings, "pack"),
     executor: ExecutorOpt = "none",
     jobs: JobsOpt = None,
     partition: PartitionOpt = None,
@@ -156,6 +157,7 @@ def sample(
     # The request's own checks (`SampleRequest.check`) come after the command line's parsing.
     batch = count_or_keyword(batch_size, "--batch-size", "auto")
     n_devices = count_or_keyword(devices, "--devices", "all")
+    packing = pack_option(pack)
     seed_list, step_list = (int_list(seeds, "--seeds"), int_list(steps, "--steps"))
     sources = parse_sources(source)
     resources = cluster_resources(executor, jobs, partition, gpus_per_job, cpus_per_job, time, mem, slurm_folder,
@@ -166,7 +168,7 @@ def sample(
                                 steps=step_list, sources=sources, samples=samples, horizon=horizon,
                                 key_seed=key_seed, batch_size=batch, devices=n_devices, shard=shard,
                                 targets=tuple(targets.items()), max_samples=max_samples,
-                                round_samples=round_samples, start=start).check()
+                                round_samples=round_samples, start=start, pack=packing).check()
     except SamplingError as exc:
         raise CliError(str(exc)) from None
     if executor == "none":
@@ -181,6 +183,17 @@ def sample(
     except (SamplingError, RunSelectionError) as exc:
         raise CliError(str(exc)) from None
     _submit(wh, job, plans, executor, jobs, resources, slurm_folder, job.operator_ids, say, submit, wait)
+
+
+def pack_option(text: str) -> int | str:
+    """--pack: auto, off, or lanes per packed chunk (a whole number >= 1)."""
+    word = text.strip().lower()
+    if word in ("auto", "off"):
+        return word
+    try:
+        return count_or_keyword(text, "--pack", "auto")
+    except CliError:
+        raise CliError(f"--pack {text!r}: give auto, off, or the lanes per packed chunk (a whole number >= 1)") from None
 
 
 def say(text: str) -> None:
@@ -216,7 +229,7 @@ def execute(request, warehouse: Path | None, progress: bool = True) -> None:
             operator_ids += f" from {job.start_rows} replay row(s)"
         say(f"{len(job.distributions)} distribution(s), operator {operator_ids}, N={request.samples}, "
             f"shard {shard_ij[0]}/{shard_ij[1]}: {total} new samples in {sum(len(p.todo) for p in work)} "
-            f"chunk(s) on {len(devs)} device(s)")
+            f"chunk(s) on {len(devs)} device(s)" + _packed_text(plans))
 
     def on_round(res) -> None:
         if progress:
@@ -240,6 +253,12 @@ def execute(request, warehouse: Path | None, progress: bool = True) -> None:
     console.print(escape(f"wrote {done.rows_written} rows ({len(done.distributions)} distribution(s) computed, "
                          f"{done.complete} already complete for this shard) into {wh.root}"),
                   highlight=False, soft_wrap=True)
+
+
+def _packed_text(plans) -> str:
+    """', packed K chunks of B to a program of W lanes' when the job packs (`purd.packing`)."""
+    packed = {(p.slots, p.batch_size) for p in plans if p.slots > 1 and p.todo}
+    return "".join(f", packed {m} chunks of {b} to a program of {m * b} lanes" for m, b in sorted(packed))
 
 
 def status_hints(root, operator_ids, samples: int | None) -> list[str]:

@@ -85,6 +85,9 @@ class SampleSettings:
                                    "a resumed distribution keeps its recorded B.")
     shard: str = _opt("0/1", "i/N: this job's share of the work, for N independent jobs.")
     devices: str = _opt("all", "Local devices to use: all, or a count.")
+    pack: str = _opt("auto", "Packed chunks: W lanes per compiled program, filled with W // B chunks of several "
+                             "distributions that share a program (checkpoints of one job), so an accelerator's "
+                             "program is full when N < W. auto: 4096 on an accelerator, off on CPU; off; or W.")
 
 
 @dataclass(frozen=True)

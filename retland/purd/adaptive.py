@@ -30,6 +30,7 @@ import numpy as np
 
 from retland.purd.engine import SamplingError
 from retland.purd.operators import OperatorSpec
+from retland.purd.packing import resolve_pack
 from retland.purd.sampling import Plan, SampleResult, parse_shard, plan_job, take_shard
 
 METRICS = ("ltp", "cvar", "mean", "std")
@@ -136,7 +137,7 @@ def rounds(wh, distributions: Sequence[tuple[str, int, OperatorSpec]], targets: 
            max_samples: int, results: list[AdaptiveResult], *, round_samples: int = ROUND_SAMPLES,
            batch_size: int | str | None = "auto", shard: tuple[int, int] | str | None = None, alpha: float = 0.1,
            beta: float = 0.5, on_round: Callable[[AdaptiveResult], None] | None = None,
-           ) -> Generator[list[Plan], list[SampleResult | None], None]:
+           pack: int | str | None = "off") -> Generator[list[Plan], list[SampleResult | None], None]:
     """The precision policy of a sampling job (`retland.purd.job.run`): the plans of each
     round, one distribution at a time (of shard i/N: whole distributions, contiguous
     ranges of the list), until its targets are met or it holds max_samples; see the
@@ -145,7 +146,9 @@ def rounds(wh, distributions: Sequence[tuple[str, int, OperatorSpec]], targets: 
     A generator: it yields a round's plans ([one plan]) and is sent back what the job's
     loop made of them (a `SampleResult`, or None for a plan with nothing to compute). It
     appends one `AdaptiveResult` per distribution to `results`, and calls
-    on_round(result) after each round with the distribution's state so far."""
+    on_round(result) after each round with the distribution's state so far. With `pack`
+    (`packing.resolve_pack`) room for more than one chunk per packed chunk, a round is
+    every open distribution's next chunks, packed, instead."""
     targets = {k: float(v) for k, v in targets.items()}
     bad = [k for k in targets if k not in METRICS]
     if bad or not targets:
@@ -158,27 +161,50 @@ def rounds(wh, distributions: Sequence[tuple[str, int, OperatorSpec]], targets: 
     cap = 8 * math.ceil(round_samples / 8)
     sizes = [p.batch_size if p.present or batch_size not in (None, "auto") else min(p.batch_size, cap)
              for p in plan_job(wh, mine, max_samples, batch_size=batch_size)]
+    def after(res: AdaptiveResult, done: SampleResult | None, n: int) -> bool:
+        """Record a distribution's round of n; whether it stops."""
+        res.rounds += 1
+        if done is not None:
+            res.rows_written += done.rows_written
+            res.seconds += done.seconds
+        r = stored_prefix(wh, res.run_id, res.step, res.operator_id, n)
+        if r.size < n:
+            holders = sorted({b.holder for b in done.busy}) if done is not None else []
+            res.stopped = (f"indices below {n} are being computed by another job ({', '.join(holders)}); "
+                           "rerun when it is done" if holders else f"only {r.size} of {n} rows stored")
+            return True
+        res.n, res.intervals = n, intervals(r, targets, alpha=alpha, beta=beta)
+        res.met = all(iv.met for iv in res.intervals)
+        if on_round is not None:
+            on_round(res)
+        if res.met:
+            res.stopped = "target met"
+        return res.met
+
+    width = resolve_pack(pack)
+    if width and any(width // b > 1 for b in sizes):
+        # Packed: round j samples every distribution (of one chunk size) still open at
+        # once, its new chunks [n_{j-1}, n_j) packed (`retland.purd.packing`).
+        todo = [AdaptiveResult(run_id, int(step), spec.operator_id, b) for (run_id, step, spec), b in zip(mine, sizes)]
+        results.extend(todo)
+        for b in dict.fromkeys(sizes):
+            members = [i for i, size in enumerate(sizes) if size == b]
+            prev = 0
+            for n in round_sizes(max_samples, round_samples, b):
+                done = yield plan_job(wh, [mine[i] for i in members], n, batch_size=b, pack=pack, start=prev)
+                members = [i for i, d in zip(members, done) if not after(todo[i], d, n)]
+                prev = n
+                if not members:
+                    break
+            for i in members:
+                todo[i].stopped = "max samples"
+        return
     for (run_id, step, spec), b in zip(mine, sizes):
         res = AdaptiveResult(run_id, int(step), spec.operator_id, b)
         results.append(res)
         for n in round_sizes(max_samples, round_samples, b):
             (done,) = yield plan_job(wh, [(run_id, step, spec)], n, batch_size=b)
-            res.rounds += 1
-            if done is not None:
-                res.rows_written += done.rows_written
-                res.seconds += done.seconds
-            r = stored_prefix(wh, run_id, step, spec.operator_id, n)
-            if r.size < n:
-                holders = sorted({b.holder for b in done.busy}) if done is not None else []
-                res.stopped = (f"indices below {n} are being computed by another job ({', '.join(holders)}); "
-                               "rerun when it is done" if holders else f"only {r.size} of {n} rows stored")
-                break
-            res.n, res.intervals = n, intervals(r, targets, alpha=alpha, beta=beta)
-            res.met = all(iv.met for iv in res.intervals)
-            if on_round is not None:
-                on_round(res)
-            if res.met:
-                res.stopped = "target met"
+            if after(res, done, n):
                 break
         else:
             res.stopped = "max samples"

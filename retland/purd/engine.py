@@ -164,6 +164,28 @@ def chunk_function(program: SampleProgram, per_step: bool = False) -> programs.S
     return fn
 
 
+def packed_chunk_function(program: SampleProgram) -> programs.StoredJit:
+    """jit(fn(op_states [m, ...], start_states [m, ...], base_key, indices [m, B]) -> Rollout [m, B]):
+    m chunks of B samples of m distributions that share `program` (a packed chunk,
+    `retland.purd.packing`). Slot s is `chunk_function`'s computation for op_states[s]
+    and start_states[s]; the whole is one vmapped program of m·B lanes, so its
+    arithmetic is that of its own shape, not of an unpacked chunk's."""
+    key = (program, "packed")
+    fn = _COMPILED.get(key)
+    if fn is None:
+        jaxcache.enable()
+
+        def chunk(op_states, start_states, base_key, indices):
+            def slot(op_state, start_state, idx):
+                return jax.vmap(lambda j: sample_rollout(program, op_state, start_state, base_key, j))(idx)
+
+            return jax.vmap(slot)(op_states, start_states, indices)
+
+        fn = _COMPILED[key] = programs.StoredJit(
+            chunk, ("retland.purd.engine.packed_chunk_function", program), name="packed-chunk")
+    return fn
+
+
 def forget_compiled() -> None:
     """Drop this process's chunk functions, so the next call of each program looks it up
     in the program store as a new process would (tests; a long-lived session)."""
@@ -198,19 +220,21 @@ def resolve_devices(devices: str | int | Sequence | None = None) -> list:
 _FITS: set = set()
 
 
-def chunk_fits(fn, placed_args, batch_size: int, device, room: int | None = None) -> None:
+def chunk_fits(fn, placed_args, batch_size: int, device, room: int | None = None, *, indices=None,
+               option: str = "--batch-size") -> None:
     """On a device with a memory limit (an accelerator), refuse a chunk size whose
     compiled chunk program would not fit, before running it (`retland.core.sizing`):
     the message names the largest --batch-size that does. Once per program, size and
     device kind in a process; nothing is checked on CPU. room: the budget in bytes
-    (default `sizing.budget(device)`)."""
+    (default `sizing.budget(device)`). indices: the program's index argument when it is not
+    [batch_size] (a packed chunk's [m, B]); option: the option the message names."""
     room = sizing.budget(device) if room is None else room
     if room is None:
         return
     key = (id(fn), batch_size, getattr(device, "device_kind", device.platform))
     if key in _FITS:
         return
-    idx = jax.device_put(chunk_indices(0, batch_size), device)
+    idx = jax.device_put(chunk_indices(0, batch_size) if indices is None else indices, device)
     fp = sizing.footprint(fn, *placed_args, idx)
     if fp is not None and fp.need() > room:
         need, per_sample = fp.need(), fp.scaling / batch_size
@@ -219,8 +243,10 @@ def chunk_fits(fn, placed_args, batch_size: int, device, room: int | None = None
             f"a chunk of {batch_size} samples needs {sizing.gib(need)} on this "
             f"{getattr(device, 'device_kind', device.platform)} (XLA's memory analysis of the chunk program; "
             f"about {sizing.gib(per_sample)} per sample), more than its budget of {sizing.gib(room)} "
-            f"({int(sizing.HEADROOM * 100)}% of the free memory). A new distribution: pass --batch-size {fits} "
-            "or less. A started one keeps its chunk size: resume it on a device with more memory.")
+            f"({int(sizing.HEADROOM * 100)}% of the free memory). " + (
+                f"A new distribution: pass --batch-size {fits} or less. A started one keeps its chunk size: "
+                "resume it on a device with more memory." if option == "--batch-size" else
+                f"Pass {option} {fits} or less."))
     _FITS.add(key)
 
 
@@ -396,14 +422,34 @@ def compute(
     each flush commits with its rows: how many chunks it computed in how long (the first
     flush's time holds the compile), which study --plan estimates wall time from.
     """
-    out = Computed()
     if not work.todo:
-        return out
+        return Computed()
     wanted = [c for c in RESULT_COLUMNS if c in TABLES[table].schema.names]
+    timed = _timing_base(table, timing, program.horizon, work.batch_size, devices) if timing else None
+
+    def chunks() -> Iterator[tuple[int, int, dict, int]]:
+        for res in run_chunks(program, op_state, base_key, work.todo, work.batch_size,
+                              start_state=start_state, devices=devices):
+            keep = work.keep(res.indices)
+            rows = _chunk_rows(res, keep, columns, wanted)
+            check_chunk(table, rows, res.indices[keep], res.chunk, work.batch_size, program.horizon, label)
+            yield res.chunk, res.device, rows, int(keep.sum())
+
+    return store_chunks(wh, table, chunks(), flush_seconds=flush_seconds, progress=progress,
+                        with_first=with_first, timed=timed)
+
+
+def store_chunks(wh, table: str, chunks: Iterable[tuple[int, int, dict, int]], *,
+                 flush_seconds: float = FLUSH_SECONDS, progress: Callable[[int], None] | None = None,
+                 with_first: dict | None = None, timed: dict | None = None) -> Computed:
+    """Buffer the checked rows of computed chunks ((chunk id, device position, rows,
+    new rows) each) and append them to `table` every flush_seconds and on the way out,
+    an error's or Ctrl-C's too (`compute`'s storing; packed chunks use it as well).
+    timed: a `_timing_base` row that each flush commits with its chunk count and time."""
+    out = Computed()
     buffer: list[dict] = []
     last_flush = t0 = time.monotonic()
     flushed_chunks = 0
-    timed = _timing_base(table, timing, program.horizon, work.batch_size, devices) if timing else None
 
     def flush():
         nonlocal last_flush, flushed_chunks
@@ -427,18 +473,14 @@ def compute(
         last_flush = time.monotonic()
 
     try:
-        for res in run_chunks(program, op_state, base_key, work.todo, work.batch_size,
-                              start_state=start_state, devices=devices):
-            keep = work.keep(res.indices)
-            rows = _chunk_rows(res, keep, columns, wanted)
-            check_chunk(table, rows, res.indices[keep], res.chunk, work.batch_size, program.horizon, label)
+        for chunk, device, rows, new in chunks:
             buffer.append(rows)
             out.chunks += 1
-            out.chunk_devices[res.chunk] = res.device
+            out.chunk_devices[chunk] = device
             if time.monotonic() - last_flush >= flush_seconds:
                 flush()
             if progress is not None:
-                progress(int(keep.sum()))
+                progress(new)
     finally:
         # Whole chunks computed before an error or Ctrl-C are kept.
         flush()

@@ -40,6 +40,7 @@ from retland.purd.adaptive import METRICS, ROUND_SAMPLES, AdaptiveResult, parse_
 from retland.purd.engine import FLUSH_SECONDS, SamplingError
 from retland.purd.leases import LeaseInfo, Leases
 from retland.purd.operators import OperatorSpec, check_operator, parse_operator
+from retland.purd.packrun import run_packed
 from retland.purd.sampling import Plan, SampleResult, parse_shard, plan_job
 from retland.purd.selection import select_checkpoints
 from retland.purd.starts import start_rows
@@ -80,6 +81,7 @@ class SampleRequest:
     max_samples: int | None = None  # with targets: the most samples a distribution gets (default samples)
     round_samples: int = ROUND_SAMPLES  # with targets: samples added per round
     start: str = "s0"  # s0 | replay:K | rows:R1,R2,... (retland.core.startstates)
+    pack: int | str = "auto"  # lanes per packed chunk, auto or off (retland.purd.packing)
 
     command: ClassVar[str] = "sample"
 
@@ -102,6 +104,7 @@ class SampleRequest:
             ("--target-ci", ",".join(f"{k}={v!r}" for k, v in self.targets) if self.targets else None),
             ("--max-samples", self.max_samples),
             ("--round-samples", self.round_samples if self.round_samples != d.round_samples else None),
+            ("--pack", self.pack if self.pack != d.pack else None),
             ("--shard", shard if shard != d.shard else None)])
 
     def check(self) -> "SampleRequest":
@@ -144,6 +147,10 @@ class SampleRequest:
             raise SamplingError(f"--start {self.start}: operator init_state draws its own start state (a noisy "
                                 "reset), so it takes no start row; use s0")
         parse_shard(self.shard)
+        if self.pack not in ("auto", "off") and not (isinstance(self.pack, int) and not isinstance(self.pack, bool)
+                                                      and self.pack >= 1):
+            raise SamplingError(f"--pack {self.pack!r}: give auto, off, or the lanes per packed chunk "
+                                "(a whole number >= 1)")
         return self
 
 
@@ -164,6 +171,7 @@ class SampleJob:
     max_samples: int | None = None
     round_samples: int | None = None
     devices: int | str = "all"
+    pack: int | str = "auto"
 
     def specs(self) -> dict[str, OperatorSpec]:
         """The operator of each env of the job (init_state as a factor is per env)."""
@@ -207,7 +215,8 @@ def resolve(wh, request: SampleRequest) -> SampleJob:
                     request.key_seed, request.batch_size, samples=None if adaptive else request.samples,
                     targets=tuple(request.targets),
                     max_samples=(request.max_samples or request.samples) if adaptive else None,
-                    round_samples=request.round_samples if adaptive else None, devices=request.devices)
+                    round_samples=request.round_samples if adaptive else None, devices=request.devices,
+                    pack=request.pack)
     job.specs()  # an operator no env of the job takes is refused now
     return job
 
@@ -215,7 +224,7 @@ def resolve(wh, request: SampleRequest) -> SampleJob:
 def plan(wh, job: SampleJob, shard: tuple[int, int] | str | None = None) -> list[Plan]:
     """The plans of shard i/N of the job (`sampling.plan_job` of its N): what it
     computes, checked (chunk sizes of stored distributions) before anything is."""
-    return plan_job(wh, job.resolved(), job.n_planned, batch_size=job.batch_size, shard=shard)
+    return plan_job(wh, job.resolved(), job.n_planned, batch_size=job.batch_size, shard=shard, pack=job.pack)
 
 
 @dataclass
@@ -272,6 +281,27 @@ class _LastCheckpoint:
         return self.checkpoint
 
 
+class _Loaded:
+    """load_checkpoint for packed chunks that keeps the last 16 checkpoints it loaded: the
+    distributions of one checkpoint's start rows load it once, and the rounds of a job to
+    a precision with at most 16 open distributions load each once (more are reloaded
+    each round)."""
+
+    def __init__(self) -> None:
+        self.held: dict = {}
+
+    def __call__(self, wh, run_id: str, step: int):
+        from retland.train.checkpoints import load_checkpoint
+
+        key = (run_id, int(step))
+        if key not in self.held:
+            while len(self.held) >= 16:  # a few: start rows of one checkpoint, adaptive rounds' open ones
+                self.held.pop(next(iter(self.held)))
+            self.held[key] = load_checkpoint(wh, run_id, int(step))
+        self.held[key] = self.held.pop(key)  # the most recently used last
+        return self.held[key]
+
+
 def _fixed(plans: list[Plan]):
     """The policy of a fixed-N job: one round, its plans."""
     yield plans
@@ -297,17 +327,23 @@ def run_job(wh, job: SampleJob, shard: tuple[int, int] | str | None = None, *, p
     if job.targets:
         policy = rounds(wh, dists, dict(job.targets), job.max_samples, outcome.adaptive,
                         round_samples=job.round_samples, batch_size=job.batch_size, shard=shard_ij,
-                        on_round=on_round)
+                        on_round=on_round, pack=job.pack)
     else:
         if plans is None:
-            plans = plan_job(wh, dists, job.samples, batch_size=job.batch_size, shard=shard_ij)
+            plans = plan_job(wh, dists, job.samples, batch_size=job.batch_size, shard=shard_ij, pack=job.pack)
         outcome.plans = len(plans)
         policy = _fixed(plans)
     load = _LastCheckpoint()
+    packed_load = _Loaded()
     batch = next(policy, None)
     while batch is not None:
-        done = [sampling.sample_checkpoint(wh, p, load=load, leases=lease_book, devices=devices, progress=progress,
-                                           flush_seconds=flush_seconds) if p.todo else None for p in batch]
+        # Packed plans (several distributions per chunk program) run together first.
+        packed = run_packed(wh, batch, load=packed_load, leases=lease_book, devices=devices, progress=progress,
+                            flush_seconds=flush_seconds) if any(p.slots > 1 and p.todo for p in batch) else {}
+        done = [packed.get(d) if p.slots > 1 else
+                sampling.sample_checkpoint(wh, p, load=load, leases=lease_book, devices=devices, progress=progress,
+                                           flush_seconds=flush_seconds) if p.todo else None
+                for d, p in enumerate(batch)]
         outcome.distributions += [d for d in done if d is not None]
         try:
             batch = policy.send(done)

@@ -181,6 +181,11 @@ class Plan(Work):
     run_id: str = ""
     step: int = 0
     spec: OperatorSpec | None = None
+    # Packing (`retland.purd.packing`): chunks of plans of one group > 0 with slots > 1
+    # run m = slots to a packed chunk; first_chunk: the job's chunks start there.
+    group: int = -1
+    slots: int = 1
+    first_chunk: int = 0
 
     @property
     def n_samples(self) -> int:
@@ -198,12 +203,17 @@ def plan_job(
     *,
     batch_size: int | str | None = "auto",
     shard: tuple[int, int] | str | None = None,
+    pack: int | str | None = "off",
+    start: int = 0,
 ) -> list[Plan]:
     """One plan per (run_id, step, spec), in the order given: the chunk size of each
     distribution and the chunks of it that this job (shard i of N) computes.
 
-    The shard is a contiguous range of every chunk of every distribution, done or not,
-    so the split does not depend on progress made by other shards."""
+    The shard is a contiguous range of the job's work items (`packing.layout`: every chunk
+    of every distribution, done or not; with `pack`, packed chunks of distributions that
+    share a program), so the split does not depend on progress made by other shards.
+    pack: 'auto', 'off' or lanes per packed chunk (`packing.resolve_pack`). start: the
+    job's chunks begin at the chunk holding index `start` (an adaptive round's new ones)."""
     if n_samples < 1:
         raise SamplingError(f"--samples must be >= 1, got {n_samples}")
     shard_ij = parse_shard(shard)
@@ -214,14 +224,23 @@ def plan_job(
         what = f"run {run_id} step {step} operator {spec.operator_id}"
         sizes.append(resolve_batch_size(recorded, batch_size, n_samples, what))
         present.append(idx)
-    units = [(d, k) for d, b in enumerate(sizes) for k in range(math.ceil(n_samples / b))]
-    mine: dict[int, set[int]] = {}
-    for d, k in take_shard(units, shard_ij):
-        mine.setdefault(d, set()).add(k)
+    from retland.purd.packing import item_units, layout, program_keys, resolve_pack
+
+    width = resolve_pack(pack)
+    keys = program_keys(wh, distributions, sizes) if width else [None] * len(sizes)
+    groups: dict = {}
     plans = []
     for d, (run_id, step, spec) in enumerate(distributions):
-        todo = sorted(mine.get(d, set()) & set(missing_chunks(n_samples, sizes[d], present[d])))
-        plans.append(Plan(n_samples, sizes[d], todo, present[d], run_id=run_id, step=int(step), spec=spec))
+        slots = max(1, width // sizes[d]) if width else 1
+        group = groups.setdefault(keys[d], len(groups)) if slots > 1 else -1
+        plans.append(Plan(n_samples, sizes[d], [], present[d], run_id=run_id, step=int(step), spec=spec,
+                          group=group, slots=slots, first_chunk=start // sizes[d]))
+    mine: dict[int, set[int]] = {}
+    for item in take_shard(layout(plans), shard_ij):
+        for d, k in item_units(item):
+            mine.setdefault(d, set()).add(k)
+    for d, p in enumerate(plans):
+        p.todo = sorted(mine.get(d, set()) & set(missing_chunks(n_samples, sizes[d], present[d])))
     return plans
 
 

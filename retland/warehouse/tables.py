@@ -415,7 +415,7 @@ register(TableSpec(
         _f("device", pa.string(), False, "platform:device kind of the first device, e.g. cpu:cpu, "
                                          "gpu:NVIDIA H100 80GB HBM3"),
         _f("device_count", pa.int32(), False, "devices the chunks were spread over"),
-        _f("batch_size", pa.int32(), False, "chunk size B"),
+        _f("batch_size", pa.int32(), False, "chunk size B (of a packed chunk: its lanes m·B, retland.purd.packing)"),
         _f("horizon", pa.int32(), False),
         _f("chunks", pa.int32(), False, "chunks computed since the previous flush"),
         _f("env_steps", pa.int64(), False, "simulated steps: chunks x B x horizon (padding included)"),

@@ -199,7 +199,7 @@ def test_every_option_of_every_request_renders_faithfully(tmp_path, capsys, monk
         ExampleRequest("td3-hopper"),
         SampleRequest("gaussian:0.01", runs=("a", "b"), algo="td3", env="hopper", seeds=(0, 2), steps=(5, 7),
                       sources=("trained", "derived"), samples=9, horizon=11, key_seed=3, batch_size=4, devices=1,
-                      shard="1/2", targets=(("ltp", 0.01), ("cvar", 5.0)), max_samples=99, round_samples=30),
+                      shard="1/2", targets=(("ltp", 0.01), ("cvar", 5.0)), max_samples=99, round_samples=30, pack=64),
         FailuresRequest(run="r", step=5, seed=1, operator="td3", pairs=2),
         FailuresRequest(checkpoints="random:3", env="hopper", algo="td3", where=where, per_env=True,
                         selection_seed=4, operator="td3", pairs=3),
