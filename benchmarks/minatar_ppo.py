@@ -9,7 +9,8 @@ config, and logs every `--every` env steps:
 
 - stoch_mean: the mean return of the episodes the stochastic training policy finished in
   that window (in the rollouts the iterations train on; an episode the horizon cuts
-  counts as finished, with its score up to the cut), and n_eps, how many finished;
+  counts as finished, with its score up to the cut), n_eps, how many finished, and
+  stoch_total, the sum of their scores;
 - greedy_s0: J(θ), the argmax policy's return from s0 (`make_evaluator`, as training
   evaluates it);
 - entropy: the mean entropy of the policy over the window's last rollout, and top_p,
@@ -82,11 +83,14 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="the run's seed: PRNGKey(seed), as retland train's seed")
     p.add_argument("--total-steps", type=int, default=2_000_000, help="env steps (default 2,000,000)")
     p.add_argument("--every", type=int, default=51_200, help="env steps per logged line (default 51,200)")
+    p.add_argument("--horizon", type=int, default=None,
+                   help="episode length (time-limit cut) and evaluation horizon (default: the game's, as retland train)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a PPOConfig field (repeatable); unset fields take MINATAR_PPO's defaults")
     args = p.parse_args()
+    horizon = {} if args.horizon is None else {"horizon": args.horizon}
     cfg = TrainConfig(env=args.env, seeds=1, total_steps=args.total_steps,
-                      agent={"algo": "ppo", **parse_overrides(args.set)})
+                      agent={"algo": "ppo", **parse_overrides(args.set)}, **horizon)
     ac = cfg.agent
     print(f"# {cfg.env} seed {args.seed}: {ac}", flush=True)
     ts, _ = init_seed(cfg, jax.random.PRNGKey(args.seed))
@@ -103,7 +107,8 @@ def main() -> None:
             window = []
             greedy = float(np.asarray(evaluate(jax.tree.map(lambda x: x[None], ts.agent.params["actor"])).ret)[0])
             mean = f"{eps.mean():.2f}" if eps.size else "nan"
-            print(f"steps={i * ac.steps_per_update} stoch_mean={mean} n_eps={eps.size} greedy_s0={greedy:g} "
+            print(f"steps={i * ac.steps_per_update} stoch_mean={mean} n_eps={eps.size} stoch_total={eps.sum():.4f} "
+                  f"greedy_s0={greedy:g} "
                   f"entropy={float(entropy):.3f} top_p={float(top):.4f} t={time.time() - t0:.0f}s", flush=True)
 
 
