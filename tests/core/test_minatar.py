@@ -245,3 +245,29 @@ def _config():
     from retland.train.config import load_train_config
 
     return load_train_config(None, env=GAME, algo="ppo", agent_fields={"hidden": (16,)})
+
+
+# ------------------------------------------------------------------ benchmarks/minatar_ppo.py
+
+def test_minatar_ppo_benchmark_logs_stochastic_and_argmax_returns(gymnax):
+    """The A.6 plateau check's tool, tiny: two logged windows of two PPO iterations. With a
+    12-step horizon most episodes are cut, and the scores it sums are still the game's
+    (whole bricks), not GAE's rewards (which add γ·V(s_T) at a cut)."""
+    import pathlib
+
+    script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "minatar_ppo.py"
+    run = lambda *a: subprocess.run([sys.executable, str(script), *a], capture_output=True, text=True,  # noqa: E731
+                                    env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=600)
+    proc = run("--total-steps", "4096", "--every", "2048", "--horizon", "12", "--set", "num_envs=4", "--set", "unroll_length=256",
+               "--set", "num_minibatches=2", "--set", "update_epochs=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [dict(kv.split("=") for kv in line.split()) for line in proc.stdout.splitlines() if line.startswith("steps=")]
+    assert [int(x["steps"]) for x in lines] == [2048, 4096]
+    for x in lines:
+        n, mean = int(x["n_eps"]), float(x["stoch_mean"])
+        total = float(x["stoch_total"])
+        assert n > 0 and total == round(total) >= 0 and abs(mean - total / n) < 0.006  # whole bricks
+        assert float(x["greedy_s0"]) == int(float(x["greedy_s0"])) >= 0
+        assert 0 < float(x["entropy"]) <= np.log(3) + 1e-3 and 1 / 3 <= float(x["top_p"]) <= 1
+    bad = run("--set", "nonsense=1")
+    assert bad.returncode != 0 and "PPOConfig field" in bad.stderr
