@@ -84,10 +84,9 @@ class Trajectory(NamedTuple):
     done: jax.Array  # episode ended after this step (termination or truncation)
 
 
-def collect(cfg: PPOConfig, env, horizon: int, params, env_state, episode_step, key, branch: bool = True):
+def collect(cfg: PPOConfig, env, horizon: int, params, env_state, episode_step, key):
     """unroll_length steps of every env with the stochastic policy, auto-reset with
-    the standard reset noise (`branch`: see `retland.core.vec.env_step_with_reset`).
-    Returns (Trajectory, env_state, episode_step, V(last obs) [N])."""
+    the standard reset noise. Returns (Trajectory, env_state, episode_step, V(last obs) [N])."""
     n = episode_step.shape[0]
 
     def step(carry, key):
@@ -98,7 +97,7 @@ def collect(cfg: PPOConfig, env, horizon: int, params, env_state, episode_step, 
         action = mean + jnp.exp(log_std) * jax.random.normal(k_act, mean.shape)
         v = value(cfg, params["critic"], obs)
         env_state, ep, reward, next_obs, terminated, truncated = env_step_with_reset(
-            env, horizon, env_state, ep, jnp.clip(action, -1.0, 1.0), jax.random.split(k_reset, n), branch)
+            env, horizon, env_state, ep, jnp.clip(action, -1.0, 1.0), jax.random.split(k_reset, n))
         reward = reward + cfg.gamma * truncated * value(cfg, params["critic"], next_obs)
         done = (terminated | truncated).astype(jnp.float32)
         return (env_state, ep), Trajectory(obs, action, log_prob(mean, log_std, action), v, reward, done)
@@ -149,8 +148,8 @@ def grad_step(cfg: PPOConfig, params, opt_state, mb: Batch):
     return optax.apply_updates(params, updates), opt_state
 
 
-def _batch(cfg: PPOConfig, params, env, horizon, env_state, episode_step, key, branch: bool = True):
-    traj, env_state, episode_step, last_v = collect(cfg, env, horizon, params, env_state, episode_step, key, branch)
+def _batch(cfg: PPOConfig, params, env, horizon, env_state, episode_step, key):
+    traj, env_state, episode_step, last_v = collect(cfg, env, horizon, params, env_state, episode_step, key)
     adv, ret = advantages(cfg, traj, last_v)
     flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
     return Batch(flat(traj.obs), flat(traj.action), flat(traj.log_prob), flat(adv), flat(ret)), env_state, episode_step
@@ -162,14 +161,12 @@ def _minibatches(cfg: PPOConfig, batch: Batch, key) -> Batch:
     return jax.tree.map(lambda x: x[perm].reshape((cfg.num_minibatches, -1) + x.shape[1:]), batch)
 
 
-def train_iteration(cfg: PPOConfig, env, horizon: int, ts, branch: bool = True):
+def train_iteration(cfg: PPOConfig, env, horizon: int, ts):
     """One PPO iteration of one seed: rollout, GAE, epochs x minibatches of steps.
-    ts: retland.agents.base.TrainState with [num_envs] env states; branch: how resets
-    are computed (`retland.core.vec.env_step_with_reset`)."""
+    ts: retland.agents.base.TrainState with [num_envs] env states."""
     key, k_collect, k_epochs = jax.random.split(ts.key, 3)
     s: PPOState = ts.agent
-    batch, env_state, episode_step = _batch(cfg, s.params, env, horizon, ts.env_state, ts.episode_step, k_collect,
-                                            branch)
+    batch, env_state, episode_step = _batch(cfg, s.params, env, horizon, ts.env_state, ts.episode_step, k_collect)
 
     def epoch(carry, key):
         def mb_step(carry, mb):

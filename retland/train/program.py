@@ -206,16 +206,16 @@ def _offline_chunk_fn(cfg: TrainConfig, n_steps: int):
     return jax.jit(chunk, donate_argnums=(0,))
 
 
-def _ppo_chunk_fn(cfg: TrainConfig, n_iters: int, fixed: bool = False):
-    """n_iters PPO iterations; fixed (`fixed_branches`): resets computed every step and
-    selected, no `lax.cond` per env step (with thousands of envs one finishes nearly
-    every step, so the cond only adds a host round trip on a GPU)."""
+def _ppo_chunk_fn(cfg: TrainConfig, n_iters: int):
+    """n_iters PPO iterations of every seed. Branch-free on every platform already: the
+    reset `lax.cond` of `env_step_with_reset` is vmapped over seeds with a batched
+    predicate, which JAX turns into a select."""
     env = make_env(cfg.env, cfg.backend, variant=cfg.variant)
     mod = agent_module("ppo")
 
     def chunk(ts, rb, warmup):
         def body(ts, _):
-            return jax.vmap(partial(mod.train_iteration, cfg.agent, env, cfg.horizon, branch=not fixed))(ts), None
+            return jax.vmap(partial(mod.train_iteration, cfg.agent, env, cfg.horizon))(ts), None
         ts, _ = jax.lax.scan(body, ts, None, length=n_iters)
         return ts, rb
 
@@ -240,9 +240,9 @@ def _program_key(cfg: TrainConfig) -> TrainConfig:
 
 
 @functools.lru_cache(maxsize=32)
-def _chunk_fn(key_cfg: TrainConfig, n_steps: int, fixed: bool = False):
+def _chunk_fn(key_cfg: TrainConfig, n_steps: int):
     if key_cfg.algo == "ppo":
-        return _ppo_chunk_fn(key_cfg, n_steps // key_cfg.granularity, fixed)
+        return _ppo_chunk_fn(key_cfg, n_steps // key_cfg.granularity)
     if key_cfg.algo in OFFLINE:
         return _offline_chunk_fn(key_cfg, n_steps)
     return _offpolicy_chunk_fn(key_cfg, n_steps)
@@ -276,8 +276,6 @@ def make_chunk_fn(cfg: TrainConfig, step: int, n_steps: int):
         period = agent_module(cfg.algo).update_period(cfg.agent)
         phase = 0 if warmup else (step - cfg.agent.learning_starts) % period
         fn = _fixed_chunk_fn(_program_key(cfg), n_steps, warmup, phase)
-    elif cfg.algo == "ppo" and fixed_branches():
-        fn = _chunk_fn(_program_key(cfg), n_steps, True)
     else:
         fn = _chunk_fn(_program_key(cfg), n_steps)
     return partial(fn, warmup=jnp.asarray(warmup))
