@@ -140,6 +140,14 @@ def update_flags(cfg: SACConfig, agent_batched: SACState) -> dict:
     return {}
 
 
+def static_update_flags(cfg: SACConfig, updates_done: int) -> dict:
+    return {}
+
+
+def update_period(cfg: SACConfig) -> int:
+    return 1
+
+
 # ---- the update operator --------------------------------------------------------------
 
 class OperatorState(NamedTuple):

@@ -96,7 +96,8 @@ def train_update(cfg: TD3Config, s: TD3State, batch: Transition, key, do_actor=N
     an actor step (on the updated critic) and a Polyak step of both targets.
 
     do_actor: leave None; the training loop passes the (seed-independent) flag from
-    outside vmap so that the branch stays a real `lax.cond` instead of a select."""
+    outside vmap so that the branch stays a real `lax.cond` instead of a select, or a
+    Python bool (`static_update_flags`) so that the program holds no branch at all."""
     critic_params, critic_opt_state = critic_step(cfg, s, batch, key)
     count = s.update_count + 1
     if do_actor is None:
@@ -111,6 +112,8 @@ def train_update(cfg: TD3Config, s: TD3State, batch: Transition, key, do_actor=N
             target_actor_params=polyak(cfg.tau, s.target_actor_params, actor_params),
             target_critic_params=polyak(cfg.tau, s.target_critic_params, s.critic_params))
 
+    if isinstance(do_actor, bool):  # known when the program is built: no branch in it
+        return delayed(s) if do_actor else s
     return jax.lax.cond(do_actor, delayed, lambda s: s, s)
 
 
@@ -150,6 +153,18 @@ def update_flags(cfg: TD3Config, agent_batched: TD3State) -> dict:
     """Branch flags of the next `train_update`, from a [seeds]-batched state (all seeds
     share the update counter), so the training loop can keep the branch a real cond."""
     return {"do_actor": (agent_batched.update_count[0] + 1) % cfg.policy_delay == 0}
+
+
+def static_update_flags(cfg: TD3Config, updates_done: int) -> dict:
+    """`update_flags` of the update after `updates_done` updates, as Python values: for a
+    training program that lays out `update_period` consecutive updates with their flags
+    fixed (no `lax.cond` per step, each of which is a device-to-host sync on a GPU)."""
+    return {"do_actor": (updates_done + 1) % cfg.policy_delay == 0}
+
+
+def update_period(cfg: TD3Config) -> int:
+    """Updates after which `static_update_flags` repeats: the actor/target period."""
+    return cfg.policy_delay
 
 
 def make_agent(config, train_cfg=None) -> TD3Agent:

@@ -34,9 +34,14 @@ def select(mask, new, old):
     return jax.tree.map(sel, new, old)
 
 
-def env_step_with_reset(env, horizon: int, env_state, episode_step, action, keys):
+def env_step_with_reset(env, horizon: int, env_state, episode_step, action, keys, branch: bool = True):
     """Step a batch [N] of envs; finished episodes (termination, or `horizon` steps)
     restart from a fresh reset with the env's standard noise.
+
+    branch: compute the resets only when some env finished (a `lax.cond`); False
+    computes them every step and selects, which a batch of thousands of envs (where
+    some env finishes nearly every step) pays anyway, without the cond's host round
+    trip on a GPU. Either way the same values are selected.
 
     keys [N]: one reset key per env (each env's stream stays its own).
     Returns (next_state, next_episode_step, transition-pieces): reward [N], the true
@@ -51,5 +56,5 @@ def env_step_with_reset(env, horizon: int, env_state, episode_step, action, keys
     finished = terminated | truncated
     # Resets are rare once agents stand: compute them only when some env needs one.
     fresh = lambda s: select(finished, seed_map(env.reset)(keys), s)  # noqa: E731
-    next_state = jax.lax.cond(jnp.any(finished), fresh, lambda s: s, ns)
+    next_state = jax.lax.cond(jnp.any(finished), fresh, lambda s: s, ns) if branch else fresh(ns)
     return next_state, jnp.where(finished, 0, ep), ns.reward, ns.obs, terminated, truncated

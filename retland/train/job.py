@@ -146,7 +146,9 @@ def seed_group_size(cfg: TrainConfig, device=None, room: int | None = None) -> i
     def at(s: int):
         sub = cfg.model_copy(update={"seeds": s})
         ts, rb = jax.eval_shape(lambda: init_states(sub))
-        fn = make_chunk_fn(sub, 0, n_steps)
+        # the program after the warm-up: the branch-free one (fixed_branches) of a warm-up
+        # chunk holds no update, so it would understate the memory
+        fn = make_chunk_fn(sub, sub.agent.learning_starts if sub.algo in OFF_POLICY else 0, n_steps)
         return sizing.footprint(fn.func, ts, rb, fn.keywords["warmup"])
 
     try:

@@ -13,6 +13,7 @@ Evaluation is the deterministic return from the reference state (`core.rollout`)
 from __future__ import annotations
 
 import functools
+import os
 from functools import partial
 
 import jax
@@ -84,11 +85,13 @@ def abstract_seed_state(cfg: TrainConfig):
 
 # ---- one chunk of training ------------------------------------------------------------
 
-def offpolicy_collect(cfg: TrainConfig, env, ts: TrainState, rb: replay.Replay, warmup):
+def offpolicy_collect(cfg: TrainConfig, env, ts: TrainState, rb: replay.Replay, warmup, branch: bool = True):
     """The env half of one off-policy training step for seeds [S]: split each seed's
     key, act (uniform during warm-up, else `explore`), step the env (resets included)
     and append the transition. Returns (ts with the new env state, episode step, key
-    and env-step counter — the agent untouched —, rb, update keys [S])."""
+    and env-step counter — the agent untouched —, rb, update keys [S]). `warmup` a
+    Python bool fixes the action's branch when the program is built; `branch`: how
+    resets are computed (`retland.core.vec.env_step_with_reset`)."""
     mod = agent_module(cfg.algo)
     acfg = cfg.agent
     _, action_size = env_dims(cfg.env, cfg.backend, variant=cfg.variant)
@@ -97,12 +100,14 @@ def offpolicy_collect(cfg: TrainConfig, env, ts: TrainState, rb: replay.Replay, 
     obs = ts.env_state.obs
     # `warmup` is one flag for all seeds (not batched), so both conds stay real
     # branches under vmap: no wasted updates during warm-up, one compiled program.
-    action = jax.lax.cond(
-        warmup,
-        lambda: jax.vmap(lambda k: jax.random.uniform(k, (action_size,), minval=-1.0, maxval=1.0))(k_act),
-        lambda: seed_map(partial(mod.explore, acfg))(ts.agent.actor_params, obs, k_act))
+    uniform = lambda: jax.vmap(lambda k: jax.random.uniform(k, (action_size,), minval=-1.0, maxval=1.0))(k_act)  # noqa: E731
+    explore = lambda: seed_map(partial(mod.explore, acfg))(ts.agent.actor_params, obs, k_act)  # noqa: E731
+    if isinstance(warmup, bool):  # fixed when the program is built (`_offpolicy_fixed_chunk_fn`)
+        action = uniform() if warmup else explore()
+    else:
+        action = jax.lax.cond(warmup, uniform, explore)
     env_state, ep, reward, next_obs, terminated, _ = env_step_with_reset(
-        env, cfg.horizon, ts.env_state, ts.episode_step, action, k_reset)
+        env, cfg.horizon, ts.env_state, ts.episode_step, action, k_reset, branch)
     t = replay.Transition(obs, action, reward, next_obs, 1.0 - terminated.astype(jnp.float32))
     if rb.states is None:
         rb = seed_map(replay.add)(rb, t)
@@ -142,6 +147,44 @@ def _offpolicy_chunk_fn(cfg: TrainConfig, n_steps: int):
     return jax.jit(chunk, donate_argnums=(0, 1))
 
 
+def _offpolicy_fixed_chunk_fn(cfg: TrainConfig, n_steps: int, warmup: bool, phase: int):
+    """The same n_steps of training as `_offpolicy_chunk_fn`, with every branch decided
+    when the program is built: `warmup` (a chunk never straddles learning_starts) and the
+    update flags, which repeat every `mod.update_period` updates (TD3: the actor/target
+    step every policy_delay-th update). The scan body lays out one period of env steps
+    and updates with their flags fixed; `phase` = updates done at the chunk's start,
+    modulo the period. Resets are computed every step and selected (`branch=False`).
+    On a GPU every `lax.cond` copies its predicate to the host and waits for it,
+    stalling the stream once per branch per step (4 per step in the branching program);
+    this one has none, so its whole scan body can also be one CUDA graph. Same keys,
+    same arithmetic: per step it computes what the branching program computes (within
+    float rounding: XLA fuses it differently)."""
+    env = make_env(cfg.env, cfg.backend, variant=cfg.variant)
+    mod = agent_module(cfg.algo)
+    period = 1 if warmup else mod.update_period(cfg.agent)
+
+    def one(carry, j: int):
+        ts, rb = carry
+        ts, rb, k_upd = offpolicy_collect(cfg, env, ts, rb, warmup, branch=False)
+        if not warmup:
+            flags = mod.static_update_flags(cfg.agent, phase + j)
+            ts = ts._replace(agent=offpolicy_update(cfg, ts.agent, rb, k_upd, flags))
+        return ts, rb
+
+    def group(carry, _):
+        for j in range(period):
+            carry = one(carry, j)
+        return carry, None
+
+    def chunk(ts, rb, warmup):  # `warmup` unused (fixed above): the signature of every chunk function
+        carry, _ = jax.lax.scan(group, (ts, rb), None, length=n_steps // period)
+        for j in range(n_steps % period):  # updates done here = phase (mod period)
+            carry = one(carry, j)
+        return carry
+
+    return jax.jit(chunk, donate_argnums=(0, 1))
+
+
 def _offline_chunk_fn(cfg: TrainConfig, n_steps: int):
     """BC: n_steps gradient steps per seed, each on a minibatch drawn uniformly with
     replacement from the seed's dataset with a key split from the seed's stream.
@@ -164,6 +207,9 @@ def _offline_chunk_fn(cfg: TrainConfig, n_steps: int):
 
 
 def _ppo_chunk_fn(cfg: TrainConfig, n_iters: int):
+    """n_iters PPO iterations of every seed. Branch-free on every platform already: the
+    reset `lax.cond` of `env_step_with_reset` is vmapped over seeds with a batched
+    predicate, which JAX turns into a select."""
     env = make_env(cfg.env, cfg.backend, variant=cfg.variant)
     mod = agent_module("ppo")
 
@@ -202,12 +248,37 @@ def _chunk_fn(key_cfg: TrainConfig, n_steps: int):
     return _offpolicy_chunk_fn(key_cfg, n_steps)
 
 
+@functools.lru_cache(maxsize=32)
+def _fixed_chunk_fn(key_cfg: TrainConfig, n_steps: int, warmup: bool, phase: int):
+    return _offpolicy_fixed_chunk_fn(key_cfg, n_steps, warmup, phase)
+
+
+def fixed_branches(platform: str | None = None) -> bool:
+    """Whether TD3/SAC training runs the branch-free chunk (`_offpolicy_fixed_chunk_fn`)
+    rather than the one whose warm-up and actor-step branches are `lax.cond`s: on an
+    accelerator, where each cond is a host round trip per step. On a CPU a cond costs
+    nothing and the branching program is kept, so CPU runs stay bit for bit what they
+    were. RETLAND_FIXED_BRANCHES=1/0 forces either (benchmarks, tests)."""
+    forced = os.environ.get("RETLAND_FIXED_BRANCHES")
+    if forced in ("0", "1"):
+        return forced == "1"
+    return (platform or jax.default_backend()) != "cpu"
+
+
 def make_chunk_fn(cfg: TrainConfig, step: int, n_steps: int):
     """The compiled function (ts, rb) -> (ts, rb) advancing all seeds (leading axis of
     ts and rb) from env step `step` by n_steps. Cached: jobs that differ only in seeds
-    or schedule share one compiled program."""
-    warmup = jnp.asarray(cfg.algo in OFF_POLICY and step < cfg.agent.learning_starts)
-    return partial(_chunk_fn(_program_key(cfg), n_steps), warmup=warmup)
+    or schedule share one compiled program (on an accelerator, one per phase of the
+    update schedule at the chunk's start: see `fixed_branches`)."""
+    warmup = cfg.algo in OFF_POLICY and step < cfg.agent.learning_starts
+    if cfg.algo in OFF_POLICY and fixed_branches():
+        # one update per env step after the warm-up: updates done = step - learning_starts
+        period = agent_module(cfg.algo).update_period(cfg.agent)
+        phase = 0 if warmup else (step - cfg.agent.learning_starts) % period
+        fn = _fixed_chunk_fn(_program_key(cfg), n_steps, warmup, phase)
+    else:
+        fn = _chunk_fn(_program_key(cfg), n_steps)
+    return partial(fn, warmup=jnp.asarray(warmup))
 
 
 def make_evaluator(cfg: TrainConfig):

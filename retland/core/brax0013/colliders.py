@@ -85,13 +85,13 @@ def plane_contacts(sys, qp):
     """Contact point, point velocity, normal and penetration of each capsule end."""
     col = sys.colliders
     b = col.pl_body
-    pa, ra = qp.pos[b], qp.rot[b]
+    pa, ra = m.take(qp.pos, b), m.take(qp.rot, b)
     fl_pos, fl_rot = qp.pos[sys.floor], qp.rot[sys.floor]
     normal = m.rotate(jnp.array([0.0, 0.0, 1.0], m.real()), fl_rot)
     normal = jnp.broadcast_to(normal, pa.shape)
     end_world = pa + m.rotate(col.pl_end, ra)
     pos = end_world - normal * col.pl_radius[:, None]
-    vel = qp.vel[b] + m.cross(qp.ang[b], pos - pa)
+    vel = m.take(qp.vel, b) + m.cross(m.take(qp.ang, b), pos - pa)
     pen = m.dot(fl_pos - pos, normal)
     return pos, vel, normal, pen
 
@@ -105,7 +105,7 @@ def _closest(a, b, pt):
 def capsule_contacts(sys, qp):
     col = sys.colliders
     ia, ib = col.cc_a, col.cc_b
-    pa, ra, pb, rb = qp.pos[ia], qp.rot[ia], qp.pos[ib], qp.rot[ib]
+    pa, ra, pb, rb = m.take(qp.pos, ia), m.take(qp.rot, ia), m.take(qp.pos, ib), m.take(qp.rot, ib)
     ca = pa + m.rotate(col.cc_off_a, ra)
     ea = m.rotate(col.cc_end_a, ra)
     cb = pb + m.rotate(col.cc_off_b, rb)
@@ -122,7 +122,7 @@ def capsule_contacts(sys, qp):
     normal = d / (1e-6 + dist)[:, None]
     pen = col.cc_rad_a + col.cc_rad_b - dist
     pos = (a_best + b_best) / 2
-    vel = (qp.vel[ia] + m.cross(qp.ang[ia], pos - pa)) - (qp.vel[ib] + m.cross(qp.ang[ib], pos - pb))
+    vel = (m.take(qp.vel, ia) + m.cross(m.take(qp.ang, ia), pos - pa)) - (m.take(qp.vel, ib) + m.cross(m.take(qp.ang, ib), pos - pb))
     return pos, vel, normal, pen
 
 
@@ -142,7 +142,7 @@ def _plane_position(sys, qp, prev, contact):
     col = sys.colliders
     b = col.pl_body
     pos, _, n, pen = contact
-    pa, ra, pa_old, ra_old = qp.pos[b], qp.rot[b], prev.pos[b], prev.rot[b]
+    pa, ra, pa_old, ra_old = m.take(qp.pos, b), m.take(qp.rot, b), m.take(prev.pos, b), m.take(prev.rot, b)
     ma = sys.mass[b][:, None]
     ia = sys.inv_inertia[b]
     s = col.scale
@@ -179,7 +179,7 @@ def _pair_position(sys, qp, prev, contact):
     col = sys.colliders
     ia_, ib_ = col.cc_a, col.cc_b
     pos, _, n, pen = contact
-    pa, ra, pb, rb = qp.pos[ia_], qp.rot[ia_], qp.pos[ib_], qp.rot[ib_]
+    pa, ra, pb, rb = m.take(qp.pos, ia_), m.take(qp.rot, ia_), m.take(qp.pos, ib_), m.take(qp.rot, ib_)
     ma, mb = sys.mass[ia_][:, None], sys.mass[ib_][:, None]
     ia, ib = sys.inv_inertia[ia_], sys.inv_inertia[ib_]
     s = col.scale
@@ -201,8 +201,8 @@ def _pair_position(sys, qp, prev, contact):
 
     r1 = m.rotate(pos - pa, m.quat_inv(ra))
     r2 = m.rotate(pos - pb, m.quat_inv(rb))
-    p1bar = prev.pos[ia_] + m.rotate(r1, prev.rot[ia_])
-    p2bar = prev.pos[ib_] + m.rotate(r2, prev.rot[ib_])
+    p1bar = m.take(prev.pos, ia_) + m.rotate(r1, m.take(prev.rot, ia_))
+    p2bar = m.take(prev.pos, ib_) + m.rotate(r2, m.take(prev.rot, ib_))
     dp = (pos - p1bar) - (pos - p2bar)
     dp_t = dp - m.dot(dp, n)[:, None] * n
     arm_a, arm_b = pos - pa, pos - pb
@@ -248,7 +248,7 @@ def _plane_velocity(sys, qp, old, contact, dlam):
     col = sys.colliders
     b = col.pl_body
     pos, _, n, pen = contact
-    pa, va, wa = qp.pos[b], qp.vel[b], qp.ang[b]
+    pa, va, wa = m.take(qp.pos, b), m.take(qp.vel, b), m.take(qp.ang, b)
     ma = sys.mass[b][:, None]
     ia = sys.inv_inertia[b]
     arm = pos - pa
@@ -265,7 +265,7 @@ def _plane_velocity(sys, qp, old, contact, dlam):
     p_dyn = dvel / (w + 1e-6)[:, None]
 
     # restitution
-    rel_old = old.vel[b] + m.cross(old.ang[b], pos - old.pos[b])
+    rel_old = m.take(old.vel, b) + m.cross(m.take(old.ang, b), pos - m.take(old.pos, b))
     v_n_old = m.dot(rel_old, n)
     dv = n * (-v_n - jnp.minimum(col.elasticity * v_n_old, 0.0))[:, None]
     c = m.safe_norm(dv)
@@ -283,11 +283,11 @@ def _pair_velocity(sys, qp, old, contact, dlam):
     col = sys.colliders
     ia_, ib_ = col.cc_a, col.cc_b
     pos, _, n, pen = contact
-    pa, pb = qp.pos[ia_], qp.pos[ib_]
+    pa, pb = m.take(qp.pos, ia_), m.take(qp.pos, ib_)
     ma, mb = sys.mass[ia_][:, None], sys.mass[ib_][:, None]
     ia, ib = sys.inv_inertia[ia_], sys.inv_inertia[ib_]
 
-    rel = (qp.vel[ia_] + m.cross(qp.ang[ia_], pos - pa)) - (qp.vel[ib_] + m.cross(qp.ang[ib_], pos - pb))
+    rel = (m.take(qp.vel, ia_) + m.cross(m.take(qp.ang, ia_), pos - pa)) - (m.take(qp.vel, ib_) + m.cross(m.take(qp.ang, ib_), pos - pb))
     v_n = m.dot(rel, n)
     v_t = rel - n * v_n[:, None]
     v_t_norm = m.safe_norm(v_t)
@@ -298,9 +298,9 @@ def _pair_velocity(sys, qp, old, contact, dlam):
     w2 = 1.0 / mb[:, 0] + m.dot(aw2, ib * aw2)
     p_dyn = dvel / (w1 + w2 + 1e-6)[:, None]
 
-    pa_o, pb_o = old.pos[ia_], old.pos[ib_]
-    rel_old = (old.vel[ia_] + m.cross(old.ang[ia_], pos - pa_o)) - (
-        old.vel[ib_] + m.cross(old.ang[ib_], pos - pb_o))
+    pa_o, pb_o = m.take(old.pos, ia_), m.take(old.pos, ib_)
+    rel_old = (m.take(old.vel, ia_) + m.cross(m.take(old.ang, ia_), pos - pa_o)) - (
+        m.take(old.vel, ib_) + m.cross(m.take(old.ang, ib_), pos - pb_o))
     v_n_old = m.dot(rel_old, n)
     dv = n * (-v_n - jnp.minimum(col.elasticity * v_n_old, 0.0))[:, None]
     arm_a = pos - pa
@@ -345,7 +345,7 @@ def impulse_pass(sys, qp):
         return z, z
     b = col.pl_body
     pos, vel, n, pen = plane_contacts(sys, qp)
-    pa = qp.pos[b]
+    pa = m.take(qp.pos, b)
     ma = sys.mass[b][:, None]
     ia = sys.inv_inertia[b]
     arm = pos - pa

@@ -15,6 +15,21 @@ def real():
     return jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
 
 
+def take(x, idx):
+    """x[idx] for a static integer array idx (the task's body indices): slices of x
+    joined along axis 0 (consecutive indices share one slice) instead of a gather, so
+    XLA fuses it into its consumers; the values are exactly x[idx]."""
+    idx = np.asarray(idx)
+    if idx.ndim != 1 or idx.size == 0:
+        return x[idx]
+    runs, start = [], 0
+    for k in range(1, idx.size + 1):
+        if k == idx.size or idx[k] != idx[k - 1] + 1:
+            runs.append(x[int(idx[start]):int(idx[k - 1]) + 1])
+            start = k
+    return runs[0] if len(runs) == 1 else jnp.concatenate(runs, axis=0)
+
+
 def dot(a, b):
     return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2]
 

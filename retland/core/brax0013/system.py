@@ -205,7 +205,7 @@ class System:
         return self._default_angle
 
     def _hinge_frames(self, qp: QP):
-        rp, rc = qp.rot[self.j_p], qp.rot[self.j_c]
+        rp, rc = m.take(qp.rot, self.j_p), m.take(qp.rot, self.j_c)
         axis = m.rotate(self.axis0, rp)
         ref_p = m.rotate(self.axis2, rp)
         ref_c = m.rotate(self.axis2, rc)
@@ -213,7 +213,7 @@ class System:
 
     def angle_vel(self, qp: QP):
         axis, _, _, angle = self._hinge_frames(qp)
-        vel = m.dot(qp.ang[self.j_p] - qp.ang[self.j_c], axis)
+        vel = m.dot(m.take(qp.ang, self.j_p) - m.take(qp.ang, self.j_c), axis)
         return angle, vel
 
     def _scatter(self, a_p, a_c):
@@ -231,14 +231,14 @@ class System:
         return self._scatter(ii[self.j_p] * torque, -ii[self.j_c] * torque)
 
     def damp(self, qp: QP):
-        torque = -1.0 * self.j_damping[:, None] * (qp.ang[self.j_p] - qp.ang[self.j_c])
+        torque = -1.0 * self.j_damping[:, None] * (m.take(qp.ang, self.j_p) - m.take(qp.ang, self.j_c))
         ii = self.inv_inertia
         return self._scatter(ii[self.j_p] * torque, -ii[self.j_c] * torque)
 
     def joint_apply(self, qp: QP):
         """Position-level hinge constraint corrections (dpos [B,3], drot [B,4])."""
         jp_, jc_ = self.j_p, self.j_c
-        pp, pc, rp, rc = qp.pos[jp_], qp.pos[jc_], qp.rot[jp_], qp.rot[jc_]
+        pp, pc, rp, rc = m.take(qp.pos, jp_), m.take(qp.pos, jc_), m.take(qp.rot, jp_), m.take(qp.rot, jc_)
         mp, mc = self.mass[jp_][:, None], self.mass[jc_][:, None]
         ip, ic = self.inv_inertia[jp_], self.inv_inertia[jc_]
 
