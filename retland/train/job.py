@@ -2,8 +2,10 @@
 checkpoints, resumption and progress.
 
 Each seed is one run (`runs` row); evaluation returns go to `evaluations`, checkpoints
-through `train.checkpoints` into artifacts/ and the `checkpoints` table. Chunk length
-is the gcd of the evaluation and checkpoint steps, so each phase compiles once.
+through `train.checkpoints` into artifacts/ and the `checkpoints` table. A chunk (one
+call of the compiled program, a `lax.scan` over its env steps) divides the gcd of the
+evaluation, checkpoint and warm-up steps, so each phase compiles once and every stop falls
+on a chunk's end; TD3/SAC/BC chunks hold up to TRAIN_CHUNK_MAX steps, PPO's one iteration.
 """
 from __future__ import annotations
 
@@ -30,6 +32,22 @@ from retland.warehouse import Warehouse
 
 # ---- the job --------------------------------------------------------------------------
 
+# Env steps per seed in one call of a TD3/SAC/BC chunk program: long enough that the host's
+# call (dispatch, and on an accelerator a sync) is paid once per hundreds of iterations,
+# not per env step; short enough that progress and Ctrl-C answer within seconds on a CPU.
+TRAIN_CHUNK_MAX = 500
+
+
+def chunk_length(stops, granularity: int) -> int:
+    """Env steps per chunk: PPO's iteration (`granularity`), or for a one-step iteration
+    the largest divisor of the stops' gcd that is at most TRAIN_CHUNK_MAX."""
+    g = math.gcd(*stops, granularity)
+    if granularity > 1:
+        return g
+    g = math.gcd(*stops)
+    return next(d for d in range(min(g, TRAIN_CHUNK_MAX), 0, -1) if g % d == 0)
+
+
 def boundaries(cfg: TrainConfig, start: int = 0) -> tuple[list[int], set[int], int]:
     """(stop steps after `start`, eval steps, chunk length in env steps)."""
     total = cfg.steps
@@ -38,7 +56,7 @@ def boundaries(cfg: TrainConfig, start: int = 0) -> tuple[list[int], set[int], i
     if cfg.algo in OFF_POLICY:
         stops.add(cfg.agent.learning_starts)
     stops.discard(0)
-    chunk = math.gcd(*sorted(stops), cfg.granularity)
+    chunk = chunk_length(sorted(stops), cfg.granularity)
     return sorted(s for s in stops if s > start), evals, chunk
 
 
