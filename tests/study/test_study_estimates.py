@@ -187,20 +187,22 @@ def test_bad_calibrate_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, m
     assert not (tmp_path / "wh").exists()
 
 
-def test_sampling_is_calibrated_from_a_stored_checkpoint_when_there_is_one(tmp_path):
+def test_sampling_is_calibrated_from_a_stored_checkpoint_when_there_is_one(tmp_path, monkeypatch):
     """A warehouse with the task's trained runs but no sampling timing: the study's
     calibration times sampling from its stored checkpoint and trains nothing."""
     from analysis_jobs import TINY_TD3
     from retland.analyses.estimates import current_device
     from retland.study import stages
     from retland.study.estimate import calibrate
-    from retland.train.job import train
+    from retland.train import job
     from retland.warehouse import Warehouse
 
     # its own copy of the tiny job (the shared one gains sampling rows, and timings with
-    # them, from whichever tests ran before in this process); the compiled programs are shared
+    # them, from whichever tests ran before in this process); the compiled programs are
+    # shared, and the process's record of programs it has timed is left as it was
+    monkeypatch.setattr(job, "_TIMED", set())
     wh = Warehouse.open(tmp_path / "wh")
-    train(TINY_TD3, wh)
+    job.train(TINY_TD3, wh)
     _, study, base = _study(tmp_path, STUDY.replace("\n[clones]", "\n[nothing]").split("\n[nothing]")[0])
     rows = [fn(wh) for _, fn in stages(study, base)]
     said = []
