@@ -41,9 +41,8 @@ TRAIN_CHUNK_MAX = 500
 def chunk_length(stops, granularity: int) -> int:
     """Env steps per chunk: PPO's iteration (`granularity`), or for a one-step iteration
     the largest divisor of the stops' gcd that is at most TRAIN_CHUNK_MAX."""
-    g = math.gcd(*stops, granularity)
     if granularity > 1:
-        return g
+        return math.gcd(*stops, granularity)
     g = math.gcd(*stops)
     return next(d for d in range(min(g, TRAIN_CHUNK_MAX), 0, -1) if g % d == 0)
 
