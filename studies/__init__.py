@@ -1,1 +1,1 @@
-"""Study presets shipped with retland (`retland study demo|cpu-small|paper`)."""
+"""Study presets shipped with retland (`retland study demo|cpu-small|paper|paper-hopper-td3|minatar`)."""

@@ -95,6 +95,22 @@ def test_names_variants_and_config(gymnax):
         load_train_config(None, env="hopper", algo="ppo", agent_fields={"action_space": "discrete"})
 
 
+def test_the_minatar_preset_plans_a6(gymnax, tmp_path, capsys, monkeypatch):
+    code, out, err = run_cli(capsys, monkeypatch, "study", "minatar", "--plan", "-w", tmp_path / "wh")
+    assert code == 0, err
+    text = " ".join(out.split())
+    # 2 games x 5 runs x 10M steps; 2 operators x 1000 samples x 1000 steps of 10 checkpoints per run
+    assert text.count("│ train ppo minatar-") == 2 and "5 seeds x 10,000,000 steps" in text
+    assert "200M" in text and not (tmp_path / "wh").exists()
+
+
+def test_the_minatar_preset_without_the_extra_is_one_line_per_entry(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gymnax", None)
+    code, out, err = run_cli(capsys, monkeypatch, "study", "minatar", "--plan", "-w", tmp_path / "wh")
+    assert code == 2 and "MinAtar games need the minatar extra" in err and "Traceback" not in err
+    assert not (tmp_path / "wh").exists()
+
+
 # ------------------------------------------------------------------ the env
 
 def test_steps_are_gymnax_steps_and_s0_is_fixed(gymnax):

@@ -97,9 +97,10 @@ def test_several_problems_are_one_line_each(tmp_path, capsys, monkeypatch):
 
 def test_unknown_preset_names_the_presets(tmp_path, capsys, monkeypatch):
     code, _, err = run_cli(capsys, monkeypatch, "study", "nonesuch", "-w", tmp_path / "wh")
-    assert code == 2 and "presets: cpu-small, demo, paper, paper-hopper-td3" in err
+    assert code == 2 and "presets: cpu-small, demo, minatar, paper, paper-hopper-td3" in err
 
 
+# (minatar needs the minatar extra to plan: tests/core/test_minatar.py plans it)
 @pytest.mark.parametrize("preset", ["demo", "cpu-small", "paper", "paper-hopper-td3"])
 def test_presets_are_valid_and_plan_on_an_empty_warehouse(tmp_path, capsys, monkeypatch, preset):
     wh = tmp_path / "wh"
