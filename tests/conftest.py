@@ -118,6 +118,16 @@ eval_every = 60
 config = "tiny-agent.toml"
 """
 
+# A study's tiny [clones] stage over that job: one 40-step clone per run, 8 samples.
+TINY_CLONES = """
+[clones]
+teachers_per_run = 1
+steps = 40
+samples = 8
+horizon = 20
+agent = { hidden = [16, 16], batch_size = 8 }
+"""
+
 GOOD_CSV = (
     "algo,env,seed,step,operator,update_index,return\n"
     + "".join(f"td3,hopper,0,100,td3,{i},{1000 + 10 * i}\n" for i in range(20))

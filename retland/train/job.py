@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
@@ -27,7 +28,7 @@ from retland.core.repro import reproducibility_record
 from retland.train import checkpoints as ck
 from retland.train.config import TrainConfig
 from retland.config.registry import OFF_POLICY, OFFLINE, REPLAY_ALGOS
-from retland.train.program import init_states, make_chunk_fn, make_evaluator
+from retland.train.program import _program_key, init_states, make_chunk_fn, make_evaluator
 from retland.warehouse import Warehouse
 
 # ---- the job --------------------------------------------------------------------------
@@ -250,8 +251,6 @@ class StretchTimer:
 
     def __init__(self, cfg: TrainConfig, job_id: str, seeds: int, chunk: int, step: int, t0: float,
                  source: str = "job"):
-        from retland.train.program import _program_key
-
         d = jax.devices()[0]
         self.base = dict(job_id=job_id, source=source, algo=cfg.algo, env=cfg.env, variant=cfg.variant,
                          backend=cfg.backend, seeds=int(seeds), device=f"{d.platform}:{getattr(d, 'device_kind', '')}",
@@ -262,8 +261,6 @@ class StretchTimer:
 
     def stop(self, step: int) -> None:
         """End the stretch at env step `step` (per seed), now."""
-        import uuid
-
         if step <= self.step:  # nothing trained since (the evaluation at step 0 stays in the first stretch)
             return
         now = time.perf_counter()

@@ -12,19 +12,10 @@ import textwrap
 import pytest
 
 from analysis_jobs import tiny_job
-from conftest import TINY_AGENT, TINY_TRAIN, parse_request, run_cli, tree_digest
-
-CLONES = """
-[clones]
-teachers_per_run = 1
-steps = 40
-samples = 8
-horizon = 20
-agent = { hidden = [16, 16], batch_size = 8 }
-"""
+from conftest import TINY_AGENT, TINY_CLONES, TINY_TRAIN, parse_request, run_cli, tree_digest
 
 
-def _study(folder, text: str = 'name = "cl"\n' + TINY_TRAIN + CLONES):
+def _study(folder, text: str = 'name = "cl"\n' + TINY_TRAIN + TINY_CLONES):
     from retland.study import load_study
 
     (folder / "tiny-agent.toml").write_text(TINY_AGENT)

@@ -11,21 +11,14 @@ import textwrap
 
 import pytest
 
-from conftest import TINY_AGENT, TINY_TRAIN, run_cli, tree_digest
+from conftest import TINY_AGENT, TINY_CLONES, TINY_TRAIN, run_cli, tree_digest
 
 STUDY = 'name = "est"\n' + TINY_TRAIN + """
 [sample]
 operators = ["td3"]
 samples = 8
 horizon = 20
-
-[clones]
-teachers_per_run = 1
-steps = 40
-samples = 8
-horizon = 20
-agent = { hidden = [16, 16], batch_size = 8 }
-"""
+""" + TINY_CLONES
 
 
 def _study(folder, text: str = STUDY):
@@ -203,7 +196,7 @@ def test_sampling_is_calibrated_from_a_stored_checkpoint_when_there_is_one(tmp_p
     monkeypatch.setattr(job, "_TIMED", set())
     wh = Warehouse.open(tmp_path / "wh")
     job.train(TINY_TD3, wh)
-    _, study, base = _study(tmp_path, STUDY.replace("\n[clones]", "\n[nothing]").split("\n[nothing]")[0])
+    _, study, base = _study(tmp_path, STUDY.split("\n[clones]")[0])
     rows = [fn(wh) for _, fn in stages(study, base)]
     said = []
     done = calibrate(study, base, rows, wh, current_device(), say=said.append)
