@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 from ..config.requests import Bar, bar
+from ..core.repro import device_label
 
 CALIBRATION_STEPS = 200  # at most, env steps per seed of one calibration stretch (PPO: one iteration)
 
@@ -51,11 +52,6 @@ class Calibrated:
         return sum(r["env_steps"] for r in steady) / secs if steady and secs > 0 else None
 
 
-def _device() -> str:
-    d = jax.devices()[0]
-    return f"{d.platform}:{getattr(d, 'device_kind', '')}"
-
-
 def calibrate_training(wh, cfg, *, stretches: int = 2, steps: int | None = None,
                        progress: Bar | None = None) -> Calibrated:
     """Time the training program of `cfg` on this device: 1 + `stretches` stretches of
@@ -70,8 +66,8 @@ def calibrate_training(wh, cfg, *, stretches: int = 2, steps: int | None = None,
     from retland.train.job import boundaries
 
     jaxcache.enable()
-    # the job's own chunk program, called as the job calls it (a TD3/SAC/BC job's chunk
-    # can be a single step: its per-call cost is part of the rate), up to `steps` a stretch
+    # the job's own chunk program, called as the job calls it (the per-call cost is part
+    # of the rate), cut to at most `steps` env steps a stretch
     chunk = boundaries(cfg)[2]
     if chunk > (steps or CALIBRATION_STEPS):  # a long scan: a shorter one of the same step
         chunk = max(cfg.granularity, (steps or CALIBRATION_STEPS) // cfg.granularity * cfg.granularity)
@@ -79,7 +75,7 @@ def calibrate_training(wh, cfg, *, stretches: int = 2, steps: int | None = None,
     n = calls * chunk
     start = cfg.agent.learning_starts if cfg.algo in OFF_POLICY else 0
     base = dict(job_id=f"calibration-{secrets.token_hex(4)}", source="calibration", algo=cfg.algo, env=cfg.env,
-                variant=cfg.variant, backend=cfg.backend, seeds=int(cfg.seeds), device=_device(), device_count=1,
+                variant=cfg.variant, backend=cfg.backend, seeds=int(cfg.seeds), device=device_label(), device_count=1,
                 warmup=False)
     what = f"{cfg.algo} {cfg.env} ({cfg.variant}) training, {cfg.seeds} seed(s)"
     rows = []
@@ -131,7 +127,7 @@ def calibrate_sampling(wh, ckpt, operator: str, horizon: int, batch_size: int | 
     program, op_state = checkpoint_program(spec, ckpt)
     b = auto_batch_size(samples) if batch_size == "auto" else int(batch_size)
     base = dict(algo=cfg.algo, env=cfg.env, variant=cfg.variant, backend=cfg.backend, operator_kind=spec.kind,
-                operator_id=spec.operator_id, device=_device(), device_count=1, batch_size=b, horizon=horizon,
+                operator_id=spec.operator_id, device=device_label(), device_count=1, batch_size=b, horizon=horizon,
                 chunks=1, env_steps=b * horizon)
     what = f"{spec.kind} sampling of {cfg.algo} {cfg.env} ({cfg.variant}), {b} x {horizon} steps a chunk"
     rows = []

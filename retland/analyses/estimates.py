@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from retland.core.repro import device_label
+
 
 @dataclass(frozen=True)
 class Rate:
@@ -36,10 +38,7 @@ class Rate:
 
 def current_device() -> str:
     """`platform:device kind` of this process's first JAX device, as the views record it."""
-    import jax
-
-    d = jax.devices()[0]
-    return f"{d.platform}:{getattr(d, 'device_kind', '')}"
+    return device_label()
 
 
 def _task_filter(algo, env, variant, backend, device) -> tuple[list[str], list]:

@@ -33,11 +33,21 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def device_label(device=None) -> str:
+    """`platform:device kind` of a JAX device (default: this process's first), the form
+    the timing tables and the throughput views record devices in."""
+    if device is None:
+        import jax
+
+        device = jax.devices()[0]
+    return f"{device.platform}:{getattr(device, 'device_kind', '')}"
+
+
 def devices() -> list[str]:
     try:
         import jax  # inside the try: a record must never break the job it describes
 
-        return [f"{d.platform}:{getattr(d, 'device_kind', '')}" for d in jax.devices()]
+        return [device_label(d) for d in jax.devices()]
     except Exception as exc:  # a record must never break the job it describes
         return [f"unavailable: {exc}"]
 

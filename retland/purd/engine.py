@@ -51,6 +51,7 @@ import pyarrow as pa
 
 from retland.core import jaxcache, programs, sizing
 from retland.core.envs import make_env, reference_env, reference_state
+from retland.core.repro import device_label
 from retland.core.networks import DeterministicActor
 from retland.core.rollout import rollout
 from retland.purd.chunks import missing_chunks
@@ -370,8 +371,7 @@ def check_chunk(table: str, rows: dict, j: np.ndarray, chunk: int, batch_size: i
 
 def _timing_base(table: str, identity: dict, horizon: int, batch_size: int, devices) -> dict:
     devs = resolve_devices(devices)
-    d = devs[0]
-    return {"table_name": table, **identity, "device": f"{d.platform}:{getattr(d, 'device_kind', '')}",
+    return {"table_name": table, **identity, "device": device_label(devs[0]),
             "device_count": len(devs), "batch_size": int(batch_size), "horizon": int(horizon)}
 
 

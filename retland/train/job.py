@@ -24,7 +24,7 @@ import numpy as np
 from retland.agents import get_agent
 from retland.agents.base import TrainState
 from retland.core import jaxcache, replay, sizing
-from retland.core.repro import reproducibility_record
+from retland.core.repro import device_label, reproducibility_record
 from retland.train import checkpoints as ck
 from retland.train.config import TrainConfig
 from retland.config.registry import OFF_POLICY, OFFLINE, REPLAY_ALGOS
@@ -251,9 +251,8 @@ class StretchTimer:
 
     def __init__(self, cfg: TrainConfig, job_id: str, seeds: int, chunk: int, step: int, t0: float,
                  source: str = "job"):
-        d = jax.devices()[0]
         self.base = dict(job_id=job_id, source=source, algo=cfg.algo, env=cfg.env, variant=cfg.variant,
-                         backend=cfg.backend, seeds=int(seeds), device=f"{d.platform}:{getattr(d, 'device_kind', '')}",
+                         backend=cfg.backend, seeds=int(seeds), device=device_label(),
                          device_count=1)
         self.key = (_program_key(cfg), chunk, seeds)
         self.learning_starts = cfg.agent.learning_starts if cfg.algo in OFF_POLICY else 0
