@@ -82,6 +82,12 @@ def train(
     resume: Annotated[Optional[str], typer.Option(
         help="Job id (run id without -s<seed>) to continue from its last checkpoint "
              "(from step 0 if it was killed before its first).")] = None,
+    time_limit: Annotated[Optional[str], typer.Option(
+        "--time-limit", help="Wall time this command may train: minutes, H:MM:SS or D-HH:MM:SS (as SLURM's --time), "
+                             "counted from the start of training, compiles included. After each checkpoint the job "
+                             "goes on only if the next checkpoint (or the end) fits, at the rate it has measured; "
+                             "otherwise it stops there and prints the command that continues it (--resume). Give a "
+                             "few minutes less than a cluster task's limit.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     warehouse: WarehouseOpt = None,
 ) -> None:
@@ -96,6 +102,16 @@ def train(
     from retland.train.request import TrainRequest
 
     steps = renamed(steps, old_steps, None, "--total-steps", "--steps")
+    limit = None
+    if time_limit is not None:
+        from retland.config.requests import parse_duration
+
+        try:
+            limit = parse_duration(time_limit, "--time-limit")
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        if limit <= 0:
+            raise CliError(f"--time-limit {time_limit!r}: give a wall time above zero")
     # Everything given is checked before the warehouse is opened or anything compiled.
     if resume is not None:
         given = [n.replace("_", "-") for n, v in dict(
@@ -104,14 +120,14 @@ def train(
             config=config, store_states=store_states).items() if v is not None]
         if given:
             raise CliError(f"--resume continues a job with its recorded config; drop {', '.join('--' + g for g in given)}")
-        request = TrainRequest(resume=resume)
+        request = TrainRequest(resume=resume, time_limit=limit)
     else:
         if config is not None and not config.is_file():
             raise CliError(f"--config {config}: no such file")
         request = TrainRequest(algo=algo.value if algo else None, env=env, seeds=seeds, seed=seed, total_steps=steps,
                                checkpoints=int_list(checkpoints, "--checkpoints", minimum=1), eval_every=eval_every,
                                backend=backend, variant=variant, config=config, teacher=teacher,
-                               store_states=store_states)
+                               store_states=store_states, time_limit=limit)
         from retland.train.bc import TeacherError
 
         try:
@@ -153,7 +169,7 @@ def execute(request, warehouse: Path | None, progress: bool = True) -> None:
     started = {}
 
     def header(cfg) -> None:
-        started["algo"] = cfg.algo
+        started["algo"], started["steps"] = cfg.algo, cfg.steps
         unit = "gradient steps" if cfg.algo == "bc" else "steps"
         if cfg.algo == "bc":
             console.print(f"cloning teacher {cfg.agent.teacher_run_id}@{cfg.agent.teacher_step} "
@@ -165,6 +181,19 @@ def execute(request, warehouse: Path | None, progress: bool = True) -> None:
     result = run_request(wh, request, progress=partial(progress_bar, enabled=progress), on_start=header)
     if result.resumed_from == 0:
         console.print(f"job {result.job_id} had no checkpoint (killed before its first one): restarted from step 0")
+    if result.time_limited:
+        import shlex
+
+        from retland.config.requests import duration_text
+
+        resume_from = max(result.checkpoints, default=result.resumed_from or 0)
+        again = ["retland", "train", "--resume", result.job_id, "--time-limit", duration_text(request.time_limit)]
+        if warehouse is not None:
+            again += ["-w", str(warehouse)]
+        console.print(f"job [bold]{result.job_id}[/] stopped by --time-limit at step {result.steps:,} of "
+                      f"{started['steps']:,}; it resumes from its checkpoint at step {resume_from:,}. Continue with:")
+        console.print(f"  {shlex.join(again)}", highlight=False, soft_wrap=True)
+        return
     final = result.curve.get(result.steps)
     console.print(f"job [bold]{result.job_id}[/]: {len(result.run_ids)} runs, {result.steps:,} steps, "
                   f"{result.env_steps_per_s:,.0f} {'gradient' if started.get('algo') == 'bc' else 'env'}-steps/s"

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from retland.config.requests import parse_duration
 from retland.purd.engine import SamplingError
 from retland.purd.job import SampleJob
 
@@ -77,23 +78,14 @@ class ShardJob:
 
 
 def parse_time(text: str | None) -> int | None:
-    """SLURM --time as minutes: MIN, H:MM:SS, or D-HH[:MM[:SS]]."""
+    """SLURM --time as whole minutes (at least 1): MIN, MIN:SS, H:MM:SS, or D-HH[:MM[:SS]]."""
     if text is None:
         return None
-    m = re.fullmatch(r"\s*(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?\s*", str(text))
-    if not m:
-        raise SamplingError(f"--time {text!r}: expected minutes, H:MM:SS or D-HH:MM:SS")
-    days, a, b, c = (int(x) if x else None for x in m.groups())
-    if days is None and b is None:
-        minutes = a  # MIN
-    elif days is None and c is None:
-        minutes = a + (b or 0) / 60  # MM:SS
-    elif days is None:
-        minutes = a * 60 + b + c / 60  # H:MM:SS
-    else:
-        minutes = days * 1440 + a * 60 + (b or 0) + (c or 0) / 60
-    minutes = max(1, round(minutes))
-    return int(minutes)
+    try:
+        seconds = parse_duration(text, "--time")
+    except ValueError as exc:
+        raise SamplingError(str(exc)) from None
+    return max(1, round(seconds / 60))
 
 
 UNLIMITED_MINUTES = 365 * 24 * 60  # what a task asks for on a partition without a time limit

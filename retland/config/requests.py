@@ -59,3 +59,29 @@ def options(pairs) -> list[str]:
             continue
         out += [opt] if value is True else [opt, str(value)]
     return out
+
+
+def parse_duration(text: str, option: str = "--time-limit") -> float:
+    """A wall time as SLURM writes it, in seconds: MIN, MIN:SS, H:MM:SS, D-HH, D-HH:MM or
+    D-HH:MM:SS (a bare number is minutes). ValueError names `option` and the forms."""
+    import re
+
+    m = re.fullmatch(r"\s*(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?\s*", str(text))
+    if not m:
+        raise ValueError(f"{option} {text!r}: expected minutes, H:MM:SS or D-HH:MM:SS")
+    days, a, b, c = (int(x) if x else None for x in m.groups())
+    if days is None and b is None:
+        seconds = a * 60  # MIN
+    elif days is None and c is None:
+        seconds = a * 60 + b  # MIN:SS
+    elif days is None:
+        seconds = a * 3600 + b * 60 + c  # H:MM:SS
+    else:
+        seconds = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
+    return float(seconds)
+
+
+def duration_text(seconds: float) -> str:
+    """Seconds as H:MM:SS (what `parse_duration` reads back, to the second)."""
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

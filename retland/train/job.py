@@ -82,6 +82,7 @@ class TrainResult:
     replay: replay.Replay | None = None
     seed_group: int = 0  # seeds vmapped together (`seed_group_size`)
     resumed_from: int | None = None  # with resume: the checkpoint step (0: restarted, it had none)
+    time_limited: bool = False  # the deadline ended the job before its last step (resume continues it)
 
 
 def _now():
@@ -105,7 +106,8 @@ def _run_rows(cfg: TrainConfig, job_id: str, ids: list[str]) -> list[dict]:
 
 
 def train(cfg: TrainConfig, warehouse=None, *, progress: Callable[..., None] | None = None,
-          resume: str | None = None, stop_at: int | None = None, seed_group: int | None = None) -> TrainResult:
+          resume: str | None = None, stop_at: int | None = None, seed_group: int | None = None,
+          deadline: "float | Deadline | None" = None) -> TrainResult:
     """Train `cfg.seeds` seeds; write runs, evaluations, checkpoints to the warehouse.
 
     resume: a job id (the run ids without "-s<seed>") to continue from its last
@@ -113,6 +115,13 @@ def train(cfg: TrainConfig, warehouse=None, *, progress: Callable[..., None] | N
     `resume_config`). A job killed before its first checkpoint was published restarts
     from step 0 under the same run ids. stop_at: stop after this env step (for tests
     and time-boxed runs; the run can be resumed later).
+
+    deadline: a `time.monotonic()` instant by which the job must have stopped (a wall-time
+    limit, e.g. a SLURM task's). After each checkpoint the job goes on only if the next
+    checkpoint (or the end) fits before the deadline at the rate it has measured; else
+    it stops there, whole, and `resume` continues it. Past the deadline between two
+    checkpoints (the estimate was wrong) it stops after the chunk in flight, losing the
+    steps since its last checkpoint. Either way `result.time_limited` is set.
 
     seed_group: seeds vmapped together (default `seed_group_size(cfg)`: all of them,
     unless an accelerator's memory cannot hold their compiled program). Groups run one
@@ -134,12 +143,16 @@ def train(cfg: TrainConfig, warehouse=None, *, progress: Callable[..., None] | N
     result = TrainResult(job_id, ids, 0, seed_group=min(size, cfg.seeds))
     report = progress or (lambda n=0, **info: None)
     firsts, seed_steps, loop_seconds, last = [], 0, 0.0, 0
+    clock = deadline if isinstance(deadline, Deadline) else Deadline(deadline)
     for g0 in range(0, cfg.seeds, size):
+        if result.time_limited:
+            break
         g = min(size, cfg.seeds - g0)
         sub = cfg if g == cfg.seeds else cfg.model_copy(update={"seed": cfg.seed + g0, "seeds": g})
         scale = g / cfg.seeds
         first, last, seconds, ts, rb = _train_group(sub, wh, ids[g0:g0 + g], result, resume is not None, stop_at,
-                                                    lambda n=0, scale=scale, **info: report(n * scale, **info))
+                                                    lambda n=0, scale=scale, **info: report(n * scale, **info),
+                                                    clock)
         seed_steps += (last - first) * g
         loop_seconds += seconds
         firsts.append(first)
@@ -176,11 +189,48 @@ def seed_group_size(cfg: TrainConfig, device=None, room: int | None = None) -> i
                          "lower agent.buffer_size") from None
 
 
+class Deadline:
+    """A training job's wall-time limit (`train`'s deadline): whether it has passed, and
+    whether the stretch to the next checkpoint still fits, from the job's measured rate."""
+
+    MARGIN = 1.15  # the estimate of the next stretch is stretched by this much ...
+    SLACK = 5.0  # ... plus these seconds (a checkpoint's files, an evaluation)
+
+    def __init__(self, at: float | None, clock: Callable[[], float] = time.monotonic):
+        self.at, self.clock = at, clock
+        self.rates: list[float] = []  # seconds per env step of the stretches measured since the compile
+
+    @property
+    def set(self) -> bool:
+        return self.at is not None
+
+    def passed(self) -> bool:
+        return self.at is not None and self.clock() >= self.at
+
+    def measure(self, steps: int, seconds: float) -> None:
+        """A stretch of `steps` env steps after the job's warm-up took `seconds`."""
+        if steps > 0:
+            self.rates.append(seconds / steps)
+
+    def fits(self, steps: int) -> bool:
+        """Whether `steps` more env steps end before the deadline. The first stretch after
+        the warm-up holds the update program's compile, so it counts only while it is the
+        only one; with none measured yet the answer is yes (nothing to estimate from)."""
+        if self.at is None or steps <= 0:
+            return True
+        rates = self.rates[1:] or self.rates
+        if not rates:
+            return not self.passed()
+        per_step = max(rates[-3:])
+        return self.clock() + steps * per_step * self.MARGIN + self.SLACK <= self.at
+
+
 def _train_group(cfg: TrainConfig, wh, ids: list[str], result: TrainResult, resuming: bool,
-                 stop_at: int | None, report: Callable[..., None]):
-    """Train the seeds `ids` of `cfg` (its seeds, from cfg.seed) to the end (or stop_at);
-    their rows go to the warehouse, their curve and checkpoints into `result`.
-    Returns (first step, last step, seconds in the training loop, final state, final replay)."""
+                 stop_at: int | None, report: Callable[..., None], clock: Deadline | None = None):
+    """Train the seeds `ids` of `cfg` (its seeds, from cfg.seed) to the end (or stop_at, or
+    the deadline of `clock`); their rows go to the warehouse, their curve and checkpoints
+    into `result`. Returns (first step, last step, seconds in the training loop, final
+    state, final replay)."""
     if resuming:
         ts, rb, step = _resume_state(wh, cfg, ids)
     else:
@@ -219,13 +269,27 @@ def _train_group(cfg: TrainConfig, wh, ids: list[str], result: TrainResult, resu
 
     if step == 0:
         do_eval(0)
-    t_loop = time.perf_counter()
+    clock = clock or Deadline(None)
+    warmup_end = cfg.agent.learning_starts if cfg.algo in OFF_POLICY else 0
+    saves = sorted(set(cfg.checkpoint_steps) | {cfg.steps})
+    t_loop = t_mark = time.perf_counter()
     for stop in stops:
+        if clock.set and (step == first or step in cfg.checkpoint_steps) and step >= warmup_end:
+            goal = next(s for s in saves if s > step)  # the next point the job could resume from
+            if not clock.fits(goal - step):
+                result.time_limited = True
+                break
+        step0 = step
         while step < stop:
+            if clock.passed():
+                result.time_limited = True
+                break
             ts, rb = make_chunk_fn(cfg, step, chunk)(ts, rb)
             step += chunk
             report(chunk)
         jax.block_until_ready(ts)
+        if result.time_limited:
+            break
         at_checkpoint = step in cfg.checkpoint_steps
         rets, eval_rows = do_eval(step, commit=not at_checkpoint) if step in evals else (None, [])
         if rets is not None:
@@ -236,6 +300,10 @@ def _train_group(cfg: TrainConfig, wh, ids: list[str], result: TrainResult, resu
                 result.checkpoints.append(step)
         elif rets is None:
             timer.stop(step)  # a stop without rows (the end of warm-up): committed with the next ones
+        now = time.perf_counter()  # a stretch's time holds its chunks, evaluation and checkpoint files
+        if step0 >= warmup_end:
+            clock.measure(step - step0, now - t_mark)
+        t_mark = now
     if timer.pending:  # stop_at ended the loop between commits
         wh.append_many(timer.take(), command="train")
     return first, step, time.perf_counter() - t_loop, ts, rb

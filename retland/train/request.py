@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar
 
-from retland.config.requests import Bar, bar, int_list_text, options
+from retland.config.requests import Bar, bar, duration_text, int_list_text, options
 
 __all__ = ["TrainRequest", "run_request"]
 
@@ -32,6 +32,8 @@ class TrainRequest:
     resume: str | None = None
     teacher: str | None = None  # algo bc: the TD3 checkpoint RUN@STEP it clones (retland.train.bc)
     store_states: bool | None = None  # TD3/SAC: keep each replay row's simulator state (start states, A.4)
+    # Not part of the job: how long this process may train (seconds), as `train`'s deadline.
+    time_limit: float | None = None
 
     def overrides(self) -> dict:
         """The options given, as `load_train_config` keywords."""
@@ -66,25 +68,33 @@ class TrainRequest:
         return load_train_config(self.config, algo=self.algo, agent_fields=agent_fields, **options)
 
     def argv(self) -> list[str]:
+        limit = [("--time-limit", duration_text(self.time_limit) if self.time_limit is not None else None)]
         if self.resume is not None:
-            return ["train", "--resume", self.resume]
+            return ["train", "--resume", self.resume] + options(limit)
         return ["train"] + options([
             ("--algo", self.algo), ("--env", self.env), ("--variant", self.variant), ("--seeds", self.seeds),
             ("--seed", self.seed), ("--total-steps", self.total_steps),
             ("--checkpoints", int_list_text(self.checkpoints) if self.checkpoints else None),
             ("--backend", self.backend), ("--eval-every", self.eval_every), ("--teacher", self.teacher),
-            ("--config", str(self.config) if self.config is not None else None)])
+            ("--store-states", self.store_states),
+            ("--config", str(self.config) if self.config is not None else None)] + limit)
 
 
 def run_request(wh, request: TrainRequest, *, progress: Bar | None = None,
                 on_start: Callable[[object], None] | None = None):
     """Train (or resume) the request's job into `wh`; `on_start(cfg)` sees its config
-    before anything compiles. Returns `retland.train.job.TrainResult`."""
+    before anything compiles. With `request.time_limit` the job stops in time to stay
+    within it, counted from this call (`train`'s deadline). Returns
+    `retland.train.job.TrainResult`."""
+    import time
+
     from retland.train.job import resume_config, train
+
+    deadline = None if request.time_limit is None else time.monotonic() + request.time_limit
 
     cfg = resume_config(wh, request.resume) if request.resume is not None else request.train_config(wh)
     if on_start is not None:
         on_start(cfg)
     unit = "gradient-steps" if cfg.algo == "bc" else "env-steps"  # a clone's steps are gradient steps
     with bar(progress, cfg.steps, f"{cfg.algo} {cfg.env} x{cfg.seeds}", unit=unit, rate_scale=cfg.seeds) as advance:
-        return train(cfg, wh, progress=advance, resume=request.resume)
+        return train(cfg, wh, progress=advance, resume=request.resume, deadline=deadline)

@@ -309,3 +309,86 @@ def test_toml_config_overrides(tmp_path):
     f.write_text('[agent]\nalgo = "td3"\nbatchsize = 64\n')
     with pytest.raises(ValueError, match="batchsize"):
         load_train_config(f)
+
+
+# ---- a wall-time limit ------------------------------------------------------------------
+
+class _Clock:
+    def __init__(self, now=0.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def test_deadline_estimates_the_next_stretch_from_the_measured_rate():
+    from retland.train.job import Deadline
+
+    clock = _Clock()
+    d = Deadline(100.0, clock=clock)
+    assert d.fits(10**9)  # nothing measured yet: nothing to refuse on
+    d.measure(1000, 50.0)  # the first stretch after warm-up (the update's compile in it)
+    assert not d.fits(2000)  # alone it counts: 2000 x 0.05 s x margin > 100 s
+    d.measure(1000, 1.0)  # steady: 1 ms per step, the compile's stretch dropped
+    assert d.fits(80_000) and not d.fits(90_000)  # 80 s x 1.15 + 5 <= 100 < 90 s x 1.15 + 5
+    clock.now = 60.0
+    assert d.fits(30_000) and not d.fits(40_000)
+    assert not d.passed()
+    clock.now = 100.0
+    assert d.passed() and not d.fits(1) and d.fits(0)
+    assert Deadline(None).fits(10**12) and not Deadline(None).passed()
+
+
+def test_a_time_limited_job_stops_at_a_checkpoint_and_resumes_exactly(wh, td3_job):
+    """A deadline that the next stretch cannot meet stops the job at its checkpoint,
+    whole (rows, files); resume trains the rest to the uninterrupted job's bits."""
+    from retland.train.job import Deadline
+
+    # At the checkpoint (step 60) one stretch after warm-up is measured; 60 more steps at
+    # that rate do not fit in a deadline 5 s (the slack) away on a clock that stands still.
+    stopped = train(TINY_TD3, wh, deadline=Deadline(5.0 + 1e-9, clock=_Clock()))
+    assert stopped.time_limited and stopped.steps == 60 and stopped.checkpoints == [60]
+    for rid in stopped.run_ids:
+        assert list_checkpoints(wh, rid) == [60]
+    resumed = train(TINY_TD3, wh, resume=stopped.job_id, deadline=Deadline(1e9, clock=_Clock()))
+    assert not resumed.time_limited and resumed.steps == 120
+    assert leaves_equal(resumed.state, td3_job.state) and leaves_equal(resumed.replay, td3_job.replay)
+
+
+def test_a_deadline_already_past_trains_nothing(tmp_path):
+    from retland.train.job import Deadline
+    from retland.warehouse import Warehouse
+
+    late = train(TINY_TD3, Warehouse.open(tmp_path / "wh"), deadline=Deadline(0.0, clock=_Clock(1.0)))
+    assert late.time_limited and late.steps == 0 and late.checkpoints == []
+
+
+def test_train_time_limit_prints_the_command_that_continues(wh, td3_job, capsys, monkeypatch, tmp_path):
+    """`retland train --time-limit` stops at a checkpoint and prints the --resume line;
+    that line, run, finishes the job (the same bits as one uninterrupted run)."""
+    import shlex
+
+    from retland.train.job import Deadline
+    from conftest import run_cli
+
+    toml = tmp_path / "tiny.toml"
+    toml.write_text('env = "hopper"\nseeds = 2\ntotal_steps = 120\ncheckpoints = [60, 120]\n'
+                    'eval_every = 60\nhorizon = 20\n[agent]\nhidden = [16, 16]\nbatch_size = 8\n'
+                    'learning_starts = 40\nbuffer_size = 120\n')
+    with monkeypatch.context() as m:
+        m.setattr(Deadline, "MARGIN", 1e9)  # whatever the rate, the next checkpoint does not fit
+        code, out, err = run_cli(capsys, monkeypatch, "train", "--config", toml, "--time-limit", "90",
+                                 "-w", wh.root, "--no-progress")
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert "stopped by --time-limit at step 60 of 120" in text and "checkpoint at step 60" in text
+    line = next(ln.strip() for ln in out.splitlines() if ln.strip().startswith("retland train --resume"))
+    argv = shlex.split(line)[1:]
+    assert argv[argv.index("--time-limit") + 1] == "1:30:00"
+    code, out, err = run_cli(capsys, monkeypatch, *argv, "--no-progress")
+    assert code == 0, err
+    assert "stopped" not in out
+    job = argv[argv.index("--resume") + 1]
+    for i in range(2):
+        ck = load_checkpoint(wh, f"{job}-s{i}", 120)
+        assert leaves_equal(ck.state, seed_slice(td3_job.state, i))
