@@ -24,7 +24,7 @@ NEWJAX_TESTS ?= tests/core/test_tasks.py tests/core/test_rollout.py tests/purd/t
 NEWJAX_K ?= not walker2d and not ant_contacts and not another_chunk_size
 NEWJAX_PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: install demo test test-newest-jax test-dmc test-minatar test-oracle test-crash test-notebook test-start-states test-slow test-slurm bench clean-demo
+.PHONY: install demo test test-newest-jax test-dmc test-minatar test-oracle test-crash test-notebook test-start-states test-slow test-slurm bench clean-demo gpu-wheels
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -105,10 +105,11 @@ test-oracle: $(STAMP) $(ORACLE_STAMP)
 	RETLAND_ORACLE_DIR=$(abspath $(ORACLE_DIR)) JAX_ENABLE_X64=1 $(PY) -m pytest -q -p no:cacheprovider tests/core/test_oracle.py
 	$(PY) benchmarks/oracle.py $(ORACLE_DIR)
 
-# kill -9 at every write point of `train` and `sample` (each try a process that compiles):
-# the warehouse keeps whole commits only, and resume/rerun finishes. CI runs it after make test.
+# kill -9 at every write point of `train`, `sample` and `import-returns` (each try a process,
+# those of train and sample compile): the warehouse keeps whole commits only, and
+# resume/rerun finishes. CI runs it after make test, on two workers (one test each).
 test-crash: $(STAMP)
-	$(PY) -m pytest -q -m slow -k kill_9 tests/warehouse/test_store_trust.py
+	$(PY) -m pytest -q -n 2 --dist load -m slow -k kill_9 tests/warehouse/test_store_trust.py
 
 # Start states from replay rows (A.4): brax 0.14's hopper restores too, and storing states
 # leaves training bit for bit unchanged (two tiny trainings, slow-marked). CI runs it.
@@ -134,3 +135,20 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/warehouse.py
+
+# Wheels for a GPU node that has only a CUDA jax stack (jax, flax, optax, orbax-checkpoint,
+# numpy, scipy, pyarrow, rich, typer): what the paper variant's compute path (train,
+# sample, the warehouse) needs beyond it, at constraints.txt's versions, for CPython
+# $(GPU_PY) on x86-64, into .whl/ (git-ignored; benchmarks/device_check.sh installs it
+# there). The paper variant's physics is retland's own, so brax and mujoco are not needed
+# (tests/test_gpu_study.py runs the path with them unimportable); add them to GPU_WHEELS
+# for variant brax.
+GPU_PY     ?= 3.12
+GPU_WHEELS ?= duckdb pydantic pydantic_core annotated-types typing-inspection
+gpu-wheels:
+	rm -rf .whl && mkdir -p .whl
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PY) --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 --platform any -d .whl \
+	  $(foreach w,$(GPU_WHEELS),$(w)==$(shell grep -i '^$(w)==' constraints.txt | cut -d= -f3))
+	@du -sh .whl
