@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 # XLA's C++ log lines (e.g. "Loading XLA:CPU AOT result" on every persistent-cache hit) are
 # not for users; set before anything imports jaxlib. A user's own setting wins.
@@ -129,6 +131,19 @@ def _interrupted(text: str) -> None:
     os._exit(130)
 
 
+class Terminated(BaseException):
+    """SIGTERM (a scheduler ending a task at its time limit or on `scancel`, `kill`,
+    `timeout`), raised in the main thread so that a job's own cleanup runs as after
+    Ctrl-C: a sampler flushes the chunks it finished and frees their leases, so a task on
+    another node can take them at once. A BaseException, so `except Exception` blocks
+    do not swallow it."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated()
+
+
 def _fail(text: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
     sys.exit(2)
@@ -165,6 +180,8 @@ def main() -> None:
     from retland.warehouse.readonly import QueryInterrupted
 
     sys.argv[1:] = optional_counts(sys.argv[1:])
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if on_main else None
     try:
         code = app(standalone_mode=False)
     except click.NoArgsIsHelpError as exc:
@@ -187,6 +204,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted:[/] stopped by Ctrl-C", highlight=False)
         sys.exit(130)
+    except Terminated:
+        err_console.print("[bold red]terminated:[/] stopped by SIGTERM; what was finished is stored, and the same "
+                          "command goes on from there", highlight=False, soft_wrap=True)
+        sys.exit(143)
     except RuntimeError as exc:
         # DuckDB's own SIGINT check (a query run on the main thread, e.g. by stats or export)
         # ends the query with RuntimeError("Query interrupted").
@@ -205,6 +226,9 @@ def main() -> None:
         if exc.errno != errno.EROFS:
             raise
         _fail(one_line(exc))
+    finally:
+        if on_main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if isinstance(code, int) and code:
         sys.exit(code)
 

@@ -139,3 +139,50 @@ def test_td3_operator_samples_the_example(added, capsys, monkeypatch):
     assert set(rows["operator_id"]) == {"td3[h=50,seed=0]"}
     rets = np.asarray(rows["return"].to_list())
     assert np.all(np.isfinite(rets)) and np.ptp(rets) > 0  # distinct updates, distinct returns
+
+
+def test_sigterm_stops_sample_with_its_finished_chunks_stored_and_no_lease_left(added, tmp_path, capsys, monkeypatch):
+    """A scheduler's SIGTERM (a task's time limit, `scancel`) ends `retland sample` as
+    Ctrl-C does: the chunks finished are flushed, their leases freed (a task on another
+    node need not wait for them to go stale), exit 143; the same command then computes
+    only the rest. (The td3 program of the test above: one compile per process.)"""
+    import contextlib
+    import os
+    import shutil
+    import signal
+
+    from retland.cli import sample as sample_cli
+    from retland.warehouse import Warehouse
+
+    src, run_id, step, _ = added
+    root = tmp_path / "wh"
+    shutil.copytree(src, root)
+    args = ["sample", "--run", run_id, "--steps", step, "--operator", "td3", "--samples", 32, "--horizon", 50,
+            "--batch-size", 8, "--key-seed", 7, "-w", root]
+
+    @contextlib.contextmanager
+    def terminating_bar(total, description, **options):
+        seen = []
+
+        def advance(n=0, **info):
+            seen.append(n)
+            if len(seen) == 2:  # after the second chunk: SIGTERM, as SLURM sends it
+                os.kill(os.getpid(), signal.SIGTERM)
+        yield advance
+
+    before = signal.getsignal(signal.SIGTERM)
+    with monkeypatch.context() as m:
+        m.setattr(sample_cli, "progress_bar", terminating_bar)
+        code, out, err = run_cli(capsys, monkeypatch, *args)
+    assert code == 143, (out, err)
+    assert "stopped by SIGTERM" in err
+    assert signal.getsignal(signal.SIGTERM) == before  # the command's handler is gone with it
+    query = 'SELECT update_index, "return" FROM post_update_returns WHERE operator_id = ? ORDER BY update_index'
+    stored = Warehouse.open(root, create=False).records(query, ["td3[h=50,seed=7]"])
+    assert [r["update_index"] for r in stored] == list(range(16))  # the two whole chunks, flushed
+    assert not list((root / "leases").rglob("*.lease"))
+    code, out, err = run_cli(capsys, monkeypatch, *args, "--no-progress")
+    assert code == 0, err
+    assert "wrote 16 rows" in " ".join(out.split())
+    again = Warehouse.open(root, create=False).records(query, ["td3[h=50,seed=7]"])
+    assert [r["update_index"] for r in again] == list(range(32)) and again[:16] == stored
