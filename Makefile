@@ -150,5 +150,5 @@ gpu-wheels:
 	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PY) --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
 	  --platform manylinux2014_x86_64 --platform any -d .whl \
-	  $(foreach w,$(GPU_WHEELS),$(w)==$(shell grep -i '^$(w)==' constraints.txt | cut -d= -f3))
+	  $(foreach w,$(GPU_WHEELS),$(w)$(shell grep -i '^$(w)==' constraints.txt | sed 's/^[^=]*//'))
 	@du -sh .whl

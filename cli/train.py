@@ -190,8 +190,11 @@ def execute(request, warehouse: Path | None, progress: bool = True) -> None:
         again = ["retland", "train", "--resume", result.job_id, "--time-limit", duration_text(request.time_limit)]
         if warehouse is not None:
             again += ["-w", str(warehouse)]
+        # seed groups (a device that cannot hold every seed) resume each from its own last checkpoint
+        where = (f"its checkpoint at step {resume_from:,}" if result.seed_group >= len(result.run_ids)
+                 else "each seed group's last checkpoint")
         console.print(f"job [bold]{result.job_id}[/] stopped by --time-limit at step {result.steps:,} of "
-                      f"{started['steps']:,}; it resumes from its checkpoint at step {resume_from:,}. Continue with:")
+                      f"{started['steps']:,}; it resumes from {where}. Continue with:")
         console.print(f"  {shlex.join(again)}", highlight=False, soft_wrap=True)
         return
     final = result.curve.get(result.steps)

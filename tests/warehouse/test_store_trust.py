@@ -231,8 +231,9 @@ def _write_points_of(args, root, timeout=300) -> int:
     return int(counted[0].split(": ")[1])
 
 
+@pytest.mark.slow  # a killed process per write point (make test-crash)
 @pytest.mark.parametrize("fresh", [False, True], ids=["into-existing", "new-warehouse"])
-def test_kill_9_at_every_write_point_of_import_returns_leaves_all_or_nothing(tmp_path, fresh):
+def test_kill_9_at_every_write_point_of_import_returns_leaves_all_or_nothing(tmp_path, fresh, capsys, monkeypatch):
     src = tmp_path / "good.csv"
     src.write_text(GOOD_CSV)
     base = tmp_path / "wh"
@@ -254,12 +255,13 @@ def test_kill_9_at_every_write_point_of_import_returns_leaves_all_or_nothing(tmp
         out = _cli(["import-returns", src, "-w", root], {"RETLAND_CRASH_AT": str(k)})
         assert out.returncode == -9, (k, out.stderr)
         got = _counts(root)
-        after = _cli(["import-returns", src, "-w", root])  # the rerun completes and cleans up
-        assert after.returncode == 0, after.stderr
+        # the rerun completes and cleans up (in this process: only the killed run needs its own)
+        code, _, err = run_cli(capsys, monkeypatch, "import-returns", src, "-w", root)
+        assert code == 0, (k, err)
         full = _counts(root)
         assert got in (start, full), (k, got, start, full)
-        check = _cli(["check", "-w", root])
-        assert check.returncode == 0, (k, check.stdout, check.stderr)
+        code, out_text, err = run_cli(capsys, monkeypatch, "check", "-w", root)
+        assert code == 0, (k, out_text, err)
         assert not [p for p in root.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".pending-")], k
     assert full[1] == start[1] + 25
 
@@ -301,10 +303,11 @@ def test_add_policy_refuses_non_finite_params_naming_the_leaf(tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_at_every_write_point_of_sample_leaves_all_or_nothing(tmp_path):
+def test_kill_9_at_every_write_point_of_sample_leaves_all_or_nothing(tmp_path, capsys, monkeypatch):
     """`retland sample` commits its operator row with its rows (one entry per flush): a
     kill at any write point leaves the distribution's rows and operator, or neither.
-    Slow: every try compiles the sampler (~10-40 s on 2 cores)."""
+    Slow: every try is a process that compiles the sampler (~10-40 s on 2 cores); the
+    reruns and checks run in this process, which compiles once."""
     base = tmp_path / "wh"
     assert _cli(["add-example", "-w", base]).returncode == 0
     import retland
@@ -322,11 +325,12 @@ def test_kill_9_at_every_write_point_of_sample_leaves_all_or_nothing(tmp_path):
         out = _cli([*args, "-w", root], {"RETLAND_CRASH_AT": str(k)}, timeout=300)
         assert out.returncode == -9, (k, out.stderr[-2000:])
         got = _counts(root)
-        after = _cli([*args, "-w", root], timeout=300)
-        assert after.returncode == 0, after.stderr[-2000:]
+        code, _, err = run_cli(capsys, monkeypatch, *args, "-w", root, "--no-progress")
+        assert code == 0, (k, err[-2000:])
         full = _counts(root)
         assert got in (start, full), (k, got, start, full)
-        assert _cli(["check", "-w", root]).returncode == 0
+        code, report, _ = run_cli(capsys, monkeypatch, "check", "-w", root)
+        assert code == 0, (k, report)
         shutil.rmtree(root)
     assert full[1] == start[1] + 8 and full[3] == start[3] + 1
 
@@ -352,7 +356,8 @@ def test_kill_9_at_every_write_point_of_train_leaves_whole_commits_and_resume_fi
     A kill -9 at any write point leaves a prefix of those commits, never a checkpoint
     without its evaluation; `check` finds the warehouse healthy; and `train --resume JOB`
     (or, when no runs row was committed, a new `train`) ends with the uninterrupted job's
-    rows. Slow: every try is a process that compiles the tiny job (~10-15 s on 2 cores)."""
+    rows. Slow: every try is a process that compiles the tiny job (~10-15 s on 2 cores);
+    resumes and checks run in this process, which compiles once."""
     config = tmp_path / "tiny.toml"
     config.write_text(TINY_TRAIN_TOML)
     base = tmp_path / "wh"
@@ -384,10 +389,10 @@ def test_kill_9_at_every_write_point_of_train_leaves_whole_commits_and_resume_fi
                 import retland
 
                 job = retland.query("SELECT run_id FROM runs", warehouse=root)["run_id"][0].rsplit("-s", 1)[0]
-                after = _cli(["train", "--resume", job, "--no-progress", "-w", root], timeout=300)
+                code, _, err = run_cli(capsys, monkeypatch, "train", "--resume", job, "--no-progress", "-w", root)
             else:
-                after = _cli([*args, "-w", root], timeout=300)
-            assert after.returncode == 0, (k, after.stderr[-2000:])
+                code, _, err = run_cli(capsys, monkeypatch, *args, "-w", root)
+            assert code == 0, (k, err[-2000:])
             assert _train_counts(root) == states[-1], k
             code, report, _ = run_cli(capsys, monkeypatch, "check", "-w", root)
             assert code == 0, (k, report)
