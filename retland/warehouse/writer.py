@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .log import _fsync_dir as _log_fsync_dir
-from .log import PARTITION_VALUE, _partition_ok, _safe_path, new_id, part_schema_problem, write_atomic, write_entry, write_intent
+from .log import PARTITION_VALUE, _partition_ok, _safe_path, log_dir, new_id, part_schema_problem, write_atomic, write_entry, write_intent
 from .sqlgen import SCHEMA_PART, TABLES_DIR, schema_part_path
 from .tables import TABLES, TableSpec
 
@@ -274,6 +274,12 @@ class Commit:
                 add.append({"table": table, "path": rel, "rows": data.num_rows, "bytes": path.stat().st_size})
             write_entry(self.root, add, command=self.command, entry_id=entry_id)
         except BaseException as exc:
+            if intent is not None and (log_dir(self.root) / f"{entry_id}.json").exists():
+                # The entry's rename happened: the commit stands, whatever came after it (an
+                # fsync's error, Ctrl-C or SIGTERM raised between two bytecodes) must not
+                # delete the parts it names.
+                intent.unlink(missing_ok=True)
+                raise
             for path in written:
                 path.unlink(missing_ok=True)
             if intent is not None:

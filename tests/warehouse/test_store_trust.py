@@ -288,6 +288,35 @@ def test_a_failed_commit_deletes_its_parts(tmp_path, monkeypatch):
     assert tree_digest(wh.root) == before
 
 
+def test_an_interrupt_after_the_entry_is_renamed_keeps_the_commit(tmp_path, monkeypatch, capsys):
+    """Ctrl-C or SIGTERM (each an exception raised between two bytecodes) after the entry's
+    rename, here in the log folder's fsync: the commit has happened, so its parts stay
+    (deleting them would leave an entry naming missing files)."""
+    from retland.warehouse import Warehouse
+    from retland.warehouse import log
+
+    wh = Warehouse.open(tmp_path / "wh")
+    real, calls = log._fsync_dir, []
+
+    def fsync(folder):
+        real(folder)
+        if folder == log.log_dir(wh.root):
+            calls.append(folder)
+            if len(calls) == 2:  # the intent's, then the entry's
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(log, "_fsync_dir", fsync)
+    with pytest.raises(KeyboardInterrupt):
+        wh.append_many({"runs": [{"run_id": "r", "algo": "a", "env": "e", "seed": 0, "source": "imported"}],
+                        "post_update_returns": [{"run_id": "r", "step": 0, "operator_id": "o", "update_index": 0,
+                                                 "return": 1.0}]})
+    monkeypatch.setattr(log, "_fsync_dir", real)
+    assert _counts(wh.root)[:2] == (1, 1)
+    code, out, _ = run_cli(capsys, monkeypatch, "check", "-w", wh.root)
+    assert code == 0 and "no damaged parts" in out, out
+    assert not list((wh.root / "log").glob(".pending-*"))
+
+
 def test_add_policy_refuses_non_finite_params_naming_the_leaf(tmp_path):
     import numpy as np
 
