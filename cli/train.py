@@ -83,7 +83,8 @@ def train(
         help="Job id (run id without -s<seed>) to continue from its last checkpoint "
              "(from step 0 if it was killed before its first).")] = None,
     time_limit: Annotated[Optional[str], typer.Option(
-        "--time-limit", help="Wall time this command may train: minutes, H:MM:SS or D-HH:MM:SS (as SLURM's --time), "
+        "--time-limit", help="Wall time this command may train, as SLURM's --time writes it: minutes, MIN:SS, H:MM:SS "
+                             "or D-HH:MM:SS (3:50 is 3 minutes 50 seconds; 3:50:00 is 3 hours 50), "
                              "counted from the start of training, compiles included. After each checkpoint the job "
                              "goes on only if the next checkpoint (or the end) fits, at the rate it has measured; "
                              "otherwise it stops there and prints the command that continues it (--resume). Give a "

@@ -199,6 +199,7 @@ class Deadline:
     def __init__(self, at: float | None, clock: Callable[[], float] = time.monotonic):
         self.at, self.clock = at, clock
         self.rates: list[float] = []  # seconds per env step of the stretches measured since the compile
+        self.prior: float | None = None  # the job's recorded rate on this device, until one is measured here
 
     @property
     def set(self) -> bool:
@@ -213,16 +214,40 @@ class Deadline:
             self.rates.append(seconds / steps)
 
     def fits(self, steps: int) -> bool:
-        """Whether `steps` more env steps end before the deadline. The first stretch after
-        the warm-up holds the update program's compile, so it counts only while it is the
-        only one; with none measured yet the answer is yes (nothing to estimate from)."""
+        """Whether `steps` more env steps end before the deadline, at the slowest of the
+        last three stretches measured (their compile left out), else at the job's rate
+        recorded before; with neither the answer is yes (nothing to estimate from) until
+        the deadline has passed."""
         if self.at is None or steps <= 0:
             return True
-        rates = self.rates[1:] or self.rates
+        rates = self.rates[-3:] or ([self.prior] if self.prior else [])
         if not rates:
             return not self.passed()
-        per_step = max(rates[-3:])
+        per_step = max(rates)
         return self.clock() + steps * per_step * self.MARGIN + self.SLACK <= self.at
+
+
+def _initial_states(wh, cfg: TrainConfig, seeds: int):
+    """(ts, rb) at step 0: the seeds' initial states; a behaviour-cloning job's buffer holds
+    its teacher's relabelled data (every seed clones the same data)."""
+    ts, rb = init_states(cfg)
+    if cfg.algo in OFFLINE:
+        from retland.train.bc import teacher_dataset
+
+        data = teacher_dataset(wh, cfg)
+        rb = replay.Replay(jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds, *x.shape)), data),
+                           jnp.full((seeds,), cfg.agent.dataset_size, jnp.int32))
+    return ts, rb
+
+
+def _recorded_rate(wh, job_id: str, seeds: int) -> float | None:
+    """Seconds per env step (per seed) of the job's stretches after warm-up and compile
+    recorded on this device (an earlier, time-limited call of the same job), or None."""
+    rows = wh.records("SELECT sum(seconds) AS s, sum(to_step - from_step) AS n FROM training_timings "
+                      "WHERE job_id = ? AND seeds = ? AND device = ? AND NOT includes_compile AND NOT warmup",
+                      [job_id, int(seeds), device_label()])
+    s, n = (rows[0]["s"], rows[0]["n"]) if rows else (None, None)
+    return float(s) / float(n) if s and n else None
 
 
 def _train_group(cfg: TrainConfig, wh, ids: list[str], result: TrainResult, resuming: bool,
@@ -234,13 +259,7 @@ def _train_group(cfg: TrainConfig, wh, ids: list[str], result: TrainResult, resu
     if resuming:
         ts, rb, step = _resume_state(wh, cfg, ids)
     else:
-        ts, rb = init_states(cfg)
-        if cfg.algo in OFFLINE:  # every seed clones the same relabelled teacher data
-            from retland.train.bc import teacher_dataset
-
-            data = teacher_dataset(wh, cfg)
-            rb = replay.Replay(jax.tree.map(lambda x: jnp.broadcast_to(x, (len(ids), *x.shape)), data),
-                               jnp.full((len(ids),), cfg.agent.dataset_size, jnp.int32))
+        ts, rb = _initial_states(wh, cfg, len(ids))
         step = 0
     first = step
     stops, evals, chunk = boundaries(cfg, step)
@@ -272,9 +291,14 @@ def _train_group(cfg: TrainConfig, wh, ids: list[str], result: TrainResult, resu
     clock = clock or Deadline(None)
     warmup_end = cfg.agent.learning_starts if cfg.algo in OFF_POLICY else 0
     saves = sorted(set(cfg.checkpoint_steps) | {cfg.steps})
+    if clock.set and clock.prior is None:
+        clock.prior = _recorded_rate(wh, ids[0].rsplit("-s", 1)[0], len(ids))
+    compiled = False  # whether this process has run an update chunk of the job (its compile)
     t_loop = t_mark = time.perf_counter()
     for stop in stops:
-        if clock.set and (step == first or step in cfg.checkpoint_steps) and step >= warmup_end:
+        # Decide at a point the job can resume from: its start (a fresh job, a resumed one,
+        # a later seed group) and each checkpoint.
+        if clock.set and (step == first or step in cfg.checkpoint_steps):
             goal = next(s for s in saves if s > step)  # the next point the job could resume from
             if not clock.fits(goal - step):
                 result.time_limited = True
@@ -287,6 +311,13 @@ def _train_group(cfg: TrainConfig, wh, ids: list[str], result: TrainResult, resu
             ts, rb = make_chunk_fn(cfg, step, chunk)(ts, rb)
             step += chunk
             report(chunk)
+            if clock.set:
+                # Chunks are dispatched ahead of the device; waiting for each one (a sync per
+                # hundreds of steps) keeps the deadline check above on the device's time.
+                jax.block_until_ready(ts)
+                if not compiled and step - chunk >= warmup_end:
+                    compiled = True  # the first update chunk held the compile: the stretch's
+                    step0, t_mark = step, time.perf_counter()  # rate starts after it
         jax.block_until_ready(ts)
         if result.time_limited:
             break
@@ -301,7 +332,7 @@ def _train_group(cfg: TrainConfig, wh, ids: list[str], result: TrainResult, resu
         elif rets is None:
             timer.stop(step)  # a stop without rows (the end of warm-up): committed with the next ones
         now = time.perf_counter()  # a stretch's time holds its chunks, evaluation and checkpoint files
-        if step0 >= warmup_end:
+        if step0 >= warmup_end and compiled:
             clock.measure(step - step0, now - t_mark)
         t_mark = now
     if timer.pending:  # stop_at ended the loop between commits
@@ -388,7 +419,7 @@ def _resume_state(wh, cfg: TrainConfig, ids: list[str]):
     if not any(ck.list_checkpoints(wh, rid) for rid in ids):
         for rid in ids:
             ck.discard_orphan_artifacts(wh, rid)
-        ts, rb = init_states(cfg)
+        ts, rb = _initial_states(wh, cfg, len(ids))
         return ts, rb, 0
     for rid in ids:
         ck.clear_temp_folders(wh, rid)

@@ -326,17 +326,26 @@ def test_deadline_estimates_the_next_stretch_from_the_measured_rate():
 
     clock = _Clock()
     d = Deadline(100.0, clock=clock)
-    assert d.fits(10**9)  # nothing measured yet: nothing to refuse on
-    d.measure(1000, 50.0)  # the first stretch after warm-up (the update's compile in it)
-    assert not d.fits(2000)  # alone it counts: 2000 x 0.05 s x margin > 100 s
-    d.measure(1000, 1.0)  # steady: 1 ms per step, the compile's stretch dropped
-    assert d.fits(80_000) and not d.fits(90_000)  # 80 s x 1.15 + 5 <= 100 < 90 s x 1.15 + 5
+    assert d.fits(10**9)  # nothing measured or recorded yet: nothing to refuse on
+    d.prior = 0.002  # the job's rate recorded by an earlier call: 2 ms per step
+    assert d.fits(40_000) and not d.fits(50_000)  # 40 s x 1.15 + 5 <= 100 < 50 s x 1.15 + 5
+    d.measure(1000, 1.0)  # measured here (compile left out): 1 ms per step, the prior no longer counts
+    assert d.fits(80_000) and not d.fits(90_000)
+    d.measure(1000, 1.5)  # the slowest of the last three stretches counts
+    assert d.fits(50_000) and not d.fits(60_000)
     clock.now = 60.0
-    assert d.fits(30_000) and not d.fits(40_000)
+    assert d.fits(20_000) and not d.fits(30_000)
     assert not d.passed()
     clock.now = 100.0
     assert d.passed() and not d.fits(1) and d.fits(0)
     assert Deadline(None).fits(10**12) and not Deadline(None).passed()
+
+
+class _StepClock(_Clock):
+    """Time that passes one second per env step trained (the job's progress moves it)."""
+
+    def advance(self, n=0, **info):
+        self.now += n
 
 
 def test_a_time_limited_job_stops_at_a_checkpoint_and_resumes_exactly(wh, td3_job):
@@ -344,15 +353,31 @@ def test_a_time_limited_job_stops_at_a_checkpoint_and_resumes_exactly(wh, td3_jo
     whole (rows, files); resume trains the rest to the uninterrupted job's bits."""
     from retland.train.job import Deadline
 
-    # At the checkpoint (step 60) one stretch after warm-up is measured; 60 more steps at
-    # that rate do not fit in a deadline 5 s (the slack) away on a clock that stands still.
-    stopped = train(TINY_TD3, wh, deadline=Deadline(5.0 + 1e-9, clock=_Clock()))
-    assert stopped.time_limited and stopped.steps == 60 and stopped.checkpoints == [60]
+    # One second per step, 100 s: from step 0 the first checkpoint (60) fits at the job's
+    # recorded rate (1 s per step); from 60 the next (120) does not: it stops at 60.
+    clock = _StepClock()
+    deadline = Deadline(100.0, clock=clock)
+    deadline.prior = 1.0
+    stopped = train(TINY_TD3, wh, progress=clock.advance, deadline=deadline)
+    assert stopped.time_limited and stopped.steps == 60 and stopped.checkpoints == [60] and clock.now == 60
     for rid in stopped.run_ids:
         assert list_checkpoints(wh, rid) == [60]
     resumed = train(TINY_TD3, wh, resume=stopped.job_id, deadline=Deadline(1e9, clock=_Clock()))
     assert not resumed.time_limited and resumed.steps == 120
     assert leaves_equal(resumed.state, td3_job.state) and leaves_equal(resumed.replay, td3_job.replay)
+
+
+def test_past_the_deadline_between_checkpoints_the_job_stops_after_its_chunk(wh, td3_job):
+    """Nothing to estimate from (no rate recorded, the compile's chunk left out): the job
+    goes on, and once the deadline has passed it stops after the chunk in flight; the
+    steps since its last checkpoint are lost, and resume redoes them to the same bits."""
+    from retland.train.job import Deadline
+
+    clock = _StepClock()
+    stopped = train(TINY_TD3, wh, progress=clock.advance, deadline=Deadline(90.0, clock=clock))
+    assert stopped.time_limited and stopped.steps == 100 and stopped.checkpoints == [60]  # chunks of 20
+    resumed = train(TINY_TD3, wh, resume=stopped.job_id)
+    assert resumed.resumed_from == 60 and leaves_equal(resumed.state, td3_job.state)
 
 
 def test_a_deadline_already_past_trains_nothing(tmp_path):
@@ -375,8 +400,9 @@ def test_train_time_limit_prints_the_command_that_continues(wh, td3_job, capsys,
     toml.write_text('env = "hopper"\nseeds = 2\ntotal_steps = 120\ncheckpoints = [60, 120]\n'
                     'eval_every = 60\nhorizon = 20\n[agent]\nhidden = [16, 16]\nbatch_size = 8\n'
                     'learning_starts = 40\nbuffer_size = 120\n')
+    answers = iter([True])  # the start fits; the next checkpoint, from step 60, does not
     with monkeypatch.context() as m:
-        m.setattr(Deadline, "MARGIN", 1e9)  # whatever the rate, the next checkpoint does not fit
+        m.setattr(Deadline, "fits", lambda self, steps: next(answers, False))
         code, out, err = run_cli(capsys, monkeypatch, "train", "--config", toml, "--time-limit", "90",
                                  "-w", wh.root, "--no-progress")
     assert code == 0, err

@@ -335,3 +335,13 @@ def test_a_killed_clone_resumes_to_the_same_parameters(cloned, tmp_path):
     a = load_checkpoint(wh, resumed.run_ids[0], 40).agent_state
     b = load_checkpoint(wh, clone, 40).agent_state
     assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    # A clone stopped before its first checkpoint (a --time-limit already spent) restarts
+    # from step 0 on resume, from its teacher's data, not an empty buffer.
+    from retland.train.job import Deadline
+
+    late = train(cfg, wh, deadline=Deadline(0.0, clock=lambda: 1.0))
+    assert late.time_limited and late.checkpoints == []
+    again = train(cfg, wh, resume=late.job_id)
+    assert again.resumed_from == 0
+    c = load_checkpoint(wh, again.run_ids[0], 40).agent_state
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(c), jax.tree.leaves(b)))
