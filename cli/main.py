@@ -227,8 +227,8 @@ def main() -> None:
             raise
         _fail(one_line(exc))
     finally:
-        if on_main and previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if on_main:  # None: a handler set outside Python, which cannot be put back; the default then
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     if isinstance(code, int) and code:
         sys.exit(code)
 
