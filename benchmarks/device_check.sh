@@ -35,7 +35,8 @@ else
 fi
 mkdir -p "$OUT_DIR" "$STUDY"
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
-export RETLAND_JAX_CACHE=${RETLAND_JAX_CACHE:-$PWD/$STUDY/jax-cache}
+case "$STUDY" in /*) ;; *) STUDY=$PWD/$STUDY ;; esac
+export RETLAND_JAX_CACHE=${RETLAND_JAX_CACHE:-$STUDY/jax-cache}
 left() { echo $(( BUDGET - ($(date +%s) - START) - MARGIN )); }
 log() { echo "[device_check $(( $(date +%s) - START ))s] $*" | tee -a "$OUT_DIR/device_check.log"; }
 
@@ -59,22 +60,30 @@ print(f"duckdb {duckdb.__version__}, pydantic {pydantic.__version__}, retland fr
 EOF
 [ "${PIPESTATUS[0]}" -eq 0 ] || { log "the machine lacks what the compute path needs"; exit 2; }
 
-if [ ! -f "$OUT_DIR/train_chunks.txt" ] && [ ! -f "$STUDY/train_chunks.txt" ] && [ "$(left)" -gt 240 ]; then
+# A step's output is kept (and the step not run again) only when it ended well.
+keep() { if [ "$1" -eq 0 ]; then mv "$2.part" "$2"; else log "$(basename "$2"): exit $1, not kept"; fi; }
+
+if [ ! -f "$STUDY/train_chunks.txt" ] && [ "$(left)" -gt 240 ]; then
   log "train_chunks: the training call's cost at 1 and 20 seeds"
-  timeout 180 python3 benchmarks/train_chunks.py $CHUNK_ARGS 2>&1 | tee "$STUDY/train_chunks.txt"
+  timeout 180 python3 benchmarks/train_chunks.py $CHUNK_ARGS 2>&1 | tee "$STUDY/train_chunks.txt.part"
+  keep "${PIPESTATUS[0]}" "$STUDY/train_chunks.txt"
 fi
 [ -f "$STUDY/train_chunks.txt" ] && cp "$STUDY/train_chunks.txt" "$OUT_DIR/"
 
 if [ "$(left)" -gt 60 ]; then
-  log "paper study: $(left) s of this call"
-  python3 benchmarks/gpu_study.py $STUDY_ARGS --out "$STUDY/paper" --no-report --time-limit "0:$(left)" 2>&1 \
-    | tee -a "$OUT_DIR/paper.txt"
+  LIMIT=$(left)
+  log "paper study: $LIMIT s of this call"
+  # --time-limit stops it in time; SIGINT a minute later (it flushes what it sampled) is the net
+  timeout -s INT $(( LIMIT + 60 )) python3 benchmarks/gpu_study.py $STUDY_ARGS --out "$STUDY/paper" --no-report \
+    --time-limit "0:$LIMIT" 2>&1 | tee -a "$OUT_DIR/paper.txt"
+  log "paper study: exit ${PIPESTATUS[0]}"
 fi
 for f in stages.json summary.json; do [ -f "$STUDY/paper/$f" ] && cp "$STUDY/paper/$f" "$OUT_DIR/"; done
 
 if [ -f "$STUDY/paper/summary.json" ] && [ ! -f "$STUDY/packing.txt" ] && [ "$(left)" -gt 150 ]; then
   log "packing: packed vs unpacked vs full 4096-wide chunks"
-  timeout "$(left)" python3 benchmarks/packing.py $PACK_ARGS 2>&1 | tee "$STUDY/packing.txt"
+  timeout "$(left)" python3 benchmarks/packing.py $PACK_ARGS 2>&1 | tee "$STUDY/packing.txt.part"
+  keep "${PIPESTATUS[0]}" "$STUDY/packing.txt"
 fi
 [ -f "$STUDY/packing.txt" ] && cp "$STUDY/packing.txt" "$OUT_DIR/"
 log "done: $(ls "$OUT_DIR" | tr '\n' ' ')"

@@ -195,6 +195,10 @@ def sampling_rate(wh, since) -> float | None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    from retland.config.requests import parse_duration  # no JAX: the limit counts from here, imports included
+
+    limit = None if args.time_limit is None else parse_duration(args.time_limit, "--time-limit")
+    deadline = None if limit is None else time.monotonic() + limit
     if args.forbid:
         sys.meta_path.insert(0, _Forbid(n.strip() for n in args.forbid.split(",") if n.strip()))
     from datetime import datetime, timezone
@@ -202,7 +206,6 @@ def main(argv=None) -> dict:
     import jax
 
     from retland.agents import get_agent
-    from retland.config.requests import parse_duration
     from retland.core.envs import reference_state
     from retland.purd import sampling
     from retland.purd.job import SampleRequest, run_request
@@ -211,8 +214,6 @@ def main(argv=None) -> dict:
     from retland.train.job import train
     from retland.warehouse import Warehouse
 
-    limit = None if args.time_limit is None else parse_duration(args.time_limit, "--time-limit")
-    deadline = None if limit is None else time.monotonic() + limit
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     wh = Warehouse.open(out / "warehouse")
@@ -253,7 +254,13 @@ def main(argv=None) -> dict:
     else:
         if found:
             print(f"train: resuming job {found[0]}", flush=True)
-        result = train(cfg, wh, progress=progress, resume=found[0] if found else None, deadline=deadline)
+        try:
+            result = train(cfg, wh, progress=progress, resume=found[0] if found else None, deadline=deadline)
+        except KeyboardInterrupt:  # Ctrl-C, or device_check's timeout net: the job resumes from its last checkpoint
+            call["stages"]["train"] = {"seconds": round(time.perf_counter() - t0, 2), "interrupted": True}
+            save("interrupted in train")
+            print("train: interrupted; run the same command again to go on", flush=True)
+            raise SystemExit(130) from None
         train_s = time.perf_counter() - t0
         trained = cfg.seeds * (result.steps - (result.resumed_from or 0))
         call["stages"]["train"] = {"seconds": round(train_s, 2), "env_steps": int(trained),
@@ -308,6 +315,8 @@ def main(argv=None) -> dict:
         written = outcome.rows_written
     except OutOfTime:
         status, written = "time limit in sample", sampled["rows"]
+    except KeyboardInterrupt:  # the finished chunks were flushed on the way out, as on OutOfTime
+        status, written = "interrupted in sample", sampled["rows"]
     sample_s = time.perf_counter() - t1
     steady = sampling_rate(wh, since)
     call["stages"]["sample"] = {"seconds": round(sample_s, 2), "rows": int(written),
@@ -315,8 +324,7 @@ def main(argv=None) -> dict:
                                 "steady_env_steps_per_s": None if steady is None else round(steady, 1)}
     if status != "complete":
         save(status)
-        print(f"sample: stopped by --time-limit after {written:,} rows; run the same command again to go on",
-              flush=True)
+        print(f"sample: stopped ({status}) after {written:,} rows; run the same command again to go on", flush=True)
         return {"status": status, "stages": str(stages_path)}
     print(f"sample: {written:,} rows in {sample_s:.1f} s"
           + (f", {steady:,.0f} env-steps/s after the compile (padding included)" if steady else ""), flush=True)
@@ -328,7 +336,11 @@ def main(argv=None) -> dict:
     actor = get_agent(ckpt.algo, ckpt.config).actor_params(ckpt.state)
     start = reference_state(ckpt.env, ckpt.backend, variant=ckpt.variant)
     chunk = sampling.auto_batch_size(n) if batch == "auto" else batch
-    bare_rate = bare_rollout_rate(program, actor, start, chunk)
+    if deadline is not None and time.monotonic() > deadline - 60:  # a compile and two chunks: about a minute
+        bare_rate = None
+        print("bare rollout: skipped (the call's time limit is near); the study is complete", flush=True)
+    else:
+        bare_rate = bare_rollout_rate(program, actor, start, chunk)
     rows = wh.records("SELECT count(*) AS n FROM post_update_returns")[0]["n"]
     totals = stage_totals(record["calls"])
     sample_rate = steady or (written * cfg.horizon / max(sample_s, 1e-9))
@@ -340,16 +352,19 @@ def main(argv=None) -> dict:
         "train_env_steps_per_s": totals.get("train", {}).get("env_steps", 0) / max(
             totals.get("train", {}).get("seconds", 0.0), 1e-9) if "train" in totals else None,
         "samples_per_checkpoint": n, "sampled_runs": len(runs), "rows": int(rows),
-        "sample_env_steps_per_s": round(sample_rate, 1), "bare_rollout_env_steps_per_s": round(bare_rate, 1),
-        "sample_to_bare_ratio": round(sample_rate / bare_rate, 3), "warehouse": str(wh.root),
+        "sample_env_steps_per_s": round(sample_rate, 1),
+        "bare_rollout_env_steps_per_s": None if bare_rate is None else round(bare_rate, 1),
+        "sample_to_bare_ratio": None if bare_rate is None else round(sample_rate / bare_rate, 3),
+        "warehouse": str(wh.root),
         "train_memory": train_memory, "polars_imported": "polars" in sys.modules,
     }
-    print(f"sample: {sample_rate:,.0f} env-steps/s (td3 operator); bare vmapped rollout {bare_rate:,.0f} "
-          f"(B = {chunk}); ratio {sample_rate / bare_rate:.2f}", flush=True)
+    if bare_rate is not None:
+        print(f"sample: {sample_rate:,.0f} env-steps/s (td3 operator); bare vmapped rollout {bare_rate:,.0f} "
+              f"(B = {chunk}); ratio {sample_rate / bare_rate:.2f}", flush=True)
     print("stages over all calls: " + ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in totals.items())
           + f"; study {summary['study_seconds']:.0f} s in {len(record['calls'])} call(s)", flush=True)
 
-    if args.packing:
+    if args.packing and not (deadline is not None and time.monotonic() > deadline - 120):
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import packing
 

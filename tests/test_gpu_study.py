@@ -14,10 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_tiny_gpu_study_trains_samples_and_writes_without_polars(tmp_path):
-    """Two calls, as a device session runs it: the first with a time limit that ends it
-    early (in training or sampling, wherever 2 s of this machine end), the second going
-    on from there, polars, altair, brax and mujoco unimportable (the paper variant's
-    physics is retland's own: a GPU node needs neither wheel)."""
+    """Two calls, as a device session runs them: the first with a 2 s time limit (on a CPU
+    the compile alone outlasts it, so it stops in training before its first checkpoint),
+    the second going on from there to the end; polars, altair, brax and mujoco
+    unimportable (the paper variant's physics is retland's own: a GPU node needs neither
+    wheel). Stopping training at a checkpoint is tested in tests/agents/test_agents.py;
+    sampling's stop is the engine's Ctrl-C path (its finished chunks flushed)."""
     out = tmp_path / "study"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu_study.py"), "--tiny", "--sample-seeds", "all",
