@@ -9,13 +9,16 @@ from analysis_jobs import TINY_TD3, tiny_job
 from retland.analyses.estimates import current_device, fmt_seconds, training_rate
 
 
-def test_a_trained_job_records_its_stretches_and_gives_a_training_rate_on_its_device(monkeypatch):
+def test_a_trained_job_records_its_stretches_and_gives_a_training_rate_on_its_device(monkeypatch, tmp_path):
     from retland.train import job
+    from retland.warehouse import Warehouse
 
-    # the process's record of timed programs starts empty here: an earlier test of this
-    # worker may have run the same program, and its first stretch would not hold the compile
+    # A job of its own (tiny_job's is shared by the worker's tests, and may have been trained
+    # before this test), with the process's record of timed programs empty: an earlier test
+    # may have run the same program, and then the first stretch would not hold the compile.
     monkeypatch.setattr(job, "_TIMED", set())
-    wh, result = tiny_job()
+    wh = Warehouse.open(tmp_path / "wh")
+    result = job.train(TINY_TD3, wh)
     t = wh.records("SELECT * FROM training_timings WHERE job_id = ? ORDER BY from_step", [result.job_id])
     # stops at learning_starts (40), the evaluation-checkpoints 60 and 120: one row each
     assert [(r["from_step"], r["to_step"]) for r in t] == [(0, 40), (40, 60), (60, 120)]
