@@ -64,7 +64,7 @@ EOF
 keep() { if [ "$1" -eq 0 ]; then mv "$2.part" "$2"; else log "$(basename "$2"): exit $1, not kept"; fi; }
 
 if [ ! -f "$STUDY/train_chunks.txt" ] && [ "$(left)" -gt 240 ]; then
-  log "train_chunks: the training call's cost at 1 and 20 seeds"
+  log "train_chunks: the training call's cost, 1 step against 500 steps per call"
   timeout 180 python3 benchmarks/train_chunks.py $CHUNK_ARGS 2>&1 | tee "$STUDY/train_chunks.txt.part"
   keep "${PIPESTATUS[0]}" "$STUDY/train_chunks.txt"
 fi

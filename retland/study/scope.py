@@ -53,9 +53,9 @@ def trained_runs(wh) -> list[dict]:
     """Every trained run with its config and checkpoint steps, in one query (as plain
     records: a GPU node without polars finds a study's jobs too)."""
     return wh.records("SELECT r.run_id, r.algo, r.env, r.config, r.seed, "
-                    "list(c.step ORDER BY c.step) FILTER (WHERE c.step IS NOT NULL) AS steps "
-                    "FROM runs r LEFT JOIN checkpoints c USING (run_id) "
-                    "WHERE r.source = 'trained' GROUP BY ALL")
+                      "list(c.step ORDER BY c.step) FILTER (WHERE c.step IS NOT NULL) AS steps "
+                      "FROM runs r LEFT JOIN checkpoints c USING (run_id) "
+                      "WHERE r.source = 'trained' GROUP BY ALL")
 
 
 def find_job(rows: list[dict], cfg) -> tuple[str, list[str], bool] | None:

@@ -117,9 +117,11 @@ def train(cfg: TrainConfig, warehouse=None, *, progress: Callable[..., None] | N
     and time-boxed runs; the run can be resumed later).
 
     deadline: a `time.monotonic()` instant by which the job must have stopped (a wall-time
-    limit, e.g. a SLURM task's). After each checkpoint the job goes on only if the next
-    checkpoint (or the end) fits before the deadline at the rate it has measured; else
-    it stops there, whole, and `resume` continues it. Past the deadline between two
+    limit, e.g. a SLURM task's), or a `Deadline`. At its start (each seed group's) and
+    after each checkpoint the job goes on only if the next checkpoint (or the end) fits
+    before the deadline at the rate it has measured since its compile (until then: the
+    rate this job recorded on this device before); else it stops there, whole, and
+    `resume` continues it. Past the deadline between two
     checkpoints (the estimate was wrong) it stops after the chunk in flight, losing the
     steps since its last checkpoint. Either way `result.time_limited` is set.
 
